@@ -27,5 +27,5 @@ class GalleryError(FaceToolError):
     """A gallery directory is missing, damaged or was built with another model."""
 
 
-class NameError_(FaceToolError):
+class InvalidNameError(FaceToolError):
     """A person name is not acceptable (empty, too long, control characters, path separators)."""
