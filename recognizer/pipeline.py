@@ -1,0 +1,119 @@
+"""Photo -> faces -> crops -> embeddings, for one photo or a stream of many.
+
+Faces from many photos are embedded together in batches, since a backbone runs several times
+faster per face on a batch than one face at a time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from recognizer.cache import CropCache
+from recognizer.detect import Detector, Face
+from recognizer.embed import Embedder
+from recognizer.errors import ImageError
+from recognizer.image import ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PhotoResult:
+    """Faces of one photo, largest first, with their crops and embeddings (row i is face i)."""
+
+    source: str
+    content_hash: str = ""
+    size: tuple[int, int] = (0, 0)
+    faces: list[Face] = field(default_factory=list)
+    crops: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))
+    embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    error: str | None = None  # set instead of raising when a photo in a stream cannot be read
+
+    def to_dict(self) -> dict:
+        return {
+            "photo": self.source,
+            "size": list(self.size),
+            "faces": [f.to_dict() for f in self.faces],
+            "error": self.error,
+        }
+
+
+class FacePipeline:
+    """A detector, an embedder and an optional crop cache working together."""
+
+    def __init__(self, detector: Detector, embedder: Embedder, cache: CropCache | None = None) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.cache = cache
+        self.crop_kind = f"{detector.settings.key()}-{embedder.name}{embedder.crop_size}"
+
+    def detect_and_crop(self, src: ImageSource) -> PhotoResult:
+        """Faces and crops of one photo (no embeddings yet); raises ImageError."""
+        use_cache = self.cache is not None and isinstance(src, (str, os.PathLike))
+        if use_cache:
+            # Hashing needs the bytes but not the decode, which is most of what a hit saves.
+            data = read_bytes(src)
+            digest = sha256_bytes(data)
+            cached = self.cache.get(digest, self.crop_kind)
+            if cached is not None:
+                faces, crops, size = cached
+                return PhotoResult(str(src), digest, size, faces, crops)
+            photo = Photo(decode(data, str(src)), str(src), digest)
+        else:
+            photo = load_photo(src)
+        faces = self.detector.detect(photo.image)
+        crops = self._crops(photo.image, faces)
+        if use_cache:
+            self.cache.put(photo.content_hash, self.crop_kind, faces, crops, photo.size)
+        return PhotoResult(photo.source, photo.content_hash, photo.size, faces, crops)
+
+    def _crops(self, image, faces: list[Face]) -> np.ndarray:
+        s = self.embedder.crop_size
+        if not faces:
+            return np.zeros((0, s, s, 3), np.uint8)
+        return np.stack([self.embedder.crop(image, f) for f in faces])
+
+    def analyze(self, src: ImageSource) -> PhotoResult:
+        """Detect, crop and embed every face of one photo; raises ImageError."""
+        result = self.detect_and_crop(src)
+        result.embeddings = self.embedder.embed(result.crops)
+        return result
+
+    def analyze_many(self, sources: Iterable[ImageSource], *, progress: bool = False, total: int | None = None) -> Iterator[PhotoResult]:
+        """Results in input order; unreadable photos come back with `error` set instead of raising."""
+        from tqdm import tqdm
+
+        sources = list(sources) if total is None else sources
+        bar = tqdm(total=total if total is not None else len(sources), unit="photo", disable=not progress, dynamic_ncols=True)
+        pending: list[PhotoResult] = []
+        n_crops = 0
+        try:
+            for src in sources:
+                try:
+                    res = self.detect_and_crop(src)
+                except ImageError as exc:
+                    res = PhotoResult(str(src), error=exc.reason)
+                    log.info("skipping %s", exc)
+                pending.append(res)
+                n_crops += len(res.faces)
+                if n_crops >= self.embedder.batch_size:
+                    yield from self._flush(pending, bar)
+                    pending, n_crops = [], 0
+            yield from self._flush(pending, bar)
+        finally:
+            bar.close()
+
+    def _flush(self, pending: list[PhotoResult], bar) -> Iterator[PhotoResult]:
+        crops = [r.crops for r in pending if len(r.faces)]
+        all_emb = self.embedder.embed(np.concatenate(crops)) if crops else np.zeros((0, self.embedder.dim), np.float32)
+        i = 0
+        for r in pending:
+            n = len(r.faces)
+            r.embeddings = all_emb[i : i + n] if r.error is None else np.zeros((0, self.embedder.dim), np.float32)
+            i += n
+            bar.update(1)
+            yield r

@@ -1,0 +1,162 @@
+"""Detection and embedding on real photos from the shared data folder."""
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recognizer.detect import largest
+
+FR = "face_recognition-examples"
+
+
+def _embed_largest(pipeline, path):
+    res = pipeline.analyze(path)
+    assert res.faces, f"no face found in {path}"
+    return res.embeddings[0]
+
+
+@pytest.mark.parametrize(
+    "group, people",
+    [
+        ("barack_obama+joe_biden__two_people.jpg", ["barack_obama", "joe_biden"]),
+        ("barack_obama+joe_biden__obama_and_biden.jpg", ["barack_obama", "joe_biden"]),
+        ("kit_harington+rose_leslie__kit_with_rose.jpg", ["kit_harington", "rose_leslie"]),
+    ],
+)
+def test_both_named_people_found_in_group_photo(data, sface_pipeline, group, people):
+    res = sface_pipeline.analyze(data / FR / "group" / group)
+    assert len(res.faces) >= 2
+    assert res.embeddings.shape == (len(res.faces), 128)
+    # Each named person matches a different detected face: the faces found are really theirs.
+    matched = set()
+    for person in people:
+        refs = np.stack([_embed_largest(sface_pipeline, p) for p in sorted((data / FR / "people" / person).iterdir())[:3]])
+        sims = (res.embeddings @ refs.T).max(axis=1)
+        best = int(np.argmax(sims))
+        assert sims[best] > 0.35, (person, sims)
+        matched.add(best)
+    assert len(matched) == len(people)
+
+
+def test_all_six_faces_in_multiface(data, detector):
+    faces = detector.detect(data / "facenet-pytorch-test-images/group/multiface__6_faces_unnamed.jpg")
+    assert len(faces) == 6
+    for f in faces:
+        assert f.box.shape == (4,) and f.landmarks.shape == (5, 2) and 0.9 <= f.score <= 1.0
+    assert [f.area for f in faces] == sorted((f.area for f in faces), reverse=True)
+
+
+def test_no_face_gives_empty_list(detector):
+    rng = np.random.default_rng(0)
+    # A smooth landscape-like gradient with noise: no face anywhere.
+    y, x = np.mgrid[0:480, 0:640]
+    img = np.stack([x / 640 * 255, y / 480 * 255, (x + y) / 1120 * 255], -1) + rng.normal(0, 8, (480, 640, 3))
+    faces = detector.detect(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)))
+    assert faces == []
+    assert detector.detect(Image.new("RGB", (5, 5))) == []
+
+
+def test_exif_orientation_gives_the_same_face(data, sface_pipeline, tmp_path):
+    src = data / "facenet-pytorch-test-images/people/paul_rudd/1.jpg"
+    upright = sface_pipeline.analyze(src)
+    img = Image.open(src).convert("RGB")
+    # Store the pixels rotated, with the EXIF tag (6 = rotate 90 CW to display) that undoes it.
+    rotated = img.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    rotated.save(path, quality=95, exif=exif.tobytes())
+    again = sface_pipeline.analyze(path)
+    assert len(again.faces) == len(upright.faces) >= 1
+    assert again.size == upright.size
+    assert np.abs(again.faces[0].box - upright.faces[0].box).max() < 6
+    assert float(again.embeddings[0] @ upright.embeddings[0]) > 0.95
+
+
+def test_sface_one_nearest_neighbour_on_celebrity_val(data, sface_pipeline):
+    def embed_split(split):
+        paths = sorted((data / "5-celebrity-faces" / split).glob("*/*"))
+        X, y = [], []
+        for res in sface_pipeline.analyze_many(paths):
+            if res.faces:
+                X.append(res.embeddings[0])
+                y.append(res.source.split("/")[-2])
+        return np.stack(X), np.array(y)
+
+    Xt, yt = embed_split("train")
+    Xv, yv = embed_split("val")
+    assert len(yv) == 25
+    acc = float((yt[(Xv @ Xt.T).argmax(1)] == yv).mean())
+    print(f"sface 1-NN accuracy on 5-celebrity-faces val: {acc:.3f}")
+    assert acc >= 0.96
+
+
+def test_sface_verification_auc_on_deepface_pairs(data, sface_pipeline):
+    from sklearn.metrics import roc_auc_score
+
+    root = data / "deepface-test-dataset"
+    where = {r["file"]: root / r["path"] for r in csv.DictReader(open(root / "identities.csv"))}
+    pairs = [(r["file_x"], r["file_y"], r["Decision"] == "Yes") for r in csv.DictReader(open(root / "master.csv"))]
+    emb = {}
+    for name in sorted({f for p in pairs for f in p[:2]}):
+        res = sface_pipeline.analyze(where[name])
+        if res.faces:
+            emb[name] = res.embeddings[0]
+    kept = [(a, b, same) for a, b, same in pairs if a in emb and b in emb]
+    assert len(kept) >= 0.95 * len(pairs)
+    sims = [float(emb[a] @ emb[b]) for a, b, _ in kept]
+    auc = roc_auc_score([same for *_, same in kept], sims)
+    print(f"sface ROC AUC on deepface master.csv pairs: {auc:.4f} ({len(kept)} pairs)")
+    assert auc >= 0.95
+
+
+def test_crop_cache_skips_detection_and_gives_same_result(data, detector, sface, tmp_path):
+    from recognizer.cache import CropCache
+    from recognizer.pipeline import FacePipeline
+
+    cache = CropCache(tmp_path)
+    path = data / FR / "group/barack_obama+joe_biden__two_people.jpg"
+    first = FacePipeline(detector, sface, cache).analyze(path)
+
+    class NoDetect:
+        settings = detector.settings
+
+        def detect(self, image):
+            raise AssertionError("detection ran despite a cache hit")
+
+    second = FacePipeline(NoDetect(), sface, cache).analyze(path)
+    assert cache.hits == 1 and cache.misses == 1
+    np.testing.assert_array_equal(first.embeddings, second.embeddings)
+    np.testing.assert_array_equal(np.stack([f.box for f in first.faces]), np.stack([f.box for f in second.faces]))
+    # Another detector setting is another key.
+    from dataclasses import replace
+
+    detector2 = type(detector)(replace(detector.settings, score_threshold=0.95))
+    FacePipeline(detector2, sface, cache).analyze(path)
+    assert cache.misses == 2
+    # A damaged entry is a miss, not a crash.
+    for entry in tmp_path.rglob("*.npz"):
+        entry.write_bytes(b"garbage")
+    assert len(FacePipeline(detector, sface, cache).analyze(path).faces) == len(first.faces)
+
+
+def test_pipeline_accepts_bytes_and_reports_unreadable_in_streams(data, sface_pipeline, tmp_path):
+    path = data / "facenet-pytorch-test-images/people/kate_siegel/1.jpg"
+    from_bytes = sface_pipeline.analyze(path.read_bytes())
+    assert len(from_bytes.faces) >= 1
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    results = list(sface_pipeline.analyze_many([path, bad, path]))
+    assert [r.error is None for r in results] == [True, False, True]
+    assert results[1].embeddings.shape == (0, 128) and "bad.jpg" in results[1].source
+    np.testing.assert_allclose(results[0].embeddings, from_bytes.embeddings, atol=1e-6)
+
+
+def test_largest_picks_biggest_box(data, detector):
+    faces = detector.detect(data / FR / "group/barack_obama+joe_biden__two_people.jpg")
+    assert largest(faces) is faces[0]
+    assert largest([]) is None
