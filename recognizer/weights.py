@@ -1,0 +1,505 @@
+"""Pretrained Inception-ResNet-v1 weights: resolve, download, verify, cache, load.
+
+The weights are the ones facenet-pytorch publishes (ports of David Sandberg's
+facenet TensorFlow models). They are cached in the same directory that
+facenet-pytorch and ``torch.hub`` use (``$TORCH_HOME/checkpoints``), so a file
+that either of them already downloaded is reused instead of fetched again.
+
+Every cached file is verified by SHA-256 before use:
+
+* when the spec pins a published checksum, the file must match it;
+* when it does not (``sha256=None``), we fall back to *trust on first use*:
+  the hash of the file as first downloaded (or first seen in the cache) is
+  recorded next to it in ``<file>.sha256`` and later uses must match that
+  record. A warning says that no published checksum was pinned.
+
+Downloads go to a temporary file in the destination directory and are moved
+into place with ``os.replace`` only once complete and verified, so an
+interrupted or failed download never leaves a partial file behind.
+
+torch and facenet_pytorch are imported inside the functions that need them:
+importing this module is cheap.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recognizer.errors import WeightsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = logging.getLogger(__name__)
+
+RANDOM = "random"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A downloadable weights file.
+
+    ``sha256`` is the published checksum of the file, or ``None`` when none is
+    known; then the file is verified by trust on first use (see module doc).
+    """
+
+    name: str
+    url: str
+    filename: str
+    sha256: str | None
+
+
+# The registry of known weights. Tests (and callers) may replace entries.
+KNOWN_WEIGHTS: dict[str, WeightsSpec] = {
+    "vggface2": WeightsSpec(
+        name="vggface2",
+        url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+        "20180402-114759-vggface2.pt",
+        filename="20180402-114759-vggface2.pt",
+        # Not published by facenet-pytorch itself. This is the value that several
+        # independent public projects pin for this exact URL (among them a
+        # Dockerfile that checks it with `sha256sum -c` after `curl`, and a
+        # weights registry that records the file as 111,898,327 bytes).
+        sha256="281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
+    ),
+    "casia-webface": WeightsSpec(
+        name="casia-webface",
+        url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+        "20180408-102900-casia-webface.pt",
+        filename="20180408-102900-casia-webface.pt",
+        # No trustworthy published checksum was found for this file, and we do
+        # not invent one. Verified by trust on first use: the hash of the first
+        # download is recorded in `<file>.sha256` and checked on every later use.
+        sha256=None,
+    ),
+}
+
+
+def accepted_values() -> list[str]:
+    return [RANDOM, *KNOWN_WEIGHTS]
+
+
+def _accepted_text() -> str:
+    names = ", ".join(repr(n) for n in accepted_values())
+    return f"{names}, or a path to a .pt state_dict file"
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def default_cache_dir() -> Path:
+    """Where facenet-pytorch and torch.hub cache checkpoints.
+
+    ``$TORCH_HOME/checkpoints`` if TORCH_HOME is set, else
+    ``$XDG_CACHE_HOME/torch/checkpoints``, else ``~/.cache/torch/checkpoints``.
+    """
+    torch_home = os.environ.get("TORCH_HOME")
+    if torch_home:
+        return Path(torch_home).expanduser() / "checkpoints"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path("~/.cache").expanduser()
+    return base / "torch" / "checkpoints"
+
+
+def _looks_like_path(value: str) -> bool:
+    return (
+        os.sep in value
+        or "/" in value
+        or (os.altsep is not None and os.altsep in value)
+        or value.startswith(("~", "."))
+        or value.lower().endswith((".pt", ".pth", ".pkl", ".bin", ".ckpt", ".tar"))
+    )
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _offline_hint(spec_or_filename: WeightsSpec | str, url: str, dest: Path) -> str:
+    filename = spec_or_filename.filename if isinstance(spec_or_filename, WeightsSpec) else spec_or_filename
+    return (
+        f"To work offline, download {filename} from {url} and place it at {dest}, "
+        f"or pass --weights /path/to/file.pt / --weights-dir DIR."
+    )
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_record(record: Path) -> str | None:
+    try:
+        text = record.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise WeightsError(f"cannot read checksum record {record}: {exc}") from exc
+    token = text.split()[0].lower() if text else ""
+    if len(token) != 64 or any(c not in "0123456789abcdef" for c in token):
+        raise WeightsError(
+            f"checksum record {record} is malformed; delete it (and the weights file next to it "
+            f"if you do not trust it) to record the checksum again"
+        )
+    return token
+
+
+def _write_record(path: Path, digest: str) -> None:
+    record = _record_path(path)
+    tmp: Path | None = None
+    try:
+        # Same atomic pattern as downloads: never leave a half-written record.
+        with tempfile.NamedTemporaryFile(
+            "w", dir=record.parent, prefix=f".{record.name}.", suffix=".tmp", delete=False, encoding="utf-8"
+        ) as fh:
+            tmp = Path(fh.name)
+            fh.write(f"{digest}  {path.name}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, record)
+        tmp = None
+    except OSError as exc:
+        # Not fatal: the file itself was just downloaded or hashed; we only lose
+        # the ability to detect a later change.
+        log.warning("could not write checksum record %s: %s", record, exc)
+    finally:
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download_file(url: str, dest: Path, sha256: str | None, timeout: float) -> Path:
+    """Download ``url`` to ``dest`` atomically, verifying ``sha256`` when given.
+
+    The body is streamed into a temporary file in ``dest``'s directory, checked,
+    fsynced and moved into place with ``os.replace``. On any failure the
+    temporary file is removed, ``dest`` is left untouched and a WeightsError
+    says what failed, the URL, and where to put the file to work offline.
+    """
+    path, _ = _download(url, Path(dest), sha256, timeout)
+    return path
+
+
+def _download(url: str, dest: Path, sha256: str | None, timeout: float) -> tuple[Path, str]:
+    import requests
+    from tqdm import tqdm
+
+    hint = _offline_hint(dest.name, url, dest)
+
+    def fail(what: str) -> WeightsError:
+        return WeightsError(f"download failed: {what}\n  URL: {url}\n  {hint}")
+
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"cannot create directory {dest.parent} ({exc})") from exc
+
+    log.info("downloading %s to %s", url, dest)
+    tmp: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False
+        ) as fh:
+            tmp = Path(fh.name)
+            try:
+                response = requests.get(url, stream=True, timeout=timeout)
+            except requests.Timeout as exc:
+                raise fail(f"timed out after {timeout:g} s waiting for the server ({exc})") from exc
+            except requests.RequestException as exc:
+                raise fail(f"could not connect ({exc})") from exc
+            with response:
+                if response.status_code >= 400:
+                    raise fail(f"server answered HTTP {response.status_code} {response.reason or ''}".rstrip())
+                expected_len: int | None = None
+                if not response.headers.get("Content-Encoding"):
+                    try:
+                        expected_len = int(response.headers["Content-Length"])
+                    except (KeyError, ValueError):
+                        expected_len = None
+                digest = hashlib.sha256()
+                received = 0
+                with tqdm(
+                    total=expected_len,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=dest.name,
+                    leave=False,
+                    disable=not sys.stderr.isatty(),
+                ) as bar:
+                    try:
+                        for chunk in response.iter_content(chunk_size=_CHUNK):
+                            if not chunk:
+                                continue
+                            fh.write(chunk)
+                            digest.update(chunk)
+                            received += len(chunk)
+                            bar.update(len(chunk))
+                    except requests.Timeout as exc:
+                        raise fail(f"timed out after {timeout:g} s waiting for data ({exc})") from exc
+                    except requests.RequestException as exc:
+                        raise fail(f"connection interrupted after {received} bytes ({exc})") from exc
+                if expected_len is not None and received != expected_len:
+                    raise fail(f"connection interrupted: received {received} of {expected_len} bytes")
+            actual = digest.hexdigest()
+            if sha256 is not None and actual != sha256.lower():
+                raise fail(f"checksum mismatch: expected sha256 {sha256}, got {actual}")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        tmp = None
+        _fsync_dir(dest.parent)
+    except WeightsError:
+        raise
+    except OSError as exc:
+        raise fail(f"cannot write {dest} ({exc})") from exc
+    except Exception as exc:  # anything unexpected (e.g. a decoding error)
+        raise fail(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        # Runs for every failure, KeyboardInterrupt included: no partial file.
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # pragma: no cover
+                log.warning("could not remove temporary file %s: %s", tmp, exc)
+    log.info("downloaded %s (sha256 %s)", dest, actual)
+    return dest, actual
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+def _ensure_cached(spec: WeightsSpec, cache_dir: Path, *, download: bool, timeout: float) -> tuple[Path, str]:
+    """Return (path, sha256) of the verified cached file for ``spec``."""
+    path = cache_dir / spec.filename
+    record = _record_path(path)
+
+    if path.is_file():
+        actual = sha256_file(path)
+        if spec.sha256 is not None:
+            if actual != spec.sha256.lower():
+                raise WeightsError(
+                    f"cached weights {path} do not match the published checksum "
+                    f"(expected sha256 {spec.sha256}, got {actual}). Delete the file to download it "
+                    f"again, or pass --weights /path/to/file.pt to use it anyway."
+                )
+            return path, actual
+        # Trust on first use: no published checksum is pinned for this file.
+        recorded = _read_record(record)
+        if recorded is None:
+            log.warning(
+                "no published checksum is pinned for %s; trusting the file already at %s "
+                "(sha256 %s) and recording it in %s",
+                spec.filename, path, actual, record,
+            )
+            _write_record(path, actual)
+        elif recorded != actual:
+            raise WeightsError(
+                f"cached weights {path} changed since their checksum was recorded in {record} "
+                f"(recorded sha256 {recorded}, now {actual}). Delete both files to download again."
+            )
+        return path, actual
+
+    if path.exists():
+        raise WeightsError(f"{path} exists but is not a regular file")
+    if not download:
+        raise WeightsError(
+            f"weights {spec.name!r} are not in the cache and downloading is disabled. "
+            + _offline_hint(spec, spec.url, path)
+        )
+    if spec.sha256 is None:
+        log.warning(
+            "no published checksum is pinned for %s; its sha256 will be recorded on download "
+            "(trust on first use) in %s", spec.filename, record,
+        )
+    path, actual = _download(spec.url, path, spec.sha256, timeout)
+    if spec.sha256 is None:
+        _write_record(path, actual)
+    return path, actual
+
+
+def _resolve(
+    weights: str | WeightsSpec,
+    weights_dir: str | Path | None,
+    *,
+    download: bool,
+    timeout: float,
+) -> tuple[Path | None, str | None, str | None]:
+    """(path, known name or None, sha256 if already computed)."""
+    if isinstance(weights, WeightsSpec):
+        spec: WeightsSpec | None = weights
+    else:
+        if not isinstance(weights, str) or not weights.strip():
+            raise WeightsError(f"invalid weights {weights!r}; accepted: {_accepted_text()}")
+        if weights == RANDOM:
+            return None, None, None
+        spec = KNOWN_WEIGHTS.get(weights)
+
+    if spec is not None:
+        cache_dir = Path(weights_dir).expanduser() if weights_dir is not None else default_cache_dir()
+        path, digest = _ensure_cached(spec, cache_dir, download=download, timeout=timeout)
+        return path, spec.name, digest
+
+    assert isinstance(weights, str)
+    candidate = Path(weights).expanduser()
+    if candidate.is_file():
+        return candidate, None, None
+    if candidate.is_dir():
+        raise WeightsError(f"--weights {weights!r}: {candidate} is a directory, not a weights file")
+    if _looks_like_path(weights):
+        raise WeightsError(f"weights file not found: {candidate}")
+    raise WeightsError(f"unknown weights {weights!r}; accepted: {_accepted_text()}")
+
+
+def resolve_weights(
+    weights: str | WeightsSpec,
+    weights_dir: str | Path | None = None,
+    *,
+    download: bool = True,
+    timeout: float = 60,
+) -> Path | None:
+    """Turn a ``--weights`` value into a local file.
+
+    * ``"random"`` -> None (randomly initialised network);
+    * a known name (``vggface2``, ``casia-webface``) -> the verified file in
+      ``weights_dir`` (default: :func:`default_cache_dir`), downloaded first if
+      missing and ``download`` is true. Names take precedence over a file of the
+      same name in the working directory (write ``./vggface2`` for that);
+    * a path to an existing file -> that path;
+    * a WeightsSpec (not in the registry) -> handled like a known name.
+
+    Anything else raises WeightsError.
+    """
+    path, _, _ = _resolve(weights, weights_dir, download=download, timeout=timeout)
+    return path
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > limit:
+        first = first[:limit] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
+    """Load an Inception-ResNet-v1 state_dict safely (``weights_only=True``).
+
+    Accepts a plain state_dict or a checkpoint dict holding one under
+    ``"state_dict"``; a ``module.`` prefix (DataParallel) is stripped. The
+    ``logits.*`` keys (the pretraining classifier over 8631/10575 identities,
+    not part of the embedding network) are dropped.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise WeightsError(f"weights file not found: {path}") from exc
+    except Exception as exc:
+        raise WeightsError(
+            f"cannot load weights from {path}: not a PyTorch state_dict file, or it contains "
+            f"objects that torch.load(weights_only=True) refuses ({_short(exc)})"
+        ) from exc
+
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise WeightsError(f"{path} does not contain a state_dict (got {type(obj).__name__})")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(f"{path} is not a state_dict: non-tensor entries {bad[:5]!r}")
+
+    keys = list(obj)
+    if all(k.startswith("module.") for k in keys):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    state = {k: v for k, v in obj.items() if not (k == "logits" or k.startswith("logits."))}
+    if not state:
+        raise WeightsError(f"{path} holds no embedding-network weights (only logits.*)")
+    return state
+
+
+def _seeded_random_model(seed: int):
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    # fork_rng restores the global RNG state afterwards: building a model never
+    # perturbs the caller's randomness. devices=[] keeps CUDA out of it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return InceptionResnetV1(pretrained=None, classify=False)
+
+
+def build_inception_resnet(
+    weights: str | WeightsSpec,
+    weights_dir: str | Path | None = None,
+    download: bool = True,
+    *,
+    seed: int = 0,
+    timeout: float = 60,
+) -> tuple["torch.nn.Module", str]:
+    """An embedding-mode ``InceptionResnetV1`` in eval mode, and a weights tag.
+
+    The tag identifies the weights for model ids: ``"random-seed<N>"`` for
+    ``weights="random"`` (initialised from ``seed``, identical across
+    processes), else ``"<name>-<sha256[:12]>"`` with name ``"file"`` for a path.
+    """
+    path, name, digest = _resolve(weights, weights_dir, download=download, timeout=timeout)
+    model = _seeded_random_model(seed)
+    if path is None:
+        return model.eval(), f"random-seed{seed}"
+
+    state = load_state_dict(path)
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path} does not fit InceptionResnetV1: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # shape mismatches
+        raise WeightsError(f"{path} does not fit InceptionResnetV1: {_short(exc, 500)}") from exc
+    if digest is None:
+        digest = sha256_file(path)
+    return model.eval(), f"{name or 'file'}-{digest[:12]}"
