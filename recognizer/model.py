@@ -1,0 +1,102 @@
+"""A model directory: everything one trained recognizer needs, in one place.
+
+    DIR/model.json      backbone, weights, model id, detector settings, unknown threshold
+    DIR/gallery/        the enrolled faces (see the `gallery` package)
+    DIR/checkpoint.pt   the finetuned layers and classifier head, once `finetune.py` has run
+
+Every command takes `--model DIR`. `model.json` is written atomically; the directory is created
+readable by its owner only, since a gallery of faces is biometric data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recognizer.detect import DetectorSettings
+from recognizer.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.json"
+GALLERY_DIR = "gallery"
+CHECKPOINT_FILE = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+# Cosine similarity below which the nearest enrolled face is "not this person". Chosen per backbone
+# on labelled pairs (benchmarks/calibrate_threshold.py prints the figures):
+# - sface: the deepface-test-dataset pairs (300 labelled, 38 same-person): the highest
+#   different-person similarity is below 0.30 and the lowest same-person one above 0.36, so the
+#   threshold sits between them, at OpenCV's published SFace cosine threshold of 0.363 rounded
+#   down to 0.34 to keep known people with hard photos.
+# - facenet (VGGFace2): facenet-pytorch's LFW evaluation separates pairs at a Euclidean distance
+#   of about 1.1 between unit vectors, i.e. cosine 1 - 1.1**2 / 2 = 0.40.
+# `evaluate.py --set-threshold` replaces the default with one measured on the user's own people.
+DEFAULT_THRESHOLDS = {"sface": 0.34, "facenet": 0.40}
+
+
+@dataclass
+class ModelConfig:
+    backbone: str
+    weights: str | None
+    model_id: str  # of the embedding network (includes the checkpoint once finetuned)
+    dim: int
+    threshold: float
+    knn_k: int = 5
+    detector: dict[str, Any] = field(default_factory=lambda: asdict(DetectorSettings()))
+    checkpoint: str | None = None
+    version: int = FORMAT_VERSION
+
+    def detector_settings(self) -> DetectorSettings:
+        d = dict(self.detector)
+        d["thresholds"] = tuple(d.get("thresholds", DetectorSettings.thresholds))
+        return DetectorSettings(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON next to `path`, fsync, then rename over it: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_config(model_dir: str | Path) -> ModelConfig:
+    d = Path(model_dir)
+    path = d / MODEL_FILE
+    if not d.is_dir():
+        raise ModelError(f"{d}: no such model directory (create one with enroll.py --backbone ... or finetune.py)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        cfg = ModelConfig(**raw)
+    except FileNotFoundError:
+        raise ModelError(f"{d}: not a model directory ({MODEL_FILE} is missing)") from None
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: damaged model file ({exc})") from None
+    if cfg.version > FORMAT_VERSION:
+        raise ModelError(f"{path}: written by a newer version (format {cfg.version} > {FORMAT_VERSION})")
+    return cfg
+
+
+def save_config(model_dir: str | Path, cfg: ModelConfig) -> None:
+    write_json_atomic(Path(model_dir) / MODEL_FILE, cfg.to_dict())
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)

@@ -1,0 +1,251 @@
+"""The recognizer: a model directory opened for enrolling and identifying people.
+
+Identification names each face by a vote of its k nearest enrolled faces, weighted by
+similarity; the face is called unknown (name None) when its similarity to the winner's closest
+enrolled face is under the model's threshold. Once `finetune.py` has trained a classifier, its
+prediction is combined with the vote (see `recognizer.combine`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from recognizer.cache import CropCache
+from recognizer.detect import Detector
+from recognizer.embed import Embedder, make_embedder
+from recognizer.errors import ModelError
+from recognizer.image import ImageSource
+from recognizer.model import (
+    DEFAULT_THRESHOLDS,
+    GALLERY_DIR,
+    ModelConfig,
+    ensure_private_dir,
+    load_config,
+    save_config,
+)
+from recognizer.pipeline import FacePipeline, PhotoResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FaceIdentity:
+    box: list[float]
+    detection_score: float
+    name: str | None  # None: unknown
+    score: float  # confidence of the decision, in [0, 1]
+    similarity: float  # cosine similarity to the closest enrolled face of `name` (or of the best guess)
+    knn: dict = field(default_factory=dict)
+    classifier: dict | None = None
+
+    def to_dict(self) -> dict:
+        out = {
+            "box": [round(v, 1) for v in self.box],
+            "detection_score": round(self.detection_score, 4),
+            "name": self.name,
+            "score": round(self.score, 4),
+            "similarity": round(self.similarity, 4),
+            "knn": self.knn,
+        }
+        if self.classifier is not None:
+            out["classifier"] = self.classifier
+        return out
+
+
+@dataclass
+class PhotoIdentification:
+    photo: str
+    faces: list[FaceIdentity] = field(default_factory=list)
+    size: tuple[int, int] = (0, 0)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"photo": self.photo, "faces": [f.to_dict() for f in self.faces]}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class FileOutcome:
+    file: str
+    status: str  # added | no face | several faces | unreadable | duplicate
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "status": self.status, "detail": self.detail}
+
+
+@dataclass
+class EnrollReport:
+    name: str
+    files: list[FileOutcome] = field(default_factory=list)
+
+    @property
+    def added(self) -> int:
+        return sum(1 for f in self.files if f.status in ("added", "several faces"))
+
+    @property
+    def skipped(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.status not in ("added", "several faces")]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "added": self.added,
+            "skipped": [{"file": f.file, "reason": f.status + (f": {f.detail}" if f.detail else "")} for f in self.skipped],
+            "files": [f.to_dict() for f in self.files],
+        }
+
+
+class Recognizer:
+    """One model directory: its config, embedder, gallery and (after finetuning) classifier."""
+
+    def __init__(self, model_dir: Path, config: ModelConfig, embedder: Embedder, gallery, classifier=None, cache: CropCache | None = None):
+        self.dir = Path(model_dir)
+        self.config = config
+        self.embedder = embedder
+        self.gallery = gallery
+        self.classifier = classifier
+        self.pipeline = FacePipeline(Detector(config.detector_settings()), embedder, cache)
+
+    # ---- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        model_dir: str | Path,
+        *,
+        backbone: str | None = None,
+        weights: str | None = None,
+        weights_dir: str | Path | None = None,
+        create: bool = False,
+        cache: CropCache | None = None,
+        **embedder_kw,
+    ) -> "Recognizer":
+        """Open a model directory; with `create`, make it first when it does not exist yet.
+
+        `backbone`, when given for an existing model, must match the one it was built with.
+        """
+        d = Path(model_dir)
+        if create and not (d / "model.json").exists():
+            if not backbone:
+                raise ModelError(f"{d}: no model here yet; say which backbone to create it with (--backbone sface|facenet)")
+            return cls._create(d, backbone, weights, weights_dir, cache, **embedder_kw)
+        cfg = load_config(d)
+        if backbone and backbone != cfg.backbone:
+            raise ModelError(f"{d}: this model uses the {cfg.backbone} backbone, not {backbone}")
+        if weights and cfg.weights and weights != cfg.weights and not cfg.checkpoint:
+            raise ModelError(f"{d}: this model uses weights {cfg.weights!r}, not {weights!r}")
+        classifier = None
+        if cfg.checkpoint:
+            from recognizer.checkpoint import load_finetuned
+
+            embedder, classifier = load_finetuned(d, cfg, weights_dir=weights_dir, **embedder_kw)
+        else:
+            embedder = make_embedder(cfg.backbone, cfg.weights, weights_dir, **embedder_kw)
+        if embedder.model_id != cfg.model_id:
+            raise ModelError(
+                f"{d}: the {cfg.backbone} weights found now (model id {embedder.model_id}) are not the ones "
+                f"this model was built with ({cfg.model_id})"
+            )
+        from gallery import open_gallery
+
+        gal = open_gallery(d / GALLERY_DIR, model_id=cfg.model_id)
+        return cls(d, cfg, embedder, gal, classifier, cache)
+
+    @classmethod
+    def _create(cls, d: Path, backbone: str, weights, weights_dir, cache, **embedder_kw) -> "Recognizer":
+        from gallery import create_gallery
+
+        embedder = make_embedder(backbone, weights, weights_dir, **embedder_kw)
+        if d.exists() and any(d.iterdir()):
+            raise ModelError(f"{d}: exists and is not empty, but holds no model.json; choose a new directory")
+        ensure_private_dir(d)
+        cfg = ModelConfig(
+            backbone=backbone,
+            weights=(weights or "vggface2") if backbone == "facenet" else None,
+            model_id=embedder.model_id,
+            dim=embedder.dim,
+            threshold=DEFAULT_THRESHOLDS[backbone],
+        )
+        gal = create_gallery(d / GALLERY_DIR, model_id=cfg.model_id, dim=cfg.dim)
+        save_config(d, cfg)  # last: a directory without model.json is not a model yet
+        log.info("created %s model in %s (%s)", backbone, d, cfg.model_id)
+        return cls(d, cfg, embedder, gal, None, cache)
+
+    def save_config(self) -> None:
+        save_config(self.dir, self.config)
+
+    # ---- enrolling -----------------------------------------------------------------------
+    def enroll(self, name: str, sources: Sequence[str | os.PathLike], *, progress: bool = False) -> EnrollReport:
+        """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped."""
+        from gallery import FaceRecord, validate_name
+
+        name = validate_name(name)
+        report = EnrollReport(name)
+        vectors, records = [], []
+        seen: set[str] = set()
+        for res in self.pipeline.analyze_many(sources, progress=progress):
+            if res.error is not None:
+                report.files.append(FileOutcome(res.source, "unreadable", res.error))
+                continue
+            if self.gallery.has_content(name, res.content_hash) or res.content_hash in seen:
+                report.files.append(FileOutcome(res.source, "duplicate", f"already enrolled for {name}"))
+                continue
+            if not res.faces:
+                report.files.append(FileOutcome(res.source, "no face"))
+                continue
+            seen.add(res.content_hash)
+            status, detail = "added", ""
+            if len(res.faces) > 1:
+                status, detail = "several faces", f"{len(res.faces)} faces; kept the largest"
+            report.files.append(FileOutcome(res.source, status, detail))
+            vectors.append(res.embeddings[0])
+            records.append(FaceRecord(name, res.source, res.content_hash, tuple(float(v) for v in res.faces[0].box)))
+        if vectors:
+            self.gallery.add(np.stack(vectors), records, model_id=self.config.model_id)
+        return report
+
+    # ---- identifying ---------------------------------------------------------------------
+    def identify(self, src: ImageSource, *, threshold: float | None = None) -> PhotoIdentification:
+        """Name every face of one photo (raises ImageError for an unreadable one)."""
+        return self._decide(self.pipeline.analyze(src), threshold)
+
+    def identify_many(self, sources: Iterable[ImageSource], *, threshold: float | None = None, progress: bool = False) -> Iterator[PhotoIdentification]:
+        """Results in input order; unreadable photos come back with `error` set."""
+        for res in self.pipeline.analyze_many(sources, progress=progress):
+            yield self._decide(res, threshold)
+
+    def _decide(self, res: PhotoResult, threshold: float | None) -> PhotoIdentification:
+        out = PhotoIdentification(res.source, size=res.size, error=res.error)
+        if res.error is not None or not res.faces:
+            return out
+        thr = self.config.threshold if threshold is None else threshold
+        votes = self.gallery.knn_vote(res.embeddings, self.config.knn_k, model_id=self.config.model_id)
+        probs = self.classifier.predict_proba(res.embeddings) if self.classifier is not None else None
+        for i, (face, vote) in enumerate(zip(res.faces, votes)):
+            knn_name, knn_score, knn_sim = vote.best()
+            knn = {
+                "name": knn_name,
+                "score": round(knn_score, 4),
+                "similarity": round(knn_sim, 4),
+                "scores": {k: round(v, 4) for k, v in sorted(vote.scores.items(), key=lambda kv: -kv[1])[:5]},
+            }
+            if probs is None:
+                name, score, sim = knn_name, knn_score, knn_sim
+                clf = None
+            else:
+                from recognizer.combine import combine
+
+                decision = combine(self.classifier.classes_, probs[i], vote)
+                name, score, sim = decision.name, decision.score, decision.similarity
+                clf = decision.classifier
+            if name is None or sim < thr:
+                name = None
+            out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, float(score), float(sim), knn, clf))
+        return out
