@@ -24,12 +24,14 @@ from recognizer.cli import friendly_errors, model_option, setup_logging, verbose
 @click.option("--remove", metavar="NAME", help="Remove a person and all their faces.")
 @click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @verbose_option
 @friendly_errors
-def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, as_json, verbose):
+def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, as_json, no_cache, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     setup_logging(verbose)
-    from recognizer.image import expand_inputs
+    from recognizer.image import list_images
+    from recognizer.cache import CropCache
     from recognizer.recognizer import Recognizer
 
     actions = sum(bool(x) for x in (folder, list_people, remove, rename))
@@ -37,7 +39,8 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         raise click.UsageError("give exactly one of: FOLDER (with --name), --list, --remove NAME, --rename OLD NEW")
     if folder and not name:
         raise click.UsageError("--name is required to enroll a folder")
-    rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=bool(folder))
+    files = list_images(folder) if folder else []  # before creating a model: a typo makes nothing
+    rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=bool(folder), cache=None if no_cache else CropCache())
     if list_people:
         people = rec.gallery.people()
         if as_json:
@@ -54,7 +57,6 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         rec.gallery.rename_person(*rename)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
-    files = expand_inputs([folder])
     if not files:
         raise click.ClickException(f"{folder}: no image files found")
     report = rec.enroll(name, files, progress=not as_json)

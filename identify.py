@@ -20,18 +20,20 @@ from recognizer.cli import friendly_errors, model_option, setup_logging, verbose
 @click.option("--annotate", "annotate_out", type=click.Path(), help="Write annotated photos: a file for one photo, a folder for several.")
 @click.option("--threshold", type=float, help="Similarity under which a face is unknown (default: the model's).")
 @weights_dir_option
+@click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @verbose_option
 @friendly_errors
-def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, verbose):
+def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_cache, verbose):
     """Identify the faces in each PHOTO (folders are expanded to their images)."""
     setup_logging(verbose)
     from recognizer.image import expand_inputs
+    from recognizer.cache import CropCache
     from recognizer.recognizer import Recognizer
 
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise click.BadParameter(f"{threshold} is not a cosine similarity in [-1, 1]", param_hint="--threshold")
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir)
-    files = expand_inputs(list(inputs))
+    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None if no_cache else CropCache())
+    files = expand_inputs(list(inputs), recursive=True)
     if not files:
         raise click.ClickException(f"no image files found in {', '.join(inputs)}")
     out_path = Path(annotate_out) if annotate_out else None
