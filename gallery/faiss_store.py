@@ -207,6 +207,13 @@ class FaissGallery(Gallery):
                 if check != "ok":
                     raise self._fail(f"{DB_NAME} is corrupt: {check}")
             db_count = self._db.execute("SELECT count(*) FROM faces").fetchone()[0]
+            journal = self.path / (DB_NAME + "-journal")
+            if journal.exists():
+                # A hot journal was rolled back by the reads above; one that is still here is
+                # a stale one from a writer killed before its journal became hot. No writer
+                # runs while we hold the lock, and it may hold pages of removed vectors.
+                logger.warning("%s: removing stale %s", self.path, journal.name)
+                journal.unlink(missing_ok=True)
         except sqlite3.DatabaseError as e:
             raise self._fail(f"{DB_NAME} is not a readable SQLite database ({e})") from None
         db_gen = int(kv["generation"])
