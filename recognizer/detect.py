@@ -86,7 +86,10 @@ class Detector:
         w, h = img.size
         scale = min(1.0, self.settings.max_side / max(w, h))
         small = img if scale == 1.0 else img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-        if min(small.size) < 12:  # below MTCNN's smallest window: nothing can be found
+        # MTCNN's first scale shrinks the photo by 12 / min_face_size; a photo whose short side is under
+        # min_face_size has no pyramid level at all (facenet-pytorch then fails in torch.cat), and
+        # one under 12 pixels is below MTCNN's smallest window: nothing can be found in either.
+        if min(small.size) < max(12, self.settings.min_face_size):
             return []
         with torch.inference_mode():
             boxes, probs, points = self._mtcnn.detect(small, landmarks=True)
