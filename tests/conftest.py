@@ -12,6 +12,17 @@ sys.path.insert(0, str(ROOT))
 
 from recognizer.data import data_dir  # noqa: E402
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# `make test` runs few generated examples, derandomized so CI is reproducible;
+# HYPOTHESIS_PROFILE=long runs many more, with fresh random examples each time.
+_HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+settings.register_profile("default", max_examples=25, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=_HEALTH, print_blob=True)
+settings.register_profile("long", max_examples=500, deadline=None, database=None,
+                          suppress_health_check=_HEALTH, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
 DATA = data_dir()
 
 
