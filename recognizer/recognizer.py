@@ -7,8 +7,12 @@ prediction is combined with the vote (see `recognizer.combine`).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
+import sqlite3
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -23,8 +27,10 @@ from recognizer.image import ImageSource
 from recognizer.model import (
     DEFAULT_THRESHOLDS,
     GALLERY_DIR,
+    MODEL_FILE,
     ModelConfig,
     ensure_private_dir,
+    fsync_dir,
     load_config,
     save_config,
 )
@@ -160,12 +166,17 @@ class Recognizer:
 
     @classmethod
     def _create(cls, d: Path, backbone: str, weights, weights_dir, cache, **embedder_kw) -> "Recognizer":
-        from gallery import create_gallery
+        """Build the model in a private temporary directory beside `d`, then rename it into place.
+
+        A crash part-way leaves `d` as it was (absent or empty), never a half-made model that
+        blocks the next attempt; two processes creating the same model at once both end up
+        using the one whose rename won.
+        """
+        from gallery import create_gallery, open_gallery
 
         embedder = make_embedder(backbone, weights, weights_dir, **embedder_kw)
-        if d.exists() and any(d.iterdir()):
+        if d.exists() and (not d.is_dir() or any(d.iterdir())):
             raise ModelError(f"{d}: exists and is not empty, but holds no model.json; choose a new directory")
-        ensure_private_dir(d)
         cfg = ModelConfig(
             backbone=backbone,
             weights=(weights or "vggface2") if backbone == "facenet" else None,
@@ -173,8 +184,29 @@ class Recognizer:
             dim=embedder.dim,
             threshold=DEFAULT_THRESHOLDS[backbone],
         )
-        gal = create_gallery(d / GALLERY_DIR, model_id=cfg.model_id, dim=cfg.dim)
-        save_config(d, cfg)  # last: a directory without model.json is not a model yet
+        tmp: Path | None = None
+        try:
+            d.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.creating-", dir=d.parent))  # mode 0700
+            create_gallery(tmp / GALLERY_DIR, model_id=cfg.model_id, dim=cfg.dim).close()
+            save_config(tmp, cfg)
+            try:
+                os.rename(tmp, d)  # atomic; replaces `d` only if it is an empty directory
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (d / MODEL_FILE).exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                log.info("%s was created by another process meanwhile; opening it", d)
+                return cls.open(d, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=cache, **embedder_kw)
+            tmp = None
+            fsync_dir(d.parent)
+        except (OSError, sqlite3.Error) as exc:
+            raise ModelError(f"{d}: could not create the model directory ({exc})") from exc
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        ensure_private_dir(d)
+        gal = open_gallery(d / GALLERY_DIR, model_id=cfg.model_id)
         log.info("created %s model in %s (%s)", backbone, d, cfg.model_id)
         return cls(d, cfg, embedder, gal, None, cache)
 
