@@ -127,3 +127,66 @@ def files_outside(root: Path, inside: Path) -> dict[str, tuple[int, int]]:
         st = p.lstat()
         out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
     return out
+
+
+class ForkServer:
+    """Client of tests/forkserver.py: start enroll.py / identify.py runs in forked children."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        here = Path(__file__).resolve().parent
+        self.proc = subprocess.Popen([sys.executable, str(here / "forkserver.py")], cwd=here.parent,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.exits: dict[int, int] = {}
+        line = self.proc.stdout.readline().strip()
+        assert line == "ready", f"fork server did not start: {line!r}"
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        assert line, "fork server died"
+        parts = line.split()
+        if parts[0] == "exit":
+            self.exits[int(parts[1])] = int(parts[2])
+        return line
+
+    def start(self, tool: str, runs: list[list], out: Path, until: Path | None = None) -> int:
+        import json
+
+        job = {"tool": tool, "runs": [[str(a) for a in r] for r in runs], "out": str(out),
+               "until": str(until) if until else None}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        while True:
+            parts = self._read().split()
+            if parts[0] == "pid":
+                return int(parts[1])
+
+    def wait(self, pid: int) -> int:
+        """The child's exit code (negative: killed by that signal)."""
+        with bounded(f"waiting for child {pid}", seconds=300):
+            while pid not in self.exits:
+                self._read()
+        return self.exits.pop(pid)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def json_reports(text: str) -> list[dict]:
+    """The complete JSON objects printed one after another; a cut-off last one is not included."""
+    import json
+
+    dec, out, i = json.JSONDecoder(), [], 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            return out
+        try:
+            obj, i = dec.raw_decode(text, i)
+        except json.JSONDecodeError:
+            return out
+        out.append(obj)
