@@ -174,9 +174,11 @@ class Recognizer:
         """
         from gallery import create_gallery, open_gallery
 
-        embedder = make_embedder(backbone, weights, weights_dir, **embedder_kw)
         if d.exists() and (not d.is_dir() or any(d.iterdir())):
+            if (d / MODEL_FILE).exists():  # another process created it since open() looked
+                return cls.open(d, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=cache, **embedder_kw)
             raise ModelError(f"{d}: exists and is not empty, but holds no model.json; choose a new directory")
+        embedder = make_embedder(backbone, weights, weights_dir, **embedder_kw)
         cfg = ModelConfig(
             backbone=backbone,
             weights=(weights or "vggface2") if backbone == "facenet" else None,
