@@ -65,3 +65,36 @@ def sface_pipeline(detector, sface, crop_cache):
     from recognizer.pipeline import FacePipeline
 
     return FacePipeline(detector, sface, crop_cache)
+
+
+# ---- reliability tests: processes ---------------------------------------------------------
+
+PEOPLE = ["alex_lacamoire", "joe_biden", "kit_harington", "lin_manuel_miranda", "rose_leslie"]
+
+
+@pytest.fixture(scope="session")
+def folders(data, sface_pipeline):
+    """Five people's folders, with the CLIs' crop cache warmed so a run is mostly saving, not MTCNN."""
+    out = [data / "face_recognition-examples/people" / p for p in PEOPLE]
+    for _ in sface_pipeline.analyze_many([f for d in out for f in sorted(d.iterdir())]):
+        pass
+    return out
+
+
+@pytest.fixture
+def fast_open(monkeypatch, detector, sface):
+    """Recognizer.open in this process reuses the session's MTCNN and SFace (checks stay the same)."""
+    import recognizer.recognizer as rr
+
+    monkeypatch.setattr(rr, "Detector", lambda settings: detector)
+    monkeypatch.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
+
+
+@pytest.fixture(scope="session")
+def forkserver():
+    """A warm process forking enroll.py / identify.py runs (see tests/forkserver.py)."""
+    from reliability_util import ForkServer
+
+    fs = ForkServer()
+    yield fs
+    fs.close()

@@ -190,3 +190,22 @@ def json_reports(text: str) -> list[dict]:
         except json.JSONDecodeError:
             return out
         out.append(obj)
+
+
+ENROLLED = ("added", "several faces")
+
+
+def check_reported(model: Path, reports: dict[str, dict]) -> set[str]:
+    """The model loads, and holds every reported enrolment exactly; returns the people in it."""
+    from recognizer.recognizer import Recognizer
+
+    rec = Recognizer.open(model)
+    people = rec.gallery.people()
+    for name, rep in reports.items():
+        want = sorted(f["file"] for f in rep["files"] if f["status"] in ENROLLED)
+        got = sorted(r.source for r in rec.gallery.records(name))
+        assert got == want, f"{model}: reported enrolment of {name} is {got}, not {want}"
+        assert people.get(name, 0) == rep["added"]
+    assert len(rec.gallery) == sum(people.values())
+    rec.gallery.close()
+    return set(people)

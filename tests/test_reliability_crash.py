@@ -19,54 +19,11 @@ from click.testing import CliRunner
 import enroll
 from gallery import FaceRecord, create_gallery, open_gallery
 from recognizer.errors import GalleryError, ModelError
-from reliability_util import ForkServer, json_reports
+from reliability_util import check_reported, json_reports
 
 TRIALS = int(os.environ.get("CRASH_TRIALS", "8"))
 KILL_WINDOW_S = float(os.environ.get("CRASH_KILL_WINDOW_S", "3.0"))
-PEOPLE = ["alex_lacamoire", "joe_biden", "kit_harington", "lin_manuel_miranda", "rose_leslie"]
 FR = "face_recognition-examples/people"
-ENROLLED = ("added", "several faces")
-
-
-@pytest.fixture(scope="module")
-def folders(data, sface_pipeline):
-    """The people's folders, with the CLIs' crop cache warmed so a run is mostly saving, not MTCNN."""
-    out = [data / FR / p for p in PEOPLE]
-    for _ in sface_pipeline.analyze_many([f for d in out for f in sorted(d.iterdir())]):
-        pass
-    return out
-
-
-@pytest.fixture
-def fast_open(monkeypatch, detector, sface):
-    """Recognizer.open in this process reuses the session's MTCNN and SFace (checks stay the same)."""
-    import recognizer.recognizer as rr
-
-    monkeypatch.setattr(rr, "Detector", lambda settings: detector)
-    monkeypatch.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
-
-
-@pytest.fixture(scope="module")
-def forkserver():
-    fs = ForkServer()
-    yield fs
-    fs.close()
-
-
-def check_reported(model: Path, reports: dict[str, dict]) -> set[str]:
-    """The model loads, and holds every reported enrolment exactly; returns the people in it."""
-    from recognizer.recognizer import Recognizer
-
-    rec = Recognizer.open(model)
-    people = rec.gallery.people()
-    for name, rep in reports.items():
-        want = sorted(f["file"] for f in rep["files"] if f["status"] in ENROLLED)
-        got = sorted(r.source for r in rec.gallery.records(name))
-        assert got == want, f"{model}: reported enrolment of {name} is {got}, not {want}"
-        assert people.get(name, 0) == rep["added"]
-    assert len(rec.gallery) == sum(people.values())
-    rec.gallery.close()
-    return set(people)
 
 
 def test_killed_enroll_loses_no_reported_enrolment(tmp_path, forkserver, folders, fast_open):
