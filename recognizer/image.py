@@ -153,9 +153,9 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     return sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def expand_inputs(paths: list[str | os.PathLike]) -> list[Path]:
+def expand_inputs(paths: list[str | os.PathLike], recursive: bool = False) -> list[Path]:
     """Files as given, folders expanded to their images (sorted)."""
     out: list[Path] = []
     for p in map(Path, paths):
-        out.extend(list_images(p) if p.is_dir() else [p])
+        out.extend(list_images(p, recursive) if p.is_dir() else [p])
     return out

@@ -42,10 +42,11 @@ def sface():
 
 
 @pytest.fixture(scope="session")
-def crop_cache(tmp_path_factory):
+def crop_cache():
+    """The same cache the CLIs use under test (FACETOOL_CACHE), so each photo is detected once."""
     from recognizer.cache import CropCache
 
-    return CropCache(tmp_path_factory.mktemp("crops"))
+    return CropCache()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,171 @@
+"""Benchmark: exact vs approximate FAISS search for the gallery's index choice.
+
+For each size N it builds N random 512-d unit vectors, then compares exact search
+(IndexFlatIP) with IVF-Flat and HNSW-Flat on
+  * "near" queries: a stored vector plus gaussian noise, re-normalised, so the query
+    has cosine ~--near-sim with its source (a new photo of an enrolled person), and
+  * "random" queries: random unit vectors (a stranger; worst case for any ANN index,
+    as in 512-d all random similarities are nearly equal).
+Reported: build time, index bytes, process RSS, per-query latency (one query per
+call) and per-query time in one batched call, and recall@1 against exact search.
+
+    python benchmarks/gallery_search.py --sizes 10000 100000 1000000 --queries 1000
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+
+import faiss
+import numpy as np
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def index_bytes(index: faiss.Index) -> int:
+    # Written to disk rather than serialize_index: at 1e6 that would copy 2 GB in RAM.
+    with tempfile.NamedTemporaryFile(dir=os.environ.get("TMPDIR"), delete=True) as f:
+        faiss.write_index(index, f.name)
+        return os.path.getsize(f.name)
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int, chunk: int = 100_000) -> np.ndarray:
+    out = np.empty((n, dim), dtype=np.float32)
+    for s in range(0, n, chunk):
+        block = rng.standard_normal((min(chunk, n - s), dim), dtype=np.float32)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        out[s:s + len(block)] = block
+    return out
+
+
+def near_queries(rng: np.random.Generator, base: np.ndarray, nq: int, sim: float) -> np.ndarray:
+    dim = base.shape[1]
+    # |noise|^2 ~= dim*sigma^2, so cos(query, source) ~= 1/sqrt(1 + dim*sigma^2).
+    sigma = np.sqrt((1.0 / sim**2 - 1.0) / dim)
+    src = rng.integers(0, len(base), nq)
+    q = base[src] + rng.normal(0, sigma, (nq, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return q
+
+
+def time_search(index: faiss.Index, q: np.ndarray, k: int, n_single: int) -> tuple[float, float, np.ndarray]:
+    """(ms per query one at a time, ms per query in one batch, batch ids)."""
+    index.search(q[:1], k)  # warm-up: the first call pays for thread-pool start-up
+    t0 = time.perf_counter()
+    for i in range(n_single):
+        index.search(q[i:i + 1], k)
+    single = (time.perf_counter() - t0) * 1000 / n_single
+    t0 = time.perf_counter()
+    _, ids = index.search(q, k)
+    batch = (time.perf_counter() - t0) * 1000 / len(q)
+    return single, batch, ids
+
+
+def build_ivf(xb: np.ndarray, nlist: int) -> faiss.Index:
+    dim = xb.shape[1]
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    # 39 points per centroid is faiss's minimum for stable k-means; more costs minutes at 1e6.
+    rng = np.random.default_rng(1)
+    sample = xb[rng.choice(len(xb), min(len(xb), 39 * nlist), replace=False)]
+    index.train(sample)
+    index.add_with_ids(xb, np.arange(len(xb), dtype=np.int64))
+    return index
+
+
+def build_hnsw(xb: np.ndarray, m: int, ef_construction: int) -> faiss.Index:
+    index = faiss.IndexHNSWFlat(xb.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    index.add(xb)
+    return index
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--queries", type=int, default=1000, help="queries per kind (batched)")
+    ap.add_argument("--single", type=int, default=100, help="queries timed one call each")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--near-sim", type=float, nargs="+", default=[0.6, 0.8],
+                    help="cosine of a near query with its source (one recall column each)")
+    ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--hnsw-m", type=int, default=32)
+    ap.add_argument("--hnsw-ef-construction", type=int, default=40)
+    ap.add_argument("--hnsw-max-size", type=int, default=1_000_000, help="skip HNSW above this size (slow build)")
+    ap.add_argument("--nlist-factor", type=float, default=2.0, help="IVF nlist = factor * sqrt(N)")
+    ap.add_argument("--methods", nargs="+", default=["ivf", "hnsw"])
+    args = ap.parse_args()
+    k = 5
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, dim {args.dim}, "
+          f"near queries at cos~{args.near_sim}, k={k}", flush=True)
+    header = (f"{'N':>8} {'index':<22} {'build s':>8} {'MiB':>7} {'RSS MiB':>8} "
+              f"{'1q ms':>8} {'batch ms':>9} {'x exact 1q':>10} {'x batch':>8} "
+              + " ".join(f"{'R@1 ' + str(s):>8}" for s in args.near_sim) + f" {'R@1 rand':>8}")
+    rows: list[str] = []
+    for n in args.sizes:
+        rng = np.random.default_rng(n)
+        xb = unit_rows(rng, n, args.dim)
+        qns = [near_queries(rng, xb, args.queries, s) for s in args.near_sim]
+        qn = qns[0]
+        qr = unit_rows(rng, args.queries, args.dim)
+        n_single = min(args.single, args.queries)
+
+        t0 = time.perf_counter()
+        flat = faiss.IndexFlatIP(args.dim)
+        flat.add(xb)
+        build = time.perf_counter() - t0
+        e1, eb, _ = time_search(flat, qn, k, n_single)
+        gts = [flat.search(q, k)[1] for q in qns]
+        _, _, gt_rand = time_search(flat, qr, k, 1)
+        rows.append(f"{n:>8} {'FlatIP (exact)':<22} {build:>8.1f} {index_bytes(flat) / 2**20:>7.0f} "
+                    f"{rss_mib():>8.0f} {e1:>8.3f} {eb:>9.4f} {1.0:>10.1f} {1.0:>8.1f} "
+                    + " ".join(f"{1.0:>8.3f}" for _ in qns) + f" {1.0:>8.3f}")
+        print(rows[-1], flush=True)
+
+        def report(name: str, index: faiss.Index, build_s: float, nbytes: int) -> None:
+            a1, ab, _ = time_search(index, qn, k, n_single)
+            r_near = [float(np.mean(index.search(q, k)[1][:, 0] == gt[:, 0])) for q, gt in zip(qns, gts)]
+            _, _, ids_r = time_search(index, qr, k, 1)
+            r_rand = float(np.mean(ids_r[:, 0] == gt_rand[:, 0]))
+            rows.append(f"{n:>8} {name:<22} {build_s:>8.1f} {nbytes / 2**20:>7.0f} {rss_mib():>8.0f} "
+                        f"{a1:>8.3f} {ab:>9.4f} {e1 / a1:>10.1f} {eb / ab:>8.1f} "
+                        + " ".join(f"{r:>8.3f}" for r in r_near) + f" {r_rand:>8.3f}")
+            print(rows[-1], flush=True)
+
+        if "ivf" in args.methods:
+            nlist = int(args.nlist_factor * np.sqrt(n))
+            t0 = time.perf_counter()
+            ivf = build_ivf(xb, nlist)
+            build = time.perf_counter() - t0
+            nbytes = index_bytes(ivf)
+            for nprobe in args.nprobe:
+                ivf.nprobe = nprobe
+                report(f"IVF{nlist} nprobe={nprobe}", ivf, build, nbytes)
+            del ivf
+        if "hnsw" in args.methods and n <= args.hnsw_max_size:
+            t0 = time.perf_counter()
+            hnsw = build_hnsw(xb, args.hnsw_m, args.hnsw_ef_construction)
+            build = time.perf_counter() - t0
+            nbytes = index_bytes(hnsw)
+            for ef in args.ef_search:
+                hnsw.hnsw.efSearch = ef
+                report(f"HNSW{args.hnsw_m} ef={ef}", hnsw, build, nbytes)
+            del hnsw
+        del flat, xb
+    print("\n" + header)
+    print("\n".join(rows))
+    print("x exact 1q / x batch: exact ms per query divided by this index's (one query per call / batched).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Backend-neutral gallery interface: records, hits, kNN votes and name rules.
+
+Nothing here may mention FAISS: a distributed vector-database backend will implement
+the same `Gallery` interface, so the public types are numpy arrays, dataclasses and
+plain python values only.
+"""
+from __future__ import annotations
+
+import time
+import unicodedata
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recognizer.errors import InvalidNameError
+
+MAX_NAME_LENGTH = 100
+
+
+def validate_name(name: str) -> str:
+    """Return `name` stripped of surrounding whitespace, or raise InvalidNameError.
+
+    Names become labels in reports and may become directory names in exports, so
+    anything that could escape a directory or corrupt a terminal line is refused.
+    Unicode letters and inner spaces are fine ("José María", "李小龙").
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError(f"person name must be a string, got {type(name).__name__}: {name!r}")
+    stripped = name.strip()
+    if not stripped:
+        raise InvalidNameError(f"person name {name!r} is empty or only whitespace")
+    if len(stripped) > MAX_NAME_LENGTH:
+        raise InvalidNameError(
+            f"person name {stripped[:40]!r}... is {len(stripped)} characters long (max {MAX_NAME_LENGTH})")
+    # Category C* covers control, format (e.g. bidi overrides), surrogate and unassigned code points.
+    bad = [c for c in stripped if unicodedata.category(c).startswith("C")]
+    if bad:
+        raise InvalidNameError(f"person name {name!r} contains control characters {bad!r}")
+    for sep in ("/", "\\"):
+        if sep in stripped:
+            raise InvalidNameError(f"person name {name!r} contains a path separator {sep!r}")
+    if ".." in stripped:
+        raise InvalidNameError(f"person name {name!r} contains '..'")
+    if stripped.startswith("."):
+        raise InvalidNameError(f"person name {name!r} starts with '.'")
+    return stripped
+
+
+@dataclass
+class FaceRecord:
+    """One enrolled face: who, where it came from, and the gallery id once stored."""
+
+    person: str
+    source: str  # file path the face came from
+    content_hash: str  # sha256 of the photo file bytes
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    added_at: float = field(default_factory=time.time)
+    id: int = -1  # assigned by the gallery
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["box"] = list(self.box)
+        return d
+
+
+@dataclass
+class Hit:
+    """One neighbour of a query."""
+
+    id: int
+    person: str
+    similarity: float  # cosine similarity, in [-1, 1]
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class KnnVote:
+    """Result of a similarity-weighted k-nearest-neighbour vote for one query."""
+
+    scores: dict[str, float]  # per person, weighted vote share over the k neighbours; sums to 1 (empty if no votes)
+    similarity: dict[str, float]  # per person, max cosine similarity among the k neighbours
+    neighbours: list[Hit]
+
+    def best(self) -> tuple[str | None, float, float]:
+        """(person, score, similarity) of the winner; (None, 0.0, 0.0) when nobody got a vote.
+
+        Ties on score go to the higher similarity, then to the name, so the answer
+        does not depend on dict order.
+        """
+        if not self.scores:
+            return None, 0.0, 0.0
+        person = max(self.scores, key=lambda p: (self.scores[p], self.similarity.get(p, 0.0), p))
+        return person, self.scores[person], self.similarity.get(person, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scores": dict(self.scores), "similarity": dict(self.similarity),
+                "neighbours": [h.to_dict() for h in self.neighbours]}
+
+
+def vote(hits: Sequence[Hit]) -> KnnVote:
+    """Turn the neighbours of one query into a KnnVote.
+
+    Each neighbour votes for its person with weight max(similarity, 0): a close face
+    should count more than a far one among the same k, and a neighbour that is
+    anti-correlated with the query (similarity < 0) is no evidence for its person at
+    all, so it must not get a negative or positive say. Shares are normalised by the
+    total weight so that scores are comparable across queries and k. If every
+    neighbour has similarity <= 0 nobody gets a vote and `scores` is empty.
+    """
+    weights: dict[str, float] = {}
+    best_sim: dict[str, float] = {}
+    for h in hits:
+        weights[h.person] = weights.get(h.person, 0.0) + max(h.similarity, 0.0)
+        best_sim[h.person] = max(best_sim.get(h.person, -1.0), h.similarity)
+    total = sum(weights.values())
+    scores = {p: w / total for p, w in weights.items()} if total > 0 else {}
+    return KnnVote(scores=scores, similarity=best_sim, neighbours=list(hits))
+
+
+class Gallery(ABC):
+    """Enrolled face embeddings with stable int64 ids and per-face metadata.
+
+    Vectors are 2-d float32 arrays of unit vectors (they are normalised again
+    defensively). Every call that takes vectors takes the `model_id` that produced
+    them and fails if it is not the gallery's model: embeddings of different models
+    live in unrelated spaces and comparing them gives confident nonsense.
+    """
+
+    path: Path
+    model_id: str
+    dim: int
+    metric: str = "cosine"
+
+    @abstractmethod
+    def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str) -> list[int]:
+        """Store one face per row; returns the new ids (also written into `records`)."""
+
+    @abstractmethod
+    def remove_person(self, name: str) -> int:
+        """Remove every face of `name`; returns how many. Unknown name -> GalleryError."""
+
+    @abstractmethod
+    def rename_person(self, old: str, new: str, *, merge: bool = False) -> None:
+        """Rename `old` to `new`. If `new` already exists this is a merge, allowed
+        only with merge=True. Unknown `old` -> GalleryError."""
+
+    @abstractmethod
+    def people(self) -> dict[str, int]:
+        """name -> face count, sorted by name."""
+
+    @abstractmethod
+    def records(self, person: str | None = None) -> list[FaceRecord]:
+        """Records of one person (or all), ordered by id."""
+
+    @abstractmethod
+    def has_content(self, person: str, content_hash: str) -> bool:
+        """Whether a photo with this sha256 is already enrolled for `person`."""
+
+    @abstractmethod
+    def vectors(self, person: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64 (n,), vectors float32 (n, dim)) ordered by id."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int = 5, *, model_id: str) -> list[list[Hit]]:
+        """Up to k nearest faces per query, most similar first."""
+
+    def knn_vote(self, queries: np.ndarray, k: int = 5, *, model_id: str) -> list[KnnVote]:
+        """Similarity-weighted vote of the k nearest faces, per query (see `vote`)."""
+        return [vote(hits) for hits in self.search(queries, k, model_id=model_id)]
+
+    def refresh(self) -> bool:
+        """Reload if another process changed the gallery; returns whether it did."""
+        return False
+
+    def close(self) -> None:
+        """Release open files. The object must not be used afterwards."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of faces."""
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

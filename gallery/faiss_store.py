@@ -1,0 +1,229 @@
+"""FAISS + SQLite implementation of `Gallery`: the public operations.
+
+The directory format, loading, locking and crash-safe saving live in `gallery._storage`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gallery import _index
+from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, GalleryStore
+from gallery.base import FaceRecord, Gallery, Hit, validate_name
+from recognizer.errors import GalleryError
+
+logger = logging.getLogger(__name__)
+
+
+class FaissGallery(GalleryStore, Gallery):
+    """FAISS + SQLite gallery. Use `create_gallery` / `open_gallery` to get one."""
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], model_id: str, dim: int, *,
+               approx_threshold: int = _index.DEFAULT_APPROX_THRESHOLD, **opts: Any) -> FaissGallery:
+        path = Path(path)
+        if not isinstance(model_id, str) or not model_id:
+            raise GalleryError(f"{path}: model_id must be a non-empty string, got {model_id!r}")
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
+            raise GalleryError(f"{path}: dim must be a positive integer, got {dim!r}")
+        if int(approx_threshold) < 1:
+            raise GalleryError(f"{path}: approx_threshold must be >= 1, got {approx_threshold!r}")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise GalleryError(f"{path}: already exists and is not an empty directory; "
+                               "open it with open_gallery or choose a new path")
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask; biometric data is owner-only
+        self = cls(path, **opts)
+        with self._locked():
+            db_path = path / DB_NAME
+            os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            self._db = self._connect()
+            kv = {"model_id": model_id, "dim": int(dim), "metric": "cosine", "format_version": FORMAT_VERSION,
+                  "generation": 0, "next_id": 0, "approx_threshold": int(approx_threshold)}
+            with self._write_txn() as db:
+                for stmt in SCHEMA.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                db.executemany("INSERT INTO kv VALUES (?, ?)", [(k, str(v)) for k, v in kv.items()])
+            self._read_kv()
+            self._index = _index.build(np.empty((0, self.dim), np.float32), np.empty(0, np.int64),
+                                       self.approx_threshold)
+            self._publish(self._write_index_tmp(), generation=0)
+        logger.info("created gallery %s for model %s (dim %d)", path, model_id, dim)
+        return self
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], model_id: str | None = None, **opts: Any) -> FaissGallery:
+        path = Path(path)
+        if not path.is_dir():
+            raise GalleryError(f"{path}: no gallery here (directory does not exist)")
+        if not (path / META_NAME).exists() and not (path / DB_NAME).exists():
+            raise GalleryError(f"{path}: not a gallery (no {META_NAME} or {DB_NAME})")
+        self = cls(path, **opts)
+        with self._locked():
+            self._load()
+        if model_id is not None and model_id != self.model_id:
+            self.close()
+            raise GalleryError(f"{path}: gallery holds embeddings of model {self.model_id!r}, "
+                               f"but model {model_id!r} was asked for")
+        return self
+
+    def _check_vectors(self, x: np.ndarray, model_id: str, what: str) -> np.ndarray:
+        self._check_open()
+        if model_id != self.model_id:
+            raise self._fail(f"{what} come from model {model_id!r} but this gallery holds embeddings of "
+                             f"model {self.model_id!r}; re-enrol with {model_id!r} or use another gallery")
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise GalleryError(f"{what} must be a 2-d array (n, {self.dim}); got shape {x.shape}")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise GalleryError(f"{what} must be real numbers; got dtype {x.dtype}")
+        x = x.astype(np.float32)  # always a copy: callers' arrays are never modified
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            raise GalleryError(f"{what} contain NaN or infinite values in rows {np.flatnonzero(bad)[:10].tolist()}")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        zero = (norms[:, 0] < 1e-12)
+        if zero.any():
+            raise GalleryError(f"{what} contain zero vectors in rows {np.flatnonzero(zero)[:10].tolist()}")
+        return x / norms
+
+    # ---- changes ------------------------------------------------------------------
+
+    def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str) -> list[int]:
+        x = self._check_vectors(vectors, model_id, "vectors")
+        if len(records) != len(x):
+            raise GalleryError(f"got {len(x)} vectors but {len(records)} records")
+        rows = []
+        for r in records:
+            person = validate_name(r.person)
+            box = tuple(float(b) for b in r.box)
+            if len(box) != 4 or not all(np.isfinite(box)):
+                raise GalleryError(f"face box {r.box!r} of {r.source!r} must be 4 finite numbers")
+            rows.append((person, str(r.source), str(r.content_hash), *box, float(r.added_at)))
+        if not rows:
+            return []
+        with self._change():
+            assert self._db is not None and self._index is not None
+            first = int(self._db.execute("SELECT value FROM kv WHERE key = 'next_id'").fetchone()[0])
+            ids = np.arange(first, first + len(x), dtype=np.int64)
+            index = _index.add(self._index, x, ids, self.approx_threshold, lambda: self._all_vectors(None))
+            self._set_index(index)
+            tmp = self._write_index_tmp()
+
+            def apply(db: sqlite3.Connection) -> None:
+                db.executemany("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               [(int(i), *row) for i, row in zip(ids, rows)])
+                db.executemany("INSERT INTO vectors VALUES (?, ?)",
+                               [(int(i), v.tobytes()) for i, v in zip(ids, x)])
+                db.execute("UPDATE kv SET value = ? WHERE key = 'next_id'", (str(first + len(x)),))
+
+            self._commit(apply, tmp)
+        for r, i, row in zip(records, ids, rows):
+            r.id, r.person = int(i), row[0]
+        logger.info("%s: added %d faces (ids %d..%d)", self.path, len(ids), ids[0], ids[-1])
+        return ids.tolist()
+
+    def remove_person(self, name: str) -> int:
+        name = validate_name(name)
+        with self._change():
+            assert self._db is not None and self._index is not None
+            ids = np.array([r[0] for r in self._db.execute("SELECT id FROM faces WHERE person = ?", (name,))],
+                           dtype=np.int64)
+            if len(ids) == 0:
+                raise self._fail(f"no person named {name!r} in the gallery")
+            index = _index.remove(self._index, ids, self.approx_threshold, lambda: self._all_vectors(None))
+            self._set_index(index)
+            tmp = self._write_index_tmp()
+
+            def apply(db: sqlite3.Connection) -> None:
+                db.execute("DELETE FROM vectors WHERE id IN (SELECT id FROM faces WHERE person = ?)", (name,))
+                db.execute("DELETE FROM faces WHERE person = ?", (name,))
+
+            self._commit(apply, tmp)
+            # secure_delete already zeroed the rows; VACUUM also drops the freed pages so the
+            # file shrinks and holds no trace of the removed vectors.
+            self._db.execute("VACUUM")
+        logger.info("%s: removed %d faces of %r", self.path, len(ids), name)
+        return len(ids)
+
+    def rename_person(self, old: str, new: str, *, merge: bool = False) -> None:
+        """Rename `old` to `new`. If `new` already has faces, the two people are merged
+        only when merge=True (fixing a duplicate enrolment); otherwise GalleryError,
+        because a silent merge of two different people would be hard to undo."""
+        old, new = validate_name(old), validate_name(new)
+        with self._change():
+            assert self._db is not None
+            count = lambda n: self._db.execute("SELECT count(*) FROM faces WHERE person = ?", (n,)).fetchone()[0]  # noqa: E731
+            if count(old) == 0:
+                raise self._fail(f"no person named {old!r} in the gallery")
+            if old == new:
+                return
+            if count(new) and not merge:
+                raise self._fail(f"cannot rename {old!r} to {new!r}: {new!r} already exists "
+                                 "(pass merge=True to merge them)")
+            self._commit(lambda db: db.execute("UPDATE faces SET person = ? WHERE person = ?", (new, old)), None)
+        logger.info("%s: renamed %r to %r", self.path, old, new)
+
+    # ---- reads --------------------------------------------------------------------
+
+    def people(self) -> dict[str, int]:
+        with self._read() as db:
+            rows = db.execute("SELECT person, count(*) FROM faces GROUP BY person").fetchall()
+        return dict(sorted(rows))
+
+    def records(self, person: str | None = None) -> list[FaceRecord]:
+        sql = "SELECT id, person, source, content_hash, x1, y1, x2, y2, added_at FROM faces"
+        args: tuple[str, ...] = ()
+        if person is not None:
+            sql, args = sql + " WHERE person = ?", (validate_name(person),)
+        with self._read() as db:
+            rows = db.execute(sql + " ORDER BY id", args).fetchall()
+        return [FaceRecord(person=p, source=s, content_hash=h, box=(x1, y1, x2, y2), added_at=t, id=i)
+                for i, p, s, h, x1, y1, x2, y2, t in rows]
+
+    def has_content(self, person: str, content_hash: str) -> bool:
+        with self._read() as db:
+            row = db.execute("SELECT 1 FROM faces WHERE person = ? AND content_hash = ? LIMIT 1",
+                             (validate_name(person), content_hash)).fetchone()
+        return row is not None
+
+    def vectors(self, person: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        person = None if person is None else validate_name(person)
+        with self._read():
+            return self._all_vectors(person)
+
+    def search(self, queries: np.ndarray, k: int = 5, *, model_id: str) -> list[list[Hit]]:
+        q = self._check_vectors(queries, model_id, "queries")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise GalleryError(f"k must be a positive integer, got {k!r}")
+        if len(q) == 0:
+            return []
+        with self._read() as db:
+            assert self._index is not None
+            if self._index.ntotal == 0:
+                return [[] for _ in range(len(q))]
+            sims, ids = self._index.search(q, min(int(k), int(self._index.ntotal)))
+            wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
+            meta: dict[int, tuple[str, str]] = {}
+            for s in range(0, len(wanted), 900):  # stay under SQLite's bound-parameter limit
+                chunk = wanted[s:s + 900]
+                meta.update((r[0], (r[1], r[2])) for r in db.execute(
+                    f"SELECT id, person, source FROM faces WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return [[Hit(id=int(i), person=meta[int(i)][0], similarity=float(np.clip(s, -1.0, 1.0)),
+                     source=meta[int(i)][1]) for s, i in zip(srow, irow) if i >= 0]
+                for srow, irow in zip(sims, ids)]
+
+    def __len__(self) -> int:
+        with self._read():
+            assert self._index is not None
+            return int(self._index.ntotal)
+
+    def __repr__(self) -> str:
+        return f"FaissGallery({str(self.path)!r}, model_id={getattr(self, 'model_id', None)!r})"

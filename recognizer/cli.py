@@ -1,0 +1,37 @@
+"""Shared pieces of the command-line tools: logging set-up and error reporting."""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+import click
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def friendly_errors(fn):
+    """Turn the tool's typed errors into a one-line message and exit status 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from recognizer.errors import FaceToolError
+
+        try:
+            return fn(*args, **kwargs)
+        except FaceToolError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+model_option = click.option(
+    "--model", "model_dir", required=True, type=click.Path(file_okay=False), help="Model directory (created by enroll.py or finetune.py)."
+)
+weights_dir_option = click.option(
+    "--weights-dir", type=click.Path(file_okay=False), default=None, help="Where facenet weights are cached (default $TORCH_HOME/checkpoints)."
+)
+verbose_option = click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")

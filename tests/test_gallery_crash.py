@@ -1,0 +1,150 @@
+"""A gallery killed mid-change is either before or after that change; concurrent writers lose nothing.
+
+GALLERY_CRASH_TRIALS=300 pytest tests/test_gallery_crash.py   # a longer run
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gallery import FaceRecord, create_gallery, open_gallery
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "crash-model"
+DIM = 16
+BATCH = 5
+TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "30"))
+
+
+def op_for(i: int) -> tuple:
+    """The i-th change of the writer: add p{4m}, add p{4m+1}, rename p{4m+1}, remove p{4m}."""
+    m, r = divmod(i, 4)
+    if r in (0, 1):
+        return ("add", f"p{4 * m + r}", i)
+    if r == 2:
+        return ("rename", f"p{4 * m + 1}", f"q{4 * m + 1}")
+    return ("remove", f"p{4 * m}")
+
+
+def vectors_for(seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((BATCH, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def expected_states(n_ops: int) -> list[dict[int, tuple[str, int]]]:
+    """states[c] = {id: (person, seed)} after the first c changes."""
+    state: dict[int, tuple[str, int]] = {}
+    states, next_id = [dict(state)], 0
+    for i in range(n_ops):
+        op = op_for(i)
+        if op[0] == "add":
+            for j in range(BATCH):
+                state[next_id + j] = (op[1], op[2])
+            next_id += BATCH
+        elif op[0] == "rename":
+            state = {k: (op[2] if p == op[1] else p, s) for k, (p, s) in state.items()}
+        else:
+            state = {k: v for k, v in state.items() if v[0] != op[1]}
+        states.append(dict(state))
+    return states
+
+
+WRITER = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_gallery_crash import op_for, vectors_for, MODEL
+from gallery import FaceRecord, open_gallery
+g = open_gallery({path!r}, MODEL)
+log = open({log!r}, "a")
+log.write("ready\\n"); log.flush()
+for i in range(10**6):
+    op = op_for(i)
+    if op[0] == "add":
+        g.add(vectors_for(op[2]), [FaceRecord(op[1], f"{{op[2]}}-{{j}}.jpg", f"h{{op[2]}}-{{j}}", (0, 0, 1, 1))
+                                   for j in range(5)], model_id=MODEL)
+    elif op[0] == "rename":
+        g.rename_person(op[1], op[2])
+    else:
+        g.remove_person(op[1])
+    log.write(f"{{i}}\\n"); log.flush()  # written only after the change returned
+"""
+
+
+def gallery_state(path: Path) -> dict[int, tuple[str, np.ndarray]]:
+    g = open_gallery(path, MODEL)
+    ids, vecs = g.vectors()
+    people = {r.id: r.person for r in g.records()}
+    assert sorted(people) == ids.tolist() and len(g) == len(ids)
+    assert sum(g.people().values()) == len(ids)
+    g.close()
+    return {int(i): (people[int(i)], v) for i, v in zip(ids, vecs)}
+
+
+def matches(actual: dict[int, tuple[str, np.ndarray]], want: dict[int, tuple[str, int]]) -> bool:
+    if sorted(actual) != sorted(want) or any(actual[i][0] != want[i][0] for i in want):
+        return False
+    return all(np.allclose(actual[i][1], vectors_for(s)[i % BATCH], atol=1e-6) for i, (_, s) in want.items())
+
+
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_sigkill_leaves_before_or_after_state(tmp_path: Path, trial: int) -> None:
+    rnd = random.Random(trial)
+    path, log = tmp_path / "g", tmp_path / "log"
+    create_gallery(path, MODEL, DIM).close()
+    code = WRITER.format(tests=str(ROOT / "tests"), path=str(path), log=str(log))
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not (log.exists() and log.read_text().startswith("ready")):
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    time.sleep(rnd.uniform(0.0, 0.6))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done = len(log.read_text().splitlines()) - 1
+    states = expected_states(done + 1)
+    actual = gallery_state(path)
+    before, after = matches(actual, states[done]), matches(actual, states[done + 1])
+    assert before or after, \
+        f"trial {trial}: after {done} completed changes the gallery is neither before nor after change {done}"
+    print(f"trial {trial}: killed after {done} changes, in-flight change {op_for(done)[0]} "
+          f"{'applied' if after and not before else 'not applied'}")
+    # Whatever was recovered, the gallery must accept further changes.
+    leftovers = [p.name for p in path.iterdir() if p.name.startswith(".tmp-") or p.name.endswith("-journal")]
+    assert leftovers == []
+    g = open_gallery(path, MODEL)
+    g.add(vectors_for(999), [FaceRecord("after", "a.jpg", "h", (0, 0, 1, 1))] * BATCH, model_id=MODEL)
+    assert g.search(vectors_for(999)[:1], 1, model_id=MODEL)[0][0].person == "after"
+
+
+ADDER = """
+from gallery import FaceRecord, open_gallery
+import numpy as np
+g = open_gallery({path!r}, {model!r})
+rng = np.random.default_rng({seed})
+for i in range({n}):
+    x = rng.standard_normal((2, {dim})).astype(np.float32)
+    g.add(x, [FaceRecord("{prefix}%d" % i, "s.jpg", "h", (0, 0, 1, 1))] * 2, model_id={model!r})
+"""
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    path, n = tmp_path / "g", 25
+    create_gallery(path, MODEL, DIM).close()
+    procs = [subprocess.Popen([sys.executable, "-c", ADDER.format(path=str(path), model=MODEL, seed=s, n=n,
+                                                                    dim=DIM, prefix=prefix)], cwd=ROOT)
+             for s, prefix in ((1, "a"), (2, "b"))]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    g = open_gallery(path, MODEL)
+    assert g.people() == {f"{p}{i}": 2 for p in "ab" for i in range(n)}
+    ids, _ = g.vectors()
+    assert ids.tolist() == list(range(4 * n))
+    assert g.generation == 2 * n
