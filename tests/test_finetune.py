@@ -121,7 +121,7 @@ def test_checkpoint_reloads_in_a_new_process_to_identical_logits(facenet_model, 
     here = rec.classifier.decision_function(rec.embedder.embed(res.crops))
     subprocess.run([sys.executable, "-c", RELOAD, str(ROOT), str(d), str(tmp_path / "crops.npy"), str(tmp_path / "logits.npy")],
                    check=True, timeout=120)
-    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), here)
+    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy", allow_pickle=False), here)
     assert here.shape == (2, 5)
 
 
