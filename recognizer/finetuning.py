@@ -15,6 +15,7 @@ and a crash midway makes the next open fail loudly (model id mismatch) rather th
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,9 +25,10 @@ import numpy as np
 
 from recognizer.cache import CropCache
 from recognizer.model import (
-    CHECKPOINT_FILE,
+    CHECKPOINT_NAME,
     DEFAULT_THRESHOLDS,
     GALLERY_DIR,
+    GALLERY_NAME,
     ModelConfig,
     ensure_private_dir,
     load_config,
@@ -154,66 +156,91 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     if opts.backbone == "facenet":
         tail_state = {f"{b}.{k}": v.detach().clone() for b in unfreeze for k, v in getattr(base.module, b).state_dict().items()}
     best = result.history[result.best_epoch - 1]
-    sha = save_checkpoint(d / CHECKPOINT_FILE, {
-        "backbone": opts.backbone, "weights": weights, "base_model_id": base.model_id, "base_seed": s.seed,
-        "unfreeze": list(unfreeze), "tail": tail_state,
-        "head": {"weight": head.weight.detach().clone(), "scale": head.scale.detach().clone()},
-        "classes": classes, "settings": s.to_dict(),
-        "metrics": {"best_epoch": result.best_epoch, **best.to_dict()},
-    })
-    model_id = finetuned_model_id(base.model_id, sha)
+    # The new checkpoint and gallery go beside the ones in use, under fresh names; model.json is
+    # switched to them in one atomic rename, so a crash or a failure before that leaves the old
+    # model whole, and one after it the new model whole.
+    token = secrets.token_hex(6)
+    ckpt_name, gallery_name = f"checkpoint-{token}.pt", f"{GALLERY_DIR}-{token}"
+    committed = False
+    try:
+        sha = save_checkpoint(d / ckpt_name, {
+            "backbone": opts.backbone, "weights": weights, "base_model_id": base.model_id, "base_seed": s.seed,
+            "unfreeze": list(unfreeze), "tail": tail_state,
+            "head": {"weight": head.weight.detach().clone(), "scale": head.scale.detach().clone()},
+            "classes": classes, "settings": s.to_dict(),
+            "metrics": {"best_epoch": result.best_epoch, **best.to_dict()},
+        })
+        model_id = finetuned_model_id(base.model_id, sha)
 
-    t = time.perf_counter()
-    if opts.backbone == "facenet":
-        tuned = FacenetEmbedder(weights, module=base.module, model_id=model_id, batch_size=base.batch_size)
-    else:
-        tuned = base
-    train_emb = net.embed_features(f_tr[:, 0])
-    gal, gallery_info = _rebuild_gallery(d, old_cfg, model_id, tuned, FacePipeline(detector, tuned, pipeline.cache),
-                                         train_emb, y_tr, rec_tr, opts.progress)
-    timings["gallery_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if opts.backbone == "facenet":
+            tuned = FacenetEmbedder(weights, module=base.module, model_id=model_id, batch_size=base.batch_size)
+        else:
+            tuned = base
+        train_emb = net.embed_features(f_tr[:, 0])
+        gal, gallery_info = _rebuild_gallery(d, gallery_name, old_cfg, model_id, tuned, FacePipeline(detector, tuned, pipeline.cache),
+                                             train_emb, y_tr, rec_tr, opts.progress)
+        timings["gallery_s"] = time.perf_counter() - t
 
-    same_backbone = old_cfg is not None and old_cfg.backbone == opts.backbone
-    cfg = ModelConfig(
-        backbone=opts.backbone, weights=weights, model_id=model_id, dim=base.dim,
-        threshold=old_cfg.threshold if same_backbone else DEFAULT_THRESHOLDS[opts.backbone],
-        knn_k=old_cfg.knn_k if old_cfg else ModelConfig.knn_k,
-        detector=dict(old_cfg.detector) if old_cfg else asdict(detector.settings),
-        checkpoint=CHECKPOINT_FILE,
-    )
-    save_config(d, cfg)
+        same_backbone = old_cfg is not None and old_cfg.backbone == opts.backbone
+        cfg = ModelConfig(
+            backbone=opts.backbone, weights=weights, model_id=model_id, dim=base.dim,
+            threshold=old_cfg.threshold if same_backbone else DEFAULT_THRESHOLDS[opts.backbone],
+            knn_k=old_cfg.knn_k if old_cfg else ModelConfig.knn_k,
+            detector=dict(old_cfg.detector) if old_cfg else asdict(detector.settings),
+            checkpoint=ckpt_name,
+            gallery=gallery_name,
+        )
+        save_config(d, cfg)  # the commit point
+        committed = True
+        _remove_unused(d, keep={ckpt_name, gallery_name})
 
-    from recognizer.evaluate import closed_set_scores
+        from recognizer.evaluate import closed_set_scores
 
-    scores = closed_set_scores(gal, classifier, net.embed_features(f_va[:, 0]), y_va, k=cfg.knn_k, model_id=model_id)
-    gal.close()
-    files = [str(p) for p in plot_curves(result.history, d)]
-    report = FinetuneReport(
-        str(d), opts.backbone, model_id, classes, len(y_tr), len(y_va), split.source, skipped,
-        {**result.to_dict(), "unfreeze": list(unfreeze), "settings": s.to_dict(),
-         "trunk_cache": {"hits": cache.hits, "misses": cache.misses}},
-        scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files,
-    )
-    write_json_atomic(d / REPORT_FILE, report.to_dict())
-    return report
+        scores = closed_set_scores(gal, classifier, net.embed_features(f_va[:, 0]), y_va, k=cfg.knn_k, model_id=model_id)
+        gal.close()
+        files = [str(p) for p in plot_curves(result.history, d)]
+        report = FinetuneReport(
+            str(d), opts.backbone, model_id, classes, len(y_tr), len(y_va), split.source, skipped,
+            {**result.to_dict(), "unfreeze": list(unfreeze), "settings": s.to_dict(),
+             "trunk_cache": {"hits": cache.hits, "misses": cache.misses}},
+            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files,
+        )
+        write_json_atomic(d / REPORT_FILE, report.to_dict())
+        return report
+    except BaseException:
+        if not committed:  # failed before the commit: the old model stands
+            (d / ckpt_name).unlink(missing_ok=True)
+            shutil.rmtree(d / gallery_name, ignore_errors=True)
+        raise
 
 
-def _rebuild_gallery(d: Path, old_cfg, model_id: str, embedder, pipeline, train_emb, train_labels, train_records, progress: bool):
-    """A new gallery in a side directory, swapped in whole: readers never see a half-built one."""
+def _remove_unused(d: Path, keep: set[str]) -> None:
+    """Delete the galleries and checkpoints model.json no longer names: the replaced ones, and any
+    left by an interrupted run (they hold face embeddings, so they must not linger)."""
+    for p in d.iterdir():
+        if p.name in keep:
+            continue
+        if GALLERY_NAME.fullmatch(p.name) or p.name in (f"{GALLERY_DIR}.new", f"{GALLERY_DIR}.old"):
+            shutil.rmtree(p, ignore_errors=True)
+        elif CHECKPOINT_NAME.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+
+
+def _rebuild_gallery(d: Path, gallery_name: str, old_cfg, model_id: str, embedder, pipeline, train_emb, train_labels,
+                     train_records, progress: bool):
+    """A new gallery beside the one in use; model.json is switched to it once it is complete."""
     from gallery import FaceRecord, create_gallery, open_gallery
 
-    new_path, old_path = d / f"{GALLERY_DIR}.new", d / f"{GALLERY_DIR}.old"
-    for p in (new_path, old_path):
-        if p.exists():
-            shutil.rmtree(p)
+    new_path = d / gallery_name
     gal = create_gallery(new_path, model_id=model_id, dim=embedder.dim)
     records = [FaceRecord(label, src, digest, box) for label, (src, digest, box) in zip(train_labels, train_records)]
     gal.add(train_emb, records, model_id=model_id)
 
     kept, dropped = 0, []
     train_hashes = {digest for _, digest, _ in train_records}
-    if old_cfg is not None and (d / GALLERY_DIR).exists():
-        with open_gallery(d / GALLERY_DIR) as old:
+    if old_cfg is not None and (d / old_cfg.gallery).exists():
+        with open_gallery(d / old_cfg.gallery) as old:
             extra = [r for r in old.records() if r.content_hash not in train_hashes]
         vectors, new_records = [], []
         for r in extra:
@@ -228,12 +255,7 @@ def _rebuild_gallery(d: Path, old_cfg, model_id: str, embedder, pipeline, train_
             gal.add(np.stack(vectors), new_records, model_id=model_id)
         kept = len(vectors)
     gal.close()
-    if (d / GALLERY_DIR).exists():
-        (d / GALLERY_DIR).rename(old_path)
-    new_path.rename(d / GALLERY_DIR)
-    if old_path.exists():
-        shutil.rmtree(old_path)
-    gal = open_gallery(d / GALLERY_DIR, model_id=model_id)
+    gal = open_gallery(new_path, model_id=model_id)
     return gal, {"faces": len(gal), "people": gal.people(), "reembedded_enrolled": kept, "dropped_enrolled": dropped}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
 GALLERY_DIR = "gallery"
 CHECKPOINT_FILE = "checkpoint.pt"
+# finetune.py writes `gallery-<token>` and `checkpoint-<token>.pt` beside the ones in use, then
+# switches model.json to them in one atomic rename: a crash leaves the old model or the new one.
+GALLERY_NAME = re.compile(r"gallery(-[0-9a-f]{6,64})?")
+CHECKPOINT_NAME = re.compile(r"checkpoint(-[0-9a-f]{6,64})?\.pt")
 FORMAT_VERSION = 1
 
 # Cosine similarity below which the nearest enrolled face is "not this person". Chosen per backbone
@@ -49,6 +54,7 @@ class ModelConfig:
     knn_k: int = 5
     detector: dict[str, Any] = field(default_factory=lambda: asdict(DetectorSettings()))
     checkpoint: str | None = None
+    gallery: str = GALLERY_DIR  # finetune.py writes a new one beside the old and switches here
     version: int = FORMAT_VERSION
 
     def detector_settings(self) -> DetectorSettings:
@@ -90,6 +96,10 @@ def load_config(model_dir: str | Path) -> ModelConfig:
         raise ModelError(f"{path}: damaged model file ({exc})") from None
     if cfg.version > FORMAT_VERSION:
         raise ModelError(f"{path}: written by a newer version (format {cfg.version} > {FORMAT_VERSION})")
+    # Both name entries of the model directory itself: a model.json must not point elsewhere.
+    for key, value, pattern in (("gallery", cfg.gallery, GALLERY_NAME), ("checkpoint", cfg.checkpoint, CHECKPOINT_NAME)):
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise ModelError(f"{path}: {key} must name a file of the model directory, not {value!r}")
     return cfg
 
 

@@ -161,7 +161,7 @@ class Recognizer:
             )
         from gallery import open_gallery
 
-        gal = open_gallery(d / GALLERY_DIR, model_id=cfg.model_id)
+        gal = open_gallery(d / cfg.gallery, model_id=cfg.model_id)
         return cls(d, cfg, embedder, gal, classifier, cache)
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,12 +90,13 @@ def test_checkpoint_is_safe_to_load_and_named_by_its_hash(facenet_model):
     from recognizer.weights import sha256_file
 
     d, report = facenet_model
-    ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
+    cfg = load_config(d)
+    # finetune.py writes checkpoint-<token>.pt and gallery-<token>, then switches model.json to them.
+    assert re.fullmatch(r"checkpoint-[0-9a-f]{12}\.pt", cfg.checkpoint) and cfg.gallery == "gallery-" + cfg.checkpoint[11:23]
+    ckpt = torch.load(d / cfg.checkpoint, weights_only=True)
     assert ckpt["classes"] == report.classes == ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
     assert ckpt["unfreeze"] == ["block8", "last_linear", "last_bn"]
-    cfg = load_config(d)
-    assert cfg.checkpoint == "checkpoint.pt"
-    assert cfg.model_id == f"facenet-random-seed3-ft{sha256_file(d / 'checkpoint.pt')[:12]}" == report.model_id
+    assert cfg.model_id == f"facenet-random-seed3-ft{sha256_file(d / cfg.checkpoint)[:12]}" == report.model_id
     assert (d / "curves_loss.png").stat().st_size > 1000 and (d / "curves_accuracy.png").stat().st_size > 1000
     assert set(json.loads((d / "report.json").read_text())) >= {"classifier", "knn", "combined"}
 
