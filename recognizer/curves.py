@@ -1,6 +1,7 @@
 """Training curves as PNG files (matplotlib's Agg backend: no display needed)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 LOSS_PNG = "curves_loss.png"
@@ -31,6 +32,7 @@ def plot_curves(history: list, out_dir: Path) -> list[Path]:
         tmp = path.with_name(f".{fname}.tmp.png")
         fig.savefig(tmp)
         plt.close(fig)
+        os.chmod(tmp, 0o600)  # in the model directory, beside the biometric data: owner only
         tmp.replace(path)
         paths.append(path)
     return paths

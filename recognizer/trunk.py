@@ -217,7 +217,9 @@ class TrunkCache:
     def _save(self, digest: str, views: np.ndarray) -> None:
         path = self._path(digest)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            from recognizer.cache import make_private_dirs
+
+            make_private_dirs(path.parent)  # features of face crops: owner only, parents included
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as fh:
