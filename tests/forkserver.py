@@ -5,7 +5,7 @@ takes milliseconds. This process only imports (it never runs torch or OpenCV wor
 opens a model directory), so a child starts with no thread pools and no open gallery files, like
 a fresh `enroll.py`, and then runs the tools' own `main` functions.
 
-Protocol, one JSON object per line: on stdin a job {"tool": "enroll"|"identify", "runs": [[args...]],
+Protocol, one JSON object per line: on stdin a job {"tool": "enroll"|"identify"|"finetune", "runs": [[args...]],
 "until": path or null, "out": path}; on stdout "pid N" when its child started, and "exit N CODE"
 when a child ended (CODE -9 for SIGKILL). A child writes the tools' stdout to `out` and their
 stderr to `out` + ".err"; its exit code is 0 when every run exited 0.
@@ -28,8 +28,10 @@ import faiss  # noqa: E402,F401
 import torch  # noqa: E402,F401
 
 import enroll  # noqa: E402
+import finetune  # noqa: E402
 import gallery.faiss_store  # noqa: E402,F401
 import identify  # noqa: E402
+import recognizer.finetuning  # noqa: E402,F401
 import recognizer.recognizer  # noqa: E402,F401
 
 
@@ -40,7 +42,7 @@ def run_child(job: dict) -> int:
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(err, 2)
-    tool = {"enroll": enroll, "identify": identify}[job["tool"]]
+    tool = {"enroll": enroll, "identify": identify, "finetune": finetune}[job["tool"]]
     failures = 0
     runs = 0
     while True:

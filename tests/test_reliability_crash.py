@@ -221,3 +221,56 @@ def test_full_disk_while_creating_a_model_leaves_nothing(tmp_path, data, monkeyp
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
     Recognizer.open(tmp_path / "new model", backbone="sface", create=True).gallery.close()
+
+
+# ---- finetune.py killed ------------------------------------------------------------------
+
+FT_TRIALS = int(os.environ.get("FINETUNE_CRASH_TRIALS", "3"))
+
+
+def test_killed_finetune_leaves_a_model_that_loads_with_every_enrolment(tmp_path, forkserver, folders, data, fast_open):
+    """finetune.py rebuilds the gallery (re-embedding faces enrolled since) and switches model.json
+    to it; killed at any moment, the model loads and still holds every reported enrolment."""
+    from recognizer.model import CHECKPOINT_NAME, GALLERY_NAME, load_config
+    from recognizer.recognizer import Recognizer
+
+    for folder in (folders[0], folders[1], folders[2], folders[4]):  # each with 2+ photos: the last one is val
+        photos = sorted(folder.iterdir())
+        for split, chosen in (("train", photos[:-1]), ("val", photos[-1:])):
+            (tmp_path / "people" / split / folder.name).mkdir(parents=True)
+            for photo in chosen:
+                (tmp_path / "people" / split / folder.name / photo.name).symlink_to(photo)
+    model = tmp_path / "model"
+    args = [tmp_path / "people", "--model", model, "--backbone", "sface", "--epochs", "3", "--json", "--quiet"]
+    first = tmp_path / "first.out"
+    assert forkserver.wait(forkserver.start("finetune", [args], first)) == 0, first.with_name("first.out.err").read_text()
+    newcomer = ["--model", model, "--name", "newcomer", folders[3], "--json"]
+    out = tmp_path / "enroll.out"
+    assert forkserver.wait(forkserver.start("enroll", [newcomer], out)) == 0
+    (enrolled,) = json_reports(out.read_text())
+    t0 = time.monotonic()
+    assert forkserver.wait(forkserver.start("finetune", [args], tmp_path / "timed.out")) == 0
+    run_s = time.monotonic() - t0
+    rnd = random.Random(99)
+    killed = 0
+    for trial in range(FT_TRIALS):
+        pid = forkserver.start("finetune", [args], tmp_path / f"ft-{trial}.out")
+        time.sleep(rnd.uniform(0.3, 1.0) * run_s)
+        os.kill(pid, signal.SIGKILL)
+        killed += forkserver.wait(pid) == -signal.SIGKILL
+        rec = Recognizer.open(model)
+        assert rec.classifier is not None
+        want = sorted(f["file"] for f in enrolled["files"] if f["status"] in ("added", "several faces"))
+        assert sorted(r.source for r in rec.gallery.records("newcomer")) == want
+        rec.gallery.close()
+    # A finished run clears what killed runs left behind.
+    assert forkserver.wait(forkserver.start("finetune", [args], tmp_path / "last.out")) == 0
+    cfg = load_config(model)
+    leftovers = [p.name for p in model.iterdir() if (GALLERY_NAME.fullmatch(p.name) or CHECKPOINT_NAME.fullmatch(p.name))
+                 and p.name not in (cfg.gallery, cfg.checkpoint)]
+    assert leftovers == []
+    from test_reliability_privacy import assert_private
+
+    assert_private(model)  # report.json, curves, split, checkpoint and gallery included
+    print(f"\nfinetune crash trials: {FT_TRIALS} runs killed at random ({killed} mid-run, run {run_s:.1f} s), "
+          "model loaded each time with the enrolment made since the first finetune")
