@@ -6,7 +6,7 @@
 
 facenet: the last Inception-ResNet blocks (default block8, last_linear, last_bn) and a classification
 head are trained; the rest of the network stays frozen. sface: the head alone is trained on its
-embeddings. DIR gets checkpoint.pt, model.json, the gallery rebuilt from the training faces
+embeddings. DIR gets checkpoint-<token>.pt, model.json, the gallery rebuilt from the training faces
 (plus faces enrolled since, re-embedded), curves_*.png and report.json.
 """
 from __future__ import annotations
