@@ -351,3 +351,22 @@ def test_unexpected_errors_are_logged_not_shown(caplog):
             assert res.json() == {"error": "internal server error; the details are in the server log"}
             assert "secret" not in res.text
     assert "secret internal detail" in caplog.text and "Traceback" in caplog.text
+
+
+def test_help_is_fast_and_imports_no_model():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "serve.py"), "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "--protect-reads" in out.stdout and "FACETOOL_TOKEN" in out.stdout
+    assert "torch" not in out.stderr and "fastapi" not in out.stderr and "uvicorn" not in out.stderr
+
+
+def test_protect_reads_without_a_token_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "FACETOOL_TOKEN"}
+    out = subprocess.run([sys.executable, str(ROOT / "serve.py"), "--model", str(tmp_path), "--protect-reads"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 2 and "--protect-reads needs a token" in out.stderr
