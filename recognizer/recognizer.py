@@ -182,31 +182,41 @@ class Recognizer:
         save_config(self.dir, self.config)
 
     # ---- enrolling -----------------------------------------------------------------------
-    def enroll(self, name: str, sources: Sequence[str | os.PathLike], *, progress: bool = False) -> EnrollReport:
-        """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped."""
+    def enroll(
+        self, name: str, sources: Sequence[str | os.PathLike], *, labels: Sequence[str] | None = None, progress: bool = False
+    ) -> EnrollReport:
+        """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped.
+
+        `labels`, one per source, is what the report and the gallery call each photo instead of its
+        path: the server enrolls uploads from a temporary folder whose paths mean nothing later.
+        """
         from gallery import FaceRecord, validate_name
 
         name = validate_name(name)
+        if labels is not None and len(labels) != len(sources):
+            raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
         report = EnrollReport(name)
         vectors, records = [], []
         seen: set[str] = set()
-        for res in self.pipeline.analyze_many(sources, progress=progress):
+        results = self.pipeline.analyze_many(sources, progress=progress)
+        for res, label in zip(results, labels if labels is not None else (None,) * len(sources)):
+            source = res.source if label is None else label
             if res.error is not None:
-                report.files.append(FileOutcome(res.source, "unreadable", res.error))
+                report.files.append(FileOutcome(source, "unreadable", res.error))
                 continue
             if self.gallery.has_content(name, res.content_hash) or res.content_hash in seen:
-                report.files.append(FileOutcome(res.source, "duplicate", f"already enrolled for {name}"))
+                report.files.append(FileOutcome(source, "duplicate", f"already enrolled for {name}"))
                 continue
             if not res.faces:
-                report.files.append(FileOutcome(res.source, "no face"))
+                report.files.append(FileOutcome(source, "no face"))
                 continue
             seen.add(res.content_hash)
             status, detail = "added", ""
             if len(res.faces) > 1:
                 status, detail = "several faces", f"{len(res.faces)} faces; kept the largest"
-            report.files.append(FileOutcome(res.source, status, detail))
+            report.files.append(FileOutcome(source, status, detail))
             vectors.append(res.embeddings[0])
-            records.append(FaceRecord(name, res.source, res.content_hash, tuple(float(v) for v in res.faces[0].box)))
+            records.append(FaceRecord(name, source, res.content_hash, tuple(float(v) for v in res.faces[0].box)))
         if vectors:
             self.gallery.add(np.stack(vectors), records, model_id=self.config.model_id)
         return report
