@@ -235,27 +235,34 @@ class Recognizer:
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
         if res.error is not None or not res.faces:
             return out
+        from recognizer.evaluate import decide
+
         thr = self.config.threshold if threshold is None else threshold
-        votes = self.gallery.knn_vote(res.embeddings, self.config.knn_k, model_id=self.config.model_id)
-        probs = self.classifier.predict_proba(res.embeddings) if self.classifier is not None else None
-        for i, (face, vote) in enumerate(zip(res.faces, votes)):
-            knn_name, knn_score, knn_sim = vote.best()
+        # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.
+        d = decide(self.gallery, self.classifier, res.embeddings, k=self.config.knn_k, model_id=self.config.model_id)
+        final = "combined" if "combined" in d.scores else "knn"
+        col = {p: j for j, p in enumerate(d.people)}
+
+        def score(decider: str, i: int, name: str | None) -> float:
+            return float(d.scores[decider][i, col[name]]) if name is not None else 0.0
+
+        for i, face in enumerate(res.faces):
+            knn_name = d.names["knn"][i]
+            top = np.argsort(-d.scores["knn"][i])[:5]
             knn = {
                 "name": knn_name,
-                "score": round(knn_score, 4),
-                "similarity": round(knn_sim, 4),
-                "scores": {k: round(v, 4) for k, v in sorted(vote.scores.items(), key=lambda kv: -kv[1])[:5]},
+                "score": round(score("knn", i, knn_name), 4),
+                "similarity": round(float(d.similarity["knn"][i]), 4),
+                "scores": {d.people[j]: round(float(d.scores["knn"][i, j]), 4) for j in top if d.scores["knn"][i, j] > 0},
             }
-            if probs is None:
-                name, score, sim = knn_name, knn_score, knn_sim
-                clf = None
-            else:
-                from recognizer.combine import combine
-
-                decision = combine(self.classifier.classes_, probs[i], vote)
-                name, score, sim = decision.name, decision.score, decision.similarity
-                clf = decision.classifier
+            clf = None
+            if "classifier" in d.scores:
+                clf_name = d.names["classifier"][i]
+                clf = {"name": clf_name, "probability": round(score("classifier", i, clf_name), 4)}
+            name = d.names[final][i]
+            sim = float(d.similarity[final][i])
+            conf = score(final, i, name)
             if name is None or sim < thr:
                 name = None
-            out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, float(score), float(sim), knn, clf))
+            out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, conf, sim, knn, clf))
         return out
