@@ -68,7 +68,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
                f"{tr['seconds_per_epoch'] * 1000:.0f} ms/epoch")
     for d in ("classifier", "knn", "combined"):
         sc = report.scores[d]
-        click.echo(f"  val accuracy {d:<10} {sc['accuracy']:.3f} ({sc['correct']}/{report.scores['n']})")
+        click.echo(f"  val accuracy {d:<10} {sc['accuracy']:.3f} ({sc['correct']}/{report.scores['n']}), top-3 {sc['top_k']['3']:.3f}")
     g = report.gallery
     click.echo(f"gallery: {g['faces']} faces of {len(g['people'])} people ({g['reembedded_enrolled']} enrolled faces re-embedded, "
                f"{len(g['dropped_enrolled'])} dropped)")
