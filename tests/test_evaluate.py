@@ -101,7 +101,9 @@ def _raw(model_dir, paths):
     people = np.array([r.person for r in rec.gallery.records()])
     rec.gallery.close()
     emb, kept = _embed(rec.pipeline, paths)
-    ckpt = torch.load(Path(model_dir) / "checkpoint.pt", weights_only=True)
+    from recognizer.model import load_config
+
+    ckpt = torch.load(Path(model_dir) / load_config(model_dir).checkpoint, weights_only=True)
     w = ckpt["head"]["weight"].numpy()
     w = w / np.linalg.norm(w, axis=1, keepdims=True)
     z = float(ckpt["head"]["scale"]) * emb @ w.T
