@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from recognizer.atomic import atomic_write
 from recognizer.detect import Face
 
 log = logging.getLogger(__name__)
@@ -83,20 +83,14 @@ class CropCache:
                     os.chmod(self.root, 0o700)
                 self._root_private = True
             make_private_dirs(path.parent)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(
-                        fh,
-                        boxes=np.array([f.box for f in faces], np.float32).reshape(-1, 4),
-                        scores=np.array([f.score for f in faces], np.float32),
-                        landmarks=np.array([f.landmarks for f in faces], np.float32).reshape(-1, 5, 2),
-                        crops=np.asarray(crops, np.uint8),
-                        size=np.array(size, np.int64),
-                    )
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_write(path) as fh:
+                np.savez(
+                    fh,
+                    boxes=np.array([f.box for f in faces], np.float32).reshape(-1, 4),
+                    scores=np.array([f.score for f in faces], np.float32),
+                    landmarks=np.array([f.landmarks for f in faces], np.float32).reshape(-1, 5, 2),
+                    crops=np.asarray(crops, np.uint8),
+                    size=np.array(size, np.int64),
+                )
         except OSError as exc:  # a cache that cannot be written only costs time
             log.warning("could not write cache entry %s: %s", path, exc)

@@ -16,11 +16,10 @@ The model id of a finetuned model is `<base model id>-ft<sha256 of checkpoint.pt
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from recognizer.atomic import atomic_write
 from recognizer.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -38,19 +37,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> str:
 
     from recognizer.weights import sha256_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, **payload}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        torch.save({"format": FORMAT, **payload}, fh)
     return sha256_file(path)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from recognizer.cache import CropCache
+from recognizer.atomic import write_json_atomic
 from recognizer.model import (
     CHECKPOINT_NAME,
     DEFAULT_THRESHOLDS,
@@ -33,7 +34,6 @@ from recognizer.model import (
     ensure_private_dir,
     load_config,
     save_config,
-    write_json_atomic,
 )
 from recognizer.train import TrainSettings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.model import write_json_atomic
+from recognizer.atomic import write_json_atomic
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -147,7 +147,7 @@ def render_markdown(rep) -> str:
                       f"{s.recommended.threshold:.4f}", f"{s.recommended.fpir:.4f}", f"{s.recommended.dir:.4f}"]
                      for d, s in o.deciders.items()])
         L += [f"**Recommended threshold: {o.recommended_threshold:.4f}** ({o.deployed}, target FPIR {o.target_fpir:g})"
-              + (f"; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
+              + ("; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
         L += [f"- {n}" for n in o.notes] + ([""] if o.notes else [])
         L += [f"![FPIR and DIR]({OPENSET_PNG})", ""]
         L += _undetected(rep.undetected.get("unknown", []))

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from recognizer.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -220,13 +220,7 @@ class TrunkCache:
             from recognizer.cache import make_private_dirs
 
             make_private_dirs(path.parent)  # features of face crops: owner only, parents included
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, views=np.asarray(views, np.float32))
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_write(path) as fh:
+                np.savez(fh, views=np.asarray(views, np.float32))
         except OSError as exc:  # a cache that cannot be written only costs time
             log.warning("could not write trunk cache entry %s: %s", path, exc)

@@ -31,6 +31,19 @@ def pytest_configure(config):
     os.environ.setdefault("FACETOOL_CACHE", str(ROOT / ".cache" / "test-facetool"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    # The suite starts servers and CLI processes beside itself; with two threads each on two
+    # cores, OpenMP's spinning threads made MTCNN up to 20x slower. One thread per process is
+    # steady and costs little here.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def data() -> Path:
     if not (DATA / "5-celebrity-faces").is_dir():

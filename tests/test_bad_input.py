@@ -20,7 +20,7 @@ from PIL import Image
 
 import enroll
 import identify
-from recognizer.errors import FaceToolError, ImageError
+from recognizer.errors import ImageError
 from recognizer.image import load_photo
 from reliability_util import (
     bounded,

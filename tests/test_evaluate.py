@@ -24,17 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CELEB = "5-celebrity-faces"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # As in test_finetune: 2 threads on a shared 2-core machine made MTCNN 20x slower.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, data):
     d = tmp_path_factory.mktemp("eval") / "model"

@@ -23,17 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FR = "face_recognition-examples"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # With 2 threads on a 2-core machine shared with other work, MTCNN ran 20x slower.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def facenet_model(tmp_path_factory, data):
     from recognizer.finetuning import FinetuneOptions, finetune
