@@ -50,7 +50,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
                 click.echo(f"{count:5d}  {person}")
         return
     if remove:
-        n = rec.gallery.remove_person(remove)
+        n = rec.remove_person(remove)
         click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
         return
     if rename:

@@ -74,6 +74,14 @@ class CropCache:
         faces = [Face(box=b, score=float(s), landmarks=l) for b, s, l in zip(boxes, scores, landmarks)]
         return faces, crops, size
 
+    def forget(self, content_hash: str) -> int:
+        """Delete every entry of one photo (all detector settings and crop kinds); returns how many."""
+        removed = 0
+        for entry in (self.root / content_hash[:2]).glob(f"{content_hash}-*.npz"):
+            entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def put(self, content_hash: str, kind: str, faces: list[Face], crops: np.ndarray, size: tuple[int, int]) -> None:
         path = self._path(content_hash, kind)
         try:

@@ -255,6 +255,17 @@ class Recognizer:
             self.gallery.add(np.stack(vectors), records, model_id=self.config.model_id)
         return report
 
+    def remove_person(self, name: str) -> int:
+        """Remove a person's faces from the gallery and their photos' face crops from the cache."""
+        hashes = {r.content_hash for r in self.gallery.records(name)} if name in self.gallery.people() else set()
+        n = self.gallery.remove_person(name)
+        cache = self.pipeline.cache
+        if cache is not None:
+            still_used = {r.content_hash for r in self.gallery.records()}
+            for h in hashes - still_used:  # a group photo may still hold someone else's enrolled face
+                cache.forget(h)
+        return n
+
     # ---- identifying ---------------------------------------------------------------------
     def identify(self, src: ImageSource, *, threshold: float | None = None) -> PhotoIdentification:
         """Name every face of one photo (raises ImageError for an unreadable one)."""

@@ -88,6 +88,25 @@ def test_removing_a_person_leaves_no_trace_in_the_model_directory(model):
     assert '"rose": 2' in listing.output and name not in listing.output
 
 
+def test_removing_a_person_deletes_their_crops_from_the_cache(tmp_path, data):
+    from recognizer.cache import CropCache
+    from recognizer.recognizer import Recognizer
+
+    cache = CropCache(tmp_path / "crops")
+    rec = Recognizer.open(tmp_path / "m", backbone="sface", create=True, cache=cache)
+    rec.enroll("kit", sorted((data / FR / "kit_harington").iterdir()))
+    rec.enroll("rose", sorted((data / FR / "rose_leslie").iterdir()))
+    kit = {r.content_hash for r in rec.gallery.records("kit")}
+    rose = {r.content_hash for r in rec.gallery.records("rose")}
+
+    def cached() -> set[str]:
+        return {p.name.split("-")[0] for p in (tmp_path / "crops").rglob("*.npz")}
+
+    assert kit | rose <= cached()
+    assert rec.remove_person("kit") == 3
+    assert cached() & kit == set() and rose <= cached()
+
+
 # ---- no pickle anywhere ------------------------------------------------------------------
 
 # Files that may import pickle, and why. Loading a pickle is flagged in them all the same.

@@ -373,7 +373,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
 
         def work() -> dict:
             person = known(name)
-            return {"removed": person, "faces": recognizer.gallery.remove_person(person)}
+            return {"removed": person, "faces": recognizer.remove_person(person)}
 
         return await run_in_threadpool(work)
 
