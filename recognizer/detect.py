@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -307,23 +308,37 @@ class _MaxPoolNHWC:
         return out.permute(0, 3, 1, 2)
 
 
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_before = 0
+
+
 @contextmanager
 def torch_threads(n: int | None):
-    """Run a block with n torch threads (None: leave as is), restoring the count after."""
+    """Run a block with n torch threads (None: leave as is), restoring the count after.
+
+    torch's thread count is process-wide, and detection runs in several threads at once
+    (FacePipeline.analyze_many): the first block in saves the count, the last one out restores it.
+    """
+    global _threads_users, _threads_before
     if not n:
         yield
         return
     import torch
 
-    before = torch.get_num_threads()
-    if before == n:
-        yield
-        return
-    torch.set_num_threads(n)
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = torch.get_num_threads()
+            if _threads_before != n:
+                torch.set_num_threads(n)
+        _threads_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0 and torch.get_num_threads() != _threads_before:
+                torch.set_num_threads(_threads_before)
 
 
 def _level_size(w: int, h: int, scale: float) -> tuple[int, int]:
