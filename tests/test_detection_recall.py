@@ -71,3 +71,17 @@ def test_detect_many_equals_detect_one_at_a_time(data, detector):
         one = detector.detect(img)
         assert len(one) == len(faces) >= 5
         np.testing.assert_allclose(np.stack([f.box for f in one]), np.stack([f.box for f in faces]), atol=0.05)
+
+
+def test_pyramid_drops_only_levels_for_faces_below_the_smallest(detector):
+    from dataclasses import replace
+
+    from recognizer.detect import Detector
+
+    everything = Detector(replace(detector.settings, min_face_fraction=0.0)).pyramid(1600, 900)
+    kept = detector.pyramid(1600, 900)
+    assert kept == everything[len(everything) - len(kept) :] and len(kept) < len(everything)
+    smallest = detector.settings.smallest_face(1600, 900)  # 5% of 900 px
+    assert 12 / kept[0] <= smallest < 12 / kept[1]
+    # Small photos keep the whole pyramid: the 20-pixel floor applies.
+    assert detector.pyramid(300, 300) == Detector(replace(detector.settings, min_face_fraction=0.0)).pyramid(300, 300)
