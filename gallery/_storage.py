@@ -72,11 +72,15 @@ def _sha256(path: Path) -> str:
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.parent / f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -205,7 +209,13 @@ class GalleryStore:
     def _rebuild_from_db(self, generation: int) -> None:
         ids, vecs = self._all_vectors(None)
         self._set_index(_index.build(vecs, ids, self.approx_threshold))
-        self._publish(self._write_index_tmp(), generation)
+        try:
+            self._publish(self._write_index_tmp(), generation)
+        except (OSError, GalleryError) as e:
+            # The database is the truth and the rebuilt index is in memory: serve from it, and
+            # let the next load write the file (e.g. once the full disk has room again).
+            logger.warning("%s: could not write the rebuilt index (%s); using it from memory", self.path, e)
+            self._generation = generation
 
     # ---- saving -------------------------------------------------------------------
 
@@ -228,24 +238,38 @@ class GalleryStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A failed COMMIT (disk full) can leave the transaction open; never leave it so.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _write_index_tmp(self) -> tuple[Path, str]:
         tmp = self.path / f"{TMP_PREFIX}{INDEX_NAME}-{uuid.uuid4().hex}"
-        faiss.write_index(self._index, str(tmp))
-        os.chmod(tmp, 0o600)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        return tmp, _sha256(tmp)
+        try:
+            # Created 0600 before faiss writes into it: the vectors are never world-readable.
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            try:
+                faiss.write_index(self._index, str(tmp))
+            except RuntimeError as e:  # faiss reports write errors (disk full) as RuntimeError
+                raise OSError(f"faiss could not write {tmp.name}: {str(e).splitlines()[0]}") from None
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            return tmp, _sha256(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _publish(self, new_index: tuple[Path, str] | None, generation: int) -> None:
         """Put the index in place, then meta.json. Runs after the SQLite commit."""
         index_path = self.path / INDEX_NAME
         if new_index is not None:
-            os.replace(new_index[0], index_path)
+            try:
+                os.replace(new_index[0], index_path)
+            except BaseException:
+                new_index[0].unlink(missing_ok=True)
+                raise
             _fsync_dir(self.path)
             sha = new_index[1]
         else:  # the vectors did not change (rename): the index file stays valid
@@ -270,10 +294,12 @@ class GalleryStore:
                 self._load()
             try:
                 yield
-            except BaseException:
+            except BaseException as exc:
                 # The index may have been edited in memory before the failure: reload it.
                 with contextlib.suppress(Exception):
                     self._load()
+                if isinstance(exc, (OSError, sqlite3.Error)):  # disk full, I/O error, read-only...
+                    raise self._fail(f"could not save the change, nothing was changed ({exc})") from exc
                 raise
 
     def _commit(self, apply_sql: Callable[[sqlite3.Connection], Any], new_index: tuple[Path, str] | None) -> int:
@@ -286,7 +312,15 @@ class GalleryStore:
             if new_index is not None:
                 new_index[0].unlink(missing_ok=True)
             raise
-        self._publish(new_index, generation)
+        # Committed: the change is durable from here on, whatever happens to the files below.
+        try:
+            self._publish(new_index, generation)
+        except OSError as e:
+            # The index file or meta.json could not be replaced (disk full...). The database
+            # holds the change and is one generation ahead of meta.json, so every load
+            # (ours included: our generation is left behind) rebuilds the index from it.
+            logger.warning("%s: change saved, but the index file could not be updated (%s); "
+                           "it will be rebuilt from %s on the next load", self.path, e, DB_NAME)
         return generation
 
     # ---- reads --------------------------------------------------------------------

@@ -149,7 +149,11 @@ class FaissGallery(GalleryStore, Gallery):
             self._commit(apply, tmp)
             # secure_delete already zeroed the rows; VACUUM also drops the freed pages so the
             # file shrinks and holds no trace of the removed vectors.
-            self._db.execute("VACUUM")
+            try:
+                self._db.execute("VACUUM")
+            except sqlite3.Error as e:  # e.g. no room for VACUUM's copy: the removal still stands
+                logger.warning("%s: removed %r, but VACUUM failed (%s); freed pages were zeroed "
+                               "(secure_delete) and are dropped by the next VACUUM", self.path, name, e)
         logger.info("%s: removed %d faces of %r", self.path, len(ids), name)
         return len(ids)
 

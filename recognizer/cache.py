@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from recognizer.atomic import atomic_write
 from recognizer.detect import Face
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,25 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "crops"
 
 
+def make_private_dirs(path: Path) -> None:
+    """`mkdir -p path`, every directory it creates being mode 0700 whatever the umask.
+
+    Directories that already exist are left alone, except by the caller: the cache holds face
+    crops, so its own root is made owner-only, but a FACETOOL_CACHE=/tmp must not chmod /tmp.
+    """
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=0o700)
+            os.chmod(p, 0o700)
+        except FileExistsError:  # made by a concurrent process meanwhile
+            pass
+
+
 class CropCache:
     """Detections and crops per (photo content, detector settings, crop kind)."""
 
@@ -31,6 +50,7 @@ class CropCache:
         self.root = Path(root) if root else default_cache_dir()
         self.hits = 0
         self.misses = 0
+        self._root_private = False
 
     def _path(self, content_hash: str, kind: str) -> Path:
         # `kind` names the detector settings and the crop, e.g. "3f9a...-sface112".
@@ -57,21 +77,20 @@ class CropCache:
     def put(self, content_hash: str, kind: str, faces: list[Face], crops: np.ndarray, size: tuple[int, int]) -> None:
         path = self._path(content_hash, kind)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(
-                        fh,
-                        boxes=np.array([f.box for f in faces], np.float32).reshape(-1, 4),
-                        scores=np.array([f.score for f in faces], np.float32),
-                        landmarks=np.array([f.landmarks for f in faces], np.float32).reshape(-1, 5, 2),
-                        crops=np.asarray(crops, np.uint8),
-                        size=np.array(size, np.int64),
-                    )
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            if not self._root_private:
+                make_private_dirs(self.root)
+                if self.root.stat().st_mode & 0o077:  # e.g. made by an older version
+                    os.chmod(self.root, 0o700)
+                self._root_private = True
+            make_private_dirs(path.parent)
+            with atomic_write(path) as fh:
+                np.savez(
+                    fh,
+                    boxes=np.array([f.box for f in faces], np.float32).reshape(-1, 4),
+                    scores=np.array([f.score for f in faces], np.float32),
+                    landmarks=np.array([f.landmarks for f in faces], np.float32).reshape(-1, 5, 2),
+                    crops=np.asarray(crops, np.uint8),
+                    size=np.array(size, np.int64),
+                )
         except OSError as exc:  # a cache that cannot be written only costs time
             log.warning("could not write cache entry %s: %s", path, exc)

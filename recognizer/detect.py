@@ -136,7 +136,9 @@ class Detector:
         w, h = img.size
         scale = min(1.0, self.settings.max_side / max(w, h))
         small = img if scale == 1.0 else img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-        if min(small.size) < 12:  # below MTCNN's smallest window: nothing can be found
+        # A photo whose short side is under min_face_size has no pyramid level at all, and one
+        # under 12 pixels is below MTCNN's smallest window: nothing can be found in either.
+        if min(small.size) < max(12, self.settings.min_face_size):
             return None, 1.0
         return np.array(small), 1.0 / scale  # a writable copy: torch refuses to wrap read-only memory
 

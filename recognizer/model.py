@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recognizer.atomic import write_json_atomic
 from recognizer.detect import DetectorSettings
 from recognizer.errors import ModelError
 
@@ -25,18 +26,22 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
 GALLERY_DIR = "gallery"
 CHECKPOINT_FILE = "checkpoint.pt"
+# finetune.py writes `gallery-<token>` and `checkpoint-<token>.pt` beside the ones in use, then
+# switches model.json to them in one atomic rename: a crash leaves the old model or the new one.
+GALLERY_NAME = re.compile(r"gallery(-[0-9a-f]{6,64})?")
+CHECKPOINT_NAME = re.compile(r"checkpoint(-[0-9a-f]{6,64})?\.pt")
 FORMAT_VERSION = 1
 
 # Cosine similarity below which the nearest enrolled face is "not this person". Chosen per backbone
 # on labelled pairs (benchmarks/calibrate_threshold.py prints the figures):
-# - sface: the deepface-test-dataset pairs (300 labelled, 38 same-person): the highest
-#   different-person similarity is below 0.30 and the lowest same-person one above 0.36, so the
-#   threshold sits between them, at OpenCV's published SFace cosine threshold of 0.363 rounded
-#   down to 0.34 to keep known people with hard photos.
+# - sface: OpenCV's published cosine threshold for SFace, 0.363 (from its LFW evaluation). On the
+#   300 labelled pairs of deepface-test-dataset it separates perfectly: different-person pairs
+#   reach at most 0.315, same-person pairs are at least 0.543; on 5-celebrity-faces val the
+#   weakest correct match is 0.49.
 # - facenet (VGGFace2): facenet-pytorch's LFW evaluation separates pairs at a Euclidean distance
 #   of about 1.1 between unit vectors, i.e. cosine 1 - 1.1**2 / 2 = 0.40.
 # `evaluate.py --set-threshold` replaces the default with one measured on the user's own people.
-DEFAULT_THRESHOLDS = {"sface": 0.34, "facenet": 0.40}
+DEFAULT_THRESHOLDS = {"sface": 0.363, "facenet": 0.40}
 
 
 @dataclass
@@ -49,6 +54,7 @@ class ModelConfig:
     knn_k: int = 5
     detector: dict[str, Any] = field(default_factory=lambda: asdict(DetectorSettings()))
     checkpoint: str | None = None
+    gallery: str = GALLERY_DIR  # finetune.py writes a new one beside the old and switches here
     version: int = FORMAT_VERSION
 
     def detector_settings(self) -> DetectorSettings:
@@ -58,22 +64,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON next to `path`, fsync, then rename over it: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_config(model_dir: str | Path) -> ModelConfig:
@@ -90,11 +80,24 @@ def load_config(model_dir: str | Path) -> ModelConfig:
         raise ModelError(f"{path}: damaged model file ({exc})") from None
     if cfg.version > FORMAT_VERSION:
         raise ModelError(f"{path}: written by a newer version (format {cfg.version} > {FORMAT_VERSION})")
+    # Both name entries of the model directory itself: a model.json must not point elsewhere.
+    for key, value, pattern in (("gallery", cfg.gallery, GALLERY_NAME), ("checkpoint", cfg.checkpoint, CHECKPOINT_NAME)):
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise ModelError(f"{path}: {key} must name a file of the model directory, not {value!r}")
     return cfg
 
 
 def save_config(model_dir: str | Path, cfg: ModelConfig) -> None:
     write_json_atomic(Path(model_dir) / MODEL_FILE, cfg.to_dict())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or file creation in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def ensure_private_dir(path: Path) -> None:

@@ -7,8 +7,12 @@ prediction is combined with the vote (see `recognizer.combine`).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
+import sqlite3
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -23,8 +27,10 @@ from recognizer.image import ImageSource
 from recognizer.model import (
     DEFAULT_THRESHOLDS,
     GALLERY_DIR,
+    MODEL_FILE,
     ModelConfig,
     ensure_private_dir,
+    fsync_dir,
     load_config,
     save_config,
 )
@@ -155,17 +161,24 @@ class Recognizer:
             )
         from gallery import open_gallery
 
-        gal = open_gallery(d / GALLERY_DIR, model_id=cfg.model_id)
+        gal = open_gallery(d / cfg.gallery, model_id=cfg.model_id)
         return cls(d, cfg, embedder, gal, classifier, cache)
 
     @classmethod
     def _create(cls, d: Path, backbone: str, weights, weights_dir, cache, **embedder_kw) -> "Recognizer":
-        from gallery import create_gallery
+        """Build the model in a private temporary directory beside `d`, then rename it into place.
 
-        embedder = make_embedder(backbone, weights, weights_dir, **embedder_kw)
-        if d.exists() and any(d.iterdir()):
+        A crash part-way leaves `d` as it was (absent or empty), never a half-made model that
+        blocks the next attempt; two processes creating the same model at once both end up
+        using the one whose rename won.
+        """
+        from gallery import create_gallery, open_gallery
+
+        if d.exists() and (not d.is_dir() or any(d.iterdir())):
+            if (d / MODEL_FILE).exists():  # another process created it since open() looked
+                return cls.open(d, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=cache, **embedder_kw)
             raise ModelError(f"{d}: exists and is not empty, but holds no model.json; choose a new directory")
-        ensure_private_dir(d)
+        embedder = make_embedder(backbone, weights, weights_dir, **embedder_kw)
         cfg = ModelConfig(
             backbone=backbone,
             weights=(weights or "vggface2") if backbone == "facenet" else None,
@@ -173,8 +186,29 @@ class Recognizer:
             dim=embedder.dim,
             threshold=DEFAULT_THRESHOLDS[backbone],
         )
-        gal = create_gallery(d / GALLERY_DIR, model_id=cfg.model_id, dim=cfg.dim)
-        save_config(d, cfg)  # last: a directory without model.json is not a model yet
+        tmp: Path | None = None
+        try:
+            d.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.creating-", dir=d.parent))  # mode 0700
+            create_gallery(tmp / GALLERY_DIR, model_id=cfg.model_id, dim=cfg.dim).close()
+            save_config(tmp, cfg)
+            try:
+                os.rename(tmp, d)  # atomic; replaces `d` only if it is an empty directory
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (d / MODEL_FILE).exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                log.info("%s was created by another process meanwhile; opening it", d)
+                return cls.open(d, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=cache, **embedder_kw)
+            tmp = None
+            fsync_dir(d.parent)
+        except (OSError, sqlite3.Error) as exc:
+            raise ModelError(f"{d}: could not create the model directory ({exc})") from exc
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        ensure_private_dir(d)
+        gal = open_gallery(d / GALLERY_DIR, model_id=cfg.model_id)
         log.info("created %s model in %s (%s)", backbone, d, cfg.model_id)
         return cls(d, cfg, embedder, gal, None, cache)
 
@@ -182,31 +216,41 @@ class Recognizer:
         save_config(self.dir, self.config)
 
     # ---- enrolling -----------------------------------------------------------------------
-    def enroll(self, name: str, sources: Sequence[str | os.PathLike], *, progress: bool = False) -> EnrollReport:
-        """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped."""
+    def enroll(
+        self, name: str, sources: Sequence[str | os.PathLike], *, labels: Sequence[str] | None = None, progress: bool = False
+    ) -> EnrollReport:
+        """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped.
+
+        `labels`, one per source, is what the report and the gallery call each photo instead of its
+        path: the server enrolls uploads from a temporary folder whose paths mean nothing later.
+        """
         from gallery import FaceRecord, validate_name
 
         name = validate_name(name)
+        if labels is not None and len(labels) != len(sources):
+            raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
         report = EnrollReport(name)
         vectors, records = [], []
         seen: set[str] = set()
-        for res in self.pipeline.analyze_many(sources, progress=progress):
+        results = self.pipeline.analyze_many(sources, progress=progress)
+        for res, label in zip(results, labels if labels is not None else (None,) * len(sources)):
+            source = res.source if label is None else label
             if res.error is not None:
-                report.files.append(FileOutcome(res.source, "unreadable", res.error))
+                report.files.append(FileOutcome(source, "unreadable", res.error))
                 continue
             if self.gallery.has_content(name, res.content_hash) or res.content_hash in seen:
-                report.files.append(FileOutcome(res.source, "duplicate", f"already enrolled for {name}"))
+                report.files.append(FileOutcome(source, "duplicate", f"already enrolled for {name}"))
                 continue
             if not res.faces:
-                report.files.append(FileOutcome(res.source, "no face"))
+                report.files.append(FileOutcome(source, "no face"))
                 continue
             seen.add(res.content_hash)
             status, detail = "added", ""
             if len(res.faces) > 1:
                 status, detail = "several faces", f"{len(res.faces)} faces; kept the largest"
-            report.files.append(FileOutcome(res.source, status, detail))
+            report.files.append(FileOutcome(source, status, detail))
             vectors.append(res.embeddings[0])
-            records.append(FaceRecord(name, res.source, res.content_hash, tuple(float(v) for v in res.faces[0].box)))
+            records.append(FaceRecord(name, source, res.content_hash, tuple(float(v) for v in res.faces[0].box)))
         if vectors:
             self.gallery.add(np.stack(vectors), records, model_id=self.config.model_id)
         return report
@@ -225,27 +269,34 @@ class Recognizer:
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
         if res.error is not None or not res.faces:
             return out
+        from recognizer.evaluate import decide
+
         thr = self.config.threshold if threshold is None else threshold
-        votes = self.gallery.knn_vote(res.embeddings, self.config.knn_k, model_id=self.config.model_id)
-        probs = self.classifier.predict_proba(res.embeddings) if self.classifier is not None else None
-        for i, (face, vote) in enumerate(zip(res.faces, votes)):
-            knn_name, knn_score, knn_sim = vote.best()
+        # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.
+        d = decide(self.gallery, self.classifier, res.embeddings, k=self.config.knn_k, model_id=self.config.model_id)
+        final = "combined" if "combined" in d.scores else "knn"
+        col = {p: j for j, p in enumerate(d.people)}
+
+        def score(decider: str, i: int, name: str | None) -> float:
+            return float(d.scores[decider][i, col[name]]) if name is not None else 0.0
+
+        for i, face in enumerate(res.faces):
+            knn_name = d.names["knn"][i]
+            top = np.argsort(-d.scores["knn"][i])[:5]
             knn = {
                 "name": knn_name,
-                "score": round(knn_score, 4),
-                "similarity": round(knn_sim, 4),
-                "scores": {k: round(v, 4) for k, v in sorted(vote.scores.items(), key=lambda kv: -kv[1])[:5]},
+                "score": round(score("knn", i, knn_name), 4),
+                "similarity": round(float(d.similarity["knn"][i]), 4),
+                "scores": {d.people[j]: round(float(d.scores["knn"][i, j]), 4) for j in top if d.scores["knn"][i, j] > 0},
             }
-            if probs is None:
-                name, score, sim = knn_name, knn_score, knn_sim
-                clf = None
-            else:
-                from recognizer.combine import combine
-
-                decision = combine(self.classifier.classes_, probs[i], vote)
-                name, score, sim = decision.name, decision.score, decision.similarity
-                clf = decision.classifier
+            clf = None
+            if "classifier" in d.scores:
+                clf_name = d.names["classifier"][i]
+                clf = {"name": clf_name, "probability": round(score("classifier", i, clf_name), 4)}
+            name = d.names[final][i]
+            sim = float(d.similarity[final][i])
+            conf = score(final, i, name)
             if name is None or sim < thr:
                 name = None
-            out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, float(score), float(sim), knn, clf))
+            out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, conf, sim, knn, clf))
         return out

@@ -12,12 +12,36 @@ sys.path.insert(0, str(ROOT))
 
 from recognizer.data import data_dir  # noqa: E402
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# `make test` runs few generated examples, derandomized so CI is reproducible;
+# HYPOTHESIS_PROFILE=long runs many more, with fresh random examples each time.
+_HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+settings.register_profile("default", max_examples=25, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=_HEALTH, print_blob=True)
+settings.register_profile("long", max_examples=500, deadline=None, database=None,
+                          suppress_health_check=_HEALTH, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
 DATA = data_dir()
 
 
 def pytest_configure(config):
     # Keep test runs from writing into the user's real caches.
     os.environ.setdefault("FACETOOL_CACHE", str(ROOT / ".cache" / "test-facetool"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    # The suite starts servers and CLI processes beside itself; with two threads each on two
+    # cores, OpenMP's spinning threads made MTCNN up to 20x slower. One thread per process is
+    # steady and costs little here.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +78,36 @@ def sface_pipeline(detector, sface, crop_cache):
     from recognizer.pipeline import FacePipeline
 
     return FacePipeline(detector, sface, crop_cache)
+
+
+# ---- reliability tests: processes ---------------------------------------------------------
+
+PEOPLE = ["alex_lacamoire", "joe_biden", "kit_harington", "lin_manuel_miranda", "rose_leslie"]
+
+
+@pytest.fixture(scope="session")
+def folders(data, sface_pipeline):
+    """Five people's folders, with the CLIs' crop cache warmed so a run is mostly saving, not MTCNN."""
+    out = [data / "face_recognition-examples/people" / p for p in PEOPLE]
+    for _ in sface_pipeline.analyze_many([f for d in out for f in sorted(d.iterdir())]):
+        pass
+    return out
+
+
+@pytest.fixture
+def fast_open(monkeypatch, detector, sface):
+    """Recognizer.open in this process reuses the session's MTCNN and SFace (checks stay the same)."""
+    import recognizer.recognizer as rr
+
+    monkeypatch.setattr(rr, "Detector", lambda settings: detector)
+    monkeypatch.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
+
+
+@pytest.fixture(scope="session")
+def forkserver():
+    """A warm process forking enroll.py / identify.py runs (see tests/forkserver.py)."""
+    from reliability_util import ForkServer
+
+    fs = ForkServer()
+    yield fs
+    fs.close()

@@ -148,7 +148,7 @@ print(json.dumps({{"ids": ids.tolist(), "people": g.people(),
     got = json.loads(out)
     keep = [i for i in range(60) if people[i] != "person3"]
     assert got["ids"] == keep + new_ids
-    np.testing.assert_allclose(np.load(g.path.parent / "v.npy")[:len(keep)], x[keep], atol=1e-6)
+    np.testing.assert_allclose(np.load(g.path.parent / "v.npy", allow_pickle=False)[:len(keep)], x[keep], atol=1e-6)
     assert got["people"] == g.people() and "person3" not in got["people"]
     assert [r["id"] for r in got["rec"]] == new_ids and got["rec"][0]["box"] == [1.0, 2.0, 30.0, 40.0]
 

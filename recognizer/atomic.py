@@ -1,0 +1,36 @@
+"""Atomic file writes: a temp file beside the target, fsynced, then renamed over it.
+
+Readers and a crash at any moment see the old file or the new one, never half of one. Files are
+owner-only (0600) by default, since what this tool saves is mostly biometric data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """Yield a binary file; on a clean exit it replaces `path`, on an error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))

@@ -1,0 +1,69 @@
+"""One decision from the classifier's probabilities and the gallery's nearest-neighbour vote.
+
+The classifier only knows the people it was trained on (its `classes`); the kNN vote covers
+everyone in the gallery, including people enrolled after finetuning. The rule:
+
+    m        = share of the kNN vote that went to people the classifier knows
+    q(p)     = m * P_clf(p)   for p the classifier knows
+             = S_knn(p)       for anyone else
+    score(p) = (1 - w) * S_knn(p) + w * q(p),    w = CLASSIFIER_WEIGHT
+
+and the decision is the person with the highest score (ties: higher similarity, then name).
+
+Why: P_clf is a distribution *given that the face is one of its classes*; m is the vote's estimate
+of that probability. When the neighbours are all known people (m = 1) this is a plain mix of the
+two deciders. When the nearest faces belong to someone enrolled later, m shrinks and the
+classifier, forced to pick among people it knows, loses its say in proportion; with m = 0 the kNN
+vote decides alone. Both terms sum to 1 over the union of people, so `score` stays in [0, 1].
+
+`similarity` is the cosine similarity to the chosen person's closest face among the neighbours
+(0 when none of the k neighbours is theirs), so a face whose neighbours are all far away is still
+rejected as unknown by the caller's threshold: the classifier can reorder known candidates but
+cannot make a stranger look familiar.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+CLASSIFIER_WEIGHT = 0.5
+
+
+@dataclass
+class Decision:
+    name: str | None
+    score: float
+    similarity: float
+    classifier: dict = field(default_factory=dict)  # {"name": top class, "probability": its probability}
+    scores: dict[str, float] = field(default_factory=dict)  # combined score per candidate
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "score": round(self.score, 4), "similarity": round(self.similarity, 4),
+                "classifier": self.classifier}
+
+
+def combine(classes: Sequence[str], proba: np.ndarray, vote, weight: float = CLASSIFIER_WEIGHT) -> Decision:
+    """Combine classifier probabilities (n_classes,), columns following `classes`, with a KnnVote."""
+    classes = [str(c) for c in classes]
+    proba = np.asarray(proba, dtype=np.float64).reshape(-1)
+    if len(proba) != len(classes):
+        raise ValueError(f"{len(proba)} probabilities for {len(classes)} classes")
+    top = int(np.argmax(proba)) if len(proba) else -1
+    clf = {"name": classes[top], "probability": round(float(proba[top]), 4)} if top >= 0 else {"name": None, "probability": 0.0}
+
+    known = set(classes)
+    knn = dict(vote.scores)
+    m = sum(s for p, s in knn.items() if p in known)
+    scores = {p: (1 - weight) * s for p, s in knn.items()}
+    for p, s in knn.items():
+        if p not in known:
+            scores[p] += weight * s
+    if m > 0:
+        for p, pr in zip(classes, proba):
+            scores[p] = scores.get(p, 0.0) + weight * m * float(pr)
+    if not scores:
+        return Decision(None, 0.0, 0.0, clf, {})
+    name = max(scores, key=lambda p: (scores[p], vote.similarity.get(p, 0.0), p))
+    return Decision(name, float(scores[name]), float(vote.similarity.get(name, 0.0)), clf, scores)

@@ -1,0 +1,97 @@
+"""A labelled photo folder for training: `train/<person>/*` and optionally `val/<person>/*`.
+
+Without `val/`, a stratified share of `train/` is held out for validation. The split is saved as
+JSON in the model directory and reused by later runs over the same photos, so a rerun validates
+on the same faces and its figures stay comparable.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recognizer.errors import FaceToolError
+from recognizer.atomic import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+SPLIT_FILE = "split.json"
+
+
+@dataclass
+class LabelledSet:
+    paths: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def to_dict(self) -> dict:
+        return {"paths": list(self.paths), "labels": list(self.labels)}
+
+
+@dataclass
+class Split:
+    train: LabelledSet
+    val: LabelledSet
+    source: str  # "val-folder" or "held-out"
+
+    def to_dict(self) -> dict:
+        return {"train": self.train.to_dict(), "val": self.val.to_dict(), "source": self.source}
+
+
+def list_people(folder: Path) -> LabelledSet:
+    """Every image under folder/<person>/, sorted, labelled by its folder name."""
+    out = LabelledSet()
+    for person_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(person_dir.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                out.paths.append(str(f))
+                out.labels.append(person_dir.name)
+    return out
+
+
+def load_split(data_dir: str | Path, model_dir: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> Split:
+    """The train/val split of `data_dir`; writes `split.json` in `model_dir` when it holds one out."""
+    data = Path(data_dir)
+    if not (data / "train").is_dir():
+        raise FaceToolError(f"{data}: expected a train/<person>/ folder of photos")
+    train = list_people(data / "train")
+    if len(set(train.labels)) < 2:
+        raise FaceToolError(f"{data / 'train'}: need photos of at least two people to train a classifier")
+    if (data / "val").is_dir():
+        return Split(train, list_people(data / "val"), "val-folder")
+
+    path = Path(model_dir) / SPLIT_FILE
+    saved = _read_saved(path, set(train.paths))
+    if saved is not None:
+        log.info("reusing the train/val split saved in %s", path)
+        return saved
+    from sklearn.model_selection import train_test_split
+
+    idx = list(range(len(train)))
+    tr, va = train_test_split(idx, test_size=val_fraction, stratify=train.labels, random_state=seed)
+    pick = lambda ids: LabelledSet([train.paths[i] for i in sorted(ids)], [train.labels[i] for i in sorted(ids)])  # noqa: E731
+    split = Split(pick(tr), pick(va), "held-out")
+    write_json_atomic(path, split.to_dict())
+    log.info("held out %d of %d photos for validation; split saved in %s", len(split.val), len(train), path)
+    return split
+
+
+def _read_saved(path: Path, current: set[str]) -> Split | None:
+    import json
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        split = Split(LabelledSet(**raw["train"]), LabelledSet(**raw["val"]), raw["source"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring damaged split file %s: %s", path, exc)
+        return None
+    # A split of other photos (files added or removed since) would leak or drop faces: redo it.
+    if set(split.train.paths) | set(split.val.paths) != current:
+        log.info("photos changed since %s was written; splitting again", path)
+        return None
+    return split

@@ -1,0 +1,235 @@
+"""Evaluate a model directory on labelled photos: the library behind `evaluate.py`.
+
+Closed set (`recognizer.evaluate`), open set (`recognizer.openset`) and verification on pairs
+(`recognizer.verification`) from one pass of detection and embedding per photo. Each photo is
+represented by its largest face, as in `enroll.py` and `finetune.py`; a photo with no detectable
+face is counted and listed in the section it belongs to.
+
+The user's model is only read. When no folder of unknown people is given, a share of the
+enrolled people is held out: their faces are removed from a temporary copy of the gallery, and
+their photos become the unknown faces. The classifier, if any, still knows them; the decision
+rule refuses its answer anyway, since none of the k neighbours is theirs (similarity 0).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recognizer.errors import FaceToolError
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_SHARE = 0.2
+
+
+@dataclass
+class EvaluationOptions:
+    unknown_dir: str | None = None
+    pairs_file: str | None = None
+    pairs_root: str | None = None
+    target_fpir: float = 0.01
+    holdout_share: float = HOLDOUT_SHARE
+    seed: int = 0
+    progress: bool = False
+
+
+@dataclass
+class FaceSet:
+    """Embeddings of the largest face of labelled photos, and the photos that gave none."""
+
+    embeddings: np.ndarray
+    labels: list[str]
+    paths: list[str]
+    hashes: list[str]
+    undetected: list[dict] = field(default_factory=list)  # {"file", "person", "reason"}
+
+    def subset(self, keep: np.ndarray) -> "FaceSet":
+        """The faces where `keep` is true (the photos without a face stay with the caller)."""
+        idx = np.flatnonzero(keep)
+        return FaceSet(self.embeddings[idx], [self.labels[i] for i in idx], [self.paths[i] for i in idx],
+                       [self.hashes[i] for i in idx])
+
+
+def embed_labelled(pipeline, paths: list[str], labels: list[str], progress: bool = False) -> FaceSet:
+    emb, kept, kept_paths, hashes, undetected = [], [], [], [], []
+    for res, label in zip(pipeline.analyze_many(paths, progress=progress), labels):
+        if res.error is not None or not len(res.faces):
+            undetected.append({"file": res.source, "person": label, "reason": res.error or "no face"})
+            continue
+        emb.append(res.embeddings[0])
+        kept.append(label)
+        kept_paths.append(res.source)
+        hashes.append(res.content_hash)
+    dim = pipeline.embedder.dim
+    return FaceSet(np.stack(emb) if emb else np.zeros((0, dim), np.float32), kept, kept_paths, hashes, undetected)
+
+
+def labelled_photos(data_dir: str | Path, model_dir: str | Path) -> tuple[list[str], list[str], str]:
+    """(paths, labels, description) of the evaluation photos in `data_dir`.
+
+    DATA_DIR/val/<person>/* when there is a val/ folder; for a finetuning folder without one
+    (train/ only), the validation photos finetune.py held out (its split.json); else
+    DATA_DIR/<person>/*.
+    """
+    from recognizer.dataset import SPLIT_FILE, list_people
+
+    data = Path(data_dir)
+    if (data / "val").is_dir():
+        s = list_people(data / "val")
+        return s.paths, s.labels, f"{data / 'val'}"
+    if (data / "train").is_dir():
+        import json
+
+        split = Path(model_dir) / SPLIT_FILE
+        if not split.is_file():
+            raise FaceToolError(f"{data}: has train/ but no val/, and {split} (finetune's held-out photos) is missing; "
+                                "pass a folder of <person>/ photos the model was not trained on")
+        val = json.loads(split.read_text(encoding="utf-8"))["val"]
+        return val["paths"], val["labels"], f"{data / 'train'} (the validation share held out in {split})"
+    s = list_people(data)
+    return s.paths, s.labels, str(data)
+
+
+@dataclass
+class EvaluationReport:
+    model_dir: str
+    backbone: str
+    model_id: str
+    has_classifier: bool
+    threshold: float
+    knn_k: int
+    data: str
+    closed: object | None = None  # ClosedSetScores
+    open: object | None = None  # OpenSetScores
+    verification: object | None = None  # VerificationScores
+    undetected: dict[str, list[dict]] = field(default_factory=dict)  # section -> photos without a face
+    notes: list[str] = field(default_factory=list)
+    threshold_set: float | None = None  # written into model.json by --set-threshold
+
+    def to_dict(self) -> dict:
+        return {
+            "model_dir": self.model_dir, "backbone": self.backbone, "model_id": self.model_id,
+            "has_classifier": self.has_classifier, "threshold": self.threshold, "knn_k": self.knn_k, "data": self.data,
+            "closed_set": self.closed.to_dict() if self.closed is not None else None,
+            "open_set": self.open.to_dict() if self.open is not None else None,
+            "verification": self.verification.to_dict() if self.verification is not None else None,
+            "undetected": self.undetected, "notes": self.notes, "threshold_set": self.threshold_set,
+        }
+
+
+def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: EvaluationOptions, cache=None) -> EvaluationReport:
+    from recognizer.evaluate import closed_set_from_decisions, decide
+    from recognizer.recognizer import Recognizer
+
+    rec = Recognizer.open(model_dir, cache=cache)
+    cfg = rec.config
+    try:
+        report = EvaluationReport(str(model_dir), cfg.backbone, cfg.model_id, rec.classifier is not None, cfg.threshold,
+                                  cfg.knn_k, "")
+        if rec.classifier is None:
+            report.notes.append("this model has no classifier (it was never finetuned): the kNN vote alone is reported")
+        if data_dir is not None:
+            paths, labels, report.data = labelled_photos(data_dir, model_dir)
+            faces = embed_labelled(rec.pipeline, paths, labels, opts.progress)
+            enrolled = set(rec.gallery.people())
+            known = np.array([lab in enrolled for lab in faces.labels], bool)
+            strangers = sorted(set(faces.labels) - enrolled)
+            if strangers:
+                report.notes.append(f"people in the data who are not enrolled, scored as unknown only: {', '.join(strangers)}")
+            leaked = len({h for h in faces.hashes} & {r.content_hash for r in rec.gallery.records()})
+            if leaked:
+                report.notes.append(f"{leaked} evaluation photos are enrolled in the gallery: they find themselves, "
+                                    "so the figures are optimistic")
+            kf = faces.subset(known)
+            report.undetected["closed_set"] = [u for u in faces.undetected if u["person"] in enrolled]
+            dec = decide(rec.gallery, rec.classifier, kf.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
+            report.closed = closed_set_from_decisions(dec, kf.labels)
+            report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
+        if opts.pairs_file:
+            from recognizer.verification import verify_pairs
+
+            if not opts.pairs_root:
+                raise FaceToolError("--pairs needs --pairs-root, the folder holding <name>/<name>_0001.jpg")
+            report.verification = verify_pairs(rec.pipeline, opts.pairs_file, opts.pairs_root, progress=opts.progress)
+            report.undetected["verification"] = report.verification.skipped
+    finally:
+        rec.gallery.close()
+    return report
+
+
+def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str], opts: EvaluationOptions, report):
+    from recognizer.evaluate import decide
+    from recognizer.openset import open_set_scores
+
+    cfg = rec.config
+    # Labelled people who are not enrolled are strangers to the model: unknown faces too.
+    uf_parts = [faces.subset(np.array([lab in strangers for lab in faces.labels], bool))] if strangers else []
+    if opts.unknown_dir:
+        from recognizer.dataset import list_people
+
+        s = list_people(Path(opts.unknown_dir))
+        enrolled = set(rec.gallery.people())
+        clash = sorted(set(s.labels) & enrolled)
+        if clash:
+            report.notes.append(f"{opts.unknown_dir}: {', '.join(clash)} are enrolled, so their photos are not unknown; left out")
+        keep = [i for i, lab in enumerate(s.labels) if lab not in enrolled]
+        unk = embed_labelled(rec.pipeline, [s.paths[i] for i in keep], [s.labels[i] for i in keep], opts.progress)
+        uf_parts.append(unk)
+        report.undetected["unknown"] = unk.undetected + [u for u in faces.undetected if u["person"] in strangers]
+        unknown = _concat(uf_parts, faces.embeddings.shape[1])
+        source = f"{opts.unknown_dir} ({len(set(unk.labels))} people)" + (f" and {', '.join(strangers)}" if strangers else "")
+        unk_dec = decide(rec.gallery, rec.classifier, unknown.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
+        return open_set_scores(known_dec, kf.labels, unk_dec, threshold=cfg.threshold, target_fpir=opts.target_fpir,
+                               unknown_source=source)
+
+    # No unknown folder: hold out a share of the enrolled people in a temporary copy of the gallery.
+    people = sorted(set(kf.labels))
+    if len(people) < 3:
+        report.notes.append("open set skipped: holding people out needs at least 3 enrolled people in the data "
+                            "(pass --unknown DIR instead)")
+        return None
+    n_hold = min(len(people) - 2, max(1, round(opts.holdout_share * len(people))))
+    held = sorted(np.random.default_rng(opts.seed).choice(people, n_hold, replace=False).tolist())
+    from gallery import open_gallery
+
+    with tempfile.TemporaryDirectory(prefix="facetool-eval-") as tmp:
+        copy = Path(tmp) / "gallery"
+        shutil.copytree(rec.gallery.path, copy)
+        gal = open_gallery(copy, model_id=cfg.model_id)
+        try:
+            for p in held:
+                gal.remove_person(p)
+            is_held = np.array([lab in held for lab in kf.labels], bool)
+            kn, un = kf.subset(~is_held), kf.subset(is_held)
+            unknown = _concat(uf_parts + [un], faces.embeddings.shape[1])
+            kn_dec = decide(gal, rec.classifier, kn.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
+            un_dec = decide(gal, rec.classifier, unknown.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
+        finally:
+            gal.close()
+    report.undetected["unknown"] = [u for u in faces.undetected if u["person"] in set(held) | set(strangers)]
+    source = f"held out of a copy of the gallery: {', '.join(held)}" + (f"; not enrolled: {', '.join(strangers)}" if strangers else "")
+    return open_set_scores(kn_dec, kn.labels, un_dec, threshold=cfg.threshold, target_fpir=opts.target_fpir, unknown_source=source)
+
+
+def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
+    if not parts:
+        return FaceSet(np.zeros((0, dim), np.float32), [], [], [])
+    return FaceSet(np.concatenate([p.embeddings for p in parts]), sum((p.labels for p in parts), []),
+                   sum((p.paths for p in parts), []), sum((p.hashes for p in parts), []), sum((p.undetected for p in parts), []))
+
+
+def set_threshold(model_dir: str | Path, threshold: float) -> None:
+    """Store `threshold` in model.json (written atomically: readers see the old or the new file)."""
+    from recognizer.model import load_config, save_config
+
+    if not -1.0 <= threshold <= 1.0:
+        raise FaceToolError(f"{threshold} is not a cosine similarity in [-1, 1]")
+    cfg = load_config(model_dir)
+    cfg.threshold = float(threshold)
+    save_config(model_dir, cfg)
+    log.info("threshold of %s set to %.4f", model_dir, threshold)

@@ -1,0 +1,186 @@
+"""An evaluation written out: REPORT_DIR/report.md (tables, plots linked relatively), report.json, PNGs.
+
+Rendering only: every figure comes from the EvaluationReport (`recognizer.evaluate_model`).
+Plots use matplotlib's Agg backend (no display needed) and are written atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from recognizer.atomic import write_json_atomic
+
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+OPENSET_PNG = "openset.png"
+VERIFICATION_PNG = "verification.png"
+
+
+def confusion_png(decider: str) -> str:
+    return f"confusion_{decider}.png"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    _plt().close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path) -> Path:
+    plt = _plt()
+    size = max(4.0, 0.6 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xlabel("answer")
+    ax.set_ylabel("true person")
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_open_set(open_set, path: Path) -> Path:
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    for d, s in open_set.deciders.items():
+        # FPIR 0 cannot sit on a log axis: it is drawn at half the smallest non-zero step.
+        floor = 0.5 / max(open_set.n_unknown, 1)
+        # Thresholds ascend, so both rates descend: reversed, FPIR ascends along the x axis.
+        line, = ax1.plot(np.maximum(s.curve_fpir[::-1], floor), s.curve_dir[::-1], label=d)
+        ax2.plot(s.curve_thresholds, s.curve_fpir, color=line.get_color(), linestyle="--", label=f"{d} FPIR")
+        ax2.plot(s.curve_thresholds, s.curve_dir, color=line.get_color(), label=f"{d} DIR")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("FPIR (unknown faces named)")
+    ax1.set_ylabel("DIR (known faces named correctly)")
+    ax1.axvline(open_set.target_fpir, color="grey", linestyle=":", label=f"target FPIR {open_set.target_fpir:g}")
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    ax2.axvline(open_set.threshold, color="black", linestyle=":", label=f"current {open_set.threshold:.3f}")
+    ax2.axvline(open_set.recommended_threshold, color="red", linestyle=":", label=f"recommended {open_set.recommended_threshold:.4f}")
+    ax2.set_xlim(-0.2, 1.0)
+    ax2.set_xlabel("threshold (cosine similarity)")
+    ax2.set_ylabel("rate")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_verification(ver, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    bins = np.linspace(-0.3, 1.0, 53)
+    ax.hist(ver.similarities[ver.same], bins=bins, alpha=0.6, label="matched pairs")
+    ax.hist(ver.similarities[~ver.same], bins=bins, alpha=0.6, label="mismatched pairs")
+    if ver.fold_threshold:
+        ax.axvline(float(np.mean(ver.fold_threshold)), color="black", linestyle=":", label="mean 10-fold threshold")
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("pairs")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return out + [""]
+
+
+def _undetected(items: list[dict]) -> list[str]:
+    if not items:
+        return ["Every photo had a detectable face.", ""]
+    out = [f"{len(items)} photo(s) left out (no detectable face, missing or unreadable):", ""]
+    for u in items:
+        out.append(f"- `{u.get('file') or u.get('a')}`" + (f" ({u['person']})" if "person" in u else "")
+                   + f": {u.get('reason') or u.get('reasons')}")
+    return out + [""]
+
+
+def render_markdown(rep) -> str:
+    L = [f"# Evaluation of `{rep.model_dir}`", "",
+         f"backbone **{rep.backbone}**, model id `{rep.model_id}`, k = {rep.knn_k}, threshold {rep.threshold:.4f}"
+         + ("" if rep.has_classifier else " — no classifier: kNN only"), ""]
+    L += [f"- {n}" for n in rep.notes] + ([""] if rep.notes else [])
+    c = rep.closed
+    if c is not None:
+        deciders = list(c.predictions)
+        L += ["## Closed set", "", f"{len(c.labels)} faces of enrolled people from `{rep.data}`; no threshold applies.", ""]
+        ks = sorted(next(iter(c.top_k.values())).keys()) if c.top_k else []
+        L += _table(["decider", "accuracy", *[f"top-{k}" for k in ks], "macro F1"],
+                    [[d, f"{c.accuracy(d):.4f}", *[f"{c.top_k[d][k]:.4f}" for k in ks],
+                      f"{c.classification_report(d).get('macro avg', {}).get('f1-score', 0.0):.4f}"] for d in deciders])
+        people = sorted(set(c.labels))
+        L += ["Per person (precision / recall / F1, scikit-learn's classification_report):", ""]
+        reports = {d: c.classification_report(d) for d in deciders}
+        L += _table(["person", "support", *deciders],
+                    [[p, int(reports[deciders[0]][p]["support"]),
+                      *[f"{reports[d][p]['precision']:.2f} / {reports[d][p]['recall']:.2f} / {reports[d][p]['f1-score']:.2f}"
+                        for d in deciders]] for p in people])
+        L += [" ".join(f"![confusion matrix, {d}]({confusion_png(d)})" for d in deciders), ""]
+        L += _undetected(rep.undetected.get("closed_set", []))
+    o = rep.open
+    if o is not None:
+        L += ["## Open set", "", f"{o.n_known} faces of known people, {o.n_unknown} faces of unknown people ({o.unknown_source}).",
+              "FPIR: unknown faces given a name. DIR: known faces given their own name.", ""]
+        L += _table(["decider", f"FPIR @ {o.threshold:.4f} (current)", f"DIR @ {o.threshold:.4f}",
+                     f"threshold for FPIR ≤ {o.target_fpir:g}", "FPIR there", "DIR there"],
+                    [[d + (" (identify uses this)" if d == o.deployed else ""), f"{s.at_current.fpir:.4f}", f"{s.at_current.dir:.4f}",
+                      f"{s.recommended.threshold:.4f}", f"{s.recommended.fpir:.4f}", f"{s.recommended.dir:.4f}"]
+                     for d, s in o.deciders.items()])
+        L += [f"**Recommended threshold: {o.recommended_threshold:.4f}** ({o.deployed}, target FPIR {o.target_fpir:g})"
+              + ("; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
+        L += [f"- {n}" for n in o.notes] + ([""] if o.notes else [])
+        L += [f"![FPIR and DIR]({OPENSET_PNG})", ""]
+        L += _undetected(rep.undetected.get("unknown", []))
+    v = rep.verification
+    if v is not None:
+        L += ["## Verification on pairs", "",
+              f"`{v.pairs_file}`: {v.n_folds} folds × {v.per_class} matched + {v.per_class} mismatched pairs; "
+              f"{len(v.similarities)} of {v.n_pairs} pairs scored ({int(v.same.sum())} matched, {int((~v.same).sum())} mismatched).", ""]
+        rows = [["10-fold accuracy" if v.n_folds == 10 else f"{v.n_folds}-fold accuracy", f"{v.accuracy_mean:.4f} ± {v.accuracy_std:.4f}"]]
+        rows += [[f"TAR @ FAR {far:g}", f"{t[0]:.4f} (threshold {t[1]:.4f}, FAR reached {t[2]:.4f})"] for far, t in v.tar.items()]
+        L += _table(["figure", "value"], rows)
+        L += [f"- {n}" for n in v.notes] + ([""] if v.notes else [])
+        L += [f"![similarities of pairs]({VERIFICATION_PNG})", ""]
+        L += _undetected(v.skipped)
+    return "\n".join(L)
+
+
+def write_report(rep, out_dir: str | Path) -> list[Path]:
+    """Write report.md, report.json and the plots into `out_dir`; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    if rep.closed is not None:
+        for d in rep.closed.predictions:
+            names, m = rep.closed.confusion(d)
+            files.append(plot_confusion(names, m, f"{d} ({rep.closed.accuracy(d):.3f})", out / confusion_png(d)))
+    if rep.open is not None:
+        files.append(plot_open_set(rep.open, out / OPENSET_PNG))
+    if rep.verification is not None and len(rep.verification.similarities):
+        files.append(plot_verification(rep.verification, out / VERIFICATION_PNG))
+    md = out / REPORT_MD
+    tmp = md.with_name(f".{md.name}.tmp")
+    tmp.write_text(render_markdown(rep), encoding="utf-8")
+    tmp.replace(md)
+    write_json_atomic(out / REPORT_JSON, rep.to_dict())
+    return [md, out / REPORT_JSON, *files]

@@ -1,0 +1,115 @@
+"""The web page in headless Chromium (Debian's chromium + chromium-driver, never a downloaded one).
+
+Screenshots go to artifacts/ in the repository (gitignored) for a person to look at.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from serving import FR, ROOT, ThreadServer, build_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+TOKEN = "browser-test-token"
+GROUP = "barack_obama+joe_biden__obama_and_biden.jpg"
+ARTIFACTS = ROOT / "artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, data):
+    from web.app import Settings
+
+    people = data / FR / "people"
+    model = build_model(tmp_path_factory.mktemp("browser") / "model",
+                        {"barack_obama": people / "barack_obama", "joe_biden": people / "joe_biden"})
+    server = ThreadServer(model, Settings(token=TOKEN)).wait()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1400,1000",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # A driver path given through Service keeps Selenium Manager from looking for (or downloading) one.
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def screenshot(driver, name: str, tmp_path: Path) -> Path:
+    shot = tmp_path / name
+    assert driver.save_screenshot(str(shot))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / name)
+    return ARTIFACTS / name
+
+
+def test_identify_group_photo_and_enroll_from_the_page(site, browser, data, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 120)
+    browser.get(site + "/")
+    people = lambda: [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#people li")]  # noqa: E731
+    wait.until(lambda d: len(people()) == 2)
+    assert people() == ["barack_obama\n11 photos", "joe_biden\n2 photos"]
+    assert not browser.find_element(By.ID, "enroll-name").is_enabled()  # no token yet
+
+    browser.find_element(By.ID, "photo-input").send_keys(str(data / FR / "group" / GROUP))
+    wait.until(lambda d: d.find_element(By.ID, "summary").text)
+    faces = browser.find_elements(By.CSS_SELECTOR, "#frame .face")
+    labels = [f.find_element(By.CLASS_NAME, "face-label").text for f in faces]
+    assert sum(t.startswith("barack_obama ") for t in labels) == 1, labels
+    assert sum(t.startswith("joe_biden ") for t in labels) == 1, labels
+    assert all(t.startswith(("barack_obama ", "joe_biden ")) or t == "unknown" for t in labels), labels
+
+    # Boxes lie on the displayed photo, known ones solid, unknown ones dashed, scores on hover.
+    img = browser.find_element(By.ID, "photo").rect
+    for face, label in zip(faces, labels):
+        r = face.rect
+        assert img["x"] - 4 <= r["x"] and r["x"] + r["width"] <= img["x"] + img["width"] + 4, (r, img)
+        assert img["y"] - 4 <= r["y"] and r["y"] + r["height"] <= img["y"] + img["height"] + 4, (r, img)
+        assert face.value_of_css_property("border-top-style") == ("dashed" if label == "unknown" else "solid")
+        assert "similarity" in face.get_attribute("title")
+    obama = faces[labels.index(next(t for t in labels if t.startswith("barack_obama")))]
+    assert obama.get_attribute("title").startswith("barack_obama\nscore ")
+    shot = screenshot(browser, "browser-identify.png", tmp_path)
+    print(f"screenshot: {shot}")
+
+    # Everything the page loaded came from the server itself, and nothing was blocked or failed.
+    origins = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)")
+    assert set(origins) <= {site}, origins
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+
+    # With the token, enroll a new person from the page.
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    assert browser.find_element(By.ID, "enroll-name").is_enabled()
+    browser.find_element(By.ID, "enroll-name").send_keys("Kit Harington")
+    kit = sorted((data / FR / "people/kit_harington").glob("knn_train__*"))
+    browser.find_element(By.ID, "enroll-files").send_keys("\n".join(str(p) for p in kit))
+    browser.find_element(By.ID, "enroll-button").click()
+    wait.until(lambda d: "added" in d.find_element(By.ID, "enroll-status").text)
+    assert browser.find_element(By.ID, "enroll-status").text.startswith("Kit Harington: added 2, 2 enrolled in total")
+    wait.until(lambda d: "Kit Harington\n2 photos\nremove" in people())
+    screenshot(browser, "browser-enroll.png", tmp_path)

@@ -1,0 +1,151 @@
+"""Biometric data is handled with care: owner-only files, removal that really removes, no pickle."""
+from __future__ import annotations
+
+import ast
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import enroll
+
+ROOT = Path(__file__).resolve().parent.parent
+FR = "face_recognition-examples/people"
+
+
+def assert_private(root: Path) -> int:
+    """Every directory under `root` (and it) is 0700 or stricter, every file 0600; returns the count."""
+    n = 0
+    for p in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(p.lstat().st_mode)
+        assert mode & 0o077 == 0, f"{p} is mode {mode:o}: readable by others"
+        n += 1
+    return n
+
+
+@pytest.fixture
+def model(tmp_path, data, fast_open):
+    m = tmp_path / "model"
+    for person, folder in (("Zebulon Quartermaine", "kit_harington"), ("rose", "rose_leslie")):
+        res = CliRunner().invoke(enroll.main, ["--model", str(m), "--backbone", "sface", "--name", person,
+                                               str(data / FR / folder), "--json"])
+        assert res.exit_code == 0, res.output
+    return m
+
+
+def test_model_directory_is_owner_only(model):
+    from recognizer.checkpoint import save_checkpoint
+
+    save_checkpoint(model / "checkpoint.pt", {"head": {}})  # what finetune.py writes
+    n = assert_private(model)
+    names = {p.name for p in model.rglob("*")}
+    assert {"model.json", "gallery", "index.faiss", "meta.sqlite", "meta.json", ".lock", "checkpoint.pt"} <= names
+    print(f"\nprivacy: {n} paths in the model directory, all owner-only")
+
+
+def test_crop_cache_is_owner_only(tmp_path, monkeypatch, data, detector, sface):
+    from recognizer.cache import CropCache
+    from recognizer.pipeline import FacePipeline
+
+    base = tmp_path / "home" / ".cache" / "facetool"
+    monkeypatch.setenv("FACETOOL_CACHE", str(base))
+    cache = CropCache()
+    FacePipeline(detector, sface, cache).detect_and_crop(data / FR / "joe_biden" / "examples__biden.jpg")
+    assert len(list(base.rglob("*.npz"))) == 1
+    assert_private(base)
+    assert stat.S_IMODE((tmp_path / "home" / ".cache").stat().st_mode) & 0o077 == 0
+
+
+def test_removing_a_person_leaves_no_trace_in_the_model_directory(model):
+    from gallery import open_gallery
+
+    name = "Zebulon Quartermaine"
+    g = open_gallery(model / "gallery")
+    _, vecs = g.vectors(name)
+    sources = [r.source for r in g.records(name)]
+    g.close()
+    assert len(vecs) == 3 and sources
+    needles = {f"vector {i}": v.astype("<f4").tobytes() for i, v in enumerate(vecs)}
+    needles.update({f"vector {i} first 64 bytes": v.astype("<f4").tobytes()[:64] for i, v in enumerate(vecs)})
+    needles["name"] = name.encode()
+    needles["name, utf-16"] = name.encode("utf-16-le")
+    needles.update({f"source {s}": s.encode() for s in sources})
+
+    def files_holding(needles):
+        hits = []
+        for p in model.rglob("*"):
+            if p.is_file():
+                blob = p.read_bytes()
+                hits += [f"{what} in {p.relative_to(model)}" for what, b in needles.items() if b in blob]
+        return hits
+
+    assert files_holding(needles), "the search finds nothing even before the removal"
+    res = CliRunner().invoke(enroll.main, ["--model", str(model), "--remove", name, "--json"])
+    assert res.exit_code == 0, res.output
+    assert files_holding(needles) == []
+    listing = CliRunner().invoke(enroll.main, ["--model", str(model), "--list", "--json"])
+    assert '"rose": 2' in listing.output and name not in listing.output
+
+
+# ---- no pickle anywhere ------------------------------------------------------------------
+
+# Files that may import pickle, and why. Loading a pickle is flagged in them all the same.
+IMPORT_ALLOWED = {"tests/test_weights.py": "writes a pickle to check that torch.load(weights_only=True) refuses it"}
+PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
+
+
+def pickle_uses(source: str, filename: str) -> list[str]:
+    """Lines of `source` that could unpickle: found on the syntax tree, so strings and comments
+    (this test's own included) never match, and calls split over lines still do."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        where = f"{filename}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Import):
+            found += [f"{where}: import {a.name}" for a in node.names if a.name.split(".")[0] in PICKLE_MODULES]
+        elif isinstance(node, ast.ImportFrom):
+            mod = (node.module or "").split(".")[0]
+            if mod in PICKLE_MODULES:
+                found.append(f"{where}: from {node.module} import ...")
+            if mod in ("torch", "numpy") and any(a.name == "load" for a in node.names):
+                found.append(f"{where}: from {mod} import load (call it as {mod}.load so it can be checked)")
+        elif isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+            kw = {k.arg: k.value for k in node.keywords}
+
+            def const(key):
+                v = kw.get(key)
+                return v.value if isinstance(v, ast.Constant) else "<not a constant>" if v is not None else None
+
+            if const("allow_pickle") not in (None, False):
+                found.append(f"{where}: allow_pickle={ast.unparse(kw['allow_pickle'])}")
+            if name == "load" and owner == "torch" and const("weights_only") is not True:
+                found.append(f"{where}: torch.load without weights_only=True")
+            if name == "load" and owner in ("np", "numpy") and const("allow_pickle") is not False:
+                found.append(f"{where}: np.load without allow_pickle=False")
+            if name in ("read_pickle", "to_pickle") or (owner in PICKLE_MODULES and name in ("load", "loads")):
+                found.append(f"{where}: {owner}.{name}")
+    return found
+
+
+def test_the_checker_finds_what_it_should():
+    bad = ["import pickle", "import cPickle as p", "from joblib import load", "import torch\ntorch.load(p)",
+           "torch.load(\n  p,\n  weights_only=False)", "torch.load(p, weights_only=flag)", "np.load(p)",
+           "numpy.load(p, allow_pickle=True)", "np.load(p, allow_pickle=False, **kw)\nx.f(allow_pickle=True)",
+           "pickle.loads(b)", "df.to_pickle(p)", "from numpy import load"]
+    for snippet in bad:
+        assert pickle_uses(snippet, "bad.py"), snippet
+    good = "import torch, numpy as np\ntorch.load(p, map_location='cpu', weights_only=True)\n" \
+           "np.load(p, allow_pickle=False)\nx = 'import pickle; torch.load(p)'  # pickle.load(f)\n"
+    assert pickle_uses(good, "good.py") == []
+
+
+def test_no_pickle_in_the_project():
+    skip = {".venv", ".git", ".cache", "__pycache__", "node_modules"}
+    files = [p for p in ROOT.rglob("*.py") if not skip & set(p.relative_to(ROOT).parts)]
+    assert len(files) > 20
+    found = [hit for p in files for hit in pickle_uses(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))
+             if not (hit.split(":")[0] in IMPORT_ALLOWED and ": import " in hit)]
+    assert found == [], "\n".join(found)

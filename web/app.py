@@ -1,0 +1,407 @@
+"""HTTP API and web page over one opened model: identify uploads, list and edit enrolled people.
+
+The model is loaded once by the caller (`serve.py`) and handed to `create_app`. Model work runs
+on one dedicated worker thread: the detector and the embedder are not known to be thread-safe,
+and on a small CPU box two inferences at once would only slow each other down. Gallery-only
+operations (listing, removing, renaming) run on Starlette's thread pool: the gallery has its own
+in-process mutex and inter-process file lock, and reloads by itself when another process has
+changed it, so they need not queue behind a slow identification.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import logging
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, AsyncIterator, Callable, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from recognizer.errors import GalleryError, ImageError, InvalidNameError
+
+log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).resolve().parent / "index.html"
+DEFAULT_MAX_UPLOAD_MB = 10.0
+# Bigger than a 48-Mpx phone photo; a larger image is a scan or a decompression bomb.
+DEFAULT_MAX_PIXELS = 60_000_000
+MAX_FILES_PER_REQUEST = 50
+
+T = TypeVar("T")
+
+# Magic bytes of the formats the decoder is meant to accept. The file name and the client's
+# Content-Type are not trusted: both are whatever the uploader says.
+_MAGIC: list[tuple[int, bytes, str]] = [
+    (0, b"\xff\xd8\xff", ".jpg"),
+    (0, b"\x89PNG\r\n\x1a\n", ".png"),
+    (0, b"GIF87a", ".gif"),
+    (0, b"GIF89a", ".gif"),
+    (0, b"BM", ".bmp"),
+    (0, b"II*\x00", ".tif"),
+    (0, b"MM\x00*", ".tif"),
+]
+
+# The page is inline HTML/CSS/JS; this policy keeps it from loading anything from elsewhere.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src 'self' blob: data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+class ApiError(Exception):
+    """An error the client caused or must know about; becomes `{"error": message}` with `status`."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+@dataclass(frozen=True)
+class Settings:
+    token: str | None = None  # None: writes are refused
+    protect_reads: bool = False
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The file suffix for the image format `data` starts with, or None when it is no image we accept."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    for offset, magic, suffix in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            return suffix
+    return None
+
+
+def safe_filename(name: str | None) -> str:
+    """The last path component of a client-supplied file name, without control characters.
+
+    It is only ever echoed back in reports and stored as a label; files on disk get names of our own.
+    """
+    base = PurePosixPath((name or "").replace("\\", "/")).name
+    base = "".join(c for c in base if c.isprintable())[:200]
+    return base or "upload"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, counting while they are read.
+
+    A declared Content-Length over the limit is refused before any of the body is read; a
+    chunked or lying body is cut off as soon as the running count passes the limit, so no more
+    than `limit` bytes of one request are ever buffered. It wraps the whole FastAPI app so that
+    whatever the app makes of the interrupted read (FastAPI calls it a 400 parse error) is
+    replaced by the 413. It also has the last word on exceptions, which the app's catch-all
+    handler has already logged and answered.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = ApiError(413, f"request body is over the upload limit of {self.limit} bytes ({self.limit / 2**20:g} MB)")
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.limit:
+                    await _error(413, too_large.message)(scope, receive, send)
+                    return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exceeded = True
+                    raise too_large
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                return  # the app's answer to a cut-off body is replaced by the 413 below
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded and not started:
+                log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+                await _error(500, "internal server error; the details are in the server log")(scope, receive, send)
+                return
+        if exceeded:
+            await _error(413, too_large.message)(scope, receive, send)
+
+
+def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
+    """The ASGI app serving `recognizer` (an opened `recognizer.Recognizer`)."""
+    model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    async def on_model_thread(fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(model_worker, fn, *args)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        model_worker.shutdown(wait=True)
+        recognizer.gallery.close()
+
+    app = FastAPI(
+        title="facetool",
+        summary="Name the faces in photos, using the people enrolled in one model.",
+        version="1",
+        lifespan=lifespan,
+    )
+
+    # ---- errors: always {"error": ...}, never a stack trace ------------------------------
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(InvalidNameError)
+    async def bad_name(request: Request, exc: InvalidNameError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(ImageError)
+    async def bad_image(request: Request, exc: ImageError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(GalleryError)
+    async def gallery_error(request: Request, exc: GalleryError) -> JSONResponse:
+        # Damage or a lock held too long by another process: the server's problem, not the
+        # client's, and the message names server paths, so it goes to the log only.
+        log.error("gallery error in %s %s: %s", request.method, request.url.path, exc)
+        return _error(503, "the gallery is unavailable; the details are in the server log")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        return _error(422, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal server error; the details are in the server log")
+
+    # ---- tokens --------------------------------------------------------------------------
+    def check_token(request: Request) -> None:
+        if not settings.token:
+            raise ApiError(403, "changes are disabled: this server was started without a token (--token or FACETOOL_TOKEN)")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(401, "a bearer token is required: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+        # Constant-time, so response timing says nothing about how much of a guess was right.
+        if not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
+            raise ApiError(401, "wrong token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    def check_read(request: Request) -> None:
+        if settings.protect_reads:
+            check_token(request)
+
+    # ---- uploads -------------------------------------------------------------------------
+    async def uploaded_images(request: Request) -> list[tuple[str, bytes, str]]:
+        """(client file name, bytes, suffix) of every `file` field, each checked to be an image
+        of acceptable size before any model work."""
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise ApiError(422, "send the photo as multipart/form-data in a field named 'file'")
+        form = await request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=MAX_FILES_PER_REQUEST)
+        try:
+            fields = form.getlist("file")
+            if not fields:
+                raise ApiError(422, "no field named 'file' in the upload")
+            out = []
+            for field in fields:
+                if not isinstance(field, UploadFile):
+                    raise ApiError(422, "the 'file' field must be a file upload, not text")
+                name = safe_filename(field.filename)
+                data = await field.read()
+                if not data:
+                    raise ApiError(400, f"{name}: is empty (0 bytes)")
+                suffix = sniff_image(data)
+                if suffix is None:
+                    raise ApiError(415, f"{name}: not an image (JPEG, PNG, WebP, GIF, BMP or TIFF expected, judged by content)")
+                check_pixels(name, data)
+                out.append((name, data, suffix))
+            return out
+        finally:
+            await form.close()
+
+    def check_pixels(name: str, data: bytes) -> None:
+        """413 for an image whose header declares too many pixels; read before anything is decoded."""
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+        except Image.DecompressionBombError as exc:
+            raise ApiError(413, f"{name}: too many pixels ({exc})") from None
+        except Exception:
+            return  # a damaged header: the decoder reports it, as a 400 or an 'unreadable' outcome
+        if w * h > settings.max_pixels:
+            raise ApiError(413, f"{name}: {w}x{h} pixels is over the limit of {settings.max_pixels} pixels")
+
+    def identify_bytes(name: str, data: bytes, threshold: float | None, annotate: bool) -> tuple[dict, bytes | None]:
+        from recognizer.image import decode
+
+        image = decode(data, name, settings.max_pixels)
+        result = recognizer.identify(image, threshold=threshold)
+        result.photo = name
+        png = None
+        if annotate:
+            from recognizer.annotate import annotate as draw
+
+            buf = io.BytesIO()
+            draw(image, result).save(buf, format="PNG")
+            png = buf.getvalue()
+        return result.to_dict(), png
+
+    def enroll_uploads(name: str, uploads: list[tuple[str, bytes, str]]) -> dict:
+        # Uploads go to a private temporary folder under names of our own (never the client's),
+        # and are deleted as soon as they are enrolled: the gallery keeps embeddings, not photos.
+        with tempfile.TemporaryDirectory(prefix="facetool-upload-") as tmp:
+            paths = []
+            for i, (_, data, suffix) in enumerate(uploads):
+                path = Path(tmp) / f"{i:04d}{suffix}"
+                path.write_bytes(data)
+                paths.append(path)
+            report = recognizer.enroll(name, paths, labels=[u[0] for u in uploads])
+        out = report.to_dict()
+        out["enrolled"] = recognizer.gallery.people().get(report.name, 0)
+        return out
+
+    # ---- routes --------------------------------------------------------------------------
+    def multipart_doc(many: bool) -> dict:
+        """OpenAPI description of the multipart body, which the handlers parse themselves so
+        that the token is checked before an upload is read."""
+        one = {"type": "string", "format": "binary"}
+        schema = {"type": "object", "required": ["file"], "properties": {"file": {"type": "array", "items": one} if many else one}}
+        return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> Response:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/health", summary="Liveness: the model is loaded and the server answers")
+    async def health() -> dict:
+        return {"status": "ok", "backbone": recognizer.config.backbone}
+
+    @app.post(
+        "/identify",
+        summary="Name every face in one uploaded photo",
+        description="The same JSON as `identify.py --json` gives per photo; with `annotate=1`, the photo as a PNG with boxes and names drawn.",
+        openapi_extra=multipart_doc(many=False),
+        responses={200: {"content": {"application/json": {}, "image/png": {}}}},
+    )
+    async def identify(request: Request, annotate: bool = False, threshold: float | None = None) -> Response:
+        check_read(request)
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise ApiError(422, f"threshold {threshold} is not a cosine similarity in [-1, 1]")
+        uploads = await uploaded_images(request)
+        if len(uploads) != 1:
+            raise ApiError(422, f"send exactly one photo in the 'file' field (got {len(uploads)})")
+        name, data, _ = uploads[0]
+        result, png = await on_model_thread(identify_bytes, name, data, threshold, annotate)
+        if png is not None:
+            return Response(png, media_type="image/png")
+        return JSONResponse(result)
+
+    @app.get("/people", summary="Enrolled people and how many faces each has")
+    async def people(request: Request) -> dict:
+        check_read(request)
+        return {"people": await run_in_threadpool(recognizer.gallery.people)}
+
+    @app.post(
+        "/people/{name:path}/photos",
+        summary="Enroll photos of a person (one face per photo, the largest)",
+        description="Repeat the `file` field for several photos. Reports an outcome per uploaded file, as `enroll.py --json` does.",
+        openapi_extra=multipart_doc(many=True),
+    )
+    async def enroll(request: Request, name: str) -> dict:
+        from gallery import validate_name
+
+        check_token(request)
+        name = validate_name(name)
+        uploads = await uploaded_images(request)
+        return await on_model_thread(enroll_uploads, name, uploads)
+
+    def known(name: str) -> str:
+        from gallery import validate_name
+
+        name = validate_name(name)
+        if name not in recognizer.gallery.people():
+            raise ApiError(404, f"no person named {name!r} is enrolled")
+        return name
+
+    @app.delete("/people/{name:path}", summary="Remove a person and all their faces")
+    async def remove(request: Request, name: str) -> dict:
+        check_token(request)
+
+        def work() -> dict:
+            person = known(name)
+            return {"removed": person, "faces": recognizer.gallery.remove_person(person)}
+
+        return await run_in_threadpool(work)
+
+    @app.patch(
+        "/people/{name:path}",
+        summary="Rename a person",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}}},
+    )
+    async def rename(request: Request, name: str) -> dict:
+        from gallery import validate_name
+
+        check_token(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(422, 'send a JSON body {"name": "new name"}') from None
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise ApiError(422, 'send a JSON body {"name": "new name"}')
+        new = validate_name(body["name"])
+
+        def work() -> dict:
+            old = known(name)
+            if new != old and new in recognizer.gallery.people():
+                raise ApiError(409, f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
+            recognizer.gallery.rename_person(old, new)
+            return {"renamed": old, "to": new}
+
+        return await run_in_threadpool(work)
+
+    return BodyLimit(app, settings.max_upload_bytes)
