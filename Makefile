@@ -20,4 +20,4 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: install
-	$(PY) benchmarks/detect_embed.py
+	$(PY) benchmarks/speed.py

@@ -159,3 +159,24 @@ def test_largest_picks_biggest_box(data, detector):
     faces = detector.detect(data / FR / "group/barack_obama+joe_biden__two_people.jpg")
     assert largest(faces) is faces[0]
     assert largest([]) is None
+
+
+def test_analyze_many_overlapped_keeps_order_and_matches_one_at_a_time(data, detector, sface, tmp_path):
+    from recognizer.pipeline import FacePipeline
+
+    pipe = FacePipeline(detector, sface)  # no cache: every photo is detected in the workers
+    paths = sorted((data / "5-celebrity-faces/val/madonna").iterdir())[:4] + [data / FR / "group/barack_obama+joe_biden__two_people.jpg"]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    sources = [paths[0], bad, *paths[1:]]
+    sface.batch_size = 3  # several embedding batches, each spanning photos
+    try:
+        many = list(pipe.analyze_many(sources, workers=3))
+    finally:
+        sface.batch_size = 32
+    assert [r.source for r in many] == [str(p) for p in sources]
+    assert many[1].error and many[1].embeddings.shape == (0, 128)
+    for r in [many[0], *many[2:]]:
+        one = pipe.analyze(r.source)
+        assert len(one.faces) == len(r.faces) >= 1
+        np.testing.assert_allclose(r.embeddings, one.embeddings, atol=1e-5)

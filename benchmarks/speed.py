@@ -1,0 +1,234 @@
+"""Detection, embedding and identification speed on this machine, with the ceiling they work against.
+
+    .venv/bin/python benchmarks/speed.py [--repeats N] [--skip identify] [--answers FILE] [--engines]
+
+In one run it measures:
+1. the float32 matrix-multiply rate of this machine (torch, 2048x2048), and from it the embedding
+   ceiling: that rate divided by the FLOPs of one 160x160 face through Inception-ResNet-v1
+   (counted with torch.utils.flop_counter); embedding faces/s are printed as a fraction of it;
+2. embedding faces/s per backbone at batch 1, 8 and 32 (facenet once per engine: ONNX Runtime
+   and torch);
+3. detection ms per photo at 640x480 and 1920x1080 (a six-face group photo, resized);
+4. identify s/photo end to end (decode, detect, crop, embed, search) over 5-celebrity-faces/val,
+   models loaded once, no crop cache: an sface model enrolled from train, and a facenet model
+   with random weights (the speed of Inception-ResNet-v1 does not depend on its weights).
+
+Timings are medians of repeated runs; the load average is printed before and after, since other
+processes on the machine slow everything down.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from recognizer.data import data_dir  # noqa: E402
+
+PHOTO = "facenet-pytorch-test-images/group/multiface__6_faces_unnamed.jpg"
+CELEB = "5-celebrity-faces"
+
+
+def time_it(fn, repeats: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):  # first calls allocate and pick kernels
+        fn()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def matmul_rate(repeats: int) -> float:
+    """float32 FLOP/s of a 2048x2048 matrix product, the best this torch does on this machine."""
+    import torch
+
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = statistics.median(time_it(lambda: torch.mm(a, b), max(5, repeats), warmup=2))
+    return 2 * n**3 / t
+
+
+def facenet_flops_per_face() -> int:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from recognizer.weights import build_inception_resnet
+
+    module, _ = build_inception_resnet("random", None, download=False, seed=0)
+    module.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        module(torch.zeros(1, 3, 160, 160))
+    return int(counter.get_total_flops())
+
+
+def bench_detection(repeats: int) -> dict:
+    from recognizer.detect import Detector
+
+    photo = Image.open(data_dir() / PHOTO).convert("RGB")
+    det = Detector()
+    print("\ndetection (MTCNN), one photo at a time")
+    print(f"{'size':>10} {'faces':>6} {'median ms':>10} {'min ms':>8} {'cpu ms':>7}")
+    out = {}
+    for size in [(640, 480), (1920, 1080)]:
+        img = photo.resize(size, Image.BILINEAR)
+        faces = det.detect(img)
+        c0 = time.process_time()
+        t = time_it(lambda: det.detect(img), repeats, warmup=0)
+        # CPU seconds of all this process's threads: less sensitive to other processes than wall time.
+        cpu = (time.process_time() - c0) / repeats
+        out[size] = statistics.median(t)
+        print(f"{size[0]}x{size[1]:<5} {len(faces):>6} {statistics.median(t) * 1e3:>10.1f} {min(t) * 1e3:>8.1f} {cpu * 1e3:>7.1f}")
+    return out
+
+
+def embedders(name: str) -> list:
+    """The embedders to time for a backbone: for facenet, one per engine this version offers."""
+    import inspect
+
+    from recognizer.embed import FacenetEmbedder, make_embedder
+
+    if name == "facenet" and "engine" in inspect.signature(FacenetEmbedder).parameters:
+        return [FacenetEmbedder("random", engine=e) for e in ("onnxruntime", "torch")]
+    return [make_embedder(name, "random" if name == "facenet" else None)]
+
+
+def bench_embedding(repeats: int, backbones: list[str], ceiling: float) -> None:
+    from recognizer.detect import Detector
+
+    img = Image.open(data_dir() / PHOTO).convert("RGB")
+    face = Detector().detect(img)[0]
+    print(f"\nembedding (ceiling for facenet: {ceiling:.1f} faces/s)")
+    print(f"{'backbone':>9} {'engine':>12} {'batch':>6} {'faces/s':>9} {'ms/face':>8} {'of ceiling':>11}")
+    for name in backbones:
+        for emb in embedders(name):
+            one = emb.crop(img, face)
+            emb.embed(np.stack([one] * 2))  # engines that export or compile do it on first use
+            engine = getattr(emb, "engine", "torch" if name == "facenet" else "opencv")
+            for batch in (1, 8, 32):
+                crops = np.stack([one] * batch)
+                emb.batch_size = batch
+                # Enough faces per timing that a batch-1 run is not all noise.
+                rounds = max(1, 32 // batch)
+                t = statistics.median(time_it(lambda: [emb.embed(crops) for _ in range(rounds)], repeats)) / rounds
+                frac = f"{batch / t / ceiling:>10.2f}" if name == "facenet" else f"{'':>10}"
+                print(f"{name:>9} {engine:>12} {batch:>6} {batch / t:>9.1f} {t / batch * 1e3:>8.1f} {frac:>11}")
+
+
+def bench_engines(repeats: int, ceiling: float) -> None:
+    """Inception-ResNet-v1 run four ways: the measurement FacenetEmbedder's default engine was chosen by."""
+    import torch
+
+    from recognizer.embed import FacenetEmbedder, _export_onnx
+
+    emb = FacenetEmbedder("random", engine="torch")
+    module = emb.module
+    x = torch.randn(32, 3, 160, 160)
+    with torch.no_grad():
+        ref = module(x).numpy()
+    session = _export_onnx(module, emb.threads)
+    cl = x.contiguous(memory_format=torch.channels_last)
+
+    def eager(inp, fn=module):
+        with torch.no_grad():  # not inference_mode: torch.compile refuses inference tensors
+            return fn(inp).numpy()
+
+    ways = {
+        "torch NCHW": lambda b: eager(x[:b]),
+        "torch NHWC": lambda b: eager(cl[:b]),
+        "onnxruntime": lambda b: session.run(None, {"x": x[:b].numpy()})[0],
+    }
+    try:
+        compiled = torch.compile(module)
+        ways["torch.compile"] = lambda b: eager(cl[:b], compiled)
+    except Exception as exc:  # no compiler on this machine
+        print(f"torch.compile unavailable: {exc}")
+    print(f"\nfacenet engines (ceiling {ceiling:.1f} faces/s)")
+    print(f"{'engine':>14} {'batch':>6} {'faces/s':>9} {'of ceiling':>11} {'max |diff|':>11}")
+    for name, fn in ways.items():
+        try:
+            diff = float(np.abs(fn(32) - ref).max())
+        except Exception as exc:
+            print(f"{name:>14} failed: {type(exc).__name__}: {str(exc)[:120]}")
+            continue
+        for batch in (8, 32):
+            t = statistics.median(time_it(lambda: fn(batch), repeats))
+            print(f"{name:>14} {batch:>6} {batch / t:>9.1f} {batch / t / ceiling:>11.2f} {diff:>11.1e}")
+
+
+def bench_identify(repeats: int, answers_file: str | None) -> None:
+    from recognizer.image import list_images
+    from recognizer.recognizer import Recognizer
+
+    root = data_dir() / CELEB
+    val = sorted(p for d in sorted((root / "val").iterdir()) for p in list_images(d))
+    print(f"\nidentify over {CELEB}/val ({len(val)} photos), models loaded, no crop cache")
+    print(f"{'backbone':>16} {'s/photo':>8} {'min':>7} {'photos/s':>9} {'correct':>8}")
+    answers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backbone, weights in [("sface", None), ("facenet", "random")]:
+            model = Path(tmp) / backbone
+            rec = Recognizer.open(model, backbone=backbone, weights=weights, create=True, cache=None)
+            for person in sorted((root / "train").iterdir()):
+                rec.enroll(person.name, list_images(person))
+            results: list = []
+            t = time_it(lambda: results.__setitem__(slice(None), list(rec.identify_many(val))), repeats)
+            names = [r.faces[0].name if r.faces else None for r in results]
+            correct = sum(n == Path(r.photo).parent.name for n, r in zip(names, results))
+            label = f"{backbone}" + (f" ({weights})" if weights else "")
+            med = statistics.median(t) / len(val)
+            print(f"{label:>16} {med:>8.3f} {min(t) / len(val):>7.3f} {1 / med:>9.1f} {correct:>5}/{len(val)}")
+            answers[label] = {Path(r.photo).relative_to(root).as_posix(): n for n, r in zip(names, results)}
+    if answers_file:
+        Path(answers_file).write_text(json.dumps(answers, indent=1, sort_keys=True) + "\n")
+        print(f"answers written to {answers_file}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--backbones", default="facenet,sface")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: embedding, detection, identify")
+    ap.add_argument("--engines", action="store_true", help="also time facenet in torch NCHW/NHWC, torch.compile and ONNX Runtime")
+    ap.add_argument("--answers", help="write the identify answers (photo -> name) to this JSON file")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    print(f"cores: {os.cpu_count()}  torch threads: {torch.get_num_threads()}  torch {torch.__version__}  {load()}")
+    rate = matmul_rate(args.repeats)
+    flops = facenet_flops_per_face()
+    ceiling = rate / flops
+    print(f"matmul 2048x2048 float32: {rate / 1e9:.1f} GFLOP/s")
+    print(f"Inception-ResNet-v1, one 160x160 face: {flops / 1e9:.3f} GFLOP -> ceiling {ceiling:.1f} faces/s")
+    if "embedding" not in skip:
+        bench_embedding(args.repeats, args.backbones.split(","), ceiling)
+    if args.engines:
+        bench_engines(args.repeats, ceiling)
+    if "detection" not in skip:
+        bench_detection(args.repeats)
+    if "identify" not in skip:
+        bench_identify(max(1, args.repeats // 2), args.answers)
+    print(f"\n{load()}")
+
+
+if __name__ == "__main__":
+    main()
