@@ -55,6 +55,7 @@ def main() -> None:
     for far in (1e-2, 1e-3):
         t = diff[min(len(diff) - 1, int(np.ceil(len(diff) * (1 - far))))]
         print(f"threshold for FAR <= {far:g}: {t:.3f}  (true accepts {np.mean(sims[same] > t):.3f})")
+    print(f"middle of the gap between the classes: {(sims[~same].max() + sims[same].min()) / 2:.3f}")
     d = DEFAULT_THRESHOLDS.get(args.backbone)
     if d is not None:
         print(f"default threshold {d}: false accepts {np.mean(sims[~same] >= d):.4f}, true accepts {np.mean(sims[same] >= d):.3f}")
