@@ -127,9 +127,10 @@ def build_pqfs(xb: np.ndarray, m: int) -> faiss.IndexRefine:
 
 def build_ivfpq(xb: np.ndarray, nlist: int, m: int) -> faiss.IndexRefine:
     dim = xb.shape[1]
-    base = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
+    quantizer = faiss.IndexFlatIP(dim)
+    base = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
     base.own_fields = True
-    base.quantizer.this.disown()
+    quantizer.this.disown()
     return build_refined(base, xb, n_train=39 * nlist)
 
 

@@ -240,7 +240,7 @@ def test_approximate_index_recall_and_removal(tmp_path: Path) -> None:
     g.add(x[:1500], recs(people[:1500]), model_id=MODEL)
     assert g.index_kind == "flat"
     g.add(x[1500:], recs(people[1500:]), model_id=MODEL)
-    assert g.index_kind == "lsh"
+    assert g.index_kind == "pq"
     src = rng.integers(0, n, 500)
     # Near queries at cosine ~0.8 with their source: the operating point the default k_factor
     # is tuned for (benchmarks/gallery_search.py).
@@ -253,7 +253,7 @@ def test_approximate_index_recall_and_removal(tmp_path: Path) -> None:
     victim = "p7"
     assert g.remove_person(victim) == 4
     g2 = open_gallery(g.path, MODEL)
-    assert g2.index_kind == "lsh" and len(g2) == n - 4
+    assert g2.index_kind == "pq" and len(g2) == n - 4
     assert all(h.person != victim for hs in g2.search(q[:50], 5, model_id=MODEL) for h in hs)
     for i in range(8):  # shrink below half the threshold: back to the exact index
         g.remove_person(f"bulk{i}")

@@ -1,4 +1,4 @@
-"""The approximate ("lsh") index at small scale: recall against exact search, removal,
+"""The approximate ("pq") index at small scale: recall against exact search, removal,
 privacy of removed faces, incremental growth, reload across processes, legacy IVF files."""
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def make(tmp_path: Path, x: np.ndarray, people: list[str]):
     g = create_gallery(tmp_path / "g", MODEL, DIM, approx_threshold=2000)
     g.add(x[:1000], recs(people[:1000]), model_id=MODEL)
     g.add(x[1000:], recs(people[1000:]), model_id=MODEL)
-    assert g.index_kind == "lsh"
+    assert g.index_kind == "pq"
     return g
 
 
@@ -85,23 +85,31 @@ def test_growth_is_incremental_and_ids_stable(tmp_path: Path, data) -> None:
 def test_removal_filters_results_and_leaves_no_bytes(tmp_path: Path, data) -> None:
     x, people = data
     g = make(tmp_path, x, people)
-    victim_ids = [i for i, p in enumerate(people) if p in ("p7", "p300")]
+    victims = ("p7", "p300", "p599")  # p599's codes were in the last block: its padding must not keep them
+    victim_ids = [i for i, p in enumerate(people) if p in victims]
     _, stored = g.vectors()
-    lsh = faiss.downcast_index(faiss.downcast_index(g._index.index).base_index)  # type: ignore[attr-defined]
-    codes = lsh.sa_encode(stored[victim_ids])
-    assert g.remove_person("p7") == 5 and g.remove_person("p300") == 5
-    assert len(g) == N - 10 and g.index_kind == "lsh"
+    assert [g.remove_person(v) for v in victims] == [5, 5, 5]
+    assert len(g) == N - 15 and g.index_kind == "pq"
     # the removed faces are never returned, even for queries equal to their vectors
     hits = g.search(stored[victim_ids], 10, model_id=MODEL)
-    assert all(h.person not in ("p7", "p300") for hs in hits for h in hs)
+    assert all(h.person not in victims for hs in hits for h in hs)
     live = np.setdiff1d(np.arange(N), victim_ids)
     assert [h[0].id for h in hits] == live[np.argmax(stored[victim_ids] @ stored[live].T, axis=1)].tolist()
-    # neither their vectors nor their 64-byte codes are left in any file
+    # their vectors are in no file ...
     blobs = [f.read_bytes() for f in g.path.rglob("*") if f.is_file()]
-    assert any(stored[0].tobytes() in b for b in blobs)
-    assert any(lsh.sa_encode(stored[:1])[0].tobytes() in b for b in blobs)  # the check can see codes
-    for v, c in zip(stored[victim_ids], codes):
-        assert not any(v.tobytes() in b or c.tobytes() in b for b in blobs)
+    assert any(stored[0].tobytes() in b for b in blobs)  # the check can see vectors that are there
+    for v in stored[victim_ids]:
+        assert not any(v.tobytes() in b for b in blobs)
+    # ... and index.faiss holds exactly the codes of the faces left, in order
+    on_disk = faiss.read_index(str(g.path / "index.faiss"))
+    refine = faiss.downcast_index(on_disk.index)
+    pq = faiss.downcast_index(refine.base_index)
+    fresh = faiss.clone_index(pq)
+    fresh.reset()
+    fresh.add(stored[live])
+    assert pq.ntotal == len(live) and faiss.downcast_index(refine.refine_index).ntotal == len(live)
+    np.testing.assert_array_equal(faiss.vector_to_array(pq.codes), faiss.vector_to_array(fresh.codes))
+    np.testing.assert_array_equal(faiss.vector_to_array(on_disk.id_map), live)
     # and the reloaded index agrees with the in-memory one
     g2 = open_gallery(g.path, MODEL)
     q = near(np.random.default_rng(8), x, live[:100], 0.8)
@@ -122,7 +130,7 @@ def test_reload_and_changes_across_processes(tmp_path: Path, data) -> None:
             f"g.remove_person('p0')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == ["lsh", mine]
+    assert json.loads(out.stdout) == ["pq", mine]
     # the other process removed p0: this one sees it at its next read
     assert "p0" not in g.people() and len(g) == N - 5
     assert all(h.person != "p0" for hs in g.search(x[:5], 5, model_id=MODEL) for h in hs)
@@ -156,5 +164,5 @@ def test_legacy_ivf_gallery_loads_and_migrates_on_add(tmp_path: Path, data) -> N
     assert old.index_kind == "ivf"
     assert [h[0].id for h in old.search(x[:20], 1, model_id=MODEL)] == list(range(20))
     old.add(unit(np.random.default_rng(4), 1), recs(["new"]), model_id=MODEL)
-    assert old.index_kind == "lsh" and len(old) == N + 1
+    assert old.index_kind == "pq" and len(old) == N + 1
     assert [h[0].id for h in old.search(x[:20], 1, model_id=MODEL)] == list(range(20))
