@@ -8,6 +8,7 @@ For each size N it builds N random 512-d unit vectors, then compares exact searc
   lsh     512-bit sign codes after a random rotation (SimHash), scanned by Hamming distance,
           the best k*k_factor re-ranked exactly from the float vectors, --k-factor
   pqfs    4-bit PQ fast-scan codes over all vectors, re-ranked exactly, --k-factor
+          (the gallery's approximate index, gallery/_index.py; it uses k_factor 10)
 on
   * "near" queries: a stored vector plus gaussian noise, re-normalised, so the query
     has cosine ~--near-sim with its source (a new photo of an enrolled person), and
@@ -151,11 +152,11 @@ def main() -> None:
     ap.add_argument("--hnsw-load", help="read the HNSW index from here ({n} = size) instead of building it")
     ap.add_argument("--lsh-bits", type=int, default=512)
     ap.add_argument("--pq-m", type=int, default=64, help="PQ sub-quantizers (4 bits each)")
-    ap.add_argument("--k-factor", type=int, nargs="+", default=[4, 10, 20],
+    ap.add_argument("--k-factor", type=int, nargs="+", default=[2, 10],
                     help="re-ranked candidates = k * k_factor (lsh, pqfs)")
     ap.add_argument("--ivfpq-k-factor", type=int, default=10)
     ap.add_argument("--nlist-factor", type=float, default=2.0, help="IVF nlist = factor * sqrt(N)")
-    ap.add_argument("--methods", nargs="+", default=["ivf", "hnsw", "lsh"],
+    ap.add_argument("--methods", nargs="+", default=["ivf", "hnsw", "pqfs"],
                     choices=["ivf", "ivfpq", "hnsw", "lsh", "pqfs"])
     args = ap.parse_args()
     k = 5
