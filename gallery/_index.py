@@ -10,28 +10,29 @@ Above it: IndexIDMap2(IndexRefine(IndexPQFastScan, IndexFlatIP)), kind "pq":
   * the best k * k_factor candidates (at least MIN_SHORTLIST) are re-ranked exactly with
     the float vectors kept beside the codes: returned similarities are exact, only the
     shortlist is approximate.
-Chosen from benchmarks/gallery_search.py (random 512-d unit vectors, 2 shared cores; table
-and the runs' machine load in benchmarks/gallery_search_results.txt). At 1e6 faces, near
-queries (cos 0.8 with their source; also cos 0.6): recall@1 1.000 with a 10- to 100-face
-shortlist, 4.5-8 ms per single query against 590 ms exact in the same (loaded) run (75-130x;
-380 ms exact on an idle machine: 50-85x), 2.6-3.5 ms/query batched (45-60x); build 28 s.
-Against the alternatives measured there:
-  * IVF-Flat reached 0.968 at 15x or 0.996 at 8x: random-like data has no clusters, so
-    the query's list is often not among the probed ones.
-  * HNSW needs a ~15+ min build at 1e6 on 2 cores and cannot remove vectors (tombstones,
-    zeroed rows and periodic rebuilds would be needed for the privacy rule).
-  * 512-bit LSH codes (SimHash) + the same re-ranking: also recall 1.000, but 60+ ms per
-    single query (faiss's IndexLSH scan is slower than PQ fast-scan).
+Chosen from benchmarks/gallery_search.py (random 512-d unit vectors, 2 shared cores; tables
+and each run's machine load in benchmarks/gallery_search_results.txt). At 1e6 faces, near
+queries (cos 0.8 with their source, and also cos 0.6): recall@1 1.000 with this 50-face
+shortlist; one query per call 4.4 ms against 227 ms exact in the same lightly loaded run
+(52x; 75x in a heavily loaded one); batched 2.3 ms/query against 38 ms (17x: exact search
+gains more from batching). Build 15-28 s. The alternatives measured there:
+  * IVF-Flat (the previous choice): 0.996 at 8x or 0.968 at 15x; random-like data has no
+    clusters, so the query's list is often not among those probed.
+  * HNSW: M=16 reached only 0.65 at efSearch 1024 at 1e6 after a 646 s build; it cannot
+    remove vectors (tombstones, zeroed rows and periodic rebuilds would be needed to keep
+    removed faces out of index.faiss).
+  * 512-bit LSH codes (SimHash) + the same re-ranking: also recall 1.000, but faiss's
+    IndexLSH takes 60-150 ms per single query.
 Costs and behaviour:
   * removal: codes and floats are flat arrays that compact on removal (`_remove_refined`),
     so a removed face's vector and code leave index.faiss at once; no tombstones, no rebuild.
   * growth: adding encodes the new vectors with the existing codebooks (microseconds per
     face); nothing is retrained, so enrolment never rebuilds the index. Crossing the
-    threshold trains codebooks once on up to 65,536 faces (seconds; 28 s for a full
-    build at 1e6 on 2 loaded cores).
+    threshold trains codebooks once on up to 65,536 faces (a full build at 1e6: 15-28 s
+    on 2 loaded cores).
   * memory/disk: the float vectors (as in the exact index) + 32 bytes per face.
   * strangers (random queries): which near-random face ranks first is often missed
-    (recall 0.04-0.16 at 1e6), but their best similarity is far below any match threshold
+    (recall 0.10 at 1e6), but their best similarity is far below any match threshold
     either way; search is exact for them with k_factor = gallery size.
 Galleries saved with the earlier IVF-Flat index still load and search; their next
 enrolment rebuilds them as "pq".
