@@ -235,12 +235,11 @@ def main() -> None:
                 hnsw.hnsw.efSearch = ef
                 report(f"HNSW{m} ef={ef}", hnsw, build, nbytes)
             del hnsw
-        for method, builder, label in (("lsh", lambda: build_lsh(xb, args.lsh_bits), f"LSH{args.lsh_bits}"),
-                                       ("pqfs", lambda: build_pqfs(xb, args.pq_m), f"PQ{args.pq_m}x4fs")):
+        for method, label in (("lsh", f"LSH{args.lsh_bits}"), ("pqfs", f"PQ{args.pq_m}x4fs")):
             if method not in args.methods:
                 continue
             t0 = time.perf_counter()
-            refined = builder()
+            refined = build_lsh(xb, args.lsh_bits) if method == "lsh" else build_pqfs(xb, args.pq_m)
             build = time.perf_counter() - t0
             nbytes = index_bytes(refined)
             for kf in args.k_factor:

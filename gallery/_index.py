@@ -50,7 +50,6 @@ DEFAULT_K_FACTOR = 10
 MIN_SHORTLIST = 50
 TRAIN_POINTS = 65_536  # PQ codebook training sample
 MIN_APPROX = 1_000  # below this many faces there is too little to train codebooks on: exact
-TRAIN_POINTS_PER_LIST = 39  # legacy IVF galleries
 
 AllVectors = Callable[[], tuple[np.ndarray, np.ndarray]]
 
@@ -168,10 +167,11 @@ def add(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, approx_thresho
 def _clear_padding(index: faiss.Index) -> None:
     """Zero the unused slots of the fast-scan index's last block of 32 codes.
 
-    IndexFastScan stores codes in blocks of 32; after a removal compacts them, the slots
-    past the last face still hold the codes that were there (possibly a removed face's),
-    and growing the table does not zero new memory. Those bytes would be written to
-    index.faiss, so they are cleared after every change."""
+    IndexFastScan stores codes in blocks of 32. Its remove_ids compacts them and shrinks
+    the table to whole blocks, but the slots past the last face in the last block keep
+    the codes that were there (possibly a removed face's), and they would be written to
+    index.faiss (faiss 1.15 zeroes new blocks on add, but not these). Cleared after every
+    change: 0.4 ms."""
     refine = _refine(index)
     if refine is None:
         return

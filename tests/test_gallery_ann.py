@@ -128,7 +128,8 @@ def test_reload_and_changes_across_processes(tmp_path: Path, data) -> None:
             f"q = np.load({str(tmp_path / 'q.npy')!r})\n"
             f"print(json.dumps([g.index_kind, [[t.id for t in h] for h in g.search(q, 5, model_id={MODEL!r})]]))\n"
             f"g.remove_person('p0')\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == ["pq", mine]
     # the other process removed p0: this one sees it at its next read
