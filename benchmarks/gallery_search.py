@@ -1,7 +1,15 @@
 """Benchmark: exact vs approximate FAISS search for the gallery's index choice.
 
 For each size N it builds N random 512-d unit vectors, then compares exact search
-(IndexFlatIP) with IVF-Flat and HNSW-Flat on
+(IndexFlatIP) with the approximate indexes chosen by --methods:
+  ivf     IVF-Flat (k-means coarse quantizer), --nprobe
+  ivfpq   IVF + 4-bit PQ fast-scan codes, re-ranked exactly from the float vectors, --nprobe
+  hnsw    HNSW-Flat, --ef-search (--hnsw-save / --hnsw-load: build once, re-measure later)
+  lsh     512-bit sign codes after a random rotation (SimHash), scanned by Hamming distance,
+          the best k*k_factor re-ranked exactly from the float vectors, --k-factor
+  pqfs    4-bit PQ fast-scan codes over all vectors, re-ranked exactly, --k-factor
+          (the gallery's approximate index, gallery/_index.py; it uses k_factor 10)
+on
   * "near" queries: a stored vector plus gaussian noise, re-normalised, so the query
     has cosine ~--near-sim with its source (a new photo of an enrolled person), and
   * "random" queries: random unit vectors (a stranger; worst case for any ANN index,
@@ -10,6 +18,7 @@ Reported: build time, index bytes, process RSS, per-query latency (one query per
 call) and per-query time in one batched call, and recall@1 against exact search.
 
     python benchmarks/gallery_search.py --sizes 10000 100000 1000000 --queries 1000
+    python benchmarks/gallery_search.py --sizes 1000000 --methods lsh hnsw --hnsw-load /tmp/hnsw-{n}.faiss
 """
 from __future__ import annotations
 
@@ -58,12 +67,16 @@ def near_queries(rng: np.random.Generator, base: np.ndarray, nq: int, sim: float
 
 
 def time_search(index: faiss.Index, q: np.ndarray, k: int, n_single: int) -> tuple[float, float, np.ndarray]:
-    """(ms per query one at a time, ms per query in one batch, batch ids)."""
+    """(median ms of one query per call, ms per query in one batch, batch ids).
+
+    The median, not the mean: on a shared machine a few calls are descheduled."""
     index.search(q[:1], k)  # warm-up: the first call pays for thread-pool start-up
-    t0 = time.perf_counter()
+    times = []
     for i in range(n_single):
+        t0 = time.perf_counter()
         index.search(q[i:i + 1], k)
-    single = (time.perf_counter() - t0) * 1000 / n_single
+        times.append(time.perf_counter() - t0)
+    single = float(np.median(times)) * 1000
     t0 = time.perf_counter()
     _, ids = index.search(q, k)
     batch = (time.perf_counter() - t0) * 1000 / len(q)
@@ -89,6 +102,39 @@ def build_hnsw(xb: np.ndarray, m: int, ef_construction: int) -> faiss.Index:
     return index
 
 
+def build_refined(base: faiss.Index, xb: np.ndarray, n_train: int = 65_536) -> faiss.IndexRefine:
+    """`base` finds k*k_factor candidates, which are re-ranked with the exact float vectors."""
+    flat = faiss.IndexFlatIP(xb.shape[1]) if base.metric_type == faiss.METRIC_INNER_PRODUCT \
+        else faiss.IndexFlatL2(xb.shape[1])
+    index = faiss.IndexRefine(base, flat)
+    index.own_fields = index.own_refine_index = True
+    base.this.disown()
+    flat.this.disown()
+    rng = np.random.default_rng(1)
+    index.train(xb[np.sort(rng.choice(len(xb), min(len(xb), n_train), replace=False))])
+    index.add(xb)
+    return index
+
+
+def build_lsh(xb: np.ndarray, nbits: int) -> faiss.IndexRefine:
+    # rotate_data: a random orthogonal rotation first, so each bit is a random hyperplane
+    # (SimHash) whatever the embedding's axes; no thresholds learnt from the data.
+    return build_refined(faiss.IndexLSH(xb.shape[1], nbits, True, False), xb)
+
+
+def build_pqfs(xb: np.ndarray, m: int) -> faiss.IndexRefine:
+    return build_refined(faiss.IndexPQFastScan(xb.shape[1], m, 4, faiss.METRIC_INNER_PRODUCT), xb)
+
+
+def build_ivfpq(xb: np.ndarray, nlist: int, m: int) -> faiss.IndexRefine:
+    dim = xb.shape[1]
+    quantizer = faiss.IndexFlatIP(dim)
+    base = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
+    base.own_fields = True
+    quantizer.this.disown()
+    return build_refined(base, xb, n_train=39 * nlist)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -102,12 +148,21 @@ def main() -> None:
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--hnsw-ef-construction", type=int, default=40)
     ap.add_argument("--hnsw-max-size", type=int, default=1_000_000, help="skip HNSW above this size (slow build)")
+    ap.add_argument("--hnsw-save", help="write the HNSW index here ({n} = size) to re-measure without a rebuild")
+    ap.add_argument("--hnsw-load", help="read the HNSW index from here ({n} = size) instead of building it")
+    ap.add_argument("--lsh-bits", type=int, default=512)
+    ap.add_argument("--pq-m", type=int, default=64, help="PQ sub-quantizers (4 bits each)")
+    ap.add_argument("--k-factor", type=int, nargs="+", default=[2, 10],
+                    help="re-ranked candidates = k * k_factor (lsh, pqfs)")
+    ap.add_argument("--ivfpq-k-factor", type=int, default=10)
     ap.add_argument("--nlist-factor", type=float, default=2.0, help="IVF nlist = factor * sqrt(N)")
-    ap.add_argument("--methods", nargs="+", default=["ivf", "hnsw"])
+    ap.add_argument("--methods", nargs="+", default=["ivf", "hnsw", "pqfs"],
+                    choices=["ivf", "ivfpq", "hnsw", "lsh", "pqfs"])
     args = ap.parse_args()
     k = 5
-    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, dim {args.dim}, "
-          f"near queries at cos~{args.near_sim}, k={k}", flush=True)
+    print(f"faiss {faiss.__version__} ({faiss.get_compile_options().strip()}), {faiss.omp_get_max_threads()} "
+          f"threads, dim {args.dim}, near queries at cos~{args.near_sim}, k={k}, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     header = (f"{'N':>8} {'index':<22} {'build s':>8} {'MiB':>7} {'RSS MiB':>8} "
               f"{'1q ms':>8} {'batch ms':>9} {'x exact 1q':>10} {'x batch':>8} "
               + " ".join(f"{'R@1 ' + str(s):>8}" for s in args.near_sim) + f" {'R@1 rand':>8}")
@@ -152,17 +207,47 @@ def main() -> None:
                 ivf.nprobe = nprobe
                 report(f"IVF{nlist} nprobe={nprobe}", ivf, build, nbytes)
             del ivf
-        if "hnsw" in args.methods and n <= args.hnsw_max_size:
+        if "ivfpq" in args.methods:
+            nlist = int(args.nlist_factor * np.sqrt(n))
             t0 = time.perf_counter()
-            hnsw = build_hnsw(xb, args.hnsw_m, args.hnsw_ef_construction)
+            ivfpq = build_ivfpq(xb, nlist, args.pq_m)
             build = time.perf_counter() - t0
+            nbytes = index_bytes(ivfpq)
+            ivfpq.k_factor = args.ivfpq_k_factor
+            for nprobe in args.nprobe:
+                faiss.extract_index_ivf(ivfpq.base_index).nprobe = nprobe
+                report(f"IVF{nlist}PQ{args.pq_m}+R{args.ivfpq_k_factor} np={nprobe}", ivfpq, build, nbytes)
+            del ivfpq
+        if "hnsw" in args.methods and (n <= args.hnsw_max_size or args.hnsw_load):
+            t0 = time.perf_counter()
+            if args.hnsw_load:
+                hnsw = faiss.read_index(args.hnsw_load.format(n=n))
+                build = float("nan")  # see the build log of the run that saved it
+                print(f"loaded {args.hnsw_load.format(n=n)} in {time.perf_counter() - t0:.1f} s", flush=True)
+            else:
+                hnsw = build_hnsw(xb, args.hnsw_m, args.hnsw_ef_construction)
+                build = time.perf_counter() - t0
+                if args.hnsw_save:
+                    faiss.write_index(hnsw, args.hnsw_save.format(n=n))
             nbytes = index_bytes(hnsw)
+            m = hnsw.hnsw.nb_neighbors(1)
             for ef in args.ef_search:
                 hnsw.hnsw.efSearch = ef
-                report(f"HNSW{args.hnsw_m} ef={ef}", hnsw, build, nbytes)
+                report(f"HNSW{m} ef={ef}", hnsw, build, nbytes)
             del hnsw
+        for method, label in (("lsh", f"LSH{args.lsh_bits}"), ("pqfs", f"PQ{args.pq_m}x4fs")):
+            if method not in args.methods:
+                continue
+            t0 = time.perf_counter()
+            refined = build_lsh(xb, args.lsh_bits) if method == "lsh" else build_pqfs(xb, args.pq_m)
+            build = time.perf_counter() - t0
+            nbytes = index_bytes(refined)
+            for kf in args.k_factor:
+                refined.k_factor = kf
+                report(f"{label}+R k*{kf}", refined, build, nbytes)
+            del refined
         del flat, xb
-    print("\n" + header)
+    print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n" + header)
     print("\n".join(rows))
     print("x exact 1q / x batch: exact ms per query divided by this index's (one query per call / batched).")
 

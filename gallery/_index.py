@@ -1,51 +1,62 @@
-"""Which FAISS index a gallery uses, and how it is built, grown and shrunk.
+"""Which FAISS index a gallery uses, and how it is built, grown, shrunk and searched.
 
 Up to `approx_threshold` faces: IndexIDMap2(IndexFlatIP), exact, and removal compacts
 the storage so removed vectors leave the file.
 
-Above it: IndexIVFFlat (inner product). Chosen over HNSW from
-benchmarks/gallery_search.py (random 512-d unit vectors, 2 cores, generic non-AVX faiss
-build; full table in benchmarks/gallery_search_results.txt):
-  * speed/recall: on par. At 1e5, near queries (cos 0.8 with their source): IVF632
-    nprobe=64 recall@1 0.962 at 10x exact per query; HNSW32 ef=128 0.970 at 15x,
-    ef=256 0.994 at 8x. At 1e6: IVF2000 nprobe=128 0.968 at 15x, nprobe=256 0.996 at 8x.
-  * removal: IVF supports remove_ids and drops the vectors from its lists, which the
-    privacy rule needs (removed vectors must leave index.faiss). faiss's HNSW cannot
-    remove, so every removal would be a rebuild (63 s at 1e5, ~10+ min at 1e6).
-  * growth: adding to a trained IVF costs one centroid search per vector; an HNSW
-    insert is a graph search. Build: IVF 10 s at 1e5, 234 s at 1e6 (k-means), HNSW 63 s at 1e5.
-  * neither reached the 20x-at-recall-0.98 goal on this random data, which has no
-    cluster structure to exploit; real embeddings cluster by person, which helps IVF.
-nlist = 2*sqrt(n) (k-means trained on 39 points per list, faiss's minimum for stable
-centroids, keeping training to minutes at 1e6); the index is retrained when the size
-quadruples so lists stay balanced. nprobe default: see `default_nprobe`.
+Above it: IndexIDMap2(IndexRefine(IndexPQFastScan, IndexFlatIP)), kind "pq":
+  * a 4-bit product-quantisation code per face (64 sub-quantizers: 32 bytes at 512-d),
+    scanned in full for every query with faiss's SIMD "fast-scan" kernels (no coarse
+    quantiser, so no face is ever skipped the way IVF skips unprobed lists);
+  * the best k * k_factor candidates (at least MIN_SHORTLIST) are re-ranked exactly with
+    the float vectors kept beside the codes: returned similarities are exact, only the
+    shortlist is approximate.
+Chosen from benchmarks/gallery_search.py (random 512-d unit vectors, 2 shared cores; tables
+and each run's machine load in benchmarks/gallery_search_results.txt). At 1e6 faces, near
+queries (cos 0.8 with their source, and also cos 0.6): recall@1 1.000 with this 50-face
+shortlist; one query per call 4.4 ms against 227 ms exact in the same lightly loaded run
+(52x; 75x in a heavily loaded one); batched 2.3 ms/query against 38 ms (17x: exact search
+gains more from batching). Build 15-28 s. The alternatives measured there:
+  * IVF-Flat (the previous choice): 0.996 at 8x or 0.968 at 15x; random-like data has no
+    clusters, so the query's list is often not among those probed.
+  * HNSW: M=16 reached only 0.65 at efSearch 1024 at 1e6 after a 646 s build; it cannot
+    remove vectors (tombstones, zeroed rows and periodic rebuilds would be needed to keep
+    removed faces out of index.faiss).
+  * 512-bit LSH codes (SimHash) + the same re-ranking: also recall 1.000, but faiss's
+    IndexLSH takes 60-150 ms per single query.
+Costs and behaviour:
+  * removal: codes and floats are flat arrays that compact on removal (`_remove_refined`),
+    so a removed face's vector and code leave index.faiss at once; no tombstones, no rebuild.
+  * growth: adding encodes the new vectors with the existing codebooks (microseconds per
+    face); nothing is retrained, so enrolment never rebuilds the index. Crossing the
+    threshold trains codebooks once on up to 65,536 faces (a full build at 1e6: 15-28 s
+    on 2 loaded cores).
+  * memory/disk: the float vectors (as in the exact index) + 32 bytes per face.
+  * strangers (random queries): which near-random face ranks first is often missed
+    (recall 0.10 at 1e6), but their best similarity is far below any match threshold
+    either way; search is exact for them with k_factor = gallery size.
+Galleries saved with the earlier IVF-Flat index still load and search; their next
+enrolment rebuilds them as "pq".
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import faiss
 import numpy as np
 
 DEFAULT_APPROX_THRESHOLD = 100_000
-TRAIN_POINTS_PER_LIST = 39
+DEFAULT_K_FACTOR = 10
+MIN_SHORTLIST = 50
+TRAIN_POINTS = 65_536  # PQ codebook training sample
+MIN_APPROX = 1_000  # below this many faces there is too little to train codebooks on: exact
 
 AllVectors = Callable[[], tuple[np.ndarray, np.ndarray]]
 
 
-def nlist_for(n: int) -> int:
-    return max(1, min(int(2 * np.sqrt(n)), n // TRAIN_POINTS_PER_LIST))
-
-
 def default_nprobe(nlist: int) -> int:
-    # Recall first: on random 512-d data, near (cos 0.8) queries needed 1/8 of the lists
-    # for recall@1 >= 0.98 (0.996 at 1e6, 7.8x faster than exact; nlist/16 gives 0.968 at
-    # 15x). Callers who want more speed pass `nprobe` to open_gallery.
+    """Legacy IVF galleries: 1/8 of the lists (recall@1 0.996 on near queries at 1e6)."""
     return min(nlist, max(32, nlist // 8))
-
-
-def kind(index: faiss.Index) -> str:
-    return "ivf" if _ivf(index) is not None else "flat"
 
 
 def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
@@ -55,54 +66,165 @@ def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
         return None
 
 
-def configure(index: faiss.Index, nprobe: int | None) -> None:
+def _refine(index: faiss.Index) -> faiss.IndexRefine | None:
+    if isinstance(index, faiss.IndexIDMap2):
+        inner = faiss.downcast_index(index.index)
+        if isinstance(inner, faiss.IndexRefine):
+            return inner
+    return None
+
+
+def kind(index: faiss.Index) -> str:
+    if _refine(index) is not None:
+        return "pq"
+    return "ivf" if _ivf(index) is not None else "flat"
+
+
+def configure(index: faiss.Index, nprobe: int | None = None, k_factor: float | None = None) -> None:
+    """Search breadth: `k_factor` for "pq" (re-ranked candidates per result wanted; a
+    gallery-sized value makes search exact), `nprobe` for legacy IVF galleries."""
     ivf = _ivf(index)
     if ivf is not None:
         ivf.nprobe = min(ivf.nlist, nprobe or default_nprobe(ivf.nlist))
+    refine = _refine(index)
+    if refine is not None:
+        refine.k_factor = float(k_factor or DEFAULT_K_FACTOR)
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, ids), k per query; ids -1 where fewer than k are stored."""
+    refine = _refine(index)
+    if refine is None:
+        return index.search(queries, k)
+    k_factor = max(refine.k_factor, math.ceil(MIN_SHORTLIST / k))
+    # No more candidates than faces: faiss pads a short list with -1 anyway.
+    k_factor = min(k_factor, max(1.0, index.ntotal / k))
+    params = faiss.IndexRefineSearchParameters(k_factor=float(k_factor))
+    return index.search(queries, k, params=params)
+
+
+def pq_subquantizers(dim: int) -> int:
+    """64 sub-quantizers of 4 bits (32-byte codes) where the dimension allows: the largest
+    divisor of `dim` up to 64 (512-d: 8 dimensions per sub-quantizer)."""
+    return max(m for m in range(1, 65) if dim % m == 0)
+
+
+def _new_pq(vectors: np.ndarray) -> faiss.Index:
+    dim = vectors.shape[1]
+    pq = faiss.IndexPQFastScan(dim, pq_subquantizers(dim), 4, faiss.METRIC_INNER_PRODUCT)
+    flat = faiss.IndexFlatIP(dim)
+    refine = faiss.IndexRefine(pq, flat)
+    refine.own_fields = refine.own_refine_index = True
+    pq.this.disown()
+    flat.this.disown()
+    # Codebooks (16 centroids per sub-space) from a fixed sample: rebuilding from the same
+    # database gives the same index. They are not retrained as the gallery grows: codes
+    # only pick the shortlist, and the exact re-ranking absorbs their error.
+    rng = np.random.default_rng(0)
+    n = len(vectors)
+    sample = vectors[np.sort(rng.choice(n, min(n, TRAIN_POINTS), replace=False))]
+    pq.pq.cp.seed = 1234
+    refine.train(np.ascontiguousarray(sample, dtype=np.float32))
+    refine.k_factor = float(DEFAULT_K_FACTOR)
+    index = faiss.IndexIDMap2(refine)
+    index.own_fields = True
+    refine.this.disown()
+    return index
+
+
+def _approximate(n: int, approx_threshold: int) -> bool:
+    return n > max(approx_threshold, MIN_APPROX)
 
 
 def build(vectors: np.ndarray, ids: np.ndarray, approx_threshold: int) -> faiss.Index:
-    """A fresh index over these vectors: exact up to the threshold, IVF above."""
+    """A fresh index over these vectors: exact up to the threshold, "pq" above."""
     dim = vectors.shape[1]
     n = len(vectors)
-    if n <= approx_threshold:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if _approximate(n, approx_threshold):
+        index = _new_pq(vectors)
     else:
-        nlist = nlist_for(n)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        # A fixed seed: rebuilding from the same database gives the same index.
-        rng = np.random.default_rng(0)
-        sample = vectors[np.sort(rng.choice(n, min(n, TRAIN_POINTS_PER_LIST * nlist), replace=False))]
-        index.cp.seed = 1234
-        index.train(sample)
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     if n:
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        _clear_padding(index)
     return index
 
 
 def add(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, approx_threshold: int,
         all_vectors: AllVectors) -> faiss.Index:
-    """Index with `vectors` added: in place, or rebuilt when it should change kind or
-    outgrew its IVF lists. `all_vectors` returns what is stored so far (for rebuilds)."""
+    """Index with `vectors` added: in place, or rebuilt when it should change kind (and
+    for a legacy IVF index). `all_vectors` returns what is stored so far (for rebuilds)."""
     n = index.ntotal + len(vectors)
-    ivf = _ivf(index)
-    outgrown = ivf is not None and nlist_for(n) >= 2 * ivf.nlist
-    if (ivf is None and n > approx_threshold) or outgrown:
+    current = kind(index)
+    if (current == "flat" and _approximate(n, approx_threshold)) or current == "ivf":
         old_ids, old_vecs = all_vectors()
         return build(np.concatenate([old_vecs, vectors]), np.concatenate([old_ids, ids]), approx_threshold)
     index.add_with_ids(vectors, ids)
+    _clear_padding(index)
     return index
+
+
+def _clear_padding(index: faiss.Index) -> None:
+    """Zero the unused slots of the fast-scan index's last block of 32 codes.
+
+    IndexFastScan stores codes in blocks of 32. Its remove_ids compacts them and shrinks
+    the table to whole blocks, but the slots past the last face in the last block keep
+    the codes that were there (possibly a removed face's), and they would be written to
+    index.faiss (faiss 1.15 zeroes new blocks on add, but not these). Cleared after every
+    change: 0.4 ms."""
+    refine = _refine(index)
+    if refine is None:
+        return
+    pq = faiss.downcast_index(refine.base_index)
+    used = pq.ntotal % pq.bbs
+    if pq.codes.size() == 0 or used == 0:
+        return
+    packer = pq.get_CodePacker()
+    table = faiss.rev_swig_ptr(pq.codes.get(), pq.codes.size())  # a view, written in place
+    last = table[len(table) - packer.block_size:]
+    old = last.reshape(1, -1).copy()
+    clean = np.zeros_like(old)
+    for slot in range(used):
+        packer.pack_1(packer.unpack_1(old, slot), slot, clean)
+    last[:] = clean[0]
+
+
+def _remove_refined(index: faiss.IndexIDMap2, ids: np.ndarray) -> int:
+    """faiss's IndexRefine has no remove_ids; its two parts (codes, floats) do, and both
+    are in the same (insertion) order, so remove the same positions from each, then from
+    the id map. Every part compacts its array, so nothing of the removed faces is written."""
+    refine = _refine(index)
+    assert refine is not None
+    id_map = faiss.vector_to_array(index.id_map)
+    gone = np.isin(id_map, ids)
+    positions = np.flatnonzero(gone).astype(np.int64)
+    if len(positions) == 0:
+        return 0
+    sel = faiss.IDSelectorBatch(positions)
+    base, exact = faiss.downcast_index(refine.base_index), faiss.downcast_index(refine.refine_index)
+    if base.remove_ids(sel) != len(positions) or exact.remove_ids(sel) != len(positions):
+        raise RuntimeError("index parts disagree on the vectors to remove")
+    refine.ntotal = base.ntotal
+    faiss.copy_array_to_vector(id_map[~gone], index.id_map)
+    index.ntotal = base.ntotal
+    index.construct_rev_map()
+    _clear_padding(index)
+    return len(positions)
 
 
 def remove(index: faiss.Index, ids: np.ndarray, approx_threshold: int, all_vectors: AllVectors) -> faiss.Index:
     """Index without `ids`. Falls back to the exact index once the gallery has shrunk to
     half the threshold (the gap avoids rebuilding back and forth around it)."""
-    ivf = _ivf(index)
-    if ivf is not None and index.ntotal - len(ids) <= approx_threshold // 2:
+    current = kind(index)
+    if current != "flat" and index.ntotal - len(ids) <= approx_threshold // 2:
         old_ids, old_vecs = all_vectors()
         keep = ~np.isin(old_ids, ids)
         return build(old_vecs[keep], old_ids[keep], approx_threshold)
-    removed = index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64)))
+    ids = ids.astype(np.int64)
+    if current == "pq":
+        removed = _remove_refined(index, ids)
+    else:
+        removed = index.remove_ids(faiss.IDSelectorBatch(ids))
     if removed != len(ids):
         raise RuntimeError(f"index removed {removed} of {len(ids)} vectors")
     return index

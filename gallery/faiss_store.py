@@ -213,7 +213,7 @@ class FaissGallery(GalleryStore, Gallery):
             assert self._index is not None
             if self._index.ntotal == 0:
                 return [[] for _ in range(len(q))]
-            sims, ids = self._index.search(q, min(int(k), int(self._index.ntotal)))
+            sims, ids = _index.search(self._index, q, min(int(k), int(self._index.ntotal)))
             wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
             meta: dict[int, tuple[str, str]] = {}
             for s in range(0, len(wanted), 900):  # stay under SQLite's bound-parameter limit

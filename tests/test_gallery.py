@@ -240,20 +240,20 @@ def test_approximate_index_recall_and_removal(tmp_path: Path) -> None:
     g.add(x[:1500], recs(people[:1500]), model_id=MODEL)
     assert g.index_kind == "flat"
     g.add(x[1500:], recs(people[1500:]), model_id=MODEL)
-    assert g.index_kind == "ivf"
+    assert g.index_kind == "pq"
     src = rng.integers(0, n, 500)
-    # Near queries at cosine ~0.8 with their source: the operating point the default nprobe
-    # is tuned for (benchmarks/gallery_search.py); random data is the hard case for IVF.
+    # Near queries at cosine ~0.8 with their source: the operating point the default k_factor
+    # is tuned for (benchmarks/gallery_search.py).
     q = x[src] + rng.normal(0, np.sqrt((1 / 0.8**2 - 1) / dim), (500, dim)).astype(np.float32)
     exact = np.argmax(q @ x.T, axis=1)
     got = np.array([h[0].id for h in g.search(q, 1, model_id=MODEL)])
     assert np.mean(got == exact) >= 0.98
-    g_all = open_gallery(g.path, MODEL, nprobe=10**6)  # probing every list is exact search
+    g_all = open_gallery(g.path, MODEL, k_factor=10**6)  # re-ranking every face is exact search
     assert [h[0].id for h in g_all.search(q, 1, model_id=MODEL)] == exact.tolist()
     victim = "p7"
     assert g.remove_person(victim) == 4
     g2 = open_gallery(g.path, MODEL)
-    assert g2.index_kind == "ivf" and len(g2) == n - 4
+    assert g2.index_kind == "pq" and len(g2) == n - 4
     assert all(h.person != victim for hs in g2.search(q[:50], 5, model_id=MODEL) for h in hs)
     for i in range(8):  # shrink below half the threshold: back to the exact index
         g.remove_person(f"bulk{i}")
