@@ -9,7 +9,6 @@ import hashlib
 import http.server
 import logging
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -375,7 +374,7 @@ def test_pickled_custom_object_refused(tmp_path):
     zipped = tmp_path / "evil.pt"
     torch.save({"conv.weight": torch.zeros(1), "payload": _Custom()}, zipped)
     legacy = tmp_path / "evil.pkl"
-    legacy.write_bytes(pickle.dumps({"payload": _Custom()}, protocol=2))
+    torch.save({"payload": _Custom()}, legacy, _use_new_zipfile_serialization=False)  # the legacy, bare-pickle format
     for path in (zipped, legacy):
         with pytest.raises(WeightsError) as err:
             W.load_state_dict(path)
