@@ -15,7 +15,6 @@ change, never in between.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from gallery import _index
+from recognizer.atomic import fsync_dir, sha256_file
 from recognizer.errors import GalleryError
 
 logger = logging.getLogger(__name__)
@@ -53,22 +53,6 @@ CREATE INDEX faces_person ON faces(person, content_hash);
 """
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.parent / f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -81,7 +65,7 @@ def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class GalleryStore:
@@ -191,7 +175,7 @@ class GalleryStore:
             return
         if not index_path.is_file():
             raise self._fail(f"{INDEX_NAME} is missing")
-        if _sha256(index_path) != meta_keys[2]:
+        if sha256_file(index_path) != meta_keys[2]:
             raise self._fail(f"{INDEX_NAME} does not match the checksum in {META_NAME} (damaged or truncated)")
         try:
             index = faiss.read_index(str(index_path))
@@ -257,7 +241,7 @@ class GalleryStore:
                 raise OSError(f"faiss could not write {tmp.name}: {str(e).splitlines()[0]}") from None
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            return tmp, _sha256(tmp)
+            return tmp, sha256_file(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -271,7 +255,7 @@ class GalleryStore:
             except BaseException:
                 new_index[0].unlink(missing_ok=True)
                 raise
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
             sha = new_index[1]
         else:  # the vectors did not change (rename): the index file stays valid
             sha = json.loads((self.path / META_NAME).read_text(encoding="utf-8"))["index_sha256"]

@@ -1,10 +1,12 @@
-"""Atomic file writes: a temp file beside the target, fsynced, then renamed over it.
+"""Atomic, durable file writes (a temp file beside the target, fsynced, then renamed over it),
+and file checksums.
 
 Readers and a crash at any moment see the old file or the new one, never half of one. Files are
 owner-only (0600) by default, since what this tool saves is mostly biometric data.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -34,3 +36,21 @@ def atomic_write(path: str | os.PathLike, mode: int = 0o600) -> Iterator[BinaryI
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     with atomic_write(path) as fh:
         fh.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or file creation in directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -35,7 +35,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> str:
     """Write atomically (temp file, fsync, rename); returns the file's sha256."""
     import torch
 
-    from recognizer.weights import sha256_file
+    from recognizer.atomic import sha256_file
 
     with atomic_write(path) as fh:
         torch.save({"format": FORMAT, **payload}, fh)
@@ -64,7 +64,7 @@ def load_finetuned(model_dir: str | Path, cfg, weights_dir: str | Path | None = 
     """
     from recognizer.embed import FacenetEmbedder, SFaceEmbedder
     from recognizer.head import CosineClassifier
-    from recognizer.weights import sha256_file
+    from recognizer.atomic import sha256_file
 
     path = Path(model_dir) / cfg.checkpoint
     ckpt = read_checkpoint(path)

@@ -95,15 +95,6 @@ def save_config(model_dir: str | Path, cfg: ModelConfig) -> None:
     write_json_atomic(Path(model_dir) / MODEL_FILE, cfg.to_dict())
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or file creation in `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def ensure_private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)

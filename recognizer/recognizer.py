@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from recognizer.atomic import fsync_dir
 from recognizer.cache import CropCache
 from recognizer.detect import Detector
 from recognizer.embed import Embedder, make_embedder
@@ -30,7 +31,6 @@ from recognizer.model import (
     MODEL_FILE,
     ModelConfig,
     ensure_private_dir,
-    fsync_dir,
     load_config,
     save_config,
 )

@@ -22,6 +22,7 @@ importing this module is cheap.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recognizer.atomic import fsync_dir, sha256_file
 from recognizer.errors import WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -131,15 +133,6 @@ def _offline_hint(spec_or_filename: WeightsSpec | str, url: str, dest: Path) -> 
 
 
 # --------------------------------------------------------------------------- hashing
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_record(record: Path) -> str | None:
@@ -288,17 +281,9 @@ def _download(url: str, dest: Path, sha256: str | None, timeout: float) -> tuple
 
 
 def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
+    # Best effort: the download itself is complete and verified either way.
+    with contextlib.suppress(OSError):
+        fsync_dir(directory)
 
 # --------------------------------------------------------------------------- resolve
 

@@ -76,7 +76,7 @@ def test_checkpoint_is_safe_to_load_and_named_by_its_hash(facenet_model):
     import torch
 
     from recognizer.model import load_config
-    from recognizer.weights import sha256_file
+    from recognizer.atomic import sha256_file
 
     d, report = facenet_model
     cfg = load_config(d)

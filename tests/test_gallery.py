@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gallery import FaceRecord, Gallery, KnnVote, create_gallery, open_gallery, validate_name
+from gallery import FaceRecord, Gallery, create_gallery, open_gallery, validate_name
 from gallery.base import Hit, vote
 from recognizer.errors import GalleryError, InvalidNameError
 
