@@ -9,7 +9,6 @@ that keeps the false-accept rate at 1% and 0.1%.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ def main() -> None:
 
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    from benchmarks.deepface_pairs import pair_similarities
     from recognizer.cache import CropCache
     from recognizer.data import data_dir
     from recognizer.detect import Detector
@@ -33,21 +33,12 @@ def main() -> None:
     from recognizer.model import DEFAULT_THRESHOLDS
     from recognizer.pipeline import FacePipeline
 
-    root = data_dir() / "deepface-test-dataset"
-    where = {r["file"]: root / r["path"] for r in csv.DictReader(open(root / "identities.csv"))}
-    pairs = [(r["file_x"], r["file_y"], r["Decision"] == "Yes") for r in csv.DictReader(open(root / "master.csv"))]
     pipe = FacePipeline(Detector(), make_embedder(args.backbone, args.weights), CropCache())
-    emb = {}
-    for name in sorted({f for p in pairs for f in p[:2]}):
-        res = pipe.analyze(where[name])
-        if res.faces:
-            emb[name] = res.embeddings[0]
-    kept = [(a, b, s) for a, b, s in pairs if a in emb and b in emb]
-    sims = np.array([float(emb[a] @ emb[b]) for a, b, _ in kept])
-    same = np.array([s for *_, s in kept])
+    sims, same, _ = pair_similarities(pipe, data_dir())
+    sims, same = np.array(sims), np.array(same)
     fpr, tpr, thr = roc_curve(same, sims)
     eer_i = int(np.argmin(np.abs(fpr - (1 - tpr))))
-    print(f"backbone {args.backbone}: {len(kept)} pairs ({same.sum()} same-person), AUC {roc_auc_score(same, sims):.4f}")
+    print(f"backbone {args.backbone}: {len(sims)} pairs ({same.sum()} same-person), AUC {roc_auc_score(same, sims):.4f}")
     print(f"same-person similarity:      min {sims[same].min():.3f}  median {np.median(sims[same]):.3f}")
     print(f"different-person similarity: max {sims[~same].max():.3f}  median {np.median(sims[~same]):.3f}")
     print(f"equal-error-rate threshold {thr[eer_i]:.3f} (EER {fpr[eer_i]:.3f})")

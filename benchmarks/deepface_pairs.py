@@ -19,6 +19,21 @@ import sys
 from pathlib import Path
 
 
+def pair_similarities(pipeline, data: str | Path) -> tuple[list[float], list[bool], int]:
+    """Cosine similarity of each labelled pair of deepface-test-dataset's master.csv whose two photos
+    both have a face (largest face each): (similarities, same-person flags, number of pairs listed)."""
+    root = Path(data) / "deepface-test-dataset"
+    where = {r["file"]: root / r["path"] for r in csv.DictReader(open(root / "identities.csv"))}
+    pairs = [(r["file_x"], r["file_y"], r["Decision"] == "Yes") for r in csv.DictReader(open(root / "master.csv"))]
+    emb = {}
+    for name in sorted({f for p in pairs for f in p[:2]}):
+        res = pipeline.analyze(where[name])
+        if res.faces:
+            emb[name] = res.embeddings[0]
+    kept = [(a, b, same) for a, b, same in pairs if a in emb and b in emb]
+    return [float(emb[a] @ emb[b]) for a, b, _ in kept], [same for *_, same in kept], len(pairs)
+
+
 def write_deepface_pairs(out_dir: str | Path, data: str | Path, folds: int = 10, per_class: int = 3) -> tuple[Path, Path]:
     """(pairs file, root) for `folds` x `per_class` pairs of each kind; raises ValueError if there are too few."""
     ds = Path(data) / "deepface-test-dataset"

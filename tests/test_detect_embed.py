@@ -1,7 +1,6 @@
 """Detection and embedding on real photos from the shared data folder."""
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pytest
@@ -97,19 +96,12 @@ def test_sface_one_nearest_neighbour_on_celebrity_val(data, sface_pipeline):
 def test_sface_verification_auc_on_deepface_pairs(data, sface_pipeline):
     from sklearn.metrics import roc_auc_score
 
-    root = data / "deepface-test-dataset"
-    where = {r["file"]: root / r["path"] for r in csv.DictReader(open(root / "identities.csv"))}
-    pairs = [(r["file_x"], r["file_y"], r["Decision"] == "Yes") for r in csv.DictReader(open(root / "master.csv"))]
-    emb = {}
-    for name in sorted({f for p in pairs for f in p[:2]}):
-        res = sface_pipeline.analyze(where[name])
-        if res.faces:
-            emb[name] = res.embeddings[0]
-    kept = [(a, b, same) for a, b, same in pairs if a in emb and b in emb]
-    assert len(kept) >= 0.95 * len(pairs)
-    sims = [float(emb[a] @ emb[b]) for a, b, _ in kept]
-    auc = roc_auc_score([same for *_, same in kept], sims)
-    print(f"sface ROC AUC on deepface master.csv pairs: {auc:.4f} ({len(kept)} pairs)")
+    from benchmarks.deepface_pairs import pair_similarities
+
+    sims, same, n_pairs = pair_similarities(sface_pipeline, data)
+    assert n_pairs == 300 and len(sims) >= 0.95 * n_pairs
+    auc = roc_auc_score(same, sims)
+    print(f"sface ROC AUC on deepface master.csv pairs: {auc:.4f} ({len(sims)} pairs)")
     assert auc >= 0.95
 
 
