@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
+import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -30,6 +30,14 @@ ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float32,
 )
+
+# IoU above which a first-stage candidate is dropped for a better-scoring one of another pyramid
+# level. MTCNN's usual 0.7 never drops anything: each level is already thinned at IoU 0.5, and
+# two windows of levels a factor 0.709 apart overlap by at most 0.709**2 = 0.503. At 0.5 a window
+# lying inside a better one of the next level goes, a quarter of the candidates the second and
+# third stages would otherwise see (299 -> 235 on the benchmark's 640x480 group photo), with
+# every face of tests/test_detection_recall.py still found; at 0.4 two of them were lost.
+ACROSS_LEVELS_NMS = 0.5
 
 
 @dataclass
@@ -88,11 +96,12 @@ class Detector:
     settings: DetectorSettings = field(default_factory=DetectorSettings)
     device: str = "cpu"
     batch_size: int = 8  # same-sized photos whose first stage runs as one batch
-    # torch threads while detecting. MTCNN is hundreds of small operations: a second OpenMP
-    # thread gains little on an idle machine and, when the cores are shared, costs several
-    # times over in threads waiting for each other (0.34 s against 0.67 s per 640x480 photo
-    # measured at load 8 on 2 cores). Photos run in parallel in FacePipeline.analyze_many instead.
-    threads: int | None = 1
+    # torch threads while detecting; None: one per core. MTCNN is hundreds of small operations,
+    # but a lone 640x480 photo still runs 1.4x faster on two cores than on one. The count is set
+    # in the calling thread only (torch's OpenMP thread count is per thread), so
+    # FacePipeline.analyze_many can detect several photos at once with one thread each, the
+    # better use of the cores for a folder.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         import torch
@@ -101,19 +110,22 @@ class Detector:
         nets = []
         for net in (PNet(), RNet(), ONet()):
             for name, mod in list(net.named_children()):
-                if isinstance(mod, torch.nn.MaxPool2d):
+                # Only PNet's 2x2 pooling: on the others' 3x3 windows torch's own channels-last
+                # pooling is the faster (3.6 against 4.5 ms for RNet's first, 235 candidates).
+                if isinstance(mod, torch.nn.MaxPool2d) and isinstance(net, PNet):
                     setattr(net, name, _max_pool_nhwc(mod.kernel_size, mod.stride))
             nets.append(net.to(self.device).eval().to(memory_format=torch.channels_last))
         self._pnet, self._rnet, self._onet = nets
 
-    def detect(self, image: ImageSource) -> list[Face]:
+    def detect(self, image: ImageSource, *, threads: int | None = None) -> list[Face]:
         """Every face in the photo, largest first; [] when there is none."""
-        return self.detect_many([image])[0]
+        return self.detect_many([image], threads=threads)[0]
 
-    def detect_many(self, images: Sequence[ImageSource]) -> list[list[Face]]:
-        """`detect` for several photos; photos of the same size share each network call."""
+    def detect_many(self, images: Sequence[ImageSource], *, threads: int | None = None) -> list[list[Face]]:
+        """`detect` for several photos; photos of the same size share each network call.
+        `threads` overrides the detector's thread count for this call."""
         imgs = [im if isinstance(im, Image.Image) and im.mode == "RGB" else load_image(im) for im in images]
-        with torch_threads(self.threads):
+        with torch_threads(threads or self.threads or os.cpu_count() or 1):
             return self._detect_loaded(imgs)
 
     def _detect_loaded(self, imgs: list[Image.Image]) -> list[list[Face]]:
@@ -191,7 +203,7 @@ class Detector:
                 boxes.append(bx[pick])
                 inds.append(ix[pick])
             boxes, inds = torch.cat(boxes), torch.cat(inds)
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+            pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, ACROSS_LEVELS_NMS)
             boxes, inds = boxes[pick], inds[pick]
             if len(boxes) == 0:
                 return empty
@@ -209,7 +221,8 @@ class Detector:
             boxes = rerec(boxes)
 
             # Stage 2 (RNet) on 24x24 crops of the candidates.
-            x, keep = _crop_boxes(arrs, boxes, inds, 24)
+            tables = [_summed_area(a) for a in arrs]
+            x, keep = _crop_boxes(tables, boxes, inds, 24)
             boxes, inds = boxes[keep], inds[keep]
             if len(boxes) == 0:
                 return empty
@@ -222,7 +235,7 @@ class Detector:
             boxes = rerec(bbreg(boxes, reg))
 
             # Stage 3 (ONet) on 48x48 crops: final boxes, scores and the five landmarks.
-            x, keep = _crop_boxes(arrs, boxes, inds, 48)
+            x, keep = _crop_boxes(tables, boxes, inds, 48)
             boxes, inds = boxes[keep], inds[keep]
             if len(boxes) == 0:
                 return empty
@@ -277,9 +290,9 @@ def _max_pool_nhwc(kernel_size: int, stride: int):
 
 class _MaxPoolNHWC:
     """MaxPool2d(k, s, ceil_mode=True), the pooling MTCNN uses, as a max over k*k strided views
-    of channels-last memory. torch's own max_pool2d with ceil_mode took most of MTCNN's time
-    here (6.7 ms against 0.5 ms for one PNet level of a 640x480 photo, one thread); the result
-    is identical, since a max is exact."""
+    of channels-last memory. On PNet's 2x2 windows over a whole pyramid level it beats torch's
+    own max_pool2d with ceil_mode (1.9 against 3.1 ms for the largest level of a 640x480 photo,
+    one thread; 1.3 against 1.6 ms on two); the result is identical, since a max is exact."""
 
     def __init__(self, kernel_size: int, stride: int) -> None:
         self.k, self.s = int(kernel_size), int(stride)
@@ -306,37 +319,25 @@ class _MaxPoolNHWC:
         return out.permute(0, 3, 1, 2)
 
 
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_before = 0
-
-
 @contextmanager
-def torch_threads(n: int | None):
-    """Run a block with n torch threads (None: leave as is), restoring the count after.
+def torch_threads(n: int):
+    """Run a block with n torch threads in the calling thread, restoring its count after.
 
-    torch's thread count is process-wide, and detection runs in several threads at once
-    (FacePipeline.analyze_many): the first block in saves the count, the last one out restores it.
+    torch.set_num_threads sets OpenMP's count for the calling thread (and the default of threads
+    that have not used torch yet); threads already running keep theirs, so detections in
+    several threads at once do not change each other's count.
     """
-    global _threads_users, _threads_before
-    if not n:
-        yield
-        return
     import torch
 
-    with _threads_lock:
-        if _threads_users == 0:
-            _threads_before = torch.get_num_threads()
-            if _threads_before != n:
-                torch.set_num_threads(n)
-        _threads_users += 1
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
     try:
         yield
     finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0 and torch.get_num_threads() != _threads_before:
-                torch.set_num_threads(_threads_before)
+        torch.set_num_threads(before)
 
 
 def _level_size(w: int, h: int, scale: float) -> tuple[int, int]:
@@ -344,33 +345,64 @@ def _level_size(w: int, h: int, scale: float) -> tuple[int, int]:
     return int(w * scale + 1), int(h * scale + 1)
 
 
-def _crop_boxes(arrs: list[np.ndarray], boxes, inds, size: int):
-    """Candidate boxes cut from their photos and resampled to size x size, as a normalised NCHW
-    tensor, and the mask of boxes that had any pixels inside the photo.
+def _summed_area(arr: np.ndarray) -> np.ndarray:
+    """A photo's summed-area table, (h + 1, w + 1, 3) float64: pixel sums are exact integers."""
+    import cv2
 
-    The box is clipped to the photo and the clipped part stretched to the square, with torch's
-    area interpolation, exactly as facenet-pytorch does. Borderline faces (final score near the
-    threshold) depend on it: OpenCV's area resampling lost two faces of
-    tests/test_detection_recall.py, and computing the same averages for all boxes at once from
-    summed-area tables was slower than this loop (52 against 26 ms for 300 boxes).
+    return cv2.integral(arr, sdepth=cv2.CV_64F)
+
+
+def _crop_boxes(tables: list[np.ndarray], boxes, inds, size: int):
+    """Candidate boxes cut from their photos (`tables[i]`: photo i's `_summed_area`) and
+    resampled to size x size, as a normalised float32 NCHW tensor in channels-last memory (the
+    layout the networks run in), and the mask of boxes with any pixels inside their photo.
+
+    The box is clipped to the photo and the clipped part stretched to the square with area
+    averaging, exactly as facenet-pytorch's torch `interpolate(mode="area")` does it: output
+    cell k averages input pixels floor(k*n/size) to ceil((k+1)*n/size). Borderline faces (final
+    score near the threshold) depend on it: OpenCV's fractional-weight area resampling lost two
+    faces of tests/test_detection_recall.py. Each cell's sum is four lookups in the summed-area
+    table, done for all boxes at once by OpenCV's nearest-neighbour remap (a gather over three
+    channels, on every core): 5 ms for 235 boxes at 24x24, where a torch call per box took 16.
     """
+    import cv2
     import torch
-    from torch.nn.functional import interpolate
 
-    h, w = arrs[0].shape[:2]
+    h, w = tables[0].shape[0] - 1, tables[0].shape[1] - 1
     b = boxes[:, :4].trunc().int().cpu().numpy()
-    x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
-    ex, ey = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
-    keep = (ey > y - 1) & (ex > x - 1)
-    ii = inds.cpu().numpy()
-    picked = np.flatnonzero(keep)
-    planes = {i: torch.from_numpy(arrs[i]).permute(2, 0, 1)[None] for i in set(ii[picked].tolist())}
-    crops = [
-        interpolate(planes[ii[k]][:, :, y[k] - 1 : ey[k], x[k] - 1 : ex[k]].float(), size=(size, size), mode="area")
-        for k in picked
-    ]
-    t = torch.cat(crops) if crops else torch.zeros((0, 3, size, size))
-    return ((t - 127.5) * 0.0078125).contiguous(), torch.from_numpy(keep)
+    x0, y0 = np.maximum(b[:, 0], 1) - 1, np.maximum(b[:, 1], 1) - 1
+    x1, y1 = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
+    keep = (y1 > y0) & (x1 > x0)
+    x0, y0, x1, y1, photo = x0[keep], y0[keep], x1[keep], y1[keep], inds.cpu().numpy()[keep]
+    k = np.arange(size)
+
+    def cells(a0, a1):
+        n = (a1 - a0)[:, None]
+        return a0[:, None] + (k * n) // size, a0[:, None] - (-(k + 1) * n) // size
+
+    sy, ey = cells(y0, y1)
+    sx, ex = cells(x0, x1)
+    n = len(photo)
+    # remap's maps: output pixel (box i, row r, column c) reads the table at (y[i, r], x[i, c]).
+    xs = [np.broadcast_to(v[:, None, :], (n, size, size)).astype(np.float32) for v in (sx, ex)]
+    ys = [np.broadcast_to(v[:, :, None], (n, size, size)).astype(np.float32) for v in (sy, ey)]
+    total = np.empty((n, size, size, 3), np.float64)
+    # remap takes images under 32767 pixels a side: at most that many rows of boxes per call.
+    step = (2**15 - 1) // size
+    for p in np.unique(photo):
+        sel = np.flatnonzero(photo == p)
+        for j in range(0, len(sel), step):
+            c = sel[j : j + step]
+
+            def at(yy, xx, c=c):
+                m = len(c) * size
+                return cv2.remap(tables[p], xx[c].reshape(m, size), yy[c].reshape(m, size), cv2.INTER_NEAREST)
+
+            t = at(ys[1], xs[1]) - at(ys[0], xs[1]) - at(ys[1], xs[0]) + at(ys[0], xs[0])
+            total[c] = t.reshape(len(c), size, size, 3)
+    area = ((ey - sy)[:, :, None] * (ex - sx)[:, None, :])[..., None]
+    x = ((total / area).astype(np.float32) - np.float32(127.5)) * np.float32(0.0078125)
+    return torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(keep)
 
 
 def crop_facenet(img: Image.Image, face: Face, size: int = 160, margin: int = 14) -> np.ndarray:

@@ -53,8 +53,9 @@ class FacePipeline:
         self.cache = cache
         self.crop_kind = f"{detector.settings.key()}-{embedder.name}{embedder.crop_size}"
 
-    def detect_and_crop(self, src: ImageSource) -> PhotoResult:
-        """Faces and crops of one photo (no embeddings yet); raises ImageError."""
+    def detect_and_crop(self, src: ImageSource, *, threads: int | None = None) -> PhotoResult:
+        """Faces and crops of one photo (no embeddings yet); raises ImageError.
+        `threads`: torch threads for the detection (default: the detector's)."""
         use_cache = self.cache is not None and isinstance(src, (str, os.PathLike))
         if use_cache:
             # Hashing needs the bytes but not the decode, which is most of what a hit saves.
@@ -67,7 +68,7 @@ class FacePipeline:
             photo = Photo(decode(data, str(src)), str(src), digest)
         else:
             photo = load_photo(src)
-        faces = self.detector.detect(photo.image)
+        faces = self.detector.detect(photo.image, threads=threads)
         crops = self._crops(photo.image, faces)
         if use_cache:
             self.cache.put(photo.content_hash, self.crop_kind, faces, crops, photo.size)
@@ -107,10 +108,13 @@ class FacePipeline:
         # enough that decoded photos do not pile up in memory.
         ahead = 2 * workers + 2
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detect")
+        # Photos side by side, one core each, beat each photo on every core (less waiting at
+        # the end of each of MTCNN's small parallel steps).
+        per_photo = 1 if workers > 1 else None
 
         def detected() -> Iterator[PhotoResult]:
             for src in sources:
-                window.append(pool.submit(self._detect_or_error, src))
+                window.append(pool.submit(self._detect_or_error, src, per_photo))
                 if len(window) >= ahead:
                     yield window.popleft().result()
             while window:
@@ -131,9 +135,9 @@ class FacePipeline:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
 
-    def _detect_or_error(self, src: ImageSource) -> PhotoResult:
+    def _detect_or_error(self, src: ImageSource, threads: int | None = None) -> PhotoResult:
         try:
-            return self.detect_and_crop(src)
+            return self.detect_and_crop(src, threads=threads)
         except ImageError as exc:
             log.info("skipping %s", exc)
             return PhotoResult(str(src), error=exc.reason)
