@@ -72,6 +72,13 @@ class DetectorSettings:
     # halving of the smallest face quadruples the first stage's work.
     min_face_fraction: float = 0.05
 
+    def __post_init__(self) -> None:
+        # OpenCV's remap, which cuts the candidate crops, takes images under 32767 pixels a side.
+        if not (isinstance(self.max_side, int) and 12 <= self.max_side <= 16384):
+            raise ValueError(f"max_side {self.max_side!r}: must be a whole number of pixels from 12 to 16384")
+        if not 0.0 <= self.min_face_fraction < 1.0:
+            raise ValueError(f"min_face_fraction {self.min_face_fraction!r}: must be from 0 up to (not including) 1")
+
     def key(self) -> str:
         """A short stable hash of the settings, for cache keys."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -89,8 +96,10 @@ class Detector:
     since facenet-pytorch's `detect_face` spends most of its time outside the networks: it builds
     every pyramid level by area-resampling the whole photo, and resamples each candidate box for
     the second and third stages with a separate torch call. Here the pyramid starts from one
-    downscaled copy, candidate crops are resampled with OpenCV, and the first network runs in
-    channels-last layout, where its small convolutions and max-pooling vectorise over channels.
+    downscaled copy, all candidate crops of a stage are cut at once from summed-area tables
+    (`_crop_boxes`), and the networks run in channels-last layout, where their small
+    convolutions and max-pooling vectorise over channels. A lone photo is detected on every
+    core; a folder (FacePipeline.analyze_many) one photo per core.
     """
 
     settings: DetectorSettings = field(default_factory=DetectorSettings)

@@ -84,6 +84,10 @@ def load_config(model_dir: str | Path) -> ModelConfig:
         raise ModelError(f"{path}: damaged model file ({exc})") from None
     if cfg.version > FORMAT_VERSION:
         raise ModelError(f"{path}: written by a newer version (format {cfg.version} > {FORMAT_VERSION})")
+    try:
+        cfg.detector_settings()
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: bad detector settings ({exc})") from None
     # Both name entries of the model directory itself: a model.json must not point elsewhere.
     for key, value, pattern in (("gallery", cfg.gallery, GALLERY_NAME), ("checkpoint", cfg.checkpoint, CHECKPOINT_NAME)):
         if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):

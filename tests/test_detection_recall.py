@@ -85,3 +85,72 @@ def test_pyramid_drops_only_levels_for_faces_below_the_smallest(detector):
     assert 12 / kept[0] <= smallest < 12 / kept[1]
     # Small photos keep the whole pyramid: the 20-pixel floor applies.
     assert detector.pyramid(300, 300) == Detector(replace(detector.settings, min_face_fraction=0.0)).pyramid(300, 300)
+
+
+def test_candidate_crops_equal_torch_area_resampling(data):
+    """The vectorised crops of the second and third stages are facenet-pytorch's per-box
+    `interpolate(mode="area")` of the box clipped to its photo: boxes inside, across the edges,
+    smaller than the output (upsampled), wider than tall, and enough boxes of one photo (1400 at
+    24x24) that the gather runs in several calls."""
+    import torch
+    from PIL import Image
+    from torch.nn.functional import interpolate
+
+    from recognizer.detect import _crop_boxes, _summed_area
+
+    src = Image.open(data / "facenet-pytorch-test-images/group/multiface__6_faces_unnamed.jpg").convert("RGB")
+    arrs = [np.array(src.resize((320, 240))), np.array(src.resize((320, 240)).transpose(Image.Transpose.ROTATE_180))]
+    rng = np.random.default_rng(0)
+    n = 1400
+    x1 = rng.uniform(-40, 330, n)
+    y1 = rng.uniform(-40, 250, n)
+    side = rng.uniform(3, 200, (n, 2))
+    boxes = torch.tensor(np.c_[x1, y1, x1 + side[:, 0], y1 + side[:, 1], rng.uniform(0, 1, n)], dtype=torch.float32)
+    inds = torch.tensor(rng.integers(0, 2, n))
+    inds[:1380] = 0  # one photo holds more boxes than one gather takes
+    for size in (24, 48):
+        got, keep = _crop_boxes([_summed_area(a) for a in arrs], boxes, inds, size)
+        b = boxes[:, :4].trunc().int().numpy()
+        want, kept = [], []
+        for i, (bx1, by1, bx2, by2) in enumerate(b):
+            x, y = max(bx1, 1), max(by1, 1)
+            ex, ey = min(bx2, 320), min(by2, 240)
+            kept.append(ey > y - 1 and ex > x - 1)
+            if kept[-1]:
+                plane = torch.from_numpy(arrs[int(inds[i])]).permute(2, 0, 1)[None, :, y - 1 : ey, x - 1 : ex].float()
+                want.append((interpolate(plane, size=(size, size), mode="area") - 127.5) * 0.0078125)
+        assert keep.tolist() == kept and 0 < sum(kept) < n  # some boxes lie wholly outside
+        assert got.shape == (sum(kept), 3, size, size) and got.is_contiguous(memory_format=torch.channels_last)
+        np.testing.assert_allclose(got.numpy(), torch.cat(want).numpy(), atol=1e-6, rtol=0)
+
+
+def test_thread_count_is_set_in_the_detecting_thread_only(data, detector):
+    """A stream detects in worker threads with their own torch thread count, set and restored
+    around each call; the count of the thread that started them does not move meanwhile."""
+    import threading
+
+    import torch
+
+    from recognizer.detect import torch_threads
+
+    mine = torch.get_num_threads()
+    other = mine + 1
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def worker():
+        before = torch.get_num_threads()
+        with torch_threads(other):
+            seen["inside"] = torch.get_num_threads()
+            inside.set()
+            release.wait(10)
+        seen["restored"] = torch.get_num_threads() == before
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert inside.wait(10)
+    assert torch.get_num_threads() == mine  # while the worker runs with its own count
+    release.set()
+    t.join()
+    assert seen == {"inside": other, "restored": True}
+    faces = detector.detect(data / "facenet-pytorch-test-images/group/multiface__6_faces_unnamed.jpg", threads=other)
+    assert len(faces) == 6 and torch.get_num_threads() == mine

@@ -136,6 +136,18 @@ def test_damaged_gallery_names_the_directory(tmp_path, data):
     assert str(model / "gallery") in res.output and "Traceback" not in res.output
 
 
+def test_bad_detector_settings_in_model_json_name_the_file(tmp_path, data):
+    model = tmp_path / "m"
+    enroll_json(model, "joe", data / FR / "people/joe_biden", "--backbone", "sface")
+    cfg = json.loads((model / "model.json").read_text())
+    photo = data / FR / "people/joe_biden/examples__biden.jpg"
+    for bad in ({"max_side": 40000}, {"min_face_fraction": 1.5}, {"no_such_setting": 1}):
+        (model / "model.json").write_text(json.dumps({**cfg, "detector": {**cfg["detector"], **bad}}))
+        res = run(identify, ["--model", model, photo])
+        assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+        assert str(model / "model.json") in res.output and next(iter(bad)) in res.output
+
+
 def test_unreadable_photo_is_reported_not_fatal(obama_biden_model, data, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("not a photo")
