@@ -100,10 +100,10 @@ def bench_detection(repeats: int) -> dict:
         # Interleaved, so that both see the same machine.
         for _ in range(repeats):
             c0 = time.process_time()
-            ours += time_it(lambda: det.detect(img), 1, warmup=0)
+            ours += time_it(lambda img=img: det.detect(img), 1, warmup=0)
             # CPU seconds of all this process's threads: less sensitive to other processes than wall time.
             cpu += (time.process_time() - c0) / repeats
-            theirs += time_it(lambda: stock.detect(img), 1, warmup=0)
+            theirs += time_it(lambda img=img: stock.detect(img), 1, warmup=0)
         med, ref = statistics.median(ours), statistics.median(theirs)
         out[size] = med
         n_ref = 0 if boxes is None else len(boxes)
