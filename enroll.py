@@ -23,11 +23,12 @@ from recognizer.cli import friendly_errors, model_option, setup_logging, verbose
 @click.option("--list", "list_people", is_flag=True, help="List enrolled people with their face counts.")
 @click.option("--remove", metavar="NAME", help="Remove a person and all their faces.")
 @click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
+@click.option("--allow-similar", is_flag=True, help="Accept a new name that looks like an enrolled person's (case, look-alike letters): they are different people.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @verbose_option
 @friendly_errors
-def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, as_json, no_cache, verbose):
+def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, allow_similar, as_json, no_cache, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     setup_logging(verbose)
     from recognizer.image import list_images
@@ -50,16 +51,21 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
                 click.echo(f"{count:5d}  {person}")
         return
     if remove:
-        n = rec.remove_person(remove)
-        click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
+        from gallery import same_looking, validate_name
+
+        removed = validate_name(remove)
+        n = rec.remove_person(removed)
+        click.echo(json.dumps({"removed": removed, "faces": n}) if as_json else f"removed {removed} ({n} faces)")
+        for other in same_looking(removed, rec.gallery.people()):
+            click.echo(f"note: {other!r}, a different person whose name looks the same, is still enrolled", err=True)
         return
     if rename:
-        rec.gallery.rename_person(*rename)
+        rec.gallery.rename_person(*rename, allow_similar=allow_similar)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
     if not files:
         raise click.ClickException(f"{folder}: no image files found")
-    report = rec.enroll(name, files, progress=not as_json)
+    report = rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
