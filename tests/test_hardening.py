@@ -353,3 +353,43 @@ def test_removal_clears_crop_and_trunk_caches_on_every_path(world, data, fast_op
         assert res.status_code == 200, res.text
     assert {n: cached(n) for n in people} == {"kit": (0, 0), "rose": (0, 0), "alex": (0, 0), "lin": cached("lin")}
     assert min(cached("lin")) > 0
+
+
+def test_full_disk_during_finetune_is_one_line_and_keeps_the_old_model(tmp_path, data, monkeypatch):
+    import errno
+
+    import finetune as finetune_cli
+    import recognizer.checkpoint as ckpt
+
+    model = tmp_path / "m"
+    src = data / "5-celebrity-faces"
+    train = tmp_path / "d" / "train"
+    for person in sorted((src / "train").iterdir())[:2]:
+        shutil.copytree(person, train / person.name)
+    args = [str(tmp_path / "d"), "--model", str(model), "--backbone", "sface", "--epochs", "2", "-q",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert CliRunner().invoke(finetune_cli.main, args).exit_code == 0
+    before = snapshot(model)
+    real = ckpt.atomic_write
+
+    def full_disk(path, *a, **kw):
+        cm = real(path, *a, **kw)
+
+        class Full:
+            def __enter__(self):
+                self.fh = cm.__enter__()
+                return self
+
+            def write(self, b):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+            def __exit__(self, *exc):
+                return cm.__exit__(*exc)
+
+        return Full()
+
+    monkeypatch.setattr(ckpt, "atomic_write", full_disk)
+    res = CliRunner().invoke(finetune_cli.main, args)
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and "No space left" in res.output, res.output
+    assert snapshot(model) == before  # nothing left behind, nothing changed

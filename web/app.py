@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recognizer.errors import GalleryError, ImageError, InvalidNameError
+from web.guard import GuardSettings, RequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Settings:
     protect_reads: bool = False
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    guard: GuardSettings = GuardSettings()  # Host names, timeouts, uploads in flight (web/guard.py)
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -404,4 +406,4 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
 
         return await run_in_threadpool(work)
 
-    return BodyLimit(app, settings.max_upload_bytes)
+    return RequestGuard(BodyLimit(app, settings.max_upload_bytes), settings.guard)
