@@ -24,6 +24,8 @@ from recognizer.cli import friendly_errors, model_option, setup_logging, verbose
 @click.option("--protect-reads", is_flag=True, help="Require the token for /identify and /people too.")
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest request body (all files of one upload together).")
 @click.option("--max-pixels", default=60_000_000, show_default=True, type=click.IntRange(min=1), help="Largest image, in pixels, that will be decoded.")
+@click.option("--max-photo-mb", default=160.0, show_default=True, type=click.FloatRange(min=1),
+              help="Memory one photo may take to decode; larger (or costlier: palettes, 16-bit) photos are refused.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A host name clients use to reach the server (repeatable). Besides it, only localhost, IP "
               "addresses and --host are answered: other names are how a web page would reach it by DNS rebinding.")
@@ -32,7 +34,7 @@ from recognizer.cli import friendly_errors, model_option, setup_logging, verbose
 @weights_dir_option
 @verbose_option
 @friendly_errors
-def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, allowed_hosts, body_timeout, weights_dir, verbose):
+def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, max_photo_mb, allowed_hosts, body_timeout, weights_dir, verbose):
     """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
     setup_logging(verbose)
     token = token or None
@@ -50,7 +52,8 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
     max_upload = int(max_upload_mb * 1024 * 1024)
     guard = GuardSettings(allowed_hosts=(host, *allowed_hosts), header_timeout=body_timeout, body_timeout=body_timeout,
                           max_upload_disk=max(GuardSettings.max_upload_disk, 4 * max_upload))
-    settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=max_upload, max_pixels=max_pixels, guard=guard)
+    settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=max_upload, max_pixels=max_pixels,
+                        max_photo_bytes=int(max_photo_mb * 1024 * 1024), guard=guard)
     app = create_app(rec, settings)
     click.echo(
         f"serving {model_dir} ({rec.config.backbone}, {len(rec.gallery.people())} people) on http://{host}:{port}/ ; "

@@ -18,7 +18,7 @@ from recognizer.cache import CropCache
 from recognizer.detect import Detector, Face
 from recognizer.embed import Embedder
 from recognizer.errors import ImageError
-from recognizer.image import ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
+from recognizer.image import DEFAULT_MEMORY_BUDGET, ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class FacePipeline:
         self.detector = detector
         self.embedder = embedder
         self.cache = cache
+        self.memory_budget = DEFAULT_MEMORY_BUDGET  # bytes one photo's decode may take (recognizer.image)
         self.crop_kind = f"{detector.settings.key()}-{embedder.name}{embedder.crop_size}"
 
     def detect_and_crop(self, src: ImageSource, *, threads: int | None = None) -> PhotoResult:
@@ -65,9 +66,9 @@ class FacePipeline:
             if cached is not None:
                 faces, crops, size = cached
                 return PhotoResult(str(src), digest, size, faces, crops)
-            photo = Photo(decode(data, str(src)), str(src), digest)
+            photo = Photo(decode(data, str(src), memory_budget=self.memory_budget), str(src), digest)
         else:
-            photo = load_photo(src)
+            photo = load_photo(src, memory_budget=self.memory_budget)
         faces = self.detector.detect(photo.image, threads=threads)
         crops = self._crops(photo.image, faces)
         if use_cache:

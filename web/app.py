@@ -38,6 +38,9 @@ DEFAULT_MAX_UPLOAD_MB = 10.0
 # Bigger than a 48-Mpx phone photo; a larger image is a scan or a decompression bomb.
 DEFAULT_MAX_PIXELS = 60_000_000
 MAX_FILES_PER_REQUEST = 50
+# Decoding memory per photo (recognizer.image.decode_cost). Photos are decoded one at a time on
+# the model thread, so this is most of what a hostile upload can add to the server's memory.
+DEFAULT_MAX_PHOTO_BYTES = 160 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -76,6 +79,7 @@ class Settings:
     protect_reads: bool = False
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_photo_bytes: int = DEFAULT_MAX_PHOTO_BYTES  # memory one photo's decode may take
     guard: GuardSettings = GuardSettings()  # Host names, timeouts, uploads in flight (web/guard.py)
 
 
@@ -168,6 +172,7 @@ class BodyLimit:
 def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     """The ASGI app serving `recognizer` (an opened `recognizer.Recognizer`)."""
     model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    recognizer.pipeline.memory_budget = settings.max_photo_bytes  # enrolled uploads too
 
     async def on_model_thread(fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(model_worker, fn, *args)
@@ -280,7 +285,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     def identify_bytes(name: str, data: bytes, threshold: float | None, annotate: bool) -> tuple[dict, bytes | None]:
         from recognizer.image import decode
 
-        image = decode(data, name, settings.max_pixels)
+        image = decode(data, name, settings.max_pixels, settings.max_photo_bytes)
         result = recognizer.identify(image, threshold=threshold)
         result.photo = name
         png = None
