@@ -107,12 +107,15 @@ class CropCache:
         key = f"{content_hash}-{kind}"
         try:
             with np.load(path, allow_pickle=False) as z:
+                if "checksum" not in z.files:  # written by an older version: rebuilt, nothing is wrong
+                    self.misses += 1
+                    return None
                 arrays = {name: z[name] for name in ENTRY_ARRAYS}
                 stored_key, stored_sum = str(z["key"]), str(z["checksum"])
         except FileNotFoundError:
             self.misses += 1
             return None
-        except Exception as exc:  # a damaged entry (or one written before checksums) is a miss, and is rewritten
+        except Exception as exc:  # a damaged entry is a miss, and is rewritten
             log.warning("ignoring damaged cache entry %s: %s", path, exc)
             self.misses += 1
             return None

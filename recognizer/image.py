@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from recognizer.errors import ImageError
 
@@ -131,26 +131,59 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return out
 
 
-def _orientation(img: Image.Image) -> int:
+def _orientation(img: Image.Image, loaded: bool = True) -> int:
+    """The EXIF orientation, 1 when there is none. Before `load()`, a PNG's is read only from
+    what its header holds: PIL's `getexif` on an unloaded PNG decodes the whole image to look
+    for an eXIf chunk after the pixels."""
     try:
+        if img.format == "PNG" and not loaded:
+            raw = img.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1))
         return int(img.getexif().get(0x0112, 1))
     except Exception:  # a damaged EXIF block is no reason to refuse the photo
         return 1
 
 
-def decode_cost(img: Image.Image) -> int:
+def _upright(rgb: Image.Image, orientation: int, owned: bool = True) -> Image.Image:
+    """`rgb` turned as EXIF `orientation` says, with its EXIF dropped so that nothing turns it
+    again. An image not `owned` (the caller's) is left as it is when it needs no turning."""
+    if orientation in _TRANSPOSE:
+        rgb, owned = rgb.transpose(_TRANSPOSE[orientation]), True
+    if owned:
+        rgb.info.pop("exif", None)
+    return rgb
+
+
+def pixels_sha256(img: Image.Image) -> str:
+    """sha256 of an image's raw pixel bytes (as `tobytes()`), hashed a strip at a time so a large
+    image is not copied whole."""
+    digest = hashlib.sha256()
+    w, h = img.size
+    rows = max(1, STRIP_PIXELS // max(w, 1))
+    for y in range(0, h, rows):
+        digest.update(img.crop((0, y, w, min(h, y + rows))).tobytes())
+    return digest.hexdigest()
+
+
+def decode_cost(img: Image.Image, full_size: tuple[int, int] | None = None) -> int:
     """Bytes that decoding `img` (opened, not loaded; after any `draft`) to upright RGB takes at
     its peak: the image in its own mode, the RGB result (PIL keeps 4 bytes per RGB pixel), a
-    rotated copy when EXIF asks for one, the coefficients of a progressive JPEG, one strip."""
+    rotated copy when EXIF asks for one, the coefficients of a progressive JPEG (at the full
+    `full_size`, whatever the draft: libjpeg keeps them all), one strip."""
     w, h = img.size
+    fw, fh = full_size or img.size
     px = w * h
     cost = px * _BYTES_PER_PIXEL.get(img.mode, 4)
     if img.mode != "RGB":
         cost += px * 4 + STRIP_PIXELS * 24
-    if _orientation(img) in _TRANSPOSE:
+    if _orientation(img, loaded=False) in _TRANSPOSE:
         cost += px * 4
     if img.format == "JPEG" and (img.info.get("progressive") or img.info.get("progression")):
-        cost += px * 2 * len(img.getbands())  # libjpeg keeps every DCT coefficient (int16) to the end
+        cost += fw * fh * 2 * len(img.getbands())  # every DCT coefficient (int16), kept to the end
     return cost
 
 
@@ -214,23 +247,23 @@ def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_P
         if cost > memory_budget and img.format == "JPEG":
             for scale in (2, 4, 8):
                 img.draft("RGB", (max(1, w // scale), max(1, h // scale)))
-                cost = decode_cost(img)
+                cost = decode_cost(img, (w, h))
                 if cost <= memory_budget:
                     break
         if cost > memory_budget:
             raise ImageError(source, f"is {w}x{h} pixels ({img.mode}), which would take about {cost / 2**20:.0f} MB "
                                      f"to decode, over the memory budget of {memory_budget / 2**20:.0f} MB per photo")
         big = cost > 64 * 1024 * 1024
-        orientation = _orientation(img)
         # Animated images: the first frame is the photo.
         img.seek(0)
         img.load()
+        orientation = _orientation(img)
         rgb = to_rgb(img)
         if rgb is not img:
             img.close()
         # Rotated after the conversion: per-pixel conversion and transposition commute, and the
         # rotated copy is then of the RGB image, not of a (possibly larger) source mode.
-        return rgb.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else rgb
+        return _upright(rgb, orientation)
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -247,8 +280,11 @@ def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_P
 def load_photo(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Photo:
     """Load a photo from a path, raw bytes or a PIL image."""
     if isinstance(src, Image.Image):
-        rgb = to_rgb(ImageOps.exif_transpose(src) or src)
-        return Photo(rgb, "<image>", sha256_bytes(rgb.tobytes()))
+        # No copy of an image that is already upright RGB (what `decode` returns): the server
+        # hands over photos it decoded, up to the memory budget in size.
+        rgb = to_rgb(src)
+        rgb = _upright(rgb, _orientation(src), owned=rgb is not src)
+        return Photo(rgb, "<image>", pixels_sha256(rgb))
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
         return Photo(decode(data, "<bytes>", max_pixels, memory_budget), "<bytes>", sha256_bytes(data))

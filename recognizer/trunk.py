@@ -211,10 +211,12 @@ class TrunkCache:
 
         try:
             with np.load(self._path(digest), allow_pickle=False) as z:
+                if "checksum" not in z.files:  # written by an older version: recomputed and rewritten
+                    return False
                 views, key, checksum = z["views"], str(z["key"]), str(z["checksum"])
         except FileNotFoundError:
             return False
-        except Exception as exc:  # damaged entry (or one written before checksums): recompute and rewrite
+        except Exception as exc:  # damaged entry: recompute and rewrite
             log.warning("ignoring damaged trunk cache entry %s: %s", self._path(digest), exc)
             return False
         if key != self._key(digest) or checksum != entry_checksum(key, {"views": views}):
