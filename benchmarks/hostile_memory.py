@@ -24,7 +24,16 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def _serving():
+    """tests/serving.py, through load_test.py's loader of it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("load_test", ROOT / "benchmarks" / "load_test.py")
+    load_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load_test)
+    return load_test._serving()
 
 
 def status_mb(pid: int, field: str) -> float:
@@ -86,7 +95,7 @@ def post_all(url: str, images: list[Path], parallel: int = 4, rounds: int = 2) -
 
 
 def run_cli(args: list[str]) -> tuple[int, float, str]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "identify.py"), *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "recognizer.cli.identify", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     out = proc.stdout.read() + proc.stderr.read()
@@ -98,8 +107,12 @@ def run_cli(args: list[str]) -> tuple[int, float, str]:
 @click.option("--server/--no-server", default=True)
 @click.option("--cli/--no-cli", default=True)
 def main(server: bool, cli: bool) -> None:
-    from recognizer.data import data_dir
-    from serving import FR, Server, build_model
+    from recognizer.cli._options import passive_openmp
+    from recognizer.sample_data import data_dir
+
+    passive_openmp()  # for build_model's enrolments here and the server process, which inherits it
+    serving = _serving()
+    FR, Server, build_model = serving.FR, serving.Server, serving.build_model
 
     people = data_dir() / FR / "people"
     normal = people / "barack_obama" / "examples__obama.jpg"

@@ -24,7 +24,6 @@ ALLOWANCE_MB = 48  # the decoder's own buffers and allocator slack
 
 WORKER = r"""
 import json, sys
-sys.path.insert(0, sys.argv[1])
 from PIL import Image
 from recognizer.errors import ImageError
 from recognizer.image import decode, decode_cost
@@ -55,7 +54,7 @@ for line in sys.stdin:
 
 @pytest.fixture(scope="module")
 def worker():
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(ROOT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, bufsize=1)
     assert proc.stdout.readline().strip() == "ready"
     yield proc
