@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_BUDGET = 128 * 2**20  # serve.py --max-photo-mb default
+SERVER_BUDGET = 96 * 2**20  # serve.py --max-photo-mb default
 ALLOWANCE_MB = 48  # the decoder's own buffers and allocator slack
 
 WORKER = r"""

@@ -40,7 +40,7 @@ DEFAULT_MAX_PIXELS = 60_000_000
 MAX_FILES_PER_REQUEST = 50
 # Decoding memory per photo (recognizer.image.decode_cost). Photos are decoded one at a time on
 # the model thread, so this is most of what a hostile upload can add to the server's memory.
-DEFAULT_MAX_PHOTO_BYTES = 128 * 1024 * 1024
+DEFAULT_MAX_PHOTO_BYTES = 96 * 1024 * 1024
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--protect-reads", is_flag=True, help="Require the token for /identify and /people too.")
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest request body (all files of one upload together).")
 @click.option("--max-pixels", default=60_000_000, show_default=True, type=click.IntRange(min=1), help="Largest image, in pixels, that will be decoded.")
-@click.option("--max-photo-mb", default=128.0, show_default=True, type=click.FloatRange(min=1),
+@click.option("--max-photo-mb", default=96.0, show_default=True, type=click.FloatRange(min=1),
               help="Memory one photo may take to decode; larger (or costlier: palettes, 16-bit) photos are refused.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A host name clients use to reach the server (repeatable). Besides it, only localhost, IP "
