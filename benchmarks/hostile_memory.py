@@ -8,7 +8,7 @@ RGBA PNGs, progressive and baseline JPEGs, at the pixel limit and just under the
 Server: serve.py on 127.0.0.1 with its defaults (10 MB uploads, 60 Mpx, 96 MB per photo); each
 image is posted to /identify, 4 at a time, twice over. The peak is the kernel's high-water mark
 (VmHWM) of the server process; the reference is its RSS after one normal photo, measured in the
-same run. CLI: identify.py on a folder of the images; its peak is the child's ru_maxrss, against
+same run. CLI: identify.py on a folder of the images; its peak is its process's VmHWM, against
 identify.py on one normal photo in the same run.
 """
 from __future__ import annotations
@@ -94,13 +94,23 @@ def post_all(url: str, images: list[Path], parallel: int = 4, rounds: int = 2) -
     return statuses
 
 
+# The CLI's own peak: VmHWM of its process as it exits (the kernel's high-water mark of this
+# program alone; ru_maxrss of a child also counts the parent's pages it shared before exec).
+_CLI = ("import atexit, runpy, sys\n"
+        "def peak():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            sys.stderr.write('PEAK_KB %s\\n' % line.split()[1])\n"
+        "atexit.register(peak)\n"
+        "sys.argv = ['identify'] + sys.argv[1:]\n"
+        "runpy.run_module('recognizer.cli.identify', run_name='__main__')\n")
+
+
 def run_cli(args: list[str]) -> tuple[int, float, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "recognizer.cli.identify", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    out = proc.stdout.read() + proc.stderr.read()
-    proc.stdout.close(), proc.stderr.close()
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024, out
+    res = subprocess.run([sys.executable, "-c", _CLI, *args], cwd=ROOT, capture_output=True, text=True)
+    out = res.stdout + res.stderr
+    peak = max(int(line.split()[1]) for line in res.stderr.splitlines() if line.startswith("PEAK_KB")) / 1024
+    return res.returncode, peak, out
 
 
 @click.command()
@@ -145,8 +155,9 @@ def main(server: bool, cli: bool) -> None:
             code, peak, out = run_cli(["--model", str(model), str(tmp / "cli"), "--no-cache"])
             print(f"cli: identify.py on one normal photo peaks at {ref:.0f} MB; on the folder of {len(images)} hostile "
                   f"images at {peak:.0f} MB ({peak / ref:.2f}x), exit {code}")
-            for line in out.strip().splitlines()[-len(images):]:
-                print("  " + line[-160:])
+            for line in out.splitlines():
+                if line.startswith(str(tmp)):
+                    print("  " + line[len(str(tmp)) + 1:][:160])
 
 
 if __name__ == "__main__":
