@@ -172,7 +172,8 @@ class BodyLimit:
 def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     """The ASGI app serving `recognizer` (an opened `recognizer.Recognizer`)."""
     model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-    recognizer.pipeline.memory_budget = settings.max_photo_bytes  # enrolled uploads too
+    if getattr(recognizer, "pipeline", None) is not None:  # enrolled uploads decode within it too
+        recognizer.pipeline.memory_budget = settings.max_photo_bytes
 
     async def on_model_thread(fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(model_worker, fn, *args)
