@@ -28,7 +28,7 @@ def pick_backbone(requested: str) -> tuple[str, str]:
     if requested != "auto":
         return requested, f"asked for with --backbone {requested}"
     from recognizer.errors import WeightsError
-    from recognizer.weights import resolve_weights
+    from recognizer.embedding.weights import resolve_weights
 
     try:
         resolve_weights("vggface2", timeout=15)
@@ -48,7 +48,7 @@ def main(data, out, backbone):
     from recognizer.annotate import annotate
     from recognizer.cache import CropCache
     from recognizer.sample_data import data_dir
-    from recognizer.finetuning import FinetuneOptions, finetune
+    from recognizer.training.run import FinetuneOptions, finetune
     from recognizer.image import list_images
     from recognizer.recognizer import Recognizer
 

@@ -30,8 +30,8 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from gallery import _index
-from recognizer.atomic import fsync_dir, sha256_file
-from recognizer.errors import GalleryError
+from gallery.atomic import fsync_dir, sha256_file
+from gallery.errors import GalleryError
 
 logger = logging.getLogger(__name__)
 

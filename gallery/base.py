@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from recognizer.errors import InvalidNameError
+from gallery.errors import InvalidNameError
 
 MAX_NAME_LENGTH = 100
 

@@ -16,7 +16,7 @@ import numpy as np
 from gallery import _index
 from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, GalleryStore
 from gallery.base import FaceRecord, Gallery, Hit, validate_name
-from recognizer.errors import GalleryError
+from gallery.errors import GalleryError
 
 logger = logging.getLogger(__name__)
 

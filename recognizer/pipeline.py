@@ -15,8 +15,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from recognizer.cache import CropCache
-from recognizer.detect import Detector, Face
-from recognizer.embed import Embedder
+from recognizer.detection.mtcnn import Detector, Face
+from recognizer.embedding.backbones import Embedder
 from recognizer.errors import ImageError
 from recognizer.image import ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
 

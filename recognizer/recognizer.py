@@ -19,13 +19,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from recognizer.atomic import fsync_dir
+from gallery.atomic import fsync_dir
 from recognizer.cache import CropCache
-from recognizer.detect import Detector
-from recognizer.embed import Embedder, make_embedder
+from recognizer.detection.mtcnn import Detector
+from recognizer.embedding.backbones import Embedder, make_embedder
 from recognizer.errors import ModelError
 from recognizer.image import ImageSource
-from recognizer.model import (
+from recognizer.config import (
     DEFAULT_THRESHOLDS,
     GALLERY_DIR,
     MODEL_FILE,
@@ -149,7 +149,7 @@ class Recognizer:
             raise ModelError(f"{d}: this model uses weights {cfg.weights!r}, not {weights!r}")
         classifier = None
         if cfg.checkpoint:
-            from recognizer.checkpoint import load_finetuned
+            from recognizer.training.checkpoint import load_finetuned
 
             embedder, classifier = load_finetuned(d, cfg, weights_dir=weights_dir, **embedder_kw)
         else:
@@ -280,7 +280,7 @@ class Recognizer:
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
         if res.error is not None or not res.faces:
             return out
-        from recognizer.evaluate import decide
+        from recognizer.decision import decide
 
         thr = self.config.threshold if threshold is None else threshold
         # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.

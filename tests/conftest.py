@@ -55,14 +55,14 @@ def data() -> Path:
 
 @pytest.fixture(scope="session")
 def detector():
-    from recognizer.detect import Detector
+    from recognizer.detection.mtcnn import Detector
 
     return Detector()
 
 
 @pytest.fixture(scope="session")
 def sface():
-    from recognizer.embed import SFaceEmbedder
+    from recognizer.embedding.backbones import SFaceEmbedder
 
     return SFaceEmbedder()
 

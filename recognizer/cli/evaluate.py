@@ -40,8 +40,8 @@ def main(model_dir, data_dir, unknown_dir, pairs_file, pairs_root, out_dir, as_j
     import json
 
     from recognizer.cache import CropCache
-    from recognizer.evaluate_model import EvaluationOptions, evaluate_model
-    from recognizer.evaluate_model import set_threshold as store_threshold
+    from recognizer.evaluation.run import EvaluationOptions, evaluate_model
+    from recognizer.evaluation.run import set_threshold as store_threshold
 
     if data_dir is None and not pairs_file:
         raise click.UsageError("give DATA_DIR, --pairs FILE, or both")
@@ -58,13 +58,13 @@ def main(model_dir, data_dir, unknown_dir, pairs_file, pairs_root, out_dir, as_j
         store_threshold(model_dir, rep.open.recommended_threshold)
         rep.threshold_set = rep.open.recommended_threshold
     if out_dir:
-        from recognizer.report import write_report
+        from recognizer.evaluation.report import write_report
 
         write_report(rep, out_dir)
     if as_json:
         click.echo(json.dumps(rep.to_dict(), indent=2))
         return
-    from recognizer.report import render_markdown
+    from recognizer.evaluation.report import render_markdown
 
     click.echo(render_markdown(rep))
 

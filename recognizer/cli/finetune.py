@@ -43,8 +43,8 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
 
     from recognizer.cache import CropCache
     from recognizer.errors import FaceToolError
-    from recognizer.finetuning import FinetuneOptions, finetune
-    from recognizer.train import TrainSettings
+    from recognizer.training.run import FinetuneOptions, finetune
+    from recognizer.training.loop import TrainSettings
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     torch.set_num_threads(threads)

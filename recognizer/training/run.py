@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from recognizer.cache import CropCache
-from recognizer.atomic import write_json_atomic
-from recognizer.model import (
+from gallery.atomic import write_json_atomic
+from recognizer.config import (
     CHECKPOINT_NAME,
     DEFAULT_THRESHOLDS,
     GALLERY_DIR,
@@ -35,7 +35,7 @@ from recognizer.model import (
     load_config,
     save_config,
 )
-from recognizer.train import TrainSettings
+from recognizer.training.loop import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,15 @@ def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool
 
 
 def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions) -> FinetuneReport:
-    from recognizer.checkpoint import finetuned_model_id, save_checkpoint
-    from recognizer.curves import plot_curves
-    from recognizer.dataset import load_split
-    from recognizer.detect import Detector
-    from recognizer.embed import FacenetEmbedder, make_embedder
-    from recognizer.head import CosineClassifier, class_means, make_head
+    from recognizer.training.checkpoint import finetuned_model_id, save_checkpoint
+    from recognizer.training.curves import plot_curves
+    from recognizer.training.dataset import load_split
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.embedding.backbones import FacenetEmbedder, make_embedder
+    from recognizer.training.head import CosineClassifier, class_means, make_head
     from recognizer.pipeline import FacePipeline
-    from recognizer.train import train
-    from recognizer.trunk import SplitNet, TrunkCache, parse_unfreeze
+    from recognizer.training.loop import train
+    from recognizer.training.trunk import SplitNet, TrunkCache, parse_unfreeze
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -195,7 +195,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
         committed = True
         _remove_unused(d, keep={ckpt_name, gallery_name})
 
-        from recognizer.evaluate import closed_set_scores
+        from recognizer.evaluation.closed_set import closed_set_scores
 
         scores = closed_set_scores(gal, classifier, net.embed_features(f_va[:, 0]), y_va, k=cfg.knn_k, model_id=model_id)
         gal.close()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recognizer.errors import FaceToolError
-from recognizer.atomic import write_json_atomic
+from gallery.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from recognizer.detect import Face, crop_aligned, crop_facenet
+from recognizer.detection.mtcnn import Face, crop_aligned, crop_facenet
 from recognizer.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class FacenetEmbedder(Embedder):
     ) -> None:
         import torch
 
-        from recognizer.weights import build_inception_resnet
+        from recognizer.embedding.weights import build_inception_resnet
 
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, not {engine!r}")

@@ -1,6 +1,6 @@
 """An evaluation written out: REPORT_DIR/report.md (tables, plots linked relatively), report.json, PNGs.
 
-Rendering only: every figure comes from the EvaluationReport (`recognizer.evaluate_model`).
+Rendering only: every figure comes from the EvaluationReport (`recognizer.evaluation.run`).
 Plots use matplotlib's Agg backend (no display needed) and are written atomically.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.atomic import write_json_atomic
+from gallery.atomic import write_json_atomic
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recognizer.atomic import write_json_atomic
-from recognizer.detect import DetectorSettings
+from gallery.atomic import write_json_atomic
+from recognizer.detection.mtcnn import DetectorSettings
 from recognizer.errors import ModelError
 
 log = logging.getLogger(__name__)

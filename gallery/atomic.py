@@ -1,5 +1,5 @@
 """Atomic, durable file writes (a temp file beside the target, fsynced, then renamed over it),
-and file checksums.
+and file checksums; the gallery's and, since it sits below, the recognizer's.
 
 Readers and a crash at any moment see the old file or the new one, never half of one. Files are
 owner-only (0600) by default, since what this tool saves is mostly biometric data.
