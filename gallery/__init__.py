@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from gallery.base import FaceRecord, Gallery, Hit, KnnVote, validate_name
-from gallery.errors import FaceToolError, GalleryError, InvalidNameError
+from gallery.errors import FaceToolError, GalleryError, InvalidNameError, PersonExists, PersonNotFound
 
 
 def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts: Any) -> Gallery:
@@ -33,5 +33,5 @@ def open_gallery(path: str | os.PathLike[str], model_id: str | None = None, **op
     return FaissGallery.open(path, model_id, **opts)
 
 
-__all__ = ["FaceRecord", "FaceToolError", "Gallery", "GalleryError", "Hit", "InvalidNameError", "KnnVote", "create_gallery",
-           "open_gallery", "validate_name"]
+__all__ = ["FaceRecord", "FaceToolError", "Gallery", "GalleryError", "Hit", "InvalidNameError", "KnnVote", "PersonExists",
+           "PersonNotFound", "create_gallery", "open_gallery", "validate_name"]

@@ -103,8 +103,8 @@ class GalleryStore:
             db.execute(f"PRAGMA {pragma}")
         return db
 
-    def _fail(self, what: str) -> GalleryError:
-        return GalleryError(f"{self.path}: {what}")
+    def _fail(self, what: str, error: type[GalleryError] = GalleryError, **details: str) -> GalleryError:
+        return error(f"{self.path}: {what}", **details)
 
     def _read_kv(self) -> dict[str, str]:
         assert self._db is not None

@@ -1,11 +1,12 @@
 """Typed errors. Every error that reaches a user names the file, directory or value at fault.
 
-`FaceToolError` (the base), `GalleryError` and `InvalidNameError` are the gallery's own,
-re-exported here: the gallery stands alone, below the recognizer.
+`FaceToolError` (the base), `GalleryError` with its `PersonNotFound` and `PersonExists`, and
+`InvalidNameError` are the gallery's own, re-exported here: the gallery stands alone, below the
+recognizer.
 """
 from __future__ import annotations
 
-from gallery.errors import FaceToolError, GalleryError, InvalidNameError
+from gallery.errors import FaceToolError, GalleryError, InvalidNameError, PersonExists, PersonNotFound
 
 
 class ImageError(FaceToolError):
@@ -25,4 +26,5 @@ class ModelError(FaceToolError):
     """A model directory is missing, damaged or does not match what was asked."""
 
 
-__all__ = ["FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError", "WeightsError"]
+__all__ = ["FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError", "PersonExists", "PersonNotFound",
+           "WeightsError"]

@@ -103,7 +103,7 @@ def test_removing_a_person_deletes_their_crops_from_the_cache(tmp_path, data):
         return {p.name.split("-")[0] for p in (tmp_path / "crops").rglob("*.npz")}
 
     assert kit | rose <= cached()
-    assert rec.remove_person("kit") == 3
+    assert rec.remove("kit") == 3
     assert cached() & kit == set() and rose <= cached()
 
 

@@ -34,32 +34,23 @@ import click
 def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, seed, patience, threads, cache_dir, as_json, quiet) -> None:
     import json
     import logging
-    from pathlib import Path
 
     from recognizer.cli._options import passive_openmp
 
     passive_openmp()
     import torch
 
-    from recognizer.cache import CropCache
-    from recognizer.errors import FaceToolError
-    from recognizer.training.run import FinetuneOptions, finetune
-    from recognizer.training.loop import TrainSettings
+    import recognizer
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     torch.set_num_threads(threads)
     if backbone == "sface" and unfreeze:
         raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
-    opts = FinetuneOptions(
-        backbone=backbone, weights=weights, weights_dir=weights_dir, unfreeze=unfreeze,
-        settings=TrainSettings(epochs=epochs, seed=seed, patience=patience),
-        crop_cache=CropCache(Path(cache_dir) / "crops") if cache_dir else None,
-        trunk_cache_dir=str(Path(cache_dir) / "trunk") if cache_dir else None,
-        progress=not quiet and not as_json,
-    )
     try:
-        report = finetune(data_dir, model_dir, opts)
-    except (FaceToolError, ValueError) as exc:
+        report = recognizer.finetune(data_dir, model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir,
+                                     unfreeze=unfreeze, epochs=epochs, seed=seed, patience=patience, cache_dir=cache_dir,
+                                     progress=not quiet and not as_json)
+    except (recognizer.FaceToolError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -121,6 +121,18 @@ class EvaluationReport:
             "undetected": self.undetected, "notes": self.notes, "threshold_set": self.threshold_set,
         }
 
+    def markdown(self) -> str:
+        """The report as Markdown (what `evaluate.py` prints)."""
+        from recognizer.evaluation.report import render_markdown
+
+        return render_markdown(self)
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """report.md, report.json and the plots into `out_dir`; the paths written."""
+        from recognizer.evaluation.report import write_report
+
+        return write_report(self, out_dir)
+
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: EvaluationOptions, cache=None) -> EvaluationReport:
     from recognizer.decision import decide
