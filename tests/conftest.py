@@ -68,6 +68,14 @@ def sface():
 
 
 @pytest.fixture(scope="session")
+def facenet_random():
+    """Inception-ResNet-v1 with seeded random weights: the VGGFace2 file cannot be had here."""
+    from recognizer.embedding.backbones import FacenetEmbedder
+
+    return FacenetEmbedder("random", batch_size=8)
+
+
+@pytest.fixture(scope="session")
 def crop_cache():
     """The same cache the CLIs use under test (FACETOOL_CACHE), so each photo is detected once."""
     from recognizer.cache import CropCache
