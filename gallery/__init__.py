@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gallery.base import FaceRecord, Gallery, Hit, KnnVote, validate_name
+from gallery.base import FaceRecord, Gallery, Hit, KnnVote, best_candidate, rank_key, validate_name
 from gallery.errors import FaceToolError, GalleryError, InvalidNameError, PersonExists, PersonNotFound
 
 
@@ -34,4 +34,4 @@ def open_gallery(path: str | os.PathLike[str], model_id: str | None = None, **op
 
 
 __all__ = ["FaceRecord", "FaceToolError", "Gallery", "GalleryError", "Hit", "InvalidNameError", "KnnVote", "PersonExists",
-           "PersonNotFound", "create_gallery", "open_gallery", "validate_name"]
+           "PersonNotFound", "best_candidate", "create_gallery", "open_gallery", "rank_key", "validate_name"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gallery.base import rank_key
 from recognizer.combine import combine
 
 DECIDERS = ("classifier", "knn", "combined")
@@ -45,7 +46,7 @@ class Decisions:
         """Candidates of face i, best first (people with a score of 0 are not candidates)."""
         s, sim = self.scores[decider][i], self.neighbour_similarity[i]
         cand = [j for j in range(len(self.people)) if s[j] > 0]
-        cand.sort(key=lambda j: (s[j], sim[j], self.people[j]), reverse=True)
+        cand.sort(key=lambda j: rank_key(s[j], sim[j], self.people[j]), reverse=True)
         return [self.people[j] for j in cand]
 
 

@@ -77,3 +77,25 @@ def test_public_names_are_few_and_load_lazily():
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
     assert len(recognizer.__all__) <= 25
+
+
+def test_gif_is_enrolled_finetuned_on_and_evaluated_alike(data, fast_open, tmp_path):
+    """One list of image suffixes: the files enroll takes from a folder are the ones finetune trains
+    on and evaluate scores (a .gif used to be enrolled but skipped by the other two)."""
+    from recognizer.evaluation.run import labelled_photos
+    from recognizer.training.dataset import list_people
+
+    src = data / FR / "people/joe_biden/examples__biden.jpg"
+    person = tmp_path / "photos" / "biden"
+    person.mkdir(parents=True)
+    Image.open(src).save(person / "biden.gif")  # photos are written under tmp_path, never into the repo
+    Image.open(src).save(person / "biden.jfif", format="JPEG")
+    (person / "notes.txt").write_text("not a photo")
+    folder = [str(p) for p in recognizer.list_images(person)]
+    assert [Path(p).name for p in folder] == ["biden.gif", "biden.jfif"]
+    assert list_people(tmp_path / "photos").paths == folder  # what finetune trains on (train/<person>/)
+    assert labelled_photos(tmp_path / "photos", tmp_path / "m")[0] == folder  # what evaluate scores
+    with recognizer.create(tmp_path / "m", backbone="sface") as model:
+        report = model.enroll("Biden", person)
+        assert {Path(f.file).name: f.status for f in report.files} == {"biden.gif": "added", "biden.jfif": "added"}
+        assert model.identify(person / "biden.gif").faces[0].name == "Biden"

@@ -271,16 +271,13 @@ def _reembed(pipeline, record) -> tuple[np.ndarray | None, str]:
         return None, "the photo changed since it was enrolled"
     if not res.faces:
         return None, "no face found any more"
-    ious = [_iou(np.asarray(record.box, np.float32), f.box) for f in res.faces]
-    best = int(np.argmax(ious))
-    if ious[best] < 0.5:
+    import torch
+    from torchvision.ops import box_iou
+
+    ious = box_iou(torch.tensor([record.box], dtype=torch.float32),
+                   torch.tensor(np.array([f.box for f in res.faces]), dtype=torch.float32))[0]
+    best = int(torch.argmax(ious))
+    if float(ious[best]) < 0.5:
         return None, "the enrolled face was not found again in the photo"
     return pipeline.embedder.embed(res.crops[best : best + 1])[0], ""
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
