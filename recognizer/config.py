@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.json"
 GALLERY_DIR = "gallery"
-CHECKPOINT_FILE = "checkpoint.pt"
 # finetune.py writes `gallery-<token>` and `checkpoint-<token>.pt` beside the ones in use, then
 # switches model.json to them in one atomic rename: a crash leaves the old model or the new one.
 GALLERY_NAME = re.compile(r"gallery(-[0-9a-f]{6,64})?")

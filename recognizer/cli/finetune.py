@@ -26,8 +26,8 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int, help="Makes a run repeatable.")
 @click.option("--patience", default=8, show_default=True, type=click.IntRange(1, 10000), help="Epochs without a better val loss before stopping.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="CPU threads for torch. 1 is the default because, on a 2-core machine shared with other work, "
-                   "2 threads made MTCNN detection 20x slower (spin-waiting threads); raise it on an idle machine.")
+              help="CPU threads for torch. 1 by default: on a small machine shared with other work, more threads "
+                   "wait on each other and slow detection down; raise it on an idle machine.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Crop and trunk caches (default ~/.cache/facetool).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")

@@ -68,9 +68,6 @@ class Embedder(ABC):
         out = [self._embed_batch(arr[i : i + self.batch_size]) for i in range(0, len(arr), self.batch_size)]
         return l2_normalize(np.concatenate(out, axis=0))
 
-    def describe(self) -> dict:
-        return {"backbone": self.name, "dim": self.dim, "model_id": self.model_id}
-
 
 class FacenetEmbedder(Embedder):
     """Inception-ResNet-v1 from facenet-pytorch.
