@@ -288,7 +288,10 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             raise ApiError(413, f"{name}: {w}x{h} pixels is over the limit of {settings.max_pixels} pixels")
 
     def identify_bytes(name: str, data: bytes, threshold: float | None, annotate: bool) -> tuple[dict, bytes | None]:
-        result = recognizer.identify(data, threshold=threshold)
+        try:
+            result = recognizer.identify(data, threshold=threshold)
+        except ImageError as exc:  # named after the upload, as the client knows it
+            raise ImageError(name, exc.reason) from None
         result.photo = name
         png = None
         if annotate:
