@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from recognizer.atomic import atomic_write
+from gallery.atomic import atomic_write
 from recognizer.errors import FaceToolError
 from recognizer.image import load_image
 from recognizer.recognizer import PhotoIdentification
@@ -37,7 +37,7 @@ def annotate(photo: str | Path | Image.Image, result: PhotoIdentification) -> Im
     return img
 
 
-def output_paths(inputs: list[Path], files: list[Path], out: Path) -> dict[str, Path]:
+def annotation_paths(inputs: list[Path], files: list[Path], out: Path) -> dict[str, Path]:
     """Where `identify.py --annotate OUT` writes each photo of `files` (expanded from `inputs`).
 
     One photo given as a file: OUT itself. Otherwise OUT is a folder mirroring the inputs: a
@@ -79,8 +79,8 @@ def output_paths(inputs: list[Path], files: list[Path], out: Path) -> dict[str, 
     return targets
 
 
-def save_annotated(photo: str | Path, result: PhotoIdentification, target: Path) -> None:
-    """Draw `result` on `photo` and write it as a PNG to `target`, atomically."""
-    img = annotate(photo, result)
+def save_annotated(result: PhotoIdentification, target: Path) -> None:
+    """Draw `result` on its photo and write it as a PNG to `target`, atomically."""
+    img = result.annotated()
     with atomic_write(target) as fh:
         img.save(fh, format="PNG")

@@ -20,8 +20,8 @@ from typing import Iterable
 
 import numpy as np
 
-from recognizer.atomic import atomic_write
-from recognizer.detect import Face
+from gallery.atomic import atomic_write
+from recognizer.detection.mtcnn import Face
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def forget_photos(content_hashes: Iterable[str], crops_root: str | Path | None =
     The trunk cache is keyed by crop, not by photo, so its entries are found through the crops
     the crop cache holds; call this before anything else deletes those.
     """
-    from recognizer.trunk import crop_hash, default_trunk_cache_dir
+    from recognizer.training.trunk import crop_hash, default_trunk_cache_dir
 
     crops = CropCache(crops_root)
     # Beside the crops, as finetune.py --cache-dir lays them out.

@@ -92,7 +92,7 @@ rel_names = st.lists(st.tuples(st.sampled_from(["", "s", "s/t", "S"]), st.sample
 
 @given(layout=st.lists(rel_names, min_size=1, max_size=3))
 def test_annotate_output_paths_are_distinct_and_never_inputs(layout, tmp_path_factory):
-    from recognizer.annotate import output_paths
+    from recognizer.annotate import annotation_paths
 
     base = tmp_path_factory.mktemp("annot")
     inputs, files = [], []
@@ -106,7 +106,7 @@ def test_annotate_output_paths_are_distinct_and_never_inputs(layout, tmp_path_fa
             p.write_bytes(b"x")
             files.append(p)
         inputs.append(folder)
-    targets = output_paths(inputs, files, base / "out")
+    targets = annotation_paths(inputs, files, base / "out")
     outs = [str(t).lower() for t in targets.values()]
     assert len(set(outs)) == len(files)
     assert not set(outs) & {str(f).lower() for f in files}
@@ -158,7 +158,7 @@ def test_remove_finds_the_name_in_any_normal_form(tmp_path):
 
 
 def test_training_folders_follow_the_name_rules(tmp_path, data):
-    from recognizer.dataset import list_people
+    from recognizer.training.dataset import list_people
     from recognizer.errors import FaceToolError
 
     src = sorted((data / FR / "kit_harington").iterdir())[0]
@@ -337,7 +337,7 @@ def test_removal_clears_crop_and_trunk_caches_on_every_path(world, data, fast_op
 
     from recognizer.cache import CropCache
     from recognizer.recognizer import Recognizer
-    from recognizer.trunk import SplitNet, TrunkCache
+    from recognizer.training.trunk import SplitNet, TrunkCache
     from web.app import Settings, create_app
 
     monkeypatch.setenv("FACETOOL_CACHE", str(tmp_path / "cache"))
@@ -354,7 +354,7 @@ def test_removal_clears_crop_and_trunk_caches_on_every_path(world, data, fast_op
     r.gallery.close()
 
     def cached(name: str) -> tuple[int, int]:
-        from recognizer.trunk import crop_hash
+        from recognizer.training.trunk import crop_hash
 
         n_crops = sum(1 for h in hashes[name] for _ in (tmp_path / "cache" / "crops").rglob(f"{h}-*.npz"))
         n_trunk = sum(1 for c in crops[name] for _ in (tmp_path / "cache" / "trunk").rglob(f"{crop_hash(c)}.npz"))

@@ -26,21 +26,15 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_ca
     """Identify the faces in each PHOTO (folders are expanded to their images)."""
     passive_openmp()
     setup_logging(verbose)
-    from recognizer.image import expand_inputs
-    from recognizer.cache import CropCache
-    from recognizer.recognizer import Recognizer
+    import recognizer
 
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise click.BadParameter(f"{threshold} is not a cosine similarity in [-1, 1]", param_hint="--threshold")
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None if no_cache else CropCache())
-    files = expand_inputs(list(inputs), recursive=True)
+    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache)
+    files = recognizer.expand_inputs(list(inputs), recursive=True)
     if not files:
         raise click.ClickException(f"no image files found in {', '.join(inputs)}")
-    targets = {}
-    if annotate_out:
-        from recognizer.annotate import output_paths
-
-        targets = output_paths([Path(p) for p in inputs], files, Path(annotate_out))
+    targets = recognizer.annotation_paths([Path(p) for p in inputs], files, Path(annotate_out)) if annotate_out else {}
     results = []
     failed = 0
     for res in rec.identify_many(files, threshold=threshold, progress=not as_json and len(files) > 1):
@@ -48,9 +42,7 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_ca
         if res.error:
             failed += 1
         if targets and res.error is None:
-            from recognizer.annotate import save_annotated
-
-            save_annotated(res.photo, res, targets[res.photo])
+            recognizer.save_annotated(res, targets[res.photo])
         if not as_json:
             if res.error:
                 click.echo(f"{res.photo}: error: {res.error}")

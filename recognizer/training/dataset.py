@@ -10,12 +10,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gallery.atomic import write_json_atomic
 from recognizer.errors import FaceToolError
-from recognizer.atomic import write_json_atomic
+from recognizer.image import list_images
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SPLIT_FILE = "split.json"
 
 
@@ -42,7 +42,8 @@ class Split:
 
 
 def list_people(folder: Path) -> LabelledSet:
-    """Every image under folder/<person>/, sorted, labelled by its folder name.
+    """Every image under folder/<person>/ (the files enroll reads from a folder), sorted, labelled
+    by its folder name.
 
     Folder names are person names and follow the gallery's rules (`gallery.validate_name`): a
     folder "madonna " is the person "madonna", as enroll.py would store her, so the classifier
@@ -64,10 +65,9 @@ def list_people(folder: Path) -> LabelledSet:
         except FaceToolError as exc:
             raise FaceToolError(f"{person_dir}: {exc}") from None
         labels[label] = person_dir.name
-        for f in sorted(person_dir.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                out.paths.append(str(f))
-                out.labels.append(label)
+        for f in list_images(person_dir):
+            out.paths.append(str(f))
+            out.labels.append(label)
     return out
 
 
