@@ -68,12 +68,9 @@ class FacePipeline:
             if cached is not None:
                 faces, crops, size = cached
                 return PhotoResult(str(src), digest, size, faces, crops)
-            photo = Photo(decode(data, str(src), self.max_pixels), str(src), digest)
+            photo = Photo(decode(data, str(src), self.max_pixels, self.memory_budget), str(src), digest)
         else:
-            photo = load_photo(src, self.max_pixels)
-            photo = Photo(decode(data, str(src), memory_budget=self.memory_budget), str(src), digest)
-        else:
-            photo = load_photo(src, memory_budget=self.memory_budget)
+            photo = load_photo(src, self.max_pixels, self.memory_budget)
         faces = self.detector.detect(photo.image, threads=threads)
         crops = self._crops(photo.image, faces)
         if use_cache:
