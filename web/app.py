@@ -300,7 +300,6 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             result = recognizer.identify(data, threshold=threshold)
         except ImageError as exc:  # named after the upload, as the client knows it
             raise ImageError(name, exc.reason) from None
-from web.guard import GuardSettings, RequestGuard
         result.photo = name
         png = None
         if annotate:
