@@ -285,7 +285,7 @@ def test_same_photo_enrolled_twice_at_once_is_stored_once(world, data, fast_open
     statuses = sorted(rep.files[0].status for rep in reports)
     assert statuses == ["added", "duplicate"], statuses
     assert rec.gallery.people()["rose"] == 1
-    assert rec.remove_person("rose") == 1
+    assert rec.remove("rose") == 1
     for r in recs:
         r.gallery.close()
 
