@@ -374,8 +374,8 @@ def test_removal_clears_crop_and_trunk_caches_on_every_path(world, data, fast_op
 def test_full_disk_during_finetune_is_one_line_and_keeps_the_old_model(tmp_path, data, monkeypatch):
     import errno
 
-    import finetune as finetune_cli
-    import recognizer.checkpoint as ckpt
+    from recognizer.cli import finetune as finetune_cli
+    import recognizer.training.checkpoint as ckpt
 
     model = tmp_path / "m"
     src = data / "5-celebrity-faces"
