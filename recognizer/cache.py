@@ -26,9 +26,28 @@ from recognizer.detection.mtcnn import Face
 log = logging.getLogger(__name__)
 
 
+def _xdg_cache_home() -> str:
+    return os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+
+
+def cache_root() -> Path:
+    """The tool's cache directory: $FACETOOL_CACHE, else $XDG_CACHE_HOME/facetool (~/.cache/facetool)."""
+    base = os.environ.get("FACETOOL_CACHE") or os.path.join(_xdg_cache_home(), "facetool")
+    return Path(base).expanduser()
+
+
 def default_cache_dir() -> Path:
-    base = os.environ.get("FACETOOL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "facetool")
-    return Path(base).expanduser() / "crops"
+    return cache_root() / "crops"
+
+
+def weights_cache_dir() -> Path:
+    """Where pretrained weights are kept: $TORCH_HOME/checkpoints, else
+    $XDG_CACHE_HOME/torch/checkpoints (~/.cache/torch/checkpoints).
+
+    The directory facenet-pytorch downloads to, so a file it already fetched is reused.
+    """
+    home = os.environ.get("TORCH_HOME") or os.path.join(_xdg_cache_home(), "torch")
+    return Path(home).expanduser() / "checkpoints"
 
 
 def make_private_dirs(path: Path) -> None:
