@@ -303,8 +303,8 @@ class Recognizer:
             if self.gallery.has_content(name, res.content_hash) or res.content_hash in seen:
                 report.files.append(FileOutcome(source, "duplicate", f"already enrolled for {name}"))
                 continue
-            if not res.faces:
-                report.files.append(FileOutcome(source, "no face"))
+            if res.skip_reason is not None:  # "no face": an unreadable photo was reported above
+                report.files.append(FileOutcome(source, res.skip_reason))
                 continue
             seen.add(res.content_hash)
             status, detail = "added", ""

@@ -58,8 +58,8 @@ class FaceSet:
 def embed_labelled(pipeline, paths: list[str], labels: list[str], progress: bool = False) -> FaceSet:
     emb, kept, kept_paths, hashes, undetected = [], [], [], [], []
     for res, label in zip(pipeline.analyze_many(paths, progress=progress), labels):
-        if res.error is not None or not len(res.faces):
-            undetected.append({"file": res.source, "person": label, "reason": res.error or "no face"})
+        if res.skip_reason is not None:
+            undetected.append({"file": res.source, "person": label, "reason": res.skip_reason})
             continue
         emb.append(res.embeddings[0])
         kept.append(label)

@@ -80,17 +80,11 @@ class FinetuneReport:
 def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool, desc: str):
     from tqdm import tqdm
 
-    from recognizer.errors import ImageError
-
     crops, kept_labels, records, skipped = [], [], [], []
     for path, label in tqdm(list(zip(paths, labels)), desc=desc, unit="photo", disable=not progress, dynamic_ncols=True):
-        try:
-            res = pipeline.detect_and_crop(path)
-        except ImageError as exc:
-            skipped.append({"file": path, "reason": exc.reason})
-            continue
-        if not res.faces:
-            skipped.append({"file": path, "reason": "no face"})
+        res = pipeline.detect_or_error(path)
+        if res.skip_reason is not None:
+            skipped.append({"file": path, "reason": res.skip_reason})
             continue
         crops.append(res.crops[0])
         kept_labels.append(label)
@@ -228,7 +222,7 @@ def _remove_unused(d: Path, keep: set[str]) -> None:
     for p in d.iterdir():
         if p.name in keep:
             continue
-        if GALLERY_NAME.fullmatch(p.name) or p.name in (f"{GALLERY_DIR}.new", f"{GALLERY_DIR}.old"):
+        if GALLERY_NAME.fullmatch(p.name):
             shutil.rmtree(p, ignore_errors=True)
         elif CHECKPOINT_NAME.fullmatch(p.name):
             p.unlink(missing_ok=True)
