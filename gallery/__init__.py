@@ -20,7 +20,7 @@ from gallery.errors import FaceToolError, GalleryError, InvalidNameError, Person
 def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts: Any) -> Gallery:
     """Create a new gallery directory. Options: approx_threshold (faces above which an
     approximate index is used), k_factor (its search breadth: candidates re-ranked exactly
-    per result wanted), nprobe (for galleries with the earlier IVF index), lock_timeout (seconds)."""
+    per result wanted), lock_timeout (seconds)."""
     from gallery.faiss_store import FaissGallery  # faiss loads only when a gallery is used
 
     return FaissGallery.create(path, model_id, dim, **opts)
@@ -28,7 +28,7 @@ def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts
 
 def open_gallery(path: str | os.PathLike[str], model_id: str | None = None, **opts: Any) -> Gallery:
     """Open an existing gallery; with `model_id`, fail unless it was built with that model.
-    Options: k_factor, nprobe, lock_timeout (seconds); see create_gallery."""
+    Options: k_factor, lock_timeout (seconds); see create_gallery."""
     from gallery.faiss_store import FaissGallery
 
     return FaissGallery.open(path, model_id, **opts)

@@ -70,10 +70,9 @@ class GalleryStore:
     metric: str
     approx_threshold: int
 
-    def __init__(self, path: Path, *, nprobe: int | None = None, k_factor: float | None = None,
+    def __init__(self, path: Path, *, k_factor: float | None = None,
                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         self.path = Path(path)
-        self.nprobe = nprobe
         self.k_factor = k_factor
         self._mutex = threading.RLock()
         self._flock = FileLock(str(self.path / LOCK_NAME), timeout=lock_timeout, mode=0o600)
@@ -183,7 +182,7 @@ class GalleryStore:
         self._generation = db_gen
 
     def _set_index(self, index: faiss.Index) -> None:
-        _index.configure(index, self.nprobe, self.k_factor)
+        _index.configure(index, self.k_factor)
         self._index = index
 
     def _rebuild_from_db(self, generation: int) -> None:

@@ -128,7 +128,7 @@ class Detector:
         for net in (PNet(), RNet(), ONet()):
             for name, mod in list(net.named_children()):
                 # Only PNet's 2x2 pooling: on the others' 3x3 windows torch's own channels-last
-                # pooling is the faster (3.6 against 4.5 ms for RNet's first, 235 candidates).
+                # pooling is the faster one (figures: benchmarks/results/implementation-choices.md).
                 if isinstance(mod, torch.nn.MaxPool2d) and isinstance(net, PNet):
                     setattr(net, name, _max_pool_nhwc(mod.kernel_size, mod.stride))
             nets.append(net.to(self.device).eval().to(memory_format=torch.channels_last))
@@ -331,8 +331,8 @@ def _max_pool_nhwc(kernel_size: int, stride: int):
 class _MaxPoolNHWC:
     """MaxPool2d(k, s, ceil_mode=True), the pooling MTCNN uses, as a max over k*k strided views
     of channels-last memory. On PNet's 2x2 windows over a whole pyramid level it beats torch's
-    own max_pool2d with ceil_mode (1.9 against 3.1 ms for the largest level of a 640x480 photo,
-    one thread; 1.3 against 1.6 ms on two); the result is identical, since a max is exact."""
+    own max_pool2d with ceil_mode, whose ceil_mode path is slow (figures:
+    benchmarks/results/implementation-choices.md); the result is identical, since a max is exact."""
 
     def __init__(self, kernel_size: int, stride: int) -> None:
         self.k, self.s = int(kernel_size), int(stride)

@@ -78,8 +78,8 @@ class FacenetEmbedder(Embedder):
 
     `engine` runs the network: `onnxruntime` (the default when it is installed, "auto") exports
     the module to ONNX on first use and runs it there, `torch` runs the module itself in
-    channels-last layout. On this project's 2-core machine ONNX Runtime embedded batches of 8-32
-    faces 1.5-2x faster than torch (benchmarks/speed.py prints both). The export is checked
+    channels-last layout. ONNX Runtime is the default because it embeds faster on CPUs
+    (`benchmarks/speed.py --engines` prints both; runs in benchmarks/results/). The export is checked
     against torch's output on the first batch (to 1e-4) and redone when the module's parameters
     change in place (finetuning), so the two engines always agree.
     """
