@@ -19,9 +19,14 @@ from recognizer.detect import Face
 log = logging.getLogger(__name__)
 
 
-def default_cache_dir() -> Path:
+def cache_root() -> Path:
+    """The tool's cache directory: $FACETOOL_CACHE, else $XDG_CACHE_HOME/facetool (~/.cache/facetool)."""
     base = os.environ.get("FACETOOL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "facetool")
-    return Path(base).expanduser() / "crops"
+    return Path(base).expanduser()
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "crops"
 
 
 def make_private_dirs(path: Path) -> None:
