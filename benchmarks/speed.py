@@ -214,11 +214,118 @@ def bench_identify(repeats: int, answers_file: str | None) -> None:
         print(f"answers written to {answers_file}")
 
 
+# face_recognition's CLI, measured beside ours when installed. Recipe (its dlib needs no compiler
+# this way; face_recognition's own pins would pull a source build of dlib):
+#   python3 -m venv /tmp/frvenv
+#   /tmp/frvenv/bin/pip install dlib-bin face_recognition_models numpy pillow click
+#   /tmp/frvenv/bin/pip install --no-deps face_recognition
+# then pass --face-recognition /tmp/frvenv/bin/face_recognition (found on PATH otherwise).
+FR_PEOPLE = ["alex_lacamoire", "barack_obama", "joe_biden", "kit_harington", "rose_leslie"]
+
+
+def bench_startup(repeats: int, fr_cli: str | None) -> None:
+    """One photo (and a five-photo enroll) in a fresh process, as a user runs the CLIs once:
+    wall time and peak RSS, median of `repeats`, next to face_recognition's CLI measured in the
+    same run; then the server's RSS after warm-up and after 100 identifies."""
+    import shutil
+    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from serving import Server
+
+    data = data_dir() / "face_recognition-examples"
+    photo = data_dir() / PHOTO
+    py = sys.executable
+    root = Path(__file__).resolve().parent.parent
+    fr_cli = fr_cli or shutil.which("face_recognition")
+    print(f"\nstart-up: one photo in a fresh process ({photo.name}), median of {repeats}; crop cache off")
+    print(f"{'command':>34} {'wall s':>7} {'min s':>6} {'peak MB':>8} {'wall vs fr':>11} {'MB vs fr':>9}")
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="facetool-startup-") as tmp:
+        tmp = Path(tmp)
+        five = tmp / "five"  # one photo of each of five people: the enroll folder and fr's known people
+        five.mkdir()
+        for name in FR_PEOPLE:
+            src = sorted((data / "people" / name).iterdir())[0]
+            (five / f"{name}{src.suffix}").symlink_to(src)
+        for backbone in ("sface", "facenet"):
+            model = tmp / backbone
+            extra = ["--weights", "random"] if backbone == "facenet" else []
+            for name in FR_PEOPLE:  # the model, and (facenet) its cached ONNX export, made first
+                subprocess.run([py, str(root / "enroll.py"), "--model", str(model), "--name", name, str(data / "people" / name),
+                                "--backbone", backbone, *extra, "--no-cache"], check=True, capture_output=True)
+            label = f"{backbone}" + (" (random)" if extra else "")
+            rows[f"identify.py {label}"] = [measure([py, str(root / "identify.py"), "--model", str(model), str(photo), "--no-cache"])
+                                            for _ in range(repeats)]
+            rows[f"enroll.py 5 photos {label}"] = [
+                measure([py, str(root / "enroll.py"), "--model", str(model), "--name", f"bench{i}", str(five), "--no-cache"])
+                for i in range(repeats)
+            ]
+        ref = None
+        if fr_cli:
+            rows["face_recognition CLI (5 known)"] = [measure([fr_cli, str(five), str(photo)]) for _ in range(repeats)]
+            ref = rows["face_recognition CLI (5 known)"]
+        for label, runs in rows.items():
+            wall = statistics.median(r[0] for r in runs)
+            mb = statistics.median(r[1] for r in runs)
+            vs = ""
+            if ref:
+                vs = f"{wall / statistics.median(r[0] for r in ref):>10.2f}x {mb / statistics.median(r[1] for r in ref):>8.2f}x"
+            print(f"{label:>34} {wall:>7.2f} {min(r[0] for r in runs):>6.2f} {mb:>8.0f} {vs}")
+        if not fr_cli:
+            print("face_recognition's CLI not installed: see the recipe in benchmarks/speed.py")
+
+        import httpx
+
+        server = Server(tmp / "sface", log=tmp / "server.log")
+        try:
+            server.wait()
+            body = photo.read_bytes()
+
+            def identify() -> None:
+                r = httpx.post(server.url + "/identify", files={"file": (photo.name, body, "image/jpeg")}, timeout=120)
+                r.raise_for_status()
+
+            identify()
+            warm = rss_mb(server.proc.pid)
+            for _ in range(100):
+                identify()
+            after = rss_mb(server.proc.pid)
+        finally:
+            server.stop()
+        print(f"serve.py (sface) RSS: {warm:.0f} MB after warm-up (one identify), {after:.0f} MB after 100 more identifies")
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one fresh process."""
+    import subprocess
+
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        # wait4: this child's own resource usage (ru_maxrss of RUSAGE_CHILDREN is a maximum over all).
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read().decode(errors='replace')[-2000:]}")
+    return wall, usage.ru_maxrss / 1024  # Linux: KB
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--backbones", default="facenet,sface")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: embedding, detection, identify")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: embedding, detection, identify, startup")
+    ap.add_argument("--face-recognition", help="face_recognition's CLI, timed beside ours (default: on PATH)")
     ap.add_argument("--engines", action="store_true", help="also time facenet in torch NCHW/NHWC, torch.compile and ONNX Runtime")
     ap.add_argument("--answers", help="write the identify answers (photo -> name) to this JSON file")
     args = ap.parse_args()
@@ -241,6 +348,8 @@ def main() -> None:
         bench_detection(4 * args.repeats)
     if "identify" not in skip:
         bench_identify(max(1, args.repeats // 2), args.answers)
+    if "startup" not in skip:
+        bench_startup(args.repeats, args.face_recognition)
     print(f"\n{load()}")
 
 
