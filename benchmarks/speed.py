@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -228,8 +229,9 @@ def bench_startup(repeats: int, fr_cli: str | None) -> None:
     import shutil
     import subprocess
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serving import Server
+    from load_test import _serving  # benchmarks/load_test.py: tests/serving.py's helpers
+
+    Server = _serving().Server
 
     data = data_dir() / "face_recognition-examples"
     photo = data_dir() / PHOTO
