@@ -36,6 +36,7 @@ _OUTPUTS = {"pnet": ["reg", "prob"], "rnet": ["reg", "prob"], "onet": ["reg", "p
 # Largest difference from the torch networks an export may show on the check inputs.
 EXPORT_TOLERANCE = 1e-5
 OPSET = 17
+FORMAT = 2  # bump when `export` changes what it writes: older exports are then made again
 MANIFEST = "manifest.json"
 
 _lock = threading.Lock()
@@ -66,7 +67,7 @@ def export_dir(cache_root: str | Path | None = None) -> Path:
     from recognizer.cache import cache_root as default_root
 
     root = Path(cache_root) if cache_root else default_root()
-    return root / "models" / f"mtcnn-{weights_digest()[:16]}-opset{OPSET}"
+    return root / "models" / f"mtcnn-{weights_digest()[:16]}-opset{OPSET}-v{FORMAT}"
 
 
 def _session_options(ort):
@@ -214,7 +215,7 @@ def export(directory: str | Path, *, check_inputs: dict[str, list[np.ndarray]] |
 
     directory = Path(directory)
     with _lock:
-        manifest = {"format": 1, "opset": OPSET, "weights_sha256": weights_digest(), "torch": torch.__version__, "files": {}}
+        manifest = {"format": FORMAT, "opset": OPSET, "weights_sha256": weights_digest(), "torch": torch.__version__, "files": {}}
         blobs = {}
         for name, net in zip(NETS, _torch_modules()):
             net = _exportable(net)

@@ -133,3 +133,15 @@ def convert(model_bytes: bytes) -> bytes:
         v.type.tensor_type.shape.dim[0].dim_param = "n"
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+if __name__ == "__main__":  # `python -m recognizer.sface_onnx`: convert now (make install runs it)
+    import os
+
+    from recognizer.atomic import sha256_file
+    from recognizer.embed import sface_model_path
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    src = sface_model_path()
+    load_session(src, sha256_file(src), os.cpu_count() or 1)
+    print(f"SFace for ONNX Runtime: {converted_path(sha256_file(src))}")
