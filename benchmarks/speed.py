@@ -1,6 +1,7 @@
 """Detection, embedding and identification speed on this machine, with the ceiling they work against.
 
-    .venv/bin/python benchmarks/speed.py [--repeats N] [--skip identify] [--answers FILE] [--engines]
+    .venv/bin/python benchmarks/speed.py [--repeats N] [--skip identify,startup] [--answers FILE] [--engines]
+                                         [--face-recognition PATH]
 
 In one run it measures:
 1. the float32 matrix-multiply rate of this machine (torch, 2048x2048), and from it the embedding
@@ -11,7 +12,11 @@ In one run it measures:
 3. detection ms per photo at 640x480 and 1920x1080 (a six-face group photo, resized);
 4. identify s/photo end to end (decode, detect, crop, embed, search) over 5-celebrity-faces/val,
    models loaded once, no crop cache: an sface model enrolled from train, and a facenet model
-   with random weights (the speed of Inception-ResNet-v1 does not depend on its weights).
+   with random weights (the speed of Inception-ResNet-v1 does not depend on its weights);
+5. start-up: wall time, CPU time and peak RSS of a fresh `identify.py` on one photo and
+   `enroll.py` on a five-photo folder (sface, and facenet with random weights and its cached ONNX
+   export), next to face_recognition's CLI when installed (see FR_PEOPLE for the recipe), and
+   serve.py's RSS after warm-up and after 100 identifies.
 
 Timings are medians of repeated runs; the load average is printed before and after, since other
 processes on the machine slow everything down.
