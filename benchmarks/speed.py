@@ -304,21 +304,30 @@ def bench_startup(repeats: int, fr_cli: str | None) -> None:
         print(f"serve.py (sface) RSS: {warm:.0f} MB after warm-up (one identify), {after:.0f} MB after 100 more identifies")
 
 
+# Runs a command and prints its wall time, peak RSS and CPU time. A small launcher, not this
+# process: a child forked from a process holding torch and a network starts with that process's
+# RSS as its peak (ru_maxrss counts the forked image before exec).
+_LAUNCHER = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+wall = time.perf_counter() - t
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps([rc, wall, u.ru_maxrss / 1024, u.ru_utime + u.ru_stime]))
+"""
+
+
 def measure(cmd: list[str]) -> tuple[float, float, float]:
     """(wall seconds, peak RSS MB, CPU seconds of all its threads) of one fresh process."""
     import subprocess
 
-    with tempfile.TemporaryFile() as err:
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        # wait4: this child's own resource usage (ru_maxrss of RUSAGE_CHILDREN is a maximum over all).
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read().decode(errors='replace')[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # ru_maxrss: KB on Linux
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"{' '.join(cmd)}: launcher failed: {proc.stderr[-2000:]}")
+    rc, wall, mb, cpu = json.loads(proc.stdout.strip().splitlines()[-1])
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}): {proc.stderr[-2000:]}")
+    return wall, mb, cpu  # ru_maxrss: KB on Linux
 
 
 def rss_mb(pid: int) -> float:
