@@ -40,7 +40,7 @@ def run_fresh(*args: str) -> tuple[list[str], str]:
 @pytest.fixture(scope="module")
 def exports():
     """The MTCNN export in the test cache (made here if missing, as make install makes it)."""
-    from recognizer.mtcnn_nets import MtcnnNets
+    from recognizer.detection.networks import MtcnnNets
 
     return MtcnnNets.load()
 
@@ -73,8 +73,8 @@ def test_onnx_networks_equal_torch_networks_on_the_recall_photos(data, exports):
     """The exported networks against facenet-pytorch's torch ones, on the candidates the
     detector feeds them for real photos: every stage of the recall fixture's group photos and
     of every sixth other photo (all of them took a minute)."""
-    from recognizer.detect import Detector
-    from recognizer.mtcnn_nets import EXPORT_TOLERANCE, TorchNets
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.detection.networks import EXPORT_TOLERANCE, TorchNets
 
     photos = sorted(json.loads((ROOT / "tests/data/detections_baseline.json").read_text())["photos"])
     photos = [p for i, p in enumerate(photos) if "/group/" in p or i % 6 == 0]
@@ -105,7 +105,7 @@ def test_onnx_networks_equal_torch_networks_on_the_recall_photos(data, exports):
 
 
 def test_damaged_export_is_made_again(tmp_path):
-    from recognizer.mtcnn_nets import MANIFEST, MtcnnNets, export_dir
+    from recognizer.detection.networks import MANIFEST, MtcnnNets, export_dir
 
     d = export_dir(tmp_path)
     MtcnnNets.load(tmp_path)

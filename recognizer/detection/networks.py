@@ -100,7 +100,7 @@ class MtcnnNets:
         d = export_dir(cache_root)
         if not (d / MANIFEST).is_file():
             if not build:
-                raise WeightsError(f"{d}: no MTCNN export here; run `python -m recognizer.mtcnn_nets` (make install does)")
+                raise WeightsError(f"{d}: no MTCNN export here; run `python -m recognizer.detection.networks` (make install does)")
             export(d)
         try:
             return cls(d)
@@ -133,7 +133,7 @@ class TorchNets:
         self._nets = dict(zip(NETS, _torch_modules()))
 
     def _run(self, name: str, x: np.ndarray):
-        from recognizer.detect import torch_threads
+        from recognizer.detection.mtcnn import torch_threads
 
         torch = self._torch
         # One torch thread per call, as on ONNX Runtime: multi-threaded kernels split some
@@ -211,7 +211,7 @@ def export(directory: str | Path, *, check_inputs: dict[str, list[np.ndarray]] |
     import onnxruntime as ort
     import torch
 
-    from recognizer.atomic import atomic_write, write_json_atomic
+    from gallery.atomic import atomic_write, write_json_atomic
 
     directory = Path(directory)
     with _lock:
@@ -265,7 +265,7 @@ def _read_verified(directory: Path) -> dict[str, bytes]:
         raise WeightsError(f"{directory}: unreadable MTCNN export ({type(exc).__name__}: {exc})") from None
 
 
-if __name__ == "__main__":  # `python -m recognizer.mtcnn_nets`: build the export (make install runs it)
+if __name__ == "__main__":  # `python -m recognizer.detection.networks`: build the export (make install runs it)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     d = export_dir()
     if (d / MANIFEST).is_file():

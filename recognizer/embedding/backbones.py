@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from recognizer.detect import Face, crop_aligned, crop_facenet
+from recognizer.detection.mtcnn import Face, crop_aligned, crop_facenet
 from recognizer.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,6 @@ class Embedder(ABC):
         out = [self._embed_batch(arr[i : i + self.batch_size]) for i in range(0, len(arr), self.batch_size)]
         return l2_normalize(np.concatenate(out, axis=0))
 
-    def describe(self) -> dict:
-        return {"backbone": self.name, "dim": self.dim, "model_id": self.model_id}
-
 
 class FacenetEmbedder(Embedder):
     """Inception-ResNet-v1 from facenet-pytorch.
@@ -110,7 +107,7 @@ class FacenetEmbedder(Embedder):
         engine: str = "auto",
         export_key: str | None = None,
     ) -> None:
-        from recognizer.weights import weights_tag
+        from recognizer.embedding.weights import weights_tag
 
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, not {engine!r}")
@@ -125,7 +122,7 @@ class FacenetEmbedder(Embedder):
             export_key = digest or tag
 
             def build():
-                from recognizer.weights import build_inception_resnet
+                from recognizer.embedding.weights import build_inception_resnet
 
                 return build_inception_resnet(weights, weights_dir, download=download, seed=seed)[0]
 
@@ -260,7 +257,7 @@ def onnx_cache_path(model_id: str, export_key: str) -> Path:
 
 def _load_cached_onnx(path: Path, threads: int):
     """A session on the cached export at `path`, or None when there is none or it fails its checksum."""
-    from recognizer.atomic import sha256_file
+    from gallery.atomic import sha256_file
 
     try:
         want = path.with_name(path.name + ".sha256").read_text().strip()
@@ -279,7 +276,7 @@ def _load_cached_onnx(path: Path, threads: int):
 
 
 def _save_cached_onnx(path: Path, blob: bytes) -> None:
-    from recognizer.atomic import atomic_write
+    from gallery.atomic import atomic_write
     from recognizer.cache import make_private_dirs
 
     try:
@@ -340,7 +337,7 @@ class SFaceEmbedder(Embedder):
     """OpenCV's SFace recogniser (128-d) on 5-point aligned 112x112 crops.
 
     `engine` runs it: `onnxruntime` (the default when installed, "auto") runs the model
-    rewritten for ONNX Runtime (recognizer/sface_onnx.py), which loads in about 0.1 s where
+    rewritten for ONNX Runtime (recognizer/embedding/sface_onnx.py), which loads in about 0.1 s where
     OpenCV's dnn took 1.4-2 s; `opencv` runs the shipped file on OpenCV's dnn. The two agree
     to about 3e-6 per coordinate of an embedding (cosine 1 - 1e-7).
     """
@@ -368,7 +365,7 @@ class SFaceEmbedder(Embedder):
             engine = "onnxruntime" if _has_onnxruntime() else "opencv"
         self.engine = engine
         if engine == "onnxruntime":
-            from recognizer.sface_onnx import load_session
+            from recognizer.embedding.sface_onnx import load_session
 
             self._session = load_session(path, digest, threads or os.cpu_count() or 1)
         else:

@@ -102,7 +102,7 @@ class Detector:
     """MTCNN face detector. The networks load in the constructor, never at import.
 
     The three networks and their weights are facenet-pytorch's, run as ONNX files on ONNX
-    Runtime (recognizer/mtcnn_nets.py), so detecting imports neither torch nor torchvision;
+    Runtime (recognizer/detection/networks.py), so detecting imports neither torch nor torchvision;
     `engine="torch"` runs facenet-pytorch's torch modules instead, with the same pipeline.
     The pipeline around them is ours, since facenet-pytorch's `detect_face` spends most of its
     time outside the networks: it builds every pyramid level by area-resampling the whole photo,
@@ -124,7 +124,7 @@ class Detector:
     _pools: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from recognizer.mtcnn_nets import load_nets
+        from recognizer.detection.networks import load_nets
 
         if self.device != "cpu":
             raise ValueError(f"device {self.device!r}: detection runs on the CPU")
@@ -196,7 +196,7 @@ class Detector:
         The network calls run on `threads` threads (see `_map`); the result does not depend on it."""
         import cv2
 
-        from recognizer.boxes import bbreg, generate_boxes, nms, nms_min, rerec
+        from recognizer.detection.boxes import bbreg, generate_boxes, nms, nms_min, rerec
 
         t1, t2, t3 = self.settings.thresholds
         h, w = arr.shape[:2]

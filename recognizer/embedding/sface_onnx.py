@@ -53,7 +53,7 @@ def load_session(source: Path, source_sha256: str, threads: int, cache_root: str
 def _checked(path: Path) -> bool:
     """Whether the cached file is there and matches its recorded sha256 (the cache directory is
     the user's own, made owner-only: the file is not expected to change between here and the load)."""
-    from recognizer.atomic import sha256_file
+    from gallery.atomic import sha256_file
 
     try:
         want = path.with_name(path.name + ".sha256").read_text().strip()
@@ -66,7 +66,7 @@ def _checked(path: Path) -> bool:
 
 
 def _save(path: Path, blob: bytes) -> None:
-    from recognizer.atomic import atomic_write
+    from gallery.atomic import atomic_write
     from recognizer.cache import make_private_dirs
 
     try:
@@ -135,11 +135,11 @@ def convert(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-if __name__ == "__main__":  # `python -m recognizer.sface_onnx`: convert now (make install runs it)
+if __name__ == "__main__":  # `python -m recognizer.embedding.sface_onnx`: convert now (make install runs it)
     import os
 
-    from recognizer.atomic import sha256_file
-    from recognizer.embed import sface_model_path
+    from gallery.atomic import sha256_file
+    from recognizer.embedding.backbones import sface_model_path
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     src = sface_model_path()
