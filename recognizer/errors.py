@@ -29,3 +29,9 @@ class GalleryError(FaceToolError):
 
 class InvalidNameError(FaceToolError):
     """A person name is not acceptable (empty, too long, control characters, path separators)."""
+
+
+class VideoError(ImageError):
+    """A video could not be read: not a video, damaged, too large, or a camera that is not there.
+
+    An ImageError, so every place that reports unreadable input reports it too."""

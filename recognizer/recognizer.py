@@ -276,6 +276,10 @@ class Recognizer:
         for res in self.pipeline.analyze_many(sources, progress=progress):
             yield self._decide(res, threshold)
 
+    def decide(self, res: PhotoResult, *, threshold: float | None = None) -> PhotoIdentification:
+        """Name the faces of a photo `self.pipeline` has analysed (faces and embeddings), as identify does."""
+        return self._decide(res, threshold)
+
     def _decide(self, res: PhotoResult, threshold: float | None) -> PhotoIdentification:
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
         if res.error is not None or not res.faces:
