@@ -68,6 +68,21 @@ def is_video_file(path: str | os.PathLike) -> bool:
         return False
 
 
+def is_video_input(path: str | os.PathLike) -> bool:
+    """Whether a command should read this file as a video: its content says so, or its name does
+    and its content is no image either (the video reader then says what is wrong with it). A
+    photo named `.mp4` is still a photo."""
+    if is_video_file(path):
+        return True
+    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+        return False
+    try:
+        with Image.open(path):
+            return False
+    except Exception:  # not an image PIL knows, or unreadable: the video reader reports it
+        return True
+
+
 @dataclass(frozen=True)
 class VideoLimits:
     """Bounds on one video's decoding; a video over them is refused or cut short, never decoded whole."""

@@ -109,7 +109,7 @@ class TrackerSettings:
     # face replaced by another at the same place across a cut 0.28: an overlapping face must
     # pass the threshold, a face elsewhere must be clearly the same.
     overlap_similarity: float = 1.0
-    appearance_similarity: float = 1.5
+    appearance_similarity: float = 1.25
     memory: int = 5  # a track's look: the mean of its last few faces
     # Shot cuts end every track: a new shot is new footage even where a face sits at the same
     # place. Colour histograms of successive samples correlate at 0.92-1.0 within a shot of the

@@ -1,0 +1,55 @@
+"""What identify.py does with a video or a camera: track, name, print and draw.
+
+Kept apart from the photo code of the command so that the command itself only sorts its inputs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from recognizer.video.reader import VIDEO_SUFFIXES
+
+
+def wants_video_file(out: Path) -> bool:
+    """`--annotate OUT`: a name with a video suffix asks for the annotated video, anything else for a folder."""
+    return out.suffix.lower() in VIDEO_SUFFIXES
+
+
+def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: float, threshold, seconds: float | None,
+                       annotate_out: Path | None, as_json: bool) -> dict:
+    """Identify one video or camera and draw what was asked; returns its JSON object (with
+    `error` instead of tracks when it could not be read)."""
+    from recognizer.errors import VideoError
+    from recognizer.video.identify import identify_video
+    from recognizer.video.reader import VideoLimits
+
+    camera = isinstance(source, int)
+    name = f"camera {source}" if camera else str(source)
+    if camera and annotate_out is not None and wants_video_file(annotate_out):
+        raise click.BadParameter("a camera's frames are not kept for an annotated video; give a folder for a contact sheet",
+                                 param_hint="--annotate")
+    limits = VideoLimits(max_seconds=seconds)
+    try:
+        result = identify_video(rec, source, sample_fps=sample_fps, threshold=threshold, limits=limits, progress=not as_json)
+    except VideoError as exc:
+        if not as_json:
+            click.echo(f"{name}: error: {exc.reason}")
+        return {"video": name, "error": exc.reason}
+    if annotate_out is not None:
+        from recognizer.video.render import write_annotated_video, write_contact_sheet
+
+        if wants_video_file(annotate_out):
+            write_annotated_video(source, result, annotate_out, limits)
+        else:
+            annotate_out.mkdir(parents=True, exist_ok=True)
+            write_contact_sheet(result, annotate_out)
+    if not as_json:
+        note = " (truncated or damaged: stopped early)" if result.truncated else ""
+        click.echo(f"{name}: {len(result.tracks)} track(s) in {result.video_seconds:.1f} s of video{note}")
+        for t in result.tracks:
+            who = t.name or "unknown"
+            click.echo(f"  #{t.id} {who}: {t.first.time:.1f}-{t.last.time:.1f} s (frames {t.first.frame}-{t.last.frame}), "
+                       f"{len(t.faces)} face(s), score {t.score:.2f}")
+    return result.to_dict()
