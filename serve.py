@@ -24,10 +24,12 @@ from recognizer.cli import friendly_errors, model_option, setup_logging, verbose
 @click.option("--protect-reads", is_flag=True, help="Require the token for /identify and /people too.")
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest request body (all files of one upload together).")
 @click.option("--max-pixels", default=60_000_000, show_default=True, type=click.IntRange(min=1), help="Largest image, in pixels, that will be decoded.")
+@click.option("--max-video-mb", default=50.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest video upload to /identify.")
+@click.option("--max-video-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Longest video /identify takes.")
 @weights_dir_option
 @verbose_option
 @friendly_errors
-def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, weights_dir, verbose):
+def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, max_video_mb, max_video_seconds, weights_dir, verbose):
     """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
     setup_logging(verbose)
     token = token or None
@@ -41,7 +43,8 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
     # No crop cache: it would keep detections and face crops of every uploaded photo on disk,
     # strangers' included.
     rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None)
-    settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
+    settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
+                        max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_seconds=max_video_seconds)
     app = create_app(rec, settings)
     click.echo(
         f"serving {model_dir} ({rec.config.backbone}, {len(rec.gallery.people())} people) on http://{host}:{port}/ ; "

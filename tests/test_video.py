@@ -314,3 +314,42 @@ def test_vote_keeps_strangers_unknown_and_known_people_named():
     split = [_obs(k, [0, 0, 9, 9], e, LIN if k < 3 else OBAMA, 0.5) for k in range(8)]
     assert vote(split, 0.43)[0] == OBAMA
     assert vote([], 0.43) == (None, 0.0, 0.0)
+
+
+# ---- the server ------------------------------------------------------------------------------
+
+
+def test_server_identifies_a_short_video_within_its_own_limits(rec, clip, bad_files):
+    from fastapi.testclient import TestClient
+
+    from web.app import Settings, create_app
+
+    data = clip.read_bytes()
+    # Photos keep their 1 MB limit while the same endpoint takes a 2 MB video.
+    client = TestClient(create_app(rec, Settings(max_upload_bytes=2**20, max_video_bytes=2 * 2**20)))
+    with deadline(300):
+        res = client.post("/identify", params={"fps": 2}, files={"file": ("hamilton.mp4", data, "video/mp4")})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["video"] == "hamilton.mp4" and body["frames_decoded"] == 275
+    names = {t["name"] for t in body["tracks"]}
+    assert names == {LIN, OBAMA, None}
+    res = client.post("/identify", params={"fps": 1, "annotate": 1}, files={"file": ("hamilton.mp4", data)})
+    assert res.status_code == 200 and res.headers["content-type"] == "image/jpeg" and res.content[:3] == b"\xff\xd8\xff"
+    bad = client.post("/identify", files={"file": ("cut.mp4", bad_files["truncated.mp4"].read_bytes())})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("cut.mp4: cannot be opened as a video")
+    assert "upload.video" not in bad.text  # the server's temporary file is not the client's business
+    big_photo = client.post("/identify", files={"file": ("big.jpg", b"\xff\xd8\xff" + bytes(2**20))})
+    assert big_photo.status_code == 413 and "upload limit" in big_photo.json()["error"]
+
+    # The body is cut off while it is read as soon as it passes the larger of the two limits...
+    small = TestClient(create_app(rec, Settings(max_upload_bytes=200_000, max_video_bytes=300_000)))
+    res = small.post("/identify", files={"file": ("hamilton.mp4", data)})
+    assert res.status_code == 413 and "upload limit of 300000 bytes" in res.json()["error"]
+    # ...and a video under it but over the video limit is refused before it is decoded.
+    small = TestClient(create_app(rec, Settings(max_upload_bytes=700_000, max_video_bytes=500_000)))
+    res = small.post("/identify", files={"file": ("hamilton.mp4", data)})
+    assert res.status_code == 413 and "hamilton.mp4" in res.json()["error"] and "video limit of 500000" in res.json()["error"]
+    short = TestClient(create_app(rec, Settings(max_video_seconds=5)))
+    res = short.post("/identify", files={"file": ("hamilton.mp4", data)})
+    assert res.status_code == 413 and "lasts 9.2 s" in res.json()["error"]

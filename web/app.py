@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).resolve().parent / "index.html"
 DEFAULT_MAX_UPLOAD_MB = 10.0
+# A short clip: a minute of phone video at 720p is about 50 MB.
+DEFAULT_MAX_VIDEO_MB = 50.0
+DEFAULT_MAX_VIDEO_SECONDS = 60.0
 # Bigger than a 48-Mpx phone photo; a larger image is a scan or a decompression bomb.
 DEFAULT_MAX_PIXELS = 60_000_000
 MAX_FILES_PER_REQUEST = 50
@@ -75,6 +78,10 @@ class Settings:
     protect_reads: bool = False
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # POST /identify also takes one video: its own size limit (counted while the body is read)
+    # and a cap on its length, which bounds the decoding and detection work one request causes.
+    max_video_bytes: int = int(DEFAULT_MAX_VIDEO_MB * 1024 * 1024)
+    max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -112,22 +119,24 @@ class BodyLimit:
     handler has already logged and answered.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, paths: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.paths = paths or {}  # a limit of their own for these paths (POST /identify takes videos)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = ApiError(413, f"request body is over the upload limit of {self.limit} bytes ({self.limit / 2**20:g} MB)")
+        limit = self.paths.get(scope.get("path", ""), self.limit)
+        too_large = ApiError(413, f"request body is over the upload limit of {limit} bytes ({limit / 2**20:g} MB)")
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.limit:
+                if declared > limit:
                     await _error(413, too_large.message)(scope, receive, send)
                     return
         received = 0
@@ -139,7 +148,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     exceeded = True
                     raise too_large
             return message
@@ -161,6 +170,41 @@ class BodyLimit:
                 return
         if exceeded:
             await _error(413, too_large.message)(scope, receive, send)
+
+
+def identify_uploaded_video(recognizer: Any, settings: Settings, name: str, data: bytes, *, threshold: float | None = None,
+                            fps: float | None = None, annotate: bool = False) -> tuple[dict, bytes | None]:
+    """Tracks of an uploaded video (and its contact sheet as JPEG with `annotate`).
+
+    OpenCV reads videos from files only: the upload goes to a private temporary file under a name
+    of our own, deleted once read. A video longer than `settings.max_video_seconds` is refused
+    when its container says so, and read no further than that when it does not.
+    """
+    from recognizer.errors import VideoError
+    from recognizer.video.identify import identify_video
+    from recognizer.video.reader import DEFAULT_SAMPLE_FPS, VideoLimits, VideoReader
+
+    limits = VideoLimits(max_bytes=settings.max_video_bytes, max_pixels=min(settings.max_pixels, VideoLimits.max_pixels),
+                         max_seconds=settings.max_video_seconds)
+    with tempfile.TemporaryDirectory(prefix="facetool-upload-") as tmp:
+        path = Path(tmp) / "upload.video"
+        path.write_bytes(data)
+        try:
+            with VideoReader(path, limits=limits, name=name) as reader:
+                length = reader.info.duration
+            if length > settings.max_video_seconds:
+                raise ApiError(413, f"{name}: the video lasts {length:.1f} s, over the limit of {settings.max_video_seconds:g} s")
+            result = identify_video(recognizer, path, sample_fps=fps or DEFAULT_SAMPLE_FPS, threshold=threshold, limits=limits, name=name)
+        except VideoError as exc:  # its path is our temporary file: the client knows the upload by its own name
+            raise ApiError(400, f"{name}: {exc.reason}") from None
+    jpeg = None
+    if annotate:
+        from recognizer.video.render import contact_sheet
+
+        buf = io.BytesIO()
+        contact_sheet(result).save(buf, format="JPEG", quality=90)
+        jpeg = buf.getvalue()
+    return result.to_dict(), jpeg
 
 
 def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
@@ -233,9 +277,10 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             check_token(request)
 
     # ---- uploads -------------------------------------------------------------------------
-    async def uploaded_images(request: Request) -> list[tuple[str, bytes, str]]:
+    async def uploaded_images(request: Request, allow_video: bool = False) -> list[tuple[str, bytes, str]]:
         """(client file name, bytes, suffix) of every `file` field, each checked to be an image
-        of acceptable size before any model work."""
+        of acceptable size before any model work; with `allow_video`, a video (suffix `video`)
+        within the video limit is accepted too."""
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
             raise ApiError(422, "send the photo as multipart/form-data in a field named 'file'")
@@ -253,8 +298,19 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
                 if not data:
                     raise ApiError(400, f"{name}: is empty (0 bytes)")
                 suffix = sniff_image(data)
+                if suffix is None and allow_video:
+                    from recognizer.video.reader import sniff_video
+
+                    if sniff_video(data[:512]) is not None:
+                        if len(data) > settings.max_video_bytes:
+                            raise ApiError(413, f"{name}: {len(data)} bytes is over the video limit of {settings.max_video_bytes} bytes")
+                        out.append((name, data, "video"))
+                        continue
                 if suffix is None:
-                    raise ApiError(415, f"{name}: not an image (JPEG, PNG, WebP, GIF, BMP or TIFF expected, judged by content)")
+                    kinds = "JPEG, PNG, WebP, GIF, BMP or TIFF" + (", or a video (MP4, MOV, MKV, WebM, AVI...)" if allow_video else "")
+                    raise ApiError(415, f"{name}: not an image ({kinds} expected, judged by content)")
+                if len(data) > settings.max_upload_bytes:
+                    raise ApiError(413, f"{name}: {len(data)} bytes is over the upload limit of {settings.max_upload_bytes} bytes")
                 check_pixels(name, data)
                 out.append((name, data, suffix))
             return out
@@ -290,6 +346,9 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             png = buf.getvalue()
         return result.to_dict(), png
 
+    def identify_video_bytes(name: str, data: bytes, threshold: float | None, fps: float | None, annotate: bool) -> tuple[dict, bytes | None]:
+        return identify_uploaded_video(recognizer, settings, name, data, threshold=threshold, fps=fps, annotate=annotate)
+
     def enroll_uploads(name: str, uploads: list[tuple[str, bytes, str]]) -> dict:
         # Uploads go to a private temporary folder under names of our own (never the client's),
         # and are deleted as soon as they are enrolled: the gallery keeps embeddings, not photos.
@@ -322,19 +381,25 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
 
     @app.post(
         "/identify",
-        summary="Name every face in one uploaded photo",
-        description="The same JSON as `identify.py --json` gives per photo; with `annotate=1`, the photo as a PNG with boxes and names drawn.",
+        summary="Name every face in one uploaded photo, or every face track in one short video",
+        description="The same JSON as `identify.py --json` gives per photo or video; with `annotate=1`, the photo as a PNG "
+        "with boxes and names drawn, or the video's tracks as a JPEG contact sheet. `fps`: video frames analysed per second.",
         openapi_extra=multipart_doc(many=False),
-        responses={200: {"content": {"application/json": {}, "image/png": {}}}},
+        responses={200: {"content": {"application/json": {}, "image/png": {}, "image/jpeg": {}}}},
     )
-    async def identify(request: Request, annotate: bool = False, threshold: float | None = None) -> Response:
+    async def identify(request: Request, annotate: bool = False, threshold: float | None = None, fps: float | None = None) -> Response:
         check_read(request)
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ApiError(422, f"threshold {threshold} is not a cosine similarity in [-1, 1]")
-        uploads = await uploaded_images(request)
+        if fps is not None and not 0 < fps <= 30:
+            raise ApiError(422, f"fps {fps} is not a number of video frames per second in (0, 30]")
+        uploads = await uploaded_images(request, allow_video=True)
         if len(uploads) != 1:
-            raise ApiError(422, f"send exactly one photo in the 'file' field (got {len(uploads)})")
-        name, data, _ = uploads[0]
+            raise ApiError(422, f"send exactly one photo or video in the 'file' field (got {len(uploads)})")
+        name, data, kind = uploads[0]
+        if kind == "video":
+            result, jpeg = await on_model_thread(identify_video_bytes, name, data, threshold, fps, annotate)
+            return Response(jpeg, media_type="image/jpeg") if jpeg is not None else JSONResponse(result)
         result, png = await on_model_thread(identify_bytes, name, data, threshold, annotate)
         if png is not None:
             return Response(png, media_type="image/png")
@@ -404,4 +469,4 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
 
         return await run_in_threadpool(work)
 
-    return BodyLimit(app, settings.max_upload_bytes)
+    return BodyLimit(app, settings.max_upload_bytes, {"/identify": max(settings.max_upload_bytes, settings.max_video_bytes)})

@@ -169,22 +169,22 @@ class VideoReader:
     def _check_file(self, path: Path) -> None:
         try:
             if path.is_dir():
-                raise VideoError(path, "is a directory, not a video file")
+                raise VideoError(self.name, "is a directory, not a video file")
             size = path.stat().st_size
             with open(path, "rb") as fh:
                 head = fh.read(512)
         except FileNotFoundError:
-            raise VideoError(path, "no such file") from None
+            raise VideoError(self.name, "no such file") from None
         except PermissionError:
-            raise VideoError(path, "permission denied") from None
+            raise VideoError(self.name, "permission denied") from None
         except OSError as exc:
-            raise VideoError(path, f"cannot be read ({exc.strerror or exc})") from None
+            raise VideoError(self.name, f"cannot be read ({exc.strerror or exc})") from None
         if size == 0:
-            raise VideoError(path, "is empty (0 bytes)")
+            raise VideoError(self.name, "is empty (0 bytes)")
         if size > self.limits.max_bytes:
-            raise VideoError(path, f"is {size} bytes, over the video limit of {self.limits.max_bytes} bytes")
+            raise VideoError(self.name, f"is {size} bytes, over the video limit of {self.limits.max_bytes} bytes")
         if sniff_video(head) is None:
-            raise VideoError(path, f"is not a video: its content starts with no known container signature ({head[:12]!r})")
+            raise VideoError(self.name, f"is not a video: its content starts with no known container signature ({head[:12]!r})")
 
     def __enter__(self) -> "VideoReader":
         return self
