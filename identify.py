@@ -50,6 +50,9 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
         raise click.UsageError("give photos, videos or folders, or --camera N")
     if inputs and camera is not None:
         raise click.UsageError("--camera reads the camera alone; give files in another run")
+    if camera is not None and annotate_out and Path(annotate_out).suffix.lower() in VIDEO_SUFFIXES:
+        raise click.BadParameter("a camera's frames are not kept for an annotated video; give a folder for a contact sheet",
+                                 param_hint="--annotate")
     files = expand_inputs(list(inputs), recursive=True)
     for p in map(Path, inputs):
         if p.is_dir():

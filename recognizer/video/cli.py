@@ -25,11 +25,7 @@ def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: floa
     from recognizer.video.identify import identify_video
     from recognizer.video.reader import VideoLimits
 
-    camera = isinstance(source, int)
-    name = f"camera {source}" if camera else str(source)
-    if camera and annotate_out is not None and wants_video_file(annotate_out):
-        raise click.BadParameter("a camera's frames are not kept for an annotated video; give a folder for a contact sheet",
-                                 param_hint="--annotate")
+    name = f"camera {source}" if isinstance(source, int) else str(source)
     limits = VideoLimits(max_seconds=seconds)
     try:
         result = identify_video(rec, source, sample_fps=sample_fps, threshold=threshold, limits=limits, progress=not as_json)
