@@ -108,6 +108,24 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+# Bytes of a request body looked at to tell a video upload from a photo upload.
+_SNIFF_BYTES = 8192
+
+
+def _first_part_is_video(head: bytes, complete: bool) -> bool | None:
+    """Whether the first file of a multipart body starting with `head` is a video (by its first
+    bytes); None while `head` is too short to tell and more is coming."""
+    from recognizer.video.reader import sniff_video
+
+    end = head.find(b"\r\n\r\n")  # the end of the first part's headers
+    if end < 0:
+        return None if not complete else False
+    content = head[end + 4 :]
+    if len(content) < 512 and not complete:
+        return None
+    return sniff_video(content[:512]) is not None
+
+
 class BodyLimit:
     """Refuse request bodies over `limit` bytes with 413, counting while they are read.
 
@@ -117,19 +135,28 @@ class BodyLimit:
     whatever the app makes of the interrupted read (FastAPI calls it a 400 parse error) is
     replaced by the 413. It also has the last word on exceptions, which the app's catch-all
     handler has already logged and answered.
+
+    Paths in `video_paths` take a video upload under a limit of its own: the first bytes of the
+    upload's first file say which limit applies, and the count is checked against it from then on.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, paths: dict[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, limit: int, video_paths: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
-        self.paths = paths or {}  # a limit of their own for these paths (POST /identify takes videos)
+        self.video_paths = video_paths or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.paths.get(scope.get("path", ""), self.limit)
-        too_large = ApiError(413, f"request body is over the upload limit of {limit} bytes ({limit / 2**20:g} MB)")
+        video_limit = self.video_paths.get(scope.get("path", ""))
+        # Until the upload's first bytes are in, the larger of the two limits holds.
+        limit = self.limit if video_limit is None else max(self.limit, video_limit)
+        kind = "upload"
+
+        def too_large() -> ApiError:
+            return ApiError(413, f"request body is over the {kind} limit of {limit} bytes ({limit / 2**20:g} MB)")
+
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
@@ -137,20 +164,28 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    await _error(413, too_large.message)(scope, receive, send)
+                    await _error(413, too_large().message)(scope, receive, send)
                     return
         received = 0
         exceeded = False
         started = False
+        head = b"" if video_limit is not None else None
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, exceeded, head, limit, kind
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                body = message.get("body", b"")
+                received += len(body)
+                if head is not None:
+                    head += body[: _SNIFF_BYTES - len(head)]
+                    video = _first_part_is_video(head, len(head) >= _SNIFF_BYTES or not message.get("more_body", False))
+                    if video is not None:
+                        limit, kind = (video_limit, "video upload") if video else (self.limit, "upload")
+                        head = None
                 if received > limit:
                     exceeded = True
-                    raise too_large
+                    raise too_large()
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -169,7 +204,7 @@ class BodyLimit:
                 await _error(500, "internal server error; the details are in the server log")(scope, receive, send)
                 return
         if exceeded:
-            await _error(413, too_large.message)(scope, receive, send)
+            await _error(413, too_large().message)(scope, receive, send)
 
 
 def identify_uploaded_video(recognizer: Any, settings: Settings, name: str, data: bytes, *, threshold: float | None = None,
@@ -469,4 +504,4 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
 
         return await run_in_threadpool(work)
 
-    return BodyLimit(app, settings.max_upload_bytes, {"/identify": max(settings.max_upload_bytes, settings.max_video_bytes)})
+    return BodyLimit(app, settings.max_upload_bytes, {"/identify": settings.max_video_bytes})
