@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from recognizer.data import data_dir  # noqa: E402
+from recognizer.cli._options import passive_openmp
+from recognizer.sample_data import data_dir
 
 CLIP = "video-hamilton/short_hamilton_clip.mp4"
 PEOPLE = {
@@ -47,6 +45,7 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=None, help="sampling rate (default: identify's default)")
     ap.add_argument("--frame-out", type=Path, default=None)
     args = ap.parse_args()
+    passive_openmp()
 
     from recognizer.recognizer import Recognizer
     from recognizer.video.identify import identify_video

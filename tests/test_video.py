@@ -165,7 +165,7 @@ def test_annotated_video_and_contact_sheet(result, clip, tmp_path):
 
 
 def test_json_and_cli(rec, clip, tmp_path):
-    import identify
+    from recognizer.cli import identify
 
     out = tmp_path / "sheet"
     res = CliRunner().invoke(identify.main, ["--model", str(rec.dir), str(clip), "--json", "--seconds", "0.7",
@@ -259,7 +259,7 @@ def test_video_without_faces_gives_no_tracks(rec, bad_files):
 
 
 def test_cli_reports_bad_videos_and_still_takes_photos_by_content(rec, bad_files, data, tmp_path):
-    import identify
+    from recognizer.cli import identify
 
     photo_named_video = tmp_path / "really-a-photo.mp4"
     photo_named_video.write_bytes((data / VH / "obama2.jpg").read_bytes())

@@ -1,4 +1,4 @@
-"""What identify.py does with a video or a camera: track, name, print and draw.
+"""What `identify` does with a video or a camera: track, name, print and draw.
 
 Kept apart from the photo code of the command so that the command itself only sorts its inputs.
 """
