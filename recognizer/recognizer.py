@@ -276,6 +276,10 @@ class Recognizer:
         for res in self.pipeline.analyze_many(sources, progress=progress):
             yield self._decide(res, threshold)
 
+    def threshold_for(self, threshold: float | None = None) -> float:
+        """The similarity under which a face is unknown: `threshold` when given, else the model's."""
+        return self.config.threshold if threshold is None else float(threshold)
+
     def decide(self, res: PhotoResult, *, threshold: float | None = None) -> PhotoIdentification:
         """Name the faces of a photo `self.pipeline` has analysed (faces and embeddings), as identify does."""
         return self._decide(res, threshold)
@@ -286,7 +290,7 @@ class Recognizer:
             return out
         from recognizer.evaluate import decide
 
-        thr = self.config.threshold if threshold is None else threshold
+        thr = self.threshold_for(threshold)
         # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.
         d = decide(self.gallery, self.classifier, res.embeddings, k=self.config.knn_k, model_id=self.config.model_id)
         final = "combined" if "combined" in d.scores else "knn"

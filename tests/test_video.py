@@ -378,3 +378,18 @@ def test_server_identifies_a_short_video_within_its_own_limits(rec, clip, audien
     short = TestClient(create_app(rec, Settings(max_video_seconds=5)))
     res = short.post("/identify", files={"file": ("hamilton.mp4", data)})
     assert res.status_code == 413 and "lasts 9.2 s" in res.json()["error"]
+
+
+def test_photo_whose_candidates_all_fail_the_last_stage_has_no_faces(clip, detector):
+    """Frame 24 of the clip, blurred: the first two stages keep candidates and the last rejects
+    them all, which once raised IndexError from the final non-maximum suppression."""
+    import cv2
+    from PIL import Image
+
+    cap = cv2.VideoCapture(str(clip))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 24)
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    blurred = cv2.GaussianBlur(cv2.resize(frame, (320, 180)), (0, 0), 12)
+    assert detector.detect(Image.fromarray(cv2.cvtColor(blurred, cv2.COLOR_BGR2RGB))) == []

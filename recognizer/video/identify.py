@@ -72,7 +72,7 @@ def identify_video(
     """
     from tqdm import tqdm
 
-    thr = recognizer.config.threshold if threshold is None else float(threshold)
+    thr = recognizer.threshold_for(threshold)  # the one the per-face decisions apply
     started = time.perf_counter()
     with VideoReader(source, sample_fps=sample_fps, limits=limits, name=name) as reader:
         result = VideoIdentification(reader.name, reader.info, reader.sample_fps)
