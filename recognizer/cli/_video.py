@@ -12,6 +12,18 @@ import click
 from recognizer.video.reader import VIDEO_SUFFIXES
 
 
+def quiet_decoders(verbose: int) -> None:
+    """Keep FFmpeg's and OpenCV's own logging off the terminal unless -v: a damaged video makes
+    FFmpeg print a line per broken packet, while the tool reports the damage once, in words.
+    FFmpeg reads the variable when OpenCV first opens a video, so this runs before that."""
+    import cv2
+
+    if verbose:
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def wants_video_file(out: Path) -> bool:
     """`--annotate OUT`: a name with a video suffix asks for the annotated video, anything else for a folder."""
     return out.suffix.lower() in VIDEO_SUFFIXES

@@ -71,8 +71,9 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
     results = []
     failed = 0
     if videos or camera is not None:
-        from recognizer.cli._video import identify_one_video
+        from recognizer.cli._video import identify_one_video, quiet_decoders
 
+        quiet_decoders(verbose)
         for source in videos or [camera]:
             res = identify_one_video(rec, source, sample_fps=sample_fps or DEFAULT_SAMPLE_FPS, threshold=threshold,
                                      seconds=seconds, annotate_out=out_path, as_json=as_json)
