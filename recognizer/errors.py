@@ -1,9 +1,12 @@
-"""Typed errors. Every error that reaches a user names the file, directory or value at fault."""
+"""Typed errors. Every error that reaches a user names the file, directory or value at fault.
+
+`FaceToolError` (the base), `GalleryError` with its `PersonNotFound` and `PersonExists`, and
+`InvalidNameError` are the gallery's own, re-exported here: the gallery stands alone, below the
+recognizer.
+"""
 from __future__ import annotations
 
-
-class FaceToolError(Exception):
-    """Base class for every error this tool raises on purpose."""
+from gallery.errors import FaceToolError, GalleryError, InvalidNameError, PersonExists, PersonNotFound
 
 
 class ImageError(FaceToolError):
@@ -23,15 +26,15 @@ class ModelError(FaceToolError):
     """A model directory is missing, damaged or does not match what was asked."""
 
 
-class GalleryError(FaceToolError):
-    """A gallery directory is missing, damaged or was built with another model."""
-
-
-class InvalidNameError(FaceToolError):
-    """A person name is not acceptable (empty, too long, control characters, path separators)."""
-
-
 class VideoError(ImageError):
     """A video could not be read: not a video, damaged, too large, or a camera that is not there.
 
     An ImageError, so every place that reports unreadable input reports it too."""
+
+
+class VideoTooLarge(VideoError):
+    """A video over a limit: its file size, its frames' pixels, or its declared length."""
+
+
+__all__ = ["FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError", "PersonExists", "PersonNotFound",
+           "VideoError", "VideoTooLarge", "WeightsError"]

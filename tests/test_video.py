@@ -53,7 +53,7 @@ def rec(tmp_path_factory, data):
                         (OBAMA, ["obama.jpg", "obama2.jpg"])):
         assert r.enroll(name, [refs / f for f in files]).added == len(files)
     yield r
-    r.gallery.close()
+    r.close()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recognizer.errors import GalleryError, ImageError, InvalidNameError
+from recognizer import GalleryError, ImageError, InvalidNameError, PersonExists, PersonNotFound, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ _SNIFF_BYTES = 8192
 def _first_part_is_video(head: bytes, complete: bool) -> bool | None:
     """Whether the first file of a multipart body starting with `head` is a video (by its first
     bytes); None while `head` is too short to tell and more is coming."""
-    from recognizer.video.reader import sniff_video
+    from recognizer import sniff_video
 
     end = head.find(b"\r\n\r\n")  # the end of the first part's headers
     if end < 0:
@@ -212,38 +212,37 @@ def identify_uploaded_video(recognizer: Any, settings: Settings, name: str, data
     """Tracks of an uploaded video (and its contact sheet as JPEG with `annotate`).
 
     OpenCV reads videos from files only: the upload goes to a private temporary file under a name
-    of our own, deleted once read. A video longer than `settings.max_video_seconds` is refused
-    when its container says so, and read no further than that when it does not.
+    of our own, deleted once read. A video whose container declares it longer than
+    `settings.max_video_seconds` is refused (413), and none is read further than that.
     """
-    from recognizer.errors import VideoError
-    from recognizer.video.identify import identify_video
-    from recognizer.video.reader import DEFAULT_SAMPLE_FPS, VideoLimits, VideoReader
+    from recognizer import VideoError, VideoLimits, VideoTooLarge
 
     limits = VideoLimits(max_bytes=settings.max_video_bytes, max_pixels=min(settings.max_pixels, VideoLimits.max_pixels),
-                         max_seconds=settings.max_video_seconds)
+                         max_seconds=settings.max_video_seconds, max_duration=settings.max_video_seconds)
     with tempfile.TemporaryDirectory(prefix="facetool-upload-") as tmp:
         path = Path(tmp) / "upload.video"
         path.write_bytes(data)
         try:
-            with VideoReader(path, limits=limits, name=name) as reader:
-                length = reader.info.duration
-            if length > settings.max_video_seconds:
-                raise ApiError(413, f"{name}: the video lasts {length:.1f} s, over the limit of {settings.max_video_seconds:g} s")
-            result = identify_video(recognizer, path, sample_fps=fps or DEFAULT_SAMPLE_FPS, threshold=threshold, limits=limits, name=name)
-        except VideoError as exc:  # its path is our temporary file: the client knows the upload by its own name
+            result = recognizer.identify_video(path, fps=fps, threshold=threshold, limits=limits, name=name)
+        except VideoTooLarge as exc:  # its path is our temporary file: the client knows the upload by its own name
+            raise ApiError(413, f"{name}: {exc.reason}") from None
+        except VideoError as exc:
             raise ApiError(400, f"{name}: {exc.reason}") from None
     jpeg = None
     if annotate:
-        from recognizer.video.render import contact_sheet
-
         buf = io.BytesIO()
-        contact_sheet(result).save(buf, format="JPEG", quality=90)
+        result.contact_sheet().save(buf, format="JPEG", quality=90)
         jpeg = buf.getvalue()
     return result.to_dict(), jpeg
 
 
 def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
-    """The ASGI app serving `recognizer` (an opened `recognizer.Recognizer`)."""
+    """The ASGI app serving `recognizer` (an opened `recognizer.Recognizer`).
+
+    Photos over `settings.max_pixels` are refused: the server lowers the recognizer's own limit
+    to it, and checks each upload's header against it before any decoding.
+    """
+    recognizer.max_pixels = min(recognizer.max_pixels, settings.max_pixels)
     model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     async def on_model_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -253,7 +252,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         model_worker.shutdown(wait=True)
-        recognizer.gallery.close()
+        recognizer.close()
 
     app = FastAPI(
         title="facetool",
@@ -274,6 +273,14 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     @app.exception_handler(ImageError)
     async def bad_image(request: Request, exc: ImageError) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(PersonNotFound)
+    async def no_such_person(request: Request, exc: PersonNotFound) -> JSONResponse:
+        return _error(404, f"no person named {exc.name!r} is enrolled")
+
+    @app.exception_handler(PersonExists)
+    async def person_exists(request: Request, exc: PersonExists) -> JSONResponse:
+        return _error(409, f"cannot rename {exc.old!r} to {exc.new!r}: {exc.new!r} is already enrolled")
 
     @app.exception_handler(GalleryError)
     async def gallery_error(request: Request, exc: GalleryError) -> JSONResponse:
@@ -334,7 +341,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
                     raise ApiError(400, f"{name}: is empty (0 bytes)")
                 suffix = sniff_image(data)
                 if suffix is None and allow_video:
-                    from recognizer.video.reader import sniff_video
+                    from recognizer import sniff_video
 
                     if sniff_video(data[:512]) is not None:
                         if len(data) > settings.max_video_bytes:
@@ -367,17 +374,15 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             raise ApiError(413, f"{name}: {w}x{h} pixels is over the limit of {settings.max_pixels} pixels")
 
     def identify_bytes(name: str, data: bytes, threshold: float | None, annotate: bool) -> tuple[dict, bytes | None]:
-        from recognizer.image import decode
-
-        image = decode(data, name, settings.max_pixels)
-        result = recognizer.identify(image, threshold=threshold)
+        try:
+            result = recognizer.identify(data, threshold=threshold)
+        except ImageError as exc:  # named after the upload, as the client knows it
+            raise ImageError(name, exc.reason) from None
         result.photo = name
         png = None
         if annotate:
-            from recognizer.annotate import annotate as draw
-
             buf = io.BytesIO()
-            draw(image, result).save(buf, format="PNG")
+            result.annotated(data).save(buf, format="PNG")
             png = buf.getvalue()
         return result.to_dict(), png
 
@@ -385,17 +390,11 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         return identify_uploaded_video(recognizer, settings, name, data, threshold=threshold, fps=fps, annotate=annotate)
 
     def enroll_uploads(name: str, uploads: list[tuple[str, bytes, str]]) -> dict:
-        # Uploads go to a private temporary folder under names of our own (never the client's),
-        # and are deleted as soon as they are enrolled: the gallery keeps embeddings, not photos.
-        with tempfile.TemporaryDirectory(prefix="facetool-upload-") as tmp:
-            paths = []
-            for i, (_, data, suffix) in enumerate(uploads):
-                path = Path(tmp) / f"{i:04d}{suffix}"
-                path.write_bytes(data)
-                paths.append(path)
-            report = recognizer.enroll(name, paths, labels=[u[0] for u in uploads])
+        # The photos are enrolled from memory and never written to disk: the gallery keeps
+        # embeddings, not photos, and records the client's file name as each face's source.
+        report = recognizer.enroll(name, [u[1] for u in uploads], labels=[u[0] for u in uploads])
         out = report.to_dict()
-        out["enrolled"] = recognizer.gallery.people().get(report.name, 0)
+        out["enrolled"] = recognizer.people().get(report.name, 0)
         return out
 
     # ---- routes --------------------------------------------------------------------------
@@ -443,7 +442,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     @app.get("/people", summary="Enrolled people and how many faces each has")
     async def people(request: Request) -> dict:
         check_read(request)
-        return {"people": await run_in_threadpool(recognizer.gallery.people)}
+        return {"people": await run_in_threadpool(recognizer.people)}
 
     @app.post(
         "/people/{name:path}/photos",
@@ -452,30 +451,16 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         openapi_extra=multipart_doc(many=True),
     )
     async def enroll(request: Request, name: str) -> dict:
-        from gallery import validate_name
-
         check_token(request)
         name = validate_name(name)
         uploads = await uploaded_images(request)
         return await on_model_thread(enroll_uploads, name, uploads)
 
-    def known(name: str) -> str:
-        from gallery import validate_name
-
-        name = validate_name(name)
-        if name not in recognizer.gallery.people():
-            raise ApiError(404, f"no person named {name!r} is enrolled")
-        return name
-
     @app.delete("/people/{name:path}", summary="Remove a person and all their faces")
     async def remove(request: Request, name: str) -> dict:
         check_token(request)
-
-        def work() -> dict:
-            person = known(name)
-            return {"removed": person, "faces": recognizer.remove_person(person)}
-
-        return await run_in_threadpool(work)
+        person = validate_name(name)
+        return {"removed": person, "faces": await run_in_threadpool(recognizer.remove, person)}
 
     @app.patch(
         "/people/{name:path}",
@@ -484,8 +469,6 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}}},
     )
     async def rename(request: Request, name: str) -> dict:
-        from gallery import validate_name
-
         check_token(request)
         try:
             body = await request.json()
@@ -494,14 +477,8 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
             raise ApiError(422, 'send a JSON body {"name": "new name"}')
         new = validate_name(body["name"])
-
-        def work() -> dict:
-            old = known(name)
-            if new != old and new in recognizer.gallery.people():
-                raise ApiError(409, f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
-            recognizer.gallery.rename_person(old, new)
-            return {"renamed": old, "to": new}
-
-        return await run_in_threadpool(work)
+        old = validate_name(name)
+        await run_in_threadpool(recognizer.rename, old, new)
+        return {"renamed": old, "to": new}
 
     return BodyLimit(app, settings.max_upload_bytes, {"/identify": settings.max_video_bytes})

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from recognizer.video.reader import VIDEO_SUFFIXES
 
 
 def quiet_decoders(verbose: int) -> None:
@@ -26,33 +25,30 @@ def quiet_decoders(verbose: int) -> None:
 
 def wants_video_file(out: Path) -> bool:
     """`--annotate OUT`: a name with a video suffix asks for the annotated video, anything else for a folder."""
-    return out.suffix.lower() in VIDEO_SUFFIXES
+    import recognizer
+
+    return out.suffix.lower() in recognizer.VIDEO_SUFFIXES
 
 
-def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: float, threshold, seconds: float | None,
+def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: float | None, threshold, seconds: float | None,
                        annotate_out: Path | None, as_json: bool) -> dict:
     """Identify one video or camera and draw what was asked; returns its JSON object (with
     `error` instead of tracks when it could not be read)."""
-    from recognizer.errors import VideoError
-    from recognizer.video.identify import identify_video
-    from recognizer.video.reader import VideoLimits
+    import recognizer
 
     name = f"camera {source}" if isinstance(source, int) else str(source)
-    limits = VideoLimits(max_seconds=seconds)
     try:
-        result = identify_video(rec, source, sample_fps=sample_fps, threshold=threshold, limits=limits, progress=not as_json)
-    except VideoError as exc:
+        result = rec.identify_video(source, fps=sample_fps, threshold=threshold, seconds=seconds, progress=not as_json)
+    except recognizer.VideoError as exc:
         if not as_json:
             click.echo(f"{name}: error: {exc.reason}")
         return {"video": name, "error": exc.reason}
     if annotate_out is not None:
-        from recognizer.video.render import write_annotated_video, write_contact_sheet
-
         if wants_video_file(annotate_out):
-            write_annotated_video(source, result, annotate_out, limits)
+            result.write_annotated(annotate_out)
         else:
             annotate_out.mkdir(parents=True, exist_ok=True)
-            write_contact_sheet(result, annotate_out)
+            result.write_contact_sheet(annotate_out)
     if not as_json:
         note = " (truncated or damaged: stopped early)" if result.truncated else ""
         click.echo(f"{name}: {len(result.tracks)} track(s) in {result.video_seconds:.1f} s of video{note}")

@@ -35,10 +35,7 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
     through the frames and the whole track gets one name."""
     passive_openmp()
     setup_logging(verbose)
-    from recognizer.image import expand_inputs
-    from recognizer.cache import CropCache
-    from recognizer.recognizer import Recognizer
-    from recognizer.video.reader import DEFAULT_SAMPLE_FPS, VIDEO_SUFFIXES, is_video_input
+    import recognizer
 
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise click.BadParameter(f"{threshold} is not a cosine similarity in [-1, 1]", param_hint="--threshold")
@@ -50,24 +47,25 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
         raise click.UsageError("give photos, videos or folders, or --camera N")
     if inputs and camera is not None:
         raise click.UsageError("--camera reads the camera alone; give files in another run")
-    if camera is not None and annotate_out and Path(annotate_out).suffix.lower() in VIDEO_SUFFIXES:
+    video_suffixes = recognizer.VIDEO_SUFFIXES
+    if camera is not None and annotate_out and Path(annotate_out).suffix.lower() in video_suffixes:
         raise click.BadParameter("a camera's frames are not kept for an annotated video; give a folder for a contact sheet",
                                  param_hint="--annotate")
-    files = expand_inputs(list(inputs), recursive=True)
+    files = recognizer.expand_inputs(list(inputs), recursive=True)
     for p in map(Path, inputs):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file()))
-    videos = [f for f in files if is_video_input(f)]
+            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in video_suffixes and f.is_file()))
+    videos = [f for f in files if recognizer.is_video_input(f)]
     photos = [f for f in files if f not in set(videos)]
     if not files and camera is None:
         raise click.ClickException(f"no image or video files found in {', '.join(inputs)}")
     out_path = Path(annotate_out) if annotate_out else None
     several = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
     if out_path is not None and several:
-        if out_path.suffix.lower() in VIDEO_SUFFIXES:
+        if out_path.suffix.lower() in video_suffixes:
             raise click.BadParameter(f"{out_path}: several inputs are annotated into a folder, not one video file", param_hint="--annotate")
         out_path.mkdir(parents=True, exist_ok=True)
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None if no_cache else CropCache())
+    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache)
     results = []
     failed = 0
     if videos or camera is not None:
@@ -75,7 +73,7 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
 
         quiet_decoders(verbose)
         for source in videos or [camera]:
-            res = identify_one_video(rec, source, sample_fps=sample_fps or DEFAULT_SAMPLE_FPS, threshold=threshold,
+            res = identify_one_video(rec, source, sample_fps=sample_fps, threshold=threshold,
                                      seconds=seconds, annotate_out=out_path, as_json=as_json)
             results.append(res)
             failed += "error" in res
@@ -84,10 +82,8 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
         if res.error:
             failed += 1
         if out_path is not None and res.error is None:
-            from recognizer.annotate import annotate
-
             target = out_path / (Path(res.photo).stem + ".png") if several else out_path
-            annotate(res.photo, res).save(target)
+            res.annotated().save(target)
         if not as_json:
             if res.error:
                 click.echo(f"{res.photo}: error: {res.error}")

@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class VideoIdentification:
-    source: str
+    source: str  # what the video is called (its path, a camera, or an upload's name)
     info: VideoInfo
     sample_fps: float
     tracks: list[Track] = field(default_factory=list)
+    path: str | os.PathLike | int | None = None  # what was read: a file, or a camera index
     decoded: int = 0  # frames decoded
     sampled: int = 0  # frames analysed
     truncated: bool = False
@@ -37,6 +38,26 @@ class VideoIdentification:
     def video_seconds(self) -> float:
         """Seconds of video read (of the stream's own time)."""
         return self.decoded / self.info.fps if self.info.fps > 0 else 0.0
+
+    def write_annotated(self, out: str | os.PathLike, limits: VideoLimits = VideoLimits()) -> int:
+        """Write the video again with each track's box and name drawn (MPEG-4); returns the frames written."""
+        from recognizer.video.render import write_annotated_video
+
+        if self.path is None or isinstance(self.path, int):
+            raise VideoError(self.source, "only a video file can be annotated again; a camera's frames are not kept")
+        return write_annotated_video(self.path, self, out, limits)
+
+    def contact_sheet(self):
+        """A PIL image: one row per track, its name and span, and faces spread over its length."""
+        from recognizer.video.render import contact_sheet
+
+        return contact_sheet(self)
+
+    def write_contact_sheet(self, out_dir: str | os.PathLike):
+        """Save the contact sheet as OUT_DIR/<video name>.tracks.jpg; returns its path."""
+        from recognizer.video.render import write_contact_sheet
+
+        return write_contact_sheet(self, out_dir)
 
     def to_dict(self) -> dict:
         out = {
@@ -75,7 +96,7 @@ def identify_video(
     thr = recognizer.threshold_for(threshold)  # the one the per-face decisions apply
     started = time.perf_counter()
     with VideoReader(source, sample_fps=sample_fps, limits=limits, name=name) as reader:
-        result = VideoIdentification(reader.name, reader.info, reader.sample_fps)
+        result = VideoIdentification(reader.name, reader.info, reader.sample_fps, path=source)
         tracks = Tracker(thr, tracker)
         pending: deque[tuple[Frame, bool]] = deque()
 

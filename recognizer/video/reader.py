@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from recognizer.errors import VideoError
+from recognizer.errors import VideoError, VideoTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +90,16 @@ class VideoLimits:
     max_bytes: int = 4 * 1024**3  # a file larger than this is refused before it is opened
     max_pixels: int = 8192 * 4320  # per frame (8K); each decoded frame is width * height * 3 bytes
     max_seconds: float | None = None  # of video read (a camera: of wall-clock time); None: all of it
+    max_duration: float | None = None  # a file whose container declares a longer video is refused
     timeout_ms: int = 10_000  # for opening the file and for each frame read, inside FFmpeg
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0 or self.max_pixels <= 0 or self.timeout_ms <= 0:
             raise ValueError(f"video limits must be positive: {self}")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ValueError(f"max_seconds {self.max_seconds!r}: must be positive (or None for no limit)")
+        for name in ("max_seconds", "max_duration"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} {value!r}: must be positive (or None for no limit)")
 
 
 @dataclass
@@ -164,7 +167,10 @@ class VideoReader:
         self.info = VideoInfo(self.name, fps if 0 < fps <= 1000 else 0.0, max(count, 0), w, h)
         if w * h > limits.max_pixels:
             self.close()
-            raise VideoError(self.name, f"frames are {w}x{h} pixels, over the limit of {limits.max_pixels} pixels")
+            raise VideoTooLarge(self.name, f"frames are {w}x{h} pixels, over the limit of {limits.max_pixels} pixels")
+        if limits.max_duration is not None and self.info.duration > limits.max_duration:
+            self.close()
+            raise VideoTooLarge(self.name, f"the video lasts {self.info.duration:.1f} s, over the limit of {limits.max_duration:g} s")
 
     def _check_file(self, path: Path) -> None:
         try:
@@ -182,7 +188,7 @@ class VideoReader:
         if size == 0:
             raise VideoError(self.name, "is empty (0 bytes)")
         if size > self.limits.max_bytes:
-            raise VideoError(self.name, f"is {size} bytes, over the video limit of {self.limits.max_bytes} bytes")
+            raise VideoTooLarge(self.name, f"is {size} bytes, over the video limit of {self.limits.max_bytes} bytes")
         if sniff_video(head) is None:
             raise VideoError(self.name, f"is not a video: its content starts with no known container signature ({head[:12]!r})")
 
@@ -248,7 +254,7 @@ class VideoReader:
                 break
             h, w = pixels.shape[:2]
             if w * h > self.limits.max_pixels:  # a stream may change size midway
-                raise VideoError(self.name, f"frame {index} is {w}x{h} pixels, over the limit of {self.limits.max_pixels} pixels")
+                raise VideoTooLarge(self.name, f"frame {index} is {w}x{h} pixels, over the limit of {self.limits.max_pixels} pixels")
             next_time += step
             if next_time <= now:  # behind (a slow camera, a jump in timestamps): sample from here on
                 next_time = now + step

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from recognizer.atomic import atomic_path
+from gallery.atomic import atomic_path
 from recognizer.errors import VideoError
 from recognizer.video.identify import VideoIdentification
 from recognizer.video.reader import VideoLimits, VideoReader
