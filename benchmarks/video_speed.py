@@ -47,8 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     passive_openmp()
 
-    from recognizer.recognizer import Recognizer
-    from recognizer.video.identify import identify_video
+    import recognizer
     from recognizer.video.reader import DEFAULT_SAMPLE_FPS, VideoReader
 
     fps = args.fps or DEFAULT_SAMPLE_FPS
@@ -60,14 +59,14 @@ def main() -> None:
     print(f"clip: {clip.name}, {info.width}x{info.height}, {info.fps:.2f} frames/s, {info.frame_count} frames, "
           f"duration {info.duration:.3f} s (the reference)")
     with tempfile.TemporaryDirectory() as tmp:
-        rec = Recognizer.open(Path(tmp) / "model", backbone="sface", create=True)
+        rec = recognizer.create(Path(tmp) / "model", backbone="sface")
         for name, files in PEOPLE.items():
             rec.enroll(name, [data / "video-hamilton" / f for f in files])
-        rec.pipeline.analyze(data / "video-hamilton" / "obama2.jpg")  # first calls allocate and pick kernels
+        rec.identify(data / "video-hamilton" / "obama2.jpg")  # first calls allocate and pick kernels
         walls, cpus, results = [], [], []
         for i in range(args.repeats):
             cpu, t = time.process_time(), time.perf_counter()
-            res = identify_video(rec, clip, sample_fps=fps)
+            res = rec.identify_video(clip, fps=fps)
             wall, cpu = time.perf_counter() - t, time.process_time() - cpu
             walls.append(wall)
             cpus.append(cpu)
@@ -90,10 +89,8 @@ def main() -> None:
         if args.frame_out is not None:
             import cv2
 
-            from recognizer.video.render import write_annotated_video
-
             video = Path(tmp) / "annotated.mp4"
-            write_annotated_video(clip, last, video)
+            last.write_annotated(video)
             cap = cv2.VideoCapture(str(video))
             cap.set(cv2.CAP_PROP_POS_FRAMES, 240)
             ok, frame = cap.read()
@@ -103,7 +100,7 @@ def main() -> None:
             args.frame_out.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(args.frame_out), frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
             print(f"frame 240 of the annotated video: {args.frame_out} ({args.frame_out.stat().st_size} bytes)")
-        rec.gallery.close()
+        rec.close()
 
 
 if __name__ == "__main__":

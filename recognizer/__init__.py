@@ -49,9 +49,7 @@ _LAZY = {
     "validate_name": "gallery",
     "VideoIdentification": "recognizer.video.identify",
     "VideoLimits": "recognizer.video.reader",
-    "VIDEO_SUFFIXES": "recognizer.video.reader",
     "is_video_input": "recognizer.video.reader",
-    "sniff_video": "recognizer.video.reader",
 }
 
 if TYPE_CHECKING:
@@ -60,7 +58,7 @@ if TYPE_CHECKING:
     from recognizer.image import expand_inputs, list_images  # noqa: F401
     from recognizer.recognizer import EnrollReport, FaceIdentity, PhotoIdentification, Recognizer  # noqa: F401
     from recognizer.video.identify import VideoIdentification  # noqa: F401
-    from recognizer.video.reader import VIDEO_SUFFIXES, VideoLimits, is_video_input, sniff_video  # noqa: F401
+    from recognizer.video.reader import VideoLimits, is_video_input  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
@@ -75,7 +73,6 @@ __all__ = [
     "EnrollReport", "FaceIdentity", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
     "PersonExists", "PersonNotFound", "PhotoIdentification", "Recognizer", "WeightsError", "create", "evaluate",
     "expand_inputs", "finetune", "list_images", "open", "set_threshold",
-    "validate_name", "VideoError", "VideoTooLarge", "VideoIdentification", "VideoLimits", "VIDEO_SUFFIXES", "is_video_input",
-    "sniff_video",
+    "validate_name", "VideoError", "VideoTooLarge", "VideoIdentification", "VideoLimits", "is_video_input",
 ]
 __version__ = "0.1.0"

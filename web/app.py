@@ -115,7 +115,7 @@ _SNIFF_BYTES = 8192
 def _first_part_is_video(head: bytes, complete: bool) -> bool | None:
     """Whether the first file of a multipart body starting with `head` is a video (by its first
     bytes); None while `head` is too short to tell and more is coming."""
-    from recognizer import sniff_video
+    from recognizer import is_video_input
 
     end = head.find(b"\r\n\r\n")  # the end of the first part's headers
     if end < 0:
@@ -123,7 +123,7 @@ def _first_part_is_video(head: bytes, complete: bool) -> bool | None:
     content = head[end + 4 :]
     if len(content) < 512 and not complete:
         return None
-    return sniff_video(content[:512]) is not None
+    return is_video_input(content[:512])
 
 
 class BodyLimit:
@@ -341,9 +341,9 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
                     raise ApiError(400, f"{name}: is empty (0 bytes)")
                 suffix = sniff_image(data)
                 if suffix is None and allow_video:
-                    from recognizer import sniff_video
+                    from recognizer import is_video_input
 
-                    if sniff_video(data[:512]) is not None:
+                    if is_video_input(data[:512]):
                         if len(data) > settings.max_video_bytes:
                             raise ApiError(413, f"{name}: {len(data)} bytes is over the video limit of {settings.max_video_bytes} bytes")
                         out.append((name, data, "video"))

@@ -24,10 +24,10 @@ def quiet_decoders(verbose: int) -> None:
 
 
 def wants_video_file(out: Path) -> bool:
-    """`--annotate OUT`: a name with a video suffix asks for the annotated video, anything else for a folder."""
+    """`--annotate OUT`: a video's name (`out.mp4`) asks for the annotated video, anything else for a folder."""
     import recognizer
 
-    return out.suffix.lower() in recognizer.VIDEO_SUFFIXES
+    return not out.is_dir() and recognizer.is_video_input(out)
 
 
 def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: float | None, threshold, seconds: float | None,

@@ -47,14 +47,16 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
         raise click.UsageError("give photos, videos or folders, or --camera N")
     if inputs and camera is not None:
         raise click.UsageError("--camera reads the camera alone; give files in another run")
-    video_suffixes = recognizer.VIDEO_SUFFIXES
-    if camera is not None and annotate_out and Path(annotate_out).suffix.lower() in video_suffixes:
+    from recognizer.cli._video import wants_video_file
+
+    if camera is not None and annotate_out and wants_video_file(Path(annotate_out)):
         raise click.BadParameter("a camera's frames are not kept for an annotated video; give a folder for a contact sheet",
                                  param_hint="--annotate")
     files = recognizer.expand_inputs(list(inputs), recursive=True)
+    listed = set(files)
     for p in map(Path, inputs):
-        if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in video_suffixes and f.is_file()))
+        if p.is_dir():  # folders: their videos too, by content or name
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f not in listed and recognizer.is_video_input(f)))
     videos = [f for f in files if recognizer.is_video_input(f)]
     photos = [f for f in files if f not in set(videos)]
     if not files and camera is None:
@@ -62,7 +64,7 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
     out_path = Path(annotate_out) if annotate_out else None
     several = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
     if out_path is not None and several:
-        if out_path.suffix.lower() in video_suffixes:
+        if wants_video_file(out_path):
             raise click.BadParameter(f"{out_path}: several inputs are annotated into a folder, not one video file", param_hint="--annotate")
         out_path.mkdir(parents=True, exist_ok=True)
     rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache)

@@ -68,18 +68,21 @@ def is_video_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def is_video_input(path: str | os.PathLike) -> bool:
-    """Whether a command should read this file as a video: its content says so, or its name does
-    and its content is no image either (the video reader then says what is wrong with it). A
-    photo named `.mp4` is still a photo."""
-    if is_video_file(path):
+def is_video_input(source: str | os.PathLike | bytes) -> bool:
+    """Whether to treat `source` as a video. Bytes (the start of a file) by their container
+    signature; a file by its content, or by its name when its content is no image either (the
+    video reader then says what is wrong with it) or when it does not exist yet (an output name).
+    A photo named `.mp4` is still a photo."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return sniff_video(bytes(source[:512])) is not None
+    if is_video_file(source):
         return True
-    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+    if Path(source).suffix.lower() not in VIDEO_SUFFIXES:
         return False
     try:
-        with Image.open(path):
+        with Image.open(source):
             return False
-    except Exception:  # not an image PIL knows, or unreadable: the video reader reports it
+    except Exception:  # missing, not an image PIL knows, or unreadable
         return True
 
 
