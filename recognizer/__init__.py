@@ -12,7 +12,7 @@
     recognizer.finetune("photos/", "my-model", backbone="sface")      # DATA/train/<person>/*
     recognizer.evaluate("my-model", "photos/").markdown()
 
-Errors are `FaceToolError`s: `ImageError` (with `VideoError` and its `VideoTooLarge`), `ModelError`,
+Errors are `FaceToolError`s: `ImageError` (with `VideoError`), `ModelError`,
 `WeightsError`, `InvalidNameError` and `GalleryError` with `PersonNotFound` and `PersonExists`. Nothing heavy is imported here: the
 names load on first use, and models load when a model directory is opened.
 """
@@ -30,7 +30,6 @@ from recognizer.errors import (
     PersonExists,
     PersonNotFound,
     VideoError,
-    VideoTooLarge,
     WeightsError,
 )
 
@@ -47,18 +46,20 @@ _LAZY = {
     "list_images": "recognizer.image",
     "expand_inputs": "recognizer.image",
     "validate_name": "gallery",
+    "annotation_paths": "recognizer.annotate",
+    "save_annotated": "recognizer.annotate",
     "VideoIdentification": "recognizer.video.identify",
-    "VideoLimits": "recognizer.video.reader",
     "is_video_input": "recognizer.video.reader",
 }
 
 if TYPE_CHECKING:
     from recognizer._api import create, evaluate, finetune, open, set_threshold  # noqa: F401
+    from recognizer.annotate import annotation_paths, save_annotated  # noqa: F401
     from gallery import validate_name  # noqa: F401
     from recognizer.image import expand_inputs, list_images  # noqa: F401
     from recognizer.recognizer import EnrollReport, FaceIdentity, PhotoIdentification, Recognizer  # noqa: F401
     from recognizer.video.identify import VideoIdentification  # noqa: F401
-    from recognizer.video.reader import VideoLimits, is_video_input  # noqa: F401
+    from recognizer.video.reader import is_video_input  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
@@ -70,9 +71,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "EnrollReport", "FaceIdentity", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
+    "EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
     "PersonExists", "PersonNotFound", "PhotoIdentification", "Recognizer", "WeightsError", "create", "evaluate",
     "expand_inputs", "finetune", "list_images", "open", "set_threshold",
-    "validate_name", "VideoError", "VideoTooLarge", "VideoIdentification", "VideoLimits", "is_video_input",
+    "validate_name", "VideoError", "VideoIdentification", "is_video_input",
 ]
 __version__ = "0.1.0"

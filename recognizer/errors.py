@@ -29,12 +29,13 @@ class ModelError(FaceToolError):
 class VideoError(ImageError):
     """A video could not be read: not a video, damaged, too large, or a camera that is not there.
 
-    An ImageError, so every place that reports unreadable input reports it too."""
+    An ImageError, so every place that reports unreadable input reports it too. `too_large`: it
+    is over a limit (file size, frame pixels, declared length) rather than unreadable."""
 
-
-class VideoTooLarge(VideoError):
-    """A video over a limit: its file size, its frames' pixels, or its declared length."""
+    def __init__(self, path: object, reason: str, *, too_large: bool = False):
+        super().__init__(path, reason)
+        self.too_large = too_large
 
 
 __all__ = ["FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError", "PersonExists", "PersonNotFound",
-           "VideoError", "VideoTooLarge", "WeightsError"]
+           "VideoError", "WeightsError"]

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recognizer import GalleryError, ImageError, InvalidNameError, PersonExists, PersonNotFound, validate_name
+from web.guard import GuardSettings, RequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ DEFAULT_MAX_VIDEO_SECONDS = 60.0
 # Bigger than a 48-Mpx phone photo; a larger image is a scan or a decompression bomb.
 DEFAULT_MAX_PIXELS = 60_000_000
 MAX_FILES_PER_REQUEST = 50
+# Decoding memory per photo (recognizer.image.decode_cost). Photos are decoded one at a time on
+# the model thread, so this is most of what a hostile upload can add to the server's memory.
+DEFAULT_MAX_PHOTO_BYTES = 96 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -82,6 +86,8 @@ class Settings:
     # and a cap on its length, which bounds the decoding and detection work one request causes.
     max_video_bytes: int = int(DEFAULT_MAX_VIDEO_MB * 1024 * 1024)
     max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS
+    max_photo_bytes: int = DEFAULT_MAX_PHOTO_BYTES  # memory one photo's decode may take
+    guard: GuardSettings = GuardSettings()  # Host names, timeouts, uploads in flight (web/guard.py)
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -215,19 +221,19 @@ def identify_uploaded_video(recognizer: Any, settings: Settings, name: str, data
     of our own, deleted once read. A video whose container declares it longer than
     `settings.max_video_seconds` is refused (413), and none is read further than that.
     """
-    from recognizer import VideoError, VideoLimits, VideoTooLarge
+    from recognizer import VideoError
 
-    limits = VideoLimits(max_bytes=settings.max_video_bytes, max_pixels=min(settings.max_pixels, VideoLimits.max_pixels),
-                         max_seconds=settings.max_video_seconds, max_duration=settings.max_video_seconds)
     with tempfile.TemporaryDirectory(prefix="facetool-upload-") as tmp:
         path = Path(tmp) / "upload.video"
         path.write_bytes(data)
         try:
-            result = recognizer.identify_video(path, fps=fps, threshold=threshold, limits=limits, name=name)
-        except VideoTooLarge as exc:  # its path is our temporary file: the client knows the upload by its own name
-            raise ApiError(413, f"{name}: {exc.reason}") from None
-        except VideoError as exc:
-            raise ApiError(400, f"{name}: {exc.reason}") from None
+            result = recognizer.identify_video(path, fps=fps, threshold=threshold, name=name, max_bytes=settings.max_video_bytes,
+                                               # a decoded frame (3 bytes a pixel) within one photo's decode budget
+                                               max_pixels=min(settings.max_pixels, settings.max_photo_bytes // 3),
+                                               seconds=settings.max_video_seconds,
+                                               max_duration=settings.max_video_seconds)
+        except VideoError as exc:  # its path is our temporary file: the client knows the upload by its own name
+            raise ApiError(413 if exc.too_large else 400, f"{name}: {exc.reason}") from None
     jpeg = None
     if annotate:
         buf = io.BytesIO()
@@ -240,10 +246,12 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     """The ASGI app serving `recognizer` (an opened `recognizer.Recognizer`).
 
     Photos over `settings.max_pixels` are refused: the server lowers the recognizer's own limit
-    to it, and checks each upload's header against it before any decoding.
+    to it, and checks each upload's header against it before any decoding. So are photos whose
+    decode would take more than `settings.max_photo_bytes` (the recognizer's memory budget).
     """
     recognizer.max_pixels = min(recognizer.max_pixels, settings.max_pixels)
     model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    recognizer.memory_budget = min(recognizer.memory_budget, settings.max_photo_bytes)
 
     async def on_model_thread(fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(model_worker, fn, *args)
@@ -481,4 +489,4 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         await run_in_threadpool(recognizer.rename, old, new)
         return {"renamed": old, "to": new}
 
-    return BodyLimit(app, settings.max_upload_bytes, {"/identify": settings.max_video_bytes})
+    return RequestGuard(BodyLimit(app, settings.max_upload_bytes, {"/identify": settings.max_video_bytes}), settings.guard)

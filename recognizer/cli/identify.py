@@ -18,8 +18,9 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per photo or video (a JSON list).")
 @click.option("--annotate", "annotate_out", type=click.Path(),
-              help="Write annotated photos: a file for one photo, a folder for several. For a video, OUT.mp4 writes the "
-                   "video with named boxes, a folder a contact sheet of its tracks.")
+              help="Write annotated photos: a file for one photo, a folder for several (mirroring the input folders). "
+                   "Never an input. For one video, OUT.mp4 writes the video with named boxes; a folder gets a contact "
+                   "sheet of each video's tracks.")
 @click.option("--threshold", type=float, help="Similarity under which a face is unknown (default: the model's).")
 @click.option("--fps", "sample_fps", type=float, default=None, show_default=False,
               help="Frames per second of video to analyse (default 5).")
@@ -62,11 +63,9 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
     if not files and camera is None:
         raise click.ClickException(f"no image or video files found in {', '.join(inputs)}")
     out_path = Path(annotate_out) if annotate_out else None
-    several = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
-    if out_path is not None and several:
-        if wants_video_file(out_path):
-            raise click.BadParameter(f"{out_path}: several inputs are annotated into a folder, not one video file", param_hint="--annotate")
-        out_path.mkdir(parents=True, exist_ok=True)
+    if out_path is not None and len(files) > 1 and wants_video_file(out_path):
+        raise click.BadParameter(f"{out_path}: several inputs are annotated into a folder, not one video file", param_hint="--annotate")
+    targets = recognizer.annotation_paths([Path(p) for p in inputs], photos, out_path) if out_path and photos else {}
     rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache)
     results = []
     failed = 0
@@ -83,9 +82,8 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
         results.append(res.to_dict())
         if res.error:
             failed += 1
-        if out_path is not None and res.error is None:
-            target = out_path / (Path(res.photo).stem + ".png") if several else out_path
-            res.annotated().save(target)
+        if targets and res.error is None:
+            recognizer.save_annotated(res, targets[res.photo])
         if not as_json:
             if res.error:
                 click.echo(f"{res.photo}: error: {res.error}")

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from recognizer.errors import VideoError, VideoTooLarge
+from recognizer.errors import VideoError
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +170,10 @@ class VideoReader:
         self.info = VideoInfo(self.name, fps if 0 < fps <= 1000 else 0.0, max(count, 0), w, h)
         if w * h > limits.max_pixels:
             self.close()
-            raise VideoTooLarge(self.name, f"frames are {w}x{h} pixels, over the limit of {limits.max_pixels} pixels")
+            raise VideoError(self.name, f"frames are {w}x{h} pixels, over the limit of {limits.max_pixels} pixels", too_large=True)
         if limits.max_duration is not None and self.info.duration > limits.max_duration:
             self.close()
-            raise VideoTooLarge(self.name, f"the video lasts {self.info.duration:.1f} s, over the limit of {limits.max_duration:g} s")
+            raise VideoError(self.name, f"the video lasts {self.info.duration:.1f} s, over the limit of {limits.max_duration:g} s", too_large=True)
 
     def _check_file(self, path: Path) -> None:
         try:
@@ -191,7 +191,7 @@ class VideoReader:
         if size == 0:
             raise VideoError(self.name, "is empty (0 bytes)")
         if size > self.limits.max_bytes:
-            raise VideoTooLarge(self.name, f"is {size} bytes, over the video limit of {self.limits.max_bytes} bytes")
+            raise VideoError(self.name, f"is {size} bytes, over the video limit of {self.limits.max_bytes} bytes", too_large=True)
         if sniff_video(head) is None:
             raise VideoError(self.name, f"is not a video: its content starts with no known container signature ({head[:12]!r})")
 
@@ -257,7 +257,7 @@ class VideoReader:
                 break
             h, w = pixels.shape[:2]
             if w * h > self.limits.max_pixels:  # a stream may change size midway
-                raise VideoTooLarge(self.name, f"frame {index} is {w}x{h} pixels, over the limit of {self.limits.max_pixels} pixels")
+                raise VideoError(self.name, f"frame {index} is {w}x{h} pixels, over the limit of {self.limits.max_pixels} pixels", too_large=True)
             next_time += step
             if next_time <= now:  # behind (a slow camera, a jump in timestamps): sample from here on
                 next_time = now + step
