@@ -345,7 +345,7 @@ def test_server_identifies_a_short_video_within_its_own_limits(rec, clip, audien
 
     data = clip.read_bytes()
     # Photos keep their 1 MB limit while the same endpoint takes a 2 MB video.
-    client = TestClient(create_app(rec, Settings(max_upload_bytes=2**20, max_video_bytes=2 * 2**20)))
+    client = TestClient(create_app(rec, Settings(max_upload_bytes=2**20, max_video_bytes=2 * 2**20)), base_url="http://localhost")
     with deadline(300):
         res = client.post("/identify", files={"file": ("audience.mp4", audience_clip.read_bytes(), "video/mp4")})
     assert res.status_code == 200, res.text
@@ -361,7 +361,7 @@ def test_server_identifies_a_short_video_within_its_own_limits(rec, clip, audien
     assert big_photo.status_code == 413 and "upload limit" in big_photo.json()["error"]
 
     # The body is cut off while it is read, at the video limit once its first bytes say video...
-    small = TestClient(create_app(rec, Settings(max_upload_bytes=700_000, max_video_bytes=300_000)))
+    small = TestClient(create_app(rec, Settings(max_upload_bytes=700_000, max_video_bytes=300_000)), base_url="http://localhost")
 
     def streamed(payload: bytes, name: str):  # chunked, no Content-Length: only the running count can stop it
         yield f'--b\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'.encode()
@@ -375,7 +375,7 @@ def test_server_identifies_a_short_video_within_its_own_limits(rec, clip, audien
     # ...and at the photo limit for anything else, however large the video limit.
     res = client.post("/identify", content=streamed(b"\xff\xd8\xff" + bytes(3 * 2**20), "big.jpg"), headers=headers)
     assert res.status_code == 413 and "request body is over the upload limit of 1048576 bytes" in res.json()["error"]
-    short = TestClient(create_app(rec, Settings(max_video_seconds=5)))
+    short = TestClient(create_app(rec, Settings(max_video_seconds=5)), base_url="http://localhost")
     res = short.post("/identify", files={"file": ("hamilton.mp4", data)})
     assert res.status_code == 413 and "lasts 9.2 s" in res.json()["error"]
 
