@@ -256,6 +256,8 @@ class Detector:
             return empty
         reg, pts, probs = self._chunked(self._nets.onet, x, ONET_CHUNK, threads)
         ok = probs[:, 1] > t3
+        if not ok.any():
+            return empty
         boxes = np.concatenate([boxes[ok, :4], probs[ok, 1:2]], axis=1)
         reg, pts = reg[ok], pts[ok]
         bw = (boxes[:, 2] - boxes[:, 0] + np.float32(1))[:, None]
