@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Load test of serve.py: concurrent clients posting photos to identify and to enroll.
 
-    benchmarks/load_test.py [--seconds 60] [--clients 8] [--enroll-every 4]
+    benchmarks/load_test.py [--seconds 60] [--clients 8] [--enroll-every 4] [--finetune-at 20]
 
 Builds a temporary sface model (Obama and Biden), starts serve.py on a free 127.0.0.1 port and
 runs the clients against it. Every `--enroll-every`th request of a client enrolls a photo under a
 new name, so enrolls run concurrently with identifies. It fails (exit 1) on any error response
 and when GET /people at the end does not hold every enrolment that was reported done.
-Only loopback traffic.
+With `--finetune-at T`, `finetune.py` (sface, 5-celebrity-faces) starts T seconds in, in its own
+process, while the clients go on: the figures are then split into before / during / after the
+finetune, and the server must answer 2xx throughout, hold every enrolment reported done (whether
+made before, during or after it) and serve the finetuned model's people afterwards without a
+restart. Only loopback traffic.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class Sample:
     seconds: float
     ok: bool
     detail: str = ""
+    at: float = 0.0  # time.monotonic() when the request ended
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -46,7 +51,9 @@ def percentile(values: list[float], q: float) -> float:
 @click.option("--clients", default=8, show_default=True, type=click.IntRange(min=1), help="Concurrent clients.")
 @click.option("--enroll-every", default=4, show_default=True, type=click.IntRange(min=0), help="Every Nth request of a client is an enroll (0: none).")
 @click.option("--seed", default=0, show_default=True, help="Random seed for the choice of photos.")
-def main(seconds: float, clients: int, enroll_every: int, seed: int) -> None:
+@click.option("--finetune-at", default=None, type=click.FloatRange(min=0), help="Start finetune.py on the served model this many seconds in.")
+@click.option("--finetune-epochs", default=5, show_default=True, type=click.IntRange(min=1))
+def main(seconds: float, clients: int, enroll_every: int, seed: int, finetune_at: float | None, finetune_epochs: int) -> None:
     import httpx
 
     from recognizer.data import data_dir
@@ -93,12 +100,27 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int) -> None:
                             ok, detail, res = False, f"{type(exc).__name__}: {exc}", None
                         elapsed = time.perf_counter() - start
                         with lock:
-                            samples.append(Sample("enroll" if enroll else "identify", elapsed, ok, detail))
+                            samples.append(Sample("enroll" if enroll else "identify", elapsed, ok, detail, time.monotonic()))
                             if enroll and ok:
                                 reported[name] = res.json()["added"]
 
             t_start = time.perf_counter()
             threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+            ft: dict = {}
+
+            def run_finetune() -> None:
+                import subprocess
+
+                time.sleep(finetune_at)
+                ft["start"] = time.monotonic()
+                proc = subprocess.run([sys.executable, str(ROOT / "finetune.py"), str(data_dir() / "5-celebrity-faces"),
+                                       "--model", str(model), "--backbone", "sface", "--epochs", str(finetune_epochs),
+                                       "--json"], cwd=ROOT, capture_output=True, text=True)
+                ft["end"], ft["code"] = time.monotonic(), proc.returncode
+                ft["output"] = proc.stdout[-2000:] + proc.stderr[-2000:]
+
+            if finetune_at is not None:
+                threads.append(threading.Thread(target=run_finetune))
             for t in threads:
                 t.start()
             for t in threads:
@@ -108,6 +130,21 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int) -> None:
         finally:
             server.stop()
 
+    if finetune_at is not None:
+        print(f"finetune.py: exit {ft['code']}, ran {ft['end'] - ft['start']:.1f} s from {ft['start'] - deadline + seconds:.1f} s in")
+        phases = {"before": lambda s: s.at < ft["start"], "during": lambda s: ft["start"] <= s.at <= ft["end"],
+                  "after": lambda s: s.at > ft["end"]}
+        for phase, within in phases.items():
+            part = [s for s in samples if within(s)]
+            times = sorted(s.seconds for s in part if s.ok)
+            line = f"  {phase:6s} requests {len(part):4d}, errors {sum(not s.ok for s in part)}"
+            if times:
+                line += f", p50 {1000 * percentile(times, 50):6.0f} ms, p95 {1000 * percentile(times, 95):6.0f} ms"
+            print(line)
+        celebs = {"ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"}
+        if ft["code"] != 0 or not celebs <= set(found):
+            print(f"the server does not serve the finetuned model (people: {sorted(found)[:8]}...)\n{ft['output']}")
+            raise SystemExit(1)
     errors = [s for s in samples if not s.ok]
     lost = {n: (c, found.get(n, 0)) for n, c in reported.items() if found.get(n, 0) != c}
     extra = {n: c for n, c in found.items() if n.startswith("load-") and n not in reported}

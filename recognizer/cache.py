@@ -102,3 +102,37 @@ class CropCache:
                 )
         except OSError as exc:  # a cache that cannot be written only costs time
             log.warning("could not write cache entry %s: %s", path, exc)
+
+
+def forget_faces(content_hashes, chips=(), *, crop_cache: CropCache | None = None, trunk_root: str | Path | None = None) -> int:
+    """Delete every cached copy of removed faces; returns how many files went.
+
+    The one place a removal clears caches: the crop cache entries of their photos (by content
+    hash; `crop_cache` or the default one) and the trunk cache entries of their crops (by the
+    crops' hash, under every trunk's key; the crops come from the faces' chips, `chips` = chip
+    bytes). Entries of a cache the user pointed elsewhere (finetune.py --cache-dir) are reached
+    only when that cache is passed here.
+    """
+    from recognizer.chips import LAYOUT, chip_crops
+    from recognizer.trunk import crop_hash, default_trunk_cache_dir
+
+    n = 0
+    crops = crop_cache or CropCache()
+    for h in content_hashes:
+        n += crops.forget(h)
+    root = Path(trunk_root) if trunk_root else default_trunk_cache_dir()
+    digests = set()
+    for data in chips:
+        try:
+            for crop in chip_crops(data, list(LAYOUT)).values():
+                digests.add(crop_hash(crop))
+        except Exception as exc:  # a damaged chip: nothing to match its cache entries with
+            log.warning("could not read a removed face's chip to clear the trunk cache: %s", exc)
+    if digests and root.is_dir():
+        for key_dir in root.iterdir():
+            for d in digests:
+                entry = key_dir / d[:2] / f"{d}.npz"
+                if entry.is_file():
+                    entry.unlink(missing_ok=True)
+                    n += 1
+    return n

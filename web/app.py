@@ -232,6 +232,11 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         if settings.protect_reads:
             check_token(request)
 
+    def current_people() -> dict[str, int]:
+        # The recognizer follows model.json (a finetune switches it): one stat per request.
+        recognizer.refresh()
+        return recognizer.gallery.people()
+
     # ---- uploads -------------------------------------------------------------------------
     async def uploaded_images(request: Request) -> list[tuple[str, bytes, str]]:
         """(client file name, bytes, suffix) of every `file` field, each checked to be an image
@@ -301,7 +306,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
                 paths.append(path)
             report = recognizer.enroll(name, paths, labels=[u[0] for u in uploads])
         out = report.to_dict()
-        out["enrolled"] = recognizer.gallery.people().get(report.name, 0)
+        out["enrolled"] = current_people().get(report.name, 0)
         return out
 
     # ---- routes --------------------------------------------------------------------------
@@ -343,7 +348,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     @app.get("/people", summary="Enrolled people and how many faces each has")
     async def people(request: Request) -> dict:
         check_read(request)
-        return {"people": await run_in_threadpool(recognizer.gallery.people)}
+        return {"people": await run_in_threadpool(current_people)}
 
     @app.post(
         "/people/{name:path}/photos",
@@ -363,7 +368,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         from gallery import validate_name
 
         name = validate_name(name)
-        if name not in recognizer.gallery.people():
+        if name not in current_people():
             raise ApiError(404, f"no person named {name!r} is enrolled")
         return name
 
@@ -397,9 +402,9 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
 
         def work() -> dict:
             old = known(name)
-            if new != old and new in recognizer.gallery.people():
+            if new != old and new in current_people():
                 raise ApiError(409, f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
-            recognizer.gallery.rename_person(old, new)
+            recognizer.rename_person(old, new)
             return {"renamed": old, "to": new}
 
         return await run_in_threadpool(work)
