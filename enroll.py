@@ -29,22 +29,25 @@ from recognizer.cli import friendly_errors, model_option, setup_logging, verbose
 @click.option("--import", "import_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Add the faces of an --export archive (re-embedded from their chips on another model); "
                    "people already enrolled here are skipped and reported (exit 1).")
+@click.option("--make-chips", is_flag=True,
+              help="For a model made before chips were kept: make each face's chip from its photo where it is "
+                   "still there; lists the faces that cannot get one (exit 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @verbose_option
 @friendly_errors
 def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, export_file, import_file,
-         as_json, no_cache, verbose):
+         make_chips, as_json, no_cache, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     setup_logging(verbose)
     from recognizer.image import list_images
     from recognizer.cache import CropCache
     from recognizer.recognizer import Recognizer
 
-    actions = sum(bool(x) for x in (folder, list_people, remove, rename, export_file, import_file))
+    actions = sum(bool(x) for x in (folder, list_people, remove, rename, export_file, import_file, make_chips))
     if actions != 1:
         raise click.UsageError("give exactly one of: FOLDER (with --name), --list, --remove NAME, --rename OLD NEW, "
-                               "--export FILE, --import FILE")
+                               "--export FILE, --import FILE, --make-chips")
     if folder and not name:
         raise click.UsageError("--name is required to enroll a folder")
     files = list_images(folder) if folder else []  # before creating a model: a typo makes nothing
@@ -57,6 +60,18 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         weights = weights or (manifest["weights"] if backbone == manifest["backbone"] else None)
     rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir,
                           create=bool(folder or import_file), cache=None if no_cache else CropCache())
+    if make_chips:
+        failed = rec.make_chips()
+        without = sum(not r.chip for r in rec.gallery.records())
+        if as_json:
+            click.echo(json.dumps({"faces": len(rec.gallery), "without_chip": without, "failed": failed}, indent=2))
+        else:
+            for line in failed:
+                click.echo(f"no chip: {line}", err=True)
+            click.echo(f"{len(rec.gallery) - without} of {len(rec.gallery)} faces have a chip")
+        if failed:
+            raise SystemExit(1)
+        return
     if export_file:
         from recognizer.archive import export_model
 
@@ -94,6 +109,8 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
                 click.echo(f"{count:5d}  {person}" + (f"  ({count - chips[person]} without a chip)" if chips[person] < count else ""))
             n, size = rec.chips.size()
             click.echo(f"{len(records)} faces, {sum(chips.values())} with a stored chip ({n} chip files, {size / 1e6:.1f} MB)")
+            if sum(chips.values()) < len(records):
+                click.echo("faces without a chip were enrolled before chips were kept: run --make-chips", err=True)
         return
     if remove:
         n = rec.remove_person(remove)

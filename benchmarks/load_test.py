@@ -53,7 +53,10 @@ def percentile(values: list[float], q: float) -> float:
 @click.option("--seed", default=0, show_default=True, help="Random seed for the choice of photos.")
 @click.option("--finetune-at", default=None, type=click.FloatRange(min=0), help="Start finetune.py on the served model this many seconds in.")
 @click.option("--finetune-epochs", default=5, show_default=True, type=click.IntRange(min=1))
-def main(seconds: float, clients: int, enroll_every: int, seed: int, finetune_at: float | None, finetune_epochs: int) -> None:
+@click.option("--after", default=20.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --finetune-at: the clients go on at least this long after the finetune ends.")
+def main(seconds: float, clients: int, enroll_every: int, seed: int, finetune_at: float | None, finetune_epochs: int,
+         after: float) -> None:
     import httpx
 
     from recognizer.data import data_dir
@@ -77,12 +80,20 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int, finetune_at
             reported: dict[str, int] = {}
             lock = threading.Lock()
             deadline = time.monotonic() + seconds
+            ft: dict = {}
+
+            def going() -> bool:
+                if time.monotonic() < deadline:
+                    return True
+                if finetune_at is None:
+                    return False
+                return "end" not in ft or time.monotonic() < ft["end"] + after
 
             def client(k: int) -> None:
                 rng = random.Random(seed * 1000 + k)
                 with httpx.Client(base_url=server.url, timeout=300) as http:
                     i = 0
-                    while time.monotonic() < deadline:
+                    while going():
                         i += 1
                         enroll = enroll_every > 0 and i % enroll_every == 0
                         photo = rng.choice(enroll_photos if enroll else identify_photos)
@@ -106,7 +117,6 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int, finetune_at
 
             t_start = time.perf_counter()
             threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-            ft: dict = {}
 
             def run_finetune() -> None:
                 import subprocess

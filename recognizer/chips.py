@@ -69,17 +69,18 @@ def crop_for(data: bytes, embedder) -> np.ndarray:
 
 
 def backfill_chips(model_dir, gallery, detector) -> list[str]:
-    """Give chips to faces enrolled before chips were kept, from their photos where those are
+    """Give chips to faces enrolled before chips were kept (or whose chip file is lost), from their photos where those are
     still there and unchanged (same sha256, the enrolled face found again by its box). Returns
     one line per face that could not get one. Caller holds the model's writer lock."""
     from recognizer.errors import ImageError
     from recognizer.image import load_photo
     from recognizer.model import chip_store
 
-    todo = [r for r in gallery.records() if not r.chip]
+    store = chip_store(model_dir)
+    have = store.ids()
+    todo = [r for r in gallery.records() if not r.chip or r.chip not in have]  # never made, or lost
     if not todo:
         return []
-    store = chip_store(model_dir)
     made: dict[int, str] = {}
     failed = []
     for r in todo:

@@ -51,6 +51,7 @@ from recognizer.model import (
     writer_lock,
 )
 from recognizer.train import TrainSettings
+from recognizer.versions import push_version, remove_unused
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ class FinetuneReport:
     gallery: dict
     timings: dict
     files: list[str]
+    # the replaced model's closed-set scores on the same val faces (side by side with this one's)
+    previous: dict | None = None
 
     def to_dict(self) -> dict:
         return {**self.scores, "model_dir": self.model_dir, "backbone": self.backbone, "model_id": self.model_id,
                 "classes": self.classes, "n_train": self.n_train, "n_val": self.n_val, "split": self.split,
                 "skipped": self.skipped, "training": self.training, "gallery": self.gallery,
-                "timings": self.timings, "files": self.files}
+                "timings": self.timings, "files": self.files, "previous": self.previous}
 
 
 def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool, desc: str, with_chips: bool = False):
@@ -160,7 +163,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
                          "--remove) and run again; they cannot be re-embedded:\n  " + "\n  ".join(start.no_chip[:50]))
     x_tr, y_tr, rec_tr, skipped = _largest_crops(pipeline, split.train.paths, split.train.labels, opts.progress, "train photos",
                                                  with_chips=True)
-    x_va, y_va, _, skipped_va = _largest_crops(pipeline, split.val.paths, split.val.labels, opts.progress, "val photos")
+    x_va, y_va, rec_va, skipped_va = _largest_crops(pipeline, split.val.paths, split.val.labels, opts.progress, "val photos")
     skipped += skipped_va
     timings["detect_s"] = time.perf_counter() - t
 
@@ -171,7 +174,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     if unseen:
         log.warning("val people with no training face are left out of validation: %s", unseen)
     keep_va = [i for i, y in enumerate(y_va) if y in classes]
-    x_va, y_va = x_va[keep_va], [y_va[i] for i in keep_va]
+    x_va, y_va, val_paths = x_va[keep_va], [y_va[i] for i in keep_va], [rec_va[i][0] for i in keep_va]
     yi_tr = np.array([classes.index(y) for y in y_tr])
     yi_va = np.array([classes.index(y) for y in y_va])
 
@@ -226,14 +229,18 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
             detector=dict(old_cfg.detector) if old_cfg else asdict(detector.settings),
             checkpoint=ckpt_name,
             gallery=gallery_name,
+            keep_versions=old_cfg.keep_versions if old_cfg else ModelConfig.keep_versions,
         )
+        previous = _previous_scores(d, old_cfg, detector, pipeline.cache, val_paths, y_va, opts) if old_cfg else None
         t = time.perf_counter()
         with writer_lock(d):
             gallery_info, keep_chips = _commit(d, old_cfg, start, cfg, tuned, train_emb, y_tr, rec_tr, enrolled)
+            if old_cfg is not None:
+                push_version(d, load_config(d))  # for finetune.py --rollback
             save_config(d, cfg)  # the commit point
             committed = True
             chip_store(d).sweep(keep_chips)  # chips of faces removed meanwhile, or of killed enrolments
-            _remove_unused(d, keep={ckpt_name, gallery_name})
+            remove_unused(d, keep={ckpt_name, gallery_name})
         timings["commit_s"] = time.perf_counter() - t
         gal = open_gallery(d / gallery_name, model_id=model_id)
         gallery_info = {"faces": len(gal), "people": gal.people(), **gallery_info}
@@ -247,7 +254,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
             str(d), opts.backbone, model_id, classes, len(y_tr), len(y_va), split.source, skipped,
             {**result.to_dict(), "unfreeze": list(unfreeze), "settings": s.to_dict(),
              "trunk_cache": {"hits": cache.hits, "misses": cache.misses}},
-            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files,
+            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files, previous,
         )
         write_json_atomic(d / REPORT_FILE, report.to_dict())
         return report
@@ -258,16 +265,29 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
         raise
 
 
-def _remove_unused(d: Path, keep: set[str]) -> None:
-    """Delete the galleries and checkpoints model.json no longer names: the replaced ones, and any
-    left by an interrupted run (they hold face embeddings, so they must not linger)."""
-    for p in d.iterdir():
-        if p.name in keep:
-            continue
-        if GALLERY_NAME.fullmatch(p.name) or p.name in (f"{GALLERY_DIR}.new", f"{GALLERY_DIR}.old"):
-            shutil.rmtree(p, ignore_errors=True)
-        elif CHECKPOINT_NAME.fullmatch(p.name):
-            p.unlink(missing_ok=True)
+def _previous_scores(d: Path, old_cfg: ModelConfig, detector, cache, val_paths, labels, opts) -> dict:
+    """The replaced model's closed-set scores on the same val faces, for the side-by-side figures
+    (a migration to another backbone or weights shows what it gains or loses)."""
+    from gallery import open_gallery
+    from recognizer.embed import make_embedder
+    from recognizer.evaluate import closed_set_scores
+    from recognizer.pipeline import FacePipeline
+
+    try:
+        classifier = None
+        if old_cfg.checkpoint:
+            from recognizer.checkpoint import load_finetuned
+
+            embedder, classifier = load_finetuned(d, old_cfg, weights_dir=opts.weights_dir)
+        else:
+            embedder = make_embedder(old_cfg.backbone, old_cfg.weights, opts.weights_dir)
+        crops, kept, _, _ = _largest_crops(FacePipeline(detector, embedder, cache), val_paths, labels, False, "")
+        with open_gallery(d / old_cfg.gallery, model_id=old_cfg.model_id) as g:
+            scores = closed_set_scores(g, classifier, embedder.embed(crops), kept, k=old_cfg.knn_k, model_id=old_cfg.model_id)
+    except Exception as exc:  # the figures are a help, not a condition: the finetune goes on
+        log.warning("could not score the previous model (%s) on the val faces: %s", old_cfg.model_id, exc)
+        return {"model_id": old_cfg.model_id, "error": str(exc)}
+    return {"model_id": old_cfg.model_id, "backbone": old_cfg.backbone, **scores.to_dict()}
 
 
 def starting_point(d: Path) -> ModelConfig | None:

@@ -72,6 +72,7 @@ class ModelConfig:
     # classifier class -> the name it has in the gallery now (people renamed since finetuning).
     # Classes whose person is not in the gallery (removed since) are masked until the next finetune.
     class_names: dict[str, str] = field(default_factory=dict)
+    keep_versions: int = 2  # replaced versions kept for `finetune.py --rollback` (see recognizer.versions)
 
     def detector_settings(self) -> DetectorSettings:
         d = dict(self.detector)

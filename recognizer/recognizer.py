@@ -345,6 +345,14 @@ class Recognizer:
                 now.gallery.add(vectors[keep], records, model_id=now.config.model_id)
         return report
 
+    def make_chips(self) -> list[str]:
+        """Chips for faces enrolled before chips were kept, from their photos where they are still
+        there; returns one line per face that cannot get one (see `recognizer.chips.backfill_chips`)."""
+        from recognizer.chips import backfill_chips
+
+        with self._writing() as st:
+            return backfill_chips(self.dir, st.gallery, st.pipeline.detector)
+
     def rename_person(self, old: str, new: str, *, merge: bool = False) -> None:
         """Rename in the gallery, and in the classifier's answers (model.json's class names)."""
         from gallery import validate_name

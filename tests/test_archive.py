@@ -108,3 +108,37 @@ def test_archive_holds_no_pickle_and_checks_every_member(exported):
     import numpy as np
 
     assert np.load(io.BytesIO(vectors), allow_pickle=False).shape == (10, 128)
+
+
+def test_export_and_import_over_http(tmp_path, exported, fast_open):
+    import httpx
+
+    from recognizer.recognizer import Recognizer
+    from serving import ThreadServer
+    from web.app import Settings
+
+    _, archive = exported
+    target = tmp_path / "served"
+    Recognizer.open(target, backbone="sface", create=True).gallery.close()
+    server = ThreadServer(target, Settings(token="t0ken")).wait()
+    auth = {"Authorization": "Bearer t0ken"}
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            assert c.get("/export").status_code == 401
+            assert c.post("/import", files={"file": ("faces.tar", archive.read_bytes())}).status_code == 401
+            damaged = archive.read_bytes()[:-3000]
+            r = c.post("/import", files={"file": ("faces.tar", damaged)}, headers=auth)
+            assert r.status_code == 400 and "faces.tar" in r.json()["error"] and "/tmp" not in r.json()["error"], r.text
+            assert c.get("/people").json()["people"] == {}
+            r = c.post("/import", files={"file": ("faces.tar", archive.read_bytes())}, headers=auth)
+            assert r.status_code == 200 and r.json()["added"] == {"elton_john": 5, "madonna": 5}, r.text
+            r = c.get("/export", headers=auth)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
+    finally:
+        server.stop()
+    again = tmp_path / "again.tar"
+    again.write_bytes(r.content)
+    from recognizer.archive import read_archive
+
+    manifest, vectors, chips = read_archive(again)
+    assert len(manifest["faces"]) == 10 and len(chips) == 10

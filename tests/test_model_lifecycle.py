@@ -213,6 +213,9 @@ def test_older_model_directory_gets_chips_from_its_photos(tmp_path, data, train_
     shutil.rmtree(model / "chips")
     first_rose = sorted(rose.iterdir())[0]
     first_rose.unlink()
+    code, out = run(enroll, "--model", model, "--make-chips")
+    assert code == 1 and str(first_rose) in out and "4 of 5 faces have a chip" in out, out
+    shutil.rmtree(model / "chips")  # finetune makes them too
 
     code, out = run(finetune_cli, train_dir, "--model", model, "--backbone", "facenet", "--weights", "random",
                     "--epochs", "1", "-q")
@@ -228,3 +231,32 @@ def test_older_model_directory_gets_chips_from_its_photos(tmp_path, data, train_
         ids, vecs = g.vectors("Rose")
         kept = vecs[ids.tolist().index(rec.id)]
     assert any(np.array_equal(kept, v) for v in old_vectors)
+
+
+def test_rollback_keeps_what_was_enrolled_and_removed_since(tmp_path, data, train_dir, fast_open):
+    """Two finetunes with keep_versions 1; rolling back re-embeds today's faces with the earlier
+    network: an enrolment made since is kept, a removal made since stays removed, and rolling
+    back again returns to the later version."""
+    from recognizer.recognizer import Recognizer
+    from recognizer.versions import list_versions
+
+    model = tmp_path / "model"
+    run_json(enroll, "--model", model, "--backbone", "sface", "--name", "Kit", data / FR / "kit_harington")
+    cfg = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps(dict(cfg, keep_versions=1)))
+    a = finetune(train_dir, model)["model_id"]
+    b = finetune(train_dir, model, "--seed", "1")["model_id"]
+    assert a != b and len(list_versions(model)) == 1
+    assert len(list(model.glob("checkpoint-*.pt"))) == 2 and len(list(model.glob("gallery*"))) == 1
+    run_json(enroll, "--model", model, "--name", "Rose", data / FR / "rose_leslie")
+    run_json(enroll, "--model", model, "--remove", "madonna")
+    want = {"Kit": 3, "Rose": 2, "elton_john": 6, "jerry_seinfeld": 6}
+
+    out = run_json(finetune_cli, "--model", model, "--rollback")
+    assert (out["from"], out["to"]) == (b, a) and people(model) == want
+    rec = Recognizer.open(model)
+    assert rec.config.model_id == a
+    res = rec.identify(sorted((data / CELEB / "val" / "madonna").iterdir())[0])
+    assert all(f.name != "madonna" and (f.classifier or {}).get("name") != "madonna" for f in res.faces)
+    out = run_json(finetune_cli, "--model", model, "--rollback")
+    assert (out["from"], out["to"]) == (a, b) and people(model) == want
