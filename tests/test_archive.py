@@ -126,7 +126,7 @@ def test_export_and_import_over_http(tmp_path, exported, fast_open):
         with httpx.Client(base_url=server.url, timeout=120) as c:
             assert c.get("/export").status_code == 401
             assert c.post("/import", files={"file": ("faces.tar", archive.read_bytes())}).status_code == 401
-            damaged = archive.read_bytes()[:-3000]
+            damaged = archive.read_bytes()[: len(archive.read_bytes()) // 2]
             r = c.post("/import", files={"file": ("faces.tar", damaged)}, headers=auth)
             assert r.status_code == 400 and "faces.tar" in r.json()["error"] and "/tmp" not in r.json()["error"], r.text
             assert c.get("/people").json()["people"] == {}
