@@ -1,0 +1,137 @@
+"""Enroll a person from a folder of photos, without retraining.
+
+    enroll.py --model DIR --name NAME FOLDER [--backbone sface|facenet] [--json]
+    enroll.py --model DIR --list | --remove NAME | --rename OLD NEW
+    enroll.py --model DIR --export FILE | --import FILE
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from recognizer.cli._options import friendly_errors, model_option, passive_openmp, setup_logging, verbose_option, weights_dir_option
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@model_option
+@click.option("--name", help="The person's name.")
+@click.argument("folder", required=False, type=click.Path())
+@click.option("--backbone", type=click.Choice(["sface", "facenet"]), help="Backbone for a new model (must match an existing one).")
+@click.option("--weights", help="facenet weights: vggface2, casia-webface, random or a .pt file (new models only).")
+@weights_dir_option
+@click.option("--list", "list_people", is_flag=True, help="List enrolled people with their face counts.")
+@click.option("--remove", metavar="NAME", help="Remove a person and all their faces.")
+@click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
+@click.option("--export", "export_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write every enrolled face (names, chips, vectors) to one archive FILE.")
+@click.option("--import", "import_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Add the faces of an --export archive (re-embedded from their chips on another model); "
+                   "people already enrolled here are skipped and reported (exit 1).")
+@click.option("--make-chips", is_flag=True,
+              help="For a model made before chips were kept: make each face's chip from its photo where it is "
+                   "still there; lists the faces that cannot get one (exit 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
+@verbose_option
+@friendly_errors
+def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, export_file, import_file,
+         make_chips, as_json, no_cache, verbose):
+    """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
+    passive_openmp()
+    setup_logging(verbose)
+    from recognizer.image import list_images
+    from recognizer.cache import CropCache
+    from recognizer.recognizer import Recognizer
+
+    actions = sum(bool(x) for x in (folder, list_people, remove, rename, export_file, import_file, make_chips))
+    if actions != 1:
+        raise click.UsageError("give exactly one of: FOLDER (with --name), --list, --remove NAME, --rename OLD NEW, "
+                               "--export FILE, --import FILE, --make-chips")
+    if folder and not name:
+        raise click.UsageError("--name is required to enroll a folder")
+    files = list_images(folder) if folder else []  # before creating a model: a typo makes nothing
+    manifest = None
+    if import_file:  # checked whole before a model is created or changed
+        from recognizer.archive import read_archive
+
+        manifest = read_archive(import_file)[0]
+        backbone = backbone or manifest["backbone"]
+        weights = weights or (manifest["weights"] if backbone == manifest["backbone"] else None)
+    rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir,
+                          create=bool(folder or import_file), cache=None if no_cache else CropCache())
+    if make_chips:
+        failed = rec.make_chips()
+        without = sum(not r.chip for r in rec.gallery.records())
+        if as_json:
+            click.echo(json.dumps({"faces": len(rec.gallery), "without_chip": without, "failed": failed}, indent=2))
+        else:
+            for line in failed:
+                click.echo(f"no chip: {line}", err=True)
+            click.echo(f"{len(rec.gallery) - without} of {len(rec.gallery)} faces have a chip")
+        if failed:
+            raise SystemExit(1)
+        return
+    if export_file:
+        from recognizer.archive import export_model
+
+        out = export_model(rec, export_file)
+        click.echo(json.dumps(out, indent=2) if as_json else
+                   f"exported {out['faces']} faces of {len(out['people'])} people ({out['chips']} chips) to {export_file}")
+        return
+    if import_file:
+        from recognizer.archive import import_archive
+
+        rep = import_archive(rec, import_file)
+        if as_json:
+            click.echo(json.dumps(rep.to_dict(), indent=2))
+        else:
+            for person, n in rep.added.items():
+                click.echo(f"imported {person} ({n} faces)")
+            how = f"{rep.reembedded} re-embedded from their chips" if rep.reembedded else f"{rep.reused_vectors} vectors reused"
+            click.echo(f"{sum(rep.added.values())} faces imported ({how})")
+        for person in rep.clashes:
+            click.echo(f"not imported: {person!r} is already enrolled here (rename one of them and import again)", err=True)
+        if rep.clashes:
+            raise SystemExit(1)
+        return
+    if list_people:
+        records = rec.gallery.records()
+        people = rec.gallery.people()
+        chips: dict[str, int] = {p: 0 for p in people}
+        stored = rec.chips.ids()
+        for r in records:
+            chips[r.person] += bool(r.chip) and r.chip in stored
+        if as_json:
+            click.echo(json.dumps({"people": people, "chips": chips}, indent=2))
+        else:
+            for person, count in people.items():
+                click.echo(f"{count:5d}  {person}" + (f"  ({count - chips[person]} without a chip)" if chips[person] < count else ""))
+            n, size = rec.chips.size()
+            click.echo(f"{len(records)} faces, {sum(chips.values())} with a stored chip ({n} chip files, {size / 1e6:.1f} MB)")
+            if sum(chips.values()) < len(records):
+                click.echo("faces without a chip were enrolled before chips were kept: run --make-chips", err=True)
+        return
+    if remove:
+        n = rec.remove_person(remove)
+        click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
+        return
+    if rename:
+        rec.rename_person(*rename)
+        click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
+        return
+    if not files:
+        raise click.ClickException(f"{folder}: no image files found")
+    report = rec.enroll(name, files, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for f in report.files:
+        if f.status != "added":
+            click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
+    click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
+               f"{rec.gallery.people().get(report.name, 0)} enrolled in total")
+
+
+if __name__ == "__main__":
+    main()
