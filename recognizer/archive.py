@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.atomic import atomic_write
-from recognizer.errors import FaceToolError
+from gallery.atomic import atomic_write
+from recognizer.errors import ArchiveError
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,6 @@ VECTORS = "vectors.npy"
 _CHIP_MEMBER = re.compile(r"chips/([0-9a-f]{64})\.chip")
 MAX_MEMBER_BYTES = 64 << 20  # a chip is ~70 KB; vectors of 100k faces at dim 512 are 200 MB: refuse beyond
 MAX_MANIFEST_BYTES = 256 << 20
-
-
-class ArchiveError(FaceToolError):
-    """A damaged, truncated, altered or foreign export archive."""
 
 
 @dataclass

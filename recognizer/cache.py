@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.atomic import atomic_write
-from recognizer.detect import Face
+from gallery.atomic import atomic_write
+from recognizer.detection.mtcnn import Face
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def forget_faces(content_hashes, chips=(), *, crop_cache: CropCache | None = Non
     only when that cache is passed here.
     """
     from recognizer.chips import LAYOUT, chip_crops
-    from recognizer.trunk import crop_hash, default_trunk_cache_dir
+    from recognizer.training.trunk import crop_hash, default_trunk_cache_dir
 
     n = 0
     crops = crop_cache or CropCache()

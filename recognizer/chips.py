@@ -33,7 +33,7 @@ def make_chip(image, face) -> bytes:
     """The chip of `face` in `image` (a PIL RGB image), as PNG bytes."""
     import cv2
 
-    from recognizer.detect import crop_aligned, crop_facenet
+    from recognizer.detection.mtcnn import crop_aligned, crop_facenet
 
     canvas = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     for kind, crop in (("facenet160", crop_facenet(image, face, size=160)), ("sface112", crop_aligned(image, face, size=112))):
@@ -74,7 +74,7 @@ def backfill_chips(model_dir, gallery, detector) -> list[str]:
     one line per face that could not get one. Caller holds the model's writer lock."""
     from recognizer.errors import ImageError
     from recognizer.image import load_photo
-    from recognizer.model import chip_store
+    from recognizer.config import chip_store
 
     store = chip_store(model_dir)
     have = store.ids()
@@ -93,8 +93,8 @@ def backfill_chips(model_dir, gallery, detector) -> list[str]:
             failed.append(f"{r.person} ({r.source}): the photo changed since it was enrolled")
             continue
         faces = detector.detect(photo.image)
-        ious = [_iou(np.asarray(r.box, np.float64), np.asarray(f.box, np.float64)) for f in faces]
-        if not ious or max(ious) < 0.5:
+        ious = _ious(r.box, faces)
+        if not len(ious) or ious.max() < 0.5:
             failed.append(f"{r.person} ({r.source}): the enrolled face was not found again in the photo")
             continue
         made[r.id] = store.put(make_chip(photo.image, faces[int(np.argmax(ious))]))
@@ -106,9 +106,12 @@ def backfill_chips(model_dir, gallery, detector) -> list[str]:
     return failed
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+def _ious(box, faces) -> np.ndarray:
+    """IoU of one box with each face's box (torchvision's, as the rest of the project uses)."""
+    if not faces:
+        return np.zeros(0)
+    import torch
+    from torchvision.ops import box_iou
+
+    return box_iou(torch.tensor([list(box)], dtype=torch.float32),
+                   torch.tensor(np.array([f.box for f in faces]), dtype=torch.float32))[0].numpy()

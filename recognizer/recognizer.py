@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
-from recognizer.atomic import fsync_dir
+from gallery.atomic import fsync_dir
 from recognizer.cache import CropCache
-from recognizer.detect import Detector
-from recognizer.embed import Embedder, make_embedder
+from recognizer.detection.mtcnn import Detector
+from recognizer.embedding.backbones import Embedder, make_embedder
 from recognizer.errors import GalleryError, ModelError
-from recognizer.image import ImageSource
-from recognizer.model import (
+from recognizer.image import ImageSource, list_images
+from recognizer.config import (
     DEFAULT_THRESHOLDS,
     GALLERY_DIR,
     MODEL_FILE,
@@ -76,6 +77,13 @@ class PhotoIdentification:
     size: tuple[int, int] = (0, 0)
     error: str | None = None
 
+    def annotated(self, image: ImageSource | None = None) -> Image.Image:
+        """The photo (or `image`, the same photo already decoded) with boxes and names drawn:
+        known faces in green, unknown ones in red dashes."""
+        from recognizer.annotate import annotate
+
+        return annotate(self.photo if image is None else image, self)
+
     def to_dict(self) -> dict:
         out = {"photo": self.photo, "faces": [f.to_dict() for f in self.faces]}
         if self.error is not None:
@@ -115,6 +123,16 @@ class EnrollReport:
         }
 
 
+def _as_sources(photos) -> list[ImageSource]:
+    """A folder's image files, one photo, or the photos of a sequence, as a list."""
+    if isinstance(photos, (str, os.PathLike)):
+        path = Path(photos)
+        return list_images(path) if path.is_dir() else [path]
+    if isinstance(photos, (bytes, bytearray, Image.Image)):
+        return [photos]
+    return list(photos)
+
+
 @dataclass
 class _Loaded:
     """One consistent view of the model: what model.json named when it was read. Operations take
@@ -144,6 +162,7 @@ class Recognizer:
         self._weights_dir = weights_dir
         self._embedder_kw = dict(embedder_kw or {})
         self._reload_lock = threading.Lock()
+        self._max_pixels: int | None = None  # set by a server: kept across reloads
         self._cur = loaded or _Loaded(config, embedder, gallery, classifier,
                                       FacePipeline(Detector(config.detector_settings()), embedder, cache), config_stamp(self.dir))
 
@@ -241,6 +260,54 @@ class Recognizer:
         with writer_lock(self.dir):
             save_config(self.dir, self.config)
 
+    def close(self) -> None:
+        """Close the gallery (its files and lock); the object is not usable afterwards."""
+        self.gallery.close()
+
+    def __enter__(self) -> "Recognizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- people --------------------------------------------------------------------------
+    @property
+    def max_pixels(self) -> int:
+        """Photos with more pixels are refused (ImageError) before they are decoded; a server lowers it."""
+        return self.pipeline.max_pixels
+
+    @max_pixels.setter
+    def max_pixels(self, value: int) -> None:
+        self._max_pixels = int(value)
+        self.pipeline.max_pixels = int(value)
+
+    def people(self) -> dict[str, int]:
+        """Enrolled people and how many faces each has."""
+        self.refresh()
+        return self._cur.gallery.people()
+
+    def records(self, person: str | None = None) -> list:
+        """The enrolled faces (gallery records: name, source, photo sha256, box, chip id)."""
+        self.refresh()
+        return self._cur.gallery.records(person)
+
+    def chip_ids(self) -> set[str]:
+        """The ids of the chips stored in the model directory."""
+        return self.chips.ids()
+
+    def export(self, path: str | os.PathLike) -> dict:
+        """Write every enrolled face (names, chips, vectors) to one archive (see `recognizer.archive`)."""
+        from recognizer.archive import export_model
+
+        self.refresh()
+        return export_model(self, path)
+
+    def import_archive(self, path: str | os.PathLike):
+        """Add the faces of an exported archive; an ImportReport (people skipped as clashes are listed)."""
+        from recognizer.archive import import_archive
+
+        return import_archive(self, path)
+
     # ---- following the model directory ---------------------------------------------------
     def refresh(self) -> bool:
         """Reload if model.json was switched since this view was loaded; returns whether it was."""
@@ -258,6 +325,8 @@ class Recognizer:
                 self._cur = _Loaded(cfg, cur.embedder, cur.gallery, cur.classifier, cur.pipeline, stamp)
             else:
                 self._cur = _load(self.dir, self._weights_dir, self._embedder_kw, self.cache)
+                if self._max_pixels is not None:
+                    self._cur.pipeline.max_pixels = self._max_pixels
                 log.info("%s: model.json switched to %s (gallery %s); reloaded", self.dir, self._cur.config.model_id,
                          self._cur.config.gallery)
             # The replaced view's gallery is not closed here: a request on another thread may still
@@ -273,12 +342,14 @@ class Recognizer:
 
     # ---- enrolling -----------------------------------------------------------------------
     def enroll(
-        self, name: str, sources: Sequence[str | os.PathLike], *, labels: Sequence[str] | None = None, progress: bool = False
+        self, name: str, photos: ImageSource | Sequence[ImageSource], *, labels: Sequence[str] | None = None,
+        progress: bool = False,
     ) -> EnrollReport:
         """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped.
 
-        `labels`, one per source, is what the report and the gallery call each photo instead of its
-        path: the server enrolls uploads from a temporary folder whose paths mean nothing later.
+        `photos`: a folder (its image files, sorted), one photo (a path, bytes or a PIL image) or a
+        sequence of them. `labels`, one per photo, is what the report and the gallery call each
+        photo instead of its path (`"<bytes>"` / `"<image>"` for photos held in memory).
         Each face's chip is stored in the model directory, so the face survives its photo.
         """
         from gallery import FaceRecord, validate_name
@@ -287,6 +358,7 @@ class Recognizer:
         from recognizer.image import load_photo
 
         name = validate_name(name)
+        sources = _as_sources(photos)
         if labels is not None and len(labels) != len(sources):
             raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
         self.refresh()
@@ -307,7 +379,7 @@ class Recognizer:
                 report.files.append(FileOutcome(source, "no face"))
                 continue
             try:  # the chip is cut from the photo itself (the crop cache holds one crop kind only)
-                photo = load_photo(src)
+                photo = load_photo(src, st.pipeline.max_pixels)
             except ImageError as exc:
                 report.files.append(FileOutcome(source, "unreadable", exc.reason))
                 continue
@@ -353,8 +425,9 @@ class Recognizer:
         with self._writing() as st:
             return backfill_chips(self.dir, st.gallery, st.pipeline.detector)
 
-    def rename_person(self, old: str, new: str, *, merge: bool = False) -> None:
-        """Rename in the gallery, and in the classifier's answers (model.json's class names)."""
+    def rename(self, old: str, new: str, *, merge: bool = False) -> None:
+        """Rename a person in the gallery and in the classifier's answers (model.json's class names):
+        PersonNotFound when `old` is not enrolled, PersonExists when `new` is (unless `merge`)."""
         from gallery import validate_name
 
         old, new = validate_name(old), validate_name(new)
@@ -368,8 +441,8 @@ class Recognizer:
                     save_config(self.dir, cfg)
                     self.refresh()
 
-    def remove_person(self, name: str) -> int:
-        """Remove a person everywhere: their faces from the gallery, their chips, their photos'
+    def remove(self, name: str) -> int:
+        """Remove a person everywhere (PersonNotFound when no one of that name is enrolled): their faces from the gallery, their chips, their photos'
         crops from the crop cache and their crops' features from the trunk cache. The classifier,
         which cannot forget a class without retraining, stops naming them (a class with no faces
         in the gallery is masked) until the next finetune."""
@@ -413,7 +486,7 @@ class Recognizer:
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
         if res.error is not None or not res.faces:
             return out
-        from recognizer.evaluate import decide
+        from recognizer.decision import decide
 
         thr = self._cur.config.threshold if threshold is None else threshold
         # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.
@@ -458,7 +531,7 @@ def _load(d: Path, weights_dir, embedder_kw: dict, cache) -> _Loaded:
         try:
             classifier = None
             if cfg.checkpoint:
-                from recognizer.checkpoint import load_finetuned
+                from recognizer.training.checkpoint import load_finetuned
 
                 embedder, classifier = load_finetuned(d, cfg, weights_dir=weights_dir, **embedder_kw)
             else:

@@ -108,7 +108,7 @@ def test_enroll_finetune_identify_loses_no_one(tmp_path, data, train_dir, fast_o
 def test_changes_made_while_a_finetune_runs_are_in_the_new_model(tmp_path, data, train_dir, monkeypatch, fast_open):
     """Enrolments, a removal and a rename made after the finetune read the gallery and before it
     commits all survive the switch; the removed person's training photos do not bring her back."""
-    import recognizer.finetuning as ft
+    import recognizer.training.run as ft
     from recognizer.recognizer import Recognizer
 
     model = tmp_path / "model"
@@ -121,8 +121,8 @@ def test_changes_made_while_a_finetune_runs_are_in_the_new_model(tmp_path, data,
         out = real(*args, **kwargs)
         other = Recognizer.open(model)  # another process would do the same
         assert other.enroll("Rose", sorted((data / FR / "rose_leslie").iterdir())).added == 2
-        assert other.remove_person("madonna") == 5
-        other.rename_person("Kit", "Kit Harington")
+        assert other.remove("madonna") == 5
+        other.rename("Kit", "Kit Harington")
         return out
 
     monkeypatch.setattr(ft, "_embed_enrolled", meanwhile)
@@ -143,7 +143,7 @@ def test_removal_reaches_classifier_chips_and_caches(tmp_path, data, train_dir, 
     from recognizer.cache import CropCache
     from recognizer.chips import LAYOUT, chip_crops
     from recognizer.recognizer import Recognizer
-    from recognizer.trunk import crop_hash, default_trunk_cache_dir
+    from recognizer.training.trunk import crop_hash, default_trunk_cache_dir
 
     trunk_dir, crop_dir = default_trunk_cache_dir(), CropCache().root
     model = tmp_path / "model"
@@ -238,7 +238,7 @@ def test_rollback_keeps_what_was_enrolled_and_removed_since(tmp_path, data, trai
     network: an enrolment made since is kept, a removal made since stays removed, and rolling
     back again returns to the later version."""
     from recognizer.recognizer import Recognizer
-    from recognizer.versions import list_versions
+    from recognizer.training.versions import list_versions
 
     model = tmp_path / "model"
     run_json(enroll, "--model", model, "--backbone", "sface", "--name", "Kit", data / FR / "kit_harington")

@@ -31,7 +31,7 @@ def small_train_dir(root: Path, data: Path) -> Path:
 
 def test_enrolments_and_removals_during_killed_finetunes(tmp_path, data, forkserver, folders, fast_open):
     from recognizer.recognizer import Recognizer
-    from recognizer.versions import kept_checkpoints
+    from recognizer.training.versions import kept_checkpoints
 
     rnd = random.Random(int(os.environ.get("CRASH_SEED", "20261202")))
     train = small_train_dir(tmp_path / "train", data)

@@ -2,7 +2,7 @@
 
     enroll.py --model DIR --name NAME FOLDER [--backbone sface|facenet] [--json]
     enroll.py --model DIR --list | --remove NAME | --rename OLD NEW
-    enroll.py --model DIR --export FILE | --import FILE
+    enroll.py --model DIR --export FILE | --import FILE | --make-chips
 """
 from __future__ import annotations
 
@@ -40,9 +40,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
-    from recognizer.image import list_images
-    from recognizer.cache import CropCache
-    from recognizer.recognizer import Recognizer
+    import recognizer
 
     actions = sum(bool(x) for x in (folder, list_people, remove, rename, export_file, import_file, make_chips))
     if actions != 1:
@@ -50,56 +48,63 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
                                "--export FILE, --import FILE, --make-chips")
     if folder and not name:
         raise click.UsageError("--name is required to enroll a folder")
-    files = list_images(folder) if folder else []  # before creating a model: a typo makes nothing
-    manifest = None
+    files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
     if import_file:  # checked whole before a model is created or changed
-        from recognizer.archive import read_archive
-
-        manifest = read_archive(import_file)[0]
+        manifest = recognizer.read_archive(import_file)[0]
         backbone = backbone or manifest["backbone"]
         weights = weights or (manifest["weights"] if backbone == manifest["backbone"] else None)
-    rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir,
-                          create=bool(folder or import_file), cache=None if no_cache else CropCache())
-    if make_chips:
-        failed = rec.make_chips()
-        without = sum(not r.chip for r in rec.gallery.records())
-        if as_json:
-            click.echo(json.dumps({"faces": len(rec.gallery), "without_chip": without, "failed": failed}, indent=2))
+    if folder or import_file:
+        rec = recognizer.create(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
+    else:
+        rec = recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
+    with rec:
+        if make_chips:
+            _make_chips(rec, as_json)
+        elif export_file:
+            out = rec.export(export_file)
+            click.echo(json.dumps(out, indent=2) if as_json else
+                       f"exported {out['faces']} faces of {len(out['people'])} people ({out['chips']} chips) to {export_file}")
+        elif import_file:
+            _import(rec, import_file, as_json)
         else:
-            for line in failed:
-                click.echo(f"no chip: {line}", err=True)
-            click.echo(f"{len(rec.gallery) - without} of {len(rec.gallery)} faces have a chip")
-        if failed:
-            raise SystemExit(1)
-        return
-    if export_file:
-        from recognizer.archive import export_model
+            _run(rec, name, files, folder, list_people, remove, rename, as_json)
 
-        out = export_model(rec, export_file)
-        click.echo(json.dumps(out, indent=2) if as_json else
-                   f"exported {out['faces']} faces of {len(out['people'])} people ({out['chips']} chips) to {export_file}")
-        return
-    if import_file:
-        from recognizer.archive import import_archive
 
-        rep = import_archive(rec, import_file)
-        if as_json:
-            click.echo(json.dumps(rep.to_dict(), indent=2))
-        else:
-            for person, n in rep.added.items():
-                click.echo(f"imported {person} ({n} faces)")
-            how = f"{rep.reembedded} re-embedded from their chips" if rep.reembedded else f"{rep.reused_vectors} vectors reused"
-            click.echo(f"{sum(rep.added.values())} faces imported ({how})")
-        for person in rep.clashes:
-            click.echo(f"not imported: {person!r} is already enrolled here (rename one of them and import again)", err=True)
-        if rep.clashes:
-            raise SystemExit(1)
-        return
+def _make_chips(rec, as_json: bool) -> None:
+    failed = rec.make_chips()
+    faces = rec.records()
+    without = sum(not r.chip for r in faces)
+    if as_json:
+        click.echo(json.dumps({"faces": len(faces), "without_chip": without, "failed": failed}, indent=2))
+    else:
+        for line in failed:
+            click.echo(f"no chip: {line}", err=True)
+        click.echo(f"{len(faces) - without} of {len(faces)} faces have a chip")
+    if failed:
+        raise SystemExit(1)
+
+
+def _import(rec, path, as_json: bool) -> None:
+    rep = rec.import_archive(path)
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=2))
+    else:
+        for person, n in rep.added.items():
+            click.echo(f"imported {person} ({n} faces)")
+        how = f"{rep.reembedded} re-embedded from their chips" if rep.reembedded else f"{rep.reused_vectors} vectors reused"
+        click.echo(f"{sum(rep.added.values())} faces imported ({how})")
+    for person in rep.clashes:
+        click.echo(f"not imported: {person!r} is already enrolled here (rename one of them and import again)", err=True)
+    if rep.clashes:
+        raise SystemExit(1)
+
+
+def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None:
     if list_people:
-        records = rec.gallery.records()
-        people = rec.gallery.people()
+        records = rec.records()
+        people = rec.people()
+        stored = rec.chip_ids()
         chips: dict[str, int] = {p: 0 for p in people}
-        stored = rec.chips.ids()
         for r in records:
             chips[r.person] += bool(r.chip) and r.chip in stored
         if as_json:
@@ -107,17 +112,16 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         else:
             for person, count in people.items():
                 click.echo(f"{count:5d}  {person}" + (f"  ({count - chips[person]} without a chip)" if chips[person] < count else ""))
-            n, size = rec.chips.size()
-            click.echo(f"{len(records)} faces, {sum(chips.values())} with a stored chip ({n} chip files, {size / 1e6:.1f} MB)")
+            click.echo(f"{len(records)} faces, {sum(chips.values())} with a stored chip")
             if sum(chips.values()) < len(records):
                 click.echo("faces without a chip were enrolled before chips were kept: run --make-chips", err=True)
         return
     if remove:
-        n = rec.remove_person(remove)
+        n = rec.remove(remove)
         click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
         return
     if rename:
-        rec.rename_person(*rename)
+        rec.rename(*rename)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
     if not files:
@@ -130,7 +134,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         if f.status != "added":
             click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
     click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
-               f"{rec.gallery.people().get(report.name, 0)} enrolled in total")
+               f"{rec.people().get(report.name, 0)} enrolled in total")
 
 
 if __name__ == "__main__":

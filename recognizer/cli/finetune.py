@@ -26,8 +26,8 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int, help="Makes a run repeatable.")
 @click.option("--patience", default=8, show_default=True, type=click.IntRange(1, 10000), help="Epochs without a better val loss before stopping.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="CPU threads for torch. 1 is the default because, on a 2-core machine shared with other work, "
-                   "2 threads made MTCNN detection 20x slower (spin-waiting threads); raise it on an idle machine.")
+              help="CPU threads for torch. 1 by default: on a small machine shared with other work, more threads "
+                   "wait on each other and slow detection down; raise it on an idle machine.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Crop and trunk caches (default ~/.cache/facetool).")
 @click.option("--rollback", is_flag=True, help="Return the model to the version before the last finetune (no DATA_DIR): "
               "the faces enrolled now are re-embedded from their chips with that version's network.")
@@ -37,7 +37,6 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
          as_json, quiet) -> None:
     import json
     import logging
-    from pathlib import Path
 
     from recognizer.cli._options import passive_openmp
 
@@ -45,21 +44,16 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
 
     import torch
 
-    from recognizer.cache import CropCache
-    from recognizer.errors import FaceToolError
-    from recognizer.finetuning import FinetuneOptions, finetune
-    from recognizer.train import TrainSettings
+    import recognizer
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     torch.set_num_threads(threads)
     if rollback:
         if data_dir:
             raise click.UsageError("--rollback takes no DATA_DIR")
-        from recognizer.versions import rollback as roll_back
-
         try:
-            out = roll_back(model_dir, weights_dir=weights_dir, progress=not quiet and not as_json)
-        except (FaceToolError, ValueError) as exc:
+            out = recognizer.rollback(model_dir, weights_dir=weights_dir, progress=not quiet and not as_json)
+        except (recognizer.FaceToolError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(json.dumps(out, indent=2) if as_json else
                    f"rolled back {model_dir} from {out['from']} to {out['to']}: {out['faces']} faces re-embedded")
@@ -68,16 +62,11 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
         raise click.UsageError("DATA_DIR is required (unless --rollback)")
     if backbone == "sface" and unfreeze:
         raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
-    opts = FinetuneOptions(
-        backbone=backbone, weights=weights, weights_dir=weights_dir, unfreeze=unfreeze,
-        settings=TrainSettings(epochs=epochs, seed=seed, patience=patience),
-        crop_cache=CropCache(Path(cache_dir) / "crops") if cache_dir else None,
-        trunk_cache_dir=str(Path(cache_dir) / "trunk") if cache_dir else None,
-        progress=not quiet and not as_json,
-    )
     try:
-        report = finetune(data_dir, model_dir, opts)
-    except (FaceToolError, ValueError) as exc:
+        report = recognizer.finetune(data_dir, model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir,
+                                     unfreeze=unfreeze, epochs=epochs, seed=seed, patience=patience, cache_dir=cache_dir,
+                                     progress=not quiet and not as_json)
+    except (recognizer.FaceToolError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

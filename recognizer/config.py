@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from recognizer.atomic import write_json_atomic
-from recognizer.detect import DetectorSettings
+from gallery.atomic import write_json_atomic
+from recognizer.detection.mtcnn import DetectorSettings
 from recognizer.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ LOCK_FILE = ".lock"
 # How long a change waits for another one (a finetune's commit re-embeds the faces enrolled
 # while it trained, under this lock).
 LOCK_TIMEOUT_S = 300.0
-CHECKPOINT_FILE = "checkpoint.pt"
 # finetune.py writes `gallery-<token>` and `checkpoint-<token>.pt` beside the ones in use, then
 # switches model.json to them in one atomic rename: a crash leaves the old model or the new one.
 GALLERY_NAME = re.compile(r"gallery(-[0-9a-f]{6,64})?")
@@ -72,7 +71,7 @@ class ModelConfig:
     # classifier class -> the name it has in the gallery now (people renamed since finetuning).
     # Classes whose person is not in the gallery (removed since) are masked until the next finetune.
     class_names: dict[str, str] = field(default_factory=dict)
-    keep_versions: int = 2  # replaced versions kept for `finetune.py --rollback` (see recognizer.versions)
+    keep_versions: int = 2  # replaced versions kept for `finetune.py --rollback` (see recognizer.training.versions)
 
     def detector_settings(self) -> DetectorSettings:
         d = dict(self.detector)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.atomic import write_json_atomic
+from gallery.atomic import write_json_atomic
 from recognizer.errors import ModelError
-from recognizer.model import (
+from recognizer.config import (
     CHECKPOINT_NAME,
     GALLERY_DIR,
     GALLERY_NAME,
@@ -106,7 +106,7 @@ def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False)
 
     from gallery import FaceRecord, create_gallery, open_gallery
     from recognizer.chips import crop_for
-    from recognizer.embed import make_embedder
+    from recognizer.embedding.backbones import make_embedder
     from recognizer.errors import GalleryError
 
     d = Path(model_dir)
@@ -119,7 +119,7 @@ def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False)
         if prev.checkpoint:
             if not (d / prev.checkpoint).is_file():
                 raise ModelError(f"{versions[-1]} names {prev.checkpoint}, which is not there; nothing was changed")
-            from recognizer.checkpoint import load_finetuned
+            from recognizer.training.checkpoint import load_finetuned
 
             embedder, _ = load_finetuned(d, prev, weights_dir=weights_dir)
         else:

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from recognizer.cache import CropCache
-from recognizer.atomic import write_json_atomic
+from gallery.atomic import write_json_atomic
 from recognizer.errors import ModelError
-from recognizer.model import (
+from recognizer.config import (
     CHECKPOINT_NAME,
     CHIPS_DIR,
     DEFAULT_THRESHOLDS,
@@ -50,8 +50,8 @@ from recognizer.model import (
     save_config,
     writer_lock,
 )
-from recognizer.train import TrainSettings
-from recognizer.versions import push_version, remove_unused
+from recognizer.training.loop import TrainSettings
+from recognizer.training.versions import push_version, remove_unused
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +129,15 @@ def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool
 
 def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions) -> FinetuneReport:
     from gallery import open_gallery
-    from recognizer.checkpoint import finetuned_model_id, save_checkpoint
-    from recognizer.curves import plot_curves
-    from recognizer.dataset import load_split
-    from recognizer.detect import Detector
-    from recognizer.embed import FacenetEmbedder, make_embedder
-    from recognizer.head import CosineClassifier, class_means, make_head
+    from recognizer.training.checkpoint import finetuned_model_id, save_checkpoint
+    from recognizer.training.curves import plot_curves
+    from recognizer.training.dataset import load_split
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.embedding.backbones import FacenetEmbedder, make_embedder
+    from recognizer.training.head import CosineClassifier, class_means, make_head
     from recognizer.pipeline import FacePipeline
-    from recognizer.train import train
-    from recognizer.trunk import SplitNet, TrunkCache, parse_unfreeze
+    from recognizer.training.loop import train
+    from recognizer.training.trunk import SplitNet, TrunkCache, parse_unfreeze
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -245,7 +245,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
         gal = open_gallery(d / gallery_name, model_id=model_id)
         gallery_info = {"faces": len(gal), "people": gal.people(), **gallery_info}
 
-        from recognizer.evaluate import closed_set_scores
+        from recognizer.evaluation.closed_set import closed_set_scores
 
         scores = closed_set_scores(gal, classifier, net.embed_features(f_va[:, 0]), y_va, k=cfg.knn_k, model_id=model_id)
         gal.close()
@@ -269,14 +269,14 @@ def _previous_scores(d: Path, old_cfg: ModelConfig, detector, cache, val_paths, 
     """The replaced model's closed-set scores on the same val faces, for the side-by-side figures
     (a migration to another backbone or weights shows what it gains or loses)."""
     from gallery import open_gallery
-    from recognizer.embed import make_embedder
-    from recognizer.evaluate import closed_set_scores
+    from recognizer.embedding.backbones import make_embedder
+    from recognizer.evaluation.closed_set import closed_set_scores
     from recognizer.pipeline import FacePipeline
 
     try:
         classifier = None
         if old_cfg.checkpoint:
-            from recognizer.checkpoint import load_finetuned
+            from recognizer.training.checkpoint import load_finetuned
 
             embedder, classifier = load_finetuned(d, old_cfg, weights_dir=opts.weights_dir)
         else:
