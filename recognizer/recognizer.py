@@ -163,6 +163,7 @@ class Recognizer:
         self._embedder_kw = dict(embedder_kw or {})
         self._reload_lock = threading.Lock()
         self._max_pixels: int | None = None  # set by a server: kept across reloads
+        self._memory_budget: int | None = None
         self._cur = loaded or _Loaded(config, embedder, gallery, classifier,
                                       FacePipeline(Detector(config.detector_settings()), embedder, cache), config_stamp(self.dir))
 
@@ -286,6 +287,16 @@ class Recognizer:
         self.refresh()
         return self._cur.gallery.people()
 
+    @property
+    def memory_budget(self) -> int:
+        """Bytes one photo's decode may take (`recognizer.image.decode_cost`); a server lowers it."""
+        return self.pipeline.memory_budget
+
+    @memory_budget.setter
+    def memory_budget(self, value: int) -> None:
+        self._memory_budget = int(value)
+        self.pipeline.memory_budget = int(value)
+
     def records(self, person: str | None = None) -> list:
         """The enrolled faces (gallery records: name, source, photo sha256, box, chip id)."""
         self.refresh()
@@ -327,6 +338,8 @@ class Recognizer:
                 self._cur = _load(self.dir, self._weights_dir, self._embedder_kw, self.cache)
                 if self._max_pixels is not None:
                     self._cur.pipeline.max_pixels = self._max_pixels
+                if self._memory_budget is not None:
+                    self._cur.pipeline.memory_budget = self._memory_budget
                 log.info("%s: model.json switched to %s (gallery %s); reloaded", self.dir, self._cur.config.model_id,
                          self._cur.config.gallery)
             # The replaced view's gallery is not closed here: a request on another thread may still
@@ -343,21 +356,24 @@ class Recognizer:
     # ---- enrolling -----------------------------------------------------------------------
     def enroll(
         self, name: str, photos: ImageSource | Sequence[ImageSource], *, labels: Sequence[str] | None = None,
-        progress: bool = False,
+        progress: bool = False, allow_similar: bool = False,
     ) -> EnrollReport:
         """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped.
+        A new name that looks like an enrolled person's is refused unless `allow_similar`.
 
         `photos`: a folder (its image files, sorted), one photo (a path, bytes or a PIL image) or a
         sequence of them. `labels`, one per photo, is what the report and the gallery call each
         photo instead of its path (`"<bytes>"` / `"<image>"` for photos held in memory).
         Each face's chip is stored in the model directory, so the face survives its photo.
         """
-        from gallery import FaceRecord, validate_name
+        from gallery import FaceRecord, refuse_lookalikes, validate_name
         from recognizer.chips import crop_for, make_chip
         from recognizer.errors import ImageError
         from recognizer.image import load_photo
 
         name = validate_name(name)
+        if not allow_similar:  # before the photos are read; the gallery checks again under its lock
+            refuse_lookalikes([name], self.gallery.people())
         sources = _as_sources(photos)
         if labels is not None and len(labels) != len(sources):
             raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
@@ -379,7 +395,9 @@ class Recognizer:
                 report.files.append(FileOutcome(source, "no face"))
                 continue
             try:  # the chip is cut from the photo itself (the crop cache holds one crop kind only)
-                photo = load_photo(src, st.pipeline.max_pixels)
+                # decoded as the pipeline decoded it (same pixel limit and memory budget), so the chip's
+                # crops are the very crops that were embedded
+                photo = load_photo(src, st.pipeline.max_pixels, st.pipeline.memory_budget)
             except ImageError as exc:
                 report.files.append(FileOutcome(source, "unreadable", exc.reason))
                 continue
@@ -414,7 +432,11 @@ class Recognizer:
                 for i in keep:
                     pending[i][1].chip = store.put(pending[i][3])
                     records.append(pending[i][1])
-                now.gallery.add(vectors[keep], records, model_id=now.config.model_id)
+                now.gallery.add(vectors[keep], records, model_id=now.config.model_id, allow_similar=allow_similar)
+                for r in records:  # enrolled meanwhile by another process: stored once, not twice
+                    if r.id < 0:
+                        outcome = next(p[0] for p in pending if p[1] is r)
+                        outcome.status, outcome.detail = "duplicate", f"already enrolled for {name}"
         return report
 
     def make_chips(self) -> list[str]:
@@ -425,14 +447,15 @@ class Recognizer:
         with self._writing() as st:
             return backfill_chips(self.dir, st.gallery, st.pipeline.detector)
 
-    def rename(self, old: str, new: str, *, merge: bool = False) -> None:
+    def rename(self, old: str, new: str, *, merge: bool = False, allow_similar: bool = False) -> None:
         """Rename a person in the gallery and in the classifier's answers (model.json's class names):
-        PersonNotFound when `old` is not enrolled, PersonExists when `new` is (unless `merge`)."""
+        PersonNotFound when `old` is not enrolled, PersonExists when `new` is (unless `merge`),
+        InvalidNameError when `new` looks like another enrolled person's name (unless `allow_similar`)."""
         from gallery import validate_name
 
         old, new = validate_name(old), validate_name(new)
         with self._writing() as st:
-            st.gallery.rename_person(old, new, merge=merge)
+            st.gallery.rename_person(old, new, merge=merge, allow_similar=allow_similar)
             if st.classifier is not None and old != new:
                 names = {c: st.config.class_names.get(c, c) for c in map(str, st.classifier.classes_)}
                 renamed = {c: (new if n == old else n) for c, n in names.items()}
@@ -447,7 +470,7 @@ class Recognizer:
         which cannot forget a class without retraining, stops naming them (a class with no faces
         in the gallery is masked) until the next finetune."""
         from gallery import validate_name
-        from recognizer.cache import forget_faces
+        from recognizer.cache import forget_photos
 
         name = validate_name(name)
         with self._writing() as st:
@@ -467,7 +490,9 @@ class Recognizer:
             store.delete(gone_chips)
             store.sweep(still_chips)  # and chips left by enrolments killed before their commit
         # A group photo may still hold someone else's enrolled face: its crops stay cached.
-        forget_faces({r.content_hash for r in records} - still_hashes, chip_bytes, crop_cache=self.cache)
+        counts = forget_photos({r.content_hash for r in records} - still_hashes, self.cache.root if self.cache else None,
+                               chips=chip_bytes)
+        log.info("removed %d faces of %s; deleted %d crop and %d trunk cache entries", n, name, counts["crops"], counts["trunk"])
         return n
 
     # ---- identifying ---------------------------------------------------------------------

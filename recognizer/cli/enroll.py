@@ -31,12 +31,13 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--make-chips", is_flag=True,
               help="For a model made before chips were kept: make each face's chip from its photo where it is "
                    "still there; lists the faces that cannot get one (exit 1).")
+@click.option("--allow-similar", is_flag=True, help="Accept a new name that looks like an enrolled person's (case, look-alike letters): they are different people.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @verbose_option
 @friendly_errors
 def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, export_file, import_file,
-         make_chips, as_json, no_cache, verbose):
+         make_chips, allow_similar, as_json, no_cache, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
@@ -67,7 +68,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         elif import_file:
             _import(rec, import_file, as_json)
         else:
-            _run(rec, name, files, folder, list_people, remove, rename, as_json)
+            _run(rec, name, files, folder, list_people, remove, rename, allow_similar, as_json)
 
 
 def _make_chips(rec, as_json: bool) -> None:
@@ -99,7 +100,7 @@ def _import(rec, path, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None:
+def _run(rec, name, files, folder, list_people, remove, rename, allow_similar, as_json) -> None:
     if list_people:
         records = rec.records()
         people = rec.people()
@@ -121,12 +122,12 @@ def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None
         click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
         return
     if rename:
-        rec.rename(*rename)
+        rec.rename(*rename, allow_similar=allow_similar)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
     if not files:
         raise click.ClickException(f"{folder}: no image files found")
-    report = rec.enroll(name, files, progress=not as_json)
+    report = rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -112,7 +112,7 @@ def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool
                 continue
             chip = None
             if with_chips:  # training faces go into the gallery: they need chips like any enrolled face
-                photo = load_photo(path)
+                photo = load_photo(path, pipeline.max_pixels, pipeline.memory_budget)
                 if photo.content_hash != res.content_hash:
                     skipped.append({"file": path, "reason": "the file changed while it was being read"})
                     continue
@@ -146,6 +146,13 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     ensure_private_dir(d)
     s = opts.settings
     split = load_split(data_dir, d, seed=s.seed)
+    if old_cfg is not None and (d / old_cfg.gallery).exists():
+        # A training folder "Madonna" beside an enrolled "madonna" would become two people who
+        # print alike: refused before any training, like the same name given to enroll.py.
+        from gallery import open_gallery, refuse_lookalikes
+
+        with open_gallery(d / old_cfg.gallery) as old:
+            refuse_lookalikes(sorted(set(split.train.labels)), old.people())
 
     weights = (opts.weights or "vggface2") if opts.backbone == "facenet" else None
     base = make_embedder(opts.backbone, weights, opts.weights_dir, seed=s.seed)
@@ -448,7 +455,7 @@ def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, 
     new_path = d / cfg.gallery
     gal = create_gallery(new_path, model_id=cfg.model_id, dim=embedder.dim)
     if records:
-        gal.add(np.stack(vectors).astype(np.float32), records, model_id=cfg.model_id)
+        gal.add(np.stack(vectors).astype(np.float32), records, model_id=cfg.model_id, allow_similar=True)
     gal.close()
     # The new classifier's classes are the training folders' names; identify shows the gallery's.
     cfg.class_names = {label: name for label, name in names.items() if name is not None and name != label}

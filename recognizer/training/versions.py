@@ -147,7 +147,7 @@ def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False)
             gal = create_gallery(d / name, model_id=prev.model_id, dim=embedder.dim)
             if records:
                 gal.add(vectors, [FaceRecord(r.person, r.source, r.content_hash, tuple(r.box), added_at=r.added_at,
-                                             chip=r.chip) for r in records], model_id=prev.model_id)
+                                             chip=r.chip) for r in records], model_id=prev.model_id, allow_similar=True)
             gal.close()
         except BaseException:
             shutil.rmtree(d / name, ignore_errors=True)
