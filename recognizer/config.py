@@ -127,9 +127,18 @@ def writer_lock(model_dir: str | Path, timeout: float = LOCK_TIMEOUT_S) -> Itera
     """The model directory's writer lock. Enrolling, removing, renaming and a finetune's commit
     take it, so a change is never made to a gallery that a finetune is replacing: it either lands
     before the commit (which carries it over) or after it, in the new gallery."""
+    import errno
+
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(Path(model_dir) / LOCK_FILE), timeout=timeout, mode=0o600)
+    path = Path(model_dir) / LOCK_FILE
+    try:  # a read-only directory is a clear error now, not a wait for a lock that cannot be taken
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise ModelError(f"{model_dir}: cannot change the model: the directory is read-only ({exc.strerror})") from None
+        raise
+    lock = FileLock(str(path), timeout=timeout, mode=0o600)
     try:
         lock.acquire()
     except Timeout:
