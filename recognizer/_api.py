@@ -1,5 +1,4 @@
-"""The functions of the public API (`recognizer.open`, `create`, `finetune`, `evaluate`, `set_threshold`,
-`rollback`)."""
+"""The functions of the public API (`recognizer.open`, `create`, `finetune`, `evaluate`, `set_threshold`)."""
 from __future__ import annotations
 
 import os
@@ -95,14 +94,6 @@ def set_threshold(model_dir: PathLike, threshold: float) -> None:
     from recognizer.evaluation.run import set_threshold as store
 
     store(model_dir, threshold)
-
-
-def rollback(model_dir: PathLike, *, weights_dir: PathLike | None = None, progress: bool = False) -> dict:
-    """Return the model to the version before its last finetune (kept in versions/): the faces
-    enrolled now are re-embedded from their chips with that version's network. A summary dict."""
-    from recognizer.training.versions import rollback as run
-
-    return run(model_dir, weights_dir=weights_dir, progress=progress)
 
 
 def _str(p: PathLike | None) -> str | None:

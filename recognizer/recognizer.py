@@ -313,6 +313,22 @@ class Recognizer:
         self.refresh()
         return export_model(self, path)
 
+    @staticmethod
+    def read_archive(path: str | os.PathLike) -> dict:
+        """The manifest of an export archive, every member checked (ArchiveError, a ModelError,
+        naming the archive otherwise): e.g. its backbone, to create a model for it."""
+        from recognizer.archive import read_archive
+
+        return read_archive(path)[0]
+
+    @staticmethod
+    def rollback(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
+        """Return a model to the version before its last finetune (kept in versions/): the faces
+        enrolled now are re-embedded from their chips with that version's network."""
+        from recognizer.training.versions import rollback
+
+        return rollback(model_dir, weights_dir=weights_dir, progress=progress)
+
     def import_archive(self, path: str | os.PathLike):
         """Add the faces of an exported archive; an ImportReport (people skipped as clashes are listed)."""
         from recognizer.archive import import_archive
@@ -507,13 +523,35 @@ class Recognizer:
         for res in self._cur.pipeline.analyze_many(sources, progress=progress):
             yield self._decide(res, threshold)
 
+    def identify_video(self, source, *, fps: float | None = None, threshold: float | None = None, seconds: float | None = None,
+                       name: str | None = None, progress: bool = False, **limits):
+        """Follow and name the faces of a video file or a camera (`source` an int): a
+        VideoIdentification, one name per track (see recognizer.video). `fps`: frames analysed per
+        second (default 5); `seconds`: read no more than this much; `limits`: fields of
+        recognizer.video.reader.VideoLimits (max_bytes, max_pixels, max_duration, timeout_ms).
+        Raises VideoError for a file that is no video, cannot be opened or is over a limit."""
+        from recognizer.video.identify import identify_video
+        from recognizer.video.reader import DEFAULT_SAMPLE_FPS, VideoLimits
+
+        bounds = VideoLimits(max_seconds=seconds, **limits)
+        return identify_video(self, source, sample_fps=fps or DEFAULT_SAMPLE_FPS, threshold=threshold, limits=bounds,
+                              name=name, progress=progress)
+
+    def threshold_for(self, threshold: float | None = None) -> float:
+        """The similarity under which a face is unknown: `threshold` when given, else the model's."""
+        return self.config.threshold if threshold is None else float(threshold)
+
+    def decide(self, res: PhotoResult, *, threshold: float | None = None) -> PhotoIdentification:
+        """Name the faces of a photo `self.pipeline` has analysed (faces and embeddings), as identify does."""
+        return self._decide(res, threshold)
+
     def _decide(self, res: PhotoResult, threshold: float | None) -> PhotoIdentification:
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
         if res.error is not None or not res.faces:
             return out
         from recognizer.decision import decide
 
-        thr = self._cur.config.threshold if threshold is None else threshold
+        thr = self.threshold_for(threshold)
         # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.
         st = self._cur
         d = decide(st.gallery, visible_classifier(st), res.embeddings, k=st.config.knn_k, model_id=st.config.model_id)

@@ -51,7 +51,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         raise click.UsageError("--name is required to enroll a folder")
     files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
     if import_file:  # checked whole before a model is created or changed
-        manifest = recognizer.read_archive(import_file)[0]
+        manifest = recognizer.Recognizer.read_archive(import_file)
         backbone = backbone or manifest["backbone"]
         weights = weights or (manifest["weights"] if backbone == manifest["backbone"] else None)
     if folder or import_file:

@@ -52,7 +52,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
         if data_dir:
             raise click.UsageError("--rollback takes no DATA_DIR")
         try:
-            out = recognizer.rollback(model_dir, weights_dir=weights_dir, progress=not quiet and not as_json)
+            out = recognizer.Recognizer.rollback(model_dir, weights_dir=weights_dir, progress=not quiet and not as_json)
         except (recognizer.FaceToolError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(json.dumps(out, indent=2) if as_json else
