@@ -273,8 +273,16 @@ class Recognizer:
 
     def identify_many(self, sources: Iterable[ImageSource], *, threshold: float | None = None, progress: bool = False) -> Iterator[PhotoIdentification]:
         """Results in input order; unreadable photos come back with `error` set."""
+        for _, ident in self.analyze_and_identify(sources, threshold=threshold, progress=progress):
+            yield ident
+
+    def analyze_and_identify(
+        self, sources: Iterable[ImageSource], *, threshold: float | None = None, progress: bool = False
+    ) -> Iterator[tuple[PhotoResult, PhotoIdentification]]:
+        """`identify_many` with each photo's faces, crops and embeddings beside its decisions
+        (face i of both is the same face): what clustering the unknown faces needs."""
         for res in self.pipeline.analyze_many(sources, progress=progress):
-            yield self._decide(res, threshold)
+            yield res, self._decide(res, threshold)
 
     def _decide(self, res: PhotoResult, threshold: float | None) -> PhotoIdentification:
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
