@@ -13,13 +13,12 @@ Prints pairwise and BCubed precision/recall per setting. Only counts are printed
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from recognizer.cli._options import passive_openmp
 
 
 def labelled_photos(data: Path, people: int) -> tuple[list[Path], list[str]]:
@@ -41,12 +40,13 @@ def main() -> None:
     ap.add_argument("--backbone", default="sface")
     ap.add_argument("--k", type=int, default=None, help="neighbours per face (default: the clustering default)")
     args = ap.parse_args()
+    passive_openmp()
 
     from recognizer.cache import CropCache
     from recognizer.clustering.graph import DEFAULT_K, cluster_embeddings
     from recognizer.clustering.metrics import bcubed_scores, pairwise_scores
     from recognizer.clustering.service import DEFAULT_LINK_OFFSET, link_threshold
-    from recognizer.data import data_dir
+    from recognizer.sample_data import data_dir
     from recognizer.detect import Detector
     from recognizer.embed import make_embedder
     from recognizer.model import DEFAULT_THRESHOLDS

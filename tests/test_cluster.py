@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import cluster
-import enroll
-import identify
+from recognizer.cli import cluster, enroll, identify
 
 FR = "face_recognition-examples"
 

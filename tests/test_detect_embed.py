@@ -96,7 +96,7 @@ def test_sface_one_nearest_neighbour_on_celebrity_val(data, sface_pipeline):
 def test_sface_verification_auc_on_deepface_pairs(data, sface_pipeline):
     from sklearn.metrics import roc_auc_score
 
-    from benchmarks.deepface_pairs import pair_similarities
+    from recognizer.sample_data import pair_similarities
 
     sims, same, n_pairs = pair_similarities(sface_pipeline, data)
     assert n_pairs == 300 and len(sims) >= 0.95 * n_pairs

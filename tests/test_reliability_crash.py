@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import enroll
+from recognizer.cli import enroll
 from gallery import FaceRecord, create_gallery, open_gallery
 from recognizer.errors import GalleryError, ModelError
 from reliability_util import check_reported, json_reports

@@ -111,7 +111,7 @@ def test_health_page_and_docs(server):
 def test_identify_matches_identify_cli(server, data, model):
     from click.testing import CliRunner
 
-    import identify
+    from recognizer.cli import identify
 
     photo = data / FR / "group" / TWO_PEOPLE
     res = server.post("/identify", files=upload(photo))

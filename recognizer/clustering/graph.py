@@ -216,13 +216,14 @@ def agglomerate(
     S = np.zeros((n, X.shape[1]), np.float64)
     np.add.at(S, roots, X.astype(np.float64))
     size = np.bincount(roots, minlength=n).astype(np.float64)
+    lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+    key = np.unique((lo * n + hi)[lo != hi])
+    pairs = np.stack([key // n, key % n], 1)
     adj: dict[int, set[int]] = {}
-    for x, y in zip(ra.tolist(), rb.tolist()):
-        if x != y:
-            adj.setdefault(x, set()).add(y)
-            adj.setdefault(y, set()).add(x)
+    for x, y in pairs.tolist():
+        adj.setdefault(x, set()).add(y)
+        adj.setdefault(y, set()).add(x)
     version = np.zeros(n, np.int64)
-    pairs = np.array(sorted({(min(x, y), max(x, y)) for x, nb in adj.items() for y in nb}), np.int64).reshape(-1, 2)
     heap = []
     if len(pairs):
         m0 = np.einsum("ij,ij->i", S[pairs[:, 0]], S[pairs[:, 1]]) / (size[pairs[:, 0]] * size[pairs[:, 1]])

@@ -1,0 +1,113 @@
+"""Enroll a person from a folder of photos, without retraining.
+
+    enroll.py --model DIR --name NAME FOLDER [--backbone sface|facenet] [--json]
+    enroll.py --model DIR --list | --remove NAME | --rename OLD NEW
+    enroll.py --model DIR --name NAME --cluster RUN:ID [--exclude 4,7]   (a cluster made by cluster.py)
+    enroll.py --model DIR --discard RUN | RUN:ID
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from recognizer.cli._options import friendly_errors, model_option, passive_openmp, setup_logging, verbose_option, weights_dir_option
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@model_option
+@click.option("--name", help="The person's name.")
+@click.argument("folder", required=False, type=click.Path())
+@click.option("--backbone", type=click.Choice(["sface", "facenet"]), help="Backbone for a new model (must match an existing one).")
+@click.option("--weights", help="facenet weights: vggface2, casia-webface, random or a .pt file (new models only).")
+@weights_dir_option
+@click.option("--list", "list_people", is_flag=True, help="List enrolled people with their face counts.")
+@click.option("--remove", metavar="NAME", help="Remove a person and all their faces.")
+@click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
+@click.option("--cluster", "cluster_ref", metavar="RUN:ID", help="Enroll a cluster of a cluster.py run (RUN may be 'latest').")
+@click.option("--exclude", metavar="N,N", default="", help="With --cluster: face numbers to leave out.")
+@click.option("--discard", metavar="RUN[:ID]", help="Delete a saved cluster.py run, or dismiss one of its clusters.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
+@verbose_option
+@friendly_errors
+def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, cluster_ref, exclude, discard, as_json,
+         no_cache, verbose):
+    """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
+    setup_logging(verbose)
+    passive_openmp()
+    from recognizer.image import list_images
+    from recognizer.cache import CropCache
+    from recognizer.recognizer import Recognizer
+
+    actions = sum(bool(x) for x in (folder, list_people, remove, rename, cluster_ref, discard))
+    if actions != 1:
+        raise click.UsageError("give exactly one of: FOLDER (with --name), --cluster RUN:ID (with --name), --list, "
+                               "--remove NAME, --rename OLD NEW, --discard RUN[:ID]")
+    if (folder or cluster_ref) and not name:
+        raise click.UsageError("--name is required to enroll a folder or a cluster")
+    if exclude and not cluster_ref:
+        raise click.UsageError("--exclude goes with --cluster")
+    try:
+        excluded = [int(v) for v in exclude.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"{exclude!r} is not a comma-separated list of face numbers", param_hint="--exclude") from None
+    if discard:
+        from recognizer.clustering import runs
+        from recognizer.model import load_config
+
+        load_config(model_dir)
+        if ":" in discard:
+            from recognizer.clustering.service import dismiss_cluster, parse_ref
+
+            run_id, cid = parse_ref(discard)
+            rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None)
+            dismiss_cluster(rec, run_id, cid)
+            click.echo(json.dumps({"dismissed": discard}) if as_json else f"dismissed cluster {discard}")
+        else:
+            runs.discard_run(model_dir, discard)
+            click.echo(json.dumps({"discarded": discard}) if as_json else f"discarded run {discard}")
+        return
+    if cluster_ref:
+        from recognizer.clustering.service import enroll_cluster, parse_ref
+
+        run_id, cid = parse_ref(cluster_ref)
+        rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None)
+        out = enroll_cluster(rec, run_id, cid, name, exclude=excluded)
+        if as_json:
+            click.echo(json.dumps(out.to_dict(), indent=2))
+            return
+        for s in out.skipped:
+            click.echo(f"      skipped  face {s['face']} ({s['photo']}): {s['reason']}")
+        click.echo(f"{out.name}: added {out.added} face(s) from cluster {out.run}:{out.cluster}; "
+                   f"{rec.gallery.people().get(out.name, 0)} enrolled in total")
+        return
+    files = list_images(folder) if folder else []  # before creating a model: a typo makes nothing
+    rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=bool(folder), cache=None if no_cache else CropCache())
+    if list_people:
+        people = rec.gallery.people()
+        if as_json:
+            click.echo(json.dumps({"people": people}, indent=2))
+        else:
+            for person, count in people.items():
+                click.echo(f"{count:5d}  {person}")
+        return
+    if remove:
+        n = rec.remove_person(remove)
+        click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
+        return
+    if rename:
+        rec.gallery.rename_person(*rename)
+        click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
+        return
+    if not files:
+        raise click.ClickException(f"{folder}: no image files found")
+    report = rec.enroll(name, files, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for f in report.files:
+        if f.status != "added":
+            click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
+    click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
+               f"{rec.gallery.people().get(report.name, 0)} enrolled in total")
