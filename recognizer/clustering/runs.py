@@ -45,7 +45,11 @@ STALE_TMP_S = 24 * 3600
 
 
 class RunError(FaceToolError):
-    """A clustering run or cluster that does not exist, is damaged, or cannot be used as asked."""
+    """A clustering run or cluster that is damaged or cannot be used as asked."""
+
+
+class RunNotFound(RunError):
+    """No such clustering run, cluster or face."""
 
 
 @dataclass
@@ -59,7 +63,7 @@ class Run:
         for c in self.meta["clusters"]:
             if c["id"] == cluster_id:
                 return c
-        raise RunError(f"run {self.id} has no cluster {cluster_id} (it has 1..{len(self.meta['clusters'])})")
+        raise RunNotFound(f"run {self.id} has no cluster {cluster_id} (it has 1..{len(self.meta['clusters'])})")
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings (n, d) float32, crops (n, s, s, 3) uint8)."""
@@ -81,7 +85,7 @@ def runs_root(model_dir: str | os.PathLike) -> Path:
 
 def _check_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
-        raise RunError(f"{run_id!r} is not a clustering run id (like 20261202-031500)")
+        raise RunNotFound(f"{run_id!r} is not a clustering run id (like 20261202-031500)")
     return run_id
 
 
@@ -140,7 +144,7 @@ def load_run(model_dir: str | os.PathLike, run_id: str) -> Run:
     if run_id == "latest":
         ids = list_runs(model_dir)
         if not ids:
-            raise RunError(f"{runs_root(model_dir)}: no saved clustering runs")
+            raise RunNotFound("this model has no saved clustering runs")
         run_id = ids[-1]
     d = runs_root(model_dir) / _check_id(run_id)
     path = d / RUN_FILE
@@ -148,7 +152,7 @@ def load_run(model_dir: str | os.PathLike, run_id: str) -> Run:
         text = path.read_text(encoding="utf-8")
         meta = json.loads(text)
     except FileNotFoundError:
-        raise RunError(f"no clustering run {run_id} in {runs_root(model_dir)} (enrolled, discarded, or never made)") from None
+        raise RunNotFound(f"no clustering run {run_id} in this model (enrolled, discarded, or never made)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunError(f"{path}: damaged clustering run ({exc})") from None
     if not isinstance(meta, dict) or meta.get("version", 0) > FORMAT_VERSION or not {"faces", "clusters", "photos"} <= set(meta):
