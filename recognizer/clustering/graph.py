@@ -51,8 +51,9 @@ def normalize(X: np.ndarray) -> np.ndarray:
     return (X / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-def pair_similarity(X: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """Cosine similarity of rows i[t] and j[t] (unit rows), in float64, in chunks of pairs."""
+def pair_similarity(X: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Cosine similarity of rows i[t] and j[t] (unit rows), in float64; in chunks of pairs, so the
+    float64 copies stay a few MiB whatever the number of pairs."""
     out = np.empty(len(i), np.float64)
     for s in range(0, len(i), chunk):
         a = X[i[s : s + chunk]].astype(np.float64)
