@@ -47,9 +47,9 @@ def main() -> None:
     from recognizer.clustering.metrics import bcubed_scores, pairwise_scores
     from recognizer.clustering.service import DEFAULT_LINK_OFFSET, link_threshold
     from recognizer.sample_data import data_dir
-    from recognizer.detect import Detector
-    from recognizer.embed import make_embedder
-    from recognizer.model import DEFAULT_THRESHOLDS
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.embedding.backbones import make_embedder
+    from recognizer.config import DEFAULT_THRESHOLDS
     from recognizer.pipeline import FacePipeline
 
     files, labels = labelled_photos(data_dir(), args.people)

@@ -70,8 +70,8 @@ def cohort() -> None:
     from recognizer.clustering.graph import cluster_embeddings
     from recognizer.clustering.metrics import bcubed_scores, pairwise_scores
     from recognizer.sample_data import data_dir
-    from recognizer.detect import Detector
-    from recognizer.embed import make_embedder
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.embedding.backbones import make_embedder
     from recognizer.image import list_images
     from recognizer.pipeline import FacePipeline
 

@@ -3,13 +3,11 @@ clusters as face thumbnails, name one (enrolling its stored face crops) or dismi
 
 Clustering saves a run into the model directory and enrolling changes the gallery, so both need
 the token; listing runs and fetching thumbnails are reads (token only when reads are protected).
-Uploaded photos live in a private temporary folder for the length of the request: the run keeps
-the faces' crops and the uploads' file names, never the photos.
+Uploaded photos are clustered from memory: the run keeps the faces' crops and the uploads' file
+names, never the photos.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI, Request
@@ -70,13 +68,8 @@ def add_cluster_routes(
         uploads = await uploaded_images(request)
 
         def work() -> dict:
-            with tempfile.TemporaryDirectory(prefix="facetool-cluster-") as tmp:
-                paths = []
-                for i, (_, data, suffix) in enumerate(uploads):
-                    path = Path(tmp) / f"{i:04d}{suffix}"
-                    path.write_bytes(data)
-                    paths.append(path)
-                result = service.cluster_photos(recognizer, paths, labels=[u[0] for u in uploads])
+            # from memory, as uploads are enrolled: the photos never reach the disk
+            result = service.cluster_photos(recognizer, [u[1] for u in uploads], labels=[u[0] for u in uploads])
             if result.meta["faces"]:
                 service.save(recognizer, result)
             return result.to_dict()
@@ -128,7 +121,7 @@ def add_cluster_routes(
 
         def work() -> dict:
             out = run_or_404(lambda: service.enroll_cluster(recognizer, run_id, cluster_id, name, exclude=exclude)).to_dict()
-            out["enrolled"] = recognizer.gallery.people().get(name, 0)
+            out["enrolled"] = recognizer.people().get(name, 0)
             return out
 
         return await on_model_thread(work)

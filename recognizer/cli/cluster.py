@@ -28,18 +28,15 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @friendly_errors
 def main(model_dir, inputs, as_json, out_dir, k, linkage, offset, list_runs, weights_dir, no_cache, verbose):
     """Cluster the unknown faces of each PHOTO (folders are expanded to their images)."""
-    setup_logging(verbose)
     passive_openmp()
-    from recognizer.cache import CropCache
-    from recognizer.clustering import runs, service
-    from recognizer.clustering.graph import DEFAULT_K
-    from recognizer.image import expand_inputs
-    from recognizer.recognizer import Recognizer
+    setup_logging(verbose)
+    import recognizer
+    from recognizer.clustering import runs
 
     if list_runs:
         if inputs:
             raise click.UsageError("--runs takes no photos")
-        from recognizer.model import load_config
+        from recognizer.config import load_config
 
         load_config(model_dir)  # a clear error for a directory that is no model
         out = []
@@ -55,10 +52,17 @@ def main(model_dir, inputs, as_json, out_dir, k, linkage, offset, list_runs, wei
         return
     if not inputs:
         raise click.UsageError("give photos or folders to cluster (or --runs)")
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None if no_cache else CropCache())
-    files = expand_inputs(list(inputs), recursive=True)
+    files = recognizer.expand_inputs(list(inputs), recursive=True)
     if not files:
         raise click.ClickException(f"no image files found in {', '.join(inputs)}")
+    with recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache) as rec:
+        _cluster(rec, files, as_json, out_dir, k, linkage, offset, model_dir)
+
+
+def _cluster(rec, files, as_json, out_dir, k, linkage, offset, model_dir) -> None:
+    from recognizer.clustering import service
+    from recognizer.clustering.graph import DEFAULT_K
+
     result = service.cluster_photos(rec, files, k=k or DEFAULT_K, linkage=linkage,
                                     offset=service.DEFAULT_LINK_OFFSET if offset is None else offset,
                                     progress=not as_json and len(files) > 1)

@@ -34,11 +34,9 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, cluster_ref, exclude, discard, as_json,
          no_cache, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
-    setup_logging(verbose)
     passive_openmp()
-    from recognizer.image import list_images
-    from recognizer.cache import CropCache
-    from recognizer.recognizer import Recognizer
+    setup_logging(verbose)
+    import recognizer
 
     actions = sum(bool(x) for x in (folder, list_people, remove, rename, cluster_ref, discard))
     if actions != 1:
@@ -52,27 +50,31 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         excluded = [int(v) for v in exclude.replace(" ", "").split(",") if v]
     except ValueError:
         raise click.BadParameter(f"{exclude!r} is not a comma-separated list of face numbers", param_hint="--exclude") from None
-    if discard:
-        from recognizer.clustering import runs
-        from recognizer.model import load_config
-
-        load_config(model_dir)
-        if ":" in discard:
-            from recognizer.clustering.service import dismiss_cluster, parse_ref
-
-            run_id, cid = parse_ref(discard)
-            rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None)
-            dismiss_cluster(rec, run_id, cid)
-            click.echo(json.dumps({"dismissed": discard}) if as_json else f"dismissed cluster {discard}")
-        else:
-            runs.discard_run(model_dir, discard)
-            click.echo(json.dumps({"discarded": discard}) if as_json else f"discarded run {discard}")
+    if discard or cluster_ref:
+        with recognizer.open(model_dir, weights_dir=weights_dir) as rec:
+            _cluster(rec, name, cluster_ref, excluded, discard, as_json)
         return
-    if cluster_ref:
-        from recognizer.clustering.service import enroll_cluster, parse_ref
+    files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
+    if folder:
+        rec = recognizer.create(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
+    else:
+        rec = recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
+    with rec:
+        _run(rec, name, files, folder, list_people, remove, rename, as_json)
 
+
+def _cluster(rec, name, cluster_ref, excluded, discard, as_json) -> None:
+    from recognizer.clustering import runs
+    from recognizer.clustering.service import dismiss_cluster, enroll_cluster, parse_ref
+
+    if discard and ":" in discard:
+        dismiss_cluster(rec, *parse_ref(discard))
+        click.echo(json.dumps({"dismissed": discard}) if as_json else f"dismissed cluster {discard}")
+    elif discard:
+        runs.discard_run(rec.dir, discard)
+        click.echo(json.dumps({"discarded": discard}) if as_json else f"discarded run {discard}")
+    else:
         run_id, cid = parse_ref(cluster_ref)
-        rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None)
         out = enroll_cluster(rec, run_id, cid, name, exclude=excluded)
         if as_json:
             click.echo(json.dumps(out.to_dict(), indent=2))
@@ -80,12 +82,12 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         for s in out.skipped:
             click.echo(f"      skipped  face {s['face']} ({s['photo']}): {s['reason']}")
         click.echo(f"{out.name}: added {out.added} face(s) from cluster {out.run}:{out.cluster}; "
-                   f"{rec.gallery.people().get(out.name, 0)} enrolled in total")
-        return
-    files = list_images(folder) if folder else []  # before creating a model: a typo makes nothing
-    rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=bool(folder), cache=None if no_cache else CropCache())
+                   f"{rec.people().get(out.name, 0)} enrolled in total")
+
+
+def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None:
     if list_people:
-        people = rec.gallery.people()
+        people = rec.people()
         if as_json:
             click.echo(json.dumps({"people": people}, indent=2))
         else:
@@ -93,11 +95,11 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
                 click.echo(f"{count:5d}  {person}")
         return
     if remove:
-        n = rec.remove_person(remove)
+        n = rec.remove(remove)
         click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
         return
     if rename:
-        rec.gallery.rename_person(*rename)
+        rec.rename(*rename)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
     if not files:
@@ -110,4 +112,8 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         if f.status != "added":
             click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
     click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
-               f"{rec.gallery.people().get(report.name, 0)} enrolled in total")
+               f"{rec.people().get(report.name, 0)} enrolled in total")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,9 +28,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from recognizer.atomic import atomic_write, fsync_dir, write_json_atomic
+from gallery.atomic import atomic_write, fsync_dir, write_json_atomic
 from recognizer.errors import FaceToolError
-from recognizer.model import ensure_private_dir
+from recognizer.config import ensure_private_dir
 
 log = logging.getLogger(__name__)
 
