@@ -52,8 +52,8 @@ def normalize(X: np.ndarray) -> np.ndarray:
 
 
 def pair_similarity(X: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Cosine similarity of rows i[t] and j[t] (unit rows), in float64; in chunks of pairs, so the
-    float64 copies stay a few MiB whatever the number of pairs."""
+    """Dot products of rows i[t] and j[t] (cosine similarity for unit rows), in float64; in chunks
+    of pairs, so the float64 copies stay a few MiB whatever the number of pairs."""
     out = np.empty(len(i), np.float64)
     for s in range(0, len(i), chunk):
         a = X[i[s : s + chunk]].astype(np.float64)
@@ -227,7 +227,7 @@ def agglomerate(
     version = np.zeros(n, np.int64)
     heap = []
     if len(pairs):
-        m0 = np.einsum("ij,ij->i", S[pairs[:, 0]], S[pairs[:, 1]]) / (size[pairs[:, 0]] * size[pairs[:, 1]])
+        m0 = pair_similarity(S, pairs[:, 0], pairs[:, 1]) / (size[pairs[:, 0]] * size[pairs[:, 1]])
         heap = [(-m, x, y, 0, 0) for m, (x, y) in zip(m0.tolist(), pairs.tolist()) if m >= t]
     heapq.heapify(heap)
     while heap:
