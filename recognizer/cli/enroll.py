@@ -24,6 +24,7 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--list", "list_people", is_flag=True, help="List enrolled people with their face counts.")
 @click.option("--remove", metavar="NAME", help="Remove a person and all their faces.")
 @click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
+@click.option("--allow-similar", is_flag=True, help="Accept a new name that looks like an enrolled person's (case, look-alike letters): they are different people.")
 @click.option("--cluster", "cluster_ref", metavar="RUN:ID", help="Enroll a cluster of a cluster.py run (RUN may be 'latest').")
 @click.option("--exclude", metavar="N,N", default="", help="With --cluster: face numbers to leave out.")
 @click.option("--discard", metavar="RUN[:ID]", help="Delete a saved cluster.py run, or dismiss one of its clusters.")
@@ -31,8 +32,8 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @verbose_option
 @friendly_errors
-def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, cluster_ref, exclude, discard, as_json,
-         no_cache, verbose):
+def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, allow_similar, cluster_ref, exclude,
+         discard, as_json, no_cache, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
@@ -52,7 +53,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         raise click.BadParameter(f"{exclude!r} is not a comma-separated list of face numbers", param_hint="--exclude") from None
     if discard or cluster_ref:
         with recognizer.open(model_dir, weights_dir=weights_dir) as rec:
-            _cluster(rec, name, cluster_ref, excluded, discard, as_json)
+            _cluster(rec, name, cluster_ref, excluded, discard, allow_similar, as_json)
         return
     files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
     if folder:
@@ -60,10 +61,10 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
     else:
         rec = recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
     with rec:
-        _run(rec, name, files, folder, list_people, remove, rename, as_json)
+        _run(rec, name, files, folder, list_people, remove, rename, allow_similar, as_json)
 
 
-def _cluster(rec, name, cluster_ref, excluded, discard, as_json) -> None:
+def _cluster(rec, name, cluster_ref, excluded, discard, allow_similar, as_json) -> None:
     from recognizer.clustering import runs
     from recognizer.clustering.service import dismiss_cluster, enroll_cluster, parse_ref
 
@@ -75,7 +76,7 @@ def _cluster(rec, name, cluster_ref, excluded, discard, as_json) -> None:
         click.echo(json.dumps({"discarded": discard}) if as_json else f"discarded run {discard}")
     else:
         run_id, cid = parse_ref(cluster_ref)
-        out = enroll_cluster(rec, run_id, cid, name, exclude=excluded)
+        out = enroll_cluster(rec, run_id, cid, name, exclude=excluded, allow_similar=allow_similar)
         if as_json:
             click.echo(json.dumps(out.to_dict(), indent=2))
             return
@@ -85,7 +86,7 @@ def _cluster(rec, name, cluster_ref, excluded, discard, as_json) -> None:
                    f"{rec.people().get(out.name, 0)} enrolled in total")
 
 
-def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None:
+def _run(rec, name, files, folder, list_people, remove, rename, allow_similar, as_json) -> None:
     if list_people:
         people = rec.people()
         if as_json:
@@ -99,12 +100,12 @@ def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None
         click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
         return
     if rename:
-        rec.rename(*rename)
+        rec.rename(*rename, allow_similar=allow_similar)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
     if not files:
         raise click.ClickException(f"{folder}: no image files found")
-    report = rec.enroll(name, files, progress=not as_json)
+    report = rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

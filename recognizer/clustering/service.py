@@ -176,10 +176,12 @@ class ClusterEnrollment:
         return {"run": self.run, "cluster": self.cluster, "name": self.name, "added": self.added, "skipped": self.skipped}
 
 
-def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Iterable[int] = ()) -> ClusterEnrollment:
+def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Iterable[int] = (),
+                   allow_similar: bool = False) -> ClusterEnrollment:
     """Enroll a cluster's faces as `name` (a new person, or merged into an enrolled one) from the
     run's stored crops, leaving out the faces numbered in `exclude` (run face numbers). Faces of
-    a photo already enrolled for `name` are skipped. The cluster is then marked enrolled."""
+    a photo already enrolled for `name` are skipped; a new name that looks like an enrolled
+    person's is refused unless `allow_similar`. The cluster is then marked enrolled."""
     from gallery import FaceRecord, validate_name
 
     name = validate_name(name)
@@ -216,7 +218,7 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
             keep.append(row)
             records.append(FaceRecord(name, photo["photo"], photo["content_hash"], tuple(float(v) for v in f["box"])))
         if records:
-            rec.gallery.add(np.asarray(vectors[keep], np.float32), records, model_id=rec.config.model_id)
+            rec.gallery.add(np.asarray(vectors[keep], np.float32), records, model_id=rec.config.model_id, allow_similar=allow_similar)
         new = dict(meta, clusters=[dict(c) for c in meta["clusters"]])
         target = next(c for c in new["clusters"] if c["id"] == cluster_id)
         target.update(status="enrolled", person=name, enrolled_faces=[chosen[r] for r in keep])
