@@ -124,7 +124,11 @@ def test_unknown_faces_panel_clusters_and_enrolls(site, browser, data, tmp_path)
     wait = WebDriverWait(browser, 180)
     browser.get(site + "/")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
-    people = lambda: [li.text.split("\n")[0] for li in browser.find_elements(By.CSS_SELECTOR, "#people li")]  # noqa: E731
+    # read in one script call: the list is re-rendered whenever it reloads, so held elements go stale
+    def listed():
+        return browser.execute_script("return [...document.querySelectorAll('#people li')].map(li => li.innerText)")
+
+    people = lambda: [t.split("\n")[0] for t in listed()]  # noqa: E731
     wait.until(lambda d: "barack_obama" in people())
     rose = sorted((data / FR / "people/rose_leslie").iterdir())
     photos = [*rose, data / FR / "group/kit_harington+rose_leslie__kit_with_rose.jpg", data / FR / "group" / GROUP]
@@ -147,7 +151,7 @@ def test_unknown_faces_panel_clusters_and_enrolls(site, browser, data, tmp_path)
     first.find_element(By.CLASS_NAME, "cluster-name").send_keys("Rose Leslie")
     first.find_element(By.CLASS_NAME, "cluster-enroll").click()
     wait.until(lambda d: "Rose Leslie" in people())
-    assert "Rose Leslie\n3 photos" in [li.text.split("\nremove")[0] for li in browser.find_elements(By.CSS_SELECTOR, "#people li")]
+    assert "Rose Leslie\n3 photos" in [t.split("\nremove")[0] for t in listed()]
     assert "added 3, 3 enrolled in total" in first.text
     # the other clusters can be dismissed; nothing failed on the page
     others = browser.find_elements(By.CSS_SELECTOR, "#clusters .cluster-dismiss")
