@@ -238,11 +238,12 @@ def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
 
 def set_threshold(model_dir: str | Path, threshold: float) -> None:
     """Store `threshold` in model.json (written atomically: readers see the old or the new file)."""
-    from recognizer.config import load_config, save_config
+    from recognizer.config import load_config, save_config, writer_lock
 
     if not -1.0 <= threshold <= 1.0:
         raise FaceToolError(f"{threshold} is not a cosine similarity in [-1, 1]")
-    cfg = load_config(model_dir)
-    cfg.threshold = float(threshold)
-    save_config(model_dir, cfg)
+    with writer_lock(model_dir):  # read-modify-write: a finetune's switch must not be written over
+        cfg = load_config(model_dir)
+        cfg.threshold = float(threshold)
+        save_config(model_dir, cfg)
     log.info("threshold of %s set to %.4f", model_dir, threshold)
