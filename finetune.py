@@ -30,9 +30,13 @@ import click
               help="CPU threads for torch. 1 is the default because, on a 2-core machine shared with other work, "
                    "2 threads made MTCNN detection 20x slower (spin-waiting threads); raise it on an idle machine.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Crop and trunk caches (default ~/.cache/facetool).")
+@click.option("--cohort", default=None, type=click.Path(file_okay=False),
+              help="Stranger cohort (<person>/ photos) the new embeddings' FPIR table is calibrated on "
+                   "(default: FACETOOL_COHORT or ../shared/data/cohort-celeba). Without one the model keeps its fixed threshold.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, seed, patience, threads, cache_dir, as_json, quiet) -> None:
+def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, seed, patience, threads, cache_dir, cohort, as_json,
+         quiet) -> None:
     import json
     import logging
     from pathlib import Path
@@ -54,6 +58,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
         crop_cache=CropCache(Path(cache_dir) / "crops") if cache_dir else None,
         trunk_cache_dir=str(Path(cache_dir) / "trunk") if cache_dir else None,
         progress=not quiet and not as_json,
+        cohort=cohort,
     )
     try:
         report = finetune(data_dir, model_dir, opts)
@@ -72,6 +77,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
     g = report.gallery
     click.echo(f"gallery: {g['faces']} faces of {len(g['people'])} people ({g['reembedded_enrolled']} enrolled faces re-embedded, "
                f"{len(g['dropped_enrolled'])} dropped)")
+    click.echo(f"FPIR table: {report.fpir['how']}")
     for s in report.skipped:
         click.echo(f"  skipped {s['file']}: {s['reason']}", err=True)
     click.echo(f"model {report.model_id} in {report.model_dir}")

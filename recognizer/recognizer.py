@@ -2,7 +2,8 @@
 
 Identification names each face by a vote of its k nearest enrolled faces, weighted by
 similarity; the face is called unknown (name None) when its similarity to the winner's closest
-enrolled face is under the model's threshold. Once `finetune.py` has trained a classifier, its
+enrolled face is under the model's threshold: the one its target FPIR gives for the gallery as it
+is now (see `recognizer.threshold`), or its fixed one. Once `finetune.py` has trained a classifier, its
 prediction is combined with the vote (see `recognizer.combine`).
 """
 from __future__ import annotations
@@ -34,7 +35,9 @@ from recognizer.model import (
     load_config,
     save_config,
 )
+from recognizer.fpir import DEFAULT_TARGET_FPIR
 from recognizer.pipeline import FacePipeline, PhotoResult
+from recognizer.threshold import Confusion, ThresholdInfo, confusions, load_table, threshold_info
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,9 @@ class Recognizer:
         self.gallery = gallery
         self.classifier = classifier
         self.pipeline = FacePipeline(Detector(config.detector_settings()), embedder, cache)
+        self._fpir_table = None
+        self._fpir_table_loaded = False
+        self._threshold_cache: tuple | None = None
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
@@ -185,6 +191,7 @@ class Recognizer:
             model_id=embedder.model_id,
             dim=embedder.dim,
             threshold=DEFAULT_THRESHOLDS[backbone],
+            target_fpir=DEFAULT_TARGET_FPIR,
         )
         tmp: Path | None = None
         try:
@@ -214,6 +221,37 @@ class Recognizer:
 
     def save_config(self) -> None:
         save_config(self.dir, self.config)
+
+    # ---- the unknown threshold -------------------------------------------------------------
+    @property
+    def fpir_table(self):
+        if not self._fpir_table_loaded:
+            try:
+                self._fpir_table = load_table(self.dir, self.config)
+            except ValueError as exc:  # a damaged table costs the derived threshold, not the model
+                log.warning("%s; using the fixed threshold", exc)
+                self._fpir_table = None
+            self._fpir_table_loaded = True
+        return self._fpir_table
+
+    def threshold_info(self, override: float | None = None) -> ThresholdInfo:
+        """The threshold identify uses now (derived for the current gallery unless fixed or overridden)."""
+        people = self.gallery.people()
+        key = (override, self.config.target_fpir, self.config.threshold, len(people), sum(people.values()))
+        if self._threshold_cache is None or self._threshold_cache[0] != key:
+            self._threshold_cache = (key, threshold_info(self.config, self.fpir_table, people, override))
+        return self._threshold_cache[1]
+
+    def set_target_fpir(self, target: float | None) -> None:
+        """Store a target FPIR (None: go back to the fixed threshold) in model.json, atomically."""
+        if target is not None and not 0.0 < float(target) < 1.0:
+            raise ValueError(f"target FPIR must be a share in (0, 1), got {target}")
+        self.config.target_fpir = None if target is None else float(target)
+        self.save_config()
+
+    def confusions(self, people: list[str] | None = None, threshold: float | None = None) -> list[Confusion]:
+        """Enrolled faces of `people` that a photo of someone else would match (see `recognizer.threshold.confusions`)."""
+        return confusions(self.gallery, self.threshold_info().threshold if threshold is None else threshold, people)
 
     # ---- enrolling -----------------------------------------------------------------------
     def enroll(
@@ -282,7 +320,7 @@ class Recognizer:
             return out
         from recognizer.evaluate import decide
 
-        thr = self.config.threshold if threshold is None else threshold
+        thr = self.threshold_info(threshold).threshold
         # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.
         d = decide(self.gallery, self.classifier, res.embeddings, k=self.config.knn_k, model_id=self.config.model_id)
         final = "combined" if "combined" in d.scores else "knn"
