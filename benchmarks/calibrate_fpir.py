@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from recognizer.cli._options import passive_openmp
 
 SEED = 17
 
@@ -60,6 +59,7 @@ def main() -> None:
     ap.add_argument("--make-split", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
+    passive_openmp()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
 
     from recognizer.cache import CropCache

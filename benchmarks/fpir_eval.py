@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from recognizer.cli._options import passive_openmp
 
 FIXED = 0.43
 ENROLLED = 5
@@ -58,6 +57,7 @@ def main() -> None:
     ap.add_argument("--classifier-draws", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    passive_openmp()
     logging.basicConfig(level=logging.WARNING)
 
     from recognizer.cache import CropCache

@@ -27,7 +27,7 @@ SPLIT_FILE = Path(__file__).resolve().parent / "cohort_split.json"
 
 
 def default_cohort_dir() -> Path:
-    from recognizer.data import data_dir
+    from recognizer.sample_data import data_dir
 
     env = os.environ.get("FACETOOL_COHORT")
     return Path(env).expanduser() if env else data_dir() / COHORT_DIRNAME

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from recognizer.sample_data import data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from recognizer.data import data_dir  # noqa: E402
-
-from hypothesis import HealthCheck, settings  # noqa: E402
 
 # `make test` runs few generated examples, derandomized so CI is reproducible;
 # HYPOTHESIS_PROFILE=long runs many more, with fresh random examples each time.
@@ -32,6 +29,11 @@ def pytest_configure(config):
     # finetune.py calibrates new embeddings on a stranger cohort; the real one (2,675 photos) is
     # for benchmarks/calibrate_fpir.py, a small folder of people keeps the suite fast.
     os.environ.setdefault("FACETOOL_COHORT", str(DATA / "deepface-test-dataset" / "people"))
+    # As the command-line tools do (recognizer.cli._options.passive_openmp, which says why), before
+    # any test imports torch; the servers and CLI processes the suite starts inherit it.
+    from recognizer.cli._options import passive_openmp
+
+    passive_openmp()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,6 +68,14 @@ def sface():
     from recognizer.embed import SFaceEmbedder
 
     return SFaceEmbedder()
+
+
+@pytest.fixture(scope="session")
+def facenet_random():
+    """Inception-ResNet-v1 with seeded random weights: the VGGFace2 file cannot be had here."""
+    from recognizer.embed import FacenetEmbedder
+
+    return FacenetEmbedder("random", batch_size=8)
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import enroll
-import identify
+from recognizer.cli import enroll
+from recognizer.cli import identify
 
 CELEB = "5-celebrity-faces"
 FR = "face_recognition-examples"

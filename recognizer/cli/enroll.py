@@ -1,0 +1,94 @@
+"""Enroll a person from a folder of photos, without retraining.
+
+    enroll.py --model DIR --name NAME FOLDER [--backbone sface|facenet] [--json]
+    enroll.py --model DIR --list | --remove NAME | --rename OLD NEW | --target-fpir F
+
+After enrolling it says which unknown threshold the model now uses, how many strangers that is
+expected to let through (FPIR) and what it costs known people (DIR), and warns about enrolled
+photos that match another person at that threshold (a mislabelled photo, or two look-alikes).
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from recognizer.cli._options import friendly_errors, model_option, passive_openmp, setup_logging, verbose_option, weights_dir_option
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@model_option
+@click.option("--name", help="The person's name.")
+@click.argument("folder", required=False, type=click.Path())
+@click.option("--backbone", type=click.Choice(["sface", "facenet"]), help="Backbone for a new model (must match an existing one).")
+@click.option("--weights", help="facenet weights: vggface2, casia-webface, random or a .pt file (new models only).")
+@weights_dir_option
+@click.option("--list", "list_people", is_flag=True, help="List enrolled people with their face counts.")
+@click.option("--remove", metavar="NAME", help="Remove a person and all their faces.")
+@click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
+@click.option("--target-fpir", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              help="Share of strangers the model may name (e.g. 0.01); the threshold is derived from it for the current gallery.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
+@verbose_option
+@friendly_errors
+def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, target_fpir, as_json, no_cache,
+         verbose):
+    """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
+    passive_openmp()
+    setup_logging(verbose)
+    from recognizer.image import list_images
+    from recognizer.cache import CropCache
+    from recognizer.recognizer import Recognizer
+
+    actions = sum(bool(x) for x in (folder, list_people, remove, rename))
+    if actions != 1 and not (actions == 0 and target_fpir is not None):
+        raise click.UsageError("give exactly one of: FOLDER (with --name), --list, --remove NAME, --rename OLD NEW (or --target-fpir alone)")
+    if folder and not name:
+        raise click.UsageError("--name is required to enroll a folder")
+    files = list_images(folder) if folder else []  # before creating a model: a typo makes nothing
+    rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=bool(folder), cache=None if no_cache else CropCache())
+    if target_fpir is not None:
+        rec.set_target_fpir(target_fpir)
+        if not actions:
+            info = rec.threshold_info()
+            click.echo(json.dumps({"threshold": info.to_dict()}, indent=2) if as_json else info.describe())
+            return
+    if list_people:
+        people = rec.gallery.people()
+        if as_json:
+            click.echo(json.dumps({"people": people, "threshold": rec.threshold_info().to_dict()}, indent=2))
+        else:
+            for person, count in people.items():
+                click.echo(f"{count:5d}  {person}")
+            click.echo(rec.threshold_info().describe())
+        return
+    if remove:
+        n = rec.remove_person(remove)
+        click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
+        return
+    if rename:
+        rec.gallery.rename_person(*rename)
+        click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
+        return
+    if not files:
+        raise click.ClickException(f"{folder}: no image files found")
+    report = rec.enroll(name, files, progress=not as_json)
+    info = rec.threshold_info()
+    warnings = rec.confusions([report.name]) if report.added else []
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "threshold": info.to_dict(), "warnings": [w.to_dict() for w in warnings]}, indent=2))
+        return
+    for f in report.files:
+        if f.status != "added":
+            click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
+    click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
+               f"{rec.gallery.people().get(report.name, 0)} enrolled in total")
+    click.echo(info.describe())
+    for w in warnings:
+        click.echo(f"warning: {w.person}'s photo {w.photo} matches {w.other}'s photo {w.other_photo} "
+                   f"(similarity {w.similarity:.3f} >= {info.threshold:.3f}): a mislabelled photo, or two people the model confuses")
+
+
+if __name__ == "__main__":
+    main()
