@@ -108,11 +108,11 @@ def merge_people(faces: CohortFaces, groups: Sequence[Sequence[str]]) -> CohortF
 @dataclass
 class Cleaning:
     same_person: list[list[str]]  # label groups whose faces match like one person's
-    dropped: int  # photos whose face matches another label's person better than its own, well above strangers
+    dropped: int  # photos that look like another label's person, or like none of their own label's photos
     kept: np.ndarray  # bool mask over the input faces
 
 
-def clean_labels(faces: CohortFaces, *, quantile: float = 0.05) -> Cleaning:
+def clean_labels(faces: CohortFaces, *, quantile: float = 0.05, impostor_quantile: float = 0.99) -> Cleaning:
     """Find labelling errors from the embeddings alone, with levels taken from this embedding's own distributions.
 
     - Two labels are one person when the median similarity between their faces is above the
@@ -122,6 +122,9 @@ def clean_labels(faces: CohortFaces, *, quantile: float = 0.05) -> Cleaning:
       both its median similarity to its own label's other faces and the highest median
       similarity seen between two labels that are different people (so it looks like that
       other person, not like a stranger); such photos are dropped.
+    - A photo is not its label's person when even its best match among its own label's other
+      photos is under the `impostor_quantile` of different-person similarities (a bystander
+      taken as the largest face, or a wrong label); it is dropped too.
     """
     x, y = faces.embeddings, faces.people
     labels = sorted(set(y))
@@ -150,6 +153,11 @@ def clean_labels(faces: CohortFaces, *, quantile: float = 0.05) -> Cleaning:
     diff = [off[a, b] for a in range(L) for b in range(a + 1, L)
             if group_of.get(labels[a], {labels[a]}) != group_of.get(labels[b], {labels[b]})]
     impostor_top = float(np.nanmax(diff)) if diff else 1.0
+    same = np.zeros(sim.shape, bool)
+    for p in labels:
+        g = np.concatenate([idx[q] for q in group_of.get(p, {p})])
+        same[np.ix_(idx[p], g)] = True
+    impostor_low = float(np.quantile(sim[~same], impostor_quantile)) if (~same).any() else -1.0
     kept = np.ones(len(y), bool)
     for i in range(len(y)):
         own_group = group_of.get(y[i], frozenset({y[i]}))
@@ -157,6 +165,9 @@ def clean_labels(faces: CohortFaces, *, quantile: float = 0.05) -> Cleaning:
         own = np.concatenate([idx[p] for p in own_group])
         own = own[own != i]
         own_med = float(np.median(sim[i, own])) if len(own) else -1.0
+        if len(own) and float(np.max(sim[i, own])) < impostor_low:
+            kept[i] = False
+            continue
         best = int(np.argmax(per_label))
         if per_label[best] > max(own_med, impostor_top):
             kept[i] = False

@@ -149,7 +149,9 @@ def test_clean_labels_merges_one_person_under_two_labels_and_drops_a_mislabelled
     people[people == "p03"] = "p19x"  # person 3 also appears under a second label...
     people[np.flatnonzero(people == "p19x")[:3]] = "p03"  # ...half of their photos each
     people[np.flatnonzero(people == "p07")[0]] = "p11"  # one photo of person 7 filed under person 11
+    bystander = np.random.default_rng(8).normal(size=x.shape[1])
+    x[5 * 6 + 2] = bystander / np.linalg.norm(bystander)  # a stranger's face taken for person 5's
     cleaning = clean_labels(CohortFaces(x, people, len(people), 0))
     assert cleaning.same_person == [["p03", "p19x"]]
     dropped = np.flatnonzero(~cleaning.kept)
-    assert list(dropped) == [7 * 6]
+    assert list(dropped) == [5 * 6 + 2, 7 * 6]
