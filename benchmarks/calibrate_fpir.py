@@ -4,7 +4,7 @@
 
 Embeds every photo of the calibration people (recognizer/cohort_split.json) through the
 project's own pipeline (crops cached in ~/.cache/facetool, so a rerun skips detection), drops
-mislabelled photos (`recognizer.cohort.clean_labels`), and writes
+mislabelled photos (`recognizer.evaluation.cohort.clean_labels`), and writes
 recognizer/fpir_tables/<model id>.json: numbers only. It prints the thresholds the table gives
 for a target FPIR of 0.01 at a few gallery sizes.
 
@@ -25,8 +25,8 @@ SEED = 17
 
 
 def make_split(faces, out: Path) -> None:
-    from recognizer.atomic import write_json_atomic
-    from recognizer.cohort import clean_labels
+    from gallery.atomic import write_json_atomic
+    from recognizer.evaluation.cohort import clean_labels
 
     cleaning = clean_labels(faces)
     group_of = {p: g[0] for g in cleaning.same_person for p in g}
@@ -63,10 +63,10 @@ def main() -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
 
     from recognizer.cache import CropCache
-    from recognizer.calibration import calibrate
-    from recognizer.cohort import SPLIT_FILE, default_cohort_dir, embed_cohort
-    from recognizer.detect import Detector
-    from recognizer.embed import make_embedder
+    from recognizer.evaluation.calibration import calibrate
+    from recognizer.evaluation.cohort import SPLIT_FILE, default_cohort_dir, embed_cohort
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.embedding.backbones import make_embedder
     from recognizer.fpir import DEFAULT_TARGET_FPIR, TABLE_DIR, table_path
     from recognizer.pipeline import FacePipeline
 

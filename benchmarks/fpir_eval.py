@@ -5,7 +5,7 @@
 For each gallery size N, `--draws` random galleries of N evaluation people are built in a real
 gallery (5 photos of each enrolled, the rest of their photos are probes); strangers are every
 photo of the evaluation people not enrolled. Each face is named by the project's own decision
-code (`recognizer.evaluate.decide`, the kNN vote identify uses) at the threshold the table gives
+code (`recognizer.decision.decide`, the kNN vote identify uses) at the threshold the table gives
 for a target FPIR of 0.01 at that N, and at the old fixed 0.43. FPIR and DIR are pooled over the
 draws; "predicted" is the table's FPIR at the threshold used.
 
@@ -61,13 +61,13 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from recognizer.cache import CropCache
-    from recognizer.calibration import cohort_part
-    from recognizer.cohort import default_cohort_dir
-    from recognizer.detect import Detector
-    from recognizer.embed import make_embedder
-    from recognizer.evaluate import decide
+    from recognizer.evaluation.calibration import cohort_part
+    from recognizer.evaluation.cohort import default_cohort_dir
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.embedding.backbones import make_embedder
+    from recognizer.decision import decide
     from recognizer.fpir import shipped_table
-    from recognizer.head import CosineClassifier
+    from recognizer.training.head import CosineClassifier
 
     embedder = make_embedder(args.backbone)
     table = shipped_table(embedder.model_id)

@@ -12,7 +12,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from recognizer.cohort import CohortFaces, clean_labels
+from recognizer.evaluation.cohort import CohortFaces, clean_labels
 from recognizer.fpir import (
     FpirTable,
     _miss_ratio,

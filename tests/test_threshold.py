@@ -135,7 +135,7 @@ def test_people_endpoint_tells_the_threshold_and_its_costs(celeb):
 
 
 def test_finetune_without_a_cohort_keeps_the_fixed_threshold_and_says_so(tmp_path):
-    from recognizer.finetuning import FinetuneOptions, _calibrate_fpir
+    from recognizer.training.run import FinetuneOptions, _calibrate_fpir
 
     missing = tmp_path / "no-cohort"
     info = _calibrate_fpir(tmp_path / "fpir-abcdef.json", FinetuneOptions(cohort=str(missing)), object(), object(), "m", None)

@@ -37,25 +37,31 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
-    from recognizer.image import list_images
-    from recognizer.cache import CropCache
-    from recognizer.recognizer import Recognizer
+    import recognizer
 
     actions = sum(bool(x) for x in (folder, list_people, remove, rename))
     if actions != 1 and not (actions == 0 and target_fpir is not None):
         raise click.UsageError("give exactly one of: FOLDER (with --name), --list, --remove NAME, --rename OLD NEW (or --target-fpir alone)")
     if folder and not name:
         raise click.UsageError("--name is required to enroll a folder")
-    files = list_images(folder) if folder else []  # before creating a model: a typo makes nothing
-    rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=bool(folder), cache=None if no_cache else CropCache())
-    if target_fpir is not None:
-        rec.set_target_fpir(target_fpir)
-        if not actions:
-            info = rec.threshold_info()
-            click.echo(json.dumps({"threshold": info.to_dict()}, indent=2) if as_json else info.describe())
-            return
+    files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
+    if folder:
+        rec = recognizer.create(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
+    else:
+        rec = recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
+    with rec:
+        if target_fpir is not None:
+            rec.set_target_fpir(target_fpir)
+            if not actions:
+                info = rec.threshold_info()
+                click.echo(json.dumps({"threshold": info.to_dict()}, indent=2) if as_json else info.describe())
+                return
+        _run(rec, name, files, folder, list_people, remove, rename, as_json)
+
+
+def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None:
     if list_people:
-        people = rec.gallery.people()
+        people = rec.people()
         if as_json:
             click.echo(json.dumps({"people": people, "threshold": rec.threshold_info().to_dict()}, indent=2))
         else:
@@ -64,11 +70,11 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
             click.echo(rec.threshold_info().describe())
         return
     if remove:
-        n = rec.remove_person(remove)
+        n = rec.remove(remove)
         click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
         return
     if rename:
-        rec.gallery.rename_person(*rename)
+        rec.rename(*rename)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
     if not files:
@@ -83,7 +89,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         if f.status != "added":
             click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
     click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
-               f"{rec.gallery.people().get(report.name, 0)} enrolled in total")
+               f"{rec.people().get(report.name, 0)} enrolled in total")
     click.echo(info.describe())
     for w in warnings:
         click.echo(f"warning: {w.person}'s photo {w.photo} matches {w.other}'s photo {w.other_photo} "

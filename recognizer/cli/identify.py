@@ -26,14 +26,12 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_ca
     """Identify the faces in each PHOTO (folders are expanded to their images)."""
     passive_openmp()
     setup_logging(verbose)
-    from recognizer.image import expand_inputs
-    from recognizer.cache import CropCache
-    from recognizer.recognizer import Recognizer
+    import recognizer
 
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise click.BadParameter(f"{threshold} is not a cosine similarity in [-1, 1]", param_hint="--threshold")
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None if no_cache else CropCache())
-    files = expand_inputs(list(inputs), recursive=True)
+    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache)
+    files = recognizer.expand_inputs(list(inputs), recursive=True)
     if not files:
         raise click.ClickException(f"no image files found in {', '.join(inputs)}")
     out_path = Path(annotate_out) if annotate_out else None
@@ -47,10 +45,8 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_ca
         if res.error:
             failed += 1
         if out_path is not None and res.error is None:
-            from recognizer.annotate import annotate
-
             target = out_path / (Path(res.photo).stem + ".png") if several else out_path
-            annotate(res.photo, res).save(target)
+            res.annotated().save(target)
         if not as_json:
             if res.error:
                 click.echo(f"{res.photo}: error: {res.error}")

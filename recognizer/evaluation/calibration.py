@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.cohort import Cleaning, CohortFaces, clean_labels, embed_cohort, load_split, merge_people
+from recognizer.evaluation.cohort import Cleaning, CohortFaces, clean_labels, embed_cohort, load_split, merge_people
 from recognizer.fpir import FpirTable, build_table
 
 log = logging.getLogger(__name__)
