@@ -3,7 +3,8 @@
 Steps: split train/val -> detect and crop the largest face of each photo (crop cache) -> run the
 frozen trunk once per face and view (trunk cache) -> train the tail and a cosine head (early
 stopping on val loss) -> save `checkpoint.pt` -> rebuild the gallery with the finetuned network
--> calibrate the FPIR table of the new embeddings on the stranger cohort -> write `model.json` -> score classifier, kNN and combined on val -> curves and `report.json`.
+-> calibrate the FPIR table of the new embeddings on the stranger cohort -> write `model.json`
+-> score classifier, kNN and combined on val -> curves and `report.json`.
 
 Rerunning on an existing model directory retrains from the base weights and rebuilds the gallery:
 the training faces, plus every face enrolled since (e.g. with enroll.py) that is not one of the
