@@ -43,10 +43,13 @@ _LAZY = {
     "list_images": "recognizer.image",
     "expand_inputs": "recognizer.image",
     "validate_name": "gallery",
+    "annotation_paths": "recognizer.annotate",
+    "save_annotated": "recognizer.annotate",
 }
 
 if TYPE_CHECKING:
     from recognizer._api import create, evaluate, finetune, open, set_threshold  # noqa: F401
+    from recognizer.annotate import annotation_paths, save_annotated  # noqa: F401
     from gallery import validate_name  # noqa: F401
     from recognizer.image import expand_inputs, list_images  # noqa: F401
     from recognizer.recognizer import EnrollReport, FaceIdentity, PhotoIdentification, Recognizer  # noqa: F401
@@ -61,7 +64,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "EnrollReport", "FaceIdentity", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
+    "EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
     "PersonExists", "PersonNotFound", "PhotoIdentification", "Recognizer", "WeightsError", "create", "evaluate",
     "expand_inputs", "finetune", "list_images", "open", "set_threshold",
     "validate_name",

@@ -28,12 +28,13 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
 @click.option("--target-fpir", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               help="Share of strangers the model may name (e.g. 0.01); the threshold is derived from it for the current gallery.")
+@click.option("--allow-similar", is_flag=True, help="Accept a new name that looks like an enrolled person's (case, look-alike letters): they are different people.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @verbose_option
 @friendly_errors
-def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, target_fpir, as_json, no_cache,
-         verbose):
+def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, target_fpir, allow_similar, as_json,
+         no_cache, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
@@ -56,10 +57,10 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
                 info = rec.threshold_info()
                 click.echo(json.dumps({"threshold": info.to_dict()}, indent=2) if as_json else info.describe())
                 return
-        _run(rec, name, files, folder, list_people, remove, rename, as_json)
+        _run(rec, name, files, folder, list_people, remove, rename, allow_similar, as_json)
 
 
-def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None:
+def _run(rec, name, files, folder, list_people, remove, rename, allow_similar, as_json) -> None:
     if list_people:
         people = rec.people()
         if as_json:
@@ -74,12 +75,12 @@ def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None
         click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
         return
     if rename:
-        rec.rename(*rename)
+        rec.rename(*rename, allow_similar=allow_similar)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
     if not files:
         raise click.ClickException(f"{folder}: no image files found")
-    report = rec.enroll(name, files, progress=not as_json)
+    report = rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar)
     info = rec.threshold_info()
     warnings = rec.confusions([report.name]) if report.added else []
     if as_json:
