@@ -389,13 +389,36 @@ class Recognizer:
         for res in self.pipeline.analyze_many(sources, progress=progress):
             yield self._decide(res, threshold)
 
+    def identify_video(self, source, *, fps: float | None = None, threshold: float | None = None, seconds: float | None = None,
+                       name: str | None = None, progress: bool = False, **limits):
+        """Follow and name the faces of a video file or a camera (`source` an int): a
+        VideoIdentification, one name per track (see recognizer.video). `fps`: frames analysed per
+        second (default 5); `seconds`: read no more than this much; `limits`: fields of
+        recognizer.video.reader.VideoLimits (max_bytes, max_pixels, max_duration, timeout_ms).
+        Raises VideoError for a file that is no video, cannot be opened or is over a limit."""
+        from recognizer.video.identify import identify_video
+        from recognizer.video.reader import DEFAULT_SAMPLE_FPS, VideoLimits
+
+        bounds = VideoLimits(max_seconds=seconds, **limits)
+        return identify_video(self, source, sample_fps=fps or DEFAULT_SAMPLE_FPS, threshold=threshold, limits=bounds,
+                              name=name, progress=progress)
+
+    def threshold_for(self, threshold: float | None = None) -> float:
+        """The similarity under which a face is unknown: `threshold` when given, else the model's
+        (derived from its target FPIR for the gallery as it is now, see `threshold_info`)."""
+        return self.threshold_info(threshold).threshold
+
+    def decide(self, res: PhotoResult, *, threshold: float | None = None) -> PhotoIdentification:
+        """Name the faces of a photo `self.pipeline` has analysed (faces and embeddings), as identify does."""
+        return self._decide(res, threshold)
+
     def _decide(self, res: PhotoResult, threshold: float | None) -> PhotoIdentification:
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
         if res.error is not None or not res.faces:
             return out
         from recognizer.decision import decide
 
-        thr = self.threshold_info(threshold).threshold
+        thr = self.threshold_for(threshold)
         # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.
         d = decide(self.gallery, self.classifier, res.embeddings, k=self.config.knn_k, model_id=self.config.model_id)
         final = "combined" if "combined" in d.scores else "knn"

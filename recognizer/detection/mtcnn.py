@@ -270,6 +270,8 @@ class Detector:
                 return empty
             reg, pts, probs = self._chunked(self._onet, x, ONET_CHUNK, threads)
             ok = probs[:, 1] > t3
+            if not bool(ok.any()):  # facenet-pytorch's nms_numpy gives float indices for no boxes
+                return empty
             boxes = torch.cat([boxes[ok, :4], probs[ok, 1:2]], dim=1)
             reg, pts = reg[ok], pts[ok]
             bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
