@@ -71,7 +71,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
+    "EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError",
+    "ImageError", "InvalidNameError", "ModelError",
     "PersonExists", "PersonNotFound", "PhotoIdentification", "Recognizer", "WeightsError", "create", "evaluate",
     "expand_inputs", "finetune", "list_images", "open", "set_threshold",
     "validate_name", "VideoError", "VideoIdentification", "is_video_input",

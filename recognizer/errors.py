@@ -26,6 +26,11 @@ class ModelError(FaceToolError):
     """A model directory is missing, damaged or does not match what was asked."""
 
 
+class ArchiveError(ModelError):
+    """An export archive is damaged, truncated, altered or not one of ours (a ModelError: it is
+    model data; not in the public facade, which catches ModelError)."""
+
+
 class VideoError(ImageError):
     """A video could not be read: not a video, damaged, too large, or a camera that is not there.
 

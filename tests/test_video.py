@@ -393,3 +393,14 @@ def test_photo_whose_candidates_all_fail_the_last_stage_has_no_faces(clip, detec
     assert ok
     blurred = cv2.GaussianBlur(cv2.resize(frame, (320, 180)), (0, 0), 12)
     assert detector.detect(Image.fromarray(cv2.cvtColor(blurred, cv2.COLOR_BGR2RGB))) == []
+
+
+def test_sparse_sampling_keeps_tracks_across_two_missed_samples():
+    from recognizer.video.tracking import Tracker
+
+    a = [1, 0, 0]
+    t = Tracker(0.4, interval=1.0)  # one sample a second: the 1 s default gap alone would end every track
+    for k in (0, 1, 2, 5):  # samples 3 and 4 miss the face (frame 10k is at k seconds)
+        t.update(float(k), [_obs(10 * k, [10, 10, 50, 50], a)])
+    t.update(9.0, [_obs(90, [10, 10, 50, 50], a)])  # three missed: a new track
+    assert [len(x.faces) for x in t.finish()] == [4, 1]

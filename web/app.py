@@ -28,7 +28,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recognizer import GalleryError, ImageError, InvalidNameError, PersonExists, PersonNotFound, validate_name
+from recognizer import GalleryError, ImageError, InvalidNameError, ModelError, PersonExists, PersonNotFound, validate_name
 from web.guard import GuardSettings, RequestGuard
 
 log = logging.getLogger(__name__)
@@ -478,6 +478,54 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         check_token(request)
         person = validate_name(name)
         return {"removed": person, "faces": await run_in_threadpool(recognizer.remove, person)}
+
+    @app.get("/export", summary="Download every enrolled face (names, chips, vectors) as one archive (token required)",
+             responses={200: {"content": {"application/x-tar": {}}}})
+    async def export(request: Request) -> Response:
+        check_token(request)  # chips are face images: never without the token, whatever --protect-reads says
+
+        def work() -> bytes:
+            with tempfile.TemporaryDirectory(prefix="facetool-export-") as tmp:
+                path = Path(tmp) / "faces.tar"
+                recognizer.export(path)
+                return path.read_bytes()
+
+        data = await run_in_threadpool(work)
+        return Response(data, media_type="application/x-tar",
+                        headers={"Content-Disposition": 'attachment; filename="facetool-export.tar"'})
+
+    @app.post("/import", summary="Add the faces of an exported archive (token required)",
+              description="The `file` field holds an archive from `GET /export` or `enroll.py --export`. People already "
+                          "enrolled here are skipped and listed under `clashes`; a damaged archive is refused (400) "
+                          "and nothing changes.",
+              openapi_extra=multipart_doc(many=False))
+    async def import_(request: Request) -> dict:
+        check_token(request)
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise ApiError(422, "send the archive as multipart/form-data in a field named 'file'")
+        form = await request.form(max_files=1, max_fields=1)
+        try:
+            field = form.get("file")
+            if not isinstance(field, UploadFile):
+                raise ApiError(422, "no file upload in a field named 'file'")
+            name, data = safe_filename(field.filename), await field.read()
+        finally:
+            await form.close()
+
+        def work() -> dict:
+            with tempfile.TemporaryDirectory(prefix="facetool-import-") as tmp:
+                path = Path(tmp) / "archive.tar"
+                path.write_bytes(data)
+                try:
+                    report = recognizer.import_archive(path)
+                except ModelError as exc:  # the archive's fault; named by the upload's name, not the server's temp path
+                    raise ApiError(400, str(exc).replace(str(path), name)) from None
+            out = report.to_dict()
+            out["archive"] = name
+            return out
+
+        return await on_model_thread(work)
 
     @app.patch(
         "/people/{name:path}",

@@ -245,15 +245,14 @@ def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
 
 
 def set_threshold(model_dir: str | Path, threshold: float) -> None:
-    """Fix `threshold` in model.json (written atomically: readers see the old or the new file).
-
-    A fixed threshold replaces the target FPIR (set one again with `enroll.py --target-fpir`)."""
-    from recognizer.config import load_config, save_config
+    """Store `threshold` in model.json (written atomically: readers see the old or the new file)."""
+    from recognizer.config import load_config, save_config, writer_lock
 
     if not -1.0 <= threshold <= 1.0:
         raise FaceToolError(f"{threshold} is not a cosine similarity in [-1, 1]")
-    cfg = load_config(model_dir)
-    cfg.threshold = float(threshold)
-    cfg.target_fpir = None
-    save_config(model_dir, cfg)
+    with writer_lock(model_dir):  # read-modify-write: a finetune's switch must not be written over
+        cfg = load_config(model_dir)
+        cfg.threshold = float(threshold)
+        cfg.target_fpir = None  # a fixed threshold replaces the target (enroll.py --target-fpir sets one again)
+        save_config(model_dir, cfg)
     log.info("threshold of %s set to %.4f", model_dir, threshold)

@@ -97,7 +97,7 @@ def identify_video(
     started = time.perf_counter()
     with VideoReader(source, sample_fps=sample_fps, limits=limits, name=name) as reader:
         result = VideoIdentification(reader.name, reader.info, reader.sample_fps, path=source)
-        tracks = Tracker(thr, tracker)
+        tracks = Tracker(thr, tracker, interval=1.0 / reader.sample_fps)
         pending: deque[tuple[Frame, bool]] = deque()
 
         def images() -> Iterator:

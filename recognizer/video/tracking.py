@@ -139,11 +139,13 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Tracker:
     """Links the faces of successive sampled frames into tracks (call `update` per frame, in order)."""
 
-    def __init__(self, threshold: float, settings: TrackerSettings = TrackerSettings()) -> None:
+    def __init__(self, threshold: float, settings: TrackerSettings = TrackerSettings(), interval: float = 0.0) -> None:
+        """`interval`: seconds between samples; a track always outlives two missed samples, however sparse."""
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
             raise ValueError(f"threshold {threshold!r}: must be a finite cosine similarity")
         self.threshold = float(threshold)
         self.settings = settings
+        self.max_gap = max(settings.max_gap, 3 * interval)
         self.live: list[Track] = []
         self.done: list[Track] = []
         self._next_id = 1
@@ -158,7 +160,7 @@ class Tracker:
         s = self.settings
         still = []
         for t in self.live:
-            (still if not cut and time - t.last.time <= s.max_gap + 1e-9 else self.done).append(t)
+            (still if not cut and time - t.last.time <= self.max_gap + 1e-9 else self.done).append(t)
         self.live = still
         pairs: list[tuple[float, int, int]] = []
         if self.live and faces:
