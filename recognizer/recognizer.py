@@ -167,6 +167,8 @@ class Recognizer:
         self._reload_lock = threading.Lock()
         self._max_pixels: int | None = None  # set by a server: kept across reloads
         self._memory_budget: int | None = None
+        self._fpir_table: tuple | None = None  # (model id, table file, table or None)
+        self._threshold_cache: tuple | None = None
         self._cur = loaded or _Loaded(config, embedder, gallery, classifier,
                                       FacePipeline(Detector(config.detector_settings()), embedder, cache), config_stamp(self.dir))
 
@@ -180,8 +182,6 @@ class Recognizer:
     @property
     def chips(self):
         return chip_store(self.dir)
-        self._fpir_table: tuple | None = None  # (model id, table file, table or None)
-        self._threshold_cache: tuple | None = None
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
