@@ -563,6 +563,15 @@ class Recognizer:
         for res in self._cur.pipeline.analyze_many(sources, progress=progress):
             yield self._decide(res, threshold)
 
+    def analyze_and_identify(
+        self, sources: Iterable[ImageSource], *, threshold: float | None = None, progress: bool = False
+    ) -> Iterator[tuple[PhotoResult, PhotoIdentification]]:
+        """`identify_many` with each photo's faces, crops and embeddings beside its decisions
+        (face i of both is the same face): what clustering the unknown faces needs."""
+        self.refresh()
+        for res in self._cur.pipeline.analyze_many(sources, progress=progress):
+            yield res, self._decide(res, threshold)
+
     def identify_video(self, source, *, fps: float | None = None, threshold: float | None = None, seconds: float | None = None,
                        name: str | None = None, progress: bool = False, **limits):
         """Follow and name the faces of a video file or a camera (`source` an int): a

@@ -546,4 +546,9 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         await run_in_threadpool(recognizer.rename, old, new)
         return {"renamed": old, "to": new}
 
+    from web.clusters import add_cluster_routes
+
+    add_cluster_routes(app, recognizer, check_token=check_token, check_read=check_read, uploaded_images=uploaded_images,
+                       on_model_thread=on_model_thread, api_error=ApiError)
+
     return RequestGuard(BodyLimit(app, settings.max_upload_bytes, {"/identify": settings.max_video_bytes}), settings.guard)

@@ -3,6 +3,8 @@
     enroll.py --model DIR --name NAME FOLDER [--backbone sface|facenet] [--json]
     enroll.py --model DIR --list | --remove NAME | --rename OLD NEW
     enroll.py --model DIR --export FILE | --import FILE | --make-chips
+    enroll.py --model DIR --name NAME --cluster RUN:ID [--exclude 4,7]   (a cluster made by cluster.py)
+    enroll.py --model DIR --discard RUN | RUN:ID
 
 After enrolling it says which unknown threshold the model now uses, how many strangers that is
 expected to let through (FPIR) and what it costs known people (DIR), and warns about enrolled
@@ -38,23 +40,36 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--target-fpir", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               help="Share of strangers the model may name (e.g. 0.01); the threshold is derived from it for the current gallery.")
 @click.option("--allow-similar", is_flag=True, help="Accept a new name that looks like an enrolled person's (case, look-alike letters): they are different people.")
+@click.option("--cluster", "cluster_ref", metavar="RUN:ID", help="Enroll a cluster of a cluster.py run (RUN may be 'latest').")
+@click.option("--exclude", metavar="N,N", default="", help="With --cluster: face numbers to leave out.")
+@click.option("--discard", metavar="RUN[:ID]", help="Delete a saved cluster.py run, or dismiss one of its clusters.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @verbose_option
 @friendly_errors
 def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, export_file, import_file,
-         make_chips, target_fpir, allow_similar, as_json, no_cache, verbose):
+         make_chips, target_fpir, allow_similar, cluster_ref, exclude, discard, as_json, no_cache, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
     import recognizer
 
-    actions = sum(bool(x) for x in (folder, list_people, remove, rename, export_file, import_file, make_chips))
+    actions = sum(bool(x) for x in (folder, list_people, remove, rename, export_file, import_file, make_chips, cluster_ref, discard))
     if actions != 1 and not (actions == 0 and target_fpir is not None):
-        raise click.UsageError("give exactly one of: FOLDER (with --name), --list, --remove NAME, --rename OLD NEW, "
-                               "--export FILE, --import FILE, --make-chips (or --target-fpir alone)")
-    if folder and not name:
-        raise click.UsageError("--name is required to enroll a folder")
+        raise click.UsageError("give exactly one of: FOLDER (with --name), --cluster RUN:ID (with --name), --list, --remove NAME, "
+                               "--rename OLD NEW, --export FILE, --import FILE, --make-chips, --discard RUN[:ID] (or --target-fpir alone)")
+    if (folder or cluster_ref) and not name:
+        raise click.UsageError("--name is required to enroll a folder or a cluster")
+    if exclude and not cluster_ref:
+        raise click.UsageError("--exclude goes with --cluster")
+    try:
+        excluded = [int(v) for v in exclude.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"{exclude!r} is not a comma-separated list of face numbers", param_hint="--exclude") from None
+    if discard or cluster_ref:
+        with recognizer.open(model_dir, weights_dir=weights_dir) as rec:
+            _cluster(rec, name, cluster_ref, excluded, discard, allow_similar, as_json)
+        return
     files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
     if import_file:  # checked whole before a model is created or changed
         manifest = recognizer.Recognizer.read_archive(import_file)
@@ -81,6 +96,28 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
             _import(rec, import_file, as_json)
         else:
             _run(rec, name, files, folder, list_people, remove, rename, allow_similar, as_json)
+
+
+def _cluster(rec, name, cluster_ref, excluded, discard, allow_similar, as_json) -> None:
+    from recognizer.clustering import runs
+    from recognizer.clustering.service import dismiss_cluster, enroll_cluster, parse_ref
+
+    if discard and ":" in discard:
+        dismiss_cluster(rec, *parse_ref(discard))
+        click.echo(json.dumps({"dismissed": discard}) if as_json else f"dismissed cluster {discard}")
+    elif discard:
+        runs.discard_run(rec.dir, discard)
+        click.echo(json.dumps({"discarded": discard}) if as_json else f"discarded run {discard}")
+    else:
+        run_id, cid = parse_ref(cluster_ref)
+        out = enroll_cluster(rec, run_id, cid, name, exclude=excluded, allow_similar=allow_similar)
+        if as_json:
+            click.echo(json.dumps(out.to_dict(), indent=2))
+            return
+        for s in out.skipped:
+            click.echo(f"      skipped  face {s['face']} ({s['photo']}): {s['reason']}")
+        click.echo(f"{out.name}: added {out.added} face(s) from cluster {out.run}:{out.cluster}; "
+                   f"{rec.people().get(out.name, 0)} enrolled in total")
 
 
 def _make_chips(rec, as_json: bool) -> None:
