@@ -38,6 +38,7 @@ LOCK_TIMEOUT_S = 300.0
 # switches model.json to them in one atomic rename: a crash leaves the old model or the new one.
 GALLERY_NAME = re.compile(r"gallery(-[0-9a-f]{6,64})?")
 CHECKPOINT_NAME = re.compile(r"checkpoint(-[0-9a-f]{6,64})?\.pt")
+FPIR_TABLE_NAME = re.compile(r"fpir(-[0-9a-f]{6,64})?\.json")  # a finetuned model's own FPIR table
 FORMAT_VERSION = 1
 
 # Cosine similarity below which the nearest enrolled face is "not this person". Chosen per backbone
@@ -52,7 +53,9 @@ FORMAT_VERSION = 1
 #   5-celebrity-faces val is 0.49 (evaluate.py's open-set report).
 # - facenet (VGGFace2): facenet-pytorch's LFW evaluation separates pairs at a Euclidean distance
 #   of about 1.1 between unit vectors, i.e. cosine 1 - 1.1**2 / 2 = 0.40.
-# `evaluate.py --set-threshold` replaces the default with one measured on the user's own people.
+# These are the fallback: a model with a target FPIR derives its threshold from the FPIR table of
+# its embeddings for the gallery it has (recognizer.threshold). `evaluate.py --set-threshold`
+# fixes one measured on the user's own people instead.
 DEFAULT_THRESHOLDS = {"sface": 0.43, "facenet": 0.40}
 
 
@@ -62,7 +65,7 @@ class ModelConfig:
     weights: str | None
     model_id: str  # of the embedding network (includes the checkpoint once finetuned)
     dim: int
-    threshold: float
+    threshold: float  # the fixed threshold: used when target_fpir is None or no FPIR table fits the embeddings
     knn_k: int = 5
     detector: dict[str, Any] = field(default_factory=lambda: asdict(DetectorSettings()))
     checkpoint: str | None = None
@@ -72,6 +75,10 @@ class ModelConfig:
     # Classes whose person is not in the gallery (removed since) are masked until the next finetune.
     class_names: dict[str, str] = field(default_factory=dict)
     keep_versions: int = 2  # replaced versions kept for `finetune.py --rollback` (see recognizer.training.versions)
+    # Share of strangers allowed to be named; the threshold is derived from it for the current
+    # gallery. None (models made before it existed, or after --set-threshold): `threshold` is used.
+    target_fpir: float | None = None
+    fpir_table: str | None = None  # the model's own FPIR table file (finetuned embeddings), else the shipped one
 
     def detector_settings(self) -> DetectorSettings:
         d = dict(self.detector)
@@ -100,8 +107,11 @@ def load_config(model_dir: str | Path) -> ModelConfig:
         cfg.detector_settings()
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{path}: bad detector settings ({exc})") from None
-    # Both name entries of the model directory itself: a model.json must not point elsewhere.
-    for key, value, pattern in (("gallery", cfg.gallery, GALLERY_NAME), ("checkpoint", cfg.checkpoint, CHECKPOINT_NAME)):
+    if cfg.target_fpir is not None and not (isinstance(cfg.target_fpir, (int, float)) and 0.0 < cfg.target_fpir < 1.0):
+        raise ModelError(f"{path}: target_fpir must be a share in (0, 1) or null, not {cfg.target_fpir!r}")
+    # Name entries of the model directory itself: a model.json must not point elsewhere.
+    for key, value, pattern in (("gallery", cfg.gallery, GALLERY_NAME), ("checkpoint", cfg.checkpoint, CHECKPOINT_NAME),
+                                ("fpir_table", cfg.fpir_table, FPIR_TABLE_NAME)):
         if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
             raise ModelError(f"{path}: {key} must name a file of the model directory, not {value!r}")
     return cfg

@@ -2,7 +2,8 @@
 
 Identification names each face by a vote of its k nearest enrolled faces, weighted by
 similarity; the face is called unknown (name None) when its similarity to the winner's closest
-enrolled face is under the model's threshold. Once `finetune.py` has trained a classifier, its
+enrolled face is under the model's threshold: the one its target FPIR gives for the gallery as it
+is now (see `recognizer.threshold`), or its fixed one. Once `finetune.py` has trained a classifier, its
 prediction is combined with the vote (see `recognizer.combine`).
 """
 from __future__ import annotations
@@ -41,7 +42,9 @@ from recognizer.config import (
     save_config,
     writer_lock,
 )
+from recognizer.fpir import DEFAULT_TARGET_FPIR
 from recognizer.pipeline import FacePipeline, PhotoResult
+from recognizer.threshold import Confusion, ThresholdInfo, confusions, load_table, threshold_info
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +167,8 @@ class Recognizer:
         self._reload_lock = threading.Lock()
         self._max_pixels: int | None = None  # set by a server: kept across reloads
         self._memory_budget: int | None = None
+        self._fpir_table: tuple | None = None  # (model id, table file, table or None)
+        self._threshold_cache: tuple | None = None
         self._cur = loaded or _Loaded(config, embedder, gallery, classifier,
                                       FacePipeline(Detector(config.detector_settings()), embedder, cache), config_stamp(self.dir))
 
@@ -230,6 +235,7 @@ class Recognizer:
             model_id=embedder.model_id,
             dim=embedder.dim,
             threshold=DEFAULT_THRESHOLDS[backbone],
+            target_fpir=DEFAULT_TARGET_FPIR,
         )
         tmp: Path | None = None
         try:
@@ -368,6 +374,40 @@ class Recognizer:
         with writer_lock(self.dir):
             self.refresh()
             yield self._cur
+
+    # ---- the unknown threshold -------------------------------------------------------------
+    @property
+    def fpir_table(self):
+        """The FPIR table of the current view's embeddings (reloaded when a finetune switches the model)."""
+        cfg = self.config
+        key = (cfg.model_id, cfg.fpir_table)
+        if self._fpir_table is None or self._fpir_table[:2] != key:
+            try:
+                table = load_table(self.dir, cfg)
+            except ValueError as exc:  # a damaged or missing table costs the derived threshold, not the model
+                log.warning("%s; using the fixed threshold", exc)
+                table = None
+            self._fpir_table = (*key, table)
+        return self._fpir_table[2]
+
+    def threshold_info(self, override: float | None = None) -> ThresholdInfo:
+        """The threshold identify uses now (derived for the current gallery unless fixed or overridden)."""
+        people = self.gallery.people()
+        key = (override, self.config.model_id, self.config.target_fpir, self.config.threshold, len(people), sum(people.values()))
+        if self._threshold_cache is None or self._threshold_cache[0] != key:
+            self._threshold_cache = (key, threshold_info(self.config, self.fpir_table, people, override))
+        return self._threshold_cache[1]
+
+    def set_target_fpir(self, target: float | None) -> None:
+        """Store a target FPIR (None: go back to the fixed threshold) in model.json, atomically."""
+        if target is not None and not 0.0 < float(target) < 1.0:
+            raise ValueError(f"target FPIR must be a share in (0, 1), got {target}")
+        self.config.target_fpir = None if target is None else float(target)
+        self.save_config()
+
+    def confusions(self, people: list[str] | None = None, threshold: float | None = None) -> list[Confusion]:
+        """Enrolled faces of `people` that a photo of someone else would match (see `recognizer.threshold.confusions`)."""
+        return confusions(self.gallery, self.threshold_info().threshold if threshold is None else threshold, people)
 
     # ---- enrolling -----------------------------------------------------------------------
     def enroll(
@@ -547,8 +587,9 @@ class Recognizer:
                               name=name, progress=progress)
 
     def threshold_for(self, threshold: float | None = None) -> float:
-        """The similarity under which a face is unknown: `threshold` when given, else the model's."""
-        return self.config.threshold if threshold is None else float(threshold)
+        """The similarity under which a face is unknown: `threshold` when given, else the model's
+        (derived from its target FPIR for the gallery as it is now, see `threshold_info`)."""
+        return self.threshold_info(threshold).threshold
 
     def decide(self, res: PhotoResult, *, threshold: float | None = None) -> PhotoIdentification:
         """Name the faces of a photo `self.pipeline` has analysed (faces and embeddings), as identify does."""

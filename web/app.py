@@ -403,6 +403,8 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         report = recognizer.enroll(name, [u[1] for u in uploads], labels=[u[0] for u in uploads])
         out = report.to_dict()
         out["enrolled"] = recognizer.people().get(report.name, 0)
+        out["threshold"] = recognizer.threshold_info().to_dict()
+        out["warnings"] = [w.to_dict() for w in recognizer.confusions([report.name])] if report.added else []
         return out
 
     # ---- routes --------------------------------------------------------------------------
@@ -447,10 +449,17 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             return Response(png, media_type="image/png")
         return JSONResponse(result)
 
-    @app.get("/people", summary="Enrolled people and how many faces each has")
+    @app.get("/people", summary="Enrolled people and how many faces each has, and the unknown threshold for them",
+             description="`threshold` is the one identify uses for this gallery, with the share of strangers it is expected "
+                         "to name (`expected_fpir`) and of known people's photos it is expected to call unknown "
+                         "(`expected_dir_cost`).")
     async def people(request: Request) -> dict:
         check_read(request)
-        return {"people": await run_in_threadpool(recognizer.people)}
+
+        def listing() -> dict:
+            return {"people": recognizer.people(), "threshold": recognizer.threshold_info().to_dict()}
+
+        return await run_in_threadpool(listing)
 
     @app.post(
         "/people/{name:path}/photos",

@@ -5,6 +5,10 @@
     enroll.py --model DIR --export FILE | --import FILE | --make-chips
     enroll.py --model DIR --name NAME --cluster RUN:ID [--exclude 4,7]   (a cluster made by cluster.py)
     enroll.py --model DIR --discard RUN | RUN:ID
+
+After enrolling it says which unknown threshold the model now uses, how many strangers that is
+expected to let through (FPIR) and what it costs known people (DIR), and warns about enrolled
+photos that match another person at that threshold (a mislabelled photo, or two look-alikes).
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--make-chips", is_flag=True,
               help="For a model made before chips were kept: make each face's chip from its photo where it is "
                    "still there; lists the faces that cannot get one (exit 1).")
+@click.option("--target-fpir", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              help="Share of strangers the model may name (e.g. 0.01); the threshold is derived from it for the current gallery.")
 @click.option("--allow-similar", is_flag=True, help="Accept a new name that looks like an enrolled person's (case, look-alike letters): they are different people.")
 @click.option("--cluster", "cluster_ref", metavar="RUN:ID", help="Enroll a cluster of a cluster.py run (RUN may be 'latest').")
 @click.option("--exclude", metavar="N,N", default="", help="With --cluster: face numbers to leave out.")
@@ -42,16 +48,16 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @verbose_option
 @friendly_errors
 def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, export_file, import_file,
-         make_chips, allow_similar, cluster_ref, exclude, discard, as_json, no_cache, verbose):
+         make_chips, target_fpir, allow_similar, cluster_ref, exclude, discard, as_json, no_cache, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
     import recognizer
 
     actions = sum(bool(x) for x in (folder, list_people, remove, rename, export_file, import_file, make_chips, cluster_ref, discard))
-    if actions != 1:
+    if actions != 1 and not (actions == 0 and target_fpir is not None):
         raise click.UsageError("give exactly one of: FOLDER (with --name), --cluster RUN:ID (with --name), --list, --remove NAME, "
-                               "--rename OLD NEW, --export FILE, --import FILE, --make-chips, --discard RUN[:ID]")
+                               "--rename OLD NEW, --export FILE, --import FILE, --make-chips, --discard RUN[:ID] (or --target-fpir alone)")
     if (folder or cluster_ref) and not name:
         raise click.UsageError("--name is required to enroll a folder or a cluster")
     if exclude and not cluster_ref:
@@ -74,6 +80,12 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
     else:
         rec = recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
     with rec:
+        if target_fpir is not None:
+            rec.set_target_fpir(target_fpir)
+            if not actions:
+                info = rec.threshold_info()
+                click.echo(json.dumps({"threshold": info.to_dict()}, indent=2) if as_json else info.describe())
+                return
         if make_chips:
             _make_chips(rec, as_json)
         elif export_file:
@@ -146,13 +158,14 @@ def _run(rec, name, files, folder, list_people, remove, rename, allow_similar, a
         for r in records:
             chips[r.person] += bool(r.chip) and r.chip in stored
         if as_json:
-            click.echo(json.dumps({"people": people, "chips": chips}, indent=2))
+            click.echo(json.dumps({"people": people, "chips": chips, "threshold": rec.threshold_info().to_dict()}, indent=2))
         else:
             for person, count in people.items():
                 click.echo(f"{count:5d}  {person}" + (f"  ({count - chips[person]} without a chip)" if chips[person] < count else ""))
             click.echo(f"{len(records)} faces, {sum(chips.values())} with a stored chip")
             if sum(chips.values()) < len(records):
                 click.echo("faces without a chip were enrolled before chips were kept: run --make-chips", err=True)
+            click.echo(rec.threshold_info().describe())
         return
     if remove:
         n = rec.remove(remove)
@@ -165,14 +178,20 @@ def _run(rec, name, files, folder, list_people, remove, rename, allow_similar, a
     if not files:
         raise click.ClickException(f"{folder}: no image files found")
     report = rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar)
+    info = rec.threshold_info()
+    warnings = rec.confusions([report.name]) if report.added else []
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(json.dumps({**report.to_dict(), "threshold": info.to_dict(), "warnings": [w.to_dict() for w in warnings]}, indent=2))
         return
     for f in report.files:
         if f.status != "added":
             click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
     click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
                f"{rec.people().get(report.name, 0)} enrolled in total")
+    click.echo(info.describe())
+    for w in warnings:
+        click.echo(f"warning: {w.person}'s photo {w.photo} matches {w.other}'s photo {w.other_photo} "
+                   f"(similarity {w.similarity:.3f} >= {info.threshold:.3f}): a mislabelled photo, or two people the model confuses")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,15 @@ import click
               help="CPU threads for torch. 1 by default: on a small machine shared with other work, more threads "
                    "wait on each other and slow detection down; raise it on an idle machine.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Crop and trunk caches (default ~/.cache/facetool).")
+@click.option("--cohort", default=None, type=click.Path(file_okay=False),
+              help="Stranger cohort (<person>/ photos) the new embeddings' FPIR table is calibrated on "
+                   "(default: FACETOOL_COHORT or ../shared/data/cohort-celeba). Without one the model keeps its fixed threshold.")
 @click.option("--rollback", is_flag=True, help="Return the model to the version before the last finetune (no DATA_DIR): "
               "the faces enrolled now are re-embedded from their chips with that version's network.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, seed, patience, threads, cache_dir, rollback,
-         as_json, quiet) -> None:
+         cohort, as_json, quiet) -> None:
     import json
     import logging
 
@@ -65,7 +68,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
     try:
         report = recognizer.finetune(data_dir, model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir,
                                      unfreeze=unfreeze, epochs=epochs, seed=seed, patience=patience, cache_dir=cache_dir,
-                                     progress=not quiet and not as_json)
+                                     cohort=cohort, progress=not quiet and not as_json)
     except (recognizer.FaceToolError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # disk full, read-only: the new files were removed, the old model stands
@@ -93,6 +96,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
     g = report.gallery
     click.echo(f"gallery: {g['faces']} faces of {len(g['people'])} people ({g['reembedded_enrolled']} enrolled faces re-embedded, "
                f"{len(g['dropped_enrolled'])} dropped)")
+    click.echo(f"FPIR table: {report.fpir['how']}")
     for s in report.skipped:
         click.echo(f"  skipped {s['file']}: {s['reason']}", err=True)
     click.echo(f"model {report.model_id} in {report.model_dir}")

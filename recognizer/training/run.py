@@ -3,7 +3,8 @@
 Steps: split train/val -> detect and crop the largest face of each photo (crop cache) -> run the
 frozen trunk once per face and view (trunk cache) -> train the tail and a cosine head (early
 stopping on val loss) -> save `checkpoint.pt` -> rebuild the gallery with the finetuned network
--> write `model.json` -> score classifier, kNN and combined on val -> curves and `report.json`.
+-> calibrate the FPIR table of the new embeddings on the stranger cohort -> write `model.json`
+-> score classifier, kNN and combined on val -> curves and `report.json`.
 
 Rerunning on an existing model directory retrains from the base weights and rebuilds the gallery:
 the training faces plus every enrolled face, re-embedded with the new network from its chip
@@ -50,6 +51,7 @@ from recognizer.config import (
     save_config,
     writer_lock,
 )
+from recognizer.fpir import DEFAULT_TARGET_FPIR
 from recognizer.training.loop import TrainSettings
 from recognizer.training.versions import push_version, remove_unused
 
@@ -68,6 +70,7 @@ class FinetuneOptions:
     crop_cache: CropCache | None = None
     trunk_cache_dir: str | None = None  # default: beside the crop cache
     progress: bool = False
+    cohort: str | None = None  # stranger cohort for the FPIR table; default FACETOOL_COHORT or the shared cohort-celeba
 
 
 @dataclass
@@ -87,12 +90,14 @@ class FinetuneReport:
     files: list[str]
     # the replaced model's closed-set scores on the same val faces (side by side with this one's)
     previous: dict | None = None
+    fpir: dict = field(default_factory=dict)  # how the FPIR table of the new embeddings was made
 
     def to_dict(self) -> dict:
         return {**self.scores, "model_dir": self.model_dir, "backbone": self.backbone, "model_id": self.model_id,
                 "classes": self.classes, "n_train": self.n_train, "n_val": self.n_val, "split": self.split,
                 "skipped": self.skipped, "training": self.training, "gallery": self.gallery,
-                "timings": self.timings, "files": self.files, "previous": self.previous}
+                "timings": self.timings, "files": self.files, "previous": self.previous,
+                "fpir_table": self.fpir}
 
 
 def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool, desc: str, with_chips: bool = False):
@@ -207,7 +212,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     # switched to them in one atomic rename, so a crash or a failure before that leaves the old
     # model whole, and one after it the new model whole.
     token = secrets.token_hex(6)
-    ckpt_name, gallery_name = f"checkpoint-{token}.pt", f"{GALLERY_DIR}-{token}"
+    ckpt_name, gallery_name, fpir_name = f"checkpoint-{token}.pt", f"{GALLERY_DIR}-{token}", f"fpir-{token}.json"
     committed = False
     try:
         sha = save_checkpoint(d / ckpt_name, {
@@ -228,6 +233,10 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
         enrolled = _embed_enrolled(start, tuned, reuse_vectors, opts.progress) if start else {}
         timings["gallery_s"] = time.perf_counter() - t
 
+        t = time.perf_counter()
+        fpir_info = _calibrate_fpir(d / fpir_name, opts, base, tuned, model_id, FacePipeline(detector, tuned, pipeline.cache))
+        timings["fpir_s"] = time.perf_counter() - t
+
         same_backbone = old_cfg is not None and old_cfg.backbone == opts.backbone
         cfg = ModelConfig(
             backbone=opts.backbone, weights=weights, model_id=model_id, dim=base.dim,
@@ -237,6 +246,8 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
             checkpoint=ckpt_name,
             gallery=gallery_name,
             keep_versions=old_cfg.keep_versions if old_cfg else ModelConfig.keep_versions,
+            target_fpir=old_cfg.target_fpir if old_cfg is not None else DEFAULT_TARGET_FPIR,
+            fpir_table=fpir_name if fpir_info["calibrated"] else None,
         )
         previous = _previous_scores(d, old_cfg, detector, pipeline.cache, val_paths, y_va, opts) if old_cfg else None
         t = time.perf_counter()
@@ -261,13 +272,14 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
             str(d), opts.backbone, model_id, classes, len(y_tr), len(y_va), split.source, skipped,
             {**result.to_dict(), "unfreeze": list(unfreeze), "settings": s.to_dict(),
              "trunk_cache": {"hits": cache.hits, "misses": cache.misses}},
-            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files, previous,
+            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files, previous, fpir_info,
         )
         write_json_atomic(d / REPORT_FILE, report.to_dict())
         return report
     except BaseException:
         if not committed:  # failed before the commit: the old model stands
             (d / ckpt_name).unlink(missing_ok=True)
+            (d / fpir_name).unlink(missing_ok=True)
             shutil.rmtree(d / gallery_name, ignore_errors=True)
         raise
 
@@ -279,6 +291,36 @@ def _previous_scores(d: Path, old_cfg: ModelConfig, detector, cache, val_paths, 
     from recognizer.embedding.backbones import make_embedder
     from recognizer.evaluation.closed_set import closed_set_scores
     from recognizer.pipeline import FacePipeline
+def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: str, pipeline) -> dict:
+    """Write the FPIR table of the finetuned embeddings to `path`; says what was done.
+
+    sface finetuning trains the head alone, so its embeddings are the base model's: the shipped
+    table of the base model is the right one, copied under the new model id. Otherwise the
+    calibration part of the cohort is embedded with the new network. Without a cohort the model
+    keeps its fixed threshold, and the report says so.
+    """
+    from recognizer.evaluation.calibration import calibrate
+    from recognizer.evaluation.cohort import default_cohort_dir
+    from recognizer.fpir import shipped_table
+
+    if tuned is base:
+        table = shipped_table(base.model_id)
+        if table is not None:
+            table.model_id = model_id
+            table.cohort = {**table.cohort, "copied_from": base.model_id}
+            table.save(path)
+            return {"calibrated": True, "how": f"the embeddings are {base.model_id}'s: its shipped table"}
+    root = Path(opts.cohort) if opts.cohort else default_cohort_dir()
+    try:
+        table, _ = calibrate(pipeline, root, progress=opts.progress)
+    except (FileNotFoundError, ValueError) as exc:
+        log.warning("no FPIR calibration for the finetuned model (%s): it uses its fixed threshold", exc)
+        return {"calibrated": False, "how": f"{exc}; the model uses its fixed threshold"}
+    table.model_id = model_id
+    table.save(path)
+    return {"calibrated": True, "how": f"cohort {root}: {table.cohort}"}
+
+
 
     try:
         classifier = None
