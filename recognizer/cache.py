@@ -83,26 +83,39 @@ def entry_checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
 
 
 def forget_photos(content_hashes: Iterable[str], crops_root: str | Path | None = None,
-                  trunk_root: str | Path | None = None) -> dict[str, int]:
+                  trunk_root: str | Path | None = None, *, chips: Iterable[bytes] = ()) -> dict[str, int]:
     """Delete every cached trace of these photos: their detections and crops (all detector
     settings and crop kinds) and the finetuning trunk features of those crops (all trunk
     weights). Returns how many entries of each were deleted.
 
     The trunk cache is keyed by crop, not by photo, so its entries are found through the crops
-    the crop cache holds; call this before anything else deletes those.
+    the crop cache holds; call this before anything else deletes those. `chips` (the removed
+    faces' chip bytes, `recognizer.chips`) reach the trunk entries of their crops too, when the
+    crop cache no longer holds them.
     """
+    from recognizer.chips import LAYOUT, chip_crops
     from recognizer.training.trunk import crop_hash, default_trunk_cache_dir
 
     crops = CropCache(crops_root)
     # Beside the crops, as finetune.py --cache-dir lays them out.
     trunk = Path(trunk_root) if trunk_root else crops.root.parent / "trunk" if crops_root else default_trunk_cache_dir()
     counts = {"crops": 0, "trunk": 0}
+
+    def forget_crop(crop) -> None:
+        digest = crop_hash(crop)
+        for entry in trunk.glob(f"*/{digest[:2]}/{digest}.npz"):  # one folder per trunk's weights
+            entry.unlink(missing_ok=True)
+            counts["trunk"] += 1
+
+    for data in chips:
+        try:
+            for crop in chip_crops(data, list(LAYOUT)).values():
+                forget_crop(crop)
+        except Exception as exc:  # a damaged chip: its crops cannot be matched
+            log.warning("could not read a removed face's chip to clear the trunk cache: %s", exc)
     for h in set(content_hashes):
         for crop in crops.crops_of(h):
-            digest = crop_hash(crop)
-            for entry in trunk.glob(f"*/{digest[:2]}/{digest}.npz"):  # one folder per trunk's weights
-                entry.unlink(missing_ok=True)
-                counts["trunk"] += 1
+            forget_crop(crop)
         counts["crops"] += crops.forget(h)
     return counts
 

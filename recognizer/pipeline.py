@@ -62,7 +62,8 @@ class FacePipeline:
         self.cache = cache
         self.max_pixels = max_pixels  # larger photos are refused (ImageError) before they are decoded
         self.memory_budget = DEFAULT_MEMORY_BUDGET  # bytes one photo's decode may take (recognizer.image)
-        self.crop_kind = f"{detector.settings.key()}-{embedder.name}{embedder.crop_size}"
+        # The engine too: torch's and ONNX Runtime's networks differ in the last float digits.
+        self.crop_kind = f"{detector.settings.key()}-{detector.engine}-{embedder.name}{embedder.crop_size}"
 
     def detect_and_crop(self, src: ImageSource, *, threads: int | None = None) -> PhotoResult:
         """Faces and crops of one photo (no embeddings yet); raises ImageError.

@@ -388,6 +388,24 @@ def _seeded_random_model(seed: int):
         return InceptionResnetV1(pretrained=None, classify=False)
 
 
+def weights_tag(
+    weights: str | WeightsSpec,
+    weights_dir: str | Path | None = None,
+    download: bool = True,
+    *,
+    seed: int = 0,
+    timeout: float = 60,
+) -> tuple[str, str | None]:
+    """The tag `build_inception_resnet` gives these weights, and the file's full sha256 (None
+    for random weights), without importing torch or building the network."""
+    path, name, digest = _resolve(weights, weights_dir, download=download, timeout=timeout)
+    if path is None:
+        return f"random-seed{seed}", None
+    if digest is None:
+        digest = sha256_file(path)
+    return f"{name or 'file'}-{digest[:12]}", digest
+
+
 def build_inception_resnet(
     weights: str | WeightsSpec,
     weights_dir: str | Path | None = None,
