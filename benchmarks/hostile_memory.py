@@ -13,7 +13,6 @@ identify.py on one normal photo in the same run.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile

@@ -291,6 +291,24 @@ def _previous_scores(d: Path, old_cfg: ModelConfig, detector, cache, val_paths, 
     from recognizer.embedding.backbones import make_embedder
     from recognizer.evaluation.closed_set import closed_set_scores
     from recognizer.pipeline import FacePipeline
+
+    try:
+        classifier = None
+        if old_cfg.checkpoint:
+            from recognizer.training.checkpoint import load_finetuned
+
+            embedder, classifier = load_finetuned(d, old_cfg, weights_dir=opts.weights_dir)
+        else:
+            embedder = make_embedder(old_cfg.backbone, old_cfg.weights, opts.weights_dir)
+        crops, kept, _, _ = _largest_crops(FacePipeline(detector, embedder, cache), val_paths, labels, False, "")
+        with open_gallery(d / old_cfg.gallery, model_id=old_cfg.model_id) as g:
+            scores = closed_set_scores(g, classifier, embedder.embed(crops), kept, k=old_cfg.knn_k, model_id=old_cfg.model_id)
+    except Exception as exc:  # the figures are a help, not a condition: the finetune goes on
+        log.warning("could not score the previous model (%s) on the val faces: %s", old_cfg.model_id, exc)
+        return {"model_id": old_cfg.model_id, "error": str(exc)}
+    return {"model_id": old_cfg.model_id, "backbone": old_cfg.backbone, **scores.to_dict()}
+
+
 def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: str, pipeline) -> dict:
     """Write the FPIR table of the finetuned embeddings to `path`; says what was done.
 
@@ -319,24 +337,6 @@ def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: st
     table.model_id = model_id
     table.save(path)
     return {"calibrated": True, "how": f"cohort {root}: {table.cohort}"}
-
-
-
-    try:
-        classifier = None
-        if old_cfg.checkpoint:
-            from recognizer.training.checkpoint import load_finetuned
-
-            embedder, classifier = load_finetuned(d, old_cfg, weights_dir=opts.weights_dir)
-        else:
-            embedder = make_embedder(old_cfg.backbone, old_cfg.weights, opts.weights_dir)
-        crops, kept, _, _ = _largest_crops(FacePipeline(detector, embedder, cache), val_paths, labels, False, "")
-        with open_gallery(d / old_cfg.gallery, model_id=old_cfg.model_id) as g:
-            scores = closed_set_scores(g, classifier, embedder.embed(crops), kept, k=old_cfg.knn_k, model_id=old_cfg.model_id)
-    except Exception as exc:  # the figures are a help, not a condition: the finetune goes on
-        log.warning("could not score the previous model (%s) on the val faces: %s", old_cfg.model_id, exc)
-        return {"model_id": old_cfg.model_id, "error": str(exc)}
-    return {"model_id": old_cfg.model_id, "backbone": old_cfg.backbone, **scores.to_dict()}
 
 
 def starting_point(d: Path) -> ModelConfig | None:
