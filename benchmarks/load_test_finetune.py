@@ -16,15 +16,12 @@ restart. Only loopback traffic.
 """
 from __future__ import annotations
 
-import importlib.util
 import random
 import secrets
-import statistics
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -32,27 +29,8 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _serving():
-    """tests/serving.py, the test suite's helpers that build a model and run serve.py on loopback."""
-    spec = importlib.util.spec_from_file_location("serving", ROOT / "tests" / "serving.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass
-class Sample:
-    op: str
-    seconds: float
-    ok: bool
-    detail: str = ""
-    at: float = 0.0  # time.monotonic() when the request ended
-
-
-def percentile(values: list[float], q: float) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+# Run as a script, this file's folder is on the path: the load test's helpers are shared.
+from load_test import Sample, _serving, percentile  # noqa: E402
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
