@@ -72,6 +72,36 @@ def make_private_dirs(path: Path) -> None:
 ENTRY_ARRAYS = ("boxes", "scores", "landmarks", "crops", "size")
 
 
+def save_checked(path: Path, blob: bytes, what: str) -> None:
+    """Cache `blob` at `path`, then its sha256 beside it (`<name>.sha256`), each atomically: while
+    the record is missing or stale the file is not used (`checked`). A cache that cannot be
+    written only costs time, so a failure is logged, not raised."""
+    try:
+        make_private_dirs(path.parent)
+        with atomic_write(path, mode=0o644) as fh:
+            fh.write(blob)
+        with atomic_write(path.with_name(path.name + ".sha256"), mode=0o644) as fh:
+            fh.write(hashlib.sha256(blob).hexdigest().encode())
+    except OSError as exc:
+        log.warning("could not cache %s at %s: %s", what, path, exc)
+
+
+def checked(path: Path, what: str) -> bool:
+    """Whether a file cached by `save_checked` is there and matches its recorded sha256 (the
+    cache directory is the user's own, made owner-only: it is not expected to change between
+    here and the load). A mismatch is logged: the caller makes the file again."""
+    from gallery.atomic import sha256_file
+
+    try:
+        want = path.with_name(path.name + ".sha256").read_text().strip()
+        ok = sha256_file(path) == want
+    except OSError:
+        return False
+    if not ok:
+        log.warning("%s: cached %s fails its checksum; making it again", path, what)
+    return ok
+
+
 def entry_checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
     """sha256 of a cache entry's key and arrays (names, dtypes, shapes and bytes, in name order)."""
     h = hashlib.sha256(key.encode("utf-8"))

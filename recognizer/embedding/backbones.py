@@ -257,15 +257,9 @@ def onnx_cache_path(model_id: str, export_key: str) -> Path:
 
 def _load_cached_onnx(path: Path, threads: int):
     """A session on the cached export at `path`, or None when there is none or it fails its checksum."""
-    from gallery.atomic import sha256_file
+    from recognizer.cache import checked
 
-    try:
-        want = path.with_name(path.name + ".sha256").read_text().strip()
-        ok = sha256_file(path) == want
-    except OSError:
-        return None
-    if not ok:
-        log.warning("%s: cached ONNX export fails its checksum; exporting again", path)
+    if not checked(path, "ONNX export"):
         return None
     try:
         # From the path: ONNX Runtime then holds the only copy of the weights.
@@ -276,18 +270,9 @@ def _load_cached_onnx(path: Path, threads: int):
 
 
 def _save_cached_onnx(path: Path, blob: bytes) -> None:
-    from gallery.atomic import atomic_write
-    from recognizer.cache import make_private_dirs
+    from recognizer.cache import save_checked
 
-    try:
-        make_private_dirs(path.parent)
-        with atomic_write(path, mode=0o644) as fh:
-            fh.write(blob)
-        # The checksum last: while it is missing or stale, the export is not used.
-        with atomic_write(path.with_name(path.name + ".sha256"), mode=0o644) as fh:
-            fh.write(hashlib.sha256(blob).hexdigest().encode())
-    except OSError as exc:  # a cache that cannot be written only costs time
-        log.warning("could not cache the ONNX export at %s: %s", path, exc)
+    save_checked(path, blob, "the ONNX export")
 
 
 def _export_onnx(module) -> bytes:

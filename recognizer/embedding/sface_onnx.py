@@ -13,7 +13,6 @@ under the source file's sha256, with its own sha256 checked on every load, as MT
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -51,33 +50,15 @@ def load_session(source: Path, source_sha256: str, threads: int, cache_root: str
 
 
 def _checked(path: Path) -> bool:
-    """Whether the cached file is there and matches its recorded sha256 (the cache directory is
-    the user's own, made owner-only: the file is not expected to change between here and the load)."""
-    from gallery.atomic import sha256_file
+    from recognizer.cache import checked
 
-    try:
-        want = path.with_name(path.name + ".sha256").read_text().strip()
-        ok = sha256_file(path) == want
-    except OSError:
-        return False
-    if not ok:
-        log.warning("%s: fails its checksum; converting SFace again", path)
-    return ok
+    return checked(path, "SFace model")
 
 
 def _save(path: Path, blob: bytes) -> None:
-    from gallery.atomic import atomic_write
-    from recognizer.cache import make_private_dirs
+    from recognizer.cache import save_checked
 
-    try:
-        make_private_dirs(path.parent)
-        with atomic_write(path, mode=0o644) as fh:
-            fh.write(blob)
-        # The checksum last: while it is missing or stale, the file is not used.
-        with atomic_write(path.with_name(path.name + ".sha256"), mode=0o644) as fh:
-            fh.write(hashlib.sha256(blob).hexdigest().encode())
-    except OSError as exc:  # a cache that cannot be written only costs time
-        log.warning("could not cache the converted SFace model at %s: %s", path, exc)
+    save_checked(path, blob, "the converted SFace model")
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int, block: int) -> np.ndarray:
