@@ -19,8 +19,11 @@ their chips, people removed are left out, training faces included, people rename
 name, in the classifier's answers too). It refuses to replace a model it did not start from: a
 model.json switched meanwhile (another finetune), or a directory that holds faces but no
 model.json, or a model.json naming a gallery that is not there (restored from a backup).
-The new checkpoint and gallery are written beside the old ones and model.json is switched to them
-in one atomic rename: a crash leaves the old model or the new one.
+The new checkpoint and gallery are written beside the old ones as a candidate
+(`recognizer.training.candidate`), scored side by side with the model in use on the val faces
+(closed and open set), and model.json is switched to them in one atomic rename: by default for a
+retrain on the same backbone and weights, only when asked (`switch`) for another backbone or
+weights. A crash leaves the old model, or the new one, or the old one with the candidate pending.
 """
 from __future__ import annotations
 
