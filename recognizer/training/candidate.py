@@ -304,8 +304,24 @@ def remove_person(model_dir: str | Path, name: str) -> tuple[int, set[str]]:
         still = {r.chip for r in g.records() if r.chip}
     cand.chips = sorted(still)
     cand.base_faces = [f for f in cand.base_faces if f[2] != name]
+    cand.report = _without(cand.report, name)
+    if cand.comparison is not None and name in json.dumps(cand.comparison, ensure_ascii=False):
+        # e.g. held out for the open-set figures: they were scored with this person, so they go
+        cand.comparison = {"error": "the side-by-side figures were dropped when a person in them was removed; "
+                                    "build the candidate again to score it"}
     write_json_atomic(d / CANDIDATE_FILE, cand.to_dict())
     return n, {r.chip for r in gone if r.chip}
+
+
+def _without(obj, name: str):
+    """`obj` (JSON data) with every mention of `name` left out (list items, keys, values)."""
+    if isinstance(obj, dict):
+        return {k: _without(v, name) for k, v in obj.items() if k != name and v != name}
+    if isinstance(obj, list):
+        return [_without(v, name) for v in obj if v != name]
+    if isinstance(obj, str) and name in obj:
+        return ""
+    return obj
 
 
 def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weights_dir=None,

@@ -281,7 +281,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
             timings["compare_s"] = time.perf_counter() - t
             network_changed = (old_cfg.backbone, old_cfg.weights) != (cfg.backbone, cfg.weights)
             if opts.switch if opts.switch is not None else not network_changed:
-                switch_info = switch(d, weights_dir=opts.weights_dir)
+                switch_info = {k: v for k, v in switch(d, weights_dir=opts.weights_dir).items() if k != "comparison"}
                 gallery_name, switched = switch_info["gallery"], True
         gal = open_gallery(d / gallery_name, model_id=model_id)
         gallery_info = {"faces": len(gal), "people": gal.people(), **gallery_info}
