@@ -344,7 +344,7 @@ class Recognizer:
 
     @staticmethod
     def rollback(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
-        """Return a model to the version before its last finetune (kept in versions/): the faces
+        """Return a model to the version before its last finetune or switch (kept in versions/): the faces
         enrolled now are re-embedded from their chips with that version's network."""
         from recognizer.training.versions import rollback
 
