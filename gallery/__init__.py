@@ -26,7 +26,7 @@ def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts
     """Create a new gallery. Options for a directory: approx_threshold (faces above which an
     approximate index is used), k_factor (its search breadth: candidates re-ranked exactly
     per result wanted), nprobe (for galleries with the earlier IVF index), lock_timeout (seconds).
-    For Milvus: index ("FLAT", exact, or "HNSW"), lock_timeout, hold_s (how long Milvus Lite
+    For Milvus: exist_ok (open it if it exists), index ("FLAT", exact, or "HNSW"), lock_timeout, hold_s (how long Milvus Lite
     stays open after the last call before another process may use it), search_params."""
     if is_uri(path):
         from gallery.milvus_store import MilvusGallery  # pymilvus loads only for a Milvus gallery

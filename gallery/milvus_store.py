@@ -319,7 +319,10 @@ class MilvusGallery(Gallery):
     # ---- construction -------------------------------------------------------------
 
     @classmethod
-    def create(cls, spec: str, model_id: str, dim: int, *, index: str = "FLAT", **opts: Any) -> MilvusGallery:
+    def create(cls, spec: str, model_id: str, dim: int, *, index: str = "FLAT", exist_ok: bool = False,
+               **opts: Any) -> MilvusGallery:
+        """A new gallery; with exist_ok, an existing one is opened instead (it must hold
+        `model_id`'s embeddings)."""
         from pymilvus import DataType
 
         if not isinstance(model_id, str) or not model_id:
@@ -332,6 +335,8 @@ class MilvusGallery(Gallery):
         with self._use() as client:
             if client.has_collection(self.collection) or client.has_collection(self.meta_collection):
                 self.close()
+                if exist_ok:
+                    return cls.open(spec, model_id, **opts)
                 raise GalleryError(f"{spec}: already exists; open it with open_gallery or choose a new name")
             meta = client.create_schema(auto_id=False, enable_dynamic_field=False)
             meta.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)

@@ -8,6 +8,7 @@ prediction is combined with the vote (see `recognizer.combine`).
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import shutil
@@ -109,6 +110,24 @@ class EnrollReport:
         }
 
 
+def open_embedder(model_dir: Path, cfg: ModelConfig, weights_dir: str | Path | None = None, **embedder_kw) -> tuple[Embedder, object]:
+    """(embedder, classifier or None) of a model directory; ModelError if the weights found now
+    are not the ones the model was built with."""
+    classifier = None
+    if cfg.checkpoint:
+        from recognizer.checkpoint import load_finetuned
+
+        embedder, classifier = load_finetuned(model_dir, cfg, weights_dir=weights_dir, **embedder_kw)
+    else:
+        embedder = make_embedder(cfg.backbone, cfg.weights, weights_dir, **embedder_kw)
+    if embedder.model_id != cfg.model_id:
+        raise ModelError(
+            f"{model_dir}: the {cfg.backbone} weights found now (model id {embedder.model_id}) are not the ones "
+            f"this model was built with ({cfg.model_id})"
+        )
+    return embedder, classifier
+
+
 class Recognizer:
     """One model directory: its config, embedder, gallery and (after finetuning) classifier."""
 
@@ -131,37 +150,41 @@ class Recognizer:
         weights_dir: str | Path | None = None,
         create: bool = False,
         cache: CropCache | None = None,
+        gallery: str | None = None,
         **embedder_kw,
     ) -> "Recognizer":
         """Open a model directory; with `create`, make it first when it does not exist yet.
 
         `backbone`, when given for an existing model, must match the one it was built with.
+        `gallery`, a Milvus URI ("milvus://HOST:PORT/COLLECTION" or "milvus-lite:PATH.db"), keeps
+        the enrolled faces there instead of in the model directory; it is created on first use
+        and must hold this model's embeddings.
         """
         d = Path(model_dir)
         if create and not (d / "model.json").exists():
             if not backbone:
                 raise ModelError(f"{d}: no model here yet; say which backbone to create it with (--backbone sface|facenet)")
-            return cls._create(d, backbone, weights, weights_dir, cache, **embedder_kw)
+            rec = cls._create(d, backbone, weights, weights_dir, cache, **embedder_kw)
+            if gallery is None:
+                return rec
+            rec.gallery.close()  # the model exists now; its faces go to `gallery`, opened below
+        if gallery is not None:
+            from gallery import create_gallery, is_uri
+
+            if not is_uri(gallery):
+                raise ModelError(f"{gallery}: a gallery is milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db")
+            if create:
+                cfg = load_config(d)
+                create_gallery(gallery, model_id=cfg.model_id, dim=cfg.dim, exist_ok=True).close()
         cfg = load_config(d)
         if backbone and backbone != cfg.backbone:
             raise ModelError(f"{d}: this model uses the {cfg.backbone} backbone, not {backbone}")
         if weights and cfg.weights and weights != cfg.weights and not cfg.checkpoint:
             raise ModelError(f"{d}: this model uses weights {cfg.weights!r}, not {weights!r}")
-        classifier = None
-        if cfg.checkpoint:
-            from recognizer.checkpoint import load_finetuned
-
-            embedder, classifier = load_finetuned(d, cfg, weights_dir=weights_dir, **embedder_kw)
-        else:
-            embedder = make_embedder(cfg.backbone, cfg.weights, weights_dir, **embedder_kw)
-        if embedder.model_id != cfg.model_id:
-            raise ModelError(
-                f"{d}: the {cfg.backbone} weights found now (model id {embedder.model_id}) are not the ones "
-                f"this model was built with ({cfg.model_id})"
-            )
+        embedder, classifier = open_embedder(d, cfg, weights_dir, **embedder_kw)
         from gallery import open_gallery
 
-        gal = open_gallery(d / cfg.gallery, model_id=cfg.model_id)
+        gal = open_gallery(gallery if gallery is not None else d / cfg.gallery, model_id=cfg.model_id)
         return cls(d, cfg, embedder, gal, classifier, cache)
 
     @classmethod
@@ -224,16 +247,22 @@ class Recognizer:
         `labels`, one per source, is what the report and the gallery call each photo instead of its
         path: the server enrolls uploads from a temporary folder whose paths mean nothing later.
         """
-        from gallery import FaceRecord, validate_name
+        from gallery import validate_name
 
         name = validate_name(name)
         if labels is not None and len(labels) != len(sources):
             raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
+        return self.enroll_results(name, self.pipeline.analyze_many(sources, progress=progress), labels=labels)
+
+    def enroll_results(self, name: str, results: Iterable[PhotoResult], *, labels: Sequence[str] | None = None) -> EnrollReport:
+        """`enroll` for photos already analysed (by `FacePipeline` here or by workers elsewhere)."""
+        from gallery import FaceRecord, validate_name
+
+        name = validate_name(name)
         report = EnrollReport(name)
         vectors, records = [], []
         seen: set[str] = set()
-        results = self.pipeline.analyze_many(sources, progress=progress)
-        for res, label in zip(results, labels if labels is not None else (None,) * len(sources)):
+        for res, label in zip(results, labels if labels is not None else itertools.repeat(None)):
             source = res.source if label is None else label
             if res.error is not None:
                 report.files.append(FileOutcome(source, "unreadable", res.error))
@@ -269,14 +298,15 @@ class Recognizer:
     # ---- identifying ---------------------------------------------------------------------
     def identify(self, src: ImageSource, *, threshold: float | None = None) -> PhotoIdentification:
         """Name every face of one photo (raises ImageError for an unreadable one)."""
-        return self._decide(self.pipeline.analyze(src), threshold)
+        return self.decide(self.pipeline.analyze(src), threshold)
 
     def identify_many(self, sources: Iterable[ImageSource], *, threshold: float | None = None, progress: bool = False) -> Iterator[PhotoIdentification]:
         """Results in input order; unreadable photos come back with `error` set."""
         for res in self.pipeline.analyze_many(sources, progress=progress):
-            yield self._decide(res, threshold)
+            yield self.decide(res, threshold)
 
-    def _decide(self, res: PhotoResult, threshold: float | None) -> PhotoIdentification:
+    def decide(self, res: PhotoResult, threshold: float | None = None) -> PhotoIdentification:
+        """Name the faces of one analysed photo (embeddings computed here or by workers elsewhere)."""
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
         if res.error is not None or not res.faces:
             return out
