@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import click
+
+from recognizer.cli._options import passive_openmp
 
 log = logging.getLogger("demo")
 
@@ -43,9 +44,10 @@ def pick_backbone(requested: str) -> tuple[str, str]:
 @click.option("--out", default="out/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--backbone", type=click.Choice(["auto", "sface", "facenet"]), default="auto", show_default=True)
 def main(data, out, backbone):
+    passive_openmp()
     from recognizer.annotate import annotate
     from recognizer.cache import CropCache
-    from recognizer.data import data_dir
+    from recognizer.sample_data import data_dir
     from recognizer.finetuning import FinetuneOptions, finetune
     from recognizer.image import list_images
     from recognizer.recognizer import Recognizer
@@ -91,5 +93,4 @@ def main(data, out, backbone):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

@@ -1,56 +1,6 @@
 #!/usr/bin/env python3
-"""Serve a model over HTTP: a web page at /, a JSON API, OpenAPI docs at /docs.
-
-    serve.py --model DIR [--host 127.0.0.1] [--port 8000] [--token T] [--protect-reads]
-
-Changes (enroll, remove, rename) need `Authorization: Bearer T`; without a token they are refused.
-"""
-from __future__ import annotations
-
-import click
-
-from recognizer.cli import friendly_errors, model_option, setup_logging, verbose_option, weights_dir_option
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@model_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 exposes it to the network).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option(
-    "--token", envvar="FACETOOL_TOKEN", show_envvar=True, default=None,
-    help="Bearer token that enroll/remove/rename requests must send. Prefer the environment variable: "
-    "a command-line argument is visible to other users in the process list.",
-)
-@click.option("--protect-reads", is_flag=True, help="Require the token for /identify and /people too.")
-@click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest request body (all files of one upload together).")
-@click.option("--max-pixels", default=60_000_000, show_default=True, type=click.IntRange(min=1), help="Largest image, in pixels, that will be decoded.")
-@weights_dir_option
-@verbose_option
-@friendly_errors
-def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, weights_dir, verbose):
-    """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
-    setup_logging(verbose)
-    token = token or None
-    if protect_reads and not token:
-        raise click.UsageError("--protect-reads needs a token (--token or FACETOOL_TOKEN)")
-    import uvicorn
-
-    from recognizer.recognizer import Recognizer
-    from web.app import Settings, create_app
-
-    # No crop cache: it would keep detections and face crops of every uploaded photo on disk,
-    # strangers' included.
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None)
-    settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
-    app = create_app(rec, settings)
-    click.echo(
-        f"serving {model_dir} ({rec.config.backbone}, {len(rec.gallery.people())} people) on http://{host}:{port}/ ; "
-        f"changes {'need the token' if token else 'are disabled (no token)'}"
-        + ("; reads need the token" if protect_reads else ""),
-        err=True,
-    )
-    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=bool(verbose))
-
+"""Serve a model over HTTP: a web page at /, a JSON API, OpenAPI docs at /docs. (The same as `facetool serve`; the code is in recognizer/cli/serve.py.)"""
+from recognizer.cli.serve import main
 
 if __name__ == "__main__":
     main()

@@ -9,12 +9,10 @@ that keeps the false-accept rate at 1% and 0.1%.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from recognizer.cli._options import passive_openmp
 
 
 def main() -> None:
@@ -22,12 +20,12 @@ def main() -> None:
     ap.add_argument("--backbone", default="sface")
     ap.add_argument("--weights", default=None)
     args = ap.parse_args()
+    passive_openmp()
 
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from benchmarks.deepface_pairs import pair_similarities
     from recognizer.cache import CropCache
-    from recognizer.data import data_dir
+    from recognizer.sample_data import data_dir, pair_similarities
     from recognizer.detect import Detector
     from recognizer.embed import make_embedder
     from recognizer.model import DEFAULT_THRESHOLDS

@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from recognizer.cli._options import passive_openmp
+from recognizer.sample_data import data_dir
 
-from recognizer.data import data_dir  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def epoch_times(data: Path, threads: int, repeats: int) -> tuple[float, float, int]:
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=6, help="epochs timed on the cached path (a third as many uncached)")
     ap.add_argument("--data", type=Path, default=data_dir() / "5-celebrity-faces")
     args = ap.parse_args()
+    passive_openmp()
 
     print(f"cores: {os.cpu_count()}  threads: {args.threads}  load average: {os.getloadavg()[0]:.1f}")
     cached, uncached, n = epoch_times(args.data, args.threads, args.repeats)

@@ -11,6 +11,7 @@ Only loopback traffic.
 """
 from __future__ import annotations
 
+import importlib.util
 import random
 import secrets
 import statistics
@@ -24,7 +25,14 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def _serving():
+    """tests/serving.py, the test suite's helpers that build a model and run serve.py on loopback."""
+    spec = importlib.util.spec_from_file_location("serving", ROOT / "tests" / "serving.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass
@@ -49,8 +57,12 @@ def percentile(values: list[float], q: float) -> float:
 def main(seconds: float, clients: int, enroll_every: int, seed: int) -> None:
     import httpx
 
-    from recognizer.data import data_dir
-    from serving import FR, Server, build_model
+    from recognizer.cli._options import passive_openmp
+    from recognizer.sample_data import data_dir
+
+    passive_openmp()  # for build_model's enrolments here and the server process, which inherits it
+    serving = _serving()
+    FR, Server, build_model = serving.FR, serving.Server, serving.build_model
 
     data = data_dir() / FR
     people = data / "people"

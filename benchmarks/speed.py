@@ -23,17 +23,15 @@ import json
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+from PIL import Image
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from recognizer.data import data_dir  # noqa: E402
+from recognizer.cli._options import passive_openmp
+from recognizer.sample_data import data_dir
 
 PHOTO = "facenet-pytorch-test-images/group/multiface__6_faces_unnamed.jpg"
 CELEB = "5-celebrity-faces"
@@ -222,6 +220,7 @@ def main() -> None:
     ap.add_argument("--engines", action="store_true", help="also time facenet in torch NCHW/NHWC, torch.compile and ONNX Runtime")
     ap.add_argument("--answers", help="write the identify answers (photo -> name) to this JSON file")
     args = ap.parse_args()
+    passive_openmp()
     skip = set(filter(None, args.skip.split(",")))
     logging.basicConfig(level=logging.WARNING)
 

@@ -135,9 +135,6 @@ def init_ray(address: str | None, workers: int | None) -> int:
 
     if not ray.is_initialized():
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-        # Workers import this package: on this machine, from where this process found it.
-        kw["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)}}
         if address == "local":
             ray.init(address="local", num_cpus=workers, **kw)
         elif address in (None, "auto"):

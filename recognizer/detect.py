@@ -1,8 +1,7 @@
 """Face detection with facenet-pytorch's MTCNN, and the two crops the backbones need.
 
 `Detector.detect` returns every face in a photo as `Face` objects (box, score, 5 landmarks),
-an empty list when there is none; `Detector.detect_many` does several photos, batching those of
-the same size. Large photos are detected on a downscaled copy and the boxes mapped back, so a
+an empty list when there is none. Large photos are detected on a downscaled copy and the boxes mapped back, so a
 20-megapixel phone photo costs about what a 2-megapixel one does; the smallest face looked for
 grows with the photo (a fraction of its short side), which spares the image pyramid's largest
 levels, where most of the first stage's work is.
@@ -38,6 +37,16 @@ ARCFACE_TEMPLATE = np.array(
 # third stages would otherwise see (299 -> 235 on the benchmark's 640x480 group photo), with
 # every face of tests/test_detection_recall.py still found; at 0.4 two of them were lost.
 ACROSS_LEVELS_NMS = 0.5
+
+# Candidates per RNet / ONet call. Every network call of a detection runs on one torch thread,
+# and a photo's candidates are always cut into the same chunks, so the float sums behind a
+# photo's boxes and landmarks are the same whatever the thread count and however the photo
+# arrived (alone, in a folder, as bytes, through the server). Multi-threaded torch kernels split
+# some reductions by thread count (ONet's 1152-input Linear sums differently on 2 threads than
+# on 1, PNet's convolutions on 3 or 4), which moved landmarks and so embeddings. Parallelism comes
+# from running the independent calls (pyramid levels, chunks) side by side instead.
+RNET_CHUNK = 64
+ONET_CHUNK = 16
 
 
 @dataclass
@@ -104,13 +113,12 @@ class Detector:
 
     settings: DetectorSettings = field(default_factory=DetectorSettings)
     device: str = "cpu"
-    batch_size: int = 8  # same-sized photos whose first stage runs as one batch
-    # torch threads while detecting; None: one per core. MTCNN is hundreds of small operations,
-    # but a lone 640x480 photo still runs 1.4x faster on two cores than on one. The count is set
-    # in the calling thread only (torch's OpenMP thread count is per thread), so
-    # FacePipeline.analyze_many can detect several photos at once with one thread each, the
-    # better use of the cores for a folder.
+    # Threads a lone photo's independent network calls run on; None: one per core. Each call
+    # runs on one torch thread (see RNET_CHUNK), so the count changes the speed, never the
+    # result. FacePipeline.analyze_many detects several photos at once with one thread each,
+    # the better use of the cores for a folder.
     threads: int | None = None
+    _pools: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         import torch
@@ -131,25 +139,36 @@ class Detector:
         return self.detect_many([image], threads=threads)[0]
 
     def detect_many(self, images: Sequence[ImageSource], *, threads: int | None = None) -> list[list[Face]]:
-        """`detect` for several photos; photos of the same size share each network call.
-        `threads` overrides the detector's thread count for this call."""
+        """`detect` for several photos. `threads` overrides the detector's thread count for this call."""
         imgs = [im if isinstance(im, Image.Image) and im.mode == "RGB" else load_image(im) for im in images]
-        with torch_threads(threads or self.threads or os.cpu_count() or 1):
-            return self._detect_loaded(imgs)
+        n = threads or self.threads or os.cpu_count() or 1
+        # The calling thread's own torch work (NMS, box arithmetic) runs on one thread too.
+        with torch_threads(1):
+            return self._detect_loaded(imgs, n)
 
-    def _detect_loaded(self, imgs: list[Image.Image]) -> list[list[Face]]:
-        out: list[list[Face]] = [[] for _ in imgs]
-        prepared = [self._prepare(im) for im in imgs]
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, (arr, _) in enumerate(prepared):
-            if arr is not None:
-                by_size.setdefault(arr.shape[:2], []).append(i)
-        for idx in by_size.values():
-            for j in range(0, len(idx), self.batch_size):
-                chunk = idx[j : j + self.batch_size]
-                found = self._mtcnn([prepared[i][0] for i in chunk])
-                for i, (boxes, points) in zip(chunk, found):
-                    out[i] = self._to_faces(boxes, points, prepared[i][1], imgs[i].size)
+    def _map(self, fn, items: list, threads: int) -> list:
+        """[fn(x) for x in items], on up to `threads` pooled threads of one torch thread each."""
+        if threads <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        pool = self._pools.get(threads)
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            import torch
+
+            # setdefault: two threads racing to create the pool keep one of them.
+            pool = self._pools.setdefault(
+                threads,
+                ThreadPoolExecutor(threads, thread_name_prefix="mtcnn", initializer=torch.set_num_threads, initargs=(1,)),
+            )
+        return list(pool.map(fn, items))
+
+    def _detect_loaded(self, imgs: list[Image.Image], threads: int) -> list[list[Face]]:
+        # Photo by photo, never batched together: a photo's result must not depend on its company.
+        out: list[list[Face]] = []
+        for img in imgs:
+            arr, inv_scale = self._prepare(img)
+            out.append([] if arr is None else self._to_faces(*self._mtcnn(arr, threads), inv_scale, img.size))
         return out
 
     def _prepare(self, img: Image.Image) -> tuple[np.ndarray | None, float]:
@@ -183,37 +202,38 @@ class Detector:
         first = max([i for i, sc in enumerate(scales) if 12.0 / sc <= smallest * (1 + 1e-9)], default=0)
         return scales[first:]
 
-    def _mtcnn(self, arrs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """MTCNN's three stages on same-sized uint8 photos: per photo, boxes (n, 5) with score and points (n, 5, 2)."""
+    def _mtcnn(self, arr: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """MTCNN's three stages on one uint8 photo: boxes (n, 5) with score, and points (n, 5, 2).
+        The network calls run on `threads` threads (see `_map`); the result does not depend on it."""
         import cv2
         import torch
-        from facenet_pytorch.models.utils.detect_face import bbreg, batched_nms_numpy, generateBoundingBox, rerec
-        from torchvision.ops.boxes import batched_nms
+        from facenet_pytorch.models.utils.detect_face import bbreg, generateBoundingBox, nms_numpy, rerec
+        from torchvision.ops.boxes import nms
 
         t1, t2, t3 = self.settings.thresholds
-        h, w = arrs[0].shape[:2]
+        h, w = arr.shape[:2]
         scales = self.pyramid(w, h)
-        empty = [(np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)) for _ in arrs]
+        empty = (np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32))
         if not scales:
             return empty
-        with torch.inference_mode():
-            # Stage 1 (PNet) over the pyramid. Every level is resampled from one copy at the
-            # largest scale rather than from the full photo: for a big photo that copy is small.
-            base = [cv2.resize(a, _level_size(w, h, scales[0]), interpolation=cv2.INTER_AREA) for a in arrs]
-            boxes, inds = [], []
-            for sc in scales:
-                size = _level_size(w, h, sc)
-                lvl = np.stack([b if b.shape[1::-1] == size else cv2.resize(b, size, interpolation=cv2.INTER_AREA) for b in base])
-                # NHWC memory viewed as NCHW: the channels-last layout PNet was converted to.
-                x = (torch.from_numpy(lvl).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
+        # Stage 1 (PNet) over the pyramid. Every level is resampled from one copy at the largest
+        # scale rather than from the full photo: for a big photo that copy is small.
+        base = cv2.resize(arr, _level_size(w, h, scales[0]), interpolation=cv2.INTER_AREA)
+
+        def level(sc: float):
+            size = _level_size(w, h, sc)
+            lvl = base if base.shape[1::-1] == size else cv2.resize(base, size, interpolation=cv2.INTER_AREA)
+            # NHWC memory viewed as NCHW: the channels-last layout PNet was converted to.
+            x = (torch.from_numpy(lvl[None]).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
+            with torch.inference_mode():
                 reg, probs = self._pnet(x.to(self.device))
-                bx, ix = generateBoundingBox(reg, probs[:, 1], sc, t1)
-                pick = batched_nms(bx[:, :4], bx[:, 4], ix, 0.5)
-                boxes.append(bx[pick])
-                inds.append(ix[pick])
-            boxes, inds = torch.cat(boxes), torch.cat(inds)
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, ACROSS_LEVELS_NMS)
-            boxes, inds = boxes[pick], inds[pick]
+                bx, _ = generateBoundingBox(reg, probs[:, 1], sc, t1)
+                return bx[nms(bx[:, :4], bx[:, 4], 0.5)]
+
+        # The largest level is about half the work: listed first, the others fill the other threads.
+        with torch.inference_mode():
+            boxes = torch.cat(self._map(level, scales, threads))
+            boxes = boxes[nms(boxes[:, :4], boxes[:, 4], ACROSS_LEVELS_NMS)]
             if len(boxes) == 0:
                 return empty
             regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -230,35 +250,46 @@ class Detector:
             boxes = rerec(boxes)
 
             # Stage 2 (RNet) on 24x24 crops of the candidates.
-            tables = [_summed_area(a) for a in arrs]
-            x, keep = _crop_boxes(tables, boxes, inds, 24)
-            boxes, inds = boxes[keep], inds[keep]
+            table = _summed_area(arr)
+            x, keep = _crop_boxes(table, boxes, 24)
+            boxes = boxes[keep]
             if len(boxes) == 0:
                 return empty
-            reg, probs = self._rnet(x.to(self.device))
+            reg, probs = self._chunked(self._rnet, x, RNET_CHUNK, threads)
             ok = probs[:, 1] > t2
             boxes = torch.cat([boxes[ok, :4], probs[ok, 1:2]], dim=1)
-            inds, reg = inds[ok], reg[ok]
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
-            boxes, inds, reg = boxes[pick], inds[pick], reg[pick]
+            reg = reg[ok]
+            pick = nms(boxes[:, :4], boxes[:, 4], 0.7)
+            boxes, reg = boxes[pick], reg[pick]
             boxes = rerec(bbreg(boxes, reg))
 
             # Stage 3 (ONet) on 48x48 crops: final boxes, scores and the five landmarks.
-            x, keep = _crop_boxes(tables, boxes, inds, 48)
-            boxes, inds = boxes[keep], inds[keep]
+            x, keep = _crop_boxes(table, boxes, 48)
+            boxes = boxes[keep]
             if len(boxes) == 0:
                 return empty
-            reg, pts, probs = self._onet(x.to(self.device))
+            reg, pts, probs = self._chunked(self._onet, x, ONET_CHUNK, threads)
             ok = probs[:, 1] > t3
             boxes = torch.cat([boxes[ok, :4], probs[ok, 1:2]], dim=1)
-            inds, reg, pts = inds[ok], reg[ok], pts[ok]
+            reg, pts = reg[ok], pts[ok]
             bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
             bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
             points = torch.stack([bw * pts[:, :5] + boxes[:, 0:1] - 1, bh * pts[:, 5:] + boxes[:, 1:2] - 1], dim=2)
             boxes = bbreg(boxes, reg)
-            pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], inds, 0.7, "Min")
-            boxes, inds, points = boxes[pick].cpu().numpy(), inds[pick].cpu().numpy(), points[pick].cpu().numpy()
-        return [(boxes[inds == i], points[inds == i]) for i in range(len(arrs))]
+            boxes, points = boxes.cpu().numpy(), points.cpu().numpy()
+            pick = nms_numpy(boxes[:, :4], boxes[:, 4], 0.7, "Min")
+            return boxes[pick], points[pick]
+
+    def _chunked(self, net, x, chunk: int, threads: int):
+        """`net(x)` as the concatenation of `net` on fixed chunks of `chunk` rows."""
+        import torch
+
+        def run(i: int):
+            with torch.inference_mode():
+                return net(x[i : i + chunk].to(self.device))
+
+        parts = self._map(run, list(range(0, len(x), chunk)), threads)
+        return tuple(torch.cat(outs) for outs in zip(*parts))
 
     def _to_faces(self, boxes, points, inv_scale: float, size: tuple[int, int]) -> list[Face]:
         if boxes is None or len(boxes) == 0:
@@ -361,10 +392,10 @@ def _summed_area(arr: np.ndarray) -> np.ndarray:
     return cv2.integral(arr, sdepth=cv2.CV_64F)
 
 
-def _crop_boxes(tables: list[np.ndarray], boxes, inds, size: int):
-    """Candidate boxes cut from their photos (`tables[i]`: photo i's `_summed_area`) and
-    resampled to size x size, as a normalised float32 NCHW tensor in channels-last memory (the
-    layout the networks run in), and the mask of boxes with any pixels inside their photo.
+def _crop_boxes(table: np.ndarray, boxes, size: int):
+    """Candidate boxes cut from a photo (`table`: its `_summed_area`) and resampled to size x
+    size, as a normalised float32 NCHW tensor in channels-last memory (the layout the networks
+    run in), and the mask of boxes with any pixels inside the photo.
 
     The box is clipped to the photo and the clipped part stretched to the square with area
     averaging, exactly as facenet-pytorch's torch `interpolate(mode="area")` does it: output
@@ -372,17 +403,17 @@ def _crop_boxes(tables: list[np.ndarray], boxes, inds, size: int):
     score near the threshold) depend on it: OpenCV's fractional-weight area resampling lost two
     faces of tests/test_detection_recall.py. Each cell's sum is four lookups in the summed-area
     table, done for all boxes at once by OpenCV's nearest-neighbour remap (a gather over three
-    channels, on every core): 5 ms for 235 boxes at 24x24, where a torch call per box took 18.
+    channels, on every core), where a torch call per box took several times longer.
     """
     import cv2
     import torch
 
-    h, w = tables[0].shape[0] - 1, tables[0].shape[1] - 1
+    h, w = table.shape[0] - 1, table.shape[1] - 1
     b = boxes[:, :4].trunc().int().cpu().numpy()
     x0, y0 = np.maximum(b[:, 0], 1) - 1, np.maximum(b[:, 1], 1) - 1
     x1, y1 = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
     keep = (y1 > y0) & (x1 > x0)
-    x0, y0, x1, y1, photo = x0[keep], y0[keep], x1[keep], y1[keep], inds.cpu().numpy()[keep]
+    x0, y0, x1, y1 = x0[keep], y0[keep], x1[keep], y1[keep]
     k = np.arange(size)
 
     def cells(a0, a1):
@@ -393,23 +424,21 @@ def _crop_boxes(tables: list[np.ndarray], boxes, inds, size: int):
     sx, ex = cells(x0, x1)
     # The float64 sums are exact; rounded once to float32, the crops match torch's float32
     # averages to one rounding (1.2e-7).
-    x = np.empty((len(photo), size, size, 3), np.float32)
+    x = np.empty((len(x0), size, size, 3), np.float32)
     # remap takes images under 32767 pixels a side: at most that many rows of boxes per call.
     step = (2**15 - 1) // size
-    for p in np.unique(photo):
-        sel = np.flatnonzero(photo == p)
-        for j in range(0, len(sel), step):
-            c = sel[j : j + step]
-            # remap's maps: output pixel (i * size + r, q), row r and column q of box i's crop,
-            # reads the table at (y[i, r], x[i, q]); index 0 of a pair is the start, 1 the end.
-            xmap = [np.repeat(v[c].astype(np.float32), size, axis=0) for v in (sx, ex)]
-            ymap = [np.repeat(v[c].astype(np.float32).ravel(), size).reshape(-1, size) for v in (sy, ey)]
+    for j in range(0, len(x0), step):
+        c = slice(j, j + step)
+        # remap's maps: output pixel (i * size + r, q), row r and column q of box i's crop,
+        # reads the table at (y[i, r], x[i, q]); index 0 of a pair is the start, 1 the end.
+        xmap = [np.repeat(v[c].astype(np.float32), size, axis=0) for v in (sx, ex)]
+        ymap = [np.repeat(v[c].astype(np.float32).ravel(), size).reshape(-1, size) for v in (sy, ey)]
 
-            def corner(yi: int, xi: int, p=p, xmap=xmap, ymap=ymap) -> np.ndarray:
-                return cv2.remap(tables[p], xmap[xi], ymap[yi], cv2.INTER_NEAREST)
+        def corner(yi: int, xi: int, xmap=xmap, ymap=ymap) -> np.ndarray:
+            return cv2.remap(table, xmap[xi], ymap[yi], cv2.INTER_NEAREST)
 
-            total = corner(1, 1) - corner(0, 1) - corner(1, 0) + corner(0, 0)
-            x[c] = total.reshape(len(c), size, size, 3)
+        total = corner(1, 1) - corner(0, 1) - corner(1, 0) + corner(0, 0)
+        x[c] = total.reshape(-1, size, size, 3)
     x /= ((ey - sy)[:, :, None] * (ex - sx)[:, None, :])[..., None].astype(np.float32)
     x -= np.float32(127.5)
     x *= np.float32(0.0078125)

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from recognizer.sample_data import data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from recognizer.data import data_dir  # noqa: E402
-
-from hypothesis import HealthCheck, settings  # noqa: E402
 
 # `make test` runs few generated examples, derandomized so CI is reproducible;
 # HYPOTHESIS_PROFILE=long runs many more, with fresh random examples each time.
@@ -29,6 +26,11 @@ DATA = data_dir()
 def pytest_configure(config):
     # Keep test runs from writing into the user's real caches.
     os.environ.setdefault("FACETOOL_CACHE", str(ROOT / ".cache" / "test-facetool"))
+    # As the command-line tools do (recognizer.cli._options.passive_openmp, which says why), before
+    # any test imports torch; the servers and CLI processes the suite starts inherit it.
+    from recognizer.cli._options import passive_openmp
+
+    passive_openmp()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,6 +65,14 @@ def sface():
     from recognizer.embed import SFaceEmbedder
 
     return SFaceEmbedder()
+
+
+@pytest.fixture(scope="session")
+def facenet_random():
+    """Inception-ResNet-v1 with seeded random weights: the VGGFace2 file cannot be had here."""
+    from recognizer.embed import FacenetEmbedder
+
+    return FacenetEmbedder("random", batch_size=8)
 
 
 @pytest.fixture(scope="session")

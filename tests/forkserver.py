@@ -16,23 +16,17 @@ import json
 import os
 import select
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import click
+import cv2  # noqa: F401
+import facenet_pytorch  # noqa: F401
+import faiss  # noqa: F401
+import torch  # noqa: F401
 
-import click  # noqa: E402
-import cv2  # noqa: E402,F401
-import facenet_pytorch  # noqa: E402,F401
-import faiss  # noqa: E402,F401
-import torch  # noqa: E402,F401
-
-import enroll  # noqa: E402
-import finetune  # noqa: E402
-import gallery.faiss_store  # noqa: E402,F401
-import identify  # noqa: E402
-import recognizer.finetuning  # noqa: E402,F401
-import recognizer.recognizer  # noqa: E402,F401
+import gallery.faiss_store  # noqa: F401
+import recognizer.finetuning  # noqa: F401
+import recognizer.recognizer  # noqa: F401
+from recognizer.cli import enroll, finetune, identify
 
 
 def run_child(job: dict) -> int:

@@ -26,9 +26,7 @@ def build_model(model: Path, people: dict[str, Path]) -> Path:
     """Enroll each person's folder with enroll.py (sface), in this process: the backbones load once."""
     from click.testing import CliRunner
 
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import enroll
+    from recognizer.cli import enroll
 
     for i, (name, folder) in enumerate(people.items()):
         args = ["--model", str(model), "--name", name, str(folder), "--json"] + (["--backbone", "sface"] if i == 0 else [])

@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-import enroll
-import identify
+from recognizer.cli import enroll
+from recognizer.cli import identify
 from recognizer.errors import ImageError
 from recognizer.image import load_photo
 from reliability_util import (

@@ -57,9 +57,8 @@ def test_killed_ray_run_resumes_to_the_single_process_answers(model, inputs, tmp
     model_dir, reference = model
     assert len(reference) == 28 and sum(bool(r["faces"]) for r in reference) >= 26
     out = tmp_path / "results.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = KILLED_RUN.format(kill_after=KILL_AFTER, model=str(model_dir), inputs=inputs, out=str(out))
-    first = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
+    first = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, start_new_session=True,
                              stderr=subprocess.PIPE, text=True)
     try:
         _, err = first.communicate(timeout=300)
@@ -74,7 +73,7 @@ def test_killed_ray_run_resumes_to_the_single_process_answers(model, inputs, tmp
         fh.write('{"photo": "half a li')
     second = subprocess.run([sys.executable, "identify.py", "--model", str(model_dir), *inputs, "--json",
                              "--ray", "local", "--workers", "2", "--out", str(out)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"{KILL_AFTER} photo(s) were already done; analysed {len(reference) - KILL_AFTER}" in second.stderr
 

@@ -96,7 +96,7 @@ def test_sface_one_nearest_neighbour_on_celebrity_val(data, sface_pipeline):
 def test_sface_verification_auc_on_deepface_pairs(data, sface_pipeline):
     from sklearn.metrics import roc_auc_score
 
-    from benchmarks.deepface_pairs import pair_similarities
+    from recognizer.sample_data import pair_similarities
 
     sims, same, n_pairs = pair_similarities(sface_pipeline, data)
     assert n_pairs == 300 and len(sims) >= 0.95 * n_pairs
@@ -144,11 +144,9 @@ def test_pipeline_accepts_bytes_and_reports_unreadable_in_streams(data, sface_pi
     results = list(sface_pipeline.analyze_many([path, bad, path]))
     assert [r.error is None for r in results] == [True, False, True]
     assert results[1].embeddings.shape == (0, 128) and "bad.jpg" in results[1].source
-    # A stream detects with one thread per photo, a lone photo with every core (and the crop
-    # cache may hold either): the convolutions' float sums, and so the landmarks, differ in the
-    # last digits, which moves the embedding by about 3e-4.
-    np.testing.assert_allclose(results[0].embeddings, from_bytes.embeddings, atol=2e-3)
-    np.testing.assert_allclose(results[2].embeddings, results[0].embeddings, atol=1e-6)
+    # The same photo gives the same numbers however it arrives (tests/test_determinism.py).
+    np.testing.assert_array_equal(results[0].embeddings, from_bytes.embeddings)
+    np.testing.assert_array_equal(results[2].embeddings, results[0].embeddings)
 
 
 def test_largest_picks_biggest_box(data, detector):
@@ -175,4 +173,4 @@ def test_analyze_many_overlapped_keeps_order_and_matches_one_at_a_time(data, det
     for r in [many[0], *many[2:]]:
         one = pipe.analyze(r.source)
         assert len(one.faces) == len(r.faces) >= 1
-        np.testing.assert_allclose(r.embeddings, one.embeddings, atol=1e-5)
+        np.testing.assert_array_equal(r.embeddings, one.embeddings)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import enroll
-import identify
+from recognizer.cli import enroll
+from recognizer.cli import identify
 
 ROOT = Path(__file__).resolve().parent.parent
 FR = "face_recognition-examples"
@@ -162,3 +163,29 @@ def test_help_is_fast_and_imports_no_model():
     )
     assert out.returncode == 0 and "--model" in out.stdout
     assert "torch" not in out.stderr and "faiss" not in out.stderr
+
+
+def test_facetool_command_is_installed_and_runs_the_same_tools(obama_biden_model, data):
+    """`facetool` (the console command pip installs) names the tools and answers as identify.py does."""
+    exe = Path(sys.executable).with_name("facetool")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd="/", timeout=120)
+    assert out.returncode == 0, out.stderr
+    for tool in ("enroll", "identify", "finetune", "evaluate", "serve"):
+        assert f"  {tool} " in out.stdout, out.stdout
+    from recognizer.cli import main as facetool
+
+    photo = data / FR / "group/barack_obama+joe_biden__two_people.jpg"
+    res = CliRunner().invoke(facetool, ["identify", "--model", str(obama_biden_model), str(photo), "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == identify_json(obama_biden_model, photo)
+    assert sorted(f["name"] for f in json.loads(res.output)[0]["faces"]) == ["barack_obama", "joe_biden"]
+
+
+def test_importing_the_packages_leaves_the_environment_alone():
+    code = ("import os; before = dict(os.environ)\n"
+            "import recognizer, recognizer.cli, recognizer.recognizer, gallery, web.app\n"
+            "print(dict(os.environ) == before, 'OMP_WAIT_POLICY' in os.environ)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import evaluate as evaluate_cli
-import finetune as finetune_cli
-from benchmarks.deepface_pairs import write_deepface_pairs
+from recognizer.cli import evaluate as evaluate_cli
+from recognizer.cli import finetune as finetune_cli
+from recognizer.sample_data import write_deepface_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 CELEB = "5-celebrity-faces"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import finetune as finetune_cli
+from recognizer.cli import finetune as finetune_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 FR = "face_recognition-examples"
@@ -94,11 +94,10 @@ def test_checkpoint_is_safe_to_load_and_named_by_its_hash(facenet_model):
 RELOAD = """
 import sys, numpy as np, torch
 torch.set_num_threads(1)
-sys.path.insert(0, sys.argv[1])
 from recognizer.recognizer import Recognizer
-rec = Recognizer.open(sys.argv[2])
-emb = rec.embedder.embed(np.load(sys.argv[3]))
-np.save(sys.argv[4], rec.classifier.decision_function(emb))
+rec = Recognizer.open(sys.argv[1])
+emb = rec.embedder.embed(np.load(sys.argv[2]))
+np.save(sys.argv[3], rec.classifier.decision_function(emb))
 """
 
 
@@ -110,7 +109,7 @@ def test_checkpoint_reloads_in_a_new_process_to_identical_logits(facenet_model, 
     res = rec.pipeline.detect_and_crop(data / FR / "group/barack_obama+joe_biden__two_people.jpg")
     np.save(tmp_path / "crops.npy", res.crops)
     here = rec.classifier.decision_function(rec.embedder.embed(res.crops))
-    subprocess.run([sys.executable, "-c", RELOAD, str(ROOT), str(d), str(tmp_path / "crops.npy"), str(tmp_path / "logits.npy")],
+    subprocess.run([sys.executable, "-c", RELOAD, str(d), str(tmp_path / "crops.npy"), str(tmp_path / "logits.npy")],
                    check=True, timeout=120)
     np.testing.assert_array_equal(np.load(tmp_path / "logits.npy", allow_pickle=False), here)
     assert here.shape == (2, 5)

@@ -63,9 +63,8 @@ def expected_states(n_ops: int) -> list[dict[int, tuple[str, int]]]:
     return states
 
 
+# Run with tests/ as the working directory, so that `python -c` finds this module.
 WRITER = """
-import sys
-sys.path.insert(0, {tests!r})
 from test_gallery_crash import op_for, vectors_for, MODEL
 from gallery import FaceRecord, open_gallery
 g = open_gallery({path!r}, MODEL)
@@ -105,8 +104,8 @@ def test_sigkill_leaves_before_or_after_state(tmp_path: Path, backend: str, tria
     rnd = random.Random(trial)
     path, log = gallery_spec(backend, tmp_path), tmp_path / "log"
     create_gallery(path, MODEL, DIM).close()
-    code = WRITER.format(tests=str(ROOT / "tests"), path=str(path), log=str(log))
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE)
+    code = WRITER.format(path=str(path), log=str(log))
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT / "tests", stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not (log.exists() and log.read_text().startswith("ready")):
         assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-import enroll
+from recognizer.cli import enroll
 from recognizer.errors import InvalidNameError
 from reliability_util import encode, face_image, files_outside
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import enroll
+from recognizer.cli import enroll
 
 ROOT = Path(__file__).resolve().parent.parent
 FR = "face_recognition-examples/people"

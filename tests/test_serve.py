@@ -111,7 +111,7 @@ def test_health_page_and_docs(server):
 def test_identify_matches_identify_cli(server, data, model):
     from click.testing import CliRunner
 
-    import identify
+    from recognizer.cli import identify
 
     photo = data / FR / "group" / TWO_PEOPLE
     res = server.post("/identify", files=upload(photo))
@@ -122,10 +122,9 @@ def test_identify_matches_identify_cli(server, data, model):
     cli = CliRunner().invoke(identify.main, ["--model", str(model), str(photo), "--json"], catch_exceptions=False)
     (expected,) = json.loads(cli.output)
     assert [f["name"] for f in got["faces"]] == [f["name"] for f in expected["faces"]]
-    for g, e in zip(got["faces"], expected["faces"]):
-        assert set(g) == set(e)
-        assert g["box"] == pytest.approx(e["box"], abs=1.0)
-        assert g["similarity"] == pytest.approx(e["similarity"], abs=1e-3)
+    # The same photo gives the same numbers through the server as through the CLI
+    # (tests/test_determinism.py): the whole answer is equal, not close.
+    assert got["faces"] == expected["faces"]
 
 
 def test_identify_annotated_png(server, data):

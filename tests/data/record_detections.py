@@ -16,9 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from recognizer.data import data_dir  # noqa: E402
+from recognizer.sample_data import data_dir
 
 # Group photos plus every single-person folder; aligned/ and unlabeled/ are left out (already-cropped faces).
 PATTERNS = [

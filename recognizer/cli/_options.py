@@ -1,11 +1,25 @@
-"""Shared pieces of the command-line tools: logging set-up and error reporting."""
+"""Shared pieces of the command-line tools: process set-up, logging, error reporting, common options."""
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 
 import click
+
+
+def passive_openmp() -> None:
+    """Make torch's OpenMP threads wait passively; call before torch is imported.
+
+    torch's OpenMP threads spin while they wait for work by default. When other processes share
+    the cores, a spinning thread holds a core the thread it waits for needs: MTCNN on a 640x480
+    photo took 2.4-10 s spinning against 1.3 s waiting passively (2 threads, load 6 on 2 cores).
+    Passive waiting costs microseconds per parallel region. The variable is read once, when torch
+    loads its OpenMP runtime, so the command-line tools set it first thing; a value the user set
+    is kept. A program that imports the library decides this for itself.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def setup_logging(verbose: int) -> None:

@@ -1,0 +1,73 @@
+"""Report how well a model names people: classifier vs kNN vs combined, unknown rejection, pairs.
+
+    evaluate.py --model DIR [DATA_DIR] [--unknown DIR] [--pairs FILE --pairs-root DIR] [--out REPORT_DIR]
+                [--json] [--set-threshold] [--target-fpir 0.01]
+
+DATA_DIR holds <person>/* photos (or val/<person>/*) of enrolled people the model was not built
+from. Without --unknown, a share of them is held out of a temporary copy of the gallery and
+treated as unknown; the model itself is never changed, except by --set-threshold.
+"""
+from __future__ import annotations
+
+import click
+
+from recognizer.cli._options import friendly_errors, model_option, passive_openmp, setup_logging, verbose_option
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@model_option
+@click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--unknown", "unknown_dir", type=click.Path(exists=True, file_okay=False),
+              help="Folder of <person>/ photos of people who are not enrolled (default: hold out a share of DATA_DIR's people).")
+@click.option("--pairs", "pairs_file", type=click.Path(exists=True, dir_okay=False), help="Labelled pairs in LFW pairs.txt format.")
+@click.option("--pairs-root", type=click.Path(exists=True, file_okay=False), help="Folder holding <name>/<name>_0001.jpg for --pairs.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write report.md, report.json and the plots here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--target-fpir", default=0.01, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Share of unknown faces allowed to be named, for the recommended threshold.")
+@click.option("--set-threshold", is_flag=True, help="Store the recommended threshold in the model (model.json).")
+@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="Share of people held out as unknown when --unknown is not given.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@verbose_option
+@friendly_errors
+def main(model_dir, data_dir, unknown_dir, pairs_file, pairs_root, out_dir, as_json, target_fpir, set_threshold, holdout,
+         no_cache, quiet, verbose):
+    """Evaluate the model in DIR on DATA_DIR (and/or on --pairs)."""
+    passive_openmp()
+    setup_logging(verbose)
+    import json
+
+    from recognizer.cache import CropCache
+    from recognizer.evaluate_model import EvaluationOptions, evaluate_model
+    from recognizer.evaluate_model import set_threshold as store_threshold
+
+    if data_dir is None and not pairs_file:
+        raise click.UsageError("give DATA_DIR, --pairs FILE, or both")
+    if pairs_file and not pairs_root:
+        raise click.UsageError("--pairs needs --pairs-root")
+    if set_threshold and data_dir is None:
+        raise click.UsageError("--set-threshold needs DATA_DIR: the threshold is chosen on its open-set figures")
+    opts = EvaluationOptions(unknown_dir=unknown_dir, pairs_file=pairs_file, pairs_root=pairs_root, target_fpir=target_fpir,
+                             holdout_share=holdout, progress=not quiet and not as_json)
+    rep = evaluate_model(model_dir, data_dir, opts, cache=None if no_cache else CropCache())
+    if set_threshold:
+        if rep.open is None:
+            raise click.ClickException("no open-set figures, so no threshold to set (see the notes with --json)")
+        store_threshold(model_dir, rep.open.recommended_threshold)
+        rep.threshold_set = rep.open.recommended_threshold
+    if out_dir:
+        from recognizer.report import write_report
+
+        write_report(rep, out_dir)
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=2))
+        return
+    from recognizer.report import render_markdown
+
+    click.echo(render_markdown(rep))
+
+
+if __name__ == "__main__":
+    main()

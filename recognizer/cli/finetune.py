@@ -1,0 +1,83 @@
+"""Finetune a recognizer on labelled photos: DATA_DIR/train/<person>/* (and optionally val/<person>/*).
+
+    finetune.py DATA_DIR --model DIR [--backbone facenet|sface] [--weights W] [--weights-dir D]
+                [--unfreeze BLOCKS] [--epochs N] [--seed S] [--json]
+
+facenet: the last Inception-ResNet blocks (default block8, last_linear, last_bn) and a classification
+head are trained; the rest of the network stays frozen. sface: the head alone is trained on its
+embeddings. DIR gets checkpoint-<token>.pt, model.json, the gallery rebuilt from the training faces
+(plus faces enrolled since, re-embedded), curves_*.png and report.json.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command(help=__doc__.split("\n\n")[0])
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="Model directory (created if missing).")
+@click.option("--backbone", type=click.Choice(["facenet", "sface"]), default="facenet", show_default=True)
+@click.option("--weights", default=None, help="facenet base weights: vggface2 (default), casia-webface, random, or a .pt file.")
+@click.option("--weights-dir", default=None, type=click.Path(file_okay=False), help="Where downloaded weights are cached.")
+@click.option("--unfreeze", default=None, help="facenet blocks to train, e.g. repeat_3,block8 (last_linear and last_bn always train).")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--seed", default=0, show_default=True, type=int, help="Makes a run repeatable.")
+@click.option("--patience", default=8, show_default=True, type=click.IntRange(1, 10000), help="Epochs without a better val loss before stopping.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="CPU threads for torch. 1 is the default because, on a 2-core machine shared with other work, "
+                   "2 threads made MTCNN detection 20x slower (spin-waiting threads); raise it on an idle machine.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Crop and trunk caches (default ~/.cache/facetool).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, seed, patience, threads, cache_dir, as_json, quiet) -> None:
+    import json
+    import logging
+    from pathlib import Path
+
+    from recognizer.cli._options import passive_openmp
+
+    passive_openmp()
+    import torch
+
+    from recognizer.cache import CropCache
+    from recognizer.errors import FaceToolError
+    from recognizer.finetuning import FinetuneOptions, finetune
+    from recognizer.train import TrainSettings
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    torch.set_num_threads(threads)
+    if backbone == "sface" and unfreeze:
+        raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
+    opts = FinetuneOptions(
+        backbone=backbone, weights=weights, weights_dir=weights_dir, unfreeze=unfreeze,
+        settings=TrainSettings(epochs=epochs, seed=seed, patience=patience),
+        crop_cache=CropCache(Path(cache_dir) / "crops") if cache_dir else None,
+        trunk_cache_dir=str(Path(cache_dir) / "trunk") if cache_dir else None,
+        progress=not quiet and not as_json,
+    )
+    try:
+        report = finetune(data_dir, model_dir, opts)
+    except (FaceToolError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    tr = report.training
+    click.echo(f"{report.backbone}: {report.n_train} training faces of {len(report.classes)} people, {report.n_val} val faces ({report.split})")
+    click.echo(f"best epoch {tr['best_epoch']} of {len(tr['history'])}{' (early stop)' if tr['stopped_early'] else ''}, "
+               f"{tr['seconds_per_epoch'] * 1000:.0f} ms/epoch")
+    for d in ("classifier", "knn", "combined"):
+        sc = report.scores[d]
+        click.echo(f"  val accuracy {d:<10} {sc['accuracy']:.3f} ({sc['correct']}/{report.scores['n']}), top-3 {sc['top_k']['3']:.3f}")
+    g = report.gallery
+    click.echo(f"gallery: {g['faces']} faces of {len(g['people'])} people ({g['reembedded_enrolled']} enrolled faces re-embedded, "
+               f"{len(g['dropped_enrolled'])} dropped)")
+    for s in report.skipped:
+        click.echo(f"  skipped {s['file']}: {s['reason']}", err=True)
+    click.echo(f"model {report.model_id} in {report.model_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
