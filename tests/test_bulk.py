@@ -30,7 +30,7 @@ def write_then_die(self, obj):
     if written == {kill_after}:
         os.kill(os.getpid(), signal.SIGKILL)
 bulk._Appender.write = write_then_die
-bulk.identify_bulk({model!r}, {inputs!r}, {out!r}, address="local", workers=2)
+bulk.identify_bulk({model!r}, {inputs!r}, {out!r}, address="local", workers=1)
 """
 
 
@@ -40,10 +40,12 @@ def inputs(data) -> list[str]:
 
 
 @pytest.fixture
-def model(tmp_path, data, fast_open):
+def model(tmp_path, data, fast_open, crop_cache):
     from recognizer.recognizer import Recognizer
 
-    rec = Recognizer.open(tmp_path / "model", backbone="sface", create=True)
+    # The crop cache the CLIs (and the Ray workers) use under test: both paths read the same
+    # detections, as identify.py with and without --ray do for a user.
+    rec = Recognizer.open(tmp_path / "model", backbone="sface", create=True, cache=crop_cache)
     for person in CELEBS:
         rec.enroll(person, sorted((data / "5-celebrity-faces/train" / person).iterdir())[:3])
     reference = [r.to_dict() for r in rec.identify_many(
