@@ -25,7 +25,7 @@ DIM = 16
 BATCH = 5
 TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "30"))
 # A Milvus Lite writer takes ~3 s to start (pymilvus, the embedded server): fewer trials in CI.
-MILVUS_TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "6"))
+MILVUS_TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "4"))
 TRIAL_PARAMS = [("faiss", t) for t in range(TRIALS)] + [
     pytest.param(MILVUS_LITE, t, marks=getattr(BACKENDS[1], "marks", ())) for t in range(MILVUS_TRIALS)]
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import click
 
-from recognizer.cli._options import friendly_errors, model_option, passive_openmp, setup_logging, verbose_option, weights_dir_option
+from recognizer.cli._options import (
+    friendly_errors,
+    gallery_option,
+    model_option,
+    passive_openmp,
+    setup_logging,
+    verbose_option,
+    weights_dir_option,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,9 +32,10 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest request body (all files of one upload together).")
 @click.option("--max-pixels", default=60_000_000, show_default=True, type=click.IntRange(min=1), help="Largest image, in pixels, that will be decoded.")
 @weights_dir_option
+@gallery_option
 @verbose_option
 @friendly_errors
-def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, weights_dir, verbose):
+def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, weights_dir, gallery, verbose):
     """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
     passive_openmp()
     setup_logging(verbose)
@@ -40,7 +49,7 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
 
     # No crop cache: it would keep detections and face crops of every uploaded photo on disk,
     # strangers' included.
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None)
+    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None, gallery=gallery)
     settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
     app = create_app(rec, settings)
     click.echo(
