@@ -28,7 +28,7 @@ def pick_backbone(requested: str) -> tuple[str, str]:
     if requested != "auto":
         return requested, f"asked for with --backbone {requested}"
     from recognizer.errors import WeightsError
-    from recognizer.weights import resolve_weights
+    from recognizer.embedding.weights import resolve_weights
 
     try:
         resolve_weights("vggface2", timeout=15)
@@ -45,12 +45,8 @@ def pick_backbone(requested: str) -> tuple[str, str]:
 @click.option("--backbone", type=click.Choice(["auto", "sface", "facenet"]), default="auto", show_default=True)
 def main(data, out, backbone):
     passive_openmp()
-    from recognizer.annotate import annotate
-    from recognizer.cache import CropCache
+    import recognizer
     from recognizer.sample_data import data_dir
-    from recognizer.finetuning import FinetuneOptions, finetune
-    from recognizer.image import list_images
-    from recognizer.recognizer import Recognizer
 
     data = Path(data) if data else data_dir()
     out = Path(out)
@@ -59,32 +55,30 @@ def main(data, out, backbone):
     backbone, why = pick_backbone(backbone)
     click.echo(f"backbone: {backbone} ({why})")
     shutil.rmtree(out, ignore_errors=True)
-    cache = CropCache()
 
     # 1. Finetune on five celebrities (for sface, the classifier head alone: it has no trainable blocks).
     model = out / "model"
-    opts = FinetuneOptions(backbone=backbone, crop_cache=cache, progress=True)
     t0 = time.perf_counter()
-    report = finetune(data / "5-celebrity-faces", model, opts)
+    report = recognizer.finetune(data / "5-celebrity-faces", model, backbone=backbone, progress=True)
     click.echo(f"finetuned on {report.n_train} faces of {len(report.classes)} people in {time.perf_counter() - t0:.1f} s")
     for d in ("classifier", "knn", "combined"):
         sc = report.scores[d]
         click.echo(f"  5-celebrity-faces val accuracy, {d:<10}: {sc['accuracy']:.3f} ({sc['correct']}/{report.scores['n']})")
 
     # 2. Newcomers, enrolled after finetuning: the classifier has never seen them.
-    rec = Recognizer.open(model, cache=cache)
+    rec = recognizer.open(model, cache=True)
     fr = data / "face_recognition-examples"
     for person in ("barack_obama", "joe_biden"):
-        enrolled = rec.enroll(person, list_images(fr / "people" / person))
+        enrolled = rec.enroll(person, fr / "people" / person)
         click.echo(f"  enrolled {person}: {enrolled.added} faces, {len(enrolled.skipped)} skipped")
 
     # 3. Group photos: Obama and Biden by name, everyone else unknown.
-    groups = list_images(fr / "group") + list_images(data / "facenet-pytorch-test-images/group")
+    groups = recognizer.list_images(fr / "group") + recognizer.list_images(data / "facenet-pytorch-test-images/group")
     ann = out / "annotated"
     ann.mkdir(parents=True, exist_ok=True)
     results = []
     for res in rec.identify_many(groups):
-        annotate(res.photo, res).save(ann / (Path(res.photo).stem + ".png"))
+        res.annotated().save(ann / (Path(res.photo).stem + ".png"))
         results.append(res.to_dict())
         names = [f.name or "unknown" for f in res.faces]
         click.echo(f"  {Path(res.photo).name}: {', '.join(names)}")

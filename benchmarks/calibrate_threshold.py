@@ -26,9 +26,9 @@ def main() -> None:
 
     from recognizer.cache import CropCache
     from recognizer.sample_data import data_dir, pair_similarities
-    from recognizer.detect import Detector
-    from recognizer.embed import make_embedder
-    from recognizer.model import DEFAULT_THRESHOLDS
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.embedding.backbones import make_embedder
+    from recognizer.config import DEFAULT_THRESHOLDS
     from recognizer.pipeline import FacePipeline
 
     pipe = FacePipeline(Detector(), make_embedder(args.backbone, args.weights), CropCache())

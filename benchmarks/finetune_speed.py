@@ -30,14 +30,14 @@ def epoch_times(data: Path, threads: int, repeats: int) -> tuple[float, float, i
 
     torch.set_num_threads(threads)
     from recognizer.cache import CropCache
-    from recognizer.dataset import load_split
-    from recognizer.detect import Detector
-    from recognizer.embed import FacenetEmbedder
-    from recognizer.finetuning import _largest_crops
-    from recognizer.head import make_head
+    from recognizer.training.dataset import load_split
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.embedding.backbones import FacenetEmbedder
+    from recognizer.training.run import _largest_crops
+    from recognizer.training.head import make_head
     from recognizer.pipeline import FacePipeline
-    from recognizer.train import TrainSettings, train
-    from recognizer.trunk import SplitNet, TrunkCache
+    from recognizer.training.loop import TrainSettings, train
+    from recognizer.training.trunk import SplitNet, TrunkCache
 
     emb = FacenetEmbedder("random")
     net = SplitNet.facenet(emb)

@@ -66,7 +66,7 @@ def facenet_flops_per_face() -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from recognizer.weights import build_inception_resnet
+    from recognizer.embedding.weights import build_inception_resnet
 
     module, _ = build_inception_resnet("random", None, download=False, seed=0)
     module.eval()
@@ -82,7 +82,7 @@ def bench_detection(repeats: int) -> dict:
     processes slow the machine down, the absolute figures do not."""
     from facenet_pytorch import MTCNN
 
-    from recognizer.detect import Detector
+    from recognizer.detection.mtcnn import Detector
 
     photo = Image.open(data_dir() / PHOTO).convert("RGB")
     det = Detector()
@@ -114,7 +114,7 @@ def embedders(name: str) -> list:
     """The embedders to time for a backbone: for facenet, one per engine this version offers."""
     import inspect
 
-    from recognizer.embed import FacenetEmbedder, make_embedder
+    from recognizer.embedding.backbones import FacenetEmbedder, make_embedder
 
     if name == "facenet" and "engine" in inspect.signature(FacenetEmbedder).parameters:
         return [FacenetEmbedder("random", engine=e) for e in ("onnxruntime", "torch")]
@@ -122,7 +122,7 @@ def embedders(name: str) -> list:
 
 
 def bench_embedding(repeats: int, backbones: list[str], ceiling: float) -> None:
-    from recognizer.detect import Detector
+    from recognizer.detection.mtcnn import Detector
 
     img = Image.open(data_dir() / PHOTO).convert("RGB")
     face = Detector().detect(img)[0]
@@ -147,7 +147,7 @@ def bench_engines(repeats: int, ceiling: float) -> None:
     """Inception-ResNet-v1 run four ways: the measurement FacenetEmbedder's default engine was chosen by."""
     import torch
 
-    from recognizer.embed import FacenetEmbedder, _export_onnx
+    from recognizer.embedding.backbones import FacenetEmbedder, _export_onnx
 
     emb = FacenetEmbedder("random", engine="torch")
     module = emb.module

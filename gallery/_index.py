@@ -10,19 +10,9 @@ Above it: IndexIDMap2(IndexRefine(IndexPQFastScan, IndexFlatIP)), kind "pq":
   * the best k * k_factor candidates (at least MIN_SHORTLIST) are re-ranked exactly with
     the float vectors kept beside the codes: returned similarities are exact, only the
     shortlist is approximate.
-Chosen from benchmarks/gallery_search.py (random 512-d unit vectors, 2 shared cores; tables
-and each run's machine load in benchmarks/gallery_search_results.txt). At 1e6 faces, near
-queries (cos 0.8 with their source, and also cos 0.6): recall@1 1.000 with this 50-face
-shortlist; one query per call 4.4 ms against 227 ms exact in the same lightly loaded run
-(52x; 75x in a heavily loaded one); batched 2.3 ms/query against 38 ms (17x: exact search
-gains more from batching). Build 15-28 s. The alternatives measured there:
-  * IVF-Flat (the previous choice): 0.996 at 8x or 0.968 at 15x; random-like data has no
-    clusters, so the query's list is often not among those probed.
-  * HNSW: M=16 reached only 0.65 at efSearch 1024 at 1e6 after a 646 s build; it cannot
-    remove vectors (tombstones, zeroed rows and periodic rebuilds would be needed to keep
-    removed faces out of index.faiss).
-  * 512-bit LSH codes (SimHash) + the same re-ranking: also recall 1.000, but faiss's
-    IndexLSH takes 60-150 ms per single query.
+Chosen over IVF-Flat, HNSW and LSH codes because it finds near faces (recall@1 1.000 at 1e6
+faces) at a fraction of exact search's cost and, unlike HNSW, removes a face's vector at once;
+the measurements are in benchmarks/results/gallery-index-choice.md.
 Costs and behaviour:
   * removal: codes and floats are flat arrays that compact on removal (`_remove_refined`),
     so a removed face's vector and code leave index.faiss at once; no tombstones, no rebuild.

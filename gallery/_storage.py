@@ -30,8 +30,8 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from gallery import _index
-from recognizer.atomic import fsync_dir, sha256_file
-from recognizer.errors import GalleryError
+from gallery.atomic import fsync_dir, sha256_file, write_json_atomic
+from gallery.errors import GalleryError
 
 logger = logging.getLogger(__name__)
 
@@ -54,18 +54,7 @@ CREATE INDEX faces_person ON faces(person, content_hash);
 
 
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_json_atomic(path, obj, tmp_prefix=f"{TMP_PREFIX}{path.name}-", sync_dir=True)
 
 
 class GalleryStore:
@@ -103,8 +92,8 @@ class GalleryStore:
             db.execute(f"PRAGMA {pragma}")
         return db
 
-    def _fail(self, what: str) -> GalleryError:
-        return GalleryError(f"{self.path}: {what}")
+    def _fail(self, what: str, error: type[GalleryError] = GalleryError, **details: str) -> GalleryError:
+        return error(f"{self.path}: {what}", **details)
 
     def _read_kv(self) -> dict[str, str]:
         assert self._db is not None

@@ -16,9 +16,23 @@ from typing import Any
 
 import numpy as np
 
-from recognizer.errors import GalleryError, InvalidNameError
+from gallery.errors import GalleryError, InvalidNameError
 
 MAX_NAME_LENGTH = 100
+
+
+def rank_key(score: float, similarity: float, name: str) -> tuple[float, float, str]:
+    """The one order of candidate people, best last: the higher score, on a tie the higher
+    similarity, then the name, so that an answer never depends on dict order. The kNN vote, the
+    combination with the classifier and the evaluation's rankings all use it."""
+    return (score, similarity, name)
+
+
+def best_candidate(scores: dict[str, float], similarity: dict[str, float]) -> str | None:
+    """The person `rank_key` puts first (similarity 0 for a person missing from `similarity`)."""
+    if not scores:
+        return None
+    return max(scores, key=lambda p: rank_key(scores[p], similarity.get(p, 0.0), p))
 
 
 def validate_name(name: str) -> str:
@@ -91,12 +105,11 @@ class KnnVote:
     def best(self) -> tuple[str | None, float, float]:
         """(person, score, similarity) of the winner; (None, 0.0, 0.0) when nobody got a vote.
 
-        Ties on score go to the higher similarity, then to the name, so the answer
-        does not depend on dict order.
+        Ties on score go to the higher similarity, then to the name (`rank_key`).
         """
-        if not self.scores:
+        person = best_candidate(self.scores, self.similarity)
+        if person is None:
             return None, 0.0, 0.0
-        person = max(self.scores, key=lambda p: (self.scores[p], self.similarity.get(p, 0.0), p))
         return person, self.scores[person], self.similarity.get(person, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,8 +164,8 @@ class Gallery(ABC):
     dim: int
     metric: str = "cosine"
 
-    def _fail(self, what: str) -> GalleryError:
-        return GalleryError(f"{self.path}: {what}")
+    def _fail(self, what: str, error: type[GalleryError] = GalleryError, **details: str) -> GalleryError:
+        return error(f"{self.path}: {what}", **details)
 
     def _check_open(self) -> None:
         """Raise GalleryError if the gallery was closed."""

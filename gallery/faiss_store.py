@@ -16,7 +16,7 @@ import numpy as np
 from gallery import _index
 from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, GalleryStore
 from gallery.base import FaceRecord, Gallery, Hit, check_records, validate_name
-from recognizer.errors import GalleryError
+from gallery.errors import GalleryError, PersonExists, PersonNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class FaissGallery(GalleryStore, Gallery):
             ids = np.array([r[0] for r in self._db.execute("SELECT id FROM faces WHERE person = ?", (name,))],
                            dtype=np.int64)
             if len(ids) == 0:
-                raise self._fail(f"no person named {name!r} in the gallery")
+                raise self._fail(f"no person named {name!r} in the gallery", PersonNotFound, name=name)
             index = _index.remove(self._index, ids, self.approx_threshold, lambda: self._all_vectors(None))
             self._set_index(index)
             tmp = self._write_index_tmp()
@@ -140,12 +140,12 @@ class FaissGallery(GalleryStore, Gallery):
             assert self._db is not None
             count = lambda n: self._db.execute("SELECT count(*) FROM faces WHERE person = ?", (n,)).fetchone()[0]  # noqa: E731
             if count(old) == 0:
-                raise self._fail(f"no person named {old!r} in the gallery")
+                raise self._fail(f"no person named {old!r} in the gallery", PersonNotFound, name=old)
             if old == new:
                 return
             if count(new) and not merge:
                 raise self._fail(f"cannot rename {old!r} to {new!r}: {new!r} already exists "
-                                 "(pass merge=True to merge them)")
+                                 "(pass merge=True to merge them)", PersonExists, old=old, new=new)
             self._commit(lambda db: db.execute("UPDATE faces SET person = ? WHERE person = ?", (new, old)), None)
         logger.info("%s: renamed %r to %r", self.path, old, new)
 

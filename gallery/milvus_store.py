@@ -40,7 +40,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from gallery.base import FaceRecord, Gallery, Hit, check_records, validate_name
-from recognizer.errors import GalleryError
+from gallery.errors import GalleryError, PersonExists, PersonNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -421,7 +421,7 @@ class MilvusGallery(Gallery):
         with self._use(write=True) as client:
             n = len(self._scan(client, f"person == {_quote(name)}", ["id"]))
             if n == 0:
-                raise self._fail(f"no person named {name!r} in the gallery")
+                raise self._fail(f"no person named {name!r} in the gallery", PersonNotFound, name=name)
             self._begin(client, {"op": "remove", "name": name})
             client.delete(self.collection, filter=f"person == {_quote(name)}")
             self._end(client)
@@ -440,12 +440,12 @@ class MilvusGallery(Gallery):
             count = lambda n: len(client.query(self.collection, filter=f"person == {_quote(n)}",  # noqa: E731
                                                output_fields=["id"], limit=1))
             if count(old) == 0:
-                raise self._fail(f"no person named {old!r} in the gallery")
+                raise self._fail(f"no person named {old!r} in the gallery", PersonNotFound, name=old)
             if old == new:
                 return
             if count(new) and not merge:
                 raise self._fail(f"cannot rename {old!r} to {new!r}: {new!r} already exists "
-                                 "(pass merge=True to merge them)")
+                                 "(pass merge=True to merge them)", PersonExists, old=old, new=new)
             self._begin(client, {"op": "rename", "old": old, "new": new})
             self._apply_rename(client, old, new)
             self._end(client)

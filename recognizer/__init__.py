@@ -1,8 +1,72 @@
-"""Face recognition: detect, embed, finetune, combine classifier and kNN.
+"""Name the people you enrolled in photos, offline: the public API.
 
-Nothing heavy is imported here: models load when a class is constructed, never at import.
+    import recognizer
+
+    with recognizer.create("my-model", backbone="sface") as model:    # recognizer.open(...) once it exists
+        model.enroll("Ada", "photos/ada/")                            # a folder, paths, bytes or PIL images
+        for face in model.identify("party.jpg").faces:                 # identify_many(...) for several photos
+            print(face.name or "unknown", face.similarity)
+        model.people(); model.rename("Ada", "Ada Lovelace"); model.remove("Ada Lovelace")
+    recognizer.finetune("photos/", "my-model", backbone="sface")      # DATA/train/<person>/*
+    recognizer.evaluate("my-model", "photos/").markdown()
+
+Errors are `FaceToolError`s: `ImageError`, `ModelError`, `WeightsError`, `InvalidNameError` and
+`GalleryError` with `PersonNotFound` and `PersonExists`. Nothing heavy is imported here: the
+names load on first use, and models load when a model directory is opened.
 """
-from recognizer.errors import FaceToolError, GalleryError, ImageError, ModelError, WeightsError
+from __future__ import annotations
 
-__all__ = ["FaceToolError", "GalleryError", "ImageError", "ModelError", "WeightsError"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from recognizer.errors import (
+    FaceToolError,
+    GalleryError,
+    ImageError,
+    InvalidNameError,
+    ModelError,
+    PersonExists,
+    PersonNotFound,
+    WeightsError,
+)
+
+_LAZY = {
+    "open": "recognizer._api",
+    "create": "recognizer._api",
+    "finetune": "recognizer._api",
+    "evaluate": "recognizer._api",
+    "set_threshold": "recognizer._api",
+    "Recognizer": "recognizer.recognizer",
+    "PhotoIdentification": "recognizer.recognizer",
+    "FaceIdentity": "recognizer.recognizer",
+    "EnrollReport": "recognizer.recognizer",
+    "list_images": "recognizer.image",
+    "expand_inputs": "recognizer.image",
+    "validate_name": "gallery",
+    "identify_bulk": "recognizer.bulk",
+    "enroll_bulk": "recognizer.bulk",
+}
+
+if TYPE_CHECKING:
+    from recognizer._api import create, evaluate, finetune, open, set_threshold  # noqa: F401
+    from gallery import validate_name  # noqa: F401
+    from recognizer.bulk import enroll_bulk, identify_bulk  # noqa: F401
+    from recognizer.image import expand_inputs, list_images  # noqa: F401
+    from recognizer.recognizer import EnrollReport, FaceIdentity, PhotoIdentification, Recognizer  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'recognizer' has no attribute {name!r}")
+
+
+__all__ = [
+    "EnrollReport", "FaceIdentity", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
+    "PersonExists", "PersonNotFound", "PhotoIdentification", "Recognizer", "WeightsError", "create", "evaluate",
+    "enroll_bulk", "expand_inputs", "finetune", "identify_bulk", "list_images", "open", "set_threshold",
+    "validate_name",
+]
 __version__ = "0.1.0"

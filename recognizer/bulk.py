@@ -101,7 +101,7 @@ def _encode(res) -> dict[str, Any]:
 
 
 def _decode(d: dict[str, Any], dim: int):
-    from recognizer.detect import Face
+    from recognizer.detection.mtcnn import Face
     from recognizer.pipeline import PhotoResult
 
     faces = [Face(np.array(f["box"], np.float32), f["score"], np.array(f["landmarks"], np.float32)) for f in d["faces"]]
@@ -114,8 +114,8 @@ class _Analyzer:
 
     def __init__(self, model_dir: str, weights_dir: str | None, use_cache: bool) -> None:
         from recognizer.cache import CropCache
-        from recognizer.detect import Detector
-        from recognizer.model import load_config
+        from recognizer.detection.mtcnn import Detector
+        from recognizer.config import load_config
         from recognizer.pipeline import FacePipeline
         from recognizer.recognizer import open_embedder
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.atomic import atomic_write
-from recognizer.detect import Face
+from gallery.atomic import atomic_write
+from recognizer.detection.mtcnn import Face
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from gallery.base import best_candidate
+
 CLASSIFIER_WEIGHT = 0.5
 
 
@@ -65,5 +67,5 @@ def combine(classes: Sequence[str], proba: np.ndarray, vote, weight: float = CLA
             scores[p] = scores.get(p, 0.0) + weight * m * float(pr)
     if not scores:
         return Decision(None, 0.0, 0.0, clf, {})
-    name = max(scores, key=lambda p: (scores[p], vote.similarity.get(p, 0.0), p))
+    name = best_candidate(scores, vote.similarity)
     return Decision(name, float(scores[name]), float(vote.similarity.get(name, 0.0)), clf, scores)

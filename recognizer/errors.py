@@ -1,9 +1,12 @@
-"""Typed errors. Every error that reaches a user names the file, directory or value at fault."""
+"""Typed errors. Every error that reaches a user names the file, directory or value at fault.
+
+`FaceToolError` (the base), `GalleryError` with its `PersonNotFound` and `PersonExists`, and
+`InvalidNameError` are the gallery's own, re-exported here: the gallery stands alone, below the
+recognizer.
+"""
 from __future__ import annotations
 
-
-class FaceToolError(Exception):
-    """Base class for every error this tool raises on purpose."""
+from gallery.errors import FaceToolError, GalleryError, InvalidNameError, PersonExists, PersonNotFound
 
 
 class ImageError(FaceToolError):
@@ -23,9 +26,5 @@ class ModelError(FaceToolError):
     """A model directory is missing, damaged or does not match what was asked."""
 
 
-class GalleryError(FaceToolError):
-    """A gallery directory is missing, damaged or was built with another model."""
-
-
-class InvalidNameError(FaceToolError):
-    """A person name is not acceptable (empty, too long, control characters, path separators)."""
+__all__ = ["FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError", "PersonExists", "PersonNotFound",
+           "WeightsError"]

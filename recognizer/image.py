@@ -26,6 +26,7 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 DEFAULT_MAX_PIXELS = 150_000_000
 # Bigger than any camera's file; anything larger is refused before it is read into memory.
 MAX_FILE_BYTES = 200 * 1024 * 1024
+# The one list of image file names: what enroll, identify, finetune and evaluate read from a folder.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
 
 

@@ -15,10 +15,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from recognizer.cache import CropCache
-from recognizer.detect import Detector, Face
-from recognizer.embed import Embedder
+from recognizer.detection.mtcnn import Detector, Face
+from recognizer.embedding.backbones import Embedder
 from recognizer.errors import ImageError
-from recognizer.image import ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
+from recognizer.image import DEFAULT_MAX_PIXELS, ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,12 @@ class PhotoResult:
 class FacePipeline:
     """A detector, an embedder and an optional crop cache working together."""
 
-    def __init__(self, detector: Detector, embedder: Embedder, cache: CropCache | None = None) -> None:
+    def __init__(self, detector: Detector, embedder: Embedder, cache: CropCache | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.detector = detector
         self.embedder = embedder
         self.cache = cache
+        self.max_pixels = max_pixels  # larger photos are refused (ImageError) before they are decoded
         self.crop_kind = f"{detector.settings.key()}-{embedder.name}{embedder.crop_size}"
 
     def detect_and_crop(self, src: ImageSource, *, threads: int | None = None) -> PhotoResult:
@@ -65,9 +67,9 @@ class FacePipeline:
             if cached is not None:
                 faces, crops, size = cached
                 return PhotoResult(str(src), digest, size, faces, crops)
-            photo = Photo(decode(data, str(src)), str(src), digest)
+            photo = Photo(decode(data, str(src), self.max_pixels), str(src), digest)
         else:
-            photo = load_photo(src)
+            photo = load_photo(src, self.max_pixels)
         faces = self.detector.detect(photo.image, threads=threads)
         crops = self._crops(photo.image, faces)
         if use_cache:

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
-from recognizer.atomic import fsync_dir
+from gallery.atomic import fsync_dir
 from recognizer.cache import CropCache
-from recognizer.detect import Detector
-from recognizer.embed import Embedder, make_embedder
+from recognizer.detection.mtcnn import Detector
+from recognizer.embedding.backbones import Embedder, make_embedder
 from recognizer.errors import ModelError
-from recognizer.image import ImageSource
-from recognizer.model import (
+from recognizer.image import ImageSource, list_images
+from recognizer.config import (
     DEFAULT_THRESHOLDS,
     GALLERY_DIR,
     MODEL_FILE,
@@ -70,6 +71,13 @@ class PhotoIdentification:
     faces: list[FaceIdentity] = field(default_factory=list)
     size: tuple[int, int] = (0, 0)
     error: str | None = None
+
+    def annotated(self, image: ImageSource | None = None) -> Image.Image:
+        """The photo (or `image`, the same photo already decoded) with boxes and names drawn:
+        known faces in green, unknown ones in red dashes."""
+        from recognizer.annotate import annotate
+
+        return annotate(self.photo if image is None else image, self)
 
     def to_dict(self) -> dict:
         out = {"photo": self.photo, "faces": [f.to_dict() for f in self.faces]}
@@ -115,7 +123,7 @@ def open_embedder(model_dir: Path, cfg: ModelConfig, weights_dir: str | Path | N
     are not the ones the model was built with."""
     classifier = None
     if cfg.checkpoint:
-        from recognizer.checkpoint import load_finetuned
+        from recognizer.training.checkpoint import load_finetuned
 
         embedder, classifier = load_finetuned(model_dir, cfg, weights_dir=weights_dir, **embedder_kw)
     else:
@@ -126,6 +134,16 @@ def open_embedder(model_dir: Path, cfg: ModelConfig, weights_dir: str | Path | N
             f"this model was built with ({cfg.model_id})"
         )
     return embedder, classifier
+
+
+def _as_sources(photos) -> list[ImageSource]:
+    """A folder's image files, one photo, or the photos of a sequence, as a list."""
+    if isinstance(photos, (str, os.PathLike)):
+        path = Path(photos)
+        return list_images(path) if path.is_dir() else [path]
+    if isinstance(photos, (bytes, bytearray, Image.Image)):
+        return [photos]
+    return list(photos)
 
 
 class Recognizer:
@@ -238,18 +256,49 @@ class Recognizer:
     def save_config(self) -> None:
         save_config(self.dir, self.config)
 
+    def close(self) -> None:
+        """Close the gallery (its files and lock); the object is not usable afterwards."""
+        self.gallery.close()
+
+    def __enter__(self) -> "Recognizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- people --------------------------------------------------------------------------
+    @property
+    def max_pixels(self) -> int:
+        """Photos with more pixels are refused (ImageError) before they are decoded; a server lowers it."""
+        return self.pipeline.max_pixels
+
+    @max_pixels.setter
+    def max_pixels(self, value: int) -> None:
+        self.pipeline.max_pixels = int(value)
+
+    def people(self) -> dict[str, int]:
+        """Enrolled people and how many faces each has."""
+        return self.gallery.people()
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a person: PersonNotFound when `old` is not enrolled, PersonExists when `new` is."""
+        self.gallery.rename_person(old, new)
+
     # ---- enrolling -----------------------------------------------------------------------
     def enroll(
-        self, name: str, sources: Sequence[str | os.PathLike], *, labels: Sequence[str] | None = None, progress: bool = False
+        self, name: str, photos: ImageSource | Sequence[ImageSource], *, labels: Sequence[str] | None = None,
+        progress: bool = False,
     ) -> EnrollReport:
         """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped.
 
-        `labels`, one per source, is what the report and the gallery call each photo instead of its
-        path: the server enrolls uploads from a temporary folder whose paths mean nothing later.
+        `photos`: a folder (its image files, sorted), one photo (a path, bytes or a PIL image) or a
+        sequence of them. `labels`, one per photo, is what the report and the gallery call each
+        photo instead of its path (`"<bytes>"` / `"<image>"` for photos held in memory).
         """
         from gallery import validate_name
 
         name = validate_name(name)
+        sources = _as_sources(photos)
         if labels is not None and len(labels) != len(sources):
             raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
         return self.enroll_results(name, self.pipeline.analyze_many(sources, progress=progress), labels=labels)
@@ -284,8 +333,12 @@ class Recognizer:
             self.gallery.add(np.stack(vectors), records, model_id=self.config.model_id)
         return report
 
-    def remove_person(self, name: str) -> int:
-        """Remove a person's faces from the gallery and their photos' face crops from the cache."""
+    def remove(self, name: str) -> int:
+        """Remove a person's faces from the gallery and their photos' face crops from the cache;
+        the number of faces removed. PersonNotFound when no one of that name is enrolled."""
+        from gallery import validate_name
+
+        name = validate_name(name)
         hashes = {r.content_hash for r in self.gallery.records(name)} if name in self.gallery.people() else set()
         n = self.gallery.remove_person(name)
         cache = self.pipeline.cache
@@ -310,7 +363,7 @@ class Recognizer:
         out = PhotoIdentification(res.source, size=res.size, error=res.error)
         if res.error is not None or not res.faces:
             return out
-        from recognizer.evaluate import decide
+        from recognizer.decision import decide
 
         thr = self.config.threshold if threshold is None else threshold
         # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.

@@ -55,14 +55,14 @@ def data() -> Path:
 
 @pytest.fixture(scope="session")
 def detector():
-    from recognizer.detect import Detector
+    from recognizer.detection.mtcnn import Detector
 
     return Detector()
 
 
 @pytest.fixture(scope="session")
 def sface():
-    from recognizer.embed import SFaceEmbedder
+    from recognizer.embedding.backbones import SFaceEmbedder
 
     return SFaceEmbedder()
 
@@ -70,7 +70,7 @@ def sface():
 @pytest.fixture(scope="session")
 def facenet_random():
     """Inception-ResNet-v1 with seeded random weights: the VGGFace2 file cannot be had here."""
-    from recognizer.embed import FacenetEmbedder
+    from recognizer.embedding.backbones import FacenetEmbedder
 
     return FacenetEmbedder("random", batch_size=8)
 

@@ -24,7 +24,7 @@ import faiss  # noqa: F401
 import torch  # noqa: F401
 
 import gallery.faiss_store  # noqa: F401
-import recognizer.finetuning  # noqa: F401
+import recognizer.training.run  # noqa: F401
 import recognizer.recognizer  # noqa: F401
 from recognizer.cli import enroll, finetune, identify
 

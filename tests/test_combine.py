@@ -58,8 +58,8 @@ def test_no_votes_means_no_decision_and_bad_input_is_refused():
 def test_combined_is_at_least_the_better_decider_on_celebrity_val(sface_pipeline, data, tmp_path):
     """Measured on real faces: a cosine head fitted on train, a gallery of train, scored on val."""
     from gallery import FaceRecord, create_gallery
-    from recognizer.evaluate import closed_set_scores
-    from recognizer.head import CosineClassifier
+    from recognizer.evaluation.closed_set import closed_set_scores
+    from recognizer.training.head import CosineClassifier
 
     def embed(split):
         x, y = [], []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recognizer.detect import largest
+from recognizer.detection.mtcnn import largest
 
 FR = "face_recognition-examples"
 

@@ -63,7 +63,7 @@ def test_every_baseline_face_is_still_found(baseline, data, detector):
 def test_pyramid_drops_only_levels_for_faces_below_the_smallest(detector):
     from dataclasses import replace
 
-    from recognizer.detect import Detector
+    from recognizer.detection.mtcnn import Detector
 
     everything = Detector(replace(detector.settings, min_face_fraction=0.0)).pyramid(1600, 900)
     kept = detector.pyramid(1600, 900)
@@ -83,7 +83,7 @@ def test_candidate_crops_equal_torch_area_resampling(data):
     from PIL import Image
     from torch.nn.functional import interpolate
 
-    from recognizer.detect import _crop_boxes, _summed_area
+    from recognizer.detection.mtcnn import _crop_boxes, _summed_area
 
     src = Image.open(data / "facenet-pytorch-test-images/group/multiface__6_faces_unnamed.jpg").convert("RGB")
     arr = np.array(src.resize((320, 240)))
@@ -117,7 +117,7 @@ def test_thread_count_is_set_in_the_detecting_thread_only(data, detector):
 
     import torch
 
-    from recognizer.detect import torch_threads
+    from recognizer.detection.mtcnn import torch_threads
 
     mine = torch.get_num_threads()
     other = mine + 1

@@ -2,7 +2,7 @@
 on how the photo arrived (alone, in a folder, as bytes).
 
 Every network call of a detection runs on one torch thread, on a split of the work fixed by the
-photo alone (recognizer/detect.py, RNET_CHUNK), and the embedders compute each face on its own,
+photo alone (recognizer/detection/mtcnn.py, RNET_CHUNK), and the embedders compute each face on its own,
 so the answers are bit-identical: they are compared with ==, not with a tolerance, since a
 tolerance would be a guess about one CPU's kernels. CI runs this file with torch's AVX-512 kernels
 where the CPU has them and again with ATEN_CPU_CAPABILITY=avx2.

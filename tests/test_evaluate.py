@@ -90,7 +90,7 @@ def _raw(model_dir, paths):
     people = np.array([r.person for r in rec.gallery.records()])
     rec.gallery.close()
     emb, kept = _embed(rec.pipeline, paths)
-    from recognizer.model import load_config
+    from recognizer.config import load_config
 
     ckpt = torch.load(Path(model_dir) / load_config(model_dir).checkpoint, weights_only=True)
     w = ckpt["head"]["weight"].numpy()
@@ -115,7 +115,7 @@ def _knn(sims, people, k=5):
 
 
 def _val(data):
-    from recognizer.dataset import list_people
+    from recognizer.training.dataset import list_people
 
     s = list_people(data / CELEB / "val")
     return s.paths, s.labels
@@ -144,7 +144,7 @@ def test_closed_set_figures_match_numpy(report, model, data):
 
 def test_combined_decider_is_what_identify_answers(report, model, data, crop_cache):
     """The evaluated 'combined' names are exactly what identify.py names (threshold out of the way)."""
-    from recognizer.evaluate import decide
+    from recognizer.decision import decide
     from recognizer.recognizer import Recognizer
 
     d, _ = model
@@ -159,7 +159,7 @@ def test_combined_decider_is_what_identify_answers(report, model, data, crop_cac
 
 
 def test_open_set_fpir_and_dir_match_numpy(report, model, data):
-    from recognizer.dataset import list_people
+    from recognizer.training.dataset import list_people
 
     rep, _ = report
     d, _ = model
@@ -190,7 +190,7 @@ def test_open_set_fpir_and_dir_match_numpy(report, model, data):
 
 def test_verification_matches_numpy_and_lists_the_missing_photo(report, model, pairs, crop_cache):
     from recognizer.recognizer import Recognizer
-    from recognizer.verification import read_pairs
+    from recognizer.evaluation.verification import read_pairs
 
     rep, _ = report
     d, _ = model
@@ -234,7 +234,7 @@ def _best(ss, yy):
 
 def test_kfold_accuracy_and_tar_at_far_on_overlapping_scores():
     """Where the classes overlap (unlike sface on deepface pairs), so thresholds and folds matter."""
-    from recognizer.verification import score_pairs
+    from recognizer.evaluation.verification import score_pairs
 
     rng = np.random.default_rng(0)
     n = 2000
@@ -277,7 +277,7 @@ def test_finetune_report_is_the_same_closed_set_computation(report, model):
 def test_set_threshold_stores_the_recommendation(model, data, tmp_path):
     import shutil
 
-    from recognizer.model import load_config
+    from recognizer.config import load_config
 
     d, _ = model
     m = tmp_path / "m"
@@ -292,8 +292,8 @@ def test_set_threshold_stores_the_recommendation(model, data, tmp_path):
 
 def test_knn_only_model_with_held_out_people(data, tmp_path, crop_cache):
     """A never-finetuned model: kNN only, said so; unknowns held out of a copy of the gallery, the model untouched."""
-    from recognizer.dataset import list_people
-    from recognizer.evaluate_model import EvaluationOptions, evaluate_model
+    from recognizer.training.dataset import list_people
+    from recognizer.evaluation.run import EvaluationOptions, evaluate_model
     from recognizer.recognizer import Recognizer
 
     people = ["ben_afflek", "elton_john", "madonna", "mindy_kaling"]
@@ -316,7 +316,7 @@ def test_knn_only_model_with_held_out_people(data, tmp_path, crop_cache):
 
 
 def test_threshold_for_rate_and_rates_on_a_small_case():
-    from recognizer.openset import rates_at, threshold_for_rate
+    from recognizer.evaluation.open_set import rates_at, threshold_for_rate
 
     neg = np.array([0.1, 0.5, 0.3, 0.36300000001, 0.2])
     assert threshold_for_rate(neg, 5, 0.0) == 0.5001
@@ -333,7 +333,7 @@ def test_threshold_for_rate_and_rates_on_a_small_case():
 
 def test_malformed_pairs_file_is_refused(tmp_path):
     from recognizer.errors import FaceToolError
-    from recognizer.verification import read_pairs
+    from recognizer.evaluation.verification import read_pairs
 
     with pytest.raises(FaceToolError, match="first line"):
         read_pairs(_write(tmp_path / "p.txt", "a 1 2\n"), tmp_path)

@@ -23,7 +23,7 @@ def test_random_weights_whole_path_gives_512d_unit_vectors(data, detector, facen
 def test_state_dict_file_loads_back_to_identical_outputs(data, detector, facenet_random, tmp_path):
     import torch
 
-    from recognizer.embed import FacenetEmbedder
+    from recognizer.embedding.backbones import FacenetEmbedder
 
     path = tmp_path / "weights.pt"
     torch.save(facenet_random.module.state_dict(), path)
@@ -44,7 +44,7 @@ def _faces(data, detector, rel):
 
 
 def test_crop_is_standardised_for_facenet():
-    from recognizer.embed import FacenetEmbedder
+    from recognizer.embedding.backbones import FacenetEmbedder
 
     crops = np.full((1, 160, 160, 3), 255, np.uint8)
     t = FacenetEmbedder.standardize(crops)

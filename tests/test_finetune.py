@@ -25,8 +25,8 @@ FR = "face_recognition-examples"
 
 @pytest.fixture(scope="module")
 def facenet_model(tmp_path_factory, data):
-    from recognizer.finetuning import FinetuneOptions, finetune
-    from recognizer.train import TrainSettings
+    from recognizer.training.run import FinetuneOptions, finetune
+    from recognizer.training.loop import TrainSettings
 
     d = tmp_path_factory.mktemp("ft-facenet") / "model"
     opts = FinetuneOptions(backbone="facenet", weights="random", settings=TrainSettings(epochs=12, patience=100, seed=3))
@@ -53,9 +53,9 @@ def test_random_facenet_training_loss_falls_well_below_chance(facenet_model):
 def test_only_unfrozen_blocks_change_and_frozen_ones_are_bit_identical(facenet_model):
     import torch
 
-    from recognizer.checkpoint import load_finetuned
-    from recognizer.embed import FacenetEmbedder
-    from recognizer.model import load_config
+    from recognizer.training.checkpoint import load_finetuned
+    from recognizer.embedding.backbones import FacenetEmbedder
+    from recognizer.config import load_config
 
     d, _ = facenet_model
     cfg = load_config(d)
@@ -75,8 +75,8 @@ def test_only_unfrozen_blocks_change_and_frozen_ones_are_bit_identical(facenet_m
 def test_checkpoint_is_safe_to_load_and_named_by_its_hash(facenet_model):
     import torch
 
-    from recognizer.model import load_config
-    from recognizer.atomic import sha256_file
+    from recognizer.config import load_config
+    from gallery.atomic import sha256_file
 
     d, report = facenet_model
     cfg = load_config(d)
@@ -154,8 +154,8 @@ def test_person_enrolled_after_finetuning_is_identified_and_kept_by_a_rerun(sfac
 
 def test_run_is_repeatable_with_a_seed(data, tmp_path):
     """Same seed, same cached features: the same curves and the same head, bit for bit."""
-    from recognizer.finetuning import FinetuneOptions, finetune
-    from recognizer.train import TrainSettings
+    from recognizer.training.run import FinetuneOptions, finetune
+    from recognizer.training.loop import TrainSettings
 
     runs = []
     for i in range(2):
@@ -167,7 +167,7 @@ def test_run_is_repeatable_with_a_seed(data, tmp_path):
 
 
 def test_split_is_stratified_saved_and_reused_without_val(data, tmp_path):
-    from recognizer.dataset import SPLIT_FILE, load_split
+    from recognizer.training.dataset import SPLIT_FILE, load_split
 
     src = data / "5-celebrity-faces/train"
     for person in ("madonna", "elton_john", "ben_afflek"):
@@ -185,9 +185,9 @@ def test_split_is_stratified_saved_and_reused_without_val(data, tmp_path):
 
 
 def test_trunk_cache_matches_recomputation_and_is_keyed_by_weights(data, detector, tmp_path):
-    from recognizer.embed import FacenetEmbedder
+    from recognizer.embedding.backbones import FacenetEmbedder
     from recognizer.image import load_image
-    from recognizer.trunk import N_VIEWS, SplitNet, TrunkCache
+    from recognizer.training.trunk import N_VIEWS, SplitNet, TrunkCache
 
     img = load_image(data / FR / "group/barack_obama+joe_biden__two_people.jpg")
     emb = FacenetEmbedder("random", seed=0)
@@ -208,7 +208,7 @@ def test_trunk_cache_matches_recomputation_and_is_keyed_by_weights(data, detecto
 
 
 def test_unfreeze_option_is_validated():
-    from recognizer.trunk import parse_unfreeze
+    from recognizer.training.trunk import parse_unfreeze
 
     assert parse_unfreeze("block8,repeat_3") == ("repeat_3", "block8", "last_linear", "last_bn")
     with pytest.raises(ValueError, match="logits"):

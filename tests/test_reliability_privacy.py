@@ -35,7 +35,7 @@ def model(tmp_path, data, fast_open):
 
 
 def test_model_directory_is_owner_only(model):
-    from recognizer.checkpoint import save_checkpoint
+    from recognizer.training.checkpoint import save_checkpoint
 
     save_checkpoint(model / "checkpoint.pt", {"head": {}})  # what finetune.py writes
     n = assert_private(model)
@@ -103,7 +103,7 @@ def test_removing_a_person_deletes_their_crops_from_the_cache(tmp_path, data):
         return {p.name.split("-")[0] for p in (tmp_path / "crops").rglob("*.npz")}
 
     assert kit | rose <= cached()
-    assert rec.remove_person("kit") == 3
+    assert rec.remove("kit") == 3
     assert cached() & kit == set() and rose <= cached()
 
 

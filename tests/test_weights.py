@@ -1,4 +1,4 @@
-"""Tests for recognizer.weights against a real HTTP server on 127.0.0.1.
+"""Tests for recognizer.embedding.weights against a real HTTP server on 127.0.0.1.
 
 Nothing here touches the internet: every URL points at the local server (or a
 closed local port), and the registry of known weights is monkeypatched.
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from recognizer import weights as W
-from recognizer.detect import torch_threads
+from recognizer.detection.mtcnn import torch_threads
+from recognizer.embedding import weights as W
 from recognizer.errors import WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,7 +317,7 @@ def test_corrupt_cached_file_refused(registry, tmp_path):
 
 def test_tofu_records_and_verifies(registry, small, tmp_path, caplog):
     cache = tmp_path / "cache"
-    with caplog.at_level(logging.WARNING, logger="recognizer.weights"):
+    with caplog.at_level(logging.WARNING, logger="recognizer.embedding.weights"):
         path = W.resolve_weights("tofu", cache)
     assert "no published checksum" in caplog.text
     record = cache / "tofu.pt.sha256"
@@ -335,7 +335,7 @@ def test_tofu_trusts_existing_file_and_records_it(registry, small, tmp_path, cap
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "tofu.pt").write_bytes(small["bytes"])  # e.g. downloaded earlier by facenet-pytorch
-    with caplog.at_level(logging.WARNING, logger="recognizer.weights"):
+    with caplog.at_level(logging.WARNING, logger="recognizer.embedding.weights"):
         assert W.resolve_weights("tofu", cache, download=False) == cache / "tofu.pt"
     assert "trusting" in caplog.text
     assert (cache / "tofu.pt.sha256").read_text().split()[0] == small["sha256"]
@@ -425,7 +425,7 @@ def test_real_registry_shape():
 _RANDOM_SCRIPT = """
 import hashlib, sys, torch
 torch.set_num_threads(1)
-from recognizer.weights import build_inception_resnet
+from recognizer.embedding.weights import build_inception_resnet
 model, tag = build_inception_resnet("random", seed=int(sys.argv[1]))
 digest = hashlib.sha256()
 for name, value in model.state_dict().items():

@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import io
 import logging
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recognizer.errors import GalleryError, ImageError, InvalidNameError
+from recognizer import GalleryError, ImageError, InvalidNameError, PersonExists, PersonNotFound, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +163,12 @@ class BodyLimit:
 
 
 def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
-    """The ASGI app serving `recognizer` (an opened `recognizer.Recognizer`)."""
+    """The ASGI app serving `recognizer` (an opened `recognizer.Recognizer`).
+
+    Photos over `settings.max_pixels` are refused: the server lowers the recognizer's own limit
+    to it, and checks each upload's header against it before any decoding.
+    """
+    recognizer.max_pixels = min(recognizer.max_pixels, settings.max_pixels)
     model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     async def on_model_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -174,7 +178,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         model_worker.shutdown(wait=True)
-        recognizer.gallery.close()
+        recognizer.close()
 
     app = FastAPI(
         title="facetool",
@@ -195,6 +199,14 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     @app.exception_handler(ImageError)
     async def bad_image(request: Request, exc: ImageError) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(PersonNotFound)
+    async def no_such_person(request: Request, exc: PersonNotFound) -> JSONResponse:
+        return _error(404, f"no person named {exc.name!r} is enrolled")
+
+    @app.exception_handler(PersonExists)
+    async def person_exists(request: Request, exc: PersonExists) -> JSONResponse:
+        return _error(409, f"cannot rename {exc.old!r} to {exc.new!r}: {exc.new!r} is already enrolled")
 
     @app.exception_handler(GalleryError)
     async def gallery_error(request: Request, exc: GalleryError) -> JSONResponse:
@@ -276,32 +288,24 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             raise ApiError(413, f"{name}: {w}x{h} pixels is over the limit of {settings.max_pixels} pixels")
 
     def identify_bytes(name: str, data: bytes, threshold: float | None, annotate: bool) -> tuple[dict, bytes | None]:
-        from recognizer.image import decode
-
-        image = decode(data, name, settings.max_pixels)
-        result = recognizer.identify(image, threshold=threshold)
+        try:
+            result = recognizer.identify(data, threshold=threshold)
+        except ImageError as exc:  # named after the upload, as the client knows it
+            raise ImageError(name, exc.reason) from None
         result.photo = name
         png = None
         if annotate:
-            from recognizer.annotate import annotate as draw
-
             buf = io.BytesIO()
-            draw(image, result).save(buf, format="PNG")
+            result.annotated(data).save(buf, format="PNG")
             png = buf.getvalue()
         return result.to_dict(), png
 
     def enroll_uploads(name: str, uploads: list[tuple[str, bytes, str]]) -> dict:
-        # Uploads go to a private temporary folder under names of our own (never the client's),
-        # and are deleted as soon as they are enrolled: the gallery keeps embeddings, not photos.
-        with tempfile.TemporaryDirectory(prefix="facetool-upload-") as tmp:
-            paths = []
-            for i, (_, data, suffix) in enumerate(uploads):
-                path = Path(tmp) / f"{i:04d}{suffix}"
-                path.write_bytes(data)
-                paths.append(path)
-            report = recognizer.enroll(name, paths, labels=[u[0] for u in uploads])
+        # The photos are enrolled from memory and never written to disk: the gallery keeps
+        # embeddings, not photos, and records the client's file name as each face's source.
+        report = recognizer.enroll(name, [u[1] for u in uploads], labels=[u[0] for u in uploads])
         out = report.to_dict()
-        out["enrolled"] = recognizer.gallery.people().get(report.name, 0)
+        out["enrolled"] = recognizer.people().get(report.name, 0)
         return out
 
     # ---- routes --------------------------------------------------------------------------
@@ -343,7 +347,7 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     @app.get("/people", summary="Enrolled people and how many faces each has")
     async def people(request: Request) -> dict:
         check_read(request)
-        return {"people": await run_in_threadpool(recognizer.gallery.people)}
+        return {"people": await run_in_threadpool(recognizer.people)}
 
     @app.post(
         "/people/{name:path}/photos",
@@ -352,30 +356,16 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         openapi_extra=multipart_doc(many=True),
     )
     async def enroll(request: Request, name: str) -> dict:
-        from gallery import validate_name
-
         check_token(request)
         name = validate_name(name)
         uploads = await uploaded_images(request)
         return await on_model_thread(enroll_uploads, name, uploads)
 
-    def known(name: str) -> str:
-        from gallery import validate_name
-
-        name = validate_name(name)
-        if name not in recognizer.gallery.people():
-            raise ApiError(404, f"no person named {name!r} is enrolled")
-        return name
-
     @app.delete("/people/{name:path}", summary="Remove a person and all their faces")
     async def remove(request: Request, name: str) -> dict:
         check_token(request)
-
-        def work() -> dict:
-            person = known(name)
-            return {"removed": person, "faces": recognizer.remove_person(person)}
-
-        return await run_in_threadpool(work)
+        person = validate_name(name)
+        return {"removed": person, "faces": await run_in_threadpool(recognizer.remove, person)}
 
     @app.patch(
         "/people/{name:path}",
@@ -384,8 +374,6 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}}},
     )
     async def rename(request: Request, name: str) -> dict:
-        from gallery import validate_name
-
         check_token(request)
         try:
             body = await request.json()
@@ -394,14 +382,8 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
             raise ApiError(422, 'send a JSON body {"name": "new name"}')
         new = validate_name(body["name"])
-
-        def work() -> dict:
-            old = known(name)
-            if new != old and new in recognizer.gallery.people():
-                raise ApiError(409, f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
-            recognizer.gallery.rename_person(old, new)
-            return {"renamed": old, "to": new}
-
-        return await run_in_threadpool(work)
+        old = validate_name(name)
+        await run_in_threadpool(recognizer.rename, old, new)
+        return {"renamed": old, "to": new}
 
     return BodyLimit(app, settings.max_upload_bytes)

@@ -47,9 +47,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
-    from recognizer.image import list_images
-    from recognizer.cache import CropCache
-    from recognizer.recognizer import Recognizer
+    import recognizer
 
     actions = sum(bool(x) for x in (folder, list_people, remove, rename))
     if actions != 1:
@@ -64,11 +62,20 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         enroll_on_ray(model_dir, name, folder, backbone, weights_dir, gallery, ray_address, out_path, workers, no_cache,
                       as_json)
         return
-    files = list_images(folder) if folder else []  # before creating a model: a typo makes nothing
-    rec = Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=bool(folder),
-                          cache=None if no_cache else CropCache(), gallery=gallery)
+    files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
+    if folder:
+        rec = recognizer.create(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache,
+                                gallery=gallery)
+    else:
+        rec = recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache,
+                              gallery=gallery)
+    with rec:
+        _run(rec, name, files, folder, list_people, remove, rename, as_json)
+
+
+def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None:
     if list_people:
-        people = rec.gallery.people()
+        people = rec.people()
         if as_json:
             click.echo(json.dumps({"people": people}, indent=2))
         else:
@@ -76,11 +83,11 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
                 click.echo(f"{count:5d}  {person}")
         return
     if remove:
-        n = rec.remove_person(remove)
+        n = rec.remove(remove)
         click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
         return
     if rename:
-        rec.gallery.rename_person(*rename)
+        rec.rename(*rename)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
     if not files:
@@ -93,18 +100,19 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         if f.status != "added":
             click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
     click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
-               f"{rec.gallery.people().get(report.name, 0)} enrolled in total")
+               f"{rec.people().get(report.name, 0)} enrolled in total")
 
 def enroll_on_ray(model_dir, name, folder, backbone, weights_dir, gallery, address, out_path, workers, no_cache, as_json):
     import tempfile
     from pathlib import Path
 
-    from recognizer.bulk import enroll_bulk
+    import recognizer
 
     with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp:
         out = Path(out_path) if out_path else Path(tmp) / "outcomes.jsonl"
-        summary = enroll_bulk(model_dir, name, [folder], out, address=address, workers=workers, weights_dir=weights_dir,
-                              gallery=gallery, use_cache=not no_cache, progress=not as_json, backbone=backbone)
+        summary = recognizer.enroll_bulk(model_dir, name, [folder], out, address=address, workers=workers,
+                                         weights_dir=weights_dir, gallery=gallery, use_cache=not no_cache,
+                                         progress=not as_json, backbone=backbone)
         with open(out, encoding="utf-8") as fh:
             files = [json.loads(line) for line in fh]
     added = sum(f["status"] in ("added", "several faces") for f in files)

@@ -39,9 +39,7 @@ def main(model_dir, data_dir, unknown_dir, pairs_file, pairs_root, out_dir, as_j
     setup_logging(verbose)
     import json
 
-    from recognizer.cache import CropCache
-    from recognizer.evaluate_model import EvaluationOptions, evaluate_model
-    from recognizer.evaluate_model import set_threshold as store_threshold
+    import recognizer
 
     if data_dir is None and not pairs_file:
         raise click.UsageError("give DATA_DIR, --pairs FILE, or both")
@@ -49,24 +47,19 @@ def main(model_dir, data_dir, unknown_dir, pairs_file, pairs_root, out_dir, as_j
         raise click.UsageError("--pairs needs --pairs-root")
     if set_threshold and data_dir is None:
         raise click.UsageError("--set-threshold needs DATA_DIR: the threshold is chosen on its open-set figures")
-    opts = EvaluationOptions(unknown_dir=unknown_dir, pairs_file=pairs_file, pairs_root=pairs_root, target_fpir=target_fpir,
-                             holdout_share=holdout, progress=not quiet and not as_json)
-    rep = evaluate_model(model_dir, data_dir, opts, cache=None if no_cache else CropCache())
+    rep = recognizer.evaluate(model_dir, data_dir, unknown_dir=unknown_dir, pairs_file=pairs_file, pairs_root=pairs_root,
+                              target_fpir=target_fpir, holdout=holdout, cache=not no_cache, progress=not quiet and not as_json)
     if set_threshold:
         if rep.open is None:
             raise click.ClickException("no open-set figures, so no threshold to set (see the notes with --json)")
-        store_threshold(model_dir, rep.open.recommended_threshold)
+        recognizer.set_threshold(model_dir, rep.open.recommended_threshold)
         rep.threshold_set = rep.open.recommended_threshold
     if out_dir:
-        from recognizer.report import write_report
-
-        write_report(rep, out_dir)
+        rep.write(out_dir)
     if as_json:
         click.echo(json.dumps(rep.to_dict(), indent=2))
         return
-    from recognizer.report import render_markdown
-
-    click.echo(render_markdown(rep))
+    click.echo(rep.markdown())
 
 
 if __name__ == "__main__":

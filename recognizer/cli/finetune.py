@@ -26,40 +26,31 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int, help="Makes a run repeatable.")
 @click.option("--patience", default=8, show_default=True, type=click.IntRange(1, 10000), help="Epochs without a better val loss before stopping.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="CPU threads for torch. 1 is the default because, on a 2-core machine shared with other work, "
-                   "2 threads made MTCNN detection 20x slower (spin-waiting threads); raise it on an idle machine.")
+              help="CPU threads for torch. 1 by default: on a small machine shared with other work, more threads "
+                   "wait on each other and slow detection down; raise it on an idle machine.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Crop and trunk caches (default ~/.cache/facetool).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, seed, patience, threads, cache_dir, as_json, quiet) -> None:
     import json
     import logging
-    from pathlib import Path
 
     from recognizer.cli._options import passive_openmp
 
     passive_openmp()
     import torch
 
-    from recognizer.cache import CropCache
-    from recognizer.errors import FaceToolError
-    from recognizer.finetuning import FinetuneOptions, finetune
-    from recognizer.train import TrainSettings
+    import recognizer
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     torch.set_num_threads(threads)
     if backbone == "sface" and unfreeze:
         raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
-    opts = FinetuneOptions(
-        backbone=backbone, weights=weights, weights_dir=weights_dir, unfreeze=unfreeze,
-        settings=TrainSettings(epochs=epochs, seed=seed, patience=patience),
-        crop_cache=CropCache(Path(cache_dir) / "crops") if cache_dir else None,
-        trunk_cache_dir=str(Path(cache_dir) / "trunk") if cache_dir else None,
-        progress=not quiet and not as_json,
-    )
     try:
-        report = finetune(data_dir, model_dir, opts)
-    except (FaceToolError, ValueError) as exc:
+        report = recognizer.finetune(data_dir, model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir,
+                                     unfreeze=unfreeze, epochs=epochs, seed=seed, patience=patience, cache_dir=cache_dir,
+                                     progress=not quiet and not as_json)
+    except (recognizer.FaceToolError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -43,9 +43,7 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_ca
     """Identify the faces in each PHOTO (folders are expanded to their images)."""
     passive_openmp()
     setup_logging(verbose)
-    from recognizer.image import expand_inputs
-    from recognizer.cache import CropCache
-    from recognizer.recognizer import Recognizer
+    import recognizer
 
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise click.BadParameter(f"{threshold} is not a cosine similarity in [-1, 1]", param_hint="--threshold")
@@ -58,8 +56,8 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_ca
         return
     if out_path or workers:
         raise click.UsageError("--out and --workers go with --ray")
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None if no_cache else CropCache(), gallery=gallery)
-    files = expand_inputs(list(inputs), recursive=True)
+    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache, gallery=gallery)
+    files = recognizer.expand_inputs(list(inputs), recursive=True)
     if not files:
         raise click.ClickException(f"no image files found in {', '.join(inputs)}")
     out_path = Path(annotate_out) if annotate_out else None
@@ -73,10 +71,8 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_ca
         if res.error:
             failed += 1
         if out_path is not None and res.error is None:
-            from recognizer.annotate import annotate
-
             target = out_path / (Path(res.photo).stem + ".png") if several else out_path
-            annotate(res.photo, res).save(target)
+            res.annotated().save(target)
         if not as_json:
             if res.error:
                 click.echo(f"{res.photo}: error: {res.error}")
@@ -93,12 +89,13 @@ def identify_on_ray(model_dir, inputs, out_path, address, workers, threshold, we
     without --out)."""
     import tempfile
 
-    from recognizer.bulk import identify_bulk
+    import recognizer
 
     with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp:
         out = Path(out_path) if out_path else Path(tmp) / "results.jsonl"
-        summary = identify_bulk(model_dir, list(inputs), out, address=address, workers=workers, threshold=threshold,
-                                weights_dir=weights_dir, gallery=gallery, use_cache=not no_cache, progress=progress)
+        summary = recognizer.identify_bulk(model_dir, list(inputs), out, address=address, workers=workers,
+                                           threshold=threshold, weights_dir=weights_dir, gallery=gallery,
+                                           use_cache=not no_cache, progress=progress)
         if summary.done_before:
             click.echo(f"{out}: {summary.done_before} photo(s) were already done; analysed {summary.processed}",
                        err=True)

@@ -44,16 +44,16 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
         raise click.UsageError("--protect-reads needs a token (--token or FACETOOL_TOKEN)")
     import uvicorn
 
-    from recognizer.recognizer import Recognizer
+    import recognizer
     from web.app import Settings, create_app
 
     # No crop cache: it would keep detections and face crops of every uploaded photo on disk,
     # strangers' included.
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir, cache=None, gallery=gallery)
+    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=False, gallery=gallery)
     settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
     app = create_app(rec, settings)
     click.echo(
-        f"serving {model_dir} ({rec.config.backbone}, {len(rec.gallery.people())} people) on http://{host}:{port}/ ; "
+        f"serving {model_dir} ({rec.config.backbone}, {len(rec.people())} people) on http://{host}:{port}/ ; "
         f"changes {'need the token' if token else 'are disabled (no token)'}"
         + ("; reads need the token" if protect_reads else ""),
         err=True,

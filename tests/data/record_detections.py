@@ -38,11 +38,11 @@ def photos(root: Path) -> list[Path]:
 
 
 def main() -> None:
-    from recognizer.detect import Detector
+    from recognizer.detection.mtcnn import Detector
 
     root = data_dir()
     det = Detector()
-    out = {"settings": "facenet-pytorch MTCNN defaults of recognizer.detect before the speed work", "photos": {}}
+    out = {"settings": "facenet-pytorch MTCNN defaults of recognizer.detection.mtcnn before the speed work", "photos": {}}
     for p in photos(root):
         faces = det.detect(p)
         out["photos"][p.relative_to(root).as_posix()] = [[round(float(v), 1) for v in f.box] for f in faces]

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from recognizer.atomic import atomic_write
+from gallery.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _make_tail(net, blocks: Sequence[str], trainable: Sequence[str]):
         def train(self, mode: bool = True):
             # Frozen blocks stay in eval mode even while training, so their BatchNorm statistics
             # are never updated; dropout follows the training mode. The unfrozen blocks train
-            # fully, BatchNorm included (see `recognizer.train.recalibrate_batchnorm`).
+            # fully, BatchNorm included (see `recognizer.training.loop.recalibrate_batchnorm`).
             self.training = mode
             for name, module in self.parts.items():
                 module.train(mode and (name in self.trainable or name == "dropout"))
@@ -147,7 +147,7 @@ class SplitNet:
         """Unit embeddings of cached trunk features, with the tail in eval mode."""
         import torch
 
-        from recognizer.embed import l2_normalize
+        from recognizer.embedding.backbones import l2_normalize
 
         was = self.tail.training
         self.tail.eval()

@@ -1,5 +1,5 @@
 """Atomic, durable file writes (a temp file beside the target, fsynced, then renamed over it),
-and file checksums.
+and file checksums; the gallery's and, since it sits below, the recognizer's.
 
 Readers and a crash at any moment see the old file or the new one, never half of one. Files are
 owner-only (0600) by default, since what this tool saves is mostly biometric data.
@@ -16,11 +16,17 @@ from typing import Any, BinaryIO, Iterator
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: int = 0o600) -> Iterator[BinaryIO]:
-    """Yield a binary file; on a clean exit it replaces `path`, on an error it is removed."""
+def atomic_write(path: str | os.PathLike, mode: int = 0o600, *, tmp_prefix: str | None = None,
+                 sync_dir: bool = False) -> Iterator[BinaryIO]:
+    """Yield a binary file; on a clean exit it replaces `path`, on an error it is removed.
+
+    `tmp_prefix` names the temporary file (default `.<name>.`), for an owner that sweeps up the
+    leftovers of a crash by name; `sync_dir` also makes the rename itself durable.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix = f".{path.name}." if tmp_prefix is None else tmp_prefix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -31,10 +37,13 @@ def atomic_write(path: str | os.PathLike, mode: int = 0o600) -> Iterator[BinaryI
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    with atomic_write(path) as fh:
+def write_json_atomic(path: str | os.PathLike, obj: Any, **options: Any) -> None:
+    """`obj` as indented JSON with sorted keys, written with `atomic_write(path, **options)`."""
+    with atomic_write(path, **options) as fh:
         fh.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
 
 

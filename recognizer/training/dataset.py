@@ -10,12 +10,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gallery.atomic import write_json_atomic
 from recognizer.errors import FaceToolError
-from recognizer.atomic import write_json_atomic
+from recognizer.image import list_images
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SPLIT_FILE = "split.json"
 
 
@@ -42,13 +42,13 @@ class Split:
 
 
 def list_people(folder: Path) -> LabelledSet:
-    """Every image under folder/<person>/, sorted, labelled by its folder name."""
+    """Every image under folder/<person>/ (the files enroll reads from a folder), sorted, labelled
+    by its folder name."""
     out = LabelledSet()
     for person_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(person_dir.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                out.paths.append(str(f))
-                out.labels.append(person_dir.name)
+        for f in list_images(person_dir):
+            out.paths.append(str(f))
+            out.labels.append(person_dir.name)
     return out
 
 

@@ -1,8 +1,9 @@
-"""What each decider (classifier, kNN vote, combined) says about faces, and its closed-set scores.
+"""What each decider (classifier, kNN vote, combined) says about a batch of faces: `decide`.
 
-`decide` is the one place the three deciders are run over a batch of faces; `finetune.py`'s
-end-of-training report and `evaluate.py` (closed set here, open set in `recognizer.openset`) both
-score its output, so the figures they print are the same computation.
+`decide` is the one place the three deciders are run over a batch of faces: `identify` names
+faces with it, and `finetune.py`'s end-of-training report and `evaluate.py` (closed set in
+`recognizer.evaluation.closed_set`, open set in `recognizer.evaluation.open_set`) score its
+output, so the figures they print describe what identify does.
 
 Each decider gives, per face, a score for every person (the `scores` matrix: classifier
 probability, kNN vote share, combined score of `recognizer.combine`) and a name: the person with
@@ -11,20 +12,17 @@ the highest score, ties going to the higher similarity and then to the name, the
 threshold: the cosine similarity to the named person's closest face among the k neighbours, 0
 when none of them is theirs. The classifier alone is held to the same rule, so it cannot make a
 stranger look familiar either.
-
-Closed set: every face is someone the model knows, so no threshold applies.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
+from gallery.base import rank_key
 from recognizer.combine import combine
 
 DECIDERS = ("classifier", "knn", "combined")
-TOP_K = (1, 3)
 
 
 @dataclass
@@ -48,7 +46,7 @@ class Decisions:
         """Candidates of face i, best first (people with a score of 0 are not candidates)."""
         s, sim = self.scores[decider][i], self.neighbour_similarity[i]
         cand = [j for j in range(len(self.people)) if s[j] > 0]
-        cand.sort(key=lambda j: (s[j], sim[j], self.people[j]), reverse=True)
+        cand.sort(key=lambda j: rank_key(s[j], sim[j], self.people[j]), reverse=True)
         return [self.people[j] for j in cand]
 
 
@@ -91,69 +89,3 @@ def decide(gallery, classifier, embeddings: np.ndarray, *, k: int, model_id: str
     for d, names in out.names.items():
         out.similarity[d] = np.array([nsim[i, col[p]] if p is not None else 0.0 for i, p in enumerate(names)])
     return out
-
-
-@dataclass
-class ClosedSetScores:
-    labels: list[str]
-    predictions: dict[str, list[str | None]] = field(default_factory=dict)  # decider -> name per face
-    top_k: dict[str, dict[int, float]] = field(default_factory=dict)  # decider -> {k: share of faces with the truth in the top k}
-
-    def accuracy(self, decider: str) -> float:
-        pred = self.predictions[decider]
-        return float(np.mean([p == t for p, t in zip(pred, self.labels)])) if self.labels else 0.0
-
-    def classification_report(self, decider: str) -> dict:
-        """scikit-learn's per-person precision, recall, f1 and support (as a dict)."""
-        from sklearn.metrics import classification_report
-
-        if not self.labels:
-            return {}
-        pred = [p if p is not None else "(none)" for p in self.predictions[decider]]
-        return classification_report(self.labels, pred, labels=sorted(set(self.labels)), output_dict=True, zero_division=0)
-
-    def confusion(self, decider: str) -> tuple[list[str], np.ndarray]:
-        """(names, matrix): rows are the true person, columns the answer (other names included)."""
-        from sklearn.metrics import confusion_matrix
-
-        pred = [p if p is not None else "(none)" for p in self.predictions[decider]]
-        names = sorted(set(self.labels)) + sorted(set(pred) - set(self.labels))
-        return names, confusion_matrix(self.labels, pred, labels=names) if self.labels else np.zeros((0, 0), int)
-
-    def to_dict(self) -> dict:
-        out: dict = {"n": len(self.labels)}
-        for d in self.predictions:
-            correct = sum(p == t for p, t in zip(self.predictions[d], self.labels))
-            out[d] = {"accuracy": round(self.accuracy(d), 4), "correct": int(correct),
-                      "top_k": {str(k): round(v, 4) for k, v in self.top_k[d].items()},
-                      "per_person": _rounded(self.classification_report(d))}
-        return out
-
-
-def closed_set_from_decisions(decisions: Decisions, labels: Sequence[str], top_k: Sequence[int] = TOP_K) -> ClosedSetScores:
-    labels = [str(x) for x in labels]
-    if len(labels) != len(decisions):
-        raise ValueError(f"{len(labels)} labels for {len(decisions)} faces")
-    result = ClosedSetScores(labels)
-    for d in decisions.deciders:
-        result.predictions[d] = list(decisions.names[d])
-        ranks = [decisions.ranking(d, i) for i in range(len(labels))]
-        result.top_k[d] = {k: float(np.mean([t in r[:k] for t, r in zip(labels, ranks)])) if labels else 0.0 for k in top_k}
-    return result
-
-
-def closed_set_scores(gallery, classifier, embeddings: np.ndarray, labels: Sequence[str], *, k: int, model_id: str,
-                      top_k: Sequence[int] = TOP_K) -> ClosedSetScores:
-    """Predictions, accuracy and top-k accuracy of each decider for unit `embeddings` of faces named `labels`.
-
-    `classifier` may be None (a model that was never finetuned): then only the kNN vote is scored.
-    """
-    return closed_set_from_decisions(decide(gallery, classifier, embeddings, k=k, model_id=model_id), labels, top_k)
-
-
-def _rounded(obj):
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    if isinstance(obj, float):
-        return round(obj, 4)
-    return obj

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from recognizer.detect import Face, crop_aligned, crop_facenet
+from recognizer.detection.mtcnn import Face, crop_aligned, crop_facenet
 from recognizer.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,6 @@ class Embedder(ABC):
         out = [self._embed_batch(arr[i : i + self.batch_size]) for i in range(0, len(arr), self.batch_size)]
         return l2_normalize(np.concatenate(out, axis=0))
 
-    def describe(self) -> dict:
-        return {"backbone": self.name, "dim": self.dim, "model_id": self.model_id}
-
 
 class FacenetEmbedder(Embedder):
     """Inception-ResNet-v1 from facenet-pytorch.
@@ -108,7 +105,7 @@ class FacenetEmbedder(Embedder):
     ) -> None:
         import torch
 
-        from recognizer.weights import build_inception_resnet
+        from recognizer.embedding.weights import build_inception_resnet
 
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, not {engine!r}")

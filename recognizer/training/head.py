@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from recognizer.embed import l2_normalize
+from recognizer.embedding.backbones import l2_normalize
 
 MIN_SCALE, MAX_SCALE = 1.0, 64.0
 
@@ -52,7 +52,7 @@ def class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
 class CosineClassifier(ClassifierMixin, BaseEstimator):
     """scikit-learn estimator over unit embeddings: `fit(X, y)`, `predict_proba(X)` (columns follow `classes_`).
 
-    `fit` trains the head alone with the same loop `finetune.py` uses (see `recognizer.train`);
+    `fit` trains the head alone with the same loop `finetune.py` uses (see `recognizer.training.loop`);
     a head trained jointly with the network's tail is wrapped with `from_head`.
     """
 
@@ -66,7 +66,7 @@ class CosineClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: Sequence) -> "CosineClassifier":
         from torch import nn
 
-        from recognizer.train import TrainSettings, train
+        from recognizer.training.loop import TrainSettings, train
 
         X = l2_normalize(np.asarray(X, np.float32))
         self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from recognizer.atomic import atomic_write
+from gallery.atomic import atomic_write
 from recognizer.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> str:
     """Write atomically (temp file, fsync, rename); returns the file's sha256."""
     import torch
 
-    from recognizer.atomic import sha256_file
+    from gallery.atomic import sha256_file
 
     with atomic_write(path) as fh:
         torch.save({"format": FORMAT, **payload}, fh)
@@ -62,9 +62,9 @@ def load_finetuned(model_dir: str | Path, cfg, weights_dir: str | Path | None = 
     The embedder's model id is recomputed from the base weights and the checkpoint file, so
     `Recognizer.open` notices when either changed since the gallery was built.
     """
-    from recognizer.embed import FacenetEmbedder, SFaceEmbedder
-    from recognizer.head import CosineClassifier
-    from recognizer.atomic import sha256_file
+    from recognizer.embedding.backbones import FacenetEmbedder, SFaceEmbedder
+    from recognizer.training.head import CosineClassifier
+    from gallery.atomic import sha256_file
 
     path = Path(model_dir) / cfg.checkpoint
     ckpt = read_checkpoint(path)

@@ -11,7 +11,7 @@ each photo). Figures, as published for LFW so a backbone can be compared with th
   (the lowest one when several tie) classifies the fold's pairs (same when similarity >= t);
   mean and standard deviation over folds.
 - TAR at FAR: the share of matched pairs accepted at the smallest threshold that accepts at most
-  FAR of the mismatched pairs (`recognizer.openset.threshold_for_rate`, the same rule as the
+  FAR of the mismatched pairs (`recognizer.evaluation.open_set.threshold_for_rate`, the same rule as the
   open-set recommendation).
 
 Pairs whose photo is missing, unreadable or has no detectable face are listed and left out.
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from recognizer.errors import FaceToolError
-from recognizer.openset import threshold_for_rate
+from recognizer.evaluation.open_set import threshold_for_rate
 
 FARS = (1e-2, 1e-3)
 

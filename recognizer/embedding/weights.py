@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recognizer.atomic import fsync_dir, sha256_file
+from gallery.atomic import fsync_dir, sha256_file
 from recognizer.errors import WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -17,15 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recognizer.atomic import write_json_atomic
-from recognizer.detect import DetectorSettings
+from gallery.atomic import write_json_atomic
+from recognizer.detection.mtcnn import DetectorSettings
 from recognizer.errors import ModelError
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.json"
 GALLERY_DIR = "gallery"
-CHECKPOINT_FILE = "checkpoint.pt"
 # finetune.py writes `gallery-<token>` and `checkpoint-<token>.pt` beside the ones in use, then
 # switches model.json to them in one atomic rename: a crash leaves the old model or the new one.
 GALLERY_NAME = re.compile(r"gallery(-[0-9a-f]{6,64})?")

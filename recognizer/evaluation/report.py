@@ -1,6 +1,6 @@
 """An evaluation written out: REPORT_DIR/report.md (tables, plots linked relatively), report.json, PNGs.
 
-Rendering only: every figure comes from the EvaluationReport (`recognizer.evaluate_model`).
+Rendering only: every figure comes from the EvaluationReport (`recognizer.evaluation.run`).
 Plots use matplotlib's Agg backend (no display needed) and are written atomically.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.atomic import write_json_atomic
+from gallery.atomic import atomic_write, write_json_atomic
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -31,25 +31,21 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    _plt().close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_write(path) as fh:
+            fig.savefig(fh, format="png")
+    finally:
+        _plt().close(fig)
     return path
 
 
 def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path) -> Path:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     plt = _plt()
     size = max(4.0, 0.6 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size, size), dpi=100)
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
     ax.set_xlabel("answer")
     ax.set_ylabel("true person")
     ax.set_title(title)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from recognizer.cache import CropCache
-from recognizer.atomic import write_json_atomic
-from recognizer.model import (
+from gallery.atomic import write_json_atomic
+from recognizer.config import (
     CHECKPOINT_NAME,
     DEFAULT_THRESHOLDS,
     GALLERY_DIR,
@@ -35,7 +35,7 @@ from recognizer.model import (
     load_config,
     save_config,
 )
-from recognizer.train import TrainSettings
+from recognizer.training.loop import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,15 @@ def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool
 
 
 def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions) -> FinetuneReport:
-    from recognizer.checkpoint import finetuned_model_id, save_checkpoint
-    from recognizer.curves import plot_curves
-    from recognizer.dataset import load_split
-    from recognizer.detect import Detector
-    from recognizer.embed import FacenetEmbedder, make_embedder
-    from recognizer.head import CosineClassifier, class_means, make_head
+    from recognizer.training.checkpoint import finetuned_model_id, save_checkpoint
+    from recognizer.training.curves import plot_curves
+    from recognizer.training.dataset import load_split
+    from recognizer.detection.mtcnn import Detector
+    from recognizer.embedding.backbones import FacenetEmbedder, make_embedder
+    from recognizer.training.head import CosineClassifier, class_means, make_head
     from recognizer.pipeline import FacePipeline
-    from recognizer.train import train
-    from recognizer.trunk import SplitNet, TrunkCache, parse_unfreeze
+    from recognizer.training.loop import train
+    from recognizer.training.trunk import SplitNet, TrunkCache, parse_unfreeze
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -195,7 +195,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
         committed = True
         _remove_unused(d, keep={ckpt_name, gallery_name})
 
-        from recognizer.evaluate import closed_set_scores
+        from recognizer.evaluation.closed_set import closed_set_scores
 
         scores = closed_set_scores(gal, classifier, net.embed_features(f_va[:, 0]), y_va, k=cfg.knn_k, model_id=model_id)
         gal.close()
@@ -271,16 +271,13 @@ def _reembed(pipeline, record) -> tuple[np.ndarray | None, str]:
         return None, "the photo changed since it was enrolled"
     if not res.faces:
         return None, "no face found any more"
-    ious = [_iou(np.asarray(record.box, np.float32), f.box) for f in res.faces]
-    best = int(np.argmax(ious))
-    if ious[best] < 0.5:
+    import torch
+    from torchvision.ops import box_iou
+
+    ious = box_iou(torch.tensor([record.box], dtype=torch.float32),
+                   torch.tensor(np.array([f.box for f in res.faces]), dtype=torch.float32))[0]
+    best = int(torch.argmax(ious))
+    if float(ious[best]) < 0.5:
         return None, "the enrolled face was not found again in the photo"
     return pipeline.embedder.embed(res.crops[best : best + 1])[0], ""
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0

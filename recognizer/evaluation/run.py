@@ -1,7 +1,7 @@
 """Evaluate a model directory on labelled photos: the library behind `evaluate.py`.
 
-Closed set (`recognizer.evaluate`), open set (`recognizer.openset`) and verification on pairs
-(`recognizer.verification`) from one pass of detection and embedding per photo. Each photo is
+Closed set (`recognizer.decision`), open set (`recognizer.evaluation.open_set`) and verification on pairs
+(`recognizer.evaluation.verification`) from one pass of detection and embedding per photo. Each photo is
 represented by its largest face, as in `enroll.py` and `finetune.py`; a photo with no detectable
 face is counted and listed in the section it belongs to.
 
@@ -76,7 +76,7 @@ def labelled_photos(data_dir: str | Path, model_dir: str | Path) -> tuple[list[s
     (train/ only), the validation photos finetune.py held out (its split.json); else
     DATA_DIR/<person>/*.
     """
-    from recognizer.dataset import SPLIT_FILE, list_people
+    from recognizer.training.dataset import SPLIT_FILE, list_people
 
     data = Path(data_dir)
     if (data / "val").is_dir():
@@ -121,9 +121,22 @@ class EvaluationReport:
             "undetected": self.undetected, "notes": self.notes, "threshold_set": self.threshold_set,
         }
 
+    def markdown(self) -> str:
+        """The report as Markdown (what `evaluate.py` prints)."""
+        from recognizer.evaluation.report import render_markdown
+
+        return render_markdown(self)
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """report.md, report.json and the plots into `out_dir`; the paths written."""
+        from recognizer.evaluation.report import write_report
+
+        return write_report(self, out_dir)
+
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: EvaluationOptions, cache=None) -> EvaluationReport:
-    from recognizer.evaluate import closed_set_from_decisions, decide
+    from recognizer.decision import decide
+    from recognizer.evaluation.closed_set import closed_set_from_decisions
     from recognizer.recognizer import Recognizer
 
     rec = Recognizer.open(model_dir, cache=cache)
@@ -151,7 +164,7 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: Eva
             report.closed = closed_set_from_decisions(dec, kf.labels)
             report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
         if opts.pairs_file:
-            from recognizer.verification import verify_pairs
+            from recognizer.evaluation.verification import verify_pairs
 
             if not opts.pairs_root:
                 raise FaceToolError("--pairs needs --pairs-root, the folder holding <name>/<name>_0001.jpg")
@@ -163,14 +176,14 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: Eva
 
 
 def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str], opts: EvaluationOptions, report):
-    from recognizer.evaluate import decide
-    from recognizer.openset import open_set_scores
+    from recognizer.decision import decide
+    from recognizer.evaluation.open_set import open_set_scores
 
     cfg = rec.config
     # Labelled people who are not enrolled are strangers to the model: unknown faces too.
     uf_parts = [faces.subset(np.array([lab in strangers for lab in faces.labels], bool))] if strangers else []
     if opts.unknown_dir:
-        from recognizer.dataset import list_people
+        from recognizer.training.dataset import list_people
 
         s = list_people(Path(opts.unknown_dir))
         enrolled = set(rec.gallery.people())
@@ -225,7 +238,7 @@ def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
 
 def set_threshold(model_dir: str | Path, threshold: float) -> None:
     """Store `threshold` in model.json (written atomically: readers see the old or the new file)."""
-    from recognizer.model import load_config, save_config
+    from recognizer.config import load_config, save_config
 
     if not -1.0 <= threshold <= 1.0:
         raise FaceToolError(f"{threshold} is not a cosine similarity in [-1, 1]")

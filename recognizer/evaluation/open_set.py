@@ -1,6 +1,6 @@
 """Open-set identification: strangers must come back unknown, known people must still be named.
 
-A face is named when its decider gives a name whose similarity (see `recognizer.evaluate`) is at
+A face is named when its decider gives a name whose similarity (see `recognizer.decision`) is at
 least the threshold t, else it is unknown. Over faces of people who are not enrolled and faces
 of people who are:
 
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from recognizer.evaluate import Decisions
+from recognizer.decision import Decisions
 
 GRID = 1e-4  # thresholds are recommended on this grid, so model.json holds a readable number
 CURVE_STEP = 0.01  # the curve in report.json is sampled every CURVE_STEP

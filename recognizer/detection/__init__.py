@@ -1,0 +1,1 @@
+"""Finding faces: MTCNN detection (`mtcnn`), with the aligned crops each backbone takes."""
