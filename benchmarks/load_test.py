@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Load test of serve.py: concurrent clients posting photos to identify and to enroll.
 
-    benchmarks/load_test.py [--seconds 60] [--clients 8] [--enroll-every 4]
+    benchmarks/load_test.py [--seconds 60] [--clients 8] [--enroll-every 4] [--hostile 20]
 
 Builds a temporary sface model (Obama and Biden), starts serve.py on a free 127.0.0.1 port and
 runs the clients against it. Every `--enroll-every`th request of a client enrolls a photo under a
 new name, so enrolls run concurrently with identifies. It fails (exit 1) on any error response
 and when GET /people at the end does not hold every enrolment that was reported done.
+With `--hostile N`, the clients run twice: alone (the quiet figure), then alongside N hostile
+clients that open connections and never finish them: headers sent a byte at a time, bodies
+shorter than their Content-Length, bodies dribbled slowly, in turn. It prints the normal
+clients' identify p95 in both runs and their ratio (issue 15 asks for at most 2x).
 Only loopback traffic.
 """
 from __future__ import annotations
@@ -54,7 +58,8 @@ def percentile(values: list[float], q: float) -> float:
 @click.option("--clients", default=8, show_default=True, type=click.IntRange(min=1), help="Concurrent clients.")
 @click.option("--enroll-every", default=4, show_default=True, type=click.IntRange(min=0), help="Every Nth request of a client is an enroll (0: none).")
 @click.option("--seed", default=0, show_default=True, help="Random seed for the choice of photos.")
-def main(seconds: float, clients: int, enroll_every: int, seed: int) -> None:
+@click.option("--hostile", default=0, show_default=True, type=click.IntRange(min=0), help="Slow or unfinished clients alongside, after a quiet run.")
+def main(seconds: float, clients: int, enroll_every: int, seed: int, hostile: int) -> None:
     import httpx
 
     from recognizer.cli._options import passive_openmp
@@ -81,7 +86,8 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int) -> None:
             samples: list[Sample] = []
             reported: dict[str, int] = {}
             lock = threading.Lock()
-            deadline = time.monotonic() + seconds
+            deadline = 0.0
+            phase = 0
 
             def client(k: int) -> None:
                 rng = random.Random(seed * 1000 + k)
@@ -92,7 +98,7 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int) -> None:
                         enroll = enroll_every > 0 and i % enroll_every == 0
                         photo = rng.choice(enroll_photos if enroll else identify_photos)
                         files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
-                        name = f"load-{k}-{i}"
+                        name = f"load-{phase}-{k}-{i}"
                         start = time.perf_counter()
                         try:
                             if enroll:
@@ -109,13 +115,57 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int) -> None:
                             if enroll and ok:
                                 reported[name] = res.json()["added"]
 
-            t_start = time.perf_counter()
-            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t_start
+            def hostile_client(k: int) -> None:
+                """Connections that never finish: each is held until the server cuts it off."""
+                import socket
+
+                port = int(server.url.rsplit(":", 1)[1])
+                body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n\r\n" + b"\xff" * 200_000
+                head = (f"POST /identify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                        f"Content-Length: {len(body) + 1000}\r\n\r\n").encode()
+                i = 0
+                while time.monotonic() < deadline:
+                    i += 1
+                    try:
+                        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                            kind = (k + i) % 3
+                            if kind == 0:  # headers a byte at a time
+                                for b in head:
+                                    s.sendall(bytes([b]))
+                                    time.sleep(0.2)
+                            elif kind == 1:  # a body shorter than announced, then silence
+                                s.sendall(head + body[: len(body) // 2])
+                                s.settimeout(60)
+                                s.recv(1000)
+                            else:  # a body dribbled in small pieces
+                                s.sendall(head)
+                                for start in range(0, len(body), 100):
+                                    s.sendall(body[start : start + 100])
+                                    time.sleep(0.5)
+                    except OSError:
+                        pass  # cut off by the server: what is meant to happen
+
+            def run(n_hostile: int) -> float:
+                nonlocal deadline, phase
+                deadline = time.monotonic() + seconds
+                phase += 1
+                t_start = time.perf_counter()
+                threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+                threads += [threading.Thread(target=hostile_client, args=(k,), daemon=True) for k in range(n_hostile)]
+                for t in threads:
+                    t.start()
+                for t in threads[:clients]:
+                    t.join()
+                return time.perf_counter() - t_start
+
+            quiet_p95 = None
+            if hostile:
+                run(0)
+                quiet = sorted(s.seconds for s in samples if s.ok and s.op == "identify")
+                quiet_p95 = percentile(quiet, 95)
+                print(f"quiet: {len(quiet)} identifies, p95 {1000 * quiet_p95:.0f} ms", file=sys.stderr)
+                samples.clear()
+            wall = run(hostile)
             found = httpx.get(server.url + "/people", timeout=60).json()["people"]
         finally:
             server.stop()
@@ -129,6 +179,12 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int) -> None:
         if times:
             print(f"  {op:8s} n={len(times):4d}  p50 {1000 * percentile(times, 50):7.0f} ms  "
                   f"p95 {1000 * percentile(times, 95):7.0f} ms  max {1000 * times[-1]:7.0f} ms")
+    if quiet_p95 is not None:
+        loaded = sorted(s.seconds for s in samples if s.ok and s.op == "identify")
+        if loaded:
+            p95 = percentile(loaded, 95)
+            print(f"identify p95 of {clients} normal clients: quiet {1000 * quiet_p95:.0f} ms, with {hostile} hostile "
+                  f"clients {1000 * p95:.0f} ms: {p95 / quiet_p95:.2f}x")
     print(f"enrolments reported done: {sum(reported.values())}; found by GET /people: "
           f"{sum(found.get(n, 0) for n in reported)}; lost: {len(lost)}; unexpected: {len(extra)}")
     for s in errors[:10]:

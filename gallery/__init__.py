@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gallery.base import FaceRecord, Gallery, Hit, KnnVote, best_candidate, rank_key, validate_name
+from gallery.base import (FaceRecord, Gallery, Hit, KnnVote, best_candidate, rank_key, refuse_lookalikes,
+                          same_looking, validate_name)
 from gallery.errors import FaceToolError, GalleryError, InvalidNameError, PersonExists, PersonNotFound
 
 
@@ -51,4 +52,5 @@ def open_gallery(path: str | os.PathLike[str], model_id: str | None = None, **op
 
 
 __all__ = ["FaceRecord", "FaceToolError", "Gallery", "GalleryError", "Hit", "InvalidNameError", "KnnVote", "PersonExists",
-           "PersonNotFound", "best_candidate", "create_gallery", "is_uri", "open_gallery", "rank_key", "validate_name"]
+           "PersonNotFound", "best_candidate", "create_gallery", "is_uri", "open_gallery", "rank_key", "refuse_lookalikes",
+           "same_looking", "validate_name"]

@@ -15,6 +15,7 @@ change, never in between.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -51,6 +52,9 @@ CREATE TABLE faces (
 CREATE TABLE vectors (id INTEGER PRIMARY KEY REFERENCES faces(id), vector BLOB NOT NULL);
 CREATE INDEX faces_person ON faces(person, content_hash);
 """
+# One face per photo and person: two processes enrolling the same photo for the same person at
+# once store it once. Created with every new gallery, and by the first change to an older one.
+UNIQUE_PHOTO_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS faces_person_photo ON faces(person, content_hash)"
 
 
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
@@ -115,7 +119,8 @@ class GalleryStore:
         """(Re)load everything from disk. Caller holds the file lock."""
         for stale in self.path.glob(TMP_PREFIX + "*"):
             logger.warning("%s: removing %s left by an interrupted save", self.path, stale.name)
-            stale.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # read-only: nobody can be saving either
+                stale.unlink(missing_ok=True)
         meta_path, db_path, index_path = (self.path / n for n in (META_NAME, DB_NAME, INDEX_NAME))
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -147,7 +152,8 @@ class GalleryStore:
                 # a stale one from a writer killed before its journal became hot. No writer
                 # runs while we hold the lock, and it may hold pages of removed vectors.
                 logger.warning("%s: removing stale %s", self.path, journal.name)
-                journal.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    journal.unlink(missing_ok=True)
         except sqlite3.DatabaseError as e:
             raise self._fail(f"{DB_NAME} is not a readable SQLite database ({e})") from None
         db_gen = int(kv["generation"])
@@ -194,13 +200,24 @@ class GalleryStore:
     # ---- saving -------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, write: bool = True) -> Iterator[None]:
+        """The inter-process lock. On a read-only directory (a read-only mount, someone else's
+        files) nobody can change the gallery, so reads go ahead without it and writes fail
+        with one line saying so."""
         with self._mutex:
             try:
                 self._flock.acquire()
             except Timeout:
                 raise self._fail(f"timed out waiting for the lock {self._flock.lock_file} "
                                  "(another process is changing the gallery)") from None
+            except OSError as e:
+                if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    raise self._fail(f"cannot take the lock {LOCK_NAME} ({e.strerror or e})") from None
+                if write:
+                    raise self._fail(f"cannot change the gallery: the directory is read-only "
+                                     f"({e.strerror or e})") from None
+                yield
+                return
             try:
                 yield
             finally:
@@ -308,7 +325,7 @@ class GalleryStore:
         with self._mutex:
             if self._db_generation() == self._generation:
                 return False
-            with self._locked():
+            with self._locked(write=False):
                 self._load()
             return True
 

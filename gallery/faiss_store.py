@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from gallery import _index
-from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, GalleryStore
-from gallery.base import FaceRecord, Gallery, Hit, check_records, validate_name
+from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, UNIQUE_PHOTO_INDEX, GalleryStore
+from gallery.base import FaceRecord, Gallery, Hit, check_records, refuse_lookalikes, validate_name
 from gallery.errors import GalleryError, PersonExists, PersonNotFound
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class FaissGallery(GalleryStore, Gallery):
                 for stmt in SCHEMA.split(";"):
                     if stmt.strip():
                         db.execute(stmt)
+                db.execute(UNIQUE_PHOTO_INDEX)
                 db.executemany("INSERT INTO kv VALUES (?, ?)", [(k, str(v)) for k, v in kv.items()])
             self._read_kv()
             self._index = _index.build(np.empty((0, self.dim), np.float32), np.empty(0, np.int64),
@@ -66,7 +67,7 @@ class FaissGallery(GalleryStore, Gallery):
         if not (path / META_NAME).exists() and not (path / DB_NAME).exists():
             raise GalleryError(f"{path}: not a gallery (no {META_NAME} or {DB_NAME})")
         self = cls(path, **opts)
-        with self._locked():
+        with self._locked(write=False):
             self._load()
         if model_id is not None and model_id != self.model_id:
             self.close()
@@ -76,7 +77,14 @@ class FaissGallery(GalleryStore, Gallery):
 
     # ---- changes ------------------------------------------------------------------
 
-    def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str) -> list[int]:
+    def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str,
+            allow_similar: bool = False) -> list[int]:
+        """Store one face per row; returns the ids of the faces stored (also written into their
+        records). A face of a photo already stored for the same person (same content hash) is
+        not stored again and its record keeps id -1: the rule is checked under the gallery's lock
+        and enforced by a unique index, so two processes enrolling one photo at once store it once.
+        A new person whose name looks like an enrolled one (`gallery.names`) is refused with
+        InvalidNameError unless `allow_similar`."""
         x = self._check_vectors(vectors, model_id, "vectors")
         if len(records) != len(x):
             raise GalleryError(f"got {len(x)} vectors but {len(records)} records")
@@ -85,13 +93,34 @@ class FaissGallery(GalleryStore, Gallery):
             return []
         with self._change():
             assert self._db is not None and self._index is not None
-            first = int(self._db.execute("SELECT value FROM kv WHERE key = 'next_id'").fetchone()[0])
+            db = self._db
+            existing = [p for (p,) in db.execute("SELECT DISTINCT person FROM faces")]
+            if not allow_similar:
+                refuse_lookalikes(sorted({row[0] for row in rows}), existing)
+            stored = {(p, h) for p, h in db.execute(
+                f"SELECT person, content_hash FROM faces WHERE content_hash IN ({','.join('?' * len(rows))})",
+                [row[2] for row in rows])} if len(rows) <= 900 else {
+                tuple(r) for r in db.execute("SELECT person, content_hash FROM faces")}
+            keep = []
+            for i, row in enumerate(rows):
+                if (row[0], row[2]) not in stored:
+                    stored.add((row[0], row[2]))
+                    keep.append(i)
+            if not keep:
+                return []
+            x, rows = x[keep], [rows[i] for i in keep]
+            first = int(db.execute("SELECT value FROM kv WHERE key = 'next_id'").fetchone()[0])
             ids = np.arange(first, first + len(x), dtype=np.int64)
             index = _index.add(self._index, x, ids, self.approx_threshold, lambda: self._all_vectors(None))
             self._set_index(index)
             tmp = self._write_index_tmp()
+            unique_index = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'faces_person_photo'").fetchone()
+            legacy_duplicates = not unique_index and db.execute(
+                "SELECT 1 FROM faces GROUP BY person, content_hash HAVING count(*) > 1 LIMIT 1").fetchone()
 
             def apply(db: sqlite3.Connection) -> None:
+                if not unique_index and not legacy_duplicates:  # galleries made before the rule
+                    db.execute(UNIQUE_PHOTO_INDEX)
                 db.executemany("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                [(int(i), *row) for i, row in zip(ids, rows)])
                 db.executemany("INSERT INTO vectors VALUES (?, ?)",
@@ -99,8 +128,8 @@ class FaissGallery(GalleryStore, Gallery):
                 db.execute("UPDATE kv SET value = ? WHERE key = 'next_id'", (str(first + len(x)),))
 
             self._commit(apply, tmp)
-        for r, i, row in zip(records, ids, rows):
-            r.id, r.person = int(i), row[0]
+        for i, new_id, row in zip(keep, ids, rows):
+            records[i].id, records[i].person = int(new_id), row[0]
         logger.info("%s: added %d faces (ids %d..%d)", self.path, len(ids), ids[0], ids[-1])
         return ids.tolist()
 
@@ -131,10 +160,11 @@ class FaissGallery(GalleryStore, Gallery):
         logger.info("%s: removed %d faces of %r", self.path, len(ids), name)
         return len(ids)
 
-    def rename_person(self, old: str, new: str, *, merge: bool = False) -> None:
+    def rename_person(self, old: str, new: str, *, merge: bool = False, allow_similar: bool = False) -> None:
         """Rename `old` to `new`. If `new` already has faces, the two people are merged
         only when merge=True (fixing a duplicate enrolment); otherwise GalleryError,
-        because a silent merge of two different people would be hard to undo."""
+        because a silent merge of two different people would be hard to undo. A `new` that
+        looks like another enrolled person is refused unless `allow_similar`."""
         old, new = validate_name(old), validate_name(new)
         with self._change():
             assert self._db is not None
@@ -146,6 +176,9 @@ class FaissGallery(GalleryStore, Gallery):
             if count(new) and not merge:
                 raise self._fail(f"cannot rename {old!r} to {new!r}: {new!r} already exists "
                                  "(pass merge=True to merge them)", PersonExists, old=old, new=new)
+            if not count(new) and not allow_similar:
+                others = [p for (p,) in self._db.execute("SELECT DISTINCT person FROM faces WHERE person != ?", (old,))]
+                refuse_lookalikes([new], others)
             self._commit(lambda db: db.execute("UPDATE faces SET person = ? WHERE person = ?", (new, old)), None)
         logger.info("%s: renamed %r to %r", self.path, old, new)
 

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from filelock import FileLock, Timeout
 
-from gallery.base import FaceRecord, Gallery, Hit, check_records, validate_name
+from gallery.base import FaceRecord, Gallery, Hit, check_records, refuse_lookalikes, validate_name
 from gallery.errors import GalleryError, PersonExists, PersonNotFound
 
 logger = logging.getLogger(__name__)
@@ -392,7 +392,11 @@ class MilvusGallery(Gallery):
 
     # ---- changes ------------------------------------------------------------------
 
-    def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str) -> list[int]:
+    def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str,
+            allow_similar: bool = False) -> list[int]:
+        """As the FAISS gallery's `add`: a photo already stored for the same person is not stored
+        again (its record keeps id -1), checked under the write lock; a new name that looks like
+        an enrolled one is refused unless `allow_similar`."""
         x = self._check_vectors(vectors, model_id, "vectors")
         if len(records) != len(x):
             raise GalleryError(f"got {len(x)} vectors but {len(records)} records")
@@ -401,6 +405,20 @@ class MilvusGallery(Gallery):
             return []
         extra = [f.name for f in dataclasses.fields(FaceRecord) if f.name not in CORE_FIELDS]
         with self._use(write=True) as client:
+            people = {r["person"] for r in self._scan(client, "id >= 0", ["person"])}
+            if not allow_similar:
+                refuse_lookalikes(sorted({row[0] for row in rows}), people)
+            hashes = sorted({row[2] for row in rows})
+            stored = {(r["person"], r["content_hash"]) for r in self._scan(
+                client, f"content_hash in [{', '.join(map(_quote, hashes))}]", ["person", "content_hash"])}
+            keep = []
+            for i, row in enumerate(rows):
+                if (row[0], row[2]) not in stored:
+                    stored.add((row[0], row[2]))
+                    keep.append(i)
+            if not keep:
+                return []
+            x, rows, kept = x[keep], [rows[i] for i in keep], [records[i] for i in keep]
             first = int(self._meta(client)["next_id"])
             ids = list(range(first, first + len(x)))
             # Ids are reserved together with the journal entry, before any face is written.
@@ -409,9 +427,9 @@ class MilvusGallery(Gallery):
                 {"id": i, "vector": v.tolist(), "person": row[0], "source": row[1], "content_hash": row[2],
                  "x1": row[3], "y1": row[4], "x2": row[5], "y2": row[6], "added_at": row[7],
                  "attrs": {name: getattr(r, name) for name in extra}}
-                for i, v, row, r in zip(ids, x, rows, records)])
+                for i, v, row, r in zip(ids, x, rows, kept)])
             self._end(client)
-        for r, i, row in zip(records, ids, rows):
+        for r, i, row in zip(kept, ids, rows):
             r.id, r.person = int(i), row[0]
         logger.info("%s: added %d faces (ids %d..%d)", self.path, len(ids), ids[0], ids[-1])
         return ids
@@ -433,8 +451,9 @@ class MilvusGallery(Gallery):
         for s in range(0, len(rows), PAGE):
             client.upsert(self.collection, [{**r, "person": new} for r in rows[s:s + PAGE]])
 
-    def rename_person(self, old: str, new: str, *, merge: bool = False) -> None:
-        """Rename `old` to `new`; if `new` exists this is a merge, allowed only with merge=True."""
+    def rename_person(self, old: str, new: str, *, merge: bool = False, allow_similar: bool = False) -> None:
+        """Rename `old` to `new`; if `new` exists this is a merge, allowed only with merge=True.
+        A `new` that looks like another enrolled person is refused unless `allow_similar`."""
         old, new = validate_name(old), validate_name(new)
         with self._use(write=True) as client:
             count = lambda n: len(client.query(self.collection, filter=f"person == {_quote(n)}",  # noqa: E731
@@ -446,6 +465,9 @@ class MilvusGallery(Gallery):
             if count(new) and not merge:
                 raise self._fail(f"cannot rename {old!r} to {new!r}: {new!r} already exists "
                                  "(pass merge=True to merge them)", PersonExists, old=old, new=new)
+            if not count(new) and not allow_similar:
+                others = {r["person"] for r in self._scan(client, f"person != {_quote(old)}", ["person"])}
+                refuse_lookalikes([new], others)
             self._begin(client, {"op": "rename", "old": old, "new": new})
             self._apply_rename(client, old, new)
             self._end(client)

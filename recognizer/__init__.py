@@ -43,12 +43,15 @@ _LAZY = {
     "list_images": "recognizer.image",
     "expand_inputs": "recognizer.image",
     "validate_name": "gallery",
+    "annotation_paths": "recognizer.annotate",
+    "save_annotated": "recognizer.annotate",
     "identify_bulk": "recognizer.bulk",
     "enroll_bulk": "recognizer.bulk",
 }
 
 if TYPE_CHECKING:
     from recognizer._api import create, evaluate, finetune, open, set_threshold  # noqa: F401
+    from recognizer.annotate import annotation_paths, save_annotated  # noqa: F401
     from gallery import validate_name  # noqa: F401
     from recognizer.bulk import enroll_bulk, identify_bulk  # noqa: F401
     from recognizer.image import expand_inputs, list_images  # noqa: F401
@@ -64,7 +67,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "EnrollReport", "FaceIdentity", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
+    "EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
     "PersonExists", "PersonNotFound", "PhotoIdentification", "Recognizer", "WeightsError", "create", "evaluate",
     "enroll_bulk", "expand_inputs", "finetune", "identify_bulk", "list_images", "open", "set_threshold",
     "validate_name",

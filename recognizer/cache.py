@@ -3,13 +3,20 @@
 The key is the photo's content hash plus the detector settings and the crop kind: renaming or
 moving a photo keeps its entry, editing it or changing a detector setting does not. Entries are
 `.npz` files read with `allow_pickle=False` and written atomically, so a crash leaves either no
-entry or a whole one, and a damaged entry is treated as a miss.
+entry or a whole one. Each entry holds its own key and a sha256 of the key and its arrays: an
+entry that was damaged, edited, or copied over another photo's entry is a miss, and is rebuilt
+from the photo.
+
+`forget_photos` is the one place that clears photos from every cache (crops and the finetuning
+trunk features made from them); every removal path calls it.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -43,6 +50,44 @@ def make_private_dirs(path: Path) -> None:
             pass
 
 
+ENTRY_ARRAYS = ("boxes", "scores", "landmarks", "crops", "size")
+
+
+def entry_checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of a cache entry's key and arrays (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256(key.encode("utf-8"))
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"|{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def forget_photos(content_hashes: Iterable[str], crops_root: str | Path | None = None,
+                  trunk_root: str | Path | None = None) -> dict[str, int]:
+    """Delete every cached trace of these photos: their detections and crops (all detector
+    settings and crop kinds) and the finetuning trunk features of those crops (all trunk
+    weights). Returns how many entries of each were deleted.
+
+    The trunk cache is keyed by crop, not by photo, so its entries are found through the crops
+    the crop cache holds; call this before anything else deletes those.
+    """
+    from recognizer.training.trunk import crop_hash, default_trunk_cache_dir
+
+    crops = CropCache(crops_root)
+    # Beside the crops, as finetune.py --cache-dir lays them out.
+    trunk = Path(trunk_root) if trunk_root else crops.root.parent / "trunk" if crops_root else default_trunk_cache_dir()
+    counts = {"crops": 0, "trunk": 0}
+    for h in set(content_hashes):
+        for crop in crops.crops_of(h):
+            digest = crop_hash(crop)
+            for entry in trunk.glob(f"*/{digest[:2]}/{digest}.npz"):  # one folder per trunk's weights
+                entry.unlink(missing_ok=True)
+                counts["trunk"] += 1
+        counts["crops"] += crops.forget(h)
+    return counts
+
+
 class CropCache:
     """Detections and crops per (photo content, detector settings, crop kind)."""
 
@@ -59,10 +104,14 @@ class CropCache:
     def get(self, content_hash: str, kind: str) -> tuple[list[Face], np.ndarray, tuple[int, int]] | None:
         """(faces, crops uint8 (n, s, s, 3), photo size) or None on a miss."""
         path = self._path(content_hash, kind)
+        key = f"{content_hash}-{kind}"
         try:
             with np.load(path, allow_pickle=False) as z:
-                boxes, scores, landmarks = z["boxes"], z["scores"], z["landmarks"]
-                crops, size = z["crops"], tuple(int(v) for v in z["size"])
+                if "checksum" not in z.files:  # written by an older version: rebuilt, nothing is wrong
+                    self.misses += 1
+                    return None
+                arrays = {name: z[name] for name in ENTRY_ARRAYS}
+                stored_key, stored_sum = str(z["key"]), str(z["checksum"])
         except FileNotFoundError:
             self.misses += 1
             return None
@@ -70,9 +119,26 @@ class CropCache:
             log.warning("ignoring damaged cache entry %s: %s", path, exc)
             self.misses += 1
             return None
+        if stored_key != key or stored_sum != entry_checksum(key, arrays):
+            log.warning("ignoring cache entry %s: its content does not match its key (%s)", path,
+                        "another photo's entry" if stored_key != key else "changed after it was written")
+            self.misses += 1
+            return None
         self.hits += 1
-        faces = [Face(box=b, score=float(s), landmarks=l) for b, s, l in zip(boxes, scores, landmarks)]
-        return faces, crops, size
+        faces = [Face(box=b, score=float(s), landmarks=l)
+                 for b, s, l in zip(arrays["boxes"], arrays["scores"], arrays["landmarks"])]
+        return faces, arrays["crops"], tuple(int(v) for v in arrays["size"])
+
+    def crops_of(self, content_hash: str) -> list[np.ndarray]:
+        """Every face crop cached for one photo, under any detector settings and crop kind."""
+        out = []
+        for entry in (self.root / content_hash[:2]).glob(f"{content_hash}-*.npz"):
+            try:
+                with np.load(entry, allow_pickle=False) as z:
+                    out.extend(np.asarray(z["crops"], np.uint8))
+            except Exception as exc:  # unreadable: nothing to learn from it, it is deleted anyway
+                log.warning("could not read cache entry %s: %s", entry, exc)
+        return out
 
     def forget(self, content_hash: str) -> int:
         """Delete every entry of one photo (all detector settings and crop kinds); returns how many."""
@@ -91,14 +157,15 @@ class CropCache:
                     os.chmod(self.root, 0o700)
                 self._root_private = True
             make_private_dirs(path.parent)
+            arrays = {
+                "boxes": np.array([f.box for f in faces], np.float32).reshape(-1, 4),
+                "scores": np.array([f.score for f in faces], np.float32),
+                "landmarks": np.array([f.landmarks for f in faces], np.float32).reshape(-1, 5, 2),
+                "crops": np.asarray(crops, np.uint8),
+                "size": np.array(size, np.int64),
+            }
+            key = f"{content_hash}-{kind}"
             with atomic_write(path) as fh:
-                np.savez(
-                    fh,
-                    boxes=np.array([f.box for f in faces], np.float32).reshape(-1, 4),
-                    scores=np.array([f.score for f in faces], np.float32),
-                    landmarks=np.array([f.landmarks for f in faces], np.float32).reshape(-1, 5, 2),
-                    crops=np.asarray(crops, np.uint8),
-                    size=np.array(size, np.int64),
-                )
+                np.savez(fh, key=np.array(key), checksum=np.array(entry_checksum(key, arrays)), **arrays)
         except OSError as exc:  # a cache that cannot be written only costs time
             log.warning("could not write cache entry %s: %s", path, exc)

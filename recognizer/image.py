@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from recognizer.errors import ImageError
 
@@ -26,6 +26,17 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 DEFAULT_MAX_PIXELS = 150_000_000
 # Bigger than any camera's file; anything larger is refused before it is read into memory.
 MAX_FILE_BYTES = 200 * 1024 * 1024
+# What decoding one photo may cost in memory (`decode_cost`): the decoded image in its own mode,
+# the RGB image made from it, a rotated copy when EXIF says so. Pixels alone say little: a 44 KB
+# GIF of 59 Mpx decodes to 59 MB of palette indices and then to 236 MB of RGB. A 50-Mpx JPEG
+# fits (decoded reduced when need be, see `decode`); a 144-Mpx GIF does not.
+DEFAULT_MEMORY_BUDGET = 384 * 1024 * 1024
+# Conversions to RGB run over strips of this many pixels, so they cost the output plus a strip.
+STRIP_PIXELS = 1 << 20
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 # The one list of image file names: what enroll, identify, finetune and evaluate read from a folder.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
 
@@ -69,35 +80,155 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise ImageError(p, f"cannot be read ({exc.strerror or exc})") from None
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB; alpha is composited on white, not dropped to black."""
-    if img.mode == "RGB":
-        return img
+def _rgb_converter(img: Image.Image):
+    """A function turning a strip of `img` into 8-bit RGB; parameters that depend on the whole
+    image (the range of 16-bit and float data) are taken from `img` once, so strips agree."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit greyscale: scale to 8 bits by the actual range rather than clipping at 255.
-        arr = np.asarray(img, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
+        hi = float(img.getextrema()[1])
         scale = 255.0 / (65535.0 if hi > 255 else max(hi, 1.0))
-        arr = np.clip(arr * scale, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+
+        def grey(strip: Image.Image) -> Image.Image:
+            arr = np.clip(np.asarray(strip, dtype=np.float64) * scale, 0, 255).astype(np.uint8)
+            return Image.fromarray(arr, "L").convert("RGB")
+
+        return grey
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
-        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+        lo, hi = (float(v) for v in img.getextrema())
+
+        def floats(strip: Image.Image) -> Image.Image:
+            arr = (np.asarray(strip, dtype=np.float64) - lo) / max(hi - lo, 1e-12) * 255.0
+            return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+
+        return floats
+    if img.mode in ("P", "RGBA", "LA", "PA", "RGBa", "La"):
+        def composite(strip: Image.Image) -> Image.Image:
+            rgba = strip.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+
+        return composite
+    return lambda strip: strip.convert("RGB")
 
 
-def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode image bytes to an upright RGB image, or raise ImageError naming `source`."""
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; alpha is composited on white, not dropped to black.
+
+    Large images are converted a strip of rows at a time into the RGB result, so the cost is
+    the result plus one strip, not the several full-size intermediates a direct conversion
+    makes (a palette image went through two RGBA copies). Every conversion is per pixel, so the
+    result is the same either way.
+    """
+    if img.mode == "RGB":
+        return img
+    convert = _rgb_converter(img)
+    w, h = img.size
+    if w * h <= STRIP_PIXELS:
+        return convert(img)
+    out = Image.new("RGB", (w, h))
+    rows = max(1, STRIP_PIXELS // w)
+    for y in range(0, h, rows):
+        out.paste(convert(img.crop((0, y, w, min(h, y + rows)))), (0, y))
+    return out
+
+
+def _orientation(img: Image.Image, loaded: bool = True) -> int:
+    """The EXIF orientation, 1 when there is none. Before `load()`, a PNG's is read only from
+    what its header holds: PIL's `getexif` on an unloaded PNG decodes the whole image to look
+    for an eXIf chunk after the pixels."""
+    try:
+        if img.format == "PNG" and not loaded:
+            raw = img.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1))
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block is no reason to refuse the photo
+        return 1
+
+
+def _upright(rgb: Image.Image, orientation: int, owned: bool = True) -> Image.Image:
+    """`rgb` turned as EXIF `orientation` says, with its EXIF dropped so that nothing turns it
+    again. An image not `owned` (the caller's) is left as it is when it needs no turning."""
+    if orientation in _TRANSPOSE:
+        rgb, owned = rgb.transpose(_TRANSPOSE[orientation]), True
+    if owned:
+        rgb.info.pop("exif", None)
+    return rgb
+
+
+def pixels_sha256(img: Image.Image) -> str:
+    """sha256 of an image's raw pixel bytes (as `tobytes()`), hashed a strip at a time so a large
+    image is not copied whole."""
+    digest = hashlib.sha256()
+    w, h = img.size
+    rows = max(1, STRIP_PIXELS // max(w, 1))
+    for y in range(0, h, rows):
+        digest.update(img.crop((0, y, w, min(h, y + rows))).tobytes())
+    return digest.hexdigest()
+
+
+def decode_cost(img: Image.Image, full_size: tuple[int, int] | None = None) -> int:
+    """Bytes that decoding `img` (opened, not loaded; after any `draft`) to upright RGB takes at
+    its peak: the image in its own mode, the RGB result (PIL keeps 4 bytes per RGB pixel), a
+    rotated copy when EXIF asks for one, the coefficients of a progressive JPEG (at the full
+    `full_size`, whatever the draft: libjpeg keeps them all), one strip."""
+    w, h = img.size
+    fw, fh = full_size or img.size
+    px = w * h
+    cost = px * _BYTES_PER_PIXEL.get(img.mode, 4)
+    if img.mode != "RGB":
+        cost += px * 4 + STRIP_PIXELS * 24
+    if _orientation(img, loaded=False) in _TRANSPOSE:
+        cost += px * 4
+    if img.format == "JPEG" and (img.info.get("progressive") or img.info.get("progression")):
+        cost += fw * fh * 2 * len(img.getbands())  # every DCT coefficient (int16), kept to the end
+    return cost
+
+
+_malloc_tuned = False
+
+
+def _tune_malloc() -> None:
+    """Have glibc give big freed blocks back to the system. By default its mmap threshold grows to
+    the size of the largest block freed (up to 32 MB), after which Pillow's 16 MB image blocks come
+    from the heap and stay in the process: RSS stayed at 2.0 GB after one 59-Mpx GIF."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD: fixed, no longer adaptive
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+def release_memory() -> None:
+    """Return freed heap memory to the system (glibc), after a large photo."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS,
+           memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Image.Image:
+    """Decode image bytes to an upright RGB image, or raise ImageError naming `source`.
+
+    Refused before decoding: more than `max_pixels`, or a decode that would cost more than
+    `memory_budget` bytes (`decode_cost`). A JPEG over the budget is first decoded reduced
+    (1/2, 1/4 or 1/8 of each side, Pillow's `draft`), which costs a fraction of a full decode;
+    its faces then come back in the reduced photo's pixels.
+    """
     if not data:
         raise ImageError(source, "is empty (0 bytes)")
+    _tune_malloc()
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -111,31 +242,56 @@ def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_P
         raise ImageError(source, f"has an invalid size {w}x{h}")
     if w * h > max_pixels:
         raise ImageError(source, f"is {w}x{h} pixels, over the limit of {max_pixels} pixels")
+    big = False
     try:
+        cost = decode_cost(img)
+        if cost > memory_budget and img.format == "JPEG":
+            for scale in (2, 4, 8):
+                img.draft("RGB", (max(1, w // scale), max(1, h // scale)))
+                cost = decode_cost(img, (w, h))
+                if cost <= memory_budget:
+                    break
+        if cost > memory_budget:
+            raise ImageError(source, f"is {w}x{h} pixels ({img.mode}), which would take about {cost / 2**20:.0f} MB "
+                                     f"to decode, over the memory budget of {memory_budget / 2**20:.0f} MB per photo")
+        big = cost > 64 * 1024 * 1024
         # Animated images: the first frame is the photo.
         img.seek(0)
         img.load()
-        img = ImageOps.exif_transpose(img) or img
-        return to_rgb(img)
+        orientation = _orientation(img)
+        rgb = to_rgb(img)
+        if rgb is not img:
+            img.close()
+        # Rotated after the conversion: per-pixel conversion and transposition commute, and the
+        # rotated copy is then of the RGB image, not of a (possibly larger) source mode.
+        return _upright(rgb, orientation)
+    except ImageError:
+        raise
     except Image.DecompressionBombError:
         raise ImageError(source, f"is {w}x{h} pixels, refused as a decompression bomb") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
         raise ImageError(source, f"is truncated or damaged ({exc})") from None
     except MemoryError:
         raise ImageError(source, f"is {w}x{h} pixels, too large to decode in memory") from None
+    finally:
+        if big:
+            release_memory()
 
 
-def load_photo(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+def load_photo(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Photo:
     """Load a photo from a path, raw bytes or a PIL image."""
     if isinstance(src, Image.Image):
-        rgb = to_rgb(ImageOps.exif_transpose(src) or src)
-        return Photo(rgb, "<image>", sha256_bytes(rgb.tobytes()))
+        # No copy of an image that is already upright RGB (what `decode` returns): the server
+        # hands over photos it decoded, up to the memory budget in size.
+        rgb = to_rgb(src)
+        rgb = _upright(rgb, _orientation(src), owned=rgb is not src)
+        return Photo(rgb, "<image>", pixels_sha256(rgb))
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
-        return Photo(decode(data, "<bytes>", max_pixels), "<bytes>", sha256_bytes(data))
+        return Photo(decode(data, "<bytes>", max_pixels, memory_budget), "<bytes>", sha256_bytes(data))
     if isinstance(src, (str, os.PathLike)):
         data = read_bytes(src)
-        return Photo(decode(data, str(src), max_pixels), str(src), sha256_bytes(data))
+        return Photo(decode(data, str(src), max_pixels, memory_budget), str(src), sha256_bytes(data))
     raise ImageError(repr(src)[:80], f"unsupported image source type {type(src).__name__}")
 
 

@@ -18,7 +18,7 @@ from recognizer.cache import CropCache
 from recognizer.detection.mtcnn import Detector, Face
 from recognizer.embedding.backbones import Embedder
 from recognizer.errors import ImageError
-from recognizer.image import DEFAULT_MAX_PIXELS, ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
+from recognizer.image import DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_BUDGET, ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class FacePipeline:
         self.embedder = embedder
         self.cache = cache
         self.max_pixels = max_pixels  # larger photos are refused (ImageError) before they are decoded
+        self.memory_budget = DEFAULT_MEMORY_BUDGET  # bytes one photo's decode may take (recognizer.image)
         self.crop_kind = f"{detector.settings.key()}-{embedder.name}{embedder.crop_size}"
 
     def detect_and_crop(self, src: ImageSource, *, threads: int | None = None) -> PhotoResult:
@@ -67,9 +68,9 @@ class FacePipeline:
             if cached is not None:
                 faces, crops, size = cached
                 return PhotoResult(str(src), digest, size, faces, crops)
-            photo = Photo(decode(data, str(src), self.max_pixels), str(src), digest)
+            photo = Photo(decode(data, str(src), self.max_pixels, self.memory_budget), str(src), digest)
         else:
-            photo = load_photo(src, self.max_pixels)
+            photo = load_photo(src, self.max_pixels, self.memory_budget)
         faces = self.detector.detect(photo.image, threads=threads)
         crops = self._crops(photo.image, faces)
         if use_cache:

@@ -280,30 +280,45 @@ class Recognizer:
         """Enrolled people and how many faces each has."""
         return self.gallery.people()
 
-    def rename(self, old: str, new: str) -> None:
-        """Rename a person: PersonNotFound when `old` is not enrolled, PersonExists when `new` is."""
-        self.gallery.rename_person(old, new)
+    @property
+    def memory_budget(self) -> int:
+        """Bytes one photo's decode may take (`recognizer.image.decode_cost`); a server lowers it."""
+        return self.pipeline.memory_budget
+
+    @memory_budget.setter
+    def memory_budget(self, value: int) -> None:
+        self.pipeline.memory_budget = int(value)
+
+    def rename(self, old: str, new: str, *, allow_similar: bool = False) -> None:
+        """Rename a person: PersonNotFound when `old` is not enrolled, PersonExists when `new` is,
+        InvalidNameError when `new` looks like another enrolled person's name (unless `allow_similar`)."""
+        self.gallery.rename_person(old, new, allow_similar=allow_similar)
 
     # ---- enrolling -----------------------------------------------------------------------
     def enroll(
         self, name: str, photos: ImageSource | Sequence[ImageSource], *, labels: Sequence[str] | None = None,
-        progress: bool = False,
+        progress: bool = False, allow_similar: bool = False,
     ) -> EnrollReport:
         """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped.
+        A new name that looks like an enrolled person's is refused unless `allow_similar`.
 
         `photos`: a folder (its image files, sorted), one photo (a path, bytes or a PIL image) or a
         sequence of them. `labels`, one per photo, is what the report and the gallery call each
         photo instead of its path (`"<bytes>"` / `"<image>"` for photos held in memory).
         """
-        from gallery import validate_name
+        from gallery import refuse_lookalikes, validate_name
 
         name = validate_name(name)
+        if not allow_similar:  # before the photos are read; the gallery checks again under its lock
+            refuse_lookalikes([name], self.gallery.people())
         sources = _as_sources(photos)
         if labels is not None and len(labels) != len(sources):
             raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
-        return self.enroll_results(name, self.pipeline.analyze_many(sources, progress=progress), labels=labels)
+        return self.enroll_results(name, self.pipeline.analyze_many(sources, progress=progress), labels=labels,
+                                   allow_similar=allow_similar)
 
-    def enroll_results(self, name: str, results: Iterable[PhotoResult], *, labels: Sequence[str] | None = None) -> EnrollReport:
+    def enroll_results(self, name: str, results: Iterable[PhotoResult], *, labels: Sequence[str] | None = None,
+                       allow_similar: bool = False) -> EnrollReport:
         """`enroll` for photos already analysed (by `FacePipeline` here or by workers elsewhere)."""
         from gallery import FaceRecord, validate_name
 
@@ -330,22 +345,31 @@ class Recognizer:
             vectors.append(res.embeddings[0])
             records.append(FaceRecord(name, source, res.content_hash, tuple(float(v) for v in res.faces[0].box)))
         if vectors:
-            self.gallery.add(np.stack(vectors), records, model_id=self.config.model_id)
+            self.gallery.add(np.stack(vectors), records, model_id=self.config.model_id, allow_similar=allow_similar)
+            # Enrolled meanwhile by another process: the gallery stored it once, not twice.
+            by_source = {f.file: f for f in report.files}
+            for r in records:
+                if r.id < 0:
+                    by_source[r.source].status, by_source[r.source].detail = "duplicate", f"already enrolled for {name}"
         return report
 
     def remove(self, name: str) -> int:
-        """Remove a person's faces from the gallery and their photos' face crops from the cache;
-        the number of faces removed. PersonNotFound when no one of that name is enrolled."""
+        """Remove a person's faces from the gallery, and their photos from every cache: the crop
+        cache (this recognizer's, or the default one when it runs without a cache, as the server
+        and `--no-cache` do: earlier runs may have filled it) and the trunk features finetuning
+        made from those crops. The number of faces removed; PersonNotFound when no one of that
+        name is enrolled."""
         from gallery import validate_name
+
+        from recognizer.cache import forget_photos
 
         name = validate_name(name)
         hashes = {r.content_hash for r in self.gallery.records(name)} if name in self.gallery.people() else set()
         n = self.gallery.remove_person(name)
-        cache = self.pipeline.cache
-        if cache is not None:
-            still_used = {r.content_hash for r in self.gallery.records()}
-            for h in hashes - still_used:  # a group photo may still hold someone else's enrolled face
-                cache.forget(h)
+        still_used = {r.content_hash for r in self.gallery.records()}
+        # A group photo may still hold someone else's enrolled face: its entries stay.
+        counts = forget_photos(hashes - still_used, self.pipeline.cache.root if self.pipeline.cache else None)
+        log.info("removed %d faces of %s; deleted %d crop and %d trunk cache entries", n, name, counts["crops"], counts["trunk"])
         return n
 
     # ---- identifying ---------------------------------------------------------------------

@@ -97,7 +97,11 @@ class ThreadServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(Recognizer.open(model), settings or Settings())
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        from web.guard import protocol_with
+
+        guard = (settings or Settings()).guard
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    http=protocol_with(guard.header_timeout)))
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
 
     def wait(self, timeout: float = 60.0) -> "ThreadServer":

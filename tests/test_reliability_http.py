@@ -34,7 +34,7 @@ def world(tmp_path_factory, data, detector, sface):
     photo.write_bytes(encode(face, "JPEG", quality=92))
     assert rec.enroll("paul", [photo]).added == 1
     cases = build_cases(root / "cases", face, detector)
-    with TestClient(create_app(rec, Settings(token=TOKEN)), raise_server_exceptions=False) as client:
+    with TestClient(create_app(rec, Settings(token=TOKEN)), raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         yield root, rec, client, cases, face
     print(f"\nhttp: {COUNTS['uploads']} bad uploads and {COUNTS['names']} names, every answer 2xx or 4xx JSON, no 500")
 

@@ -325,6 +325,7 @@ class _BrokenRecognizer:
         backbone = "sface"
 
     max_pixels = 150_000_000
+    memory_budget = 384 * 2**20
 
     def people(self):
         raise RuntimeError("secret internal detail /srv/model")
@@ -343,7 +344,7 @@ def test_unexpected_errors_are_logged_not_shown(caplog):
     from web.app import Settings, create_app
 
     app = create_app(_BrokenRecognizer(), Settings())
-    with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=False) as client:
+    with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         for res in (client.get("/people"), client.post("/identify", files={"file": ("a.png", png_bytes((8, 8)))})):
             assert res.status_code == 500
             assert res.json() == {"error": "internal server error; the details are in the server log"}

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recognizer import GalleryError, ImageError, InvalidNameError, PersonExists, PersonNotFound, validate_name
+from web.guard import GuardSettings, RequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ DEFAULT_MAX_UPLOAD_MB = 10.0
 # Bigger than a 48-Mpx phone photo; a larger image is a scan or a decompression bomb.
 DEFAULT_MAX_PIXELS = 60_000_000
 MAX_FILES_PER_REQUEST = 50
+# Decoding memory per photo (recognizer.image.decode_cost). Photos are decoded one at a time on
+# the model thread, so this is most of what a hostile upload can add to the server's memory.
+DEFAULT_MAX_PHOTO_BYTES = 96 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -74,6 +78,8 @@ class Settings:
     protect_reads: bool = False
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_photo_bytes: int = DEFAULT_MAX_PHOTO_BYTES  # memory one photo's decode may take
+    guard: GuardSettings = GuardSettings()  # Host names, timeouts, uploads in flight (web/guard.py)
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -166,10 +172,12 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
     """The ASGI app serving `recognizer` (an opened `recognizer.Recognizer`).
 
     Photos over `settings.max_pixels` are refused: the server lowers the recognizer's own limit
-    to it, and checks each upload's header against it before any decoding.
+    to it, and checks each upload's header against it before any decoding. So are photos whose
+    decode would take more than `settings.max_photo_bytes` (the recognizer's memory budget).
     """
     recognizer.max_pixels = min(recognizer.max_pixels, settings.max_pixels)
     model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    recognizer.memory_budget = min(recognizer.memory_budget, settings.max_photo_bytes)
 
     async def on_model_thread(fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(model_worker, fn, *args)
@@ -386,4 +394,4 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         await run_in_threadpool(recognizer.rename, old, new)
         return {"renamed": old, "to": new}
 
-    return BodyLimit(app, settings.max_upload_bytes)
+    return RequestGuard(BodyLimit(app, settings.max_upload_bytes), settings.guard)

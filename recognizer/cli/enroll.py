@@ -34,6 +34,7 @@ from recognizer.cli._options import (
 @click.option("--list", "list_people", is_flag=True, help="List enrolled people with their face counts.")
 @click.option("--remove", metavar="NAME", help="Remove a person and all their faces.")
 @click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
+@click.option("--allow-similar", is_flag=True, help="Accept a new name that looks like an enrolled person's (case, look-alike letters): they are different people.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @gallery_option
@@ -42,8 +43,8 @@ from recognizer.cli._options import (
 @ray_workers_option
 @verbose_option
 @friendly_errors
-def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, as_json, no_cache, gallery,
-         ray_address, out_path, workers, verbose):
+def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, allow_similar, as_json, no_cache,
+         gallery, ray_address, out_path, workers, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
@@ -70,10 +71,10 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         rec = recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache,
                               gallery=gallery)
     with rec:
-        _run(rec, name, files, folder, list_people, remove, rename, as_json)
+        _run(rec, name, files, folder, list_people, remove, rename, allow_similar, as_json)
 
 
-def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None:
+def _run(rec, name, files, folder, list_people, remove, rename, allow_similar, as_json) -> None:
     if list_people:
         people = rec.people()
         if as_json:
@@ -87,12 +88,12 @@ def _run(rec, name, files, folder, list_people, remove, rename, as_json) -> None
         click.echo(json.dumps({"removed": remove, "faces": n}) if as_json else f"removed {remove} ({n} faces)")
         return
     if rename:
-        rec.rename(*rename)
+        rec.rename(*rename, allow_similar=allow_similar)
         click.echo(json.dumps({"renamed": rename[0], "to": rename[1]}) if as_json else f"renamed {rename[0]} -> {rename[1]}")
         return
     if not files:
         raise click.ClickException(f"{folder}: no image files found")
-    report = rec.enroll(name, files, progress=not as_json)
+    report = rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -52,6 +52,10 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
                                      progress=not quiet and not as_json)
     except (recognizer.FaceToolError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # disk full, read-only: the new files were removed, the old model stands
+        where = exc.filename or model_dir
+        raise click.ClickException(f"{where}: could not save the finetuned model ({exc.strerror or exc}); "
+                                   f"{model_dir} is unchanged") from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -28,7 +28,7 @@ from recognizer.cli._options import (
 @model_option
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per photo (a JSON list).")
-@click.option("--annotate", "annotate_out", type=click.Path(), help="Write annotated photos: a file for one photo, a folder for several.")
+@click.option("--annotate", "annotate_out", type=click.Path(), help="Write annotated photos: a file for one photo, a folder for several (mirroring the input folders). Never an input.")
 @click.option("--threshold", type=float, help="Similarity under which a face is unknown (default: the model's).")
 @weights_dir_option
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
@@ -60,19 +60,15 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_ca
     files = recognizer.expand_inputs(list(inputs), recursive=True)
     if not files:
         raise click.ClickException(f"no image files found in {', '.join(inputs)}")
-    out_path = Path(annotate_out) if annotate_out else None
-    several = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
-    if out_path is not None and several:
-        out_path.mkdir(parents=True, exist_ok=True)
+    targets = recognizer.annotation_paths([Path(p) for p in inputs], files, Path(annotate_out)) if annotate_out else {}
     results = []
     failed = 0
     for res in rec.identify_many(files, threshold=threshold, progress=not as_json and len(files) > 1):
         results.append(res.to_dict())
         if res.error:
             failed += 1
-        if out_path is not None and res.error is None:
-            target = out_path / (Path(res.photo).stem + ".png") if several else out_path
-            res.annotated().save(target)
+        if targets and res.error is None:
+            recognizer.save_annotated(res, targets[res.photo])
         if not as_json:
             if res.error:
                 click.echo(f"{res.photo}: error: {res.error}")

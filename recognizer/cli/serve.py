@@ -31,11 +31,19 @@ from recognizer.cli._options import (
 @click.option("--protect-reads", is_flag=True, help="Require the token for /identify and /people too.")
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest request body (all files of one upload together).")
 @click.option("--max-pixels", default=60_000_000, show_default=True, type=click.IntRange(min=1), help="Largest image, in pixels, that will be decoded.")
+@click.option("--max-photo-mb", default=96.0, show_default=True, type=click.FloatRange(min=1),
+              help="Memory one photo may take to decode; larger (or costlier: palettes, 16-bit) photos are refused.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A host name clients use to reach the server (repeatable). Besides it, only localhost, IP "
+              "addresses and --host are answered: other names are how a web page would reach it by DNS rebinding.")
+@click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a client may pause while sending headers or a request body before it is cut off.")
 @weights_dir_option
 @gallery_option
 @verbose_option
 @friendly_errors
-def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, weights_dir, gallery, verbose):
+def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, max_photo_mb, allowed_hosts, body_timeout, weights_dir,
+         gallery, verbose):
     """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
     passive_openmp()
     setup_logging(verbose)
@@ -46,11 +54,16 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
 
     import recognizer
     from web.app import Settings, create_app
+    from web.guard import GuardSettings, protocol_with
 
     # No crop cache: it would keep detections and face crops of every uploaded photo on disk,
     # strangers' included.
     rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=False, gallery=gallery)
-    settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
+    max_upload = int(max_upload_mb * 1024 * 1024)
+    guard = GuardSettings(allowed_hosts=(host, *allowed_hosts), header_timeout=body_timeout, body_timeout=body_timeout,
+                          max_upload_disk=max(GuardSettings.max_upload_disk, 4 * max_upload))
+    settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=max_upload, max_pixels=max_pixels,
+                        max_photo_bytes=int(max_photo_mb * 1024 * 1024), guard=guard)
     app = create_app(rec, settings)
     click.echo(
         f"serving {model_dir} ({rec.config.backbone}, {len(rec.people())} people) on http://{host}:{port}/ ; "
@@ -58,7 +71,8 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
         + ("; reads need the token" if protect_reads else ""),
         err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=bool(verbose))
+    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=bool(verbose),
+                http=protocol_with(guard.header_timeout))
 
 
 if __name__ == "__main__":

@@ -43,12 +43,31 @@ class Split:
 
 def list_people(folder: Path) -> LabelledSet:
     """Every image under folder/<person>/ (the files enroll reads from a folder), sorted, labelled
-    by its folder name."""
+    by its folder name.
+
+    Folder names are person names and follow the gallery's rules (`gallery.validate_name`): a
+    folder "madonna " is the person "madonna", as enroll.py would store her, so the classifier
+    and the gallery agree; two folders whose names look alike are refused.
+    """
+    from gallery import refuse_lookalikes, validate_name
+
     out = LabelledSet()
+    labels: dict[str, str] = {}
     for person_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            label = validate_name(person_dir.name)
+        except FaceToolError as exc:
+            raise FaceToolError(f"{person_dir}: the folder name is not a valid person name ({exc})") from None
+        if label in labels:
+            raise FaceToolError(f"{person_dir}: folders {labels[label]!r} and {person_dir.name!r} are the same person {label!r}")
+        try:
+            refuse_lookalikes([label], labels)
+        except FaceToolError as exc:
+            raise FaceToolError(f"{person_dir}: {exc}") from None
+        labels[label] = person_dir.name
         for f in list_images(person_dir):
             out.paths.append(str(f))
-            out.labels.append(person_dir.name)
+            out.labels.append(label)
     return out
 
 
@@ -64,7 +83,7 @@ def load_split(data_dir: str | Path, model_dir: str | Path, *, val_fraction: flo
         return Split(train, list_people(data / "val"), "val-folder")
 
     path = Path(model_dir) / SPLIT_FILE
-    saved = _read_saved(path, set(train.paths))
+    saved = _read_saved(path, dict(zip(train.paths, train.labels)))
     if saved is not None:
         log.info("reusing the train/val split saved in %s", path)
         return saved
@@ -79,7 +98,7 @@ def load_split(data_dir: str | Path, model_dir: str | Path, *, val_fraction: flo
     return split
 
 
-def _read_saved(path: Path, current: set[str]) -> Split | None:
+def _read_saved(path: Path, current: dict[str, str]) -> Split | None:
     import json
 
     try:
@@ -91,7 +110,8 @@ def _read_saved(path: Path, current: set[str]) -> Split | None:
         log.warning("ignoring damaged split file %s: %s", path, exc)
         return None
     # A split of other photos (files added or removed since) would leak or drop faces: redo it.
-    if set(split.train.paths) | set(split.val.paths) != current:
-        log.info("photos changed since %s was written; splitting again", path)
+    saved = dict(zip(split.train.paths + split.val.paths, split.train.labels + split.val.labels))
+    if saved != current:  # labels too: a split of an older version may hold unnormalised names
+        log.info("photos or their labels changed since %s was written; splitting again", path)
         return None
     return split

@@ -117,6 +117,13 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     ensure_private_dir(d)
     s = opts.settings
     split = load_split(data_dir, d, seed=s.seed)
+    if old_cfg is not None and (d / old_cfg.gallery).exists():
+        # A training folder "Madonna" beside an enrolled "madonna" would become two people who
+        # print alike: refused before any training, like the same name given to enroll.py.
+        from gallery import open_gallery, refuse_lookalikes
+
+        with open_gallery(d / old_cfg.gallery) as old:
+            refuse_lookalikes(sorted(set(split.train.labels)), old.people())
 
     weights = (opts.weights or "vggface2") if opts.backbone == "facenet" else None
     base = make_embedder(opts.backbone, weights, opts.weights_dir, seed=s.seed)
@@ -252,7 +259,8 @@ def _rebuild_gallery(d: Path, gallery_name: str, old_cfg, model_id: str, embedde
             vectors.append(vec)
             new_records.append(FaceRecord(r.person, r.source, r.content_hash, tuple(r.box)))
         if vectors:
-            gal.add(np.stack(vectors), new_records, model_id=model_id)
+            # Names the old gallery holds were accepted when enrolled (look-alikes only when allowed).
+            gal.add(np.stack(vectors), new_records, model_id=model_id, allow_similar=True)
         kept = len(vectors)
     gal.close()
     gal = open_gallery(new_path, model_id=model_id)

