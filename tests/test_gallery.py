@@ -310,3 +310,25 @@ def test_validate_name_rejects(name: str) -> None:
     with pytest.raises(InvalidNameError) as e:
         validate_name(name)
     assert repr(name)[:20] in str(e.value) or repr(name.strip()[:40]) in str(e.value)  # names the value
+
+
+def test_name_rules_and_one_face_per_person_and_photo(spec: str | Path) -> None:
+    """The hardening rules hold in every backend: look-alike names refused on add and rename
+    (unless allowed), a photo stored once per person, names found in any normal form."""
+    import unicodedata
+
+    g = create_gallery(spec, MODEL, DIM)
+    x = unit(np.random.default_rng(4), 4)
+    g.add(x[:1], [FaceRecord("José", "a.jpg", "h1", (0, 0, 1, 1))], model_id=MODEL)
+    g.add(x[1:2], [FaceRecord("Obama", "b.jpg", "h2", (0, 0, 1, 1))], model_id=MODEL)
+    with pytest.raises(InvalidNameError, match="looks the same"):  # a Cyrillic O
+        g.add(x[1:2], [FaceRecord("\u041ebama", "b2.jpg", "h5", (0, 0, 1, 1))], model_id=MODEL)
+    again = [FaceRecord("José", "a-copy.jpg", "h1", (0, 0, 1, 1)), FaceRecord("José", "c.jpg", "h3", (0, 0, 1, 1))]
+    assert g.add(x[1:3], again, model_id=MODEL) == [2] and [r.id for r in again] == [-1, 2]
+    g.add(x[3:4], [FaceRecord("Ada", "d.jpg", "h4", (0, 0, 1, 1))], model_id=MODEL)
+    with pytest.raises(InvalidNameError, match="looks the same"):
+        g.rename_person("Ada", "\u041ebama")
+    g.rename_person("Ada", "\u041ebama", allow_similar=True)
+    assert g.people() == {"José": 2, "Obama": 1, "\u041ebama": 1}
+    assert g.remove_person(unicodedata.normalize("NFD", "José")) == 2
+    g.close()
