@@ -127,7 +127,8 @@ def test_sigkill_leaves_before_or_after_state(tmp_path: Path, backend: str, tria
         leftovers = [p.name for p in path.iterdir() if p.name.startswith(".tmp-") or p.name.endswith("-journal")]
         assert leftovers == []
     g = open_gallery(path, MODEL)
-    g.add(vectors_for(999), [FaceRecord("after", "a.jpg", "h", (0, 0, 1, 1))] * BATCH, model_id=MODEL)
+    g.add(vectors_for(999), [FaceRecord("after", f"a{j}.jpg", f"h{j}", (0, 0, 1, 1)) for j in range(BATCH)],
+          model_id=MODEL)
     assert g.search(vectors_for(999)[:1], 1, model_id=MODEL)[0][0].person == "after"
 
 
@@ -138,7 +139,9 @@ g = open_gallery({path!r}, {model!r})
 rng = np.random.default_rng({seed})
 for i in range({n}):
     x = rng.standard_normal((2, {dim})).astype(np.float32)
-    g.add(x, [FaceRecord("{prefix}%d" % i, "s.jpg", "h", (0, 0, 1, 1))] * 2, model_id={model!r})
+    # Two photos (two content hashes) per person: one photo gives a person one face.
+    g.add(x, [FaceRecord("{prefix}%d" % i, "s%d.jpg" % j, "h%d-%d" % (i, j), (0, 0, 1, 1)) for j in range(2)],
+          model_id={model!r})
 """
 
 
