@@ -473,6 +473,23 @@ class MilvusGallery(Gallery):
             self._end(client)
         logger.info("%s: renamed %r to %r", self.path, old, new)
 
+    def set_chips(self, chips: dict[int, str]) -> None:
+        """Record the chip (sha256 of the face's chip file) of existing faces, id -> chip; unknown
+        ids -> GalleryError. Idempotent, so a run stopped half way is simply run again."""
+        ids = sorted({int(i) for i in chips})
+        if not ids:
+            return
+        with self._use(write=True) as client:
+            rows = self._scan(client, f"id in [{', '.join(map(str, ids))}]", ["*"])
+            missing = sorted(set(ids) - {int(r["id"]) for r in rows})
+            if missing:
+                raise self._fail(f"no faces with ids {missing[:10]}")
+            for s in range(0, len(rows), PAGE):
+                client.upsert(self.collection, [{**r, "attrs": {**(r.get("attrs") or {}), "chip": str(chips[r["id"]])}}
+                                                for r in rows[s:s + PAGE]])
+            if self.kind == "lite":
+                client.flush(self.collection)
+
     # ---- reads --------------------------------------------------------------------
 
     def _records_from(self, rows: list[dict[str, Any]]) -> list[FaceRecord]:
