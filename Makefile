@@ -11,6 +11,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt pyprojec
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	# The project itself, editable: `recognizer`, `gallery`, `web` and the `facetool` command.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	# MTCNN exported to ONNX and SFace converted for ONNX Runtime, into the cache directory
+	# ($$FACETOOL_CACHE or ~/.cache/facetool), so no identify ever imports torch to make them.
+	$(PY) -m recognizer.detection.networks
+	$(PY) -m recognizer.embedding.sface_onnx
 	touch $(STAMP)
 
 install: $(STAMP)

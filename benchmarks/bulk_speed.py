@@ -4,6 +4,9 @@ photo is decoded, detected and embedded).
 
     python benchmarks/bulk_speed.py --model MODEL_DIR PHOTO_FOLDER... | tee benchmarks/results/bulk-speed.txt
 
+MODEL_DIR: any model, e.g. `enroll.py --model MODEL_DIR --backbone sface --name madonna
+5-celebrity-faces/train/madonna` (the names do not change the cost).
+
 Reported per path: wall time including start-up (Ray's local cluster, the workers' model
 loading), and photos/s after the first result (the steady rate a long run approaches), with
 ratios against the plain path. Each Ray run starts its own local cluster with as many CPUs as
@@ -22,12 +25,11 @@ def plain(model: str, paths: list[str]) -> tuple[float, float]:
     from recognizer.recognizer import Recognizer
 
     t0 = time.perf_counter()
-    rec = Recognizer.open(model)  # cache=None: detect every photo
-    first = None
-    for _ in rec.identify_many(paths):
-        first = first or time.perf_counter()
-    end = time.perf_counter()
-    rec.gallery.close()
+    with Recognizer.open(model) as rec:  # cache=None: detect every photo
+        first = None
+        for _ in rec.identify_many(paths):
+            first = first or time.perf_counter()
+        end = time.perf_counter()
     return end - t0, (len(paths) - 1) / (end - first)
 
 
@@ -35,6 +37,7 @@ def on_ray(model: str, paths: list[str], workers: int) -> tuple[float, float]:
     import ray
 
     from recognizer import bulk
+    from recognizer.recognizer import Recognizer
 
     stamps: list[float] = []
     write = bulk._Appender.write
@@ -49,8 +52,8 @@ def on_ray(model: str, paths: list[str], workers: int) -> tuple[float, float]:
             lst = Path(tmp) / "photos.txt"
             lst.write_text("\n".join(paths) + "\n")
             t0 = time.perf_counter()
-            bulk.identify_bulk(model, [lst], Path(tmp) / "out.jsonl", address="local", workers=workers,
-                               use_cache=False)
+            with Recognizer.open(model) as rec:  # cache=None: every photo is detected, by the workers too
+                rec.identify_bulk([lst], Path(tmp) / "out.jsonl", address="local", workers=workers)
             end = time.perf_counter()
     finally:
         bulk._Appender.write = write

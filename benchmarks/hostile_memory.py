@@ -13,7 +13,6 @@ identify.py on one normal photo in the same run.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,8 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _serving():
-    """tests/serving.py, the test suite's helpers that build a model and run serve.py on loopback."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("serving", ROOT / "tests" / "serving.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Run as a script, this file's folder is on the path: the load test's loader is shared.
+from load_test import _serving  # noqa: E402
 
 
 def status_mb(pid: int, field: str) -> float:

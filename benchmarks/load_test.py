@@ -45,6 +45,7 @@ class Sample:
     seconds: float
     ok: bool
     detail: str = ""
+    at: float = 0.0  # time.monotonic() when the request ended
 
 
 def percentile(values: list[float], q: float) -> float:

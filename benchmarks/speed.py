@@ -1,6 +1,7 @@
 """Detection, embedding and identification speed on this machine, with the ceiling they work against.
 
-    .venv/bin/python benchmarks/speed.py [--repeats N] [--skip identify] [--answers FILE] [--engines]
+    .venv/bin/python benchmarks/speed.py [--repeats N] [--skip identify,startup] [--answers FILE] [--engines]
+                                         [--face-recognition PATH]
 
 In one run it measures:
 1. the float32 matrix-multiply rate of this machine (torch, 2048x2048), and from it the embedding
@@ -11,7 +12,11 @@ In one run it measures:
 3. detection ms per photo at 640x480 and 1920x1080 (a six-face group photo, resized);
 4. identify s/photo end to end (decode, detect, crop, embed, search) over 5-celebrity-faces/val,
    models loaded once, no crop cache: an sface model enrolled from train, and a facenet model
-   with random weights (the speed of Inception-ResNet-v1 does not depend on its weights).
+   with random weights (the speed of Inception-ResNet-v1 does not depend on its weights);
+5. start-up: wall time, CPU time and peak RSS of a fresh `identify.py` on one photo and
+   `enroll.py` on a five-photo folder (sface, and facenet with random weights and its cached ONNX
+   export), next to face_recognition's CLI when installed (see FR_PEOPLE for the recipe), and
+   serve.py's RSS after warm-up and after 100 identifies.
 
 Timings are medians of repeated runs; the load average is printed before and after, since other
 processes on the machine slow everything down.
@@ -23,6 +28,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -147,14 +153,14 @@ def bench_engines(repeats: int, ceiling: float) -> None:
     """Inception-ResNet-v1 run four ways: the measurement FacenetEmbedder's default engine was chosen by."""
     import torch
 
-    from recognizer.embedding.backbones import FacenetEmbedder, _export_onnx
+    from recognizer.embedding.backbones import FacenetEmbedder, _export_onnx, _onnx_session
 
     emb = FacenetEmbedder("random", engine="torch")
     module = emb.module
     x = torch.randn(32, 3, 160, 160)
     with torch.no_grad():
         ref = module(x).numpy()
-    session = _export_onnx(module, emb.threads)
+    session = _onnx_session(_export_onnx(module), emb.threads)
     cl = x.contiguous(memory_format=torch.channels_last)
 
     def eager(inp, fn=module):
@@ -212,11 +218,131 @@ def bench_identify(repeats: int, answers_file: str | None) -> None:
         print(f"answers written to {answers_file}")
 
 
+# face_recognition's CLI, measured beside ours when installed. Recipe (its dlib needs no compiler
+# this way; face_recognition's own pins would pull a source build of dlib):
+#   python3 -m venv /tmp/frvenv
+#   /tmp/frvenv/bin/pip install dlib-bin face_recognition_models numpy pillow click
+#   /tmp/frvenv/bin/pip install --no-deps face_recognition
+# then pass --face-recognition /tmp/frvenv/bin/face_recognition (found on PATH otherwise).
+FR_PEOPLE = ["alex_lacamoire", "barack_obama", "joe_biden", "kit_harington", "rose_leslie"]
+
+
+def bench_startup(repeats: int, fr_cli: str | None) -> None:
+    """One photo (and a five-photo enroll) in a fresh process, as a user runs the CLIs once:
+    wall time and peak RSS, median of `repeats`, next to face_recognition's CLI measured in the
+    same run; then the server's RSS after warm-up and after 100 identifies."""
+    import shutil
+    import subprocess
+
+    from load_test import _serving  # benchmarks/load_test.py: tests/serving.py's helpers
+
+    Server = _serving().Server
+
+    data = data_dir() / "face_recognition-examples"
+    photo = data_dir() / PHOTO
+    py = sys.executable
+    root = Path(__file__).resolve().parent.parent
+    fr_cli = fr_cli or shutil.which("face_recognition")
+    print(f"\nstart-up: one photo in a fresh process ({photo.name}), median of {repeats}; crop cache off")
+    # CPU seconds (user + system, all threads) next to the wall time: on a loaded machine the wall
+    # time mostly measures the other processes, the CPU time much less so.
+    print(f"{'command':>34} {'wall s':>7} {'min s':>6} {'cpu s':>6} {'peak MB':>8} {'wall vs fr':>11} {'MB vs fr':>9}")
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="facetool-startup-") as tmp:
+        tmp = Path(tmp)
+        five = tmp / "five"  # one photo of each of five people: the enroll folder and fr's known people
+        five.mkdir()
+        for name in FR_PEOPLE:  # each one's smallest photo (face_recognition's HOG slows down with size)
+            src = min(sorted((data / "people" / name).iterdir()), key=lambda p: np.prod(Image.open(p).size))
+            (five / f"{name}{src.suffix}").symlink_to(src)
+        for backbone in ("sface", "facenet"):
+            model = tmp / backbone
+            extra = ["--weights", "random"] if backbone == "facenet" else []
+            for name in FR_PEOPLE:  # the model, and (facenet) its cached ONNX export, made first
+                subprocess.run([py, str(root / "enroll.py"), "--model", str(model), "--name", name, str(data / "people" / name),
+                                "--backbone", backbone, *extra, "--no-cache"], check=True, capture_output=True)
+            label = f"{backbone}" + (" (random)" if extra else "")
+            rows[f"identify.py {label}"] = [measure([py, str(root / "identify.py"), "--model", str(model), str(photo), "--no-cache"])
+                                            for _ in range(repeats)]
+            rows[f"enroll.py 5 photos {label}"] = [
+                measure([py, str(root / "enroll.py"), "--model", str(model), "--name", f"bench{i}", str(five), "--no-cache"])
+                for i in range(repeats)
+            ]
+        ref = None
+        if fr_cli:
+            rows["face_recognition CLI (5 known)"] = [measure([fr_cli, str(five), str(photo)]) for _ in range(repeats)]
+            ref = rows["face_recognition CLI (5 known)"]
+        for label, runs in rows.items():
+            wall = statistics.median(r[0] for r in runs)
+            mb = statistics.median(r[1] for r in runs)
+            vs = ""
+            if ref:
+                vs = f"{wall / statistics.median(r[0] for r in ref):>10.2f}x {mb / statistics.median(r[1] for r in ref):>8.2f}x"
+            cpu = statistics.median(r[2] for r in runs)
+            print(f"{label:>34} {wall:>7.2f} {min(r[0] for r in runs):>6.2f} {cpu:>6.2f} {mb:>8.0f} {vs}")
+        if not fr_cli:
+            print("face_recognition's CLI not installed: see the recipe in benchmarks/speed.py")
+
+        import httpx
+
+        server = Server(tmp / "sface", log=tmp / "server.log")
+        try:
+            server.wait()
+            body = photo.read_bytes()
+
+            def identify() -> None:
+                r = httpx.post(server.url + "/identify", files={"file": (photo.name, body, "image/jpeg")}, timeout=120)
+                r.raise_for_status()
+
+            identify()
+            warm = rss_mb(server.proc.pid)
+            for _ in range(100):
+                identify()
+            after = rss_mb(server.proc.pid)
+        finally:
+            server.stop()
+        print(f"serve.py (sface) RSS: {warm:.0f} MB after warm-up (one identify), {after:.0f} MB after 100 more identifies")
+
+
+# Runs a command and prints its wall time, peak RSS and CPU time. A small launcher, not this
+# process: a child forked from a process holding torch and a network starts with that process's
+# RSS as its peak (ru_maxrss counts the forked image before exec).
+_LAUNCHER = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+wall = time.perf_counter() - t
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps([rc, wall, u.ru_maxrss / 1024, u.ru_utime + u.ru_stime]))
+"""
+
+
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MB, CPU seconds of all its threads) of one fresh process."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"{' '.join(cmd)}: launcher failed: {proc.stderr[-2000:]}")
+    rc, wall, mb, cpu = json.loads(proc.stdout.strip().splitlines()[-1])
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}): {proc.stderr[-2000:]}")
+    return wall, mb, cpu  # ru_maxrss: KB on Linux
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--backbones", default="facenet,sface")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: embedding, detection, identify")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: embedding, detection, identify, startup")
+    ap.add_argument("--face-recognition", help="face_recognition's CLI, timed beside ours (default: on PATH)")
     ap.add_argument("--engines", action="store_true", help="also time facenet in torch NCHW/NHWC, torch.compile and ONNX Runtime")
     ap.add_argument("--answers", help="write the identify answers (photo -> name) to this JSON file")
     args = ap.parse_args()
@@ -240,6 +366,8 @@ def main() -> None:
         bench_detection(4 * args.repeats)
     if "identify" not in skip:
         bench_identify(max(1, args.repeats // 2), args.answers)
+    if "startup" not in skip:
+        bench_startup(args.repeats, args.face_recognition)
     print(f"\n{load()}")
 
 

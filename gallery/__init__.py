@@ -27,7 +27,7 @@ def is_uri(path: str | os.PathLike[str]) -> bool:
 def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts: Any) -> Gallery:
     """Create a new gallery. Options for a directory: approx_threshold (faces above which an
     approximate index is used), k_factor (its search breadth: candidates re-ranked exactly
-    per result wanted), nprobe (for galleries with the earlier IVF index), lock_timeout (seconds).
+    per result wanted), lock_timeout (seconds).
     For Milvus: exist_ok (open it if it exists), index ("FLAT", exact, or "HNSW"), lock_timeout, hold_s (how long Milvus Lite
     stays open after the last call before another process may use it), search_params."""
     if is_uri(path):

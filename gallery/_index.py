@@ -24,8 +24,6 @@ Costs and behaviour:
   * strangers (random queries): which near-random face ranks first is often missed
     (recall 0.10 at 1e6), but their best similarity is far below any match threshold
     either way; search is exact for them with k_factor = gallery size.
-Galleries saved with the earlier IVF-Flat index still load and search; their next
-enrolment rebuilds them as "pq".
 """
 from __future__ import annotations
 
@@ -44,18 +42,6 @@ MIN_APPROX = 1_000  # below this many faces there is too little to train codeboo
 AllVectors = Callable[[], tuple[np.ndarray, np.ndarray]]
 
 
-def default_nprobe(nlist: int) -> int:
-    """Legacy IVF galleries: 1/8 of the lists (recall@1 0.996 on near queries at 1e6)."""
-    return min(nlist, max(32, nlist // 8))
-
-
-def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return None
-
-
 def _refine(index: faiss.Index) -> faiss.IndexRefine | None:
     if isinstance(index, faiss.IndexIDMap2):
         inner = faiss.downcast_index(index.index)
@@ -65,17 +51,12 @@ def _refine(index: faiss.Index) -> faiss.IndexRefine | None:
 
 
 def kind(index: faiss.Index) -> str:
-    if _refine(index) is not None:
-        return "pq"
-    return "ivf" if _ivf(index) is not None else "flat"
+    return "pq" if _refine(index) is not None else "flat"
 
 
-def configure(index: faiss.Index, nprobe: int | None = None, k_factor: float | None = None) -> None:
-    """Search breadth: `k_factor` for "pq" (re-ranked candidates per result wanted; a
-    gallery-sized value makes search exact), `nprobe` for legacy IVF galleries."""
-    ivf = _ivf(index)
-    if ivf is not None:
-        ivf.nprobe = min(ivf.nlist, nprobe or default_nprobe(ivf.nlist))
+def configure(index: faiss.Index, k_factor: float | None = None) -> None:
+    """Search breadth of a "pq" index: `k_factor` re-ranked candidates per result wanted (a
+    gallery-sized value makes search exact)."""
     refine = _refine(index)
     if refine is not None:
         refine.k_factor = float(k_factor or DEFAULT_K_FACTOR)
@@ -142,11 +123,10 @@ def build(vectors: np.ndarray, ids: np.ndarray, approx_threshold: int) -> faiss.
 
 def add(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, approx_threshold: int,
         all_vectors: AllVectors) -> faiss.Index:
-    """Index with `vectors` added: in place, or rebuilt when it should change kind (and
-    for a legacy IVF index). `all_vectors` returns what is stored so far (for rebuilds)."""
+    """Index with `vectors` added: in place, or rebuilt when it should change kind.
+    `all_vectors` returns what is stored so far (for rebuilds)."""
     n = index.ntotal + len(vectors)
-    current = kind(index)
-    if (current == "flat" and _approximate(n, approx_threshold)) or current == "ivf":
+    if kind(index) == "flat" and _approximate(n, approx_threshold):
         old_ids, old_vecs = all_vectors()
         return build(np.concatenate([old_vecs, vectors]), np.concatenate([old_ids, ids]), approx_threshold)
     index.add_with_ids(vectors, ids)

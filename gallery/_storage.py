@@ -36,7 +36,9 @@ from gallery.errors import GalleryError
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 had no `chip` column; it is added in place (under the lock) when such a gallery opens.
+READABLE_VERSIONS = (1, 2)
 DB_NAME, INDEX_NAME, META_NAME, LOCK_NAME = "meta.sqlite", "index.faiss", "meta.json", ".lock"
 TMP_PREFIX = ".tmp-"
 DEFAULT_LOCK_TIMEOUT = 120.0
@@ -46,7 +48,7 @@ CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE faces (
     id INTEGER PRIMARY KEY, person TEXT NOT NULL, source TEXT NOT NULL,
     content_hash TEXT NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL,
-    y2 REAL NOT NULL, added_at REAL NOT NULL);
+    y2 REAL NOT NULL, added_at REAL NOT NULL, chip TEXT NOT NULL DEFAULT '');
 -- Vectors live in their own table so that metadata scans (records, people) do not
 -- read 2 KB of vector per row.
 CREATE TABLE vectors (id INTEGER PRIMARY KEY REFERENCES faces(id), vector BLOB NOT NULL);
@@ -70,10 +72,9 @@ class GalleryStore:
     metric: str
     approx_threshold: int
 
-    def __init__(self, path: Path, *, nprobe: int | None = None, k_factor: float | None = None,
+    def __init__(self, path: Path, *, k_factor: float | None = None,
                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         self.path = Path(path)
-        self.nprobe = nprobe
         self.k_factor = k_factor
         self._mutex = threading.RLock()
         self._flock = FileLock(str(self.path / LOCK_NAME), timeout=lock_timeout, mode=0o600)
@@ -111,9 +112,22 @@ class GalleryStore:
             int(kv["generation"]), int(kv["next_id"])
         except (KeyError, ValueError) as e:
             raise self._fail(f"{DB_NAME} has a damaged kv table ({e!r})") from None
-        if version != FORMAT_VERSION:
-            raise self._fail(f"{DB_NAME} has format version {version}, this program reads {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise self._fail(f"{DB_NAME} has format version {version}, this program reads {READABLE_VERSIONS}")
         return kv
+
+    def _upgrade(self, kv: dict[str, str]) -> None:
+        """Bring a version-1 database to version 2 (a `chip` column per face). Caller holds the lock.
+        The generation does not change: the index and meta.json stay valid."""
+        assert self._db is not None
+        if int(kv["format_version"]) == FORMAT_VERSION:
+            return
+        with self._write_txn() as db:
+            cols = {r[1] for r in db.execute("PRAGMA table_info(faces)")}
+            if "chip" not in cols:
+                db.execute("ALTER TABLE faces ADD COLUMN chip TEXT NOT NULL DEFAULT ''")
+            db.execute("UPDATE kv SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+        logger.info("%s: upgraded %s from format %s to %d", self.path, DB_NAME, kv["format_version"], FORMAT_VERSION)
 
     def _load(self) -> None:
         """(Re)load everything from disk. Caller holds the file lock."""
@@ -136,6 +150,7 @@ class GalleryStore:
             if self._db is None:
                 self._db = self._connect()
             kv = self._read_kv()  # first read: SQLite rolls back a hot journal here
+            self._upgrade(kv)
             page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
             pages = self._db.execute("PRAGMA page_count").fetchone()[0]
             if db_path.stat().st_size < page_size * pages:
@@ -183,7 +198,7 @@ class GalleryStore:
         self._generation = db_gen
 
     def _set_index(self, index: faiss.Index) -> None:
-        _index.configure(index, self.nprobe, self.k_factor)
+        _index.configure(index, self.k_factor)
         self._index = index
 
     def _rebuild_from_db(self, generation: int) -> None:

@@ -41,6 +41,26 @@ def atomic_write(path: str | os.PathLike, mode: int = 0o600, *, tmp_prefix: str 
         fsync_dir(path.parent)
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike, mode: int = 0o600) -> Iterator[Path]:
+    """`atomic_write` for writers that want a file name (OpenCV's VideoWriter, PIL's save by
+    suffix): yield a temporary path beside `path` with the same suffix, which a clean exit
+    fsyncs and renames over `path`; on an error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any, **options: Any) -> None:
     """`obj` as indented JSON with sorted keys, written with `atomic_write(path, **options)`."""
     with atomic_write(path, **options) as fh:

@@ -106,6 +106,9 @@ class FaceRecord:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
     added_at: float = field(default_factory=time.time)
     id: int = -1  # assigned by the gallery
+    # sha256 of the face's chip in the model directory's ChipStore (gallery.chips): what
+    # re-embedding the face needs without its photo. Empty for faces enrolled before chips.
+    chip: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -236,6 +239,11 @@ class Gallery(ABC):
     def rename_person(self, old: str, new: str, *, merge: bool = False) -> None:
         """Rename `old` to `new`. If `new` already exists this is a merge, allowed
         only with merge=True. Unknown `old` -> GalleryError."""
+
+    @abstractmethod
+    def set_chips(self, chips: dict[int, str]) -> None:
+        """Record the chip of existing faces (id -> chip sha256), e.g. for faces enrolled before
+        chips existed. Unknown ids -> GalleryError."""
 
     @abstractmethod
     def people(self) -> dict[str, int]:

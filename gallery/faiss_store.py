@@ -88,7 +88,7 @@ class FaissGallery(GalleryStore, Gallery):
         x = self._check_vectors(vectors, model_id, "vectors")
         if len(records) != len(x):
             raise GalleryError(f"got {len(x)} vectors but {len(records)} records")
-        rows = check_records(records)
+        rows = [(*row, str(r.chip or "")) for row, r in zip(check_records(records), records)]
         if not rows:
             return []
         with self._change():
@@ -121,7 +121,8 @@ class FaissGallery(GalleryStore, Gallery):
             def apply(db: sqlite3.Connection) -> None:
                 if not unique_index and not legacy_duplicates:  # galleries made before the rule
                     db.execute(UNIQUE_PHOTO_INDEX)
-                db.executemany("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                db.executemany("INSERT INTO faces (id, person, source, content_hash, x1, y1, x2, y2, added_at, chip) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                [(int(i), *row) for i, row in zip(ids, rows)])
                 db.executemany("INSERT INTO vectors VALUES (?, ?)",
                                [(int(i), v.tobytes()) for i, v in zip(ids, x)])
@@ -182,6 +183,19 @@ class FaissGallery(GalleryStore, Gallery):
             self._commit(lambda db: db.execute("UPDATE faces SET person = ? WHERE person = ?", (new, old)), None)
         logger.info("%s: renamed %r to %r", self.path, old, new)
 
+    def set_chips(self, chips: dict[int, str]) -> None:
+        if not chips:
+            return
+        with self._change():
+            assert self._db is not None
+            known = {r[0] for r in self._db.execute("SELECT id FROM faces")}
+            missing = sorted(set(chips) - known)
+            if missing:
+                raise self._fail(f"no faces with ids {missing[:10]}")
+            self._commit(lambda db: db.executemany("UPDATE faces SET chip = ? WHERE id = ?",
+                                                   [(str(c), int(i)) for i, c in chips.items()]), None)
+        logger.info("%s: recorded chips of %d faces", self.path, len(chips))
+
     # ---- reads --------------------------------------------------------------------
 
     def people(self) -> dict[str, int]:
@@ -190,14 +204,14 @@ class FaissGallery(GalleryStore, Gallery):
         return dict(sorted(rows))
 
     def records(self, person: str | None = None) -> list[FaceRecord]:
-        sql = "SELECT id, person, source, content_hash, x1, y1, x2, y2, added_at FROM faces"
+        sql = "SELECT id, person, source, content_hash, x1, y1, x2, y2, added_at, chip FROM faces"
         args: tuple[str, ...] = ()
         if person is not None:
             sql, args = sql + " WHERE person = ?", (validate_name(person),)
         with self._read() as db:
             rows = db.execute(sql + " ORDER BY id", args).fetchall()
-        return [FaceRecord(person=p, source=s, content_hash=h, box=(x1, y1, x2, y2), added_at=t, id=i)
-                for i, p, s, h, x1, y1, x2, y2, t in rows]
+        return [FaceRecord(person=p, source=s, content_hash=h, box=(x1, y1, x2, y2), added_at=t, id=i, chip=c)
+                for i, p, s, h, x1, y1, x2, y2, t, c in rows]
 
     def has_content(self, person: str, content_hash: str) -> bool:
         with self._read() as db:

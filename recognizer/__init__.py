@@ -7,11 +7,13 @@
         for face in model.identify("party.jpg").faces:                 # identify_many(...) for several photos
             print(face.name or "unknown", face.similarity)
         model.people(); model.rename("Ada", "Ada Lovelace"); model.remove("Ada Lovelace")
+        video = model.identify_video("clip.mp4")                      # one name per face track
+        [(t.name, t.first.time, t.last.time) for t in video.tracks]; video.write_annotated("out.mp4")
     recognizer.finetune("photos/", "my-model", backbone="sface")      # DATA/train/<person>/*
     recognizer.evaluate("my-model", "photos/").markdown()
 
-Errors are `FaceToolError`s: `ImageError`, `ModelError`, `WeightsError`, `InvalidNameError` and
-`GalleryError` with `PersonNotFound` and `PersonExists`. Nothing heavy is imported here: the
+Errors are `FaceToolError`s: `ImageError` (with `VideoError`), `ModelError`,
+`WeightsError`, `InvalidNameError` and `GalleryError` with `PersonNotFound` and `PersonExists`. Nothing heavy is imported here: the
 names load on first use, and models load when a model directory is opened.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from recognizer.errors import (
     ModelError,
     PersonExists,
     PersonNotFound,
+    VideoError,
     WeightsError,
 )
 
@@ -45,17 +48,18 @@ _LAZY = {
     "validate_name": "gallery",
     "annotation_paths": "recognizer.annotate",
     "save_annotated": "recognizer.annotate",
-    "identify_bulk": "recognizer.bulk",
-    "enroll_bulk": "recognizer.bulk",
+    "VideoIdentification": "recognizer.video.identify",
+    "is_video_input": "recognizer.video.reader",
 }
 
 if TYPE_CHECKING:
     from recognizer._api import create, evaluate, finetune, open, set_threshold  # noqa: F401
     from recognizer.annotate import annotation_paths, save_annotated  # noqa: F401
     from gallery import validate_name  # noqa: F401
-    from recognizer.bulk import enroll_bulk, identify_bulk  # noqa: F401
     from recognizer.image import expand_inputs, list_images  # noqa: F401
     from recognizer.recognizer import EnrollReport, FaceIdentity, PhotoIdentification, Recognizer  # noqa: F401
+    from recognizer.video.identify import VideoIdentification  # noqa: F401
+    from recognizer.video.reader import is_video_input  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
@@ -67,9 +71,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
+    "EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError",
+    "ImageError", "InvalidNameError", "ModelError",
     "PersonExists", "PersonNotFound", "PhotoIdentification", "Recognizer", "WeightsError", "create", "evaluate",
-    "enroll_bulk", "expand_inputs", "finetune", "identify_bulk", "list_images", "open", "set_threshold",
-    "validate_name",
+    "expand_inputs", "finetune", "list_images", "open", "set_threshold",
+    "validate_name", "VideoError", "VideoIdentification", "is_video_input",
 ]
 __version__ = "0.1.0"

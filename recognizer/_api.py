@@ -57,11 +57,14 @@ def create(model_dir: PathLike, *, backbone: str | None = None, weights: str | N
 
 def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facenet", weights: str | None = None,
              weights_dir: PathLike | None = None, unfreeze: str | None = None, epochs: int = 30, seed: int = 0,
-             patience: int = 8, cache_dir: PathLike | None = None, progress: bool = False) -> "FinetuneReport":
+             patience: int = 8, cache_dir: PathLike | None = None, cohort: PathLike | None = None,
+             progress: bool = False) -> "FinetuneReport":
     """Finetune the model in `model_dir` (created when missing) on DATA_DIR/train/<person>/* (and val/).
 
     Face crops and the frozen trunk's features are cached under `cache_dir` (default
-    ~/.cache/facetool or $FACETOOL_CACHE), so a rerun trains in seconds.
+    ~/.cache/facetool or $FACETOOL_CACHE), so a rerun trains in seconds. The new embeddings' FPIR
+    table is calibrated on the stranger cohort `cohort` (default $FACETOOL_COHORT or the shared
+    cohort-celeba); without one the model keeps its fixed threshold.
     """
     from recognizer.cache import CropCache
     from recognizer.training.loop import TrainSettings
@@ -73,6 +76,7 @@ def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facene
         settings=TrainSettings(epochs=epochs, seed=seed, patience=patience),
         crop_cache=CropCache(Path(cache_dir) / "crops") if cache_dir else None,
         trunk_cache_dir=str(Path(cache_dir) / "trunk") if cache_dir else None, progress=progress,
+        cohort=str(cohort) if cohort else None,
     )
     return run(data_dir, model_dir, opts)
 

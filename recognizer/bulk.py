@@ -1,13 +1,15 @@
 """Bulk identify / enrol on Ray: millions of photos over the cores of one machine or a cluster.
 
-    summary = identify_bulk("model", ["photos/", "more.txt"], "out.jsonl", address="auto")
+    with recognizer.open("model") as model:
+        summary = model.identify_bulk(["photos/", "more.txt"], "out.jsonl", address="auto")
 
 A Ray Data pipeline reads the photo paths (folders, or list files of one path per line),
 and a pool of Ray actors, one CPU each, decodes, detects, crops and embeds them in batches
 (each actor holds its own detector and embedder, loaded once). The driver, this process,
 receives the results in input order, decides the names against the gallery (or adds the
-faces to it), and appends one JSON line per photo to the output file: exactly what
-`identify.py --json` prints for that photo, errors included.
+faces, with their chips, to it, as `Recognizer.enroll` does), and appends one JSON line per
+photo to the output file: exactly what `identify.py --json` prints for that photo, errors
+included.
 
 Resumable: the output file is a prefix of the inputs, in order. A rerun reads it, checks
 that its photos are the first inputs, drops a last line cut short by a kill, and sends only
@@ -23,6 +25,7 @@ the photo paths must be readable on every node.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -92,41 +95,65 @@ def _resume(out: Path, paths: list[str], key: str) -> int:
     return len(lines)
 
 
-def _encode(res) -> dict[str, Any]:
-    """A PhotoResult as plain values for the trip from a Ray actor (floats round-trip exactly)."""
+def _encode(res, chip: bytes | str | None) -> dict[str, Any]:
+    """A PhotoResult (and its largest face's chip, or why there is none) as plain values for the
+    trip from a Ray actor (floats round-trip exactly)."""
     return {"source": res.source, "hash": res.content_hash, "size": list(res.size), "error": res.error,
             "faces": [{"box": [float(v) for v in f.box], "score": float(f.score),
                        "landmarks": np.asarray(f.landmarks, np.float64).tolist()} for f in res.faces],
-            "emb": np.asarray(res.embeddings, np.float64).tolist()}
+            "emb": np.asarray(res.embeddings, np.float64).tolist(),
+            "chip": base64.b64encode(chip).decode("ascii") if isinstance(chip, bytes) else None,
+            "chip_error": chip if isinstance(chip, str) else None}
 
 
 def _decode(d: dict[str, Any], dim: int):
+    """(PhotoResult, chip bytes or the reason there is none, or None)."""
     from recognizer.detection.mtcnn import Face
     from recognizer.pipeline import PhotoResult
 
     faces = [Face(np.array(f["box"], np.float32), f["score"], np.array(f["landmarks"], np.float32)) for f in d["faces"]]
     emb = np.array(d["emb"], np.float32).reshape(len(faces), dim)
-    return PhotoResult(d["source"], d["hash"], tuple(d["size"]), faces, embeddings=emb, error=d["error"])
+    chip = base64.b64decode(d["chip"]) if d.get("chip") else d.get("chip_error")
+    return PhotoResult(d["source"], d["hash"], tuple(d["size"]), faces, embeddings=emb, error=d["error"]), chip
 
 
 class _Analyzer:
     """Ray actor: decode, detect, crop and embed a batch of photos with the model's own networks."""
 
-    def __init__(self, model_dir: str, weights_dir: str | None, use_cache: bool) -> None:
+    def __init__(self, model_dir: str, weights_dir: str | None, cache_dir: str | None, chips: bool,
+                 max_pixels: int, memory_budget: int) -> None:
         from recognizer.cache import CropCache
-        from recognizer.detection.mtcnn import Detector
         from recognizer.config import load_config
+        from recognizer.detection.mtcnn import Detector
         from recognizer.pipeline import FacePipeline
         from recognizer.recognizer import open_embedder
 
         cfg = load_config(model_dir)
         embedder, _ = open_embedder(Path(model_dir), cfg, weights_dir)
-        self.pipeline = FacePipeline(Detector(cfg.detector_settings()), embedder, CropCache() if use_cache else None)
+        self.pipeline = FacePipeline(Detector(cfg.detector_settings()), embedder,
+                                     CropCache(cache_dir) if cache_dir is not None else None)
+        self.pipeline.max_pixels, self.pipeline.memory_budget = max_pixels, memory_budget
+        self.chips = chips
+
+    def _chip(self, path: str, res) -> bytes | str | None:
+        """For enrolment: the chip of the largest face, cut where the photo is (so it need not be
+        read twice over the network), or why it could not be."""
+        from recognizer.chips import chip_of
+        from recognizer.errors import ImageError
+
+        if not self.chips or res.skip_reason is not None:
+            return None
+        try:
+            return chip_of(path, res, self.pipeline.max_pixels, self.pipeline.memory_budget)
+        except ImageError as exc:
+            return exc.reason
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # One thread: Ray runs one actor per CPU, so the parallelism is across actors.
-        results = self.pipeline.analyze_many(batch["path"].tolist(), workers=1)
-        return {"i": batch["i"], "result": np.array([json.dumps(_encode(r)) for r in results], dtype=object)}
+        paths = batch["path"].tolist()
+        results = self.pipeline.analyze_many(paths, workers=1)
+        return {"i": batch["i"], "result": np.array([json.dumps(_encode(r, self._chip(p, r))) for p, r in zip(paths, results)],
+                                                    dtype=object)}
 
 
 def init_ray(address: str | None, workers: int | None) -> int:
@@ -145,10 +172,10 @@ def init_ray(address: str | None, workers: int | None) -> int:
     return max(1, min(workers or cpus, cpus))
 
 
-def analyze_bulk(model_dir: str | Path, paths: list[str], *, address: str | None = "auto", workers: int | None = None,
-                 weights_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 4,
-                 dim: int) -> Iterator[tuple[int, Any]]:
-    """(input index, PhotoResult) for each path, in input order, analysed by Ray actors."""
+def analyze_bulk(rec, paths: list[str], *, address: str | None = "auto", workers: int | None = None,
+                 chips: bool = False, batch_size: int = 4) -> Iterator[tuple[int, Any, bytes | str | None]]:
+    """(input index, PhotoResult, chip) for each path, in input order, analysed by Ray actors with
+    the networks of `rec` (a Recognizer); the chip (bytes, or why there is none) only with `chips`."""
     import ray.data
 
     actors = init_ray(address, workers)
@@ -160,13 +187,16 @@ def analyze_bulk(model_dir: str | Path, paths: list[str], *, address: str | None
     ctx.enable_progress_bars = False
     ds = ray.data.from_items([{"i": i, "path": p} for i, p in enumerate(paths)],
                              override_num_blocks=max(1, min(len(paths) // batch_size, 4 * actors * 8)))
-    ds = ds.map_batches(_Analyzer, fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()),
-                                                          "weights_dir": None if weights_dir is None else str(weights_dir),
-                                                          "use_cache": use_cache},
-                        batch_size=batch_size, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=actors),
-                        batch_format="numpy")
+    weights_dir = rec._weights_dir
+    kw = {"model_dir": str(rec.dir.resolve()), "weights_dir": None if weights_dir is None else str(weights_dir),
+          "cache_dir": None if rec.cache is None else str(rec.cache.root), "chips": chips,
+          "max_pixels": rec.pipeline.max_pixels, "memory_budget": rec.pipeline.memory_budget}
+    ds = ds.map_batches(_Analyzer, fn_constructor_kwargs=kw, batch_size=batch_size, num_cpus=1,
+                        compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy")
+    dim = rec.config.dim
     for row in ds.iter_rows():
-        yield int(row["i"]), _decode(json.loads(row["result"]), dim)
+        res, chip = _decode(json.loads(row["result"]), dim)
+        yield int(row["i"]), res, chip
 
 
 class _Appender:
@@ -199,27 +229,22 @@ def _progress(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, unit="photo", disable=not enabled, dynamic_ncols=True)
 
 
-def identify_bulk(model_dir: str | Path, inputs: Sequence[str | os.PathLike], out: str | Path, *,
-                  address: str | None = "auto", workers: int | None = None, threshold: float | None = None,
-                  weights_dir: str | Path | None = None, gallery: str | None = None, use_cache: bool = True,
-                  progress: bool = False) -> BulkSummary:
-    """Identify every photo of `inputs` into the JSON Lines file `out` (see the module doc)."""
-    from recognizer.recognizer import Recognizer
-
+def identify_bulk(rec, inputs: Sequence[str | os.PathLike], out: str | Path, *, address: str | None = "auto",
+                  workers: int | None = None, threshold: float | None = None, progress: bool = False) -> BulkSummary:
+    """Identify every photo of `inputs` with the Recognizer `rec` into the JSON Lines file `out`
+    (see the module doc); `Recognizer.identify_bulk`."""
     out = Path(out)
     paths = read_inputs(inputs)
     if not paths:
         raise BulkError(f"no image files found in {', '.join(map(str, inputs))}")
     done = _resume(out, paths, "photo")
-    rec = Recognizer.open(model_dir, weights_dir=weights_dir, gallery=gallery)
     failed = processed = 0
     todo = paths[done:]
     if todo:
         writer, bar = _Appender(out), _progress(len(paths), done, progress)
         try:
-            for _, res in analyze_bulk(model_dir, todo, address=address, workers=workers, weights_dir=weights_dir,
-                                       use_cache=use_cache, dim=rec.config.dim):
-                ident = rec.decide(res, threshold)
+            for _, res, _ in analyze_bulk(rec, todo, address=address, workers=workers):
+                ident = rec.decide(res, threshold=threshold)
                 writer.write(ident.to_dict())
                 processed += 1
                 failed += ident.error is not None
@@ -227,37 +252,34 @@ def identify_bulk(model_dir: str | Path, inputs: Sequence[str | os.PathLike], ou
         finally:
             writer.close()
             bar.close()
-            rec.gallery.close()
-    else:
-        rec.gallery.close()
     log.info("%s: %d photos, %d already done, %d analysed (%d unreadable)", out, len(paths), done, processed, failed)
     return BulkSummary(str(out), len(paths), done, processed, failed)
 
 
-def enroll_bulk(model_dir: str | Path, name: str, inputs: Sequence[str | os.PathLike], out: str | Path, *,
-                address: str | None = "auto", workers: int | None = None, weights_dir: str | Path | None = None,
-                gallery: str | None = None, use_cache: bool = True, chunk: int = 256, progress: bool = False,
-                backbone: str | None = None) -> BulkSummary:
-    """Enrol `name` from every photo of `inputs` (one face per photo, the largest), writing one
-    line per photo ({"file", "status", "detail"}, as `enroll.py --json` reports them) to `out`.
-    Faces are added to the gallery `chunk` photos at a time, each chunk before its lines."""
-    from gallery import validate_name
-    from recognizer.recognizer import Recognizer
+def enroll_bulk(rec, name: str, inputs: Sequence[str | os.PathLike], out: str | Path, *, address: str | None = "auto",
+                workers: int | None = None, allow_similar: bool = False, chunk: int = 256,
+                progress: bool = False) -> BulkSummary:
+    """Enrol `name` from every photo of `inputs` into the Recognizer `rec` (one face per photo, the
+    largest, with its chip, as `Recognizer.enroll`), writing one line per photo ({"file",
+    "status", "detail"}, as `enroll.py --json` reports them) to `out`. Faces are added to the
+    gallery `chunk` photos at a time, each chunk before its lines; `Recognizer.enroll_bulk`."""
+    from gallery import refuse_lookalikes, validate_name
 
     name = validate_name(name)
+    if not allow_similar:  # before any photo is read, as enroll does
+        refuse_lookalikes([name], rec.people())
     out = Path(out)
     paths = read_inputs(inputs)
     if not paths:
         raise BulkError(f"no image files found in {', '.join(map(str, inputs))}")
     done = _resume(out, paths, "file")
-    rec = Recognizer.open(model_dir, backbone=backbone, weights_dir=weights_dir, create=True, gallery=gallery)
     processed = failed = 0
     todo = paths[done:]
     writer, bar = _Appender(out), _progress(len(paths), done, progress)
 
     def flush(results: list) -> None:
         nonlocal failed
-        report = rec.enroll_results(name, results)
+        report = rec.enroll_results(name, results, allow_similar=allow_similar)
         for outcome in report.files:
             writer.write(outcome.to_dict())
             failed += outcome.status == "unreadable"
@@ -266,9 +288,8 @@ def enroll_bulk(model_dir: str | Path, name: str, inputs: Sequence[str | os.Path
     try:
         if todo:
             results: list = []
-            for _, res in analyze_bulk(model_dir, todo, address=address, workers=workers, weights_dir=weights_dir,
-                                       use_cache=use_cache, dim=rec.config.dim):
-                results.append(res)
+            for _, res, chip in analyze_bulk(rec, todo, address=address, workers=workers, chips=True):
+                results.append((res, chip))
                 processed += 1
                 if len(results) >= chunk:
                     flush(results)
@@ -277,5 +298,4 @@ def enroll_bulk(model_dir: str | Path, name: str, inputs: Sequence[str | os.Path
     finally:
         writer.close()
         bar.close()
-        rec.gallery.close()
     return BulkSummary(str(out), len(paths), done, processed, failed)

@@ -26,9 +26,28 @@ from recognizer.detection.mtcnn import Face
 log = logging.getLogger(__name__)
 
 
+def _xdg_cache_home() -> str:
+    return os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+
+
+def cache_root() -> Path:
+    """The tool's cache directory: $FACETOOL_CACHE, else $XDG_CACHE_HOME/facetool (~/.cache/facetool)."""
+    base = os.environ.get("FACETOOL_CACHE") or os.path.join(_xdg_cache_home(), "facetool")
+    return Path(base).expanduser()
+
+
 def default_cache_dir() -> Path:
-    base = os.environ.get("FACETOOL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "facetool")
-    return Path(base).expanduser() / "crops"
+    return cache_root() / "crops"
+
+
+def weights_cache_dir() -> Path:
+    """Where pretrained weights are kept: $TORCH_HOME/checkpoints, else
+    $XDG_CACHE_HOME/torch/checkpoints (~/.cache/torch/checkpoints).
+
+    The directory facenet-pytorch downloads to, so a file it already fetched is reused.
+    """
+    home = os.environ.get("TORCH_HOME") or os.path.join(_xdg_cache_home(), "torch")
+    return Path(home).expanduser() / "checkpoints"
 
 
 def make_private_dirs(path: Path) -> None:
@@ -53,6 +72,36 @@ def make_private_dirs(path: Path) -> None:
 ENTRY_ARRAYS = ("boxes", "scores", "landmarks", "crops", "size")
 
 
+def save_checked(path: Path, blob: bytes, what: str) -> None:
+    """Cache `blob` at `path`, then its sha256 beside it (`<name>.sha256`), each atomically: while
+    the record is missing or stale the file is not used (`checked`). A cache that cannot be
+    written only costs time, so a failure is logged, not raised."""
+    try:
+        make_private_dirs(path.parent)
+        with atomic_write(path, mode=0o644) as fh:
+            fh.write(blob)
+        with atomic_write(path.with_name(path.name + ".sha256"), mode=0o644) as fh:
+            fh.write(hashlib.sha256(blob).hexdigest().encode())
+    except OSError as exc:
+        log.warning("could not cache %s at %s: %s", what, path, exc)
+
+
+def checked(path: Path, what: str) -> bool:
+    """Whether a file cached by `save_checked` is there and matches its recorded sha256 (the
+    cache directory is the user's own, made owner-only: it is not expected to change between
+    here and the load). A mismatch is logged: the caller makes the file again."""
+    from gallery.atomic import sha256_file
+
+    try:
+        want = path.with_name(path.name + ".sha256").read_text().strip()
+        ok = sha256_file(path) == want
+    except OSError:
+        return False
+    if not ok:
+        log.warning("%s: cached %s fails its checksum; making it again", path, what)
+    return ok
+
+
 def entry_checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
     """sha256 of a cache entry's key and arrays (names, dtypes, shapes and bytes, in name order)."""
     h = hashlib.sha256(key.encode("utf-8"))
@@ -64,26 +113,39 @@ def entry_checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
 
 
 def forget_photos(content_hashes: Iterable[str], crops_root: str | Path | None = None,
-                  trunk_root: str | Path | None = None) -> dict[str, int]:
+                  trunk_root: str | Path | None = None, *, chips: Iterable[bytes] = ()) -> dict[str, int]:
     """Delete every cached trace of these photos: their detections and crops (all detector
     settings and crop kinds) and the finetuning trunk features of those crops (all trunk
     weights). Returns how many entries of each were deleted.
 
     The trunk cache is keyed by crop, not by photo, so its entries are found through the crops
-    the crop cache holds; call this before anything else deletes those.
+    the crop cache holds; call this before anything else deletes those. `chips` (the removed
+    faces' chip bytes, `recognizer.chips`) reach the trunk entries of their crops too, when the
+    crop cache no longer holds them.
     """
+    from recognizer.chips import LAYOUT, chip_crops
     from recognizer.training.trunk import crop_hash, default_trunk_cache_dir
 
     crops = CropCache(crops_root)
     # Beside the crops, as finetune.py --cache-dir lays them out.
     trunk = Path(trunk_root) if trunk_root else crops.root.parent / "trunk" if crops_root else default_trunk_cache_dir()
     counts = {"crops": 0, "trunk": 0}
+
+    def forget_crop(crop) -> None:
+        digest = crop_hash(crop)
+        for entry in trunk.glob(f"*/{digest[:2]}/{digest}.npz"):  # one folder per trunk's weights
+            entry.unlink(missing_ok=True)
+            counts["trunk"] += 1
+
+    for data in chips:
+        try:
+            for crop in chip_crops(data, list(LAYOUT)).values():
+                forget_crop(crop)
+        except Exception as exc:  # a damaged chip: its crops cannot be matched
+            log.warning("could not read a removed face's chip to clear the trunk cache: %s", exc)
     for h in set(content_hashes):
         for crop in crops.crops_of(h):
-            digest = crop_hash(crop)
-            for entry in trunk.glob(f"*/{digest[:2]}/{digest}.npz"):  # one folder per trunk's weights
-                entry.unlink(missing_ok=True)
-                counts["trunk"] += 1
+            forget_crop(crop)
         counts["crops"] += crops.forget(h)
     return counts
 

@@ -35,6 +35,14 @@ class PhotoResult:
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     error: str | None = None  # set instead of raising when a photo in a stream cannot be read
 
+    @property
+    def skip_reason(self) -> str | None:
+        """Why this photo gives no face to enroll, train or evaluate on (why it could not be read,
+        or "no face"); None when it gives one: its largest, face 0, the one each of them uses."""
+        if self.error is not None:
+            return self.error
+        return None if self.faces else "no face"
+
     def to_dict(self) -> dict:
         return {
             "photo": self.source,
@@ -54,7 +62,8 @@ class FacePipeline:
         self.cache = cache
         self.max_pixels = max_pixels  # larger photos are refused (ImageError) before they are decoded
         self.memory_budget = DEFAULT_MEMORY_BUDGET  # bytes one photo's decode may take (recognizer.image)
-        self.crop_kind = f"{detector.settings.key()}-{embedder.name}{embedder.crop_size}"
+        # The engine too: torch's and ONNX Runtime's networks differ in the last float digits.
+        self.crop_kind = f"{detector.settings.key()}-{detector.engine}-{embedder.name}{embedder.crop_size}"
 
     def detect_and_crop(self, src: ImageSource, *, threads: int | None = None) -> PhotoResult:
         """Faces and crops of one photo (no embeddings yet); raises ImageError.
@@ -117,7 +126,7 @@ class FacePipeline:
 
         def detected() -> Iterator[PhotoResult]:
             for src in sources:
-                window.append(pool.submit(self._detect_or_error, src, per_photo))
+                window.append(pool.submit(self.detect_or_error, src, per_photo))
                 if len(window) >= ahead:
                     yield window.popleft().result()
             while window:
@@ -138,7 +147,8 @@ class FacePipeline:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
 
-    def _detect_or_error(self, src: ImageSource, threads: int | None = None) -> PhotoResult:
+    def detect_or_error(self, src: ImageSource, threads: int | None = None) -> PhotoResult:
+        """`detect_and_crop`, with an unreadable photo's reason in `error` instead of raised."""
         try:
             return self.detect_and_crop(src, threads=threads)
         except ImageError as exc:

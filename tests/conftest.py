@@ -26,6 +26,9 @@ DATA = data_dir()
 def pytest_configure(config):
     # Keep test runs from writing into the user's real caches.
     os.environ.setdefault("FACETOOL_CACHE", str(ROOT / ".cache" / "test-facetool"))
+    # finetune.py calibrates new embeddings on a stranger cohort; the real one (2,675 photos) is
+    # for benchmarks/calibrate_fpir.py, a small folder of people keeps the suite fast.
+    os.environ.setdefault("FACETOOL_COHORT", str(DATA / "deepface-test-dataset" / "people"))
     # As the command-line tools do (recognizer.cli._options.passive_openmp, which says why), before
     # any test imports torch; the servers and CLI processes the suite starts inherit it.
     from recognizer.cli._options import passive_openmp

@@ -76,6 +76,23 @@ def face_image(data: Path, size: tuple[int, int] = FACE_SIZE) -> Image.Image:
         return im.convert("RGB").resize(size, Image.BILINEAR)
 
 
+def one_person_model(root: Path, face: Image.Image, detector, sface):
+    """A new sface model under `root` with one person, "paul", enrolled from `face`, built with the
+    session's detector and SFace (Recognizer.open's checks are the same)."""
+    import pytest
+
+    import recognizer.recognizer as rr
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rr, "Detector", lambda settings: detector)
+        mp.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
+        rec = rr.Recognizer.open(root / "model", backbone="sface", create=True, cache=None)
+    photo = root / "paul.jpg"
+    photo.write_bytes(encode(face, "JPEG", quality=92))
+    assert rec.enroll("paul", [photo]).added == 1
+    return rec
+
+
 def noise_image(size=(320, 240), seed=0) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 

@@ -1,6 +1,7 @@
 """The web page in headless Chromium (Debian's chromium + chromium-driver, never a downloaded one).
 
-Screenshots go to artifacts/ in the repository (gitignored) for a person to look at.
+Screenshots go to artifacts/ in the repository for a person to look at (gitignored, except the
+small one of the Unknown faces panel, which shows only face_recognition-examples photos).
 """
 from __future__ import annotations
 
@@ -113,3 +114,50 @@ def test_identify_group_photo_and_enroll_from_the_page(site, browser, data, tmp_
     assert browser.find_element(By.ID, "enroll-status").text.startswith("Kit Harington: added 2, 2 enrolled in total")
     wait.until(lambda d: "Kit Harington\n2 photos\nremove" in people())
     screenshot(browser, "browser-enroll.png", tmp_path)
+
+
+def test_unknown_faces_panel_clusters_and_enrolls(site, browser, data, tmp_path):
+    """Cluster photos from the page, name the largest cluster, see the name among the people."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 180)
+    browser.get(site + "/")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    # read in one script call: the list is re-rendered whenever it reloads, so held elements go stale
+    def listed():
+        return browser.execute_script("return [...document.querySelectorAll('#people li')].map(li => li.innerText)")
+
+    people = lambda: [t.split("\n")[0] for t in listed()]  # noqa: E731
+    wait.until(lambda d: "barack_obama" in people())
+    rose = sorted((data / FR / "people/rose_leslie").iterdir())
+    photos = [*rose, data / FR / "group/kit_harington+rose_leslie__kit_with_rose.jpg", data / FR / "group" / GROUP]
+    browser.find_element(By.ID, "cluster-files").send_keys("\n".join(str(p) for p in photos))
+    browser.find_element(By.ID, "cluster-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#clusters .cluster"))
+    first = browser.find_elements(By.CSS_SELECTOR, "#clusters .cluster")[0]
+    assert first.find_element(By.TAG_NAME, "h3").text == "Cluster 1 · 3 faces"  # Rose: her 2 photos and the group photo
+    # every thumbnail loads (fetched with the token), the central face first and framed
+    wait.until(lambda d: all(i.get_attribute("naturalWidth") not in (None, "0")
+                             for i in d.find_elements(By.CSS_SELECTOR, "#clusters .thumbs img")))
+    assert "central" in first.find_elements(By.CSS_SELECTOR, ".thumbs img")[0].get_attribute("class")
+    assert "unknown face(s)" in browser.find_element(By.ID, "cluster-status").text
+    assert "Rose Leslie" not in people()
+    shot = screenshot(browser, "browser-clusters.png", tmp_path)
+    from PIL import Image  # this one is committed (shared example photos only): kept small
+
+    with Image.open(shot) as im:
+        im.convert("RGB").quantize(colors=64).save(shot, optimize=True)
+    first.find_element(By.CLASS_NAME, "cluster-name").send_keys("Rose Leslie")
+    first.find_element(By.CLASS_NAME, "cluster-enroll").click()
+    wait.until(lambda d: "Rose Leslie" in people())
+    assert "Rose Leslie\n3 photos" in [t.split("\nremove")[0] for t in listed()]
+    assert "added 3, 3 enrolled in total" in first.text
+    # the other clusters can be dismissed; nothing failed on the page
+    others = browser.find_elements(By.CSS_SELECTOR, "#clusters .cluster-dismiss")
+    if others:
+        n = len(browser.find_elements(By.CSS_SELECTOR, "#clusters .cluster"))
+        others[0].click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#clusters .cluster")) == n - 1)
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe

@@ -115,6 +115,7 @@ def test_crop_cache_skips_detection_and_gives_same_result(data, detector, sface,
 
     class NoDetect:
         settings = detector.settings
+        engine = detector.engine
 
         def detect(self, image):
             raise AssertionError("detection ran despite a cache hit")

@@ -172,6 +172,10 @@ def test_open_set_fpir_and_dir_match_numpy(report, model, data):
     o = rep["open_set"]
     assert o["n_known"] == 25 and o["n_unknown"] == len(ukept)
     t = o["threshold"]
+    # The threshold is the one identify uses for this gallery, derived from the target FPIR, and the
+    # report puts the FPIR the stranger cohort predicts for it beside the one measured here.
+    assert o["threshold_info"]["source"] == "target FPIR" and o["threshold_info"]["threshold"] == pytest.approx(t)
+    assert 0 < o["predicted_fpir"] <= 0.01
     fpir = np.mean([s >= t for _, s, _, _ in uknn])
     dir_ = np.mean([n == y and s >= t for (n, s, _, _), y in zip(knn, truth)])
     assert o["deciders"]["knn"]["at_current"]["fpir"] == pytest.approx(fpir, abs=1e-4)

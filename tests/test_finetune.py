@@ -115,6 +115,18 @@ def test_checkpoint_reloads_in_a_new_process_to_identical_logits(facenet_model, 
     assert here.shape == (2, 5)
 
 
+def test_finetuned_models_get_an_fpir_table_for_their_own_embeddings(facenet_model, sface_model):
+    for d, rep in ((facenet_model[0], facenet_model[1].to_dict()), sface_model):
+        cfg = json.loads((d / "model.json").read_text())
+        assert rep["fpir_table"]["calibrated"] and cfg["fpir_table"] and cfg["target_fpir"] == 0.01
+        table = json.loads((d / cfg["fpir_table"]).read_text())
+        assert table["model_id"] == cfg["model_id"] == rep["model_id"]
+    # facenet's finetuned network makes new embeddings: calibrated on the cohort (the suite's small one);
+    # sface's finetuning trains the head alone, so the base model's shipped table is the right one.
+    assert "cohort" in facenet_model[1].fpir["how"]
+    assert "shipped table" in sface_model[1]["fpir_table"]["how"]
+
+
 def test_sface_classifier_knn_and_combined_reach_096_on_val(sface_model):
     d, out = sface_model
     acc = {k: out[k]["accuracy"] for k in ("classifier", "knn", "combined")}

@@ -6,6 +6,7 @@ parts). The others test what only the FAISS directory has (its files, its approx
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -217,6 +218,27 @@ def test_has_content_and_records(filled: tuple[Gallery, np.ndarray, list[str]]) 
     assert [r.id for r in rs] == list(range(0, 60, 7)) and all(r.person == "person0" for r in rs)
     assert len(g.records()) == 60 and g.records("nobody") == []
     assert list(g.people()) == sorted(g.people())
+
+
+def test_chip_references_on_add_and_set_chips(filled: tuple[Gallery, np.ndarray, list[str]], spec: str | Path) -> None:
+    """Each face names its chip (the sha256 of the chip file the model directory keeps): given on
+    add, recorded later for faces without one (set_chips), kept through a rename and on reopening."""
+    g, _, _ = filled
+    assert {r.chip for r in g.records()} == {""}
+    chips = {r.id: hashlib.sha256(str(r.id).encode()).hexdigest() for r in g.records("person0")}
+    g.set_chips(chips)
+    g.set_chips(chips)  # idempotent: a backfill stopped half way is simply run again
+    first = min(chips)
+    with pytest.raises(GalleryError, match="10000"):  # unknown ids: nothing is changed
+        g.set_chips({first: "f" * 64, 10_000: "e" * 64})
+    new = FaceRecord("person8", "/photos/new.jpg", "hash-new", (1.0, 2.0, 3.0, 4.0), chip="a" * 64)
+    [new_id] = g.add(unit(np.random.default_rng(1), 1), [new], model_id=MODEL)
+    g.rename_person("person0", "person9")
+    with open_gallery(spec, model_id=MODEL) as again:
+        got = {r.id: (r.person, r.chip) for r in again.records()}
+    assert {i: got[i] for i in chips} == {i: ("person9", c) for i, c in chips.items()}
+    assert got[new_id] == ("person8", "a" * 64)
+    assert sum(bool(c) for _, c in got.values()) == len(chips) + 1
 
 
 @pytest.mark.parametrize("victim", ["index.faiss", "meta.sqlite", "meta.json"])

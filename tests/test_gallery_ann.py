@@ -1,8 +1,7 @@
 """The approximate ("pq") index at small scale: recall against exact search, removal,
-privacy of removed faces, incremental growth, reload across processes, legacy IVF files."""
+privacy of removed faces, incremental growth, reload across processes."""
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -146,24 +145,3 @@ def test_shrinking_falls_back_to_exact(tmp_path: Path, data) -> None:
     q = unit(np.random.default_rng(10), 10)
     assert [h[0].id for h in g.search(q, 1, model_id=MODEL)] == \
         (2100 + np.argmax(q @ x[2100:].T, axis=1)).tolist()
-
-
-def test_legacy_ivf_gallery_loads_and_migrates_on_add(tmp_path: Path, data) -> None:
-    x, people = data
-    g = make(tmp_path, x, people)
-    g.close()
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 16, faiss.METRIC_INNER_PRODUCT)
-    ivf.train(x)
-    ivf.add_with_ids(x, np.arange(N, dtype=np.int64))
-    faiss.write_index(ivf, str(tmp_path / "g" / "index.faiss"))
-    meta_path = tmp_path / "g" / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta.update(index_sha256=hashlib.sha256((tmp_path / "g" / "index.faiss").read_bytes()).hexdigest(),
-                index_kind="ivf")
-    meta_path.write_text(json.dumps(meta))
-    old = open_gallery(tmp_path / "g", MODEL, nprobe=16)
-    assert old.index_kind == "ivf"
-    assert [h[0].id for h in old.search(x[:20], 1, model_id=MODEL)] == list(range(20))
-    old.add(unit(np.random.default_rng(4), 1), recs(["new"]), model_id=MODEL)
-    assert old.index_kind == "pq" and len(old) == N + 1
-    assert [h[0].id for h in old.search(x[:20], 1, model_id=MODEL)] == list(range(20))

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reliability_util import encode, face_image
+from reliability_util import face_image, one_person_model
 from serving import free_port
 
 TIMEOUT = 1.0  # the server's header and body timeouts here
@@ -24,19 +24,13 @@ MAX_UPLOADS = 4
 def server(tmp_path_factory, data, detector, sface):
     import uvicorn
 
-    import recognizer.recognizer as rr
     from web.app import Settings, create_app
     from web.guard import GuardSettings, protocol_with
 
     root = tmp_path_factory.mktemp("hostile server")
     face = face_image(data)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rr, "Detector", lambda settings: detector)
-        mp.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
-        rec = rr.Recognizer.open(root / "model", backbone="sface", create=True, cache=None)
+    rec = one_person_model(root, face, detector, sface)
     photo = root / "paul.jpg"
-    photo.write_bytes(encode(face, "JPEG", quality=92))
-    assert rec.enroll("paul", [photo]).added == 1
     guard = GuardSettings(allowed_hosts=("faces.example",), header_timeout=TIMEOUT, body_timeout=TIMEOUT,
                           max_uploads=MAX_UPLOADS)
     port = free_port()

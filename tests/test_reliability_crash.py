@@ -281,8 +281,12 @@ def test_killed_finetune_leaves_a_model_that_loads_with_every_enrolment(tmp_path
     # A finished run clears what killed runs left behind.
     assert forkserver.wait(forkserver.start("finetune", [args], tmp_path / "last.out")) == 0
     cfg = load_config(model)
+    # Kept versions (for rollback) keep their checkpoints; nothing else of a killed run stays.
+    from recognizer.training.versions import kept_checkpoints
+
+    keep = {cfg.gallery, cfg.checkpoint} | kept_checkpoints(model)
     leftovers = [p.name for p in model.iterdir() if (GALLERY_NAME.fullmatch(p.name) or CHECKPOINT_NAME.fullmatch(p.name))
-                 and p.name not in (cfg.gallery, cfg.checkpoint)]
+                 and p.name not in keep]
     assert leftovers == []
     from test_reliability_privacy import assert_private
 

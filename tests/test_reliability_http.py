@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reliability_util import bounded, encode, face_image, files_outside
+from reliability_util import bounded, encode, face_image, files_outside, one_person_model
 from test_bad_input import FORMATS, build_cases, damaged
 from test_reliability_names import names
 
@@ -21,18 +21,11 @@ COUNTS = {"uploads": 0, "names": 0}
 def world(tmp_path_factory, data, detector, sface):
     from starlette.testclient import TestClient
 
-    import recognizer.recognizer as rr
     from web.app import Settings, create_app
 
     root = tmp_path_factory.mktemp("http world")
     face = face_image(data)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rr, "Detector", lambda settings: detector)
-        mp.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
-        rec = rr.Recognizer.open(root / "model", backbone="sface", create=True, cache=None)
-    photo = root / "paul.jpg"
-    photo.write_bytes(encode(face, "JPEG", quality=92))
-    assert rec.enroll("paul", [photo]).added == 1
+    rec = one_person_model(root, face, detector, sface)
     cases = build_cases(root / "cases", face, detector)
     with TestClient(create_app(rec, Settings(token=TOKEN)), raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         yield root, rec, client, cases, face

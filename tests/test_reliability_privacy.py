@@ -40,7 +40,8 @@ def test_model_directory_is_owner_only(model):
     save_checkpoint(model / "checkpoint.pt", {"head": {}})  # what finetune.py writes
     n = assert_private(model)
     names = {p.name for p in model.rglob("*")}
-    assert {"model.json", "gallery", "index.faiss", "meta.sqlite", "meta.json", ".lock", "checkpoint.pt"} <= names
+    assert {"model.json", "gallery", "chips", "index.faiss", "meta.sqlite", "meta.json", ".lock", "checkpoint.pt"} <= names
+    assert any(n.endswith(".chip") for n in names)
     print(f"\nprivacy: {n} paths in the model directory, all owner-only")
 
 
@@ -68,6 +69,14 @@ def test_removing_a_person_leaves_no_trace_in_the_model_directory(model):
     assert len(vecs) == 3 and sources
     needles = {f"vector {i}": v.astype("<f4").tobytes() for i, v in enumerate(vecs)}
     needles.update({f"vector {i} first 64 bytes": v.astype("<f4").tobytes()[:64] for i, v in enumerate(vecs)})
+    with open_gallery(model / "gallery") as g:
+        chips = [r.chip for r in g.records(name)]
+    assert len(chips) == 3 and all(chips)
+    for c in chips:
+        blob = (model / "chips" / c[:2] / f"{c}.chip").read_bytes()
+        # PNG headers are alike for every chip; the pixels (deflated) are this face's own.
+        needles.update({f"chip {c[:8]} bytes {a}..{a + 64}": blob[a : a + 64] for a in (100, len(blob) // 2, len(blob) - 80)})
+        needles[f"chip id {c[:8]}"] = c.encode()
     needles["name"] = name.encode()
     needles["name, utf-16"] = name.encode("utf-16-le")
     needles.update({f"source {s}": s.encode() for s in sources})

@@ -369,3 +369,32 @@ def test_protect_reads_without_a_token_is_refused(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "serve.py"), "--model", str(tmp_path), "--protect-reads"],
                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 2 and "--protect-reads needs a token" in out.stderr
+
+
+def test_unknown_faces_routes(server, guarded, open_, data):
+    """The panel's API: clustering needs the token, runs and thumbnails are reads, bad references are 404."""
+    photos = [data / FR / "group" / TWO_PEOPLE, data / FR / "group/kit_harington+rose_leslie__kit_with_rose.jpg"]
+    files = [("file", (p.name, p.read_bytes(), "application/octet-stream")) for p in photos]
+    assert "token" in error_of(server.post("/clusters", files=files), 401)
+    assert "without a token" in error_of(open_.post("/clusters", files=files), 403)
+    error_of(guarded.get("/clusters"), 401)
+    res = server.post("/clusters", files=files, headers=AUTH)
+    assert res.status_code == 200, res.text
+    run = res.json()
+    assert [len(p["known"]) for p in run["photos"]] == [2, 0]  # Obama and Biden are set aside
+    assert [p["photo"] for p in run["photos"]] == [p.name for p in photos]  # upload names, no server paths
+    assert len(run["faces"]) == 2 and [c["size"] for c in run["clusters"]] == [1, 1]  # Kit, Rose: two people
+    assert run["id"] in [r["run"] for r in server.get("/clusters").json()["runs"]]
+    assert server.get(f"/clusters/{run['id']}").json()["clusters"] == run["clusters"]
+    png = server.get(f"/clusters/{run['id']}/faces/0.png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
+    error_of(server.get(f"/clusters/{run['id']}/faces/7.png"), 404)
+    error_of(server.get("/clusters/20000101-000000"), 404)
+    error_of(server.post(f"/clusters/{run['id']}/1/enroll", json={"name": "X"}), 401)
+    error_of(server.post(f"/clusters/{run['id']}/1/enroll", json={"nom": "X"}, headers=AUTH), 422)
+    error_of(server.post(f"/clusters/{run['id']}/1/enroll", json={"name": "X", "exclude": ["a"]}, headers=AUTH), 422)
+    error_of(server.post(f"/clusters/{run['id']}/9/enroll", json={"name": "X"}, headers=AUTH), 404)
+    assert server.post(f"/clusters/{run['id']}/1/dismiss", headers=AUTH).status_code == 200
+    assert "already dismissed" in error_of(server.post(f"/clusters/{run['id']}/1/dismiss", headers=AUTH), 409)
+    assert server.post(f"/clusters/{run['id']}/2/dismiss", headers=AUTH).status_code == 200
+    error_of(server.get(f"/clusters/{run['id']}"), 404)  # nothing left open: the run and its crops are gone

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from recognizer.detection.mtcnn import torch_threads
+from recognizer.cache import weights_cache_dir
 from recognizer.embedding import weights as W
 from recognizer.errors import WeightsError
 
@@ -206,7 +207,7 @@ def test_cached_file_is_reused_without_download(registry, server, tmp_path):
 def test_torch_home_honoured(registry, monkeypatch, tmp_path):
     home = tmp_path / "th"
     monkeypatch.setenv("TORCH_HOME", str(home))
-    assert W.default_cache_dir() == home / "checkpoints"
+    assert weights_cache_dir() == home / "checkpoints"
     assert W.resolve_weights("small") == home / "checkpoints" / "small.pt"
     assert _files(home / "checkpoints") == ["small.pt"]
 
@@ -214,10 +215,10 @@ def test_torch_home_honoured(registry, monkeypatch, tmp_path):
 def test_default_cache_dir_fallbacks(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCH_HOME", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert W.default_cache_dir() == tmp_path / "xdg" / "torch" / "checkpoints"
+    assert weights_cache_dir() == tmp_path / "xdg" / "torch" / "checkpoints"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert W.default_cache_dir() == tmp_path / "home" / ".cache" / "torch" / "checkpoints"
+    assert weights_cache_dir() == tmp_path / "home" / ".cache" / "torch" / "checkpoints"
 
 
 def test_spec_passed_directly(server, small, tmp_path, monkeypatch):
@@ -229,7 +230,7 @@ def test_spec_passed_directly(server, small, tmp_path, monkeypatch):
 
 def test_download_file_direct(server, small, tmp_path):
     dest = tmp_path / "d" / "x.pt"
-    assert W.download_file(f"{server}/small.pt", dest, small["sha256"], 10) == dest
+    assert W.download_file(f"{server}/small.pt", dest, small["sha256"], 10) == small["sha256"]
     assert dest.read_bytes() == small["bytes"]
     assert _files(dest.parent) == ["x.pt"]
 
@@ -278,11 +279,13 @@ def test_connection_refused_names_url_and_target(registry, monkeypatch, closed_p
 
 
 def test_truncated_body_leaves_nothing(registry, monkeypatch, server, good, tmp_path):
+    # The server promises four times what it sends, then hangs up: the pinned checksum refuses
+    # the incomplete file.
     _spec(registry, monkeypatch, f"{server}/truncated", good["sha256"])
     cache = tmp_path / "cache"
     with pytest.raises(WeightsError) as err:
         W.resolve_weights("testnet", cache)
-    assert "interrupted" in str(err.value)
+    assert "incomplete" in str(err.value) and f"{server}/truncated" in str(err.value)
     assert _files(cache) == []
 
 

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import io
 import logging
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,13 +28,16 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recognizer import GalleryError, ImageError, InvalidNameError, PersonExists, PersonNotFound, validate_name
+from recognizer import GalleryError, ImageError, InvalidNameError, ModelError, PersonExists, PersonNotFound, validate_name
 from web.guard import GuardSettings, RequestGuard
 
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).resolve().parent / "index.html"
 DEFAULT_MAX_UPLOAD_MB = 10.0
+# A short clip: a minute of phone video at 720p is about 50 MB.
+DEFAULT_MAX_VIDEO_MB = 50.0
+DEFAULT_MAX_VIDEO_SECONDS = 60.0
 # Bigger than a 48-Mpx phone photo; a larger image is a scan or a decompression bomb.
 DEFAULT_MAX_PIXELS = 60_000_000
 MAX_FILES_PER_REQUEST = 50
@@ -78,6 +82,10 @@ class Settings:
     protect_reads: bool = False
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # POST /identify also takes one video: its own size limit (counted while the body is read)
+    # and a cap on its length, which bounds the decoding and detection work one request causes.
+    max_video_bytes: int = int(DEFAULT_MAX_VIDEO_MB * 1024 * 1024)
+    max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS
     max_photo_bytes: int = DEFAULT_MAX_PHOTO_BYTES  # memory one photo's decode may take
     guard: GuardSettings = GuardSettings()  # Host names, timeouts, uploads in flight (web/guard.py)
 
@@ -106,6 +114,24 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+# Bytes of a request body looked at to tell a video upload from a photo upload.
+_SNIFF_BYTES = 8192
+
+
+def _first_part_is_video(head: bytes, complete: bool) -> bool | None:
+    """Whether the first file of a multipart body starting with `head` is a video (by its first
+    bytes); None while `head` is too short to tell and more is coming."""
+    from recognizer import is_video_input
+
+    end = head.find(b"\r\n\r\n")  # the end of the first part's headers
+    if end < 0:
+        return None if not complete else False
+    content = head[end + 4 :]
+    if len(content) < 512 and not complete:
+        return None
+    return is_video_input(content[:512])
+
+
 class BodyLimit:
     """Refuse request bodies over `limit` bytes with 413, counting while they are read.
 
@@ -115,38 +141,57 @@ class BodyLimit:
     whatever the app makes of the interrupted read (FastAPI calls it a 400 parse error) is
     replaced by the 413. It also has the last word on exceptions, which the app's catch-all
     handler has already logged and answered.
+
+    Paths in `video_paths` take a video upload under a limit of its own: the first bytes of the
+    upload's first file say which limit applies, and the count is checked against it from then on.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, video_paths: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.video_paths = video_paths or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = ApiError(413, f"request body is over the upload limit of {self.limit} bytes ({self.limit / 2**20:g} MB)")
+        video_limit = self.video_paths.get(scope.get("path", ""))
+        # Until the upload's first bytes are in, the larger of the two limits holds.
+        limit = self.limit if video_limit is None else max(self.limit, video_limit)
+        kind = "upload"
+
+        def too_large() -> ApiError:
+            return ApiError(413, f"request body is over the {kind} limit of {limit} bytes ({limit / 2**20:g} MB)")
+
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.limit:
-                    await _error(413, too_large.message)(scope, receive, send)
+                if declared > limit:
+                    await _error(413, too_large().message)(scope, receive, send)
                     return
         received = 0
         exceeded = False
         started = False
+        head = b"" if video_limit is not None else None
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, exceeded, head, limit, kind
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
+                body = message.get("body", b"")
+                received += len(body)
+                if head is not None:
+                    head += body[: _SNIFF_BYTES - len(head)]
+                    video = _first_part_is_video(head, len(head) >= _SNIFF_BYTES or not message.get("more_body", False))
+                    if video is not None:
+                        limit, kind = (video_limit, "video upload") if video else (self.limit, "upload")
+                        head = None
+                if received > limit:
                     exceeded = True
-                    raise too_large
+                    raise too_large()
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -165,7 +210,36 @@ class BodyLimit:
                 await _error(500, "internal server error; the details are in the server log")(scope, receive, send)
                 return
         if exceeded:
-            await _error(413, too_large.message)(scope, receive, send)
+            await _error(413, too_large().message)(scope, receive, send)
+
+
+def identify_uploaded_video(recognizer: Any, settings: Settings, name: str, data: bytes, *, threshold: float | None = None,
+                            fps: float | None = None, annotate: bool = False) -> tuple[dict, bytes | None]:
+    """Tracks of an uploaded video (and its contact sheet as JPEG with `annotate`).
+
+    OpenCV reads videos from files only: the upload goes to a private temporary file under a name
+    of our own, deleted once read. A video whose container declares it longer than
+    `settings.max_video_seconds` is refused (413), and none is read further than that.
+    """
+    from recognizer import VideoError
+
+    with tempfile.TemporaryDirectory(prefix="facetool-upload-") as tmp:
+        path = Path(tmp) / "upload.video"
+        path.write_bytes(data)
+        try:
+            result = recognizer.identify_video(path, fps=fps, threshold=threshold, name=name, max_bytes=settings.max_video_bytes,
+                                               # a decoded frame (3 bytes a pixel) within one photo's decode budget
+                                               max_pixels=min(settings.max_pixels, settings.max_photo_bytes // 3),
+                                               seconds=settings.max_video_seconds,
+                                               max_duration=settings.max_video_seconds)
+        except VideoError as exc:  # its path is our temporary file: the client knows the upload by its own name
+            raise ApiError(413 if exc.too_large else 400, f"{name}: {exc.reason}") from None
+    jpeg = None
+    if annotate:
+        buf = io.BytesIO()
+        result.contact_sheet().save(buf, format="JPEG", quality=90)
+        jpeg = buf.getvalue()
+    return result.to_dict(), jpeg
 
 
 def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
@@ -253,9 +327,10 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             check_token(request)
 
     # ---- uploads -------------------------------------------------------------------------
-    async def uploaded_images(request: Request) -> list[tuple[str, bytes, str]]:
+    async def uploaded_images(request: Request, allow_video: bool = False) -> list[tuple[str, bytes, str]]:
         """(client file name, bytes, suffix) of every `file` field, each checked to be an image
-        of acceptable size before any model work."""
+        of acceptable size before any model work; with `allow_video`, a video (suffix `video`)
+        within the video limit is accepted too."""
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
             raise ApiError(422, "send the photo as multipart/form-data in a field named 'file'")
@@ -273,8 +348,19 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
                 if not data:
                     raise ApiError(400, f"{name}: is empty (0 bytes)")
                 suffix = sniff_image(data)
+                if suffix is None and allow_video:
+                    from recognizer import is_video_input
+
+                    if is_video_input(data[:512]):
+                        if len(data) > settings.max_video_bytes:
+                            raise ApiError(413, f"{name}: {len(data)} bytes is over the video limit of {settings.max_video_bytes} bytes")
+                        out.append((name, data, "video"))
+                        continue
                 if suffix is None:
-                    raise ApiError(415, f"{name}: not an image (JPEG, PNG, WebP, GIF, BMP or TIFF expected, judged by content)")
+                    kinds = "JPEG, PNG, WebP, GIF, BMP or TIFF" + (", or a video (MP4, MOV, MKV, WebM, AVI...)" if allow_video else "")
+                    raise ApiError(415, f"{name}: not an image ({kinds} expected, judged by content)")
+                if len(data) > settings.max_upload_bytes:
+                    raise ApiError(413, f"{name}: {len(data)} bytes is over the upload limit of {settings.max_upload_bytes} bytes")
                 check_pixels(name, data)
                 out.append((name, data, suffix))
             return out
@@ -308,12 +394,17 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
             png = buf.getvalue()
         return result.to_dict(), png
 
+    def identify_video_bytes(name: str, data: bytes, threshold: float | None, fps: float | None, annotate: bool) -> tuple[dict, bytes | None]:
+        return identify_uploaded_video(recognizer, settings, name, data, threshold=threshold, fps=fps, annotate=annotate)
+
     def enroll_uploads(name: str, uploads: list[tuple[str, bytes, str]]) -> dict:
         # The photos are enrolled from memory and never written to disk: the gallery keeps
         # embeddings, not photos, and records the client's file name as each face's source.
         report = recognizer.enroll(name, [u[1] for u in uploads], labels=[u[0] for u in uploads])
         out = report.to_dict()
         out["enrolled"] = recognizer.people().get(report.name, 0)
+        out["threshold"] = recognizer.threshold_info().to_dict()
+        out["warnings"] = [w.to_dict() for w in recognizer.confusions([report.name])] if report.added else []
         return out
 
     # ---- routes --------------------------------------------------------------------------
@@ -334,28 +425,41 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
 
     @app.post(
         "/identify",
-        summary="Name every face in one uploaded photo",
-        description="The same JSON as `identify.py --json` gives per photo; with `annotate=1`, the photo as a PNG with boxes and names drawn.",
+        summary="Name every face in one uploaded photo, or every face track in one short video",
+        description="The same JSON as `identify.py --json` gives per photo or video; with `annotate=1`, the photo as a PNG "
+        "with boxes and names drawn, or the video's tracks as a JPEG contact sheet. `fps`: video frames analysed per second.",
         openapi_extra=multipart_doc(many=False),
-        responses={200: {"content": {"application/json": {}, "image/png": {}}}},
+        responses={200: {"content": {"application/json": {}, "image/png": {}, "image/jpeg": {}}}},
     )
-    async def identify(request: Request, annotate: bool = False, threshold: float | None = None) -> Response:
+    async def identify(request: Request, annotate: bool = False, threshold: float | None = None, fps: float | None = None) -> Response:
         check_read(request)
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ApiError(422, f"threshold {threshold} is not a cosine similarity in [-1, 1]")
-        uploads = await uploaded_images(request)
+        if fps is not None and not 0 < fps <= 30:
+            raise ApiError(422, f"fps {fps} is not a number of video frames per second in (0, 30]")
+        uploads = await uploaded_images(request, allow_video=True)
         if len(uploads) != 1:
-            raise ApiError(422, f"send exactly one photo in the 'file' field (got {len(uploads)})")
-        name, data, _ = uploads[0]
+            raise ApiError(422, f"send exactly one photo or video in the 'file' field (got {len(uploads)})")
+        name, data, kind = uploads[0]
+        if kind == "video":
+            result, jpeg = await on_model_thread(identify_video_bytes, name, data, threshold, fps, annotate)
+            return Response(jpeg, media_type="image/jpeg") if jpeg is not None else JSONResponse(result)
         result, png = await on_model_thread(identify_bytes, name, data, threshold, annotate)
         if png is not None:
             return Response(png, media_type="image/png")
         return JSONResponse(result)
 
-    @app.get("/people", summary="Enrolled people and how many faces each has")
+    @app.get("/people", summary="Enrolled people and how many faces each has, and the unknown threshold for them",
+             description="`threshold` is the one identify uses for this gallery, with the share of strangers it is expected "
+                         "to name (`expected_fpir`) and of known people's photos it is expected to call unknown "
+                         "(`expected_dir_cost`).")
     async def people(request: Request) -> dict:
         check_read(request)
-        return {"people": await run_in_threadpool(recognizer.people)}
+
+        def listing() -> dict:
+            return {"people": recognizer.people(), "threshold": recognizer.threshold_info().to_dict()}
+
+        return await run_in_threadpool(listing)
 
     @app.post(
         "/people/{name:path}/photos",
@@ -374,6 +478,54 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         check_token(request)
         person = validate_name(name)
         return {"removed": person, "faces": await run_in_threadpool(recognizer.remove, person)}
+
+    @app.get("/export", summary="Download every enrolled face (names, chips, vectors) as one archive (token required)",
+             responses={200: {"content": {"application/x-tar": {}}}})
+    async def export(request: Request) -> Response:
+        check_token(request)  # chips are face images: never without the token, whatever --protect-reads says
+
+        def work() -> bytes:
+            with tempfile.TemporaryDirectory(prefix="facetool-export-") as tmp:
+                path = Path(tmp) / "faces.tar"
+                recognizer.export(path)
+                return path.read_bytes()
+
+        data = await run_in_threadpool(work)
+        return Response(data, media_type="application/x-tar",
+                        headers={"Content-Disposition": 'attachment; filename="facetool-export.tar"'})
+
+    @app.post("/import", summary="Add the faces of an exported archive (token required)",
+              description="The `file` field holds an archive from `GET /export` or `enroll.py --export`. People already "
+                          "enrolled here are skipped and listed under `clashes`; a damaged archive is refused (400) "
+                          "and nothing changes.",
+              openapi_extra=multipart_doc(many=False))
+    async def import_(request: Request) -> dict:
+        check_token(request)
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise ApiError(422, "send the archive as multipart/form-data in a field named 'file'")
+        form = await request.form(max_files=1, max_fields=1)
+        try:
+            field = form.get("file")
+            if not isinstance(field, UploadFile):
+                raise ApiError(422, "no file upload in a field named 'file'")
+            name, data = safe_filename(field.filename), await field.read()
+        finally:
+            await form.close()
+
+        def work() -> dict:
+            with tempfile.TemporaryDirectory(prefix="facetool-import-") as tmp:
+                path = Path(tmp) / "archive.tar"
+                path.write_bytes(data)
+                try:
+                    report = recognizer.import_archive(path)
+                except ModelError as exc:  # the archive's fault; named by the upload's name, not the server's temp path
+                    raise ApiError(400, str(exc).replace(str(path), name)) from None
+            out = report.to_dict()
+            out["archive"] = name
+            return out
+
+        return await on_model_thread(work)
 
     @app.patch(
         "/people/{name:path}",
@@ -394,4 +546,9 @@ def create_app(recognizer: Any, settings: Settings) -> ASGIApp:
         await run_in_threadpool(recognizer.rename, old, new)
         return {"renamed": old, "to": new}
 
-    return RequestGuard(BodyLimit(app, settings.max_upload_bytes), settings.guard)
+    from web.clusters import add_cluster_routes
+
+    add_cluster_routes(app, recognizer, check_token=check_token, check_read=check_read, uploaded_images=uploaded_images,
+                       on_model_thread=on_model_thread, api_error=ApiError)
+
+    return RequestGuard(BodyLimit(app, settings.max_upload_bytes, {"/identify": settings.max_video_bytes}), settings.guard)

@@ -1,4 +1,4 @@
-"""The `facetool` command: enroll, identify, finetune, evaluate and serve as subcommands.
+"""The `facetool` command: enroll, identify, cluster, finetune, evaluate and serve as subcommands.
 
 Each subcommand is also a script of its own at the top of the checkout (enroll.py, ...). Nothing
 heavy is imported until a subcommand runs.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from recognizer.cli import enroll, evaluate, finetune, identify, serve
+from recognizer.cli import cluster, enroll, evaluate, finetune, identify, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,5 +21,6 @@ main.add_command(identify.main, "identify")
 main.add_command(finetune.main, "finetune")
 main.add_command(evaluate.main, "evaluate")
 main.add_command(serve.main, "serve")
+main.add_command(cluster.main, "cluster")
 
 __all__ = ["main"]

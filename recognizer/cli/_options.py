@@ -13,9 +13,9 @@ def passive_openmp() -> None:
     """Make torch's OpenMP threads wait passively; call before torch is imported.
 
     torch's OpenMP threads spin while they wait for work by default. When other processes share
-    the cores, a spinning thread holds a core the thread it waits for needs: MTCNN on a 640x480
-    photo took 2.4-10 s spinning against 1.3 s waiting passively (2 threads, load 6 on 2 cores).
-    Passive waiting costs microseconds per parallel region. The variable is read once, when torch
+    the cores, a spinning thread holds a core the thread it waits for needs, which slowed
+    detection several times over (figures: benchmarks/results/implementation-choices.md);
+    passive waiting costs microseconds per parallel region. The variable is read once, when torch
     loads its OpenMP runtime, so the command-line tools set it first thing; a value the user set
     is kept. A program that imports the library decides this for itself.
     """

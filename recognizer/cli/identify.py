@@ -1,7 +1,8 @@
-"""Name every face in photos, or call it unknown.
+"""Name every face in photos and videos, or call it unknown.
 
-    identify.py --model DIR PHOTO_OR_FOLDER... [--json] [--annotate OUT] [--threshold T]
-    identify.py --model DIR FOLDER_OR_LIST.txt... --ray [auto|ADDRESS] [--out RESULTS.jsonl] [--json]
+    identify.py --model DIR PHOTO_VIDEO_OR_FOLDER... [--json] [--annotate OUT] [--threshold T] [--fps F]
+    identify.py --model DIR --camera 0 [--seconds S] [--annotate DIR]
+    identify.py --model DIR FOLDER_OR_LIST.txt... --ray [auto|ADDRESS] [--out RESULTS.jsonl] [--json]   (photos only)
 """
 from __future__ import annotations
 
@@ -26,10 +27,17 @@ from recognizer.cli._options import (
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @model_option
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per photo (a JSON list).")
-@click.option("--annotate", "annotate_out", type=click.Path(), help="Write annotated photos: a file for one photo, a folder for several (mirroring the input folders). Never an input.")
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per photo or video (a JSON list).")
+@click.option("--annotate", "annotate_out", type=click.Path(),
+              help="Write annotated photos: a file for one photo, a folder for several (mirroring the input folders). "
+                   "Never an input. For one video, OUT.mp4 writes the video with named boxes; a folder gets a contact "
+                   "sheet of each video's tracks.")
 @click.option("--threshold", type=float, help="Similarity under which a face is unknown (default: the model's).")
+@click.option("--fps", "sample_fps", type=float, default=None, show_default=False,
+              help="Frames per second of video to analyse (default 5).")
+@click.option("--camera", type=int, default=None, help="Identify faces from camera N (0: the first) until Ctrl-C or --seconds.")
+@click.option("--seconds", type=float, default=None, help="Read at most this many seconds of each video or of the camera.")
 @weights_dir_option
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
 @gallery_option
@@ -38,9 +46,11 @@ from recognizer.cli._options import (
 @ray_workers_option
 @verbose_option
 @friendly_errors
-def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_cache, gallery, ray_address, out_path,
-         workers, verbose):
-    """Identify the faces in each PHOTO (folders are expanded to their images)."""
+def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera, seconds, weights_dir, no_cache, gallery,
+         ray_address, out_path, workers, verbose):
+    """Identify the faces in each PHOTO or VIDEO (folders are expanded to their images and videos;
+    a file is taken for a video by its content, not its name). In a video each face is followed
+    through the frames and the whole track gets one name."""
     passive_openmp()
     setup_logging(verbose)
     import recognizer
@@ -48,22 +58,55 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, weights_dir, no_ca
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise click.BadParameter(f"{threshold} is not a cosine similarity in [-1, 1]", param_hint="--threshold")
     if ray_address is not None:
-        if annotate_out:
-            raise click.UsageError("--annotate does not combine with --ray")
+        if annotate_out or camera is not None or sample_fps is not None or seconds is not None:
+            raise click.UsageError("--ray identifies photos: --annotate, --camera, --fps and --seconds do not combine with it")
+        if not inputs:
+            raise click.UsageError("give folders, photos or list files of photo paths to identify with --ray")
         results = identify_on_ray(model_dir, inputs, out_path, ray_address, workers, threshold, weights_dir, gallery,
                                   no_cache, progress=not as_json)
         report(results, as_json)
         return
     if out_path or workers:
         raise click.UsageError("--out and --workers go with --ray")
-    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache, gallery=gallery)
+    if sample_fps is not None and not 0 < sample_fps <= 1000:
+        raise click.BadParameter(f"{sample_fps} is not a number of frames per second in (0, 1000]", param_hint="--fps")
+    if seconds is not None and not seconds > 0:
+        raise click.BadParameter(f"{seconds} is not a positive number of seconds", param_hint="--seconds")
+    if not inputs and camera is None:
+        raise click.UsageError("give photos, videos or folders, or --camera N")
+    if inputs and camera is not None:
+        raise click.UsageError("--camera reads the camera alone; give files in another run")
+    from recognizer.cli._video import wants_video_file
+
+    if camera is not None and annotate_out and wants_video_file(Path(annotate_out)):
+        raise click.BadParameter("a camera's frames are not kept for an annotated video; give a folder for a contact sheet",
+                                 param_hint="--annotate")
     files = recognizer.expand_inputs(list(inputs), recursive=True)
-    if not files:
-        raise click.ClickException(f"no image files found in {', '.join(inputs)}")
-    targets = recognizer.annotation_paths([Path(p) for p in inputs], files, Path(annotate_out)) if annotate_out else {}
+    listed = set(files)
+    for p in map(Path, inputs):
+        if p.is_dir():  # folders: their videos too, by content or name
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f not in listed and recognizer.is_video_input(f)))
+    videos = [f for f in files if recognizer.is_video_input(f)]
+    photos = [f for f in files if f not in set(videos)]
+    if not files and camera is None:
+        raise click.ClickException(f"no image or video files found in {', '.join(inputs)}")
+    out_path = Path(annotate_out) if annotate_out else None
+    if out_path is not None and len(files) > 1 and wants_video_file(out_path):
+        raise click.BadParameter(f"{out_path}: several inputs are annotated into a folder, not one video file", param_hint="--annotate")
+    targets = recognizer.annotation_paths([Path(p) for p in inputs], photos, out_path) if out_path and photos else {}
+    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache, gallery=gallery)
     results = []
     failed = 0
-    for res in rec.identify_many(files, threshold=threshold, progress=not as_json and len(files) > 1):
+    if videos or camera is not None:
+        from recognizer.cli._video import identify_one_video, quiet_decoders
+
+        quiet_decoders(verbose)
+        for source in videos or [camera]:
+            res = identify_one_video(rec, source, sample_fps=sample_fps, threshold=threshold,
+                                     seconds=seconds, annotate_out=out_path, as_json=as_json)
+            results.append(res)
+            failed += "error" in res
+    for res in rec.identify_many(photos, threshold=threshold, progress=not as_json and len(photos) > 1):
         results.append(res.to_dict())
         if res.error:
             failed += 1
@@ -87,11 +130,11 @@ def identify_on_ray(model_dir, inputs, out_path, address, workers, threshold, we
 
     import recognizer
 
-    with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp, \
+            recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache, gallery=gallery) as rec:
         out = Path(out_path) if out_path else Path(tmp) / "results.jsonl"
-        summary = recognizer.identify_bulk(model_dir, list(inputs), out, address=address, workers=workers,
-                                           threshold=threshold, weights_dir=weights_dir, gallery=gallery,
-                                           use_cache=not no_cache, progress=progress)
+        summary = rec.identify_bulk(list(inputs), out, address=address, workers=workers, threshold=threshold,
+                                    progress=progress)
         if summary.done_before:
             click.echo(f"{out}: {summary.done_before} photo(s) were already done; analysed {summary.processed}",
                        err=True)

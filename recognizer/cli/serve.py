@@ -38,12 +38,14 @@ from recognizer.cli._options import (
               "addresses and --host are answered: other names are how a web page would reach it by DNS rebinding.")
 @click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds a client may pause while sending headers or a request body before it is cut off.")
+@click.option("--max-video-mb", default=50.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest video upload to /identify.")
+@click.option("--max-video-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Longest video /identify takes.")
 @weights_dir_option
 @gallery_option
 @verbose_option
 @friendly_errors
-def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, max_photo_mb, allowed_hosts, body_timeout, weights_dir,
-         gallery, verbose):
+def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, max_photo_mb, allowed_hosts, body_timeout, max_video_mb, max_video_seconds,
+         weights_dir, gallery, verbose):
     """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
     passive_openmp()
     setup_logging(verbose)
@@ -63,7 +65,8 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
     guard = GuardSettings(allowed_hosts=(host, *allowed_hosts), header_timeout=body_timeout, body_timeout=body_timeout,
                           max_upload_disk=max(GuardSettings.max_upload_disk, 4 * max_upload))
     settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=max_upload, max_pixels=max_pixels,
-                        max_photo_bytes=int(max_photo_mb * 1024 * 1024), guard=guard)
+                        max_photo_bytes=int(max_photo_mb * 1024 * 1024), guard=guard,
+                        max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_seconds=max_video_seconds)
     app = create_app(rec, settings)
     click.echo(
         f"serving {model_dir} ({rec.config.backbone}, {len(rec.people())} people) on http://{host}:{port}/ ; "

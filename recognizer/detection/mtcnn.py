@@ -38,13 +38,13 @@ ARCFACE_TEMPLATE = np.array(
 # every face of tests/test_detection_recall.py still found; at 0.4 two of them were lost.
 ACROSS_LEVELS_NMS = 0.5
 
-# Candidates per RNet / ONet call. Every network call of a detection runs on one torch thread,
-# and a photo's candidates are always cut into the same chunks, so the float sums behind a
-# photo's boxes and landmarks are the same whatever the thread count and however the photo
-# arrived (alone, in a folder, as bytes, through the server). Multi-threaded torch kernels split
-# some reductions by thread count (ONet's 1152-input Linear sums differently on 2 threads than
-# on 1, PNet's convolutions on 3 or 4), which moved landmarks and so embeddings. Parallelism comes
-# from running the independent calls (pyramid levels, chunks) side by side instead.
+# Candidates per RNet / ONet call. Every network call of a detection runs on one thread, and a
+# photo's candidates are always cut into the same chunks, so the float sums behind a photo's
+# boxes and landmarks are the same whatever the thread count and however the photo arrived
+# (alone, in a folder, as bytes, through the server). Multi-threaded kernels may split
+# reductions by thread count (torch's did: ONet's 1152-input Linear summed differently on 2
+# threads than on 1), and a kernel may pick its blocking by batch size, so both are fixed.
+# Parallelism comes from running the independent calls (pyramid levels, chunks) side by side.
 RNET_CHUNK = 64
 ONET_CHUNK = 16
 
@@ -99,40 +99,37 @@ class DetectorSettings:
 
 @dataclass
 class Detector:
-    """MTCNN face detector. The networks are built in the constructor, never at import.
+    """MTCNN face detector. The networks load in the constructor, never at import.
 
-    The three networks and their weights are facenet-pytorch's; the pipeline around them is ours,
-    since facenet-pytorch's `detect_face` spends most of its time outside the networks: it builds
-    every pyramid level by area-resampling the whole photo, and resamples each candidate box for
-    the second and third stages with a separate torch call. Here the pyramid starts from one
-    downscaled copy, all candidate crops of a stage are cut at once from summed-area tables
-    (`_crop_boxes`), and the networks run in channels-last layout, where their small
-    convolutions and max-pooling vectorise over channels. A lone photo is detected on every
-    core; a folder (FacePipeline.analyze_many) one photo per core.
+    The three networks and their weights are facenet-pytorch's, run as ONNX files on ONNX
+    Runtime (recognizer/detection/networks.py), so detecting imports neither torch nor torchvision;
+    `engine="torch"` runs facenet-pytorch's torch modules instead, with the same pipeline.
+    The pipeline around them is ours, since facenet-pytorch's `detect_face` spends most of its
+    time outside the networks: it builds every pyramid level by area-resampling the whole photo,
+    and resamples each candidate box for the second and third stages with a separate torch
+    call. Here the pyramid starts from one downscaled copy, and all candidate crops of a stage
+    are cut at once from summed-area tables (`_crop_boxes`). A lone photo's independent network
+    calls (pyramid levels, candidate chunks) run side by side on every core; a folder
+    (FacePipeline.analyze_many) runs one photo per core.
     """
 
     settings: DetectorSettings = field(default_factory=DetectorSettings)
     device: str = "cpu"
     # Threads a lone photo's independent network calls run on; None: one per core. Each call
-    # runs on one torch thread (see RNET_CHUNK), so the count changes the speed, never the
-    # result. FacePipeline.analyze_many detects several photos at once with one thread each,
-    # the better use of the cores for a folder.
+    # runs on one thread (see RNET_CHUNK), so the count changes the speed, never the result.
+    # FacePipeline.analyze_many detects several photos at once with one thread each, the better
+    # use of the cores for a folder.
     threads: int | None = None
+    engine: str = "auto"  # "onnxruntime" ("auto" when installed) or "torch"
     _pools: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        import torch
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+        from recognizer.detection.networks import load_nets
 
-        nets = []
-        for net in (PNet(), RNet(), ONet()):
-            for name, mod in list(net.named_children()):
-                # Only PNet's 2x2 pooling: on the others' 3x3 windows torch's own channels-last
-                # pooling is the faster (3.6 against 4.5 ms for RNet's first, 235 candidates).
-                if isinstance(mod, torch.nn.MaxPool2d) and isinstance(net, PNet):
-                    setattr(net, name, _max_pool_nhwc(mod.kernel_size, mod.stride))
-            nets.append(net.to(self.device).eval().to(memory_format=torch.channels_last))
-        self._pnet, self._rnet, self._onet = nets
+        if self.device != "cpu":
+            raise ValueError(f"device {self.device!r}: detection runs on the CPU")
+        self._nets = load_nets(self.engine)
+        self.engine = self._nets.engine
 
     def detect(self, image: ImageSource, *, threads: int | None = None) -> list[Face]:
         """Every face in the photo, largest first; [] when there is none."""
@@ -141,26 +138,18 @@ class Detector:
     def detect_many(self, images: Sequence[ImageSource], *, threads: int | None = None) -> list[list[Face]]:
         """`detect` for several photos. `threads` overrides the detector's thread count for this call."""
         imgs = [im if isinstance(im, Image.Image) and im.mode == "RGB" else load_image(im) for im in images]
-        n = threads or self.threads or os.cpu_count() or 1
-        # The calling thread's own torch work (NMS, box arithmetic) runs on one thread too.
-        with torch_threads(1):
-            return self._detect_loaded(imgs, n)
+        return self._detect_loaded(imgs, threads or self.threads or os.cpu_count() or 1)
 
     def _map(self, fn, items: list, threads: int) -> list:
-        """[fn(x) for x in items], on up to `threads` pooled threads of one torch thread each."""
+        """[fn(x) for x in items], on up to `threads` pooled threads."""
         if threads <= 1 or len(items) <= 1:
             return [fn(x) for x in items]
         pool = self._pools.get(threads)
         if pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            import torch
-
             # setdefault: two threads racing to create the pool keep one of them.
-            pool = self._pools.setdefault(
-                threads,
-                ThreadPoolExecutor(threads, thread_name_prefix="mtcnn", initializer=torch.set_num_threads, initargs=(1,)),
-            )
+            pool = self._pools.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="mtcnn"))
         return list(pool.map(fn, items))
 
     def _detect_loaded(self, imgs: list[Image.Image], threads: int) -> list[list[Face]]:
@@ -180,7 +169,7 @@ class Detector:
         # under 12 pixels is below MTCNN's smallest window: nothing can be found in either.
         if min(small.size) < max(12, self.settings.min_face_size):
             return None, 1.0
-        return np.array(small), 1.0 / scale  # a writable copy: torch refuses to wrap read-only memory
+        return np.array(small), 1.0 / scale
 
     def pyramid(self, width: int, height: int) -> list[float]:
         """The first stage's scales for a photo of this size (as detected), largest first.
@@ -206,9 +195,8 @@ class Detector:
         """MTCNN's three stages on one uint8 photo: boxes (n, 5) with score, and points (n, 5, 2).
         The network calls run on `threads` threads (see `_map`); the result does not depend on it."""
         import cv2
-        import torch
-        from facenet_pytorch.models.utils.detect_face import bbreg, generateBoundingBox, nms_numpy, rerec
-        from torchvision.ops.boxes import nms
+
+        from recognizer.detection.boxes import bbreg, generate_boxes, nms, nms_min, rerec
 
         t1, t2, t3 = self.settings.thresholds
         h, w = arr.shape[:2]
@@ -220,76 +208,69 @@ class Detector:
         # scale rather than from the full photo: for a big photo that copy is small.
         base = cv2.resize(arr, _level_size(w, h, scales[0]), interpolation=cv2.INTER_AREA)
 
-        def level(sc: float):
+        def level(sc: float) -> np.ndarray:
             size = _level_size(w, h, sc)
             lvl = base if base.shape[1::-1] == size else cv2.resize(base, size, interpolation=cv2.INTER_AREA)
-            # NHWC memory viewed as NCHW: the channels-last layout PNet was converted to.
-            x = (torch.from_numpy(lvl[None]).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
-            with torch.inference_mode():
-                reg, probs = self._pnet(x.to(self.device))
-                bx, _ = generateBoundingBox(reg, probs[:, 1], sc, t1)
-                return bx[nms(bx[:, :4], bx[:, 4], 0.5)]
+            x = lvl.transpose(2, 0, 1)[None].astype(np.float32)  # NCHW
+            x -= np.float32(127.5)
+            x *= np.float32(0.0078125)
+            reg, probs = self._nets.pnet(x)
+            bx = generate_boxes(reg[0], probs[0, 1], sc, t1)
+            return bx[nms(bx[:, :4], bx[:, 4], 0.5)]
 
         # The largest level is about half the work: listed first, the others fill the other threads.
-        with torch.inference_mode():
-            boxes = torch.cat(self._map(level, scales, threads))
-            boxes = boxes[nms(boxes[:, :4], boxes[:, 4], ACROSS_LEVELS_NMS)]
-            if len(boxes) == 0:
-                return empty
-            regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-            boxes = torch.stack(
-                [
-                    boxes[:, 0] + boxes[:, 5] * regw,
-                    boxes[:, 1] + boxes[:, 6] * regh,
-                    boxes[:, 2] + boxes[:, 7] * regw,
-                    boxes[:, 3] + boxes[:, 8] * regh,
-                    boxes[:, 4],
-                ],
-                dim=1,
-            )
-            boxes = rerec(boxes)
+        boxes = np.concatenate(self._map(level, scales, threads))
+        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], ACROSS_LEVELS_NMS)]
+        if len(boxes) == 0:
+            return empty
+        regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        boxes = np.stack(
+            [
+                boxes[:, 0] + boxes[:, 5] * regw,
+                boxes[:, 1] + boxes[:, 6] * regh,
+                boxes[:, 2] + boxes[:, 7] * regw,
+                boxes[:, 3] + boxes[:, 8] * regh,
+                boxes[:, 4],
+            ],
+            axis=1,
+        )
+        boxes = rerec(boxes)
 
-            # Stage 2 (RNet) on 24x24 crops of the candidates.
-            table = _summed_area(arr)
-            x, keep = _crop_boxes(table, boxes, 24)
-            boxes = boxes[keep]
-            if len(boxes) == 0:
-                return empty
-            reg, probs = self._chunked(self._rnet, x, RNET_CHUNK, threads)
-            ok = probs[:, 1] > t2
-            boxes = torch.cat([boxes[ok, :4], probs[ok, 1:2]], dim=1)
-            reg = reg[ok]
-            pick = nms(boxes[:, :4], boxes[:, 4], 0.7)
-            boxes, reg = boxes[pick], reg[pick]
-            boxes = rerec(bbreg(boxes, reg))
+        # Stage 2 (RNet) on 24x24 crops of the candidates.
+        table = _summed_area(arr)
+        x, keep = _crop_boxes(table, boxes, 24)
+        boxes = boxes[keep]
+        if len(boxes) == 0:
+            return empty
+        reg, probs = self._chunked(self._nets.rnet, x, RNET_CHUNK, threads)
+        ok = probs[:, 1] > t2
+        boxes = np.concatenate([boxes[ok, :4], probs[ok, 1:2]], axis=1)
+        reg = reg[ok]
+        pick = nms(boxes[:, :4], boxes[:, 4], 0.7)
+        boxes = rerec(bbreg(boxes[pick], reg[pick]))
 
-            # Stage 3 (ONet) on 48x48 crops: final boxes, scores and the five landmarks.
-            x, keep = _crop_boxes(table, boxes, 48)
-            boxes = boxes[keep]
-            if len(boxes) == 0:
-                return empty
-            reg, pts, probs = self._chunked(self._onet, x, ONET_CHUNK, threads)
-            ok = probs[:, 1] > t3
-            boxes = torch.cat([boxes[ok, :4], probs[ok, 1:2]], dim=1)
-            reg, pts = reg[ok], pts[ok]
-            bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
-            bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
-            points = torch.stack([bw * pts[:, :5] + boxes[:, 0:1] - 1, bh * pts[:, 5:] + boxes[:, 1:2] - 1], dim=2)
-            boxes = bbreg(boxes, reg)
-            boxes, points = boxes.cpu().numpy(), points.cpu().numpy()
-            pick = nms_numpy(boxes[:, :4], boxes[:, 4], 0.7, "Min")
-            return boxes[pick], points[pick]
+        # Stage 3 (ONet) on 48x48 crops: final boxes, scores and the five landmarks.
+        x, keep = _crop_boxes(table, boxes, 48)
+        boxes = boxes[keep]
+        if len(boxes) == 0:
+            return empty
+        reg, pts, probs = self._chunked(self._nets.onet, x, ONET_CHUNK, threads)
+        ok = probs[:, 1] > t3
+        if not ok.any():
+            return empty
+        boxes = np.concatenate([boxes[ok, :4], probs[ok, 1:2]], axis=1)
+        reg, pts = reg[ok], pts[ok]
+        bw = (boxes[:, 2] - boxes[:, 0] + np.float32(1))[:, None]
+        bh = (boxes[:, 3] - boxes[:, 1] + np.float32(1))[:, None]
+        points = np.stack([bw * pts[:, :5] + boxes[:, 0:1] - np.float32(1), bh * pts[:, 5:] + boxes[:, 1:2] - np.float32(1)], axis=2)
+        boxes = bbreg(boxes, reg)
+        pick = nms_min(boxes[:, :4], boxes[:, 4], 0.7)
+        return boxes[pick], points[pick]
 
-    def _chunked(self, net, x, chunk: int, threads: int):
+    def _chunked(self, net, x: np.ndarray, chunk: int, threads: int) -> tuple[np.ndarray, ...]:
         """`net(x)` as the concatenation of `net` on fixed chunks of `chunk` rows."""
-        import torch
-
-        def run(i: int):
-            with torch.inference_mode():
-                return net(x[i : i + chunk].to(self.device))
-
-        parts = self._map(run, list(range(0, len(x), chunk)), threads)
-        return tuple(torch.cat(outs) for outs in zip(*parts))
+        parts = self._map(lambda i: net(x[i : i + chunk]), list(range(0, len(x), chunk)), threads)
+        return tuple(np.concatenate(outs) for outs in zip(*parts))
 
     def _to_faces(self, boxes, points, inv_scale: float, size: tuple[int, int]) -> list[Face]:
         if boxes is None or len(boxes) == 0:
@@ -310,53 +291,6 @@ class Detector:
             faces.append(Face(box=box, score=float(prob), landmarks=pts))
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
-
-
-def _max_pool_nhwc(kernel_size: int, stride: int):
-    """A module for MaxPool2d(kernel_size, stride, ceil_mode=True) on channels-last tensors.
-    Built here, not at module level, so importing this module does not import torch."""
-    import torch
-
-    class MaxPoolNHWC(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.pool = _MaxPoolNHWC(kernel_size, stride)
-
-        def forward(self, x):
-            return self.pool(x)
-
-    return MaxPoolNHWC()
-
-
-class _MaxPoolNHWC:
-    """MaxPool2d(k, s, ceil_mode=True), the pooling MTCNN uses, as a max over k*k strided views
-    of channels-last memory. On PNet's 2x2 windows over a whole pyramid level it beats torch's
-    own max_pool2d with ceil_mode (1.9 against 3.1 ms for the largest level of a 640x480 photo,
-    one thread; 1.3 against 1.6 ms on two); the result is identical, since a max is exact."""
-
-    def __init__(self, kernel_size: int, stride: int) -> None:
-        self.k, self.s = int(kernel_size), int(stride)
-
-    def __call__(self, x):
-        import torch
-
-        k, s = self.k, self.s
-        y = x.permute(0, 2, 3, 1)  # NHWC view; contiguous when x is channels-last
-        h, w = y.shape[1:3]
-        oh, ow = -(-(h - k) // s) + 1, -(-(w - k) // s) + 1
-        # ceil_mode's last window hangs over the edge: max over the rows it has, no padding
-        # (padding a channels-last tensor copied it, at a cost as large as the pooling).
-        rows = y[:, 0::s][:, :oh].clone()
-        for i in range(1, k):
-            yi = y[:, i::s][:, :oh]
-            n = yi.shape[1]
-            rows[:, :n] = torch.maximum(rows[:, :n], yi)
-        out = rows[:, :, 0::s][:, :, :ow].clone()
-        for j in range(1, k):
-            rj = rows[:, :, j::s][:, :, :ow]
-            n = rj.shape[2]
-            out[:, :, :n] = torch.maximum(out[:, :, :n], rj)
-        return out.permute(0, 3, 1, 2)
 
 
 @contextmanager
@@ -394,8 +328,8 @@ def _summed_area(arr: np.ndarray) -> np.ndarray:
 
 def _crop_boxes(table: np.ndarray, boxes, size: int):
     """Candidate boxes cut from a photo (`table`: its `_summed_area`) and resampled to size x
-    size, as a normalised float32 NCHW tensor in channels-last memory (the layout the networks
-    run in), and the mask of boxes with any pixels inside the photo.
+    size, as a normalised float32 (n, 3, size, size) array, and the mask of boxes with any
+    pixels inside the photo.
 
     The box is clipped to the photo and the clipped part stretched to the square with area
     averaging, exactly as facenet-pytorch's torch `interpolate(mode="area")` does it: output
@@ -406,10 +340,9 @@ def _crop_boxes(table: np.ndarray, boxes, size: int):
     channels, on every core), where a torch call per box took several times longer.
     """
     import cv2
-    import torch
 
     h, w = table.shape[0] - 1, table.shape[1] - 1
-    b = boxes[:, :4].trunc().int().cpu().numpy()
+    b = np.trunc(np.asarray(boxes)[:, :4]).astype(np.int32)
     x0, y0 = np.maximum(b[:, 0], 1) - 1, np.maximum(b[:, 1], 1) - 1
     x1, y1 = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
     keep = (y1 > y0) & (x1 > x0)
@@ -442,7 +375,7 @@ def _crop_boxes(table: np.ndarray, boxes, size: int):
     x /= ((ey - sy)[:, :, None] * (ex - sx)[:, None, :])[..., None].astype(np.float32)
     x -= np.float32(127.5)
     x *= np.float32(0.0078125)
-    return torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(keep)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), keep
 
 
 def crop_facenet(img: Image.Image, face: Face, size: int = 160, margin: int = 14) -> np.ndarray:

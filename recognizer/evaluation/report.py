@@ -144,6 +144,14 @@ def render_markdown(rep) -> str:
                      for d, s in o.deciders.items()])
         L += [f"**Recommended threshold: {o.recommended_threshold:.4f}** ({o.deployed}, target FPIR {o.target_fpir:g})"
               + ("; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
+        ti = o.threshold_info
+        if ti:
+            measured = o.deciders[o.deployed].at_current.fpir
+            pred = "no FPIR table for this model" if o.predicted_fpir is None else f"{o.predicted_fpir:.4f}"
+            L += [f"Current threshold {o.threshold:.4f} ({ti['source']}"
+                  + (f" {ti['target_fpir']:g}" if ti["source"] == "target FPIR" else "")
+                  + f", for {ti['people']} people with {ti['faces_per_person']:.1f} faces each): FPIR predicted from the "
+                  f"stranger cohort {pred}, measured here {measured:.4f} ({o.deployed}, {o.n_unknown} unknown faces).", ""]
         L += [f"- {n}" for n in o.notes] + ([""] if o.notes else [])
         L += [f"![FPIR and DIR]({OPENSET_PNG})", ""]
         L += _undetected(rep.undetected.get("unknown", []))

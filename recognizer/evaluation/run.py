@@ -58,8 +58,8 @@ class FaceSet:
 def embed_labelled(pipeline, paths: list[str], labels: list[str], progress: bool = False) -> FaceSet:
     emb, kept, kept_paths, hashes, undetected = [], [], [], [], []
     for res, label in zip(pipeline.analyze_many(paths, progress=progress), labels):
-        if res.error is not None or not len(res.faces):
-            undetected.append({"file": res.source, "person": label, "reason": res.error or "no face"})
+        if res.skip_reason is not None:
+            undetected.append({"file": res.source, "person": label, "reason": res.skip_reason})
             continue
         emb.append(res.embeddings[0])
         kept.append(label)
@@ -142,8 +142,8 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: Eva
     rec = Recognizer.open(model_dir, cache=cache)
     cfg = rec.config
     try:
-        report = EvaluationReport(str(model_dir), cfg.backbone, cfg.model_id, rec.classifier is not None, cfg.threshold,
-                                  cfg.knn_k, "")
+        report = EvaluationReport(str(model_dir), cfg.backbone, cfg.model_id, rec.classifier is not None,
+                                  rec.threshold_info().threshold, cfg.knn_k, "")
         if rec.classifier is None:
             report.notes.append("this model has no classifier (it was never finetuned): the kNN vote alone is reported")
         if data_dir is not None:
@@ -178,6 +178,7 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: Eva
 def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str], opts: EvaluationOptions, report):
     from recognizer.decision import decide
     from recognizer.evaluation.open_set import open_set_scores
+    from recognizer.threshold import threshold_info
 
     cfg = rec.config
     # Labelled people who are not enrolled are strangers to the model: unknown faces too.
@@ -197,8 +198,11 @@ def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str],
         unknown = _concat(uf_parts, faces.embeddings.shape[1])
         source = f"{opts.unknown_dir} ({len(set(unk.labels))} people)" + (f" and {', '.join(strangers)}" if strangers else "")
         unk_dec = decide(rec.gallery, rec.classifier, unknown.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
-        return open_set_scores(known_dec, kf.labels, unk_dec, threshold=cfg.threshold, target_fpir=opts.target_fpir,
-                               unknown_source=source)
+        info = rec.threshold_info()
+        out = open_set_scores(known_dec, kf.labels, unk_dec, threshold=info.threshold, target_fpir=opts.target_fpir,
+                              unknown_source=source)
+        out.threshold_info = info.to_dict()
+        return out
 
     # No unknown folder: hold out a share of the enrolled people in a temporary copy of the gallery.
     people = sorted(set(kf.labels))
@@ -222,11 +226,15 @@ def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str],
             unknown = _concat(uf_parts + [un], faces.embeddings.shape[1])
             kn_dec = decide(gal, rec.classifier, kn.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
             un_dec = decide(gal, rec.classifier, unknown.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
+            # The threshold identify would use with this smaller gallery.
+            info = threshold_info(cfg, rec.fpir_table, gal.people())
         finally:
             gal.close()
     report.undetected["unknown"] = [u for u in faces.undetected if u["person"] in set(held) | set(strangers)]
     source = f"held out of a copy of the gallery: {', '.join(held)}" + (f"; not enrolled: {', '.join(strangers)}" if strangers else "")
-    return open_set_scores(kn_dec, kn.labels, un_dec, threshold=cfg.threshold, target_fpir=opts.target_fpir, unknown_source=source)
+    out = open_set_scores(kn_dec, kn.labels, un_dec, threshold=info.threshold, target_fpir=opts.target_fpir, unknown_source=source)
+    out.threshold_info = info.to_dict()
+    return out
 
 
 def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
@@ -238,11 +246,13 @@ def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
 
 def set_threshold(model_dir: str | Path, threshold: float) -> None:
     """Store `threshold` in model.json (written atomically: readers see the old or the new file)."""
-    from recognizer.config import load_config, save_config
+    from recognizer.config import load_config, save_config, writer_lock
 
     if not -1.0 <= threshold <= 1.0:
         raise FaceToolError(f"{threshold} is not a cosine similarity in [-1, 1]")
-    cfg = load_config(model_dir)
-    cfg.threshold = float(threshold)
-    save_config(model_dir, cfg)
+    with writer_lock(model_dir):  # read-modify-write: a finetune's switch must not be written over
+        cfg = load_config(model_dir)
+        cfg.threshold = float(threshold)
+        cfg.target_fpir = None  # a fixed threshold replaces the target (enroll.py --target-fpir sets one again)
+        save_config(model_dir, cfg)
     log.info("threshold of %s set to %.4f", model_dir, threshold)

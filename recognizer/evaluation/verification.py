@@ -163,10 +163,8 @@ def verify_pairs(pipeline, pairs_file: str | Path, root: str | Path, *, progress
     for p in set(photos) - set(existing):
         why[p] = "missing"
     for res in pipeline.analyze_many(existing, progress=progress):
-        if res.error is not None:
-            why[res.source] = res.error
-        elif not len(res.faces):
-            why[res.source] = "no face"
+        if res.skip_reason is not None:
+            why[res.source] = res.skip_reason
         else:
             emb[res.source] = res.embeddings[0]
     sims, same, folds, skipped = [], [], [], []

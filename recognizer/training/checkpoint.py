@@ -72,11 +72,14 @@ def load_finetuned(model_dir: str | Path, cfg, weights_dir: str | Path | None = 
     if ckpt["backbone"] != cfg.backbone:
         raise ModelError(f"{path}: checkpoint is for {ckpt['backbone']}, model.json says {cfg.backbone}")
     if cfg.backbone == "facenet":
-        base = FacenetEmbedder(ckpt["weights"], weights_dir, seed=int(ckpt["base_seed"]), **embedder_kw)
+        # The base only lends its torch module: no ONNX session of its own.
+        base = FacenetEmbedder(ckpt["weights"], weights_dir, seed=int(ckpt["base_seed"]), **{**embedder_kw, "engine": "torch"})
         _check_base(path, base.model_id, ckpt)
         apply_tail_state(base.module, ckpt["tail"], path)
+        # export_key: the checkpoint's sha256 names the finetuned network's cached ONNX export.
         embedder = FacenetEmbedder(ckpt["weights"], module=base.module, model_id=finetuned_model_id(base.model_id, digest),
-                                   batch_size=base.batch_size, device=base.device)
+                                   batch_size=base.batch_size, device=base.device, export_key=digest,
+                                   engine=embedder_kw.get("engine", "auto"))
     else:
         kw = {k: v for k, v in embedder_kw.items() if k in ("batch_size", "threads")}
         embedder = SFaceEmbedder(**kw)

@@ -66,8 +66,8 @@ def _make_tail(net, blocks: Sequence[str], trainable: Sequence[str]):
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if x.dim() == 4:
-                # mkldnn's NCHW kernels are pathological on 3x3 feature maps: channels_last
-                # made a training epoch of block8 + last_linear ~20x faster (1.6 s -> 0.075 s).
+                # mkldnn's NCHW kernels are pathological on 3x3 feature maps; channels_last
+                # avoids them (figures: benchmarks/results/implementation-choices.md).
                 x = x.contiguous(memory_format=torch.channels_last)
             for name in self.names:
                 if name == "last_linear":

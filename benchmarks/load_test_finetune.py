@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Load test of serve.py with a finetune in the middle: concurrent clients posting photos to
+identify and to enroll while finetune.py switches the served model.
+
+    benchmarks/load_test_finetune.py [--seconds 60] [--clients 8] [--enroll-every 4] [--finetune-at 20]
+
+Builds a temporary sface model (Obama and Biden), starts serve.py on a free 127.0.0.1 port and
+runs the clients against it. Every `--enroll-every`th request of a client enrolls a photo under a
+new name, so enrolls run concurrently with identifies. It fails (exit 1) on any error response
+and when GET /people at the end does not hold every enrolment that was reported done.
+With `--finetune-at T`, `finetune.py` (sface, 5-celebrity-faces) starts T seconds in, in its own
+process, while the clients go on: the figures are then split into before / during / after the
+finetune, and the server must answer 2xx throughout, hold every enrolment reported done (whether
+made before, during or after it) and serve the finetuned model's people afterwards without a
+restart. Only loopback traffic.
+"""
+from __future__ import annotations
+
+import random
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# Run as a script, this file's folder is on the path: the load test's helpers are shared.
+from load_test import Sample, _serving, percentile  # noqa: E402
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(min=1), help="How long the clients keep sending.")
+@click.option("--clients", default=8, show_default=True, type=click.IntRange(min=1), help="Concurrent clients.")
+@click.option("--enroll-every", default=4, show_default=True, type=click.IntRange(min=0), help="Every Nth request of a client is an enroll (0: none).")
+@click.option("--seed", default=0, show_default=True, help="Random seed for the choice of photos.")
+@click.option("--finetune-at", default=None, type=click.FloatRange(min=0), help="Start finetune.py on the served model this many seconds in.")
+@click.option("--finetune-epochs", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--after", default=20.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --finetune-at: the clients go on at least this long after the finetune ends.")
+def main(seconds: float, clients: int, enroll_every: int, seed: int, finetune_at: float | None, finetune_epochs: int,
+         after: float) -> None:
+    import httpx
+
+    from recognizer.cli._options import passive_openmp
+    from recognizer.sample_data import data_dir
+
+    passive_openmp()  # for build_model's enrolments here and the server process, which inherits it
+    serving = _serving()
+    FR, Server, build_model = serving.FR, serving.Server, serving.build_model
+
+    data = data_dir() / FR
+    people = data / "people"
+    identify_photos = sorted((data / "group").glob("*.jpg")) + sorted(people.glob("*/*.jpg"))
+    enroll_photos = sorted((people / "barack_obama").glob("examples__obama*.jpg")) + sorted((people / "kit_harington").glob("*.jp*g"))
+    token = secrets.token_urlsafe(16)
+
+    with tempfile.TemporaryDirectory(prefix="facetool-load-") as tmp:
+        t0 = time.perf_counter()
+        model = build_model(Path(tmp) / "model", {"barack_obama": people / "barack_obama", "joe_biden": people / "joe_biden"})
+        server = Server(model, env={"FACETOOL_TOKEN": token}, log=Path(tmp) / "server.log")
+        try:
+            server.wait()
+            print(f"model built and server up in {time.perf_counter() - t0:.1f} s; "
+                  f"{clients} clients for {seconds:g} s against {server.url}", file=sys.stderr)
+            samples: list[Sample] = []
+            reported: dict[str, int] = {}
+            lock = threading.Lock()
+            deadline = time.monotonic() + seconds
+            ft: dict = {}
+
+            def going() -> bool:
+                if time.monotonic() < deadline:
+                    return True
+                if finetune_at is None:
+                    return False
+                return "end" not in ft or time.monotonic() < ft["end"] + after
+
+            def client(k: int) -> None:
+                rng = random.Random(seed * 1000 + k)
+                with httpx.Client(base_url=server.url, timeout=300) as http:
+                    i = 0
+                    while going():
+                        i += 1
+                        enroll = enroll_every > 0 and i % enroll_every == 0
+                        photo = rng.choice(enroll_photos if enroll else identify_photos)
+                        files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+                        name = f"load-{k}-{i}"
+                        start = time.perf_counter()
+                        try:
+                            if enroll:
+                                res = http.post(f"/people/{name}/photos", files=files, headers={"Authorization": f"Bearer {token}"})
+                            else:
+                                res = http.post("/identify", files=files)
+                            ok = res.status_code == 200
+                            detail = "" if ok else f"{res.status_code} {res.text[:200]}"
+                        except httpx.HTTPError as exc:
+                            ok, detail, res = False, f"{type(exc).__name__}: {exc}", None
+                        elapsed = time.perf_counter() - start
+                        with lock:
+                            samples.append(Sample("enroll" if enroll else "identify", elapsed, ok, detail, time.monotonic()))
+                            if enroll and ok:
+                                reported[name] = res.json()["added"]
+
+            t_start = time.perf_counter()
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+
+            def run_finetune() -> None:
+                import subprocess
+
+                time.sleep(finetune_at)
+                ft["start"] = time.monotonic()
+                proc = subprocess.run([sys.executable, str(ROOT / "finetune.py"), str(data_dir() / "5-celebrity-faces"),
+                                       "--model", str(model), "--backbone", "sface", "--epochs", str(finetune_epochs),
+                                       "--json"], cwd=ROOT, capture_output=True, text=True)
+                ft["end"], ft["code"] = time.monotonic(), proc.returncode
+                ft["output"] = proc.stdout[-2000:] + proc.stderr[-2000:]
+
+            if finetune_at is not None:
+                threads.append(threading.Thread(target=run_finetune))
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t_start
+            found = httpx.get(server.url + "/people", timeout=60).json()["people"]
+        finally:
+            server.stop()
+
+    if finetune_at is not None:
+        print(f"finetune.py: exit {ft['code']}, ran {ft['end'] - ft['start']:.1f} s from {ft['start'] - deadline + seconds:.1f} s in")
+        phases = {"before": lambda s: s.at < ft["start"], "during": lambda s: ft["start"] <= s.at <= ft["end"],
+                  "after": lambda s: s.at > ft["end"]}
+        for phase, within in phases.items():
+            part = [s for s in samples if within(s)]
+            times = sorted(s.seconds for s in part if s.ok)
+            line = f"  {phase:6s} requests {len(part):4d}, errors {sum(not s.ok for s in part)}"
+            if times:
+                line += f", p50 {1000 * percentile(times, 50):6.0f} ms, p95 {1000 * percentile(times, 95):6.0f} ms"
+            print(line)
+        celebs = {"ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"}
+        if ft["code"] != 0 or not celebs <= set(found):
+            print(f"the server does not serve the finetuned model (people: {sorted(found)[:8]}...)\n{ft['output']}")
+            raise SystemExit(1)
+    errors = [s for s in samples if not s.ok]
+    lost = {n: (c, found.get(n, 0)) for n, c in reported.items() if found.get(n, 0) != c}
+    extra = {n: c for n, c in found.items() if n.startswith("load-") and n not in reported}
+    print(f"{len(samples)} requests in {wall:.1f} s: {len(samples) / wall:.2f} requests/s, {len(errors)} errors")
+    for op in ("identify", "enroll", "all"):
+        times = sorted(s.seconds for s in samples if s.ok and (op == "all" or s.op == op))
+        if times:
+            print(f"  {op:8s} n={len(times):4d}  p50 {1000 * percentile(times, 50):7.0f} ms  "
+                  f"p95 {1000 * percentile(times, 95):7.0f} ms  max {1000 * times[-1]:7.0f} ms")
+    print(f"enrolments reported done: {sum(reported.values())}; found by GET /people: "
+          f"{sum(found.get(n, 0) for n in reported)}; lost: {len(lost)}; unexpected: {len(extra)}")
+    for s in errors[:10]:
+        print(f"  error ({s.op}): {s.detail}")
+    for n, (want, got) in list(lost.items())[:10]:
+        print(f"  lost: {n} reported {want}, found {got}")
+    if errors or lost or extra:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

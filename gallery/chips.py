@@ -1,0 +1,123 @@
+"""Content-addressed store of face chips: what re-embedding a face needs without its photo.
+
+    DIR/ab/<sha256>.chip     one chip, named by the sha256 of its bytes; 0600, directories 0700
+
+A chip is opaque bytes here (the recognizer decides what is in it: see `recognizer.chips`). The
+store lives beside the gallery, not inside one backend's files, because it outlives any one
+gallery: a finetune or a migration builds a new gallery (another backend, another network) from
+the same chips, and a vector-database backend keeps vectors on a server while the chips stay in
+the model directory. So this module knows nothing of FAISS or SQLite; a gallery record names its
+chip by its sha256 (`FaceRecord.chip`).
+
+Writes are atomic (temp file, fsync, rename) and idempotent: the same bytes land at the same name.
+Reads verify the checksum, so a damaged chip is reported by name rather than embedded.
+Deleting a chip unlinks its file; files are never rewritten in place, so the model directory
+holds no copy of a deleted chip (what the file system keeps of freed blocks is out of reach of a
+program: see SECURITY.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from gallery.atomic import atomic_write, fsync_dir
+from gallery.errors import GalleryError
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".chip"
+_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def chip_id(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ChipStore:
+    """Chips of one model directory, by sha256."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, sha: str) -> Path:
+        if not isinstance(sha, str) or not _NAME.fullmatch(sha):
+            raise GalleryError(f"{self.root}: {sha!r} is not a chip id (64 hex digits)")
+        return self.root / sha[:2] / f"{sha}{SUFFIX}"
+
+    def _private_dir(self, path: Path) -> None:
+        for d in (self.root.parent, self.root, path):  # the parent: a gallery's own folder of chips
+            if not d.is_dir():
+                try:
+                    d.mkdir(mode=0o700)
+                except FileExistsError:
+                    pass
+                os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask; chips are biometric data
+
+    def put(self, data: bytes) -> str:
+        """Store `data`; returns its id. Storing the same bytes twice keeps one file."""
+        sha = chip_id(data)
+        path = self._path(sha)
+        if path.is_file():
+            return sha
+        self._private_dir(path.parent)
+        with atomic_write(path, mode=0o600) as fh:
+            fh.write(data)
+        fsync_dir(path.parent)
+        return sha
+
+    def get(self, sha: str) -> bytes:
+        """The chip's bytes; GalleryError naming the file when it is missing or damaged."""
+        path = self._path(sha)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise GalleryError(f"{path}: chip is missing") from None
+        if chip_id(data) != sha:
+            raise GalleryError(f"{path}: chip is damaged (its checksum does not match its name)")
+        return data
+
+    def __contains__(self, sha: object) -> bool:
+        return isinstance(sha, str) and bool(_NAME.fullmatch(sha)) and self._path(sha).is_file()
+
+    def ids(self) -> set[str]:
+        if not self.root.is_dir():
+            return set()
+        return {p.name[: -len(SUFFIX)] for p in self.root.glob(f"??/*{SUFFIX}") if _NAME.fullmatch(p.name[: -len(SUFFIX)])}
+
+    def delete(self, shas: Iterable[str]) -> int:
+        """Unlink these chips; returns how many were there."""
+        n = 0
+        dirs = set()
+        for sha in shas:
+            path = self._path(sha)
+            try:
+                path.unlink()
+                n += 1
+                dirs.add(path.parent)
+            except FileNotFoundError:
+                pass
+        for d in dirs:
+            fsync_dir(d)
+        return n
+
+    def sweep(self, keep: set[str]) -> int:
+        """Delete every chip not in `keep`, and temp files of interrupted writes; returns how many.
+        Run under the model's writer lock, with `keep` = the chips the current gallery names."""
+        if not self.root.is_dir():
+            return 0
+        n = self.delete(self.ids() - set(keep))
+        for tmp in self.root.glob("??/.*.tmp"):  # atomic_write's temp files left by a kill
+            tmp.unlink(missing_ok=True)
+            n += 1
+        if n:
+            log.info("%s: deleted %d unreferenced chip files", self.root, n)
+        return n
+
+    def size(self) -> tuple[int, int]:
+        """(chips, bytes)."""
+        files = [self._path(s) for s in self.ids()]
+        return len(files), sum(p.stat().st_size for p in files)

@@ -1,0 +1,210 @@
+"""Export a model's enrolled faces to one portable file, and import such a file into a model.
+
+The archive is a plain tar file (no pickle, nothing executable):
+
+    facetool-export.json   format, version, backbone, model id, dim, one entry per face
+                           (person, source, photo sha256, box, time added, chip id, vector row)
+                           and the sha256 of every other member
+    vectors.npy            float32 (n, dim), read with allow_pickle=False
+    chips/<sha256>.chip    the faces' chips (named by their own sha256)
+
+Importing reads and checks the whole archive before changing anything: a truncated or altered
+archive is refused with an error naming it and the member at fault, and the model is unchanged.
+Faces from a model with the same model id keep their vectors; any other model re-embeds them
+from their chips (another backbone, other weights, a finetuned network). A person whose name is
+already enrolled in the target is not merged silently: they are skipped and reported as a clash
+(rename one side and import again).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gallery.atomic import atomic_write
+from recognizer.errors import ArchiveError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "facetool-export"
+VERSION = 1
+MANIFEST = "facetool-export.json"
+VECTORS = "vectors.npy"
+_CHIP_MEMBER = re.compile(r"chips/([0-9a-f]{64})\.chip")
+MAX_MEMBER_BYTES = 64 << 20  # a chip is ~70 KB; vectors of 100k faces at dim 512 are 200 MB: refuse beyond
+MAX_MANIFEST_BYTES = 256 << 20
+
+
+@dataclass
+class ImportReport:
+    archive: str
+    added: dict[str, int] = field(default_factory=dict)  # person -> faces imported
+    clashes: list[str] = field(default_factory=list)  # people skipped: already enrolled in the target
+    reembedded: int = 0  # faces embedded from their chips (another model id)
+    reused_vectors: int = 0
+
+    def to_dict(self) -> dict:
+        return {"archive": self.archive, "added": self.added, "faces": sum(self.added.values()),
+                "clashes": self.clashes, "reembedded": self.reembedded, "reused_vectors": self.reused_vectors}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def export_model(rec, path: str | Path) -> dict:
+    """Write `rec`'s enrolled faces to `path` (atomically); returns a summary."""
+    st = rec._cur
+    records = st.gallery.records()
+    ids, vecs = st.gallery.vectors()
+    row = {int(i): k for k, i in enumerate(ids)}
+    store = rec.chips
+    members: dict[str, bytes] = {}
+    faces = []
+    missing = []
+    for r in records:
+        if r.chip and r.chip in store:
+            members[f"chips/{r.chip}.chip"] = store.get(r.chip)
+        else:
+            missing.append(r)
+        faces.append({"person": r.person, "source": r.source, "content_hash": r.content_hash, "box": list(r.box),
+                      "added_at": r.added_at, "chip": r.chip if r.chip and r.chip in store else "", "row": row[r.id]})
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(vecs, np.float32), allow_pickle=False)
+    members[VECTORS] = buf.getvalue()
+    manifest = {"format": FORMAT, "version": VERSION, "backbone": st.config.backbone, "weights": st.config.weights,
+                "model_id": st.config.model_id, "dim": st.config.dim, "faces": faces,
+                "members": {name: _sha(data) for name, data in members.items()}}
+    with atomic_write(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())] + sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    if missing:
+        log.warning("%d faces have no chip (enrolled before chips were kept): they import only into a model "
+                    "with the same model id", len(missing))
+    return {"archive": str(path), "faces": len(faces), "people": st.gallery.people(), "chips": len(members) - 1,
+            "without_chip": len(missing), "model_id": st.config.model_id}
+
+
+def read_archive(path: str | Path) -> tuple[dict, np.ndarray, dict[str, bytes]]:
+    """(manifest, vectors, chips by id), every member checked; ArchiveError naming the problem."""
+    path = Path(path)
+
+    def fail(what: str) -> ArchiveError:
+        return ArchiveError(f"{path}: {what}; nothing was imported")
+
+    try:
+        tar = tarfile.open(path, mode="r:")
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except (tarfile.TarError, OSError) as exc:
+        raise fail(f"not a facetool export archive ({exc})") from None
+    data: dict[str, bytes] = {}
+    with tar:
+        try:
+            for m in tar:
+                if not m.isfile():
+                    raise fail(f"member {m.name!r} is not a plain file")
+                limit = MAX_MANIFEST_BYTES if m.name == MANIFEST else MAX_MEMBER_BYTES
+                if m.name != MANIFEST and m.name != VECTORS and not _CHIP_MEMBER.fullmatch(m.name):
+                    raise fail(f"unexpected member {m.name!r}")
+                if m.size > limit:
+                    raise fail(f"member {m.name!r} is {m.size} bytes (limit {limit})")
+                if m.name in data:
+                    raise fail(f"member {m.name!r} appears twice")
+                f = tar.extractfile(m)
+                blob = f.read() if f else b""
+                if len(blob) != m.size:
+                    raise fail(f"member {m.name!r} is truncated")
+                data[m.name] = blob
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise fail(f"truncated or damaged ({exc})") from None
+    if MANIFEST not in data:
+        raise fail(f"{MANIFEST} is missing (truncated, or not a facetool export)")
+    try:
+        manifest = json.loads(data.pop(MANIFEST))
+        if manifest.get("format") != FORMAT:
+            raise fail(f"{MANIFEST} is not a facetool export manifest")
+        if int(manifest["version"]) > VERSION:
+            raise fail(f"written by a newer facetool (export version {manifest['version']} > {VERSION})")
+        listed = dict(manifest["members"])
+        faces = list(manifest["faces"])
+        dim = int(manifest["dim"])
+    except ArchiveError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise fail(f"{MANIFEST} is damaged ({exc!r})") from None
+    if set(listed) != set(data):
+        gone = sorted(set(listed) - set(data))
+        raise fail(f"members missing (truncated?): {gone[:5]}" if gone else f"members not in the manifest: {sorted(set(data) - set(listed))[:5]}")
+    for name, blob in data.items():
+        if _sha(blob) != listed[name]:
+            raise fail(f"member {name!r} does not match its checksum (altered or damaged)")
+    try:
+        vectors = np.load(io.BytesIO(data.pop(VECTORS)), allow_pickle=False)
+    except ValueError as exc:
+        raise fail(f"{VECTORS} is damaged ({exc})") from None
+    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) != len(faces):
+        raise fail(f"{VECTORS} holds {vectors.shape} {vectors.dtype}, the manifest {len(faces)} faces of dim {dim}")
+    chips = {_CHIP_MEMBER.fullmatch(n).group(1): b for n, b in data.items()}
+    for i, f in enumerate(faces):
+        try:
+            ok = (isinstance(f["person"], str) and 0 <= int(f["row"]) < len(vectors) and len(f["box"]) == 4
+                  and isinstance(f["source"], str) and isinstance(f["content_hash"], str))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise fail(f"face entry {i} of {MANIFEST} is damaged")
+        if f.get("chip") and f["chip"] not in chips:
+            raise fail(f"face entry {i} names chip {f['chip'][:12]}..., which is not in the archive")
+    return manifest, vectors, chips
+
+
+def import_archive(rec, path: str | Path) -> ImportReport:
+    """Merge the archive at `path` into the model `rec` has open (see the module's docstring)."""
+    from gallery import FaceRecord, validate_name
+
+    from recognizer.chips import crop_for
+
+    manifest, vectors, chips = read_archive(path)
+    report = ImportReport(str(path))
+    faces = manifest["faces"]
+    for f in faces:
+        f["person"] = validate_name(f["person"])
+    with rec._writing() as st:
+        present = set(st.gallery.people())
+        report.clashes = sorted({f["person"] for f in faces} & present)
+        take = [f for f in faces if f["person"] not in present]
+        same = manifest["model_id"] == st.config.model_id
+        if not same:
+            no_chip = [f for f in take if not f.get("chip")]
+            if no_chip:
+                raise ArchiveError(f"{path}: {len(no_chip)} faces have no chip (e.g. {no_chip[0]['person']}, "
+                                   f"{no_chip[0]['source']}) and the archive's model {manifest['model_id']} is not "
+                                   f"this model's ({st.config.model_id}), so they cannot be embedded; nothing was imported")
+        if take:
+            if same:
+                vecs = vectors[[int(f["row"]) for f in take]]
+                report.reused_vectors = len(take)
+            else:
+                vecs = st.embedder.embed(np.stack([crop_for(chips[f["chip"]], st.embedder) for f in take]))
+                report.reembedded = len(take)
+            store = rec.chips
+            records = []
+            for f in take:
+                sha = store.put(chips[f["chip"]]) if f.get("chip") else ""
+                records.append(FaceRecord(f["person"], str(f["source"]), str(f["content_hash"]),
+                                          tuple(float(v) for v in f["box"]), added_at=float(f["added_at"]), chip=sha))
+            st.gallery.add(vecs, records, model_id=st.config.model_id)
+            for f in take:
+                report.added[f["person"]] = report.added.get(f["person"], 0) + 1
+    return report

@@ -1,0 +1,132 @@
+"""Face chips: both backbones' input crops of one enrolled face, kept so it can be re-embedded
+without its photo (finetuning, importing into another backbone, migrating).
+
+A chip is one lossless PNG holding, side by side, the 160x160 facenet crop (box plus margin) and
+the 112x112 SFace crop (5-point aligned), each cut from the full photo exactly as the embedder
+cuts it at enrolment. Re-embedding a chip with the network that enrolled the face therefore gives
+the enrolled vector again, bit for bit; another backbone gets the very crop it would have cut
+from the photo. (A single wider chip with landmarks would be smaller, but re-cutting the aligned
+crop from it does not reproduce the warp from the full photo exactly.)
+
+Chips are stored by `gallery.chips.ChipStore`; this module only makes and reads them.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from recognizer.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+# crop kind (embedder name + crop size) -> (x, y, size) inside the chip
+LAYOUT = {"facenet160": (0, 0, 160), "sface112": (160, 0, 112)}
+WIDTH, HEIGHT = 272, 160
+
+
+def crop_kind(embedder) -> str:
+    return f"{embedder.name}{embedder.crop_size}"
+
+
+def make_chip(image, face) -> bytes:
+    """The chip of `face` in `image` (a PIL RGB image), as PNG bytes."""
+    import cv2
+
+    from recognizer.detection.mtcnn import crop_aligned, crop_facenet
+
+    canvas = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    for kind, crop in (("facenet160", crop_facenet(image, face, size=160)), ("sface112", crop_aligned(image, face, size=112))):
+        x, y, s = LAYOUT[kind]
+        canvas[y : y + s, x : x + s] = crop
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(canvas[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise ModelError("could not encode a face chip")
+    return buf.tobytes()
+
+
+def chip_crops(data: bytes, kinds: list[str]) -> dict[str, np.ndarray]:
+    """The crops of one chip, uint8 RGB (s, s, 3), per crop kind."""
+    import cv2
+
+    bad = [k for k in kinds if k not in LAYOUT]
+    if bad:
+        raise ModelError(f"face chips hold {sorted(LAYOUT)} crops, not {bad}")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.shape != (HEIGHT, WIDTH, 3):
+        raise ModelError(f"not a face chip (got {None if img is None else img.shape})")
+    rgb = img[:, :, ::-1]
+    out = {}
+    for k in kinds:
+        x, y, s = LAYOUT[k]
+        out[k] = np.ascontiguousarray(rgb[y : y + s, x : x + s])
+    return out
+
+
+def crop_for(data: bytes, embedder) -> np.ndarray:
+    kind = crop_kind(embedder)
+    return chip_crops(data, [kind])[kind]
+
+
+def chip_of(src, res, max_pixels: int, memory_budget: int) -> bytes:
+    """The chip of `res`'s largest face (face 0), cut from its photo `src` decoded again as the
+    pipeline decoded it (same pixel limit and memory budget), so the chip's crops are the very
+    crops that were embedded. ImageError when the photo cannot be read now or is no longer the
+    one analysed."""
+    from recognizer.errors import ImageError
+    from recognizer.image import load_photo
+
+    photo = load_photo(src, max_pixels, memory_budget)
+    if photo.content_hash != res.content_hash:
+        raise ImageError(str(res.source), "the file changed while it was being enrolled")
+    return make_chip(photo.image, res.faces[0])
+
+
+def backfill_chips(model_dir, gallery, detector, store=None) -> list[str]:
+    """Give chips to faces enrolled before chips were kept (or whose chip file is lost), from their photos where those are
+    still there and unchanged (same sha256, the enrolled face found again by its box). Returns
+    one line per face that could not get one. Caller holds the model's writer lock. `store`: the
+    gallery's ChipStore (default: the model directory's own)."""
+    from recognizer.errors import ImageError
+    from recognizer.image import load_photo
+    from recognizer.config import chip_store
+
+    store = store if store is not None else chip_store(model_dir)
+    have = store.ids()
+    todo = [r for r in gallery.records() if not r.chip or r.chip not in have]  # never made, or lost
+    if not todo:
+        return []
+    made: dict[int, str] = {}
+    failed = []
+    for r in todo:
+        try:
+            photo = load_photo(r.source)
+        except ImageError as exc:
+            failed.append(f"{r.person} ({r.source}): {exc.reason}")
+            continue
+        if photo.content_hash != r.content_hash:
+            failed.append(f"{r.person} ({r.source}): the photo changed since it was enrolled")
+            continue
+        faces = detector.detect(photo.image)
+        ious = _ious(r.box, faces)
+        if not len(ious) or ious.max() < 0.5:
+            failed.append(f"{r.person} ({r.source}): the enrolled face was not found again in the photo")
+            continue
+        made[r.id] = store.put(make_chip(photo.image, faces[int(np.argmax(ious))]))
+    gallery.set_chips(made)
+    log.info("%s: made chips for %d faces enrolled before chips were kept; %d could not get one",
+             model_dir, len(made), len(failed))
+    for line in failed:
+        log.warning("no chip for %s", line)
+    return failed
+
+
+def _ious(box, faces) -> np.ndarray:
+    """IoU of one box with each face's box (torchvision's, as the rest of the project uses)."""
+    if not faces:
+        return np.zeros(0)
+    import torch
+    from torchvision.ops import box_iou
+
+    return box_iou(torch.tensor([list(box)], dtype=torch.float32),
+                   torch.tensor(np.array([f.box for f in faces]), dtype=torch.float32))[0].numpy()

@@ -1,0 +1,59 @@
+"""What `identify` does with a video or a camera: track, name, print and draw.
+
+Kept apart from the photo code of the command so that the command itself only sorts its inputs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+
+
+def quiet_decoders(verbose: int) -> None:
+    """Keep FFmpeg's and OpenCV's own logging off the terminal unless -v: a damaged video makes
+    FFmpeg print a line per broken packet, while the tool reports the damage once, in words.
+    FFmpeg reads the variable when OpenCV first opens a video, so this runs before that."""
+    import cv2
+
+    if verbose:
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def wants_video_file(out: Path) -> bool:
+    """`--annotate OUT`: a video's name (`out.mp4`) asks for the annotated video, anything else for a folder."""
+    import recognizer
+
+    return not out.is_dir() and recognizer.is_video_input(out)
+
+
+def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: float | None, threshold, seconds: float | None,
+                       annotate_out: Path | None, as_json: bool) -> dict:
+    """Identify one video or camera and draw what was asked; returns its JSON object (with
+    `error` instead of tracks when it could not be read)."""
+    import recognizer
+
+    name = f"camera {source}" if isinstance(source, int) else str(source)
+    try:
+        result = rec.identify_video(source, fps=sample_fps, threshold=threshold, seconds=seconds, progress=not as_json)
+    except recognizer.VideoError as exc:
+        if not as_json:
+            click.echo(f"{name}: error: {exc.reason}")
+        return {"video": name, "error": exc.reason}
+    if annotate_out is not None:
+        if wants_video_file(annotate_out):
+            result.write_annotated(annotate_out)
+        else:
+            annotate_out.mkdir(parents=True, exist_ok=True)
+            result.write_contact_sheet(annotate_out)
+    if not as_json:
+        note = " (truncated or damaged: stopped early)" if result.truncated else ""
+        click.echo(f"{name}: {len(result.tracks)} track(s) in {result.video_seconds:.1f} s of video{note}")
+        for t in result.tracks:
+            who = t.name or "unknown"
+            click.echo(f"  #{t.id} {who}: {t.first.time:.1f}-{t.last.time:.1f} s (frames {t.first.frame}-{t.last.frame}), "
+                       f"{len(t.faces)} face(s), score {t.score:.2f}")
+    return result.to_dict()

@@ -1,0 +1,201 @@
+"""Saved clustering runs: kept in the model directory until their clusters are named or dismissed.
+
+    DIR/clusters/<run id>/run.json    photos, faces (photo, box), clusters and their state
+    DIR/clusters/<run id>/faces.npz   per face: its embedding and the crop it was embedded from
+
+The crops are what naming a cluster needs without the photos (which may be gone, or be group
+photos whose other faces must not be enrolled): each is exactly the crop the embedder was given,
+so the model that made the run gets the stored embedding back from it, and a finetuned model of
+the same backbone gets its own. Everything is owner-only (0700 directories, 0600 files), since
+face crops are biometric data. A run is built in a temporary directory and renamed into place,
+so a crash leaves a whole run or none; changes to run.json are atomic and made under a lock,
+after checking that the run is still the one that was read. A run whose every cluster has been
+enrolled or dismissed is deleted, crops and all; `discard` deletes one at once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from gallery.atomic import atomic_write, fsync_dir, write_json_atomic
+from recognizer.errors import FaceToolError
+from recognizer.config import ensure_private_dir
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = "clusters"
+RUN_FILE = "run.json"
+FACES_FILE = "faces.npz"
+FORMAT_VERSION = 1
+RUN_ID = re.compile(r"\d{8}-\d{6}(-\d{1,4})?")
+LOCK_TIMEOUT_S = 30.0
+# A temporary run directory this old belongs to a run that crashed while being saved.
+STALE_TMP_S = 24 * 3600
+
+
+class RunError(FaceToolError):
+    """A clustering run or cluster that is damaged or cannot be used as asked."""
+
+
+class RunNotFound(RunError):
+    """No such clustering run, cluster or face."""
+
+
+@dataclass
+class Run:
+    id: str
+    dir: Path
+    meta: dict[str, Any]  # run.json
+    text: str  # run.json as read, to check it is unchanged before replacing it
+
+    def cluster(self, cluster_id: int) -> dict:
+        for c in self.meta["clusters"]:
+            if c["id"] == cluster_id:
+                return c
+        raise RunNotFound(f"run {self.id} has no cluster {cluster_id} (it has 1..{len(self.meta['clusters'])})")
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings (n, d) float32, crops (n, s, s, 3) uint8)."""
+        path = self.dir / FACES_FILE
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                emb, crops = z["embeddings"], z["crops"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunError(f"{path}: damaged clustering run ({exc})") from None
+        n = len(self.meta["faces"])
+        if emb.shape[0] != n or crops.shape[0] != n:
+            raise RunError(f"{path}: holds {emb.shape[0]} faces, run.json lists {n}")
+        return emb, crops
+
+
+def runs_root(model_dir: str | os.PathLike) -> Path:
+    return Path(model_dir) / RUNS_DIR
+
+
+def _check_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise RunNotFound(f"{run_id!r} is not a clustering run id (like 20261202-031500)")
+    return run_id
+
+
+@contextmanager
+def runs_lock(model_dir: str | os.PathLike) -> Iterator[None]:
+    """One writer of the model's runs at a time, across processes."""
+    from filelock import FileLock, Timeout
+
+    root = runs_root(model_dir)
+    ensure_private_dir(root)
+    lock = FileLock(str(root / ".lock"), mode=0o600)
+    try:
+        with lock.acquire(timeout=LOCK_TIMEOUT_S):
+            yield
+    except Timeout:
+        raise RunError(f"{root}: another process has held the clustering runs' lock for {LOCK_TIMEOUT_S:g} s") from None
+
+
+def save_run(model_dir: str | os.PathLike, meta: dict, embeddings: np.ndarray, crops: np.ndarray) -> str:
+    """Store a new run; returns its id (the UTC time it was saved, made unique)."""
+    root = runs_root(model_dir)
+    ensure_private_dir(root)
+    _sweep_tmp(root)
+    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=root))  # 0700
+    try:
+        with atomic_write(tmp / FACES_FILE) as fh:
+            np.savez(fh, embeddings=np.asarray(embeddings, np.float32), crops=np.asarray(crops, np.uint8))
+        with runs_lock(model_dir):
+            base = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            run_id, n = base, 1
+            while (root / run_id).exists():
+                n += 1
+                run_id = f"{base}-{n}"
+            meta = dict(meta, id=run_id, version=FORMAT_VERSION)
+            write_json_atomic(tmp / RUN_FILE, meta)
+            os.rename(tmp, root / run_id)
+            fsync_dir(root)
+        return run_id
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _sweep_tmp(root: Path) -> None:
+    now = time.time()
+    for p in root.glob(".new-*"):
+        try:
+            if now - p.stat().st_mtime > STALE_TMP_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
+def load_run(model_dir: str | os.PathLike, run_id: str) -> Run:
+    """A saved run; `latest` names the newest."""
+    if run_id == "latest":
+        ids = list_runs(model_dir)
+        if not ids:
+            raise RunNotFound("this model has no saved clustering runs")
+        run_id = ids[-1]
+    d = runs_root(model_dir) / _check_id(run_id)
+    path = d / RUN_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+        meta = json.loads(text)
+    except FileNotFoundError:
+        raise RunNotFound(f"no clustering run {run_id} in this model (enrolled, discarded, or never made)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: damaged clustering run ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("version", 0) > FORMAT_VERSION or not {"faces", "clusters", "photos"} <= set(meta):
+        raise RunError(f"{path}: not a clustering run this version can read")
+    return Run(run_id, d, meta, text)
+
+
+def list_runs(model_dir: str | os.PathLike) -> list[str]:
+    """Ids of the saved runs, oldest first."""
+    root = runs_root(model_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if RUN_ID.fullmatch(p.name) and (p / RUN_FILE).is_file())
+
+
+def replace_meta(run: Run, meta: dict) -> None:
+    """Write the run's new state; the caller holds `runs_lock`. Refuses when run.json changed
+    since `run` was read. A run with no open cluster left is deleted."""
+    path = run.dir / RUN_FILE
+    try:
+        now = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunError(f"clustering run {run.id} was discarded meanwhile") from None
+    if now != run.text:
+        raise RunError(f"clustering run {run.id} was changed by another process meanwhile; try again")
+    if all(c["status"] != "open" for c in meta["clusters"]):
+        _delete(run.dir)
+        log.info("clustering run %s: every cluster enrolled or dismissed; deleted", run.id)
+        return
+    write_json_atomic(path, meta)
+    run.meta = meta
+    run.text = path.read_text(encoding="utf-8")
+
+
+def discard_run(model_dir: str | os.PathLike, run_id: str) -> None:
+    run = load_run(model_dir, run_id)
+    with runs_lock(model_dir):
+        _delete(run.dir)
+
+
+def _delete(d: Path) -> None:
+    # Renamed out of the way first, so a crash part-way never leaves a run that looks whole.
+    trash = d.parent / f".new-gone-{d.name}"
+    os.rename(d, trash)
+    fsync_dir(d.parent)
+    shutil.rmtree(trash)

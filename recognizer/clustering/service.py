@@ -1,0 +1,239 @@
+"""Clustering a model's unknown faces, and naming a cluster: the Recognizer-facing side.
+
+    run = cluster_photos(rec, photos)                 # detect, embed, set known faces aside, group
+    run_id = save(rec, run)                           # into DIR/clusters/ until named or dismissed
+    enroll_cluster(rec, run_id, 3, "Grace")           # the cluster's stored crops, not the photos
+
+The linkage threshold is the model's decision threshold (plus `offset`, 0 by default): two groups
+of faces are called one person when they are on average as alike as identify demands of a face
+and the enrolled person it names. A wrong merge (two people under one name) costs the user more
+than a split they can fix by naming both parts alike; benchmarks/cluster_quality.py measures both
+on real photos at a range of offsets (the table is in benchmarks/results/).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from recognizer.clustering import runs as runs_mod
+from recognizer.clustering.graph import DEFAULT_K, LINKAGES, central_faces, cluster_embeddings
+from recognizer.clustering.runs import RunError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LINK_OFFSET = 0.0
+
+
+def link_threshold(decision_threshold: float, offset: float = DEFAULT_LINK_OFFSET) -> float:
+    return float(min(1.0, max(-1.0, decision_threshold + offset)))
+
+
+@dataclass
+class ClusterResult:
+    """One clustering of unknown faces, before it is saved: run.json's content plus the arrays."""
+
+    meta: dict
+    embeddings: np.ndarray
+    crops: np.ndarray
+    id: str | None = None
+    ignored: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.meta, id=self.id)
+
+
+def cluster_photos(
+    rec,
+    sources: Sequence,
+    *,
+    labels: Sequence[str] | None = None,
+    k: int = DEFAULT_K,
+    linkage: str = "average",
+    offset: float = DEFAULT_LINK_OFFSET,
+    threshold: float | None = None,
+    progress: bool = False,
+) -> ClusterResult:
+    """Detect and embed every face of `sources`, set aside the faces `rec` names, and group the
+    rest. `labels` (one per source) is what the run calls each photo instead of its path.
+    `threshold`: the decision threshold (default: the model's)."""
+    if labels is not None and len(labels) != len(sources):
+        raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
+    thr = rec.config.threshold if threshold is None else float(threshold)
+    t_link = link_threshold(thr, offset)
+    t0 = time.perf_counter()
+    photos, faces, emb, crops, cannot = [], [], [], [], []
+    for (res, ident), label in zip(rec.analyze_and_identify(sources, threshold=thr, progress=progress),
+                                    labels if labels is not None else [None] * len(sources)):
+        p = {"photo": res.source if label is None else label, "content_hash": res.content_hash,
+             "size": list(res.size), "known": []}
+        if res.error is not None:
+            p["error"] = res.error
+        pi = len(photos)
+        photos.append(p)
+        here = []
+        for i, f in enumerate(ident.faces):
+            box = [round(v, 1) for v in f.box]
+            if f.name is not None:
+                p["known"].append({"name": f.name, "box": box, "similarity": round(f.similarity, 4)})
+                continue
+            here.append(len(faces))
+            guess = f.knn.get("name")
+            faces.append({"photo": pi, "box": box, "detection_score": round(f.detection_score, 4),
+                          "nearest": {"name": guess, "similarity": f.knn.get("similarity", 0.0)} if guess else None})
+            emb.append(res.embeddings[i])
+            crops.append(res.crops[i])
+        if len(here) > 1:
+            cannot.append(here)  # two faces of one photo are two people
+    t_embed = time.perf_counter() - t0
+    dim, size = rec.embedder.dim, rec.embedder.crop_size
+    E = np.stack(emb).astype(np.float32) if emb else np.zeros((0, dim), np.float32)
+    C = np.stack(crops).astype(np.uint8) if crops else np.zeros((0, size, size, 3), np.uint8)
+    t1 = time.perf_counter()
+    labels_ = cluster_embeddings(E, t_link, k=k, linkage=linkage, cannot_link=cannot) if len(E) else np.zeros(0, np.int64)
+    clusters = describe_clusters(E, labels_, faces, thr)
+    t_cluster = time.perf_counter() - t1
+    for c in clusters:
+        for fi in c["faces"]:
+            faces[fi]["cluster"] = c["id"]
+    meta = {
+        "model_id": rec.config.model_id,
+        "backbone": rec.config.backbone,
+        "crop_size": size,
+        "threshold": thr,
+        "linkage": {"rule": linkage, "k": k, "offset": offset, "link_threshold": round(t_link, 6)},
+        "photos": photos,
+        "faces": faces,
+        "clusters": clusters,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    log.info("clustered %d unknown faces of %d photos into %d clusters (embedding %.1f s, clustering %.2f s)",
+             len(faces), len(photos), len(clusters), t_embed, t_cluster)
+    return ClusterResult(meta, E, C)
+
+
+def describe_clusters(E: np.ndarray, labels: np.ndarray, faces: list[dict], threshold: float) -> list[dict]:
+    """Clusters numbered 1.. by size (largest first), then by their first face; each with its
+    faces, most central face, cohesion and the enrolled person it comes closest to."""
+    if len(E) == 0:
+        return []
+    central, cohesion = central_faces(E, labels)
+    members = [np.flatnonzero(labels == c) for c in range(int(labels.max()) + 1)]
+    order = sorted(range(len(members)), key=lambda c: (-len(members[c]), int(members[c][0])))
+    out = []
+    for new_id, c in enumerate(order, start=1):
+        idx = [int(i) for i in members[c]]
+        guesses = [faces[i]["nearest"] for i in idx if faces[i].get("nearest")]
+        looks = max(guesses, key=lambda g: (g["similarity"], g["name"])) if guesses else None
+        out.append({
+            "id": new_id,
+            "size": len(idx),
+            "faces": idx,
+            "central": int(central[c]),
+            "cohesion": round(float(cohesion[c]), 4),
+            "looks_like": None if looks is None else {
+                "name": looks["name"], "similarity": looks["similarity"], "below_threshold": looks["similarity"] < threshold},
+            "status": "open",
+        })
+    return out
+
+
+def looks_like_text(cluster: dict, threshold: float) -> str:
+    ll = cluster.get("looks_like")
+    if not ll:
+        return "no enrolled person is near"
+    rel = "below" if ll["similarity"] < threshold else "at or above"
+    return f"looks like {ll['name']}, {ll['similarity']:.2f} — {rel} the threshold ({threshold:.2f})"
+
+
+def save(rec, result: ClusterResult) -> str:
+    result.id = runs_mod.save_run(rec.dir, result.meta, result.embeddings, result.crops)
+    return result.id
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    """'RUN:ID' -> (run id, cluster id); RUN may be `latest`."""
+    run_id, sep, cid = str(ref).rpartition(":")
+    if not sep or not run_id or not cid.isdigit():
+        raise RunError(f"{ref!r}: name a cluster as RUN:ID (e.g. 20261202-031500:3 or latest:3)")
+    return run_id, int(cid)
+
+
+@dataclass
+class ClusterEnrollment:
+    run: str
+    cluster: int
+    name: str
+    added: int
+    skipped: list[dict]
+
+    def to_dict(self) -> dict:
+        return {"run": self.run, "cluster": self.cluster, "name": self.name, "added": self.added, "skipped": self.skipped}
+
+
+def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Iterable[int] = (),
+                   allow_similar: bool = False) -> ClusterEnrollment:
+    """Enroll a cluster's faces as `name` (a new person, or merged into an enrolled one) from the
+    run's stored crops, leaving out the faces numbered in `exclude` (run face numbers). Faces of
+    a photo already enrolled for `name` are skipped; a new name that looks like an enrolled
+    person's is refused unless `allow_similar`. The cluster is then marked enrolled."""
+    from gallery import FaceRecord, validate_name
+
+    name = validate_name(name)
+    run = runs_mod.load_run(rec.dir, run_id)
+    with runs_mod.runs_lock(rec.dir):
+        cl = run.cluster(cluster_id)
+        if cl["status"] != "open":
+            who = f" as {cl['person']}" if cl.get("person") else ""
+            raise RunError(f"cluster {run.id}:{cluster_id} is already {cl['status']}{who}")
+        exclude = {int(v) for v in exclude}
+        stray = sorted(exclude - set(cl["faces"]))
+        if stray:
+            raise RunError(f"faces {stray} are not in cluster {run.id}:{cluster_id} (its faces: {cl['faces']})")
+        chosen = [i for i in cl["faces"] if i not in exclude]
+        if not chosen:
+            raise RunError(f"cluster {run.id}:{cluster_id}: every face is excluded; nothing to enroll")
+        meta = run.meta
+        if meta.get("backbone") != rec.config.backbone or meta.get("crop_size") != rec.embedder.crop_size:
+            raise RunError(f"clustering run {run.id} was made with the {meta.get('backbone')} backbone; "
+                           f"this model uses {rec.config.backbone}")
+        emb, crops = run.arrays()
+        vectors = emb[chosen]
+        if meta.get("model_id") != rec.config.model_id:
+            # finetuned since the run: the stored crops give the current network's vectors
+            vectors = rec.embedder.embed(crops[chosen])
+        records, keep, skipped, seen = [], [], [], set()
+        for row, fi in enumerate(chosen):
+            f = meta["faces"][fi]
+            photo = meta["photos"][f["photo"]]
+            if rec.gallery.has_content(name, photo["content_hash"]) or photo["content_hash"] in seen:
+                skipped.append({"face": fi, "photo": photo["photo"], "reason": f"a face of this photo is already enrolled for {name}"})
+                continue
+            seen.add(photo["content_hash"])
+            keep.append(row)
+            records.append(FaceRecord(name, photo["photo"], photo["content_hash"], tuple(float(v) for v in f["box"])))
+        if records:
+            rec.gallery.add(np.asarray(vectors[keep], np.float32), records, model_id=rec.config.model_id, allow_similar=allow_similar)
+        new = dict(meta, clusters=[dict(c) for c in meta["clusters"]])
+        target = next(c for c in new["clusters"] if c["id"] == cluster_id)
+        target.update(status="enrolled", person=name, enrolled_faces=[chosen[r] for r in keep])
+        runs_mod.replace_meta(run, new)
+    log.info("cluster %s:%d enrolled as %s: %d faces", run.id, cluster_id, name, len(records))
+    return ClusterEnrollment(run.id, cluster_id, name, len(records), skipped)
+
+
+def dismiss_cluster(rec, run_id: str, cluster_id: int) -> None:
+    """Mark a cluster as not to be enrolled (the run goes once none is left open)."""
+    run = runs_mod.load_run(rec.dir, run_id)
+    with runs_mod.runs_lock(rec.dir):
+        cl = run.cluster(cluster_id)
+        if cl["status"] != "open":
+            raise RunError(f"cluster {run.id}:{cluster_id} is already {cl['status']}")
+        new = dict(run.meta, clusters=[dict(c) for c in run.meta["clusters"]])
+        next(c for c in new["clusters"] if c["id"] == cluster_id)["status"] = "dismissed"
+        runs_mod.replace_meta(run, new)

@@ -1,0 +1,87 @@
+"""MTCNN's box arithmetic in numpy (float32), so detection needs neither torch nor torchvision.
+
+Each function computes what its facenet-pytorch / torchvision counterpart does, in the same
+precision and order: `generate_boxes` (generateBoundingBox), `nms` (torchvision.ops.nms: IoU
+of the boxes as given, suppressed when above the threshold), `nms_min` (facenet-pytorch's
+nms_numpy with "Min": overlap over the smaller box, both "+1" pixel areas), `bbreg`, `rerec`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_F = np.float32
+
+
+def generate_boxes(reg: np.ndarray, prob: np.ndarray, scale: float, thresh: float) -> np.ndarray:
+    """First-stage candidates of one pyramid level: (n, 9) float32 rows x1, y1, x2, y2, score, 4 offsets.
+
+    `reg` is PNet's (4, h, w) box regression and `prob` its (h, w) face probability; a cell at
+    (row r, column c) stands for the 12x12 window at (2c, 2r) of the level, mapped back to the photo.
+    """
+    rows, cols = np.nonzero(prob >= thresh)  # row-major, the order torch's nonzero gives
+    score = prob[rows, cols]
+    bb = np.stack([cols, rows], axis=1).astype(_F)
+    s = _F(scale)
+    q1 = np.floor((_F(2) * bb + _F(1)) / s)
+    q2 = np.floor((_F(2) * bb + _F(12)) / s)
+    return np.concatenate([q1, q2, score[:, None], reg[:, rows, cols].T], axis=1).astype(_F, copy=False)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best score first (torchvision's nms)."""
+    return _greedy(boxes, scores, threshold, plus_one=False, method="union")
+
+
+def nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """facenet-pytorch's last-stage suppression: overlap over the smaller of the two boxes."""
+    return _greedy(boxes, scores, threshold, plus_one=True, method="min")
+
+
+def _greedy(boxes: np.ndarray, scores: np.ndarray, threshold: float, *, plus_one: bool, method: str) -> np.ndarray:
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    boxes = np.asarray(boxes)
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    one = boxes.dtype.type(1 if plus_one else 0)
+    zero = boxes.dtype.type(0)
+    area = (x2 - x1 + one) * (y2 - y1 + one)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    keep = []
+    while len(order):
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.maximum(zero, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one)
+        h = np.maximum(zero, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one)
+        inter = w * h
+        if method == "min":
+            over = inter / np.minimum(area[i], area[rest])
+        else:
+            over = inter / (area[i] + area[rest] - inter)
+        order = rest[over <= threshold]
+    return np.asarray(keep, np.int64)
+
+
+def bbreg(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Boxes moved by the network's regression (offsets in units of the box's +1 width/height)."""
+    out = boxes.copy()
+    w = boxes[:, 2] - boxes[:, 0] + _F(1)
+    h = boxes[:, 3] - boxes[:, 1] + _F(1)
+    out[:, 0] = boxes[:, 0] + reg[:, 0] * w
+    out[:, 1] = boxes[:, 1] + reg[:, 1] * h
+    out[:, 2] = boxes[:, 2] + reg[:, 2] * w
+    out[:, 3] = boxes[:, 3] + reg[:, 3] * h
+    return out
+
+
+def rerec(boxes: np.ndarray) -> np.ndarray:
+    """Boxes made square about their centres, on their longer side."""
+    out = boxes.copy()
+    h = boxes[:, 3] - boxes[:, 1]
+    w = boxes[:, 2] - boxes[:, 0]
+    side = np.maximum(w, h)
+    out[:, 0] = boxes[:, 0] + w * _F(0.5) - side * _F(0.5)
+    out[:, 1] = boxes[:, 1] + h * _F(0.5) - side * _F(0.5)
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out

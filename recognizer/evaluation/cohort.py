@@ -1,0 +1,175 @@
+"""The stranger cohort: people nobody enrolls, whose faces show how often a stranger looks like someone.
+
+The cohort is a folder of `<person>/*` photos (by default `cohort-celeba/` in the shared data;
+`FACETOOL_COHORT` or an explicit path overrides it). Its people are split once, by person, into
+a calibration part (the shipped FPIR table is built from it alone) and an evaluation part (held
+out to check the table); the split is committed in `cohort_split.json` as folder names only, with
+the label groups found to be one person (see `clean_labels`).
+
+Only numbers derived from the cohort leave this module: embeddings stay in memory, and nothing
+here records a photo's path.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+COHORT_DIRNAME = "cohort-celeba"
+SPLIT_FILE = Path(__file__).resolve().parent / "cohort_split.json"
+
+
+def default_cohort_dir() -> Path:
+    from recognizer.sample_data import data_dir
+
+    env = os.environ.get("FACETOOL_COHORT")
+    return Path(env).expanduser() if env else data_dir() / COHORT_DIRNAME
+
+
+@dataclass
+class CohortFaces:
+    """One unit embedding per photo in which a face was found (the largest), with its person."""
+
+    embeddings: np.ndarray  # (n, dim) float32
+    people: np.ndarray  # (n,) person id (folder name, or the group's first name once merged)
+    n_photos: int  # photos read, including those without a face
+    n_no_face: int
+
+    def subset(self, keep: np.ndarray) -> "CohortFaces":
+        return CohortFaces(self.embeddings[keep], self.people[keep], int(np.sum(keep)), 0)
+
+    def of_people(self, people: Sequence[str]) -> "CohortFaces":
+        return self.subset(np.isin(self.people, list(people)))
+
+
+def load_split(path: str | Path = SPLIT_FILE) -> dict:
+    """{"calibration": [...], "evaluation": [...], "same_person": [[...], ...], ...} from the committed file."""
+    with open(path, encoding="utf-8") as fh:
+        split = json.load(fh)
+    for key in ("calibration", "evaluation"):
+        if not isinstance(split.get(key), list):
+            raise ValueError(f"{path}: no list of people under {key!r}")
+    if set(split["calibration"]) & set(split["evaluation"]):
+        raise ValueError(f"{path}: a person is in both the calibration and the evaluation part")
+    return split
+
+
+def cohort_photos(root: str | Path, people: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """(paths, person per path), people in sorted order, photos sorted by name within each."""
+    from recognizer.image import list_images
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no stranger cohort here (a folder of <person>/ photos; set FACETOOL_COHORT)")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if people is None else sorted(people)
+    paths, labels = [], []
+    for name in names:
+        d = root / name
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: a person of the cohort split is missing from the cohort folder")
+        files = sorted(list_images(str(d)))
+        paths += files
+        labels += [name] * len(files)
+    return paths, labels
+
+
+def embed_cohort(pipeline, root: str | Path, people: Sequence[str] | None = None, *, progress: bool = False) -> CohortFaces:
+    """The largest face of every photo of `people` (default: every folder), through the project's own pipeline."""
+    paths, labels = cohort_photos(root, people)
+    emb, who = [], []
+    no_face = 0
+    for res, label in zip(pipeline.analyze_many(paths, progress=progress), labels):
+        if res.error is not None or not len(res.faces):
+            no_face += 1
+            continue
+        emb.append(res.embeddings[0])
+        who.append(label)
+    dim = pipeline.embedder.dim
+    return CohortFaces(np.stack(emb).astype(np.float32) if emb else np.zeros((0, dim), np.float32), np.array(who, dtype=object),
+                       len(paths), no_face)
+
+
+def merge_people(faces: CohortFaces, groups: Sequence[Sequence[str]]) -> CohortFaces:
+    """Relabel each group of labels found to be one person with its first (sorted) label."""
+    people = faces.people.copy()
+    for g in groups:
+        g = sorted(g)
+        people[np.isin(people, g)] = g[0]
+    return CohortFaces(faces.embeddings, people, faces.n_photos, faces.n_no_face)
+
+
+@dataclass
+class Cleaning:
+    same_person: list[list[str]]  # label groups whose faces match like one person's
+    dropped: int  # photos that look like another label's person, or like none of their own label's photos
+    kept: np.ndarray  # bool mask over the input faces
+
+
+def clean_labels(faces: CohortFaces, *, quantile: float = 0.05, impostor_quantile: float = 0.99) -> Cleaning:
+    """Find labelling errors from the embeddings alone, with levels taken from this embedding's own distributions.
+
+    - Two labels are one person when the median similarity between their faces is above the
+      `quantile` of the labels' own median within-label similarities: nearly every person
+      matches themselves that well, while two different people's medians sit far lower.
+    - A photo is mislabelled when its median similarity to some other label's faces is above
+      both its median similarity to its own label's other faces and the highest median
+      similarity seen between two labels that are different people (so it looks like that
+      other person, not like a stranger); such photos are dropped.
+    - A photo is not its label's person when even its best match among its own label's other
+      photos is under the `impostor_quantile` of different-person similarities (a bystander
+      taken as the largest face, or a wrong label); it is dropped too.
+    """
+    x, y = faces.embeddings, faces.people
+    labels = sorted(set(y))
+    idx = {p: np.flatnonzero(y == p) for p in labels}
+    sim = x @ x.T
+    L = len(labels)
+    med = np.zeros((L, L))
+    for a, pa in enumerate(labels):
+        for b in range(a, L):
+            block = sim[np.ix_(idx[pa], idx[labels[b]])]
+            if a == b:
+                block = block[~np.eye(len(block), dtype=bool)]
+            med[a, b] = med[b, a] = np.median(block) if block.size else np.nan
+    genuine = np.diag(med)
+    level = float(np.nanquantile(genuine, quantile))
+    off = med.copy()
+    np.fill_diagonal(off, -np.inf)
+    pairs = [(labels[a], labels[b]) for a in range(L) for b in range(a + 1, L) if off[a, b] > level]
+    groups: list[set[str]] = []
+    for a, b in pairs:
+        hit = [g for g in groups if a in g or b in g]
+        merged = set().union(*hit, {a, b}) if hit else {a, b}
+        groups = [g for g in groups if g not in hit] + [merged]
+    group_of = {p: frozenset(g) for g in groups for p in g}
+    # Highest median similarity between labels that remain different people.
+    diff = [off[a, b] for a in range(L) for b in range(a + 1, L)
+            if group_of.get(labels[a], {labels[a]}) != group_of.get(labels[b], {labels[b]})]
+    impostor_top = float(np.nanmax(diff)) if diff else 1.0
+    same = np.zeros(sim.shape, bool)
+    for p in labels:
+        g = np.concatenate([idx[q] for q in group_of.get(p, {p})])
+        same[np.ix_(idx[p], g)] = True
+    impostor_low = float(np.quantile(sim[~same], impostor_quantile)) if (~same).any() else -1.0
+    kept = np.ones(len(y), bool)
+    for i in range(len(y)):
+        own_group = group_of.get(y[i], frozenset({y[i]}))
+        per_label = np.array([np.median(sim[i, idx[p]]) if p not in own_group else -np.inf for p in labels])
+        own = np.concatenate([idx[p] for p in own_group])
+        own = own[own != i]
+        own_med = float(np.median(sim[i, own])) if len(own) else -1.0
+        if len(own) and float(np.max(sim[i, own])) < impostor_low:
+            kept[i] = False
+            continue
+        best = int(np.argmax(per_label))
+        if per_label[best] > max(own_med, impostor_top):
+            kept[i] = False
+            log.debug("face %d of %s looks like %s", i, y[i], labels[best])
+    return Cleaning([sorted(g) for g in sorted(groups, key=min)], int((~kept).sum()), kept)

@@ -1,0 +1,162 @@
+"""Earlier versions of a model directory, for rolling back a finetune or a migration.
+
+    DIR/versions/v000001.json ...   the model.json of each replaced version, oldest first
+
+When a finetune switches model.json, the replaced model.json is kept here with its checkpoint
+(its gallery is not: a gallery kept aside would go stale, and would keep the faces of people
+removed since). `rollback` returns to the newest kept version by re-embedding the faces enrolled
+*now* from their chips with that version's network, so a rollback loses no enrolment made since
+and brings back no one removed since. The version left is kept in turn (roll forward = roll
+back again). At most `keep_versions` (model.json, default 2) are kept; older ones are pruned
+with the checkpoints no kept version names.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from gallery.atomic import write_json_atomic
+from recognizer.errors import ModelError
+from recognizer.config import (
+    CHECKPOINT_NAME,
+    GALLERY_DIR,
+    GALLERY_NAME,
+    ModelConfig,
+    chip_store,
+    ensure_private_dir,
+    load_config,
+    save_config,
+    writer_lock,
+)
+
+log = logging.getLogger(__name__)
+
+VERSIONS_DIR = "versions"
+_VERSION = re.compile(r"v(\d{6})\.json")
+
+
+def list_versions(d: Path) -> list[Path]:
+    root = Path(d) / VERSIONS_DIR
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if _VERSION.fullmatch(p.name)), key=lambda p: p.name)
+
+
+def load_version(path: Path) -> ModelConfig:
+    """A kept model.json, checked like the one in use."""
+    import json
+    import tempfile
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: damaged version file ({exc})") from None
+    with tempfile.TemporaryDirectory() as tmp:  # load_config's checks, on a copy
+        write_json_atomic(Path(tmp) / "model.json", raw)
+        return load_config(tmp)
+
+
+def push_version(d: Path, cfg: ModelConfig) -> None:
+    """Keep `cfg` (the model.json being replaced) as the newest version; prune to `keep_versions`.
+    Caller holds the writer lock."""
+    root = Path(d) / VERSIONS_DIR
+    ensure_private_dir(root)
+    existing = list_versions(d)
+    n = int(_VERSION.fullmatch(existing[-1].name).group(1)) + 1 if existing else 1
+    write_json_atomic(root / f"v{n:06d}.json", cfg.to_dict())
+    kept = list_versions(d)
+    for old in kept[: max(0, len(kept) - max(0, int(cfg.keep_versions)))]:
+        old.unlink(missing_ok=True)
+
+
+def kept_checkpoints(d: Path) -> set[str]:
+    out = set()
+    for p in list_versions(d):
+        try:
+            ckpt = load_version(p).checkpoint
+        except ModelError:
+            continue
+        if ckpt:
+            out.add(ckpt)
+    return out
+
+
+def remove_unused(d: Path, keep: set[str]) -> None:
+    """Delete the galleries and checkpoints neither model.json (`keep`) nor a kept version names:
+    replaced ones, and any left by an interrupted run (they hold face data, so they must not linger)."""
+    keep = set(keep) | kept_checkpoints(d)
+    for p in Path(d).iterdir():
+        if p.name in keep:
+            continue
+        if GALLERY_NAME.fullmatch(p.name) or p.name in (f"{GALLERY_DIR}.new", f"{GALLERY_DIR}.old"):
+            shutil.rmtree(p, ignore_errors=True)
+        elif CHECKPOINT_NAME.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+
+
+def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -> dict:
+    """Return the model to its newest kept version (see the module docstring); returns a summary."""
+    from tqdm import tqdm
+
+    from gallery import FaceRecord, create_gallery, open_gallery
+    from recognizer.chips import crop_for
+    from recognizer.embedding.backbones import make_embedder
+    from recognizer.errors import GalleryError
+
+    d = Path(model_dir)
+    with writer_lock(d):
+        versions = list_versions(d)
+        if not versions:
+            raise ModelError(f"{d}: no earlier version to roll back to ({VERSIONS_DIR}/ is empty)")
+        cur = load_config(d)
+        prev = load_version(versions[-1])
+        if prev.checkpoint:
+            if not (d / prev.checkpoint).is_file():
+                raise ModelError(f"{versions[-1]} names {prev.checkpoint}, which is not there; nothing was changed")
+            from recognizer.training.checkpoint import load_finetuned
+
+            embedder, _ = load_finetuned(d, prev, weights_dir=weights_dir)
+        else:
+            embedder = make_embedder(prev.backbone, prev.weights, weights_dir)
+        if embedder.model_id != prev.model_id:
+            raise ModelError(f"{versions[-1]}: its network now has model id {embedder.model_id}, not {prev.model_id} "
+                             "(other weights?); nothing was changed")
+        with open_gallery(d / cur.gallery, model_id=cur.model_id) as g:
+            records = g.records()
+        store = chip_store(d)
+        crops, failed = [], []
+        for r in tqdm(records, desc="re-embedding", unit="face", disable=not progress, dynamic_ncols=True):
+            try:
+                if not r.chip:
+                    raise ModelError("no chip (enrolled before chips were kept)")
+                crops.append(crop_for(store.get(r.chip), embedder))
+            except (GalleryError, ModelError) as exc:
+                failed.append(f"{r.person} ({r.source}): {exc}")
+        if failed:
+            raise ModelError(f"{d}: {len(failed)} enrolled faces have no usable chip, so the earlier network cannot "
+                             "embed them; nothing was changed:\n  " + "\n  ".join(failed[:50]))
+        vectors = embedder.embed(np.stack(crops)) if crops else np.zeros((0, embedder.dim), np.float32)
+        name = f"{GALLERY_DIR}-{secrets.token_hex(6)}"
+        try:
+            gal = create_gallery(d / name, model_id=prev.model_id, dim=embedder.dim)
+            if records:
+                gal.add(vectors, [FaceRecord(r.person, r.source, r.content_hash, tuple(r.box), added_at=r.added_at,
+                                             chip=r.chip) for r in records], model_id=prev.model_id, allow_similar=True)
+            gal.close()
+        except BaseException:
+            shutil.rmtree(d / name, ignore_errors=True)
+            raise
+        restored = replace(prev, gallery=name, keep_versions=cur.keep_versions)
+        versions[-1].unlink()
+        push_version(d, cur)  # the version left, so it can be returned to
+        save_config(d, restored)  # the commit point
+        remove_unused(d, keep={name, restored.checkpoint or ""})
+    log.info("%s: rolled back from %s to %s", d, cur.model_id, restored.model_id)
+    return {"model_dir": str(d), "from": cur.model_id, "to": restored.model_id, "backbone": restored.backbone,
+            "faces": len(records), "people": sorted({r.person for r in records})}
