@@ -48,7 +48,7 @@ _LAZY = {
     "validate_name": "gallery",
     "annotation_paths": "recognizer.annotate",
     "save_annotated": "recognizer.annotate",
-    "VideoIdentification": "recognizer.video.identify",
+    "VideoIdentification": "recognizer.video.analysis",
     "is_video_input": "recognizer.video.reader",
 }
 
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from gallery import validate_name  # noqa: F401
     from recognizer.image import expand_inputs, list_images  # noqa: F401
     from recognizer.recognizer import EnrollReport, FaceIdentity, PhotoIdentification, Recognizer  # noqa: F401
-    from recognizer.video.identify import VideoIdentification  # noqa: F401
+    from recognizer.video.analysis import VideoIdentification  # noqa: F401
     from recognizer.video.reader import is_video_input  # noqa: F401
 
 

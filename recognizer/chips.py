@@ -1,5 +1,6 @@
-"""Face chips: both backbones' input crops of one enrolled face, kept so it can be re-embedded
-without its photo (finetuning, importing into another backbone, migrating).
+"""Face chips: both backbones' input crops of one enrolled face, kept to re-embed it without its photo.
+
+Chips serve finetuning, importing into another backbone and migrating.
 
 A chip is one lossless PNG holding, side by side, the 160x160 facenet crop (box plus margin) and
 the 112x112 SFace crop (5-point aligned), each cut from the full photo exactly as the embedder
@@ -33,7 +34,7 @@ def make_chip(image, face) -> bytes:
     """The chip of `face` in `image` (a PIL RGB image), as PNG bytes."""
     import cv2
 
-    from recognizer.detection.mtcnn import crop_aligned, crop_facenet
+    from recognizer.detection.alignment import crop_aligned, crop_facenet
 
     canvas = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     for kind, crop in (("facenet160", crop_facenet(image, face, size=160)), ("sface112", crop_aligned(image, face, size=112))):

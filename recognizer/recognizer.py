@@ -645,7 +645,7 @@ class Recognizer:
         second (default 5); `seconds`: read no more than this much; `limits`: fields of
         recognizer.video.reader.VideoLimits (max_bytes, max_pixels, max_duration, timeout_ms).
         Raises VideoError for a file that is no video, cannot be opened or is over a limit."""
-        from recognizer.video.identify import identify_video
+        from recognizer.video.analysis import identify_video
         from recognizer.video.reader import DEFAULT_SAMPLE_FPS, VideoLimits
 
         bounds = VideoLimits(max_seconds=seconds, **limits)

@@ -58,7 +58,7 @@ def rec(tmp_path_factory, data):
 
 @pytest.fixture(scope="module")
 def result(rec, clip):
-    from recognizer.video.identify import identify_video
+    from recognizer.video.analysis import identify_video
 
     with deadline(300):
         return identify_video(rec, clip)
@@ -224,7 +224,7 @@ def bad_files(clip, tmp_path_factory) -> dict[str, Path]:
 
 def test_damaged_and_fake_videos_give_clear_errors(rec, bad_files):
     from recognizer.errors import VideoError
-    from recognizer.video.identify import identify_video
+    from recognizer.video.analysis import identify_video
 
     expect = {
         "truncated.mp4": "cannot be opened as a video",
@@ -238,7 +238,7 @@ def test_damaged_and_fake_videos_give_clear_errors(rec, bad_files):
 
 
 def test_truncated_and_damaged_videos_give_what_they_hold(rec, bad_files):
-    from recognizer.video.identify import identify_video
+    from recognizer.video.analysis import identify_video
 
     with deadline(120):
         cut = identify_video(rec, bad_files["truncated.avi"])
@@ -250,7 +250,7 @@ def test_truncated_and_damaged_videos_give_what_they_hold(rec, bad_files):
 
 
 def test_video_without_faces_gives_no_tracks(rec, bad_files):
-    from recognizer.video.identify import identify_video
+    from recognizer.video.analysis import identify_video
 
     with deadline(120):
         res = identify_video(rec, bad_files["no-faces.avi"])

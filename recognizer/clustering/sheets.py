@@ -1,5 +1,7 @@
-"""What a user looks at: one contact sheet (PNG) per cluster and an index.html that opens from
-disk, without a server or network (inline CSS, no script, images by relative path)."""
+"""What a user looks at: one contact sheet (PNG) per cluster and an index.html that opens from disk.
+
+The page needs no server or network: inline CSS, no script, images by relative path.
+"""
 from __future__ import annotations
 
 import html

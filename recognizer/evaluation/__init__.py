@@ -1,2 +1,6 @@
-"""How well a model names people: closed set (`closed_set`), open set (`open_set`), LFW-style pairs
-(`verification`), the report (`report`), and all of it run on a model directory (`run`)."""
+"""Evaluation: how well a model names people, and the unknown threshold's calibration.
+
+Closed set (`closed_set`), open set (`open_set`), LFW-style pairs (`verification`), the report
+(`report`), all of it run on a model directory (`run`); the stranger cohort (`cohort`) and the
+FPIR calibration on it (`calibration`).
+"""

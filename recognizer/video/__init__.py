@@ -1,6 +1,6 @@
 """Faces in videos: follow each face through the frames and name the track, not the frame.
 
-`identify_video` (recognizer.video.identify) runs a video file or a camera through an opened
+`identify_video` (recognizer.video.analysis) runs a video file or a camera through an opened
 Recognizer; `recognizer.video.render` draws the result. Importing this package loads no model
 and no OpenCV.
 """

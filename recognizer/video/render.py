@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gallery.atomic import atomic_path
 from recognizer.errors import VideoError
-from recognizer.video.identify import VideoIdentification
+from recognizer.video.analysis import VideoIdentification
 from recognizer.video.reader import VideoLimits, VideoReader
 from recognizer.video.tracking import Track
 
