@@ -208,7 +208,6 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
     person's is refused unless `allow_similar`. The cluster is then marked enrolled."""
     from gallery import FaceRecord, validate_name
     from recognizer.chips import crop_for
-    from recognizer.config import chip_store
 
     name = validate_name(name)
     run = runs_mod.load_run(rec.dir, run_id)
@@ -254,7 +253,7 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
                 else:  # finetuned since the run, same backbone: the stored crops give the current network's vectors
                     vectors = now.embedder.embed(crops[picked])
                 if with_chips:
-                    store = chip_store(rec.dir)
+                    store = rec.chips
                     for r, i in zip(records, picked):
                         r.chip = store.put(run_chips[i])
                 now.gallery.add(np.asarray(vectors, np.float32), records, model_id=now.config.model_id,

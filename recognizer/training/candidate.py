@@ -106,15 +106,6 @@ def pending_chips(model_dir: str | Path) -> set[str] | None:
     return set(cand.chips) if cand else set()
 
 
-def sweep_chips(model_dir: str | Path, keep: set[str]) -> None:
-    """Delete chips neither `keep` (the gallery in use) nor the pending candidate names. Caller
-    holds the writer lock."""
-    extra = pending_chips(model_dir)
-    if extra is None:
-        return  # a damaged candidate.json: deleting nothing is the safe side
-    chip_store(model_dir).sweep(set(keep) | extra)
-
-
 def write_candidate(model_dir: str | Path, cand: Candidate) -> None:
     """Make `cand` the pending candidate, replacing (and deleting the files of) any other one.
     Caller holds the writer lock."""
