@@ -4,8 +4,10 @@
     g.add(vectors, [FaceRecord("Ada", "ada.jpg", sha256, box)], model_id="sface-2021dec")
     votes = g.knn_vote(queries, k=5, model_id="sface-2021dec")
 
-The public types are backend-neutral (numpy arrays, dataclasses); the FAISS + SQLite
-store in `gallery.faiss_store` is one implementation of `Gallery`.
+The public types are backend-neutral (numpy arrays, dataclasses). Where a gallery lives
+picks its backend: a directory is the FAISS + SQLite store (`gallery.faiss_store`);
+"milvus://HOST:PORT/COLLECTION" (a Milvus server) or "milvus-lite:PATH.db" (Milvus Lite,
+embedded) is the Milvus store (`gallery.milvus_store`).
 """
 from __future__ import annotations
 
@@ -17,10 +19,21 @@ from gallery.base import (FaceRecord, Gallery, Hit, KnnVote, best_candidate, ran
 from gallery.errors import FaceToolError, GalleryError, InvalidNameError, PersonExists, PersonNotFound
 
 
+def is_uri(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` names a Milvus gallery rather than a directory."""
+    return isinstance(path, str) and path.startswith(("milvus://", "milvus-lite:"))
+
+
 def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts: Any) -> Gallery:
-    """Create a new gallery directory. Options: approx_threshold (faces above which an
+    """Create a new gallery. Options for a directory: approx_threshold (faces above which an
     approximate index is used), k_factor (its search breadth: candidates re-ranked exactly
-    per result wanted), lock_timeout (seconds)."""
+    per result wanted), lock_timeout (seconds).
+    For Milvus: exist_ok (open it if it exists), index ("FLAT", exact, or "HNSW"), lock_timeout, hold_s (how long Milvus Lite
+    stays open after the last call before another process may use it), search_params."""
+    if is_uri(path):
+        from gallery.milvus_store import MilvusGallery  # pymilvus loads only for a Milvus gallery
+
+        return MilvusGallery.create(str(path), model_id, dim, **opts)
     from gallery.faiss_store import FaissGallery  # faiss loads only when a gallery is used
 
     return FaissGallery.create(path, model_id, dim, **opts)
@@ -28,12 +41,16 @@ def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts
 
 def open_gallery(path: str | os.PathLike[str], model_id: str | None = None, **opts: Any) -> Gallery:
     """Open an existing gallery; with `model_id`, fail unless it was built with that model.
-    Options: k_factor, lock_timeout (seconds); see create_gallery."""
+    Options: see create_gallery."""
+    if is_uri(path):
+        from gallery.milvus_store import MilvusGallery
+
+        return MilvusGallery.open(str(path), model_id, **opts)
     from gallery.faiss_store import FaissGallery
 
     return FaissGallery.open(path, model_id, **opts)
 
 
 __all__ = ["FaceRecord", "FaceToolError", "Gallery", "GalleryError", "Hit", "InvalidNameError", "KnnVote", "PersonExists",
-           "PersonNotFound", "best_candidate", "create_gallery", "open_gallery", "rank_key", "refuse_lookalikes",
+           "PersonNotFound", "best_candidate", "create_gallery", "is_uri", "open_gallery", "rank_key", "refuse_lookalikes",
            "same_looking", "validate_name"]

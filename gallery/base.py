@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gallery.errors import InvalidNameError
+from gallery.errors import GalleryError, InvalidNameError
 from gallery.names import UNKNOWN, invisible_chars, is_reserved, lookalike_key, normal_form
 
 MAX_NAME_LENGTH = 100
@@ -172,6 +172,19 @@ def vote(hits: Sequence[Hit]) -> KnnVote:
     return KnnVote(scores=scores, similarity=best_sim, neighbours=list(hits))
 
 
+def check_records(records: Sequence[FaceRecord]) -> list[tuple[str, str, str, float, float, float, float, float]]:
+    """(person, source, content_hash, x1, y1, x2, y2, added_at) per record, names validated;
+    GalleryError for a box that is not 4 finite numbers."""
+    rows = []
+    for r in records:
+        person = validate_name(r.person)
+        box = tuple(float(b) for b in r.box)
+        if len(box) != 4 or not all(np.isfinite(box)):
+            raise GalleryError(f"face box {r.box!r} of {r.source!r} must be 4 finite numbers")
+        rows.append((person, str(r.source), str(r.content_hash), *box, float(r.added_at)))
+    return rows
+
+
 class Gallery(ABC):
     """Enrolled face embeddings with stable int64 ids and per-face metadata.
 
@@ -185,6 +198,34 @@ class Gallery(ABC):
     model_id: str
     dim: int
     metric: str = "cosine"
+
+    def _fail(self, what: str, error: type[GalleryError] = GalleryError, **details: str) -> GalleryError:
+        return error(f"{self.path}: {what}", **details)
+
+    def _check_open(self) -> None:
+        """Raise GalleryError if the gallery was closed."""
+
+    def _check_vectors(self, x: np.ndarray, model_id: str, what: str) -> np.ndarray:
+        """Unit float32 copies of `x`; GalleryError for another model's vectors, a wrong shape,
+        NaN, infinite or zero rows."""
+        self._check_open()
+        if model_id != self.model_id:
+            raise self._fail(f"{what} come from model {model_id!r} but this gallery holds embeddings of "
+                             f"model {self.model_id!r}; re-enrol with {model_id!r} or use another gallery")
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise GalleryError(f"{what} must be a 2-d array (n, {self.dim}); got shape {x.shape}")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise GalleryError(f"{what} must be real numbers; got dtype {x.dtype}")
+        x = x.astype(np.float32)  # always a copy: callers' arrays are never modified
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            raise GalleryError(f"{what} contain NaN or infinite values in rows {np.flatnonzero(bad)[:10].tolist()}")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        zero = (norms[:, 0] < 1e-12)
+        if zero.any():
+            raise GalleryError(f"{what} contain zero vectors in rows {np.flatnonzero(zero)[:10].tolist()}")
+        return x / norms
 
     @abstractmethod
     def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str) -> list[int]:

@@ -49,7 +49,7 @@ class ChipStore:
         return self.root / sha[:2] / f"{sha}{SUFFIX}"
 
     def _private_dir(self, path: Path) -> None:
-        for d in (self.root, path):
+        for d in (self.root.parent, self.root, path):  # the parent: a gallery's own folder of chips
             if not d.is_dir():
                 try:
                     d.mkdir(mode=0o700)

@@ -15,7 +15,7 @@ import numpy as np
 
 from gallery import _index
 from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, UNIQUE_PHOTO_INDEX, GalleryStore
-from gallery.base import FaceRecord, Gallery, Hit, refuse_lookalikes, validate_name
+from gallery.base import FaceRecord, Gallery, Hit, check_records, refuse_lookalikes, validate_name
 from gallery.errors import GalleryError, PersonExists, PersonNotFound
 
 logger = logging.getLogger(__name__)
@@ -75,26 +75,6 @@ class FaissGallery(GalleryStore, Gallery):
                                f"but model {model_id!r} was asked for")
         return self
 
-    def _check_vectors(self, x: np.ndarray, model_id: str, what: str) -> np.ndarray:
-        self._check_open()
-        if model_id != self.model_id:
-            raise self._fail(f"{what} come from model {model_id!r} but this gallery holds embeddings of "
-                             f"model {self.model_id!r}; re-enrol with {model_id!r} or use another gallery")
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise GalleryError(f"{what} must be a 2-d array (n, {self.dim}); got shape {x.shape}")
-        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise GalleryError(f"{what} must be real numbers; got dtype {x.dtype}")
-        x = x.astype(np.float32)  # always a copy: callers' arrays are never modified
-        bad = ~np.isfinite(x).all(axis=1)
-        if bad.any():
-            raise GalleryError(f"{what} contain NaN or infinite values in rows {np.flatnonzero(bad)[:10].tolist()}")
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        zero = (norms[:, 0] < 1e-12)
-        if zero.any():
-            raise GalleryError(f"{what} contain zero vectors in rows {np.flatnonzero(zero)[:10].tolist()}")
-        return x / norms
-
     # ---- changes ------------------------------------------------------------------
 
     def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str,
@@ -108,13 +88,7 @@ class FaissGallery(GalleryStore, Gallery):
         x = self._check_vectors(vectors, model_id, "vectors")
         if len(records) != len(x):
             raise GalleryError(f"got {len(x)} vectors but {len(records)} records")
-        rows = []
-        for r in records:
-            person = validate_name(r.person)
-            box = tuple(float(b) for b in r.box)
-            if len(box) != 4 or not all(np.isfinite(box)):
-                raise GalleryError(f"face box {r.box!r} of {r.source!r} must be 4 finite numbers")
-            rows.append((person, str(r.source), str(r.content_hash), *box, float(r.added_at), str(r.chip or "")))
+        rows = [(*row, str(r.chip or "")) for row, r in zip(check_records(records), records)]
         if not rows:
             return []
         with self._change():

@@ -28,20 +28,23 @@ def _crop_cache(cache: "bool | PathLike | CropCache | None") -> "CropCache | Non
 
 
 def open(model_dir: PathLike, *, backbone: str | None = None, weights: str | None = None, weights_dir: PathLike | None = None,
-         cache: "bool | PathLike | CropCache | None" = False) -> "Recognizer":
+         cache: "bool | PathLike | CropCache | None" = False, gallery: str | None = None) -> "Recognizer":
     """Open an existing model directory (ModelError when there is none, or when it was not built
     with the `backbone` or `weights` given).
 
     `cache`: keep detections and face crops of the photos seen on disk, so a second run over them
     skips detection (True: under ~/.cache/facetool or $FACETOOL_CACHE; a path: there).
+    `gallery`: the enrolled faces in Milvus ("milvus://HOST:PORT/COLLECTION" or
+    "milvus-lite:PATH.db") instead of the model directory.
     """
     from recognizer.recognizer import Recognizer
 
-    return Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=_crop_cache(cache))
+    return Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=_crop_cache(cache),
+                           gallery=gallery)
 
 
 def create(model_dir: PathLike, *, backbone: str | None = None, weights: str | None = None, weights_dir: PathLike | None = None,
-           cache: "bool | PathLike | CropCache | None" = False) -> "Recognizer":
+           cache: "bool | PathLike | CropCache | None" = False, gallery: str | None = None) -> "Recognizer":
     """Open a model directory, creating it with `backbone` ("sface" or "facenet") when it does not exist yet.
 
     An existing model must have been built with `backbone`, when one is given (ModelError otherwise).
@@ -49,7 +52,7 @@ def create(model_dir: PathLike, *, backbone: str | None = None, weights: str | N
     from recognizer.recognizer import Recognizer
 
     return Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=True,
-                           cache=_crop_cache(cache))
+                           cache=_crop_cache(cache), gallery=gallery)
 
 
 def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facenet", weights: str | None = None,

@@ -69,15 +69,30 @@ def crop_for(data: bytes, embedder) -> np.ndarray:
     return chip_crops(data, [kind])[kind]
 
 
-def backfill_chips(model_dir, gallery, detector) -> list[str]:
+def chip_of(src, res, max_pixels: int, memory_budget: int) -> bytes:
+    """The chip of `res`'s largest face (face 0), cut from its photo `src` decoded again as the
+    pipeline decoded it (same pixel limit and memory budget), so the chip's crops are the very
+    crops that were embedded. ImageError when the photo cannot be read now or is no longer the
+    one analysed."""
+    from recognizer.errors import ImageError
+    from recognizer.image import load_photo
+
+    photo = load_photo(src, max_pixels, memory_budget)
+    if photo.content_hash != res.content_hash:
+        raise ImageError(str(res.source), "the file changed while it was being enrolled")
+    return make_chip(photo.image, res.faces[0])
+
+
+def backfill_chips(model_dir, gallery, detector, store=None) -> list[str]:
     """Give chips to faces enrolled before chips were kept (or whose chip file is lost), from their photos where those are
     still there and unchanged (same sha256, the enrolled face found again by its box). Returns
-    one line per face that could not get one. Caller holds the model's writer lock."""
+    one line per face that could not get one. Caller holds the model's writer lock. `store`: the
+    gallery's ChipStore (default: the model directory's own)."""
     from recognizer.errors import ImageError
     from recognizer.image import load_photo
     from recognizer.config import chip_store
 
-    store = chip_store(model_dir)
+    store = store if store is not None else chip_store(model_dir)
     have = store.ids()
     todo = [r for r in gallery.records() if not r.chip or r.chip not in have]  # never made, or lost
     if not todo:

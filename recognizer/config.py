@@ -5,6 +5,7 @@
     DIR/checkpoint.pt   the finetuned layers and classifier head, once `finetune.py` has run
     DIR/chips/          one face chip per enrolled face (see `recognizer.chips`), shared by every
                         gallery version, so a face can be re-embedded without its photo
+    DIR/gallery-chips/  the chips of galleries kept in Milvus (`--gallery`), one folder each
     DIR/.lock           the writer lock: every change of the model takes it (see `writer_lock`)
 
 Every command takes `--model DIR`. `model.json` is written atomically; the directory is created
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
 GALLERY_DIR = "gallery"
 CHIPS_DIR = "chips"
+OTHER_CHIPS_DIR = "gallery-chips"
 LOCK_FILE = ".lock"
 # How long a change waits for another one (a finetune's commit re-embeds the faces enrolled
 # while it trained, under this lock).
@@ -160,10 +162,21 @@ def writer_lock(model_dir: str | Path, timeout: float = LOCK_TIMEOUT_S) -> Itera
         lock.release()
 
 
-def chip_store(model_dir: str | Path):
+def chip_store(model_dir: str | Path, gallery: str | None = None):
+    """The chips of the model directory's own gallery, or of the gallery elsewhere (Milvus) that
+    `gallery` names. Each gallery's chips are kept apart (the others' under
+    DIR/gallery-chips/<key>/), so removing a person from one of them, or a finetune's sweep of
+    the chips its gallery no longer names, never deletes a chip another gallery still names."""
+    import hashlib
+
     from gallery.chips import ChipStore
 
-    return ChipStore(Path(model_dir) / CHIPS_DIR)
+    if gallery is None:
+        return ChipStore(Path(model_dir) / CHIPS_DIR)
+    from gallery.milvus_store import parse
+
+    key = hashlib.sha256("\0".join(parse(gallery)).encode()).hexdigest()[:16]
+    return ChipStore(Path(model_dir) / OTHER_CHIPS_DIR / key)
 
 
 def ensure_private_dir(path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -126,6 +128,24 @@ class EnrollReport:
         }
 
 
+def open_embedder(model_dir: Path, cfg: ModelConfig, weights_dir: str | Path | None = None, **embedder_kw) -> tuple[Embedder, object]:
+    """(embedder, classifier or None) of a model directory as model.json `cfg` names it; ModelError
+    if the weights found now are not the ones the model was built with."""
+    classifier = None
+    if cfg.checkpoint:
+        from recognizer.training.checkpoint import load_finetuned
+
+        embedder, classifier = load_finetuned(model_dir, cfg, weights_dir=weights_dir, **embedder_kw)
+    else:
+        embedder = make_embedder(cfg.backbone, cfg.weights, weights_dir, **embedder_kw)
+    if embedder.model_id != cfg.model_id:
+        raise ModelError(
+            f"{model_dir}: the {cfg.backbone} weights found now (model id {embedder.model_id}) are not the ones "
+            f"this model was built with ({cfg.model_id})"
+        )
+    return embedder, classifier
+
+
 def _as_sources(photos) -> list[ImageSource]:
     """A folder's image files, one photo, or the photos of a sequence, as a list."""
     if isinstance(photos, (str, os.PathLike)):
@@ -159,8 +179,9 @@ class Recognizer:
 
     def __init__(self, model_dir: Path, config: ModelConfig, embedder: Embedder, gallery, classifier=None,
                  cache: CropCache | None = None, *, weights_dir=None, embedder_kw: dict | None = None,
-                 loaded: _Loaded | None = None):
+                 loaded: _Loaded | None = None, gallery_uri: str | None = None):
         self.dir = Path(model_dir)
+        self.gallery_uri = gallery_uri  # the faces are in Milvus, not in the model directory
         self.cache = cache
         self._weights_dir = weights_dir
         self._embedder_kw = dict(embedder_kw or {})
@@ -181,7 +202,7 @@ class Recognizer:
 
     @property
     def chips(self):
-        return chip_store(self.dir)
+        return chip_store(self.dir, self.gallery_uri)
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
@@ -194,25 +215,43 @@ class Recognizer:
         weights_dir: str | Path | None = None,
         create: bool = False,
         cache: CropCache | None = None,
+        gallery: str | None = None,
         **embedder_kw,
     ) -> "Recognizer":
         """Open a model directory; with `create`, make it first when it does not exist yet.
 
         `backbone`, when given for an existing model, must match the one it was built with.
+        `gallery`, a Milvus URI ("milvus://HOST:PORT/COLLECTION" or "milvus-lite:PATH.db"), keeps
+        the enrolled faces there instead of in the model directory (their chips stay in the model
+        directory, apart from its own gallery's); with `create` it is created on first use. It
+        must hold this model's embeddings.
         """
         d = Path(model_dir)
+        if gallery is not None:
+            from gallery import is_uri
+
+            if not is_uri(gallery):
+                raise ModelError(f"{gallery}: a gallery is milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db")
         if create and not (d / "model.json").exists():
             if not backbone:
                 raise ModelError(f"{d}: no model here yet; say which backbone to create it with (--backbone sface|facenet)")
-            return cls._create(d, backbone, weights, weights_dir, cache, **embedder_kw)
+            rec = cls._create(d, backbone, weights, weights_dir, cache, **embedder_kw)
+            if gallery is None:
+                return rec
+            rec.close()  # the model exists now; its faces go to `gallery`, opened below
+        if gallery is not None and create:
+            from gallery import create_gallery
+
+            cfg = load_config(d)
+            create_gallery(gallery, model_id=cfg.model_id, dim=cfg.dim, exist_ok=True).close()
         cfg = load_config(d)
         if backbone and backbone != cfg.backbone:
             raise ModelError(f"{d}: this model uses the {cfg.backbone} backbone, not {backbone}")
         if weights and cfg.weights and weights != cfg.weights and not cfg.checkpoint:
             raise ModelError(f"{d}: this model uses weights {cfg.weights!r}, not {weights!r}")
-        loaded = _load(d, weights_dir, embedder_kw, cache)
+        loaded = _load(d, weights_dir, embedder_kw, cache, gallery)
         return cls(d, loaded.config, loaded.embedder, loaded.gallery, loaded.classifier, cache,
-                   weights_dir=weights_dir, embedder_kw=embedder_kw, loaded=loaded)
+                   weights_dir=weights_dir, embedder_kw=embedder_kw, loaded=loaded, gallery_uri=gallery)
 
     @classmethod
     def _create(cls, d: Path, backbone: str, weights, weights_dir, cache, **embedder_kw) -> "Recognizer":
@@ -357,7 +396,7 @@ class Recognizer:
             if same:  # threshold, class names...: the networks and the gallery stay
                 self._cur = _Loaded(cfg, cur.embedder, cur.gallery, cur.classifier, cur.pipeline, stamp)
             else:
-                self._cur = _load(self.dir, self._weights_dir, self._embedder_kw, self.cache)
+                self._cur = _load(self.dir, self._weights_dir, self._embedder_kw, self.cache, self.gallery_uri)
                 if self._max_pixels is not None:
                     self._cur.pipeline.max_pixels = self._max_pixels
                 if self._memory_budget is not None:
@@ -422,10 +461,8 @@ class Recognizer:
         photo instead of its path (`"<bytes>"` / `"<image>"` for photos held in memory).
         Each face's chip is stored in the model directory, so the face survives its photo.
         """
-        from gallery import FaceRecord, refuse_lookalikes, validate_name
-        from recognizer.chips import crop_for, make_chip
-        from recognizer.errors import ImageError
-        from recognizer.image import load_photo
+        from gallery import refuse_lookalikes, validate_name
+        from recognizer.chips import chip_of
 
         name = validate_name(name)
         if not allow_similar:  # before the photos are read; the gallery checks again under its lock
@@ -435,11 +472,45 @@ class Recognizer:
             raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
         self.refresh()
         st = self._cur
+        results = st.pipeline.analyze_many(sources, progress=progress)
+        # The chip is cut from the photo itself (the crop cache holds one crop kind only), decoded
+        # as the pipeline decoded it, so the chip's crops are the very crops that were embedded.
+        items = ((res, partial(chip_of, src, res, st.pipeline.max_pixels, st.pipeline.memory_budget))
+                 for src, res in zip(sources, results))
+        return self._enroll(name, st, items, labels, allow_similar)
+
+    def enroll_results(self, name: str, results: Iterable[tuple[PhotoResult, bytes | str | None]], *,
+                       labels: Sequence[str] | None = None, allow_similar: bool = False) -> EnrollReport:
+        """`enroll` for photos analysed elsewhere (Ray workers: `recognizer.bulk`): pairs of a
+        PhotoResult and the chip of its largest face (`recognizer.chips.chip_of`), or the reason
+        the chip could not be cut (a str), or None for a photo without a usable face."""
+        from gallery import refuse_lookalikes, validate_name
+        from recognizer.errors import ImageError
+
+        name = validate_name(name)
+        if not allow_similar:
+            refuse_lookalikes([name], self.gallery.people())
+
+        def given(res: PhotoResult, chip: bytes | str | None) -> bytes:
+            if not isinstance(chip, bytes):
+                raise ImageError(res.source, chip or "no chip was cut for this face")
+            return chip
+
+        self.refresh()
+        return self._enroll(name, self._cur, ((res, partial(given, res, chip)) for res, chip in results), labels,
+                            allow_similar)
+
+    def _enroll(self, name: str, st: _Loaded, items, labels: Sequence[str] | None, allow_similar: bool) -> EnrollReport:
+        """Add face 0 of each (PhotoResult, chip maker) to the gallery; the chip maker returns the
+        face's chip bytes or raises ImageError (the photo cannot be read now, or changed)."""
+        from gallery import FaceRecord
+        from recognizer.chips import crop_for
+        from recognizer.errors import ImageError
+
         report = EnrollReport(name)
         pending: list[tuple[FileOutcome, FaceRecord, np.ndarray, bytes]] = []
         seen: set[str] = set()
-        results = st.pipeline.analyze_many(sources, progress=progress)
-        for src, res, label in zip(sources, results, labels if labels is not None else (None,) * len(sources)):
+        for (res, make), label in zip(items, labels if labels is not None else itertools.repeat(None)):
             source = res.source if label is None else label
             if res.error is not None:
                 report.files.append(FileOutcome(source, "unreadable", res.error))
@@ -450,15 +521,10 @@ class Recognizer:
             if res.skip_reason is not None:  # "no face": an unreadable photo was reported above
                 report.files.append(FileOutcome(source, res.skip_reason))
                 continue
-            try:  # the chip is cut from the photo itself (the crop cache holds one crop kind only)
-                # decoded as the pipeline decoded it (same pixel limit and memory budget), so the chip's
-                # crops are the very crops that were embedded
-                photo = load_photo(src, st.pipeline.max_pixels, st.pipeline.memory_budget)
+            try:
+                chip = make()
             except ImageError as exc:
                 report.files.append(FileOutcome(source, "unreadable", exc.reason))
-                continue
-            if photo.content_hash != res.content_hash:
-                report.files.append(FileOutcome(source, "unreadable", "the file changed while it was being enrolled"))
                 continue
             seen.add(res.content_hash)
             status, detail = "added", ""
@@ -467,7 +533,7 @@ class Recognizer:
             outcome = FileOutcome(source, status, detail)
             report.files.append(outcome)
             rec = FaceRecord(name, source, res.content_hash, tuple(float(v) for v in res.faces[0].box))
-            pending.append((outcome, rec, res.embeddings[0], make_chip(photo.image, res.faces[0])))
+            pending.append((outcome, rec, res.embeddings[0], chip))
         if not pending:
             return report
         with self._writing() as now:
@@ -483,7 +549,7 @@ class Recognizer:
                     continue
                 keep.append(i)
             if keep:
-                store = chip_store(self.dir)
+                store = self.chips
                 records = []
                 for i in keep:
                     pending[i][1].chip = store.put(pending[i][3])
@@ -501,7 +567,7 @@ class Recognizer:
         from recognizer.chips import backfill_chips
 
         with self._writing() as st:
-            return backfill_chips(self.dir, st.gallery, st.pipeline.detector)
+            return backfill_chips(self.dir, st.gallery, st.pipeline.detector, store=self.chips)
 
     def rename(self, old: str, new: str, *, merge: bool = False, allow_similar: bool = False) -> None:
         """Rename a person in the gallery and in the classifier's answers (model.json's class names):
@@ -535,7 +601,7 @@ class Recognizer:
             rest = st.gallery.records()
             still_hashes = {r.content_hash for r in rest}
             still_chips = {r.chip for r in rest if r.chip}
-            store = chip_store(self.dir)
+            store = self.chips
             gone_chips = {r.chip for r in records if r.chip} - still_chips
             chip_bytes = []
             for c in gone_chips:
@@ -586,6 +652,25 @@ class Recognizer:
         return identify_video(self, source, sample_fps=fps or DEFAULT_SAMPLE_FPS, threshold=threshold, limits=bounds,
                               name=name, progress=progress)
 
+    def identify_bulk(self, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, address: str | None = "auto",
+                      workers: int | None = None, threshold: float | None = None, progress: bool = False):
+        """Identify every photo of `inputs` (folders, or list files of one path per line) on Ray
+        workers into the JSON Lines file `out`, resumably; a `recognizer.bulk.BulkSummary`. See
+        `recognizer.bulk` (address: "auto", "local" or a Ray cluster address)."""
+        from recognizer.bulk import identify_bulk
+
+        return identify_bulk(self, inputs, out, address=address, workers=workers, threshold=threshold, progress=progress)
+
+    def enroll_bulk(self, name: str, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                    address: str | None = "auto", workers: int | None = None, allow_similar: bool = False,
+                    progress: bool = False):
+        """`enroll` of every photo of `inputs` on Ray workers (chips included), one outcome line
+        per photo in the JSON Lines file `out`, resumably; see `recognizer.bulk`."""
+        from recognizer.bulk import enroll_bulk
+
+        return enroll_bulk(self, name, inputs, out, address=address, workers=workers, allow_similar=allow_similar,
+                           progress=progress)
+
     def threshold_for(self, threshold: float | None = None) -> float:
         """The similarity under which a face is unknown: `threshold` when given, else the model's
         (derived from its target FPIR for the gallery as it is now, see `threshold_info`)."""
@@ -633,7 +718,7 @@ class Recognizer:
         return out
 
 
-def _load(d: Path, weights_dir, embedder_kw: dict, cache) -> _Loaded:
+def _load(d: Path, weights_dir, embedder_kw: dict, cache, gallery_uri: str | None = None) -> _Loaded:
     """Load what model.json names now. A finetune may switch model.json (and delete the gallery it
     named) between our reading it and opening the gallery: then read it again."""
     from gallery import open_gallery
@@ -642,19 +727,8 @@ def _load(d: Path, weights_dir, embedder_kw: dict, cache) -> _Loaded:
         stamp = config_stamp(d)
         cfg = load_config(d)
         try:
-            classifier = None
-            if cfg.checkpoint:
-                from recognizer.training.checkpoint import load_finetuned
-
-                embedder, classifier = load_finetuned(d, cfg, weights_dir=weights_dir, **embedder_kw)
-            else:
-                embedder = make_embedder(cfg.backbone, cfg.weights, weights_dir, **embedder_kw)
-            if embedder.model_id != cfg.model_id:
-                raise ModelError(
-                    f"{d}: the {cfg.backbone} weights found now (model id {embedder.model_id}) are not the ones "
-                    f"this model was built with ({cfg.model_id})"
-                )
-            gal = open_gallery(d / cfg.gallery, model_id=cfg.model_id)
+            embedder, classifier = open_embedder(d, cfg, weights_dir, **embedder_kw)
+            gal = open_gallery(gallery_uri if gallery_uri is not None else d / cfg.gallery, model_id=cfg.model_id)
         except (ModelError, GalleryError):
             if config_stamp(d) != stamp and attempt < 4:
                 continue

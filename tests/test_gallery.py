@@ -1,16 +1,25 @@
-"""Gallery behaviour: correctness against numpy, persistence across processes, damage, privacy."""
+"""Gallery behaviour: correctness against numpy, persistence across processes, damage, privacy.
+
+Tests taking `spec` are the contract every backend passes: they run against the FAISS + SQLite
+directory and against Milvus Lite (tests/test_gallery_crash.py holds the kill and concurrency
+parts). The others test what only the FAISS directory has (its files, its approximate index).
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gallery import FaceRecord, Gallery, create_gallery, open_gallery, validate_name
+from gallery_backends import BACKENDS, gallery_spec
 from gallery.base import Hit, vote
 from recognizer.errors import GalleryError, InvalidNameError
 
@@ -35,14 +44,31 @@ def run_py(code: str) -> str:
     return out.stdout
 
 
+@pytest.fixture(params=BACKENDS)
+def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    return gallery_spec(request.param, tmp_path)
+
+
 @pytest.fixture
-def filled(tmp_path: Path) -> tuple[Gallery, np.ndarray, list[str]]:
+def filled(spec: str | Path) -> Iterator[tuple[Gallery, np.ndarray, list[str]]]:
+    rng = np.random.default_rng(0)
+    people = [f"person{i % 7}" for i in range(60)]
+    x = unit(rng, 60)
+    g = create_gallery(spec, MODEL, DIM)
+    g.add(x, recs(people), model_id=MODEL)
+    yield g, x, people
+    g.close()
+
+
+@pytest.fixture
+def faiss_filled(tmp_path: Path) -> Iterator[tuple[Gallery, np.ndarray, list[str]]]:
     rng = np.random.default_rng(0)
     people = [f"person{i % 7}" for i in range(60)]
     x = unit(rng, 60)
     g = create_gallery(tmp_path / "g", MODEL, DIM)
     g.add(x, recs(people), model_id=MODEL)
-    return g, x, people
+    yield g, x, people
+    g.close()
 
 
 def test_search_and_vote_match_numpy(filled: tuple[Gallery, np.ndarray, list[str]]) -> None:
@@ -71,8 +97,8 @@ def test_search_and_vote_match_numpy(filled: tuple[Gallery, np.ndarray, list[str
         assert v.best()[0] == max(w, key=w.get)
 
 
-def test_vectors_are_normalised_and_k_larger_than_gallery(tmp_path: Path) -> None:
-    g = create_gallery(tmp_path / "g", MODEL, DIM)
+def test_vectors_are_normalised_and_k_larger_than_gallery(spec: str | Path) -> None:
+    g = create_gallery(spec, MODEL, DIM)
     assert g.search(unit(np.random.default_rng(0), 1), 3, model_id=MODEL) == [[]]
     assert g.knn_vote(unit(np.random.default_rng(0), 1), 3, model_id=MODEL)[0].best() == (None, 0.0, 0.0)
     x = unit(np.random.default_rng(2), 3)
@@ -120,18 +146,27 @@ def test_model_id_mismatch_names_dir_and_models(filled: tuple[Gallery, np.ndarra
         assert str(g.path) in str(e.value) and "'other'" in str(e.value) and repr(MODEL) in str(e.value)
 
 
-def test_create_and_open_errors(tmp_path: Path) -> None:
-    create_gallery(tmp_path / "g", MODEL, DIM)
+def test_create_and_open_errors(spec: str | Path, tmp_path: Path) -> None:
+    create_gallery(spec, MODEL, DIM).close()
     with pytest.raises(GalleryError, match="already exists"):
-        create_gallery(tmp_path / "g", MODEL, DIM)
-    with pytest.raises(GalleryError, match=str(tmp_path / "missing")):
-        open_gallery(tmp_path / "missing")
+        create_gallery(spec, MODEL, DIM)
+    missing = str(spec).replace("g", "missing")
+    with pytest.raises(GalleryError, match=re.escape(missing)):
+        open_gallery(missing if isinstance(spec, str) else Path(missing))
+    for f in tmp_path.rglob("*"):  # whatever the backend wrote is private, or inside a private directory
+        private = [p for p in (f, *f.parents) if p != tmp_path and tmp_path in p.parents
+                   and p.stat().st_mode & 0o077 == 0]
+        assert private, (f, oct(f.stat().st_mode))
+
+
+def test_faiss_directory_is_private(tmp_path: Path) -> None:
+    create_gallery(tmp_path / "g", MODEL, DIM)
     assert oct(os.stat(tmp_path / "g").st_mode & 0o777) == "0o700"
     for f in (tmp_path / "g").iterdir():
         assert f.stat().st_mode & 0o077 == 0, f
 
 
-def test_ids_stable_across_processes(filled: tuple[Gallery, np.ndarray, list[str]]) -> None:
+def test_ids_stable_across_processes(filled: tuple[Gallery, np.ndarray, list[str]], tmp_path: Path) -> None:
     g, x, people = filled
     g.remove_person("person3")
     new_ids = g.add(unit(np.random.default_rng(5), 2), recs(["late", "late"]), model_id=MODEL)
@@ -141,14 +176,14 @@ import json, numpy as np
 from gallery import open_gallery
 g = open_gallery({str(g.path)!r}, {MODEL!r})
 ids, v = g.vectors()
-np.save({str(g.path.parent / 'v.npy')!r}, v)
+np.save({str(tmp_path / 'v.npy')!r}, v)
 print(json.dumps({{"ids": ids.tolist(), "people": g.people(),
                    "rec": [r.to_dict() for r in g.records('late')]}}))
 """)
     got = json.loads(out)
     keep = [i for i in range(60) if people[i] != "person3"]
     assert got["ids"] == keep + new_ids
-    np.testing.assert_allclose(np.load(g.path.parent / "v.npy", allow_pickle=False)[:len(keep)], x[keep], atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy", allow_pickle=False)[:len(keep)], x[keep], atol=1e-6)
     assert got["people"] == g.people() and "person3" not in got["people"]
     assert [r["id"] for r in got["rec"]] == new_ids and got["rec"][0]["box"] == [1.0, 2.0, 30.0, 40.0]
 
@@ -185,9 +220,30 @@ def test_has_content_and_records(filled: tuple[Gallery, np.ndarray, list[str]]) 
     assert list(g.people()) == sorted(g.people())
 
 
-@pytest.mark.parametrize("victim", ["index.faiss", "meta.sqlite", "meta.json"])
-def test_damaged_files_are_reported(filled: tuple[Gallery, np.ndarray, list[str]], victim: str) -> None:
+def test_chip_references_on_add_and_set_chips(filled: tuple[Gallery, np.ndarray, list[str]], spec: str | Path) -> None:
+    """Each face names its chip (the sha256 of the chip file the model directory keeps): given on
+    add, recorded later for faces without one (set_chips), kept through a rename and on reopening."""
     g, _, _ = filled
+    assert {r.chip for r in g.records()} == {""}
+    chips = {r.id: hashlib.sha256(str(r.id).encode()).hexdigest() for r in g.records("person0")}
+    g.set_chips(chips)
+    g.set_chips(chips)  # idempotent: a backfill stopped half way is simply run again
+    first = min(chips)
+    with pytest.raises(GalleryError, match="10000"):  # unknown ids: nothing is changed
+        g.set_chips({first: "f" * 64, 10_000: "e" * 64})
+    new = FaceRecord("person8", "/photos/new.jpg", "hash-new", (1.0, 2.0, 3.0, 4.0), chip="a" * 64)
+    [new_id] = g.add(unit(np.random.default_rng(1), 1), [new], model_id=MODEL)
+    g.rename_person("person0", "person9")
+    with open_gallery(spec, model_id=MODEL) as again:
+        got = {r.id: (r.person, r.chip) for r in again.records()}
+    assert {i: got[i] for i in chips} == {i: ("person9", c) for i, c in chips.items()}
+    assert got[new_id] == ("person8", "a" * 64)
+    assert sum(bool(c) for _, c in got.values()) == len(chips) + 1
+
+
+@pytest.mark.parametrize("victim", ["index.faiss", "meta.sqlite", "meta.json"])
+def test_damaged_files_are_reported(faiss_filled: tuple[Gallery, np.ndarray, list[str]], victim: str) -> None:
+    g, _, _ = faiss_filled
     g.close()
     f = g.path / victim
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
@@ -196,16 +252,16 @@ def test_damaged_files_are_reported(filled: tuple[Gallery, np.ndarray, list[str]
     assert str(g.path) in str(e.value) and victim in str(e.value)
 
 
-def test_meta_json_must_belong_to_sqlite(filled: tuple[Gallery, np.ndarray, list[str]]) -> None:
-    g, _, _ = filled
+def test_meta_json_must_belong_to_sqlite(faiss_filled: tuple[Gallery, np.ndarray, list[str]]) -> None:
+    g, _, _ = faiss_filled
     meta = json.loads((g.path / "meta.json").read_text())
     (g.path / "meta.json").write_text(json.dumps({**meta, "model_id": "other"}))
     with pytest.raises(GalleryError, match="does not belong"):
         open_gallery(g.path)
 
 
-def test_interrupted_save_is_rebuilt(filled: tuple[Gallery, np.ndarray, list[str]], caplog) -> None:
-    g, x, _ = filled
+def test_interrupted_save_is_rebuilt(faiss_filled: tuple[Gallery, np.ndarray, list[str]], caplog) -> None:
+    g, x, _ = faiss_filled
     # Simulate a crash after the SQLite commit: meta.json and index.faiss of the previous generation.
     old_meta, old_index = (g.path / "meta.json").read_bytes(), (g.path / "index.faiss").read_bytes()
     g.remove_person("person5")
@@ -276,3 +332,25 @@ def test_validate_name_rejects(name: str) -> None:
     with pytest.raises(InvalidNameError) as e:
         validate_name(name)
     assert repr(name)[:20] in str(e.value) or repr(name.strip()[:40]) in str(e.value)  # names the value
+
+
+def test_name_rules_and_one_face_per_person_and_photo(spec: str | Path) -> None:
+    """The hardening rules hold in every backend: look-alike names refused on add and rename
+    (unless allowed), a photo stored once per person, names found in any normal form."""
+    import unicodedata
+
+    g = create_gallery(spec, MODEL, DIM)
+    x = unit(np.random.default_rng(4), 4)
+    g.add(x[:1], [FaceRecord("José", "a.jpg", "h1", (0, 0, 1, 1))], model_id=MODEL)
+    g.add(x[1:2], [FaceRecord("Obama", "b.jpg", "h2", (0, 0, 1, 1))], model_id=MODEL)
+    with pytest.raises(InvalidNameError, match="looks the same"):  # a Cyrillic O
+        g.add(x[1:2], [FaceRecord("\u041ebama", "b2.jpg", "h5", (0, 0, 1, 1))], model_id=MODEL)
+    again = [FaceRecord("José", "a-copy.jpg", "h1", (0, 0, 1, 1)), FaceRecord("José", "c.jpg", "h3", (0, 0, 1, 1))]
+    assert g.add(x[1:3], again, model_id=MODEL) == [2] and [r.id for r in again] == [-1, 2]
+    g.add(x[3:4], [FaceRecord("Ada", "d.jpg", "h4", (0, 0, 1, 1))], model_id=MODEL)
+    with pytest.raises(InvalidNameError, match="looks the same"):
+        g.rename_person("Ada", "\u041ebama")
+    g.rename_person("Ada", "\u041ebama", allow_similar=True)
+    assert g.people() == {"José": 2, "Obama": 1, "\u041ebama": 1}
+    assert g.remove_person(unicodedata.normalize("NFD", "José")) == 2
+    g.close()

@@ -49,3 +49,16 @@ weights_dir_option = click.option(
     "--weights-dir", type=click.Path(file_okay=False), default=None, help="Where facenet weights are cached (default $TORCH_HOME/checkpoints)."
 )
 verbose_option = click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+gallery_option = click.option(
+    "--gallery", metavar="URI", default=None,
+    help="Keep the enrolled faces in Milvus: milvus://HOST:PORT/COLLECTION (a server) or milvus-lite:PATH.db "
+    "(embedded). Default: the model directory's own gallery.")
+ray_option = click.option(
+    "--ray", "ray_address", metavar="ADDRESS", is_flag=False, flag_value="auto", default=None,
+    help="Run detection and embedding on Ray: 'auto' (the default when --ray has no value) joins this machine's "
+    "Ray cluster or starts a local one; 'local' always starts one; or a cluster address (ray://HOST:10001).")
+ray_out_option = click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False), default=None,
+    help="With --ray: append one JSON line per photo here; a rerun skips the photos already in it.")
+ray_workers_option = click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="With --ray: analysing workers (default: one per CPU).")

@@ -1,6 +1,7 @@
 """Enroll a person from a folder of photos, without retraining.
 
     enroll.py --model DIR --name NAME FOLDER [--backbone sface|facenet] [--json]
+    enroll.py --model DIR --name NAME FOLDER_OR_LIST.txt --ray [auto|ADDRESS] [--out OUTCOMES.jsonl]
     enroll.py --model DIR --list | --remove NAME | --rename OLD NEW
     enroll.py --model DIR --export FILE | --import FILE | --make-chips
     enroll.py --model DIR --name NAME --cluster RUN:ID [--exclude 4,7]   (a cluster made by cluster.py)
@@ -16,7 +17,18 @@ import json
 
 import click
 
-from recognizer.cli._options import friendly_errors, model_option, passive_openmp, setup_logging, verbose_option, weights_dir_option
+from recognizer.cli._options import (
+    friendly_errors,
+    gallery_option,
+    model_option,
+    passive_openmp,
+    ray_option,
+    ray_out_option,
+    ray_workers_option,
+    setup_logging,
+    verbose_option,
+    weights_dir_option,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,10 +57,15 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--discard", metavar="RUN[:ID]", help="Delete a saved cluster.py run, or dismiss one of its clusters.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
+@gallery_option
+@ray_option
+@ray_out_option
+@ray_workers_option
 @verbose_option
 @friendly_errors
 def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, export_file, import_file,
-         make_chips, target_fpir, allow_similar, cluster_ref, exclude, discard, as_json, no_cache, verbose):
+         make_chips, target_fpir, allow_similar, cluster_ref, exclude, discard, as_json, no_cache, gallery, ray_address,
+         out_path, workers, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     passive_openmp()
     setup_logging(verbose)
@@ -66,8 +83,16 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         excluded = [int(v) for v in exclude.replace(" ", "").split(",") if v]
     except ValueError:
         raise click.BadParameter(f"{exclude!r} is not a comma-separated list of face numbers", param_hint="--exclude") from None
+    if (out_path or workers) and ray_address is None:
+        raise click.UsageError("--out and --workers go with --ray")
+    if ray_address is not None:
+        if not folder:
+            raise click.UsageError("--ray enrolls a FOLDER (or a list file of photo paths)")
+        enroll_on_ray(model_dir, name, folder, backbone, weights, weights_dir, gallery, ray_address, out_path, workers,
+                      no_cache, allow_similar, as_json)
+        return
     if discard or cluster_ref:
-        with recognizer.open(model_dir, weights_dir=weights_dir) as rec:
+        with recognizer.open(model_dir, weights_dir=weights_dir, gallery=gallery) as rec:
             _cluster(rec, name, cluster_ref, excluded, discard, allow_similar, as_json)
         return
     files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
@@ -76,9 +101,11 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         backbone = backbone or manifest["backbone"]
         weights = weights or (manifest["weights"] if backbone == manifest["backbone"] else None)
     if folder or import_file:
-        rec = recognizer.create(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
+        rec = recognizer.create(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache,
+                                gallery=gallery)
     else:
-        rec = recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache)
+        rec = recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache,
+                              gallery=gallery)
     with rec:
         if target_fpir is not None:
             rec.set_target_fpir(target_fpir)
@@ -192,6 +219,30 @@ def _run(rec, name, files, folder, list_people, remove, rename, allow_similar, a
     for w in warnings:
         click.echo(f"warning: {w.person}'s photo {w.photo} matches {w.other}'s photo {w.other_photo} "
                    f"(similarity {w.similarity:.3f} >= {info.threshold:.3f}): a mislabelled photo, or two people the model confuses")
+
+def enroll_on_ray(model_dir, name, folder, backbone, weights, weights_dir, gallery, address, out_path, workers, no_cache,
+                  allow_similar, as_json):
+    import tempfile
+    from pathlib import Path
+
+    import recognizer
+
+    with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp, \
+            recognizer.create(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache,
+                              gallery=gallery) as rec:
+        out = Path(out_path) if out_path else Path(tmp) / "outcomes.jsonl"
+        summary = rec.enroll_bulk(name, [folder], out, address=address, workers=workers, allow_similar=allow_similar,
+                                  progress=not as_json)
+        with open(out, encoding="utf-8") as fh:
+            files = [json.loads(line) for line in fh]
+    added = sum(f["status"] in ("added", "several faces") for f in files)
+    if as_json:
+        click.echo(json.dumps({"name": name, "added": added, "files": files, "done_before": summary.done_before}, indent=2))
+        return
+    for f in files:
+        if f["status"] != "added":
+            click.echo(f"{f['status']:>13}  {f['file']}" + (f"  ({f['detail']})" if f["detail"] else ""))
+    click.echo(f"{name}: added {added} face(s) from {summary.total} photo(s) ({summary.done_before} done by an earlier run)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     identify.py --model DIR PHOTO_VIDEO_OR_FOLDER... [--json] [--annotate OUT] [--threshold T] [--fps F]
     identify.py --model DIR --camera 0 [--seconds S] [--annotate DIR]
+    identify.py --model DIR FOLDER_OR_LIST.txt... --ray [auto|ADDRESS] [--out RESULTS.jsonl] [--json]   (photos only)
 """
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ from pathlib import Path
 
 import click
 
-from recognizer.cli._options import friendly_errors, model_option, passive_openmp, setup_logging, verbose_option, weights_dir_option
+from recognizer.cli._options import (
+    friendly_errors,
+    gallery_option,
+    model_option,
+    passive_openmp,
+    ray_option,
+    ray_out_option,
+    ray_workers_option,
+    setup_logging,
+    verbose_option,
+    weights_dir_option,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,9 +40,14 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--seconds", type=float, default=None, help="Read at most this many seconds of each video or of the camera.")
 @weights_dir_option
 @click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
+@gallery_option
+@ray_option
+@ray_out_option
+@ray_workers_option
 @verbose_option
 @friendly_errors
-def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera, seconds, weights_dir, no_cache, verbose):
+def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera, seconds, weights_dir, no_cache, gallery,
+         ray_address, out_path, workers, verbose):
     """Identify the faces in each PHOTO or VIDEO (folders are expanded to their images and videos;
     a file is taken for a video by its content, not its name). In a video each face is followed
     through the frames and the whole track gets one name."""
@@ -40,6 +57,17 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
 
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise click.BadParameter(f"{threshold} is not a cosine similarity in [-1, 1]", param_hint="--threshold")
+    if ray_address is not None:
+        if annotate_out or camera is not None or sample_fps is not None or seconds is not None:
+            raise click.UsageError("--ray identifies photos: --annotate, --camera, --fps and --seconds do not combine with it")
+        if not inputs:
+            raise click.UsageError("give folders, photos or list files of photo paths to identify with --ray")
+        results = identify_on_ray(model_dir, inputs, out_path, ray_address, workers, threshold, weights_dir, gallery,
+                                  no_cache, progress=not as_json)
+        report(results, as_json)
+        return
+    if out_path or workers:
+        raise click.UsageError("--out and --workers go with --ray")
     if sample_fps is not None and not 0 < sample_fps <= 1000:
         raise click.BadParameter(f"{sample_fps} is not a number of frames per second in (0, 1000]", param_hint="--fps")
     if seconds is not None and not seconds > 0:
@@ -66,7 +94,7 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
     if out_path is not None and len(files) > 1 and wants_video_file(out_path):
         raise click.BadParameter(f"{out_path}: several inputs are annotated into a folder, not one video file", param_hint="--annotate")
     targets = recognizer.annotation_paths([Path(p) for p in inputs], photos, out_path) if out_path and photos else {}
-    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache)
+    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache, gallery=gallery)
     results = []
     failed = 0
     if videos or camera is not None:
@@ -93,6 +121,38 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
     if as_json:
         click.echo(json.dumps(results, indent=2))
     if failed == len(results):
+        raise SystemExit(1)
+
+def identify_on_ray(model_dir, inputs, out_path, address, workers, threshold, weights_dir, gallery, no_cache, progress):
+    """Results (dicts) of a Ray bulk run, read back from its JSON Lines file (a temporary one
+    without --out)."""
+    import tempfile
+
+    import recognizer
+
+    with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp, \
+            recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache, gallery=gallery) as rec:
+        out = Path(out_path) if out_path else Path(tmp) / "results.jsonl"
+        summary = rec.identify_bulk(list(inputs), out, address=address, workers=workers, threshold=threshold,
+                                    progress=progress)
+        if summary.done_before:
+            click.echo(f"{out}: {summary.done_before} photo(s) were already done; analysed {summary.processed}",
+                       err=True)
+        with open(out, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh]
+
+
+def report(results, as_json):
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for res in results:
+            if "error" in res:
+                click.echo(f"{res['photo']}: error: {res['error']}")
+                continue
+            names = [f["name"] or "unknown" for f in res["faces"]]
+            click.echo(f"{res['photo']}: {len(res['faces'])} face(s): {', '.join(names) if names else '-'}")
+    if all("error" in r for r in results):
         raise SystemExit(1)
 
 

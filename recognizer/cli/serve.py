@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import click
 
-from recognizer.cli._options import friendly_errors, model_option, passive_openmp, setup_logging, verbose_option, weights_dir_option
+from recognizer.cli._options import (
+    friendly_errors,
+    gallery_option,
+    model_option,
+    passive_openmp,
+    setup_logging,
+    verbose_option,
+    weights_dir_option,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,10 +41,11 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--max-video-mb", default=50.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest video upload to /identify.")
 @click.option("--max-video-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Longest video /identify takes.")
 @weights_dir_option
+@gallery_option
 @verbose_option
 @friendly_errors
 def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, max_photo_mb, allowed_hosts, body_timeout, max_video_mb, max_video_seconds,
-         weights_dir, verbose):
+         weights_dir, gallery, verbose):
     """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
     passive_openmp()
     setup_logging(verbose)
@@ -51,7 +60,7 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
 
     # No crop cache: it would keep detections and face crops of every uploaded photo on disk,
     # strangers' included.
-    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=False)
+    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=False, gallery=gallery)
     max_upload = int(max_upload_mb * 1024 * 1024)
     guard = GuardSettings(allowed_hosts=(host, *allowed_hosts), header_timeout=body_timeout, body_timeout=body_timeout,
                           max_upload_disk=max(GuardSettings.max_upload_disk, 4 * max_upload))
