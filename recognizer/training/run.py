@@ -426,6 +426,10 @@ def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, 
 
     from recognizer.chips import crop_for
 
+    if cfg.checkpoint and not (d / cfg.checkpoint).is_file():
+        # deleted as unused by another finetune's commit that ran meanwhile
+        raise ModelError(f"{d}: {cfg.checkpoint} was removed while this finetune ran (another finetune finished "
+                         "meanwhile); nothing was changed by this one, run it again")
     if old_cfg is not None:
         now = load_config(d) if (d / MODEL_FILE).exists() else None
         if now is None or (now.gallery, now.checkpoint, now.model_id) != (old_cfg.gallery, old_cfg.checkpoint, old_cfg.model_id):
