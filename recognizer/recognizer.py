@@ -669,8 +669,10 @@ class Recognizer:
             cand_keep = candidate.pending_chips(self.dir) if own else set()
             records = st.gallery.records(name) if name in st.gallery.people() else []
             other = _remove_from_other_galleries(self.dir, name, st.config.gallery if own else None)
-            # Scrubbed before the gallery may say PersonNotFound: a run can outlive the person's
-            # removal by an older version, and naming them again is how it is reached.
+            # The gallery in use goes last: a failure part way (a run that cannot be rewritten)
+            # leaves the person enrolled, so the removal can simply be run again. And the runs
+            # are scrubbed before the gallery may say PersonNotFound: a run can outlive the
+            # person's removal by an older version, and naming them again is how it is reached.
             runs.forget_person(self.dir, name, {(r.content_hash, r.box) for r in records + other})
             n = st.gallery.remove_person(name) if records or not (n_cand or other) else 0
             rest = st.gallery.records()
