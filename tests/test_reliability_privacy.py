@@ -211,6 +211,8 @@ def test_removal_reaches_the_clustering_runs(tmp_path, data, fast_open):
     assert r.cluster(kc["id"])["status"] == "person removed"
     left = r.cluster(oc["id"])
     assert left["status"] == "open" and len(left["faces"]) == 2 and left["central"] in left["faces"]
+    listed = json.loads(cli.invoke(cluster.main, ["--model", str(m), "--runs", "--json"]).output)["runs"]
+    assert [(x["run"], x["faces"]) for x in listed] == [(run_id, len(meta["faces"]) - 4)]  # scrubbed faces not counted
     # the open cluster still works; the run goes once no cluster is left open, as before
     res = cli.invoke(enroll.main, ["--model", str(m), "--name", "Barack", "--cluster", f"{run_id}:{oc['id']}", "--json"])
     ok(res)

@@ -35,13 +35,7 @@ def run_or_404(fn: Callable[[], Any]) -> Any:
 @router.get("/clusters", summary="Saved clustering runs, newest last", dependencies=READ_ACCESS)
 async def list_runs(recognizer: Model) -> dict:
     def work() -> dict:
-        out = []
-        for rid in runs.list_runs(recognizer.dir):
-            meta = runs.load_run(recognizer.dir, rid).meta
-            out.append({"run": rid, "created": meta.get("created"), "faces": len(meta["faces"]),
-                        "clusters": len(meta["clusters"]),
-                        "open": sum(c["status"] == "open" for c in meta["clusters"])})
-        return {"runs": out}
+        return {"runs": [runs.summary(recognizer.dir, rid) for rid in runs.list_runs(recognizer.dir)]}
 
     return await run_in_threadpool(lambda: run_or_404(work))
 

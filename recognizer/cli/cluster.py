@@ -39,12 +39,7 @@ def main(model_dir, inputs, as_json, out_dir, k, linkage, offset, list_runs, wei
         from recognizer.config import load_config
 
         load_config(model_dir)  # a clear error for a directory that is no model
-        out = []
-        for rid in runs.list_runs(model_dir):
-            meta = runs.load_run(model_dir, rid).meta
-            open_ = [c for c in meta["clusters"] if c["status"] == "open"]
-            out.append({"run": rid, "created": meta.get("created"), "faces": len(meta["faces"]),
-                        "clusters": len(meta["clusters"]), "open": len(open_)})
+        out = [runs.summary(model_dir, rid) for rid in runs.list_runs(model_dir)]
         if as_json:
             click.echo(json.dumps({"runs": out}, indent=2))
         for r in [] if as_json else out:

@@ -102,6 +102,15 @@ class Run:
         return emb, crops
 
 
+def summary(model_dir: str | os.PathLike, run_id: str) -> dict:
+    """One line of a listing of the runs (`cluster.py --runs`, `GET /clusters`); faces scrubbed by
+    a removal are not counted."""
+    meta = load_run(model_dir, run_id).meta
+    return {"run": run_id, "created": meta.get("created"),
+            "faces": sum(not f.get("removed") for f in meta["faces"]), "clusters": len(meta["clusters"]),
+            "open": sum(c["status"] == "open" for c in meta["clusters"])}
+
+
 def runs_root(model_dir: str | os.PathLike) -> Path:
     return Path(model_dir) / RUNS_DIR
 
