@@ -58,13 +58,18 @@ def create(model_dir: PathLike, *, backbone: str | None = None, weights: str | N
 def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facenet", weights: str | None = None,
              weights_dir: PathLike | None = None, unfreeze: str | None = None, epochs: int = 30, seed: int = 0,
              patience: int = 8, cache_dir: PathLike | None = None, cohort: PathLike | None = None,
-             progress: bool = False) -> "FinetuneReport":
+             switch: bool | None = None, unknown_dir: PathLike | None = None, progress: bool = False) -> "FinetuneReport":
     """Finetune the model in `model_dir` (created when missing) on DATA_DIR/train/<person>/* (and val/).
 
     Face crops and the frozen trunk's features are cached under `cache_dir` (default
     ~/.cache/facetool or $FACETOOL_CACHE), so a rerun trains in seconds. The new embeddings' FPIR
     table is calibrated on the stranger cohort `cohort` (default $FACETOOL_COHORT or the shared
     cohort-celeba); without one the model keeps its fixed threshold.
+
+    On an existing model the result is built beside the model in use and both are scored side by
+    side on the val faces (`report.comparison`: closed and open set; `unknown_dir` adds strangers).
+    `switch`: switch to it (default: yes on the same backbone and weights, no on others: then
+    `Recognizer.switch(model_dir)` switches later).
     """
     from recognizer.cache import CropCache
     from recognizer.training.loop import TrainSettings
@@ -76,7 +81,7 @@ def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facene
         settings=TrainSettings(epochs=epochs, seed=seed, patience=patience),
         crop_cache=CropCache(Path(cache_dir) / "crops") if cache_dir else None,
         trunk_cache_dir=str(Path(cache_dir) / "trunk") if cache_dir else None, progress=progress,
-        cohort=str(cohort) if cohort else None,
+        cohort=str(cohort) if cohort else None, switch=switch, unknown_dir=_str(unknown_dir),
     )
     return run(data_dir, model_dir, opts)
 

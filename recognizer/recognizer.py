@@ -167,6 +167,7 @@ class _Loaded:
     classifier: object
     pipeline: FacePipeline
     stamp: tuple | None
+    pinned: bool = False  # a view of a model.json other than the one in use (a migration candidate): never reloaded
 
 
 class Recognizer:
@@ -252,6 +253,20 @@ class Recognizer:
         loaded = _load(d, weights_dir, embedder_kw, cache, gallery)
         return cls(d, loaded.config, loaded.embedder, loaded.gallery, loaded.classifier, cache,
                    weights_dir=weights_dir, embedder_kw=embedder_kw, loaded=loaded, gallery_uri=gallery)
+
+    @classmethod
+    def pinned(cls, model_dir: str | Path, config: ModelConfig, *, weights_dir=None, cache: CropCache | None = None) -> "Recognizer":
+        """A read-only view of one model.json's model in `model_dir` (the one in use or a migration
+        candidate's), which never follows model.json: for comparing two versions side by side."""
+        from gallery import open_gallery
+        from recognizer.training.candidate import network_for
+
+        d = Path(model_dir)
+        embedder, classifier = network_for(d, config, weights_dir)
+        gal = open_gallery(d / config.gallery, model_id=config.model_id)
+        loaded = _Loaded(config, embedder, gal, classifier, FacePipeline(Detector(config.detector_settings()), embedder, cache),
+                         None, pinned=True)
+        return cls(d, config, embedder, gal, classifier, cache, weights_dir=weights_dir, loaded=loaded)
 
     @classmethod
     def _create(cls, d: Path, backbone: str, weights, weights_dir, cache, **embedder_kw) -> "Recognizer":
@@ -368,11 +383,52 @@ class Recognizer:
 
     @staticmethod
     def rollback(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
-        """Return a model to the version before its last finetune (kept in versions/): the faces
+        """Return a model to the version before its last finetune or switch (kept in versions/): the faces
         enrolled now are re-embedded from their chips with that version's network."""
         from recognizer.training.versions import rollback
 
         return rollback(model_dir, weights_dir=weights_dir, progress=progress)
+
+    @staticmethod
+    def migrate(model_dir: str | os.PathLike, backbone: str, weights: str | None = None, *, data_dir=None, unknown_dir=None,
+                switch: bool = False, weights_dir=None, cache_dir=None, progress: bool = False) -> dict:
+        """Re-embed every enrolled face from its chip with another network, as a candidate beside the
+        model in use; score both side by side on the labelled photos of `data_dir` (closed and open
+        set); switch only when `switch` (see `recognizer.training.candidate`)."""
+        from recognizer.training.candidate import migrate
+
+        photos = None
+        if data_dir is not None:
+            from recognizer.evaluation.run import labelled_photos
+
+            photos = labelled_photos(data_dir, model_dir)
+        cache = CropCache(Path(cache_dir) / "crops") if cache_dir else CropCache()
+        return migrate(model_dir, backbone, weights, photos=photos, unknown_dir=unknown_dir, switch_now=switch,
+                       weights_dir=weights_dir, cache=cache, progress=progress)
+
+    @staticmethod
+    def switch(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
+        """Make the candidate built beside the model (finetune or migration) the model in use; what
+        was enrolled, removed or renamed since it was built is carried over. The replaced version
+        is kept for `rollback`."""
+        from recognizer.training.candidate import switch
+
+        return switch(model_dir, weights_dir=weights_dir, progress=progress)
+
+    @staticmethod
+    def candidate(model_dir: str | os.PathLike) -> dict | None:
+        """The candidate pending beside the model and its side-by-side figures (None: none)."""
+        from recognizer.training.candidate import pending
+
+        return pending(model_dir)
+
+    @staticmethod
+    def discard_candidate(model_dir: str | os.PathLike) -> bool:
+        """Delete the pending candidate and its files; whether there was one."""
+        from recognizer.training.candidate import discard_candidate
+
+        with writer_lock(model_dir):
+            return discard_candidate(model_dir, "asked for")
 
     def import_archive(self, path: str | os.PathLike):
         """Add the faces of an exported archive; an ImportReport (people skipped as clashes are listed)."""
@@ -383,7 +439,7 @@ class Recognizer:
     # ---- following the model directory ---------------------------------------------------
     def refresh(self) -> bool:
         """Reload if model.json was switched since this view was loaded; returns whether it was."""
-        if config_stamp(self.dir) == self._cur.stamp:
+        if self._cur.pinned or config_stamp(self.dir) == self._cur.stamp:
             return False
         with self._reload_lock:
             cur = self._cur
@@ -594,15 +650,22 @@ class Recognizer:
         from gallery import validate_name
         from recognizer.cache import forget_photos
 
+        from recognizer.training import candidate
+
         name = validate_name(name)
         with self._writing() as st:
+            # a pending migration candidate holds a copy of their faces (and maybe training faces): gone too.
+            # Candidates are built from the model directory's own gallery (not a Milvus one).
+            own = self.gallery_uri is None
+            n_cand, cand_chips = candidate.remove_person(self.dir, name) if own else (0, set())
+            cand_keep = candidate.pending_chips(self.dir) if own else set()
             records = st.gallery.records(name) if name in st.gallery.people() else []
-            n = st.gallery.remove_person(name)
+            n = st.gallery.remove_person(name) if records or not n_cand else 0
             rest = st.gallery.records()
             still_hashes = {r.content_hash for r in rest}
-            still_chips = {r.chip for r in rest if r.chip}
+            still_chips = {r.chip for r in rest if r.chip} | (cand_keep if cand_keep is not None else set())
             store = self.chips
-            gone_chips = {r.chip for r in records if r.chip} - still_chips
+            gone_chips = ({r.chip for r in records if r.chip} | cand_chips) - still_chips
             chip_bytes = []
             for c in gone_chips:
                 try:
@@ -610,7 +673,9 @@ class Recognizer:
                 except GalleryError:
                     pass
             store.delete(gone_chips)
-            store.sweep(still_chips)  # and chips left by enrolments killed before their commit
+            if cand_keep is not None:  # None: a damaged candidate.json might name any chip
+                store.sweep(still_chips)  # and chips left by enrolments killed before their commit
+            n = n or n_cand
         # A group photo may still hold someone else's enrolled face: its crops stay cached.
         counts = forget_photos({r.content_hash for r in records} - still_hashes, self.cache.root if self.cache else None,
                                chips=chip_bytes)

@@ -108,9 +108,12 @@ def test_enroll_cluster_names_people_in_the_next_identify(clustered, data, photo
     out = as_json(enroll, ["--model", model, "--name", "Barack Obama", "--cluster", f"{meta['id']}:{obama['id']}",
                            "--exclude", str(left_out)])
     assert out["added"] == obama["size"] - 1
-    people = as_json(enroll, ["--model", model, "--list"])["people"]
+    listed = as_json(enroll, ["--model", model, "--list"])
+    people = listed["people"]
     # only the cluster's faces: the group photos' other faces were not enrolled with them
     assert people == {"madonna": people["madonna"], "Joe Biden": biden["size"], "Barack Obama": obama["size"] - 1}
+    # every face enrolled from a cluster has its chip in the model directory, as an ordinary enrolment
+    assert listed["chips"] == people
     res = run(enroll, ["--model", model, "--name", "Joe Biden", "--cluster", f"{meta['id']}:{biden['id']}"], code=1)
     assert "already enrolled as Joe Biden" in res.output
     (named,) = as_json(identify, ["--model", model, two])
@@ -174,3 +177,33 @@ def test_every_cluster_handled_deletes_the_run(tmp_path, clustered):
     for cid in open_:
         run(enroll, ["--model", copy, "--discard", f"{meta['id']}:{cid}"])
     assert runs.list_runs(copy) == [] and not (copy / "clusters" / meta["id"]).exists()
+
+
+def test_cluster_enrolled_faces_are_reembedded_from_their_chips(clustered, photos, tmp_path):
+    """A face enrolled from a cluster survives a move to another backbone: export, then import
+    into a facenet model re-embeds it from the chip the run kept (no photo is read)."""
+    from recognizer.recognizer import Recognizer
+
+    model, meta, _ = clustered
+    _, singles = photos
+    kit = cluster_of(meta, singles["kit_harington"][0])
+    out = as_json(enroll, ["--model", model, "--name", "Kit", "--cluster", f"{meta['id']}:{kit['id']}"])
+    assert out["added"] == kit["size"]
+    rec = Recognizer.open(model)
+    kit_records = rec.records("Kit")
+    assert len(kit_records) == kit["size"] and all(r.chip in rec.chip_ids() for r in kit_records)
+    archive = tmp_path / "faces.tar"
+    exported = as_json(enroll, ["--model", model, "--export", archive])
+    assert exported["chips"] == exported["faces"] and exported["without_chip"] == 0
+    other = tmp_path / "facenet"
+    rep = as_json(enroll, ["--model", other, "--backbone", "facenet", "--weights", "random", "--import", archive])
+    assert rep["reembedded"] == exported["faces"] and rep["added"]["Kit"] == kit["size"]
+    moved = Recognizer.open(other)
+    assert moved.config.backbone == "facenet" and moved.gallery.people()["Kit"] == kit["size"]
+    # the facenet vector of a cluster-enrolled face is the one its chip gives the facenet network
+    from recognizer.chips import crop_for
+
+    r = moved.records("Kit")[0]
+    ids, vecs = moved.gallery.vectors()
+    want = moved.embedder.embed(crop_for(moved.chips.get(r.chip), moved.embedder)[None])[0]
+    assert np.allclose(vecs[list(ids).index(r.id)], want, atol=1e-5)

@@ -100,11 +100,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/500":
             self.send_error(500, "boom")
             return
-        if self.path == "/truncated":
-            body = b"x" * 50_000
+        if self.path in ("/truncated", "/truncated-good.pt"):
+            # The server promises the whole file, sends the first quarter, then hangs up.
+            whole = self.routes["/good.pt"] if self.path == "/truncated-good.pt" else b"x" * 200_000
+            body = whole[: len(whole) // 4]
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body) * 4))
+            self.send_header("Content-Length", str(len(whole)))
             self.end_headers()
             self.wfile.write(body)
             self.wfile.flush()
@@ -159,7 +161,7 @@ def registry(monkeypatch, server, good, small):
     reg = {
         "testnet": W.WeightsSpec("testnet", f"{server}/good.pt", FILENAME, good["sha256"]),
         "small": W.WeightsSpec("small", f"{server}/small.pt", "small.pt", small["sha256"]),
-        "tofu": W.WeightsSpec("tofu", f"{server}/small.pt", "tofu.pt", None),
+        "tofu": W.WeightsSpec("tofu", f"{server}/good.pt", "tofu.pt", None),
     }
     monkeypatch.setattr(W, "KNOWN_WEIGHTS", reg)
     return reg
@@ -318,20 +320,31 @@ def test_corrupt_cached_file_refused(registry, tmp_path):
 # --------------------------------------------------------------------------- trust on first use
 
 
-def test_tofu_records_and_verifies(registry, small, tmp_path, caplog):
+def test_tofu_records_and_verifies(registry, good, tmp_path, caplog):
     cache = tmp_path / "cache"
     with caplog.at_level(logging.WARNING, logger="recognizer.embedding.weights"):
         path = W.resolve_weights("tofu", cache)
     assert "no published checksum" in caplog.text
     record = cache / "tofu.pt.sha256"
-    assert record.read_text().split()[0] == small["sha256"]
+    assert record.read_text().split()[0] == good["sha256"]
     assert _files(cache) == ["tofu.pt", "tofu.pt.sha256"]
     assert W.resolve_weights("tofu", cache, download=False) == path
 
-    path.write_bytes(small["bytes"][:-10] + b"0123456789")  # changed after recording
+    path.write_bytes(good["bytes"][:-10] + b"0123456789")  # changed after recording
     with pytest.raises(WeightsError) as err:
         W.resolve_weights("tofu", cache)
     assert str(path) in str(err.value)
+
+
+def test_tofu_download_cut_short_is_neither_kept_nor_trusted(registry, monkeypatch, server, tmp_path):
+    # Nothing is pinned, and the server hangs up after a quarter of the file: the partial file
+    # must not be recorded as the trusted one (a retry would then refuse the whole file).
+    monkeypatch.setitem(registry, "tofu", W.WeightsSpec("tofu", f"{server}/truncated-good.pt", "tofu.pt", None))
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsError) as err:
+        W.resolve_weights("tofu", cache)
+    assert "incomplete" in str(err.value) and f"{server}/truncated-good.pt" in str(err.value)
+    assert _files(cache) == []
 
 
 def test_tofu_trusts_existing_file_and_records_it(registry, small, tmp_path, caplog):

@@ -1,7 +1,8 @@
 """Saved clustering runs: kept in the model directory until their clusters are named or dismissed.
 
     DIR/clusters/<run id>/run.json    photos, faces (photo, box), clusters and their state
-    DIR/clusters/<run id>/faces.npz   per face: its embedding and the crop it was embedded from
+    DIR/clusters/<run id>/faces.npz   per face: its embedding, the crop it was embedded from and
+                                      its chip (`recognizer.chips`), so an enrolled face keeps one
 
 The crops are what naming a cluster needs without the photos (which may be gone, or be group
 photos whose other faces must not be enrolled): each is exactly the crop the embedder was given,
@@ -65,6 +66,21 @@ class Run:
                 return c
         raise RunNotFound(f"run {self.id} has no cluster {cluster_id} (it has 1..{len(self.meta['clusters'])})")
 
+    def chips(self) -> list[bytes | None]:
+        """Each face's chip (PNG bytes), or None for runs saved before runs kept chips."""
+        path = self.dir / FACES_FILE
+        n = len(self.meta["faces"])
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "chips" not in z.files:
+                    return [None] * n
+                blob, offsets = z["chips"], z["chip_offsets"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunError(f"{path}: damaged clustering run ({exc})") from None
+        if offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != len(blob) or np.any(np.diff(offsets) < 0):
+            raise RunError(f"{path}: its chips do not match the {n} faces run.json lists")
+        return [bytes(blob[offsets[i]:offsets[i + 1]]) or None for i in range(n)]
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings (n, d) float32, crops (n, s, s, 3) uint8)."""
         path = self.dir / FACES_FILE
@@ -104,15 +120,23 @@ def runs_lock(model_dir: str | os.PathLike) -> Iterator[None]:
         raise RunError(f"{root}: another process has held the clustering runs' lock for {LOCK_TIMEOUT_S:g} s") from None
 
 
-def save_run(model_dir: str | os.PathLike, meta: dict, embeddings: np.ndarray, crops: np.ndarray) -> str:
-    """Store a new run; returns its id (the UTC time it was saved, made unique)."""
+def save_run(model_dir: str | os.PathLike, meta: dict, embeddings: np.ndarray, crops: np.ndarray,
+             chips: list[bytes | None] | None = None) -> str:
+    """Store a new run; returns its id (the UTC time it was saved, made unique). `chips`: one per
+    face (None where a face has none), stored as one byte array with offsets (no pickle)."""
+    chips = list(chips) if chips is not None else [None] * len(embeddings)
+    if len(chips) != len(embeddings):
+        raise ValueError(f"got {len(chips)} chips for {len(embeddings)} faces")
+    offsets = np.cumsum([0] + [len(c or b"") for c in chips]).astype(np.int64)
+    blob = np.frombuffer(b"".join(c or b"" for c in chips), np.uint8)
     root = runs_root(model_dir)
     ensure_private_dir(root)
     _sweep_tmp(root)
     tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=root))  # 0700
     try:
         with atomic_write(tmp / FACES_FILE) as fh:
-            np.savez(fh, embeddings=np.asarray(embeddings, np.float32), crops=np.asarray(crops, np.uint8))
+            np.savez(fh, embeddings=np.asarray(embeddings, np.float32), crops=np.asarray(crops, np.uint8),
+                     chips=blob, chip_offsets=offsets)
         with runs_lock(model_dir):
             base = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
             run_id, n = base, 1

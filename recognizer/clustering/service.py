@@ -4,6 +4,10 @@
     run_id = save(rec, run)                           # into DIR/clusters/ until named or dismissed
     enroll_cluster(rec, run_id, 3, "Grace")           # the cluster's stored crops, not the photos
 
+Each unknown face's chip (`recognizer.chips`) is cut from its photo when the run is made and kept
+in the run, so a face enrolled from a cluster gets its chip in the model directory like any
+enrolled face: a later finetune, migration or export re-embeds it without the photo.
+
 The linkage threshold is the model's decision threshold (plus `offset`, 0 by default): two groups
 of faces are called one person when they are on average as alike as identify demands of a face
 and the enrolled person it names. A wrong merge (two people under one name) costs the user more
@@ -39,6 +43,7 @@ class ClusterResult:
     meta: dict
     embeddings: np.ndarray
     crops: np.ndarray
+    chips: list = field(default_factory=list)  # per face: its chip's PNG bytes
     id: str | None = None
     ignored: list[str] = field(default_factory=list)
 
@@ -64,12 +69,17 @@ def cluster_photos(
         raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
+    from recognizer.chips import make_chip
+    from recognizer.errors import ImageError
+    from recognizer.image import load_photo
+
     thr = rec.config.threshold if threshold is None else float(threshold)
     t_link = link_threshold(thr, offset)
     t0 = time.perf_counter()
-    photos, faces, emb, crops, cannot = [], [], [], [], []
-    for (res, ident), label in zip(rec.analyze_and_identify(sources, threshold=thr, progress=progress),
-                                    labels if labels is not None else [None] * len(sources)):
+    pipeline = rec.pipeline
+    photos, faces, emb, crops, chips, cannot = [], [], [], [], [], []
+    for src, (res, ident), label in zip(sources, rec.analyze_and_identify(sources, threshold=thr, progress=progress),
+                                         labels if labels is not None else [None] * len(sources)):
         p = {"photo": res.source if label is None else label, "content_hash": res.content_hash,
              "size": list(res.size), "known": []}
         if res.error is not None:
@@ -77,6 +87,19 @@ def cluster_photos(
         pi = len(photos)
         photos.append(p)
         here = []
+        image = None
+        if res.error is None and any(f.name is None for f in ident.faces):
+            # The chips are cut from the photo itself, decoded as the pipeline decoded it, so their
+            # crops are the very crops that were embedded (as enrolment does).
+            try:
+                photo = load_photo(src, pipeline.max_pixels, pipeline.memory_budget)
+            except ImageError as exc:
+                p["error"] = exc.reason
+                continue
+            if photo.content_hash != res.content_hash:
+                p["error"] = "the file changed while it was being read"
+                continue
+            image = photo.image
         for i, f in enumerate(ident.faces):
             box = [round(v, 1) for v in f.box]
             if f.name is not None:
@@ -88,6 +111,7 @@ def cluster_photos(
                           "nearest": {"name": guess, "similarity": f.knn.get("similarity", 0.0)} if guess else None})
             emb.append(res.embeddings[i])
             crops.append(res.crops[i])
+            chips.append(make_chip(image, res.faces[i]))
         if len(here) > 1:
             cannot.append(here)  # two faces of one photo are two people
     t_embed = time.perf_counter() - t0
@@ -114,7 +138,7 @@ def cluster_photos(
     }
     log.info("clustered %d unknown faces of %d photos into %d clusters (embedding %.1f s, clustering %.2f s)",
              len(faces), len(photos), len(clusters), t_embed, t_cluster)
-    return ClusterResult(meta, E, C)
+    return ClusterResult(meta, E, C, chips)
 
 
 def describe_clusters(E: np.ndarray, labels: np.ndarray, faces: list[dict], threshold: float) -> list[dict]:
@@ -152,7 +176,7 @@ def looks_like_text(cluster: dict, threshold: float) -> str:
 
 
 def save(rec, result: ClusterResult) -> str:
-    result.id = runs_mod.save_run(rec.dir, result.meta, result.embeddings, result.crops)
+    result.id = runs_mod.save_run(rec.dir, result.meta, result.embeddings, result.crops, result.chips)
     return result.id
 
 
@@ -183,6 +207,7 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
     a photo already enrolled for `name` are skipped; a new name that looks like an enrolled
     person's is refused unless `allow_similar`. The cluster is then marked enrolled."""
     from gallery import FaceRecord, validate_name
+    from recognizer.chips import crop_for
 
     name = validate_name(name)
     run = runs_mod.load_run(rec.dir, run_id)
@@ -199,26 +224,40 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
         if not chosen:
             raise RunError(f"cluster {run.id}:{cluster_id}: every face is excluded; nothing to enroll")
         meta = run.meta
-        if meta.get("backbone") != rec.config.backbone or meta.get("crop_size") != rec.embedder.crop_size:
+        run_chips = run.chips()
+        with_chips = all(run_chips[i] is not None for i in chosen)
+        if not with_chips and (meta.get("backbone") != rec.config.backbone or meta.get("crop_size") != rec.embedder.crop_size):
             raise RunError(f"clustering run {run.id} was made with the {meta.get('backbone')} backbone; "
                            f"this model uses {rec.config.backbone}")
         emb, crops = run.arrays()
-        vectors = emb[chosen]
-        if meta.get("model_id") != rec.config.model_id:
-            # finetuned since the run: the stored crops give the current network's vectors
-            vectors = rec.embedder.embed(crops[chosen])
-        records, keep, skipped, seen = [], [], [], set()
-        for row, fi in enumerate(chosen):
-            f = meta["faces"][fi]
-            photo = meta["photos"][f["photo"]]
-            if rec.gallery.has_content(name, photo["content_hash"]) or photo["content_hash"] in seen:
-                skipped.append({"face": fi, "photo": photo["photo"], "reason": f"a face of this photo is already enrolled for {name}"})
-                continue
-            seen.add(photo["content_hash"])
-            keep.append(row)
-            records.append(FaceRecord(name, photo["photo"], photo["content_hash"], tuple(float(v) for v in f["box"])))
-        if records:
-            rec.gallery.add(np.asarray(vectors[keep], np.float32), records, model_id=rec.config.model_id, allow_similar=allow_similar)
+        if not with_chips:
+            log.warning("clustering run %s was saved before runs kept chips: the faces enrolled from it get none "
+                        "(a finetune or migration needs their photos)", run.id)
+        with rec._writing() as now:  # the model's writer lock: a finetune's commit carries this enrolment over
+            records, keep, skipped, seen = [], [], [], set()
+            for row, fi in enumerate(chosen):
+                f = meta["faces"][fi]
+                photo = meta["photos"][f["photo"]]
+                if now.gallery.has_content(name, photo["content_hash"]) or photo["content_hash"] in seen:
+                    skipped.append({"face": fi, "photo": photo["photo"], "reason": f"a face of this photo is already enrolled for {name}"})
+                    continue
+                seen.add(photo["content_hash"])
+                keep.append(row)
+                records.append(FaceRecord(name, photo["photo"], photo["content_hash"], tuple(float(v) for v in f["box"])))
+            if records:
+                picked = [chosen[r] for r in keep]
+                if meta.get("model_id") == now.config.model_id:
+                    vectors = emb[picked]
+                elif with_chips:  # another network since the run (finetuned, migrated): its crop from the chip
+                    vectors = now.embedder.embed(np.stack([crop_for(run_chips[i], now.embedder) for i in picked]))
+                else:  # finetuned since the run, same backbone: the stored crops give the current network's vectors
+                    vectors = now.embedder.embed(crops[picked])
+                if with_chips:
+                    store = rec.chips
+                    for r, i in zip(records, picked):
+                        r.chip = store.put(run_chips[i])
+                now.gallery.add(np.asarray(vectors, np.float32), records, model_id=now.config.model_id,
+                                allow_similar=allow_similar)
         new = dict(meta, clusters=[dict(c) for c in meta["clusters"]])
         target = next(c for c in new["clusters"] if c["id"] == cluster_id)
         target.update(status="enrolled", person=name, enrolled_faces=[chosen[r] for r in keep])

@@ -268,6 +268,18 @@ def _ensure_cached(spec: WeightsSpec, cache_dir: Path, *, download: bool, timeou
         )
     actual = download_file(spec.url, path, spec.sha256, timeout)
     if spec.sha256 is None:
+        # Nothing pinned to check the bytes against, and urllib does not check Content-Length:
+        # a transfer cut short would be trusted for good once recorded. A file that loads as
+        # weights is whole (a truncated torch file loses its zip directory or pickle end).
+        try:
+            load_state_dict(path)
+        except WeightsError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise WeightsError(
+                f"download failed: the file from {spec.url} is incomplete or not weights "
+                f"({exc}); nothing was kept or recorded.\n  {_offline_hint(spec, spec.url, path)}"
+            ) from exc
         _write_record(path, actual)
     return path, actual
 

@@ -135,43 +135,51 @@ class EvaluationReport:
 
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: EvaluationOptions, cache=None) -> EvaluationReport:
-    from recognizer.decision import decide
-    from recognizer.evaluation.closed_set import closed_set_from_decisions
     from recognizer.recognizer import Recognizer
 
     rec = Recognizer.open(model_dir, cache=cache)
-    cfg = rec.config
     try:
-        report = EvaluationReport(str(model_dir), cfg.backbone, cfg.model_id, rec.classifier is not None,
-                                  rec.threshold_info().threshold, cfg.knn_k, "")
-        if rec.classifier is None:
-            report.notes.append("this model has no classifier (it was never finetuned): the kNN vote alone is reported")
-        if data_dir is not None:
-            paths, labels, report.data = labelled_photos(data_dir, model_dir)
-            faces = embed_labelled(rec.pipeline, paths, labels, opts.progress)
-            enrolled = set(rec.gallery.people())
-            known = np.array([lab in enrolled for lab in faces.labels], bool)
-            strangers = sorted(set(faces.labels) - enrolled)
-            if strangers:
-                report.notes.append(f"people in the data who are not enrolled, scored as unknown only: {', '.join(strangers)}")
-            leaked = len({h for h in faces.hashes} & {r.content_hash for r in rec.gallery.records()})
-            if leaked:
-                report.notes.append(f"{leaked} evaluation photos are enrolled in the gallery: they find themselves, "
-                                    "so the figures are optimistic")
-            kf = faces.subset(known)
-            report.undetected["closed_set"] = [u for u in faces.undetected if u["person"] in enrolled]
-            dec = decide(rec.gallery, rec.classifier, kf.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
-            report.closed = closed_set_from_decisions(dec, kf.labels)
-            report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
-        if opts.pairs_file:
-            from recognizer.evaluation.verification import verify_pairs
-
-            if not opts.pairs_root:
-                raise FaceToolError("--pairs needs --pairs-root, the folder holding <name>/<name>_0001.jpg")
-            report.verification = verify_pairs(rec.pipeline, opts.pairs_file, opts.pairs_root, progress=opts.progress)
-            report.undetected["verification"] = report.verification.skipped
+        photos = labelled_photos(data_dir, model_dir) if data_dir is not None else None
+        return evaluate_recognizer(rec, photos, opts)
     finally:
         rec.gallery.close()
+
+
+def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, opts: EvaluationOptions) -> EvaluationReport:
+    """`evaluate_model` on an open Recognizer (e.g. a migration candidate's pinned view), on
+    `photos` = (paths, labels, description) of labelled photos (None: only the pairs, if any)."""
+    from recognizer.decision import decide
+    from recognizer.evaluation.closed_set import closed_set_from_decisions
+
+    cfg = rec.config
+    report = EvaluationReport(str(rec.dir), cfg.backbone, cfg.model_id, rec.classifier is not None,
+                              rec.threshold_info().threshold, cfg.knn_k, "")
+    if rec.classifier is None:
+        report.notes.append("this model has no classifier (it was never finetuned): the kNN vote alone is reported")
+    if photos is not None:
+        paths, labels, report.data = photos
+        faces = embed_labelled(rec.pipeline, paths, labels, opts.progress)
+        enrolled = set(rec.gallery.people())
+        known = np.array([lab in enrolled for lab in faces.labels], bool)
+        strangers = sorted(set(faces.labels) - enrolled)
+        if strangers:
+            report.notes.append(f"people in the data who are not enrolled, scored as unknown only: {', '.join(strangers)}")
+        leaked = len({h for h in faces.hashes} & {r.content_hash for r in rec.gallery.records()})
+        if leaked:
+            report.notes.append(f"{leaked} evaluation photos are enrolled in the gallery: they find themselves, "
+                                "so the figures are optimistic")
+        kf = faces.subset(known)
+        report.undetected["closed_set"] = [u for u in faces.undetected if u["person"] in enrolled]
+        dec = decide(rec.gallery, rec.classifier, kf.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
+        report.closed = closed_set_from_decisions(dec, kf.labels)
+        report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
+    if opts.pairs_file:
+        from recognizer.evaluation.verification import verify_pairs
+
+        if not opts.pairs_root:
+            raise FaceToolError("--pairs needs --pairs-root, the folder holding <name>/<name>_0001.jpg")
+        report.verification = verify_pairs(rec.pipeline, opts.pairs_file, opts.pairs_root, progress=opts.progress)
+        report.undetected["verification"] = report.verification.skipped
     return report
 
 

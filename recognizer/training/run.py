@@ -19,8 +19,11 @@ their chips, people removed are left out, training faces included, people rename
 name, in the classifier's answers too). It refuses to replace a model it did not start from: a
 model.json switched meanwhile (another finetune), or a directory that holds faces but no
 model.json, or a model.json naming a gallery that is not there (restored from a backup).
-The new checkpoint and gallery are written beside the old ones and model.json is switched to them
-in one atomic rename: a crash leaves the old model or the new one.
+The new checkpoint and gallery are written beside the old ones as a candidate
+(`recognizer.training.candidate`), scored side by side with the model in use on the val faces
+(closed and open set), and model.json is switched to them in one atomic rename: by default for a
+retrain on the same backbone and weights, only when asked (`switch`) for another backbone or
+weights. A crash leaves the old model, or the new one, or the old one with the candidate pending.
 """
 from __future__ import annotations
 
@@ -53,7 +56,8 @@ from recognizer.config import (
 )
 from recognizer.fpir import DEFAULT_TARGET_FPIR
 from recognizer.training.loop import TrainSettings
-from recognizer.training.versions import push_version, remove_unused
+from recognizer.training.candidate import CANDIDATE_REPORT, Candidate, base_of, side_by_side, switch, write_candidate
+from recognizer.training.versions import remove_unused
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,10 @@ class FinetuneOptions:
     trunk_cache_dir: str | None = None  # default: beside the crop cache
     progress: bool = False
     cohort: str | None = None  # stranger cohort for the FPIR table; default FACETOOL_COHORT or the shared cohort-celeba
+    # Switch the model to the result? None: yes for the same backbone and weights (a retrain), no
+    # for another backbone or weights (a migration: built beside, compared, switched on request).
+    switch: bool | None = None
+    unknown_dir: str | None = None  # strangers' photos (<person>/) for the side-by-side open-set figures
 
 
 @dataclass
@@ -88,16 +96,19 @@ class FinetuneReport:
     gallery: dict
     timings: dict
     files: list[str]
-    # the replaced model's closed-set scores on the same val faces (side by side with this one's)
-    previous: dict | None = None
+    # the model in use's closed-set and open-set figures beside this one's, on the same val faces
+    # (recognizer.evaluation.compare); None for a new model
+    comparison: dict | None = None
     fpir: dict = field(default_factory=dict)  # how the FPIR table of the new embeddings was made
+    switched: bool = True  # False: built as a candidate beside the model in use (finetune.py --switch switches)
+    switch: dict | None = None  # what the switch carried over since the build (recognizer.training.candidate)
 
     def to_dict(self) -> dict:
         return {**self.scores, "model_dir": self.model_dir, "backbone": self.backbone, "model_id": self.model_id,
                 "classes": self.classes, "n_train": self.n_train, "n_val": self.n_val, "split": self.split,
                 "skipped": self.skipped, "training": self.training, "gallery": self.gallery,
-                "timings": self.timings, "files": self.files, "previous": self.previous,
-                "fpir_table": self.fpir}
+                "timings": self.timings, "files": self.files, "comparison": self.comparison,
+                "fpir_table": self.fpir, "switched": self.switched, "switch": self.switch}
 
 
 def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool, desc: str, with_chips: bool = False):
@@ -249,17 +260,29 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
             target_fpir=old_cfg.target_fpir if old_cfg is not None else DEFAULT_TARGET_FPIR,
             fpir_table=fpir_name if fpir_info["calibrated"] else None,
         )
-        previous = _previous_scores(d, old_cfg, detector, pipeline.cache, val_paths, y_va, opts) if old_cfg else None
         t = time.perf_counter()
         with writer_lock(d):
-            gallery_info, keep_chips = _commit(d, old_cfg, start, cfg, tuned, train_emb, y_tr, rec_tr, enrolled)
-            if old_cfg is not None:
-                push_version(d, load_config(d))  # for finetune.py --rollback
-            save_config(d, cfg)  # the commit point
-            committed = True
-            chip_store(d).sweep(keep_chips)  # chips of faces removed meanwhile, or of killed enrolments
-            remove_unused(d, keep={ckpt_name, gallery_name})
+            gallery_info, keep_chips, current = _commit(d, old_cfg, start, cfg, tuned, train_emb, y_tr, rec_tr, enrolled)
+            if old_cfg is None:  # a new model: nothing to compare with or keep beside
+                save_config(d, cfg)  # the commit point
+                committed = True
+                chip_store(d).sweep(keep_chips)  # chips of killed enrolments
+                remove_unused(d, keep={ckpt_name, gallery_name})
+            else:  # built beside the model in use, which stays as it is until the switch
+                write_candidate(d, Candidate(cfg, base_of(old_cfg), [[r.content_hash, list(r.box), r.person] for r in current],
+                                             sorted(keep_chips), "finetune", report={"gallery": gallery_info}))
+                committed = True
         timings["commit_s"] = time.perf_counter() - t
+        comparison, switched, switch_info = None, old_cfg is None, None
+        if old_cfg is not None:
+            t = time.perf_counter()
+            comparison = side_by_side(d, old_cfg, cfg, (val_paths, y_va, f"the val faces ({split.source})"),
+                                      unknown_dir=opts.unknown_dir, weights_dir=opts.weights_dir, cache=pipeline.cache)
+            timings["compare_s"] = time.perf_counter() - t
+            network_changed = (old_cfg.backbone, old_cfg.weights) != (cfg.backbone, cfg.weights)
+            if opts.switch if opts.switch is not None else not network_changed:
+                switch_info = {k: v for k, v in switch(d, weights_dir=opts.weights_dir).items() if k != "comparison"}
+                gallery_name, switched = switch_info["gallery"], True
         gal = open_gallery(d / gallery_name, model_id=model_id)
         gallery_info = {"faces": len(gal), "people": gal.people(), **gallery_info}
 
@@ -272,9 +295,11 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
             str(d), opts.backbone, model_id, classes, len(y_tr), len(y_va), split.source, skipped,
             {**result.to_dict(), "unfreeze": list(unfreeze), "settings": s.to_dict(),
              "trunk_cache": {"hits": cache.hits, "misses": cache.misses}},
-            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files, previous, fpir_info,
+            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files, comparison, fpir_info,
+            switched, switch_info,
         )
-        write_json_atomic(d / REPORT_FILE, report.to_dict())
+        # report.json describes the model in use: a candidate's waits beside it until the switch
+        write_json_atomic(d / (REPORT_FILE if switched else CANDIDATE_REPORT), report.to_dict())
         return report
     except BaseException:
         if not committed:  # failed before the commit: the old model stands
@@ -282,31 +307,6 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
             (d / fpir_name).unlink(missing_ok=True)
             shutil.rmtree(d / gallery_name, ignore_errors=True)
         raise
-
-
-def _previous_scores(d: Path, old_cfg: ModelConfig, detector, cache, val_paths, labels, opts) -> dict:
-    """The replaced model's closed-set scores on the same val faces, for the side-by-side figures
-    (a migration to another backbone or weights shows what it gains or loses)."""
-    from gallery import open_gallery
-    from recognizer.embedding.backbones import make_embedder
-    from recognizer.evaluation.closed_set import closed_set_scores
-    from recognizer.pipeline import FacePipeline
-
-    try:
-        classifier = None
-        if old_cfg.checkpoint:
-            from recognizer.training.checkpoint import load_finetuned
-
-            embedder, classifier = load_finetuned(d, old_cfg, weights_dir=opts.weights_dir)
-        else:
-            embedder = make_embedder(old_cfg.backbone, old_cfg.weights, opts.weights_dir)
-        crops, kept, _, _ = _largest_crops(FacePipeline(detector, embedder, cache), val_paths, labels, False, "")
-        with open_gallery(d / old_cfg.gallery, model_id=old_cfg.model_id) as g:
-            scores = closed_set_scores(g, classifier, embedder.embed(crops), kept, k=old_cfg.knn_k, model_id=old_cfg.model_id)
-    except Exception as exc:  # the figures are a help, not a condition: the finetune goes on
-        log.warning("could not score the previous model (%s) on the val faces: %s", old_cfg.model_id, exc)
-        return {"model_id": old_cfg.model_id, "error": str(exc)}
-    return {"model_id": old_cfg.model_id, "backbone": old_cfg.backbone, **scores.to_dict()}
 
 
 def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: str, pipeline) -> dict:
@@ -426,6 +426,10 @@ def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, 
 
     from recognizer.chips import crop_for
 
+    if cfg.checkpoint and not (d / cfg.checkpoint).is_file():
+        # deleted as unused by another finetune's commit that ran meanwhile
+        raise ModelError(f"{d}: {cfg.checkpoint} was removed while this finetune ran (another finetune finished "
+                         "meanwhile); nothing was changed by this one, run it again")
     if old_cfg is not None:
         now = load_config(d) if (d / MODEL_FILE).exists() else None
         if now is None or (now.gallery, now.checkpoint, now.model_id) != (old_cfg.gallery, old_cfg.checkpoint, old_cfg.model_id):
@@ -506,7 +510,7 @@ def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, 
             "removed_during_finetune": sorted(p for p, q in fate.items() if q is None),
             "renamed_during_finetune": {p: q for p, q in fate.items() if q is not None},
             "covered_by_training_photos": len(current) - kept - added, "dropped_enrolled": []}
-    return info, {r.chip for r in records if r.chip}
+    return info, {r.chip for r in records if r.chip}, current
 
 
 def _sha(chip: bytes) -> str:

@@ -2,13 +2,15 @@
 
     DIR/versions/v000001.json ...   the model.json of each replaced version, oldest first
 
-When a finetune switches model.json, the replaced model.json is kept here with its checkpoint
+When a finetune or a switch to a migration candidate (`candidate.py`) replaces model.json, the
+replaced model.json is kept here with its checkpoint
 (its gallery is not: a gallery kept aside would go stale, and would keep the faces of people
 removed since). `rollback` returns to the newest kept version by re-embedding the faces enrolled
 *now* from their chips with that version's network, so a rollback loses no enrolment made since
 and brings back no one removed since. The version left is kept in turn (roll forward = roll
 back again). At most `keep_versions` (model.json, default 2) are kept; older ones are pruned
-with the checkpoints no kept version names.
+with the checkpoints no kept version names. A pending candidate is not a version: it is not
+counted, and its files are kept while it is pending.
 """
 from __future__ import annotations
 
@@ -51,15 +53,26 @@ def list_versions(d: Path) -> list[Path]:
 def load_version(path: Path) -> ModelConfig:
     """A kept model.json, checked like the one in use."""
     import json
-    import tempfile
 
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: damaged version file ({exc})") from None
+    return config_from(raw, path)
+
+
+def config_from(raw, path: Path) -> ModelConfig:
+    """A model.json's content kept in another file (`path`, for errors), checked like the one in use."""
+    import tempfile
+
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: damaged file (no model config)")
     with tempfile.TemporaryDirectory() as tmp:  # load_config's checks, on a copy
         write_json_atomic(Path(tmp) / "model.json", raw)
-        return load_config(tmp)
+        try:
+            return load_config(tmp)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {str(exc).split(': ', 1)[-1]}") from None
 
 
 def push_version(d: Path, cfg: ModelConfig) -> None:
@@ -87,10 +100,21 @@ def kept_checkpoints(d: Path) -> set[str]:
     return out
 
 
-def remove_unused(d: Path, keep: set[str]) -> None:
-    """Delete the galleries and checkpoints neither model.json (`keep`) nor a kept version names:
-    replaced ones, and any left by an interrupted run (they hold face data, so they must not linger)."""
-    keep = set(keep) | kept_checkpoints(d)
+def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
+    """Delete the galleries and checkpoints neither model.json, a kept version, the pending
+    candidate (`candidate.py`) nor `keep` names: replaced ones, and any left by an interrupted run
+    (they hold face data, so they must not linger). Caller holds the writer lock."""
+    from recognizer.training.candidate import pending_files
+
+    pending = pending_files(d)
+    if pending is None:  # a damaged candidate.json: it might name any of them
+        return
+    keep = set(keep) | kept_checkpoints(d) | pending
+    try:
+        cur = load_config(d)
+        keep |= {cur.gallery, cur.checkpoint or ""}
+    except ModelError:
+        pass
     for p in Path(d).iterdir():
         if p.name in keep:
             continue
@@ -156,6 +180,9 @@ def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False)
         versions[-1].unlink()
         push_version(d, cur)  # the version left, so it can be returned to
         save_config(d, restored)  # the commit point
+        from recognizer.training.candidate import discard_candidate
+
+        discard_candidate(d, "the model was rolled back, so it was built beside a model no longer in use")
         remove_unused(d, keep={name, restored.checkpoint or ""})
     log.info("%s: rolled back from %s to %s", d, cur.model_id, restored.model_id)
     return {"model_dir": str(d), "from": cur.model_id, "to": restored.model_id, "backbone": restored.backbone,
