@@ -631,9 +631,13 @@ class Recognizer:
         InvalidNameError when `new` looks like another enrolled person's name (unless `allow_similar`)."""
         from gallery import validate_name
 
+        from recognizer.clustering import runs
+
         old, new = validate_name(old), validate_name(new)
-        with self._writing() as st:
+        # the runs' lock before the writer lock, as enrolling a cluster takes them
+        with runs.runs_lock_if_any(self.dir), self._writing() as st:
             st.gallery.rename_person(old, new, merge=merge, allow_similar=allow_similar)
+            runs.rename_person(self.dir, old, new)  # a cluster enrolled as `old` now says `new`
             if st.classifier is not None and old != new:
                 names = {c: st.config.class_names.get(c, c) for c in map(str, st.classifier.classes_)}
                 renamed = {c: (new if n == old else n) for c, n in names.items()}
@@ -644,28 +648,38 @@ class Recognizer:
 
     def remove(self, name: str) -> int:
         """Remove a person everywhere (PersonNotFound when no one of that name is enrolled): their faces from the gallery, their chips, their photos'
-        crops from the crop cache and their crops' features from the trunk cache. The classifier,
-        which cannot forget a class without retraining, stops naming them (a class with no faces
-        in the gallery is masked) until the next finetune."""
+        crops from the crop cache and their crops' features from the trunk cache, a pending
+        candidate's gallery, any other gallery left in the model directory, and the clustering
+        runs (see `recognizer.clustering.runs.forget_person`). The classifier, which cannot forget
+        a class without retraining, stops naming them (a class with no faces in the gallery is
+        masked) until the next finetune."""
         from gallery import validate_name
         from recognizer.cache import forget_photos
+        from recognizer.clustering import runs
 
         from recognizer.training import candidate
 
         name = validate_name(name)
-        with self._writing() as st:
+        # the runs' lock before the writer lock, as enrolling a cluster takes them
+        with runs.runs_lock_if_any(self.dir), self._writing() as st:
             # a pending migration candidate holds a copy of their faces (and maybe training faces): gone too.
             # Candidates are built from the model directory's own gallery (not a Milvus one).
             own = self.gallery_uri is None
             n_cand, cand_chips = candidate.remove_person(self.dir, name) if own else (0, set())
             cand_keep = candidate.pending_chips(self.dir) if own else set()
             records = st.gallery.records(name) if name in st.gallery.people() else []
-            n = st.gallery.remove_person(name) if records or not n_cand else 0
+            other = _remove_from_other_galleries(self.dir, name, st.config.gallery if own else None)
+            # The gallery in use goes last: a failure part way (a run that cannot be rewritten)
+            # leaves the person enrolled, so the removal can simply be run again. And the runs
+            # are scrubbed before the gallery may say PersonNotFound: a run can outlive the
+            # person's removal by an older version, and naming them again is how it is reached.
+            runs.forget_person(self.dir, name, {(r.content_hash, r.box) for r in records + other})
+            n = st.gallery.remove_person(name) if records or not (n_cand or other) else 0
             rest = st.gallery.records()
             still_hashes = {r.content_hash for r in rest}
             still_chips = {r.chip for r in rest if r.chip} | (cand_keep if cand_keep is not None else set())
             store = self.chips
-            gone_chips = ({r.chip for r in records if r.chip} | cand_chips) - still_chips
+            gone_chips = ({r.chip for r in records + other if r.chip} | cand_chips) - still_chips
             chip_bytes = []
             for c in gone_chips:
                 try:
@@ -675,9 +689,9 @@ class Recognizer:
             store.delete(gone_chips)
             if cand_keep is not None:  # None: a damaged candidate.json might name any chip
                 store.sweep(still_chips)  # and chips left by enrolments killed before their commit
-            n = n or n_cand
+            n = n or n_cand or len(other)
         # A group photo may still hold someone else's enrolled face: its crops stay cached.
-        counts = forget_photos({r.content_hash for r in records} - still_hashes, self.cache.root if self.cache else None,
+        counts = forget_photos({r.content_hash for r in records + other} - still_hashes, self.cache.root if self.cache else None,
                                chips=chip_bytes)
         log.info("removed %d faces of %s; deleted %d crop and %d trunk cache entries", n, name, counts["crops"], counts["trunk"])
         return n
@@ -825,3 +839,39 @@ def visible_classifier(st: _Loaded):
         return None
     view = _ClassView(st.classifier, st.config.class_names, set(st.gallery.people()))
     return view if len(view.classes_) else None
+
+
+def _remove_from_other_galleries(model_dir: Path, name: str, live: str | None) -> list:
+    """Remove `name` from every gallery directory of the model directory but the one in use
+    (`live`; None: the model's gallery is elsewhere, e.g. Milvus, so every one here is checked);
+    returns the records removed. Caller holds the writer lock.
+
+    Such a gallery is a pending candidate's (which `candidate.remove_person` has already done), a
+    finetune's or switch's old one whose commit was killed after model.json was switched (deleted
+    by the next build, switch or rollback), or a re-embed (`finetune.py --reembed`) being built by
+    another process: the one build made outside the writer lock, so removal cannot tell such a
+    gallery from a leftover. Deleting them would break that build (its candidate.json would name a
+    missing gallery); removing the person from each, under the gallery's own lock, is right for
+    all three: the build sees the person gone when it commits under the writer lock. A gallery
+    that cannot be opened (being created this instant, or damaged) is reported, not skipped silently."""
+    from gallery import PersonNotFound, open_gallery
+    from recognizer.config import GALLERY_NAME
+
+    gone = []
+    for p in sorted(Path(model_dir).iterdir()):
+        if p.name == live or not p.is_dir() or not (
+                GALLERY_NAME.fullmatch(p.name) or p.name in (f"{GALLERY_DIR}.new", f"{GALLERY_DIR}.old")):
+            continue
+        try:
+            with open_gallery(p) as g:
+                if name in g.people():
+                    records = g.records(name)
+                    g.remove_person(name)
+                    gone += records
+        except PersonNotFound:
+            pass  # removed meanwhile by the build it belongs to
+        except GalleryError as exc:
+            log.warning("%s; it may still hold faces of %s", exc, name)
+    if gone:
+        log.info("removed %d faces of %s from galleries no model.json names", len(gone), name)
+    return gone

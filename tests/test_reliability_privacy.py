@@ -126,6 +126,152 @@ def test_removing_a_person_deletes_their_crops_from_the_cache(tmp_path, data):
     assert cached() & kit == set() and rose <= cached()
 
 
+def files_holding(root: Path, needles: dict[str, bytes]) -> list[str]:
+    """'what in which file' for every needle found in any file under `root`."""
+    hits = []
+    for p in root.rglob("*"):
+        if p.is_file():
+            blob = p.read_bytes()
+            hits += [f"{what} in {p.relative_to(root)}" for what, b in needles.items() if b in blob]
+    return hits
+
+
+def person_needles(model: Path, name: str) -> dict[str, bytes]:
+    """Bytes only `name`'s faces hold in the model directory: vectors, chips' pixels, chip ids, sources, name."""
+    from gallery import open_gallery
+
+    with open_gallery(model / "gallery") as g:
+        _, vecs = g.vectors(name)
+        records = g.records(name)
+    assert len(vecs) and all(r.chip for r in records)
+    needles = {f"vector {i}": v.astype("<f4").tobytes() for i, v in enumerate(vecs)}
+    for r in records:
+        blob = (model / "chips" / r.chip[:2] / f"{r.chip}.chip").read_bytes()
+        needles.update({f"chip {r.chip[:8]} bytes {a}": blob[a : a + 64] for a in (100, len(blob) // 2, len(blob) - 80)})
+        needles[f"chip id {r.chip[:8]}"] = r.chip.encode()
+        needles[f"source {r.source}"] = r.source.encode()
+    needles["name"] = name.encode()
+    needles["name, utf-16"] = name.encode("utf-16-le")
+    return needles
+
+
+def test_removal_reaches_the_clustering_runs(tmp_path, data, fast_open):
+    """A cluster enrolled as X, then X renamed and removed: the run keeps none of X's faces (embedding,
+    crop, chip), name or photos, and its other clusters stay usable."""
+    from recognizer.cli import cluster
+    from recognizer.clustering import runs
+
+    m = tmp_path / "model"
+    people = data / FR
+    ok = lambda res: res.exit_code == 0 or pytest.fail(res.output)  # noqa: E731
+    cli = CliRunner()
+    ok(cli.invoke(enroll.main, ["--model", str(m), "--backbone", "sface", "--name", "rose", str(people / "rose_leslie")]))
+    kit = sorted((people / "kit_harington").iterdir())
+    obama = [people / "barack_obama" / f for f in ("examples__obama.jpg", "examples__obama2.jpg", "knn_test__obama1.jpg")]
+    res = cli.invoke(cluster.main, ["--model", str(m), *map(str, kit + obama), "--json"])
+    ok(res)
+    import json
+
+    meta = json.loads(res.output)
+    run_id = meta["id"]
+
+    def cluster_with(photo: Path) -> dict:
+        fi = next(i for i, f in enumerate(meta["faces"]) if meta["photos"][f["photo"]]["photo"] == str(photo))
+        return next(c for c in meta["clusters"] if fi in c["faces"])
+
+    kc, oc = cluster_with(kit[0]), cluster_with(obama[0])
+    assert kc["id"] != oc["id"] and kc["size"] == 3 and oc["size"] == 3
+    ok(cli.invoke(enroll.main, ["--model", str(m), "--name", "Kit", "--cluster", f"{run_id}:{kc['id']}"]))
+    # a rename follows into the run
+    ok(cli.invoke(enroll.main, ["--model", str(m), "--rename", "Kit", "Zebulon Quartermaine"]))
+    enrolled = runs.load_run(m, run_id).cluster(kc["id"])
+    assert (enrolled["status"], enrolled["person"]) == ("enrolled", "Zebulon Quartermaine")
+    # one face of the open cluster is enrolled as the same person the ordinary way: the run's copy of it goes too
+    from recognizer.recognizer import Recognizer
+
+    with Recognizer.open(m) as rec:
+        assert rec.enroll("Zebulon Quartermaine", [obama[2]]).added == 1
+    name = "Zebulon Quartermaine"
+    needles = person_needles(m, name)
+    needles["old name"] = b"Kit"
+    r = runs.load_run(m, run_id)
+    emb, crops = r.arrays()
+    chips = r.chips()
+    gone = list(kc["faces"]) + [i for i in oc["faces"] if meta["photos"][meta["faces"][i]["photo"]]["photo"] == str(obama[2])]
+    assert len(gone) == 4
+    for i in gone:
+        needles[f"run embedding {i}"] = emb[i].astype("<f4").tobytes()
+        needles[f"run crop {i}"] = crops[i].tobytes()[crops[i].size // 2 : crops[i].size // 2 + 96]
+        needles[f"run chip {i}"] = chips[i][len(chips[i]) // 2 : len(chips[i]) // 2 + 64]
+    assert any("clusters" in h for h in files_holding(m, needles)), "the search finds nothing in the run even before"
+
+    ok(cli.invoke(enroll.main, ["--model", str(m), "--remove", name]))
+    assert files_holding(m, needles) == []
+    r = runs.load_run(m, run_id)
+    assert r.cluster(kc["id"])["status"] == "person removed"
+    left = r.cluster(oc["id"])
+    assert left["status"] == "open" and len(left["faces"]) == 2 and left["central"] in left["faces"]
+    # the open cluster still works; the run goes once no cluster is left open, as before
+    res = cli.invoke(enroll.main, ["--model", str(m), "--name", "Barack", "--cluster", f"{run_id}:{oc['id']}", "--json"])
+    ok(res)
+    assert json.loads(res.output)["added"] == 2
+    for c in runs.load_run(m, run_id).meta["clusters"]:
+        if c["status"] == "open":  # a stray face of another photo
+            ok(cli.invoke(enroll.main, ["--model", str(m), "--discard", f"{run_id}:{c['id']}"]))
+    assert runs.list_runs(m) == []
+
+
+def test_removal_reaches_a_gallery_left_by_a_killed_commit(model):
+    """A finetune's or a switch's commit killed after model.json was switched leaves the old
+    gallery-<token>/ behind until the next build: a removal made meanwhile reaches it too."""
+    import shutil
+
+    from gallery import open_gallery
+
+    name = "Zebulon Quartermaine"
+    needles = person_needles(model, name)
+    orphan = model / "gallery-0123456789ab"
+    shutil.copytree(model / "gallery", orphan)  # what the killed commit leaves: a whole gallery no file names
+    assert any("gallery-0123456789ab" in h for h in files_holding(model, needles))
+    res = CliRunner().invoke(enroll.main, ["--model", str(model), "--remove", name, "--json"])
+    assert res.exit_code == 0, res.output
+    assert files_holding(model, needles) == []
+    if orphan.is_dir():  # whatever else it holds is left for the next build to delete with it
+        with open_gallery(orphan) as g:
+            assert name not in g.people()
+
+
+def test_removal_while_a_reembed_builds_its_gallery(model, monkeypatch):
+    """`finetune.py --reembed` builds its gallery before it takes the writer lock to commit: a
+    removal made meanwhile reaches that gallery, and the re-embed still commits, without them."""
+    from contextlib import contextmanager
+
+    from gallery import open_gallery
+    from recognizer.recognizer import Recognizer
+    from recognizer.training import candidate
+
+    name = "Zebulon Quartermaine"
+    needles = person_needles(model, name)
+    real, calls = candidate.writer_lock, []
+
+    @contextmanager
+    def remove_before_the_commit(d):
+        calls.append(d)
+        if len(calls) == 2:  # the commit's lock: the candidate's gallery is built by now
+            assert [p.name for p in model.glob("gallery-*")]
+            with Recognizer.open(model) as rec:
+                assert rec.remove(name) == 3
+        with real(d):
+            yield
+
+    monkeypatch.setattr(candidate, "writer_lock", remove_before_the_commit)
+    cand, _ = candidate.reembed(model, "sface", None)
+    assert len(calls) == 2
+    with open_gallery(model / cand.config.gallery) as g:
+        assert g.people() == {"rose": 2}
+    assert files_holding(model, needles) == []
+
+
 # ---- no pickle anywhere ------------------------------------------------------------------
 
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}

@@ -398,3 +398,24 @@ def test_unknown_faces_routes(server, guarded, open_, data):
     assert "already dismissed" in error_of(server.post(f"/clusters/{run['id']}/1/dismiss", headers=AUTH), 409)
     assert server.post(f"/clusters/{run['id']}/2/dismiss", headers=AUTH).status_code == 200
     error_of(server.get(f"/clusters/{run['id']}"), 404)  # nothing left open: the run and its crops are gone
+
+
+def test_removal_through_the_server_reaches_the_runs(server, data):
+    """DELETE /people/X after enrolling a cluster as X: the run keeps none of X's faces, and says so."""
+    photo = data / FR / "group/kit_harington+rose_leslie__kit_with_rose.jpg"
+    res = server.post("/clusters", files=[("file", (photo.name, photo.read_bytes(), "application/octet-stream"))], headers=AUTH)
+    assert res.status_code == 200, res.text
+    run = res.json()
+    assert [c["size"] for c in run["clusters"]] == [1, 1]
+    face = run["clusters"][0]["faces"][0]
+    before = server.get(f"/clusters/{run['id']}/faces/{face}.png")
+    assert before.status_code == 200
+    res = server.post(f"/clusters/{run['id']}/1/enroll", json={"name": "Sven Testperson"}, headers=AUTH)
+    assert res.status_code == 200 and res.json()["added"] == 1, res.text
+    assert server.delete("/people/Sven Testperson", headers=AUTH).json() == {"removed": "Sven Testperson", "faces": 1}
+    after = server.get(f"/clusters/{run['id']}").json()
+    assert after["clusters"][0]["status"] == "person removed" and "Sven" not in str(after)
+    assert after["clusters"][1]["status"] == "open"
+    assert "was removed" in error_of(server.get(f"/clusters/{run['id']}/faces/{face}.png"), 404)
+    assert server.post(f"/clusters/{run['id']}/2/dismiss", headers=AUTH).status_code == 200
+    error_of(server.get(f"/clusters/{run['id']}"), 404)

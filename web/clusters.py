@@ -88,6 +88,8 @@ async def face_png(run_id: str, face: int, recognizer: Model) -> Response:
         run = runs.load_run(recognizer.dir, run_id)
         if not 0 <= face < len(run.meta["faces"]):
             raise runs.RunNotFound(f"run {run_id} has no face {face}")
+        if run.meta["faces"][face].get("removed"):
+            raise runs.RunNotFound(f"face {face} of run {run_id} was removed with the person it was enrolled as")
         return png(run.arrays()[1][face])
 
     data = await run_in_threadpool(lambda: run_or_404(work))

@@ -12,6 +12,12 @@ face crops are biometric data. A run is built in a temporary directory and renam
 so a crash leaves a whole run or none; changes to run.json are atomic and made under a lock,
 after checking that the run is still the one that was read. A run whose every cluster has been
 enrolled or dismissed is deleted, crops and all; `discard` deletes one at once.
+
+Removing a person (`Recognizer.remove`) reaches the runs: the faces of a cluster enrolled as
+them, and any face of a photo and box enrolled for them, lose their embedding, crop and chip
+(zeroed in faces.npz, rewritten) and their photo's name when no other face of it is left; their
+name goes from run.json (the cluster's person, "looks like", faces named at clustering time),
+and such a cluster is closed as "person removed". Renaming a person renames them in the runs.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ FACES_FILE = "faces.npz"
 FORMAT_VERSION = 1
 RUN_ID = re.compile(r"\d{8}-\d{6}(-\d{1,4})?")
 LOCK_TIMEOUT_S = 30.0
+PERSON_REMOVED = "person removed"  # a cluster's status once the person it was enrolled as is removed
 # A temporary run directory this old belongs to a run that crashed while being saved.
 STALE_TMP_S = 24 * 3600
 
@@ -127,16 +134,12 @@ def save_run(model_dir: str | os.PathLike, meta: dict, embeddings: np.ndarray, c
     chips = list(chips) if chips is not None else [None] * len(embeddings)
     if len(chips) != len(embeddings):
         raise ValueError(f"got {len(chips)} chips for {len(embeddings)} faces")
-    offsets = np.cumsum([0] + [len(c or b"") for c in chips]).astype(np.int64)
-    blob = np.frombuffer(b"".join(c or b"" for c in chips), np.uint8)
     root = runs_root(model_dir)
     ensure_private_dir(root)
     _sweep_tmp(root)
     tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=root))  # 0700
     try:
-        with atomic_write(tmp / FACES_FILE) as fh:
-            np.savez(fh, embeddings=np.asarray(embeddings, np.float32), crops=np.asarray(crops, np.uint8),
-                     chips=blob, chip_offsets=offsets)
+        _write_faces(tmp / FACES_FILE, embeddings, crops, chips)
         with runs_lock(model_dir):
             base = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
             run_id, n = base, 1
@@ -151,6 +154,14 @@ def save_run(model_dir: str | os.PathLike, meta: dict, embeddings: np.ndarray, c
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _write_faces(path: Path, embeddings: np.ndarray, crops: np.ndarray, chips: list[bytes | None]) -> None:
+    offsets = np.cumsum([0] + [len(c or b"") for c in chips]).astype(np.int64)
+    blob = np.frombuffer(b"".join(c or b"" for c in chips), np.uint8)
+    with atomic_write(path) as fh:
+        np.savez(fh, embeddings=np.asarray(embeddings, np.float32), crops=np.asarray(crops, np.uint8),
+                 chips=blob, chip_offsets=offsets)
 
 
 def _sweep_tmp(root: Path) -> None:
@@ -223,3 +234,112 @@ def _delete(d: Path) -> None:
     os.rename(d, trash)
     fsync_dir(d.parent)
     shutil.rmtree(trash)
+
+
+@contextmanager
+def runs_lock_if_any(model_dir: str | os.PathLike) -> Iterator[None]:
+    """`runs_lock` when the model has a runs directory (none is made for a model never clustered)."""
+    if runs_root(model_dir).is_dir():
+        with runs_lock(model_dir):
+            yield
+    else:
+        yield
+
+
+def _renamed(meta: dict, old: str, new: str | None) -> dict:
+    """run.json with every mention of person `old` renamed `new` (None: forgotten)."""
+    meta = json.loads(json.dumps(meta))
+    for c in meta["clusters"]:
+        if (c.get("looks_like") or {}).get("name") == old:
+            if new is None:
+                c["looks_like"] = None
+            else:
+                c["looks_like"]["name"] = new
+        if c.get("person") == old and new is not None:
+            c["person"] = new
+    for f in meta["faces"]:
+        if (f.get("nearest") or {}).get("name") == old:
+            if new is None:
+                f["nearest"] = None
+            else:
+                f["nearest"]["name"] = new
+    for p in meta["photos"]:
+        known = [dict(k, name=new) if k.get("name") == old else k for k in p.get("known", [])]
+        p["known"] = [k for k in known if k.get("name") is not None]
+    return meta
+
+
+def rename_person(model_dir: str | os.PathLike, old: str, new: str) -> int:
+    """Rename a person in every saved run (a cluster enrolled as them, "looks like", faces named
+    at clustering time); returns the runs changed. The caller holds `runs_lock`."""
+    changed = 0
+    for rid in list_runs(model_dir):
+        try:
+            run = load_run(model_dir, rid)
+        except RunError as exc:
+            log.warning("%s; %s was not renamed in it", exc, old)
+            continue
+        meta = _renamed(run.meta, old, new)
+        if meta != run.meta:
+            replace_meta(run, meta)
+            changed += 1
+    return changed
+
+
+def forget_person(model_dir: str | os.PathLike, name: str, faces: set[tuple] = frozenset()) -> int:
+    """Remove a person from every saved run: the faces of the clusters enrolled as `name`, and
+    the faces whose (content hash, box) is in `faces`, lose their embedding, crop,
+    chip, box and their photo's name and hash where no other face of that photo is left; every
+    mention of the name goes. A cluster enrolled as them is closed as PERSON_REMOVED, an open
+    cluster left with no face too; a run left with no open cluster is deleted. Returns the faces
+    scrubbed. The caller holds `runs_lock` (and the model's writer lock, so no enrolment from a
+    run is half way)."""
+    from recognizer.training.candidate import face_key
+
+    faces = {face_key(h, b) for h, b in faces}
+    total = 0
+    for rid in list_runs(model_dir):
+        try:
+            run = load_run(model_dir, rid)
+        except RunError as exc:  # cannot be read, so cannot be scrubbed: said loudly, never skipped silently
+            log.warning("%s; it may still hold faces of %s (discard it: enroll.py --discard %s)", exc, name, rid)
+            continue
+        meta = _renamed(run.meta, name, None)
+        drop = {i for c in meta["clusters"] if c.get("person") == name for i in c["faces"]}
+        for i, f in enumerate(meta["faces"]):
+            if "box" in f and face_key(meta["photos"][f["photo"]].get("content_hash", ""), f["box"]) in faces:
+                drop.add(i)
+        if not drop and meta == run.meta:
+            continue
+        for c in meta["clusters"]:
+            mine = c.get("person") == name
+            left = [i for i in c["faces"] if i not in drop]
+            if not mine and left == c["faces"]:
+                continue
+            c.update(faces=left, size=len(left))
+            if "enrolled_faces" in c:
+                c["enrolled_faces"] = [i for i in c["enrolled_faces"] if i not in drop]
+            if c.get("central") not in left:
+                c["central"] = left[0] if left else None
+            if mine or not left:
+                c.pop("person", None)
+                c["status"] = PERSON_REMOVED
+        hit_photos = {meta["faces"][i]["photo"] for i in drop}
+        for i in drop:
+            f = meta["faces"][i]
+            meta["faces"][i] = {"photo": f["photo"], "removed": True}
+        for pi in hit_photos:
+            p = meta["photos"][pi]
+            if p.get("known") or any(f["photo"] == pi and not f.get("removed") for f in meta["faces"]):
+                continue  # someone else's face is in it too: the photo stays theirs
+            meta["photos"][pi] = {"photo": "", "content_hash": "", "size": p.get("size"), "known": [], "removed": True}
+        if drop and any(c["status"] == "open" for c in meta["clusters"]):
+            emb, crops = run.arrays()
+            chips = run.chips()
+            for i in drop:
+                emb[i], crops[i], chips[i] = 0, 0, None
+            _write_faces(run.dir / FACES_FILE, emb, crops, chips)  # before run.json: the faces go first
+        replace_meta(run, meta)  # deletes the run when no cluster is left open
+        total += len(drop)
+        log.info("clustering run %s: removed %d faces and every mention of %s", rid, len(drop), name)
+    return total

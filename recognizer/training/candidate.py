@@ -373,9 +373,10 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
                 gone = sorted(set(cand.report["people"]) - set(g.people()))
             if gone:  # removed while re-embedding: removal reaches the candidate too
                 with open_gallery(d / name, model_id=cfg.model_id) as gal:
-                    for p in gone:
+                    for p in set(gone) & set(gal.people()):  # the removal may have reached this gallery already
                         gal.remove_person(p)
                     cand.chips = sorted({r.chip for r in gal.records() if r.chip})
+                    cand.report = {"faces": len(gal), "people": sorted(gal.people())}
                 cand.base_faces = [f for f in cand.base_faces if f[2] not in gone]
             # faces enrolled or removed meanwhile are carried over by the switch, like any change since the build
             write_candidate(d, cand)
