@@ -49,22 +49,15 @@ def main() -> None:
     from recognizer.sample_data import data_dir
     from recognizer.detection.mtcnn import Detector
     from recognizer.embedding.backbones import make_embedder
+    from recognizer.evaluation.cohort import embed_photos
     from recognizer.config import DEFAULT_THRESHOLDS
     from recognizer.pipeline import FacePipeline
 
     files, labels = labelled_photos(data_dir(), args.people)
     pipe = FacePipeline(Detector(), make_embedder(args.backbone, None), CropCache())
-    X, y = [], []
-    no_face = 0
     t0 = time.perf_counter()
-    for res, label in zip(pipe.analyze_many(files, progress=True), labels):
-        if res.error is not None or not len(res.faces):
-            no_face += 1
-            continue
-        X.append(res.embeddings[0])
-        y.append(label)
-    X = np.stack(X)
-    y = np.array(y)
+    faces = embed_photos(pipe, files, labels, progress=True)
+    X, y, no_face = faces.embeddings, faces.people, faces.n_no_face
     print(f"{len(files)} photos of {len(set(labels))} people ({args.people} cohort + "
           f"{len(set(labels)) - args.people} deepface); {len(X)} faces, {no_face} photos without a face; "
           f"detect+embed {time.perf_counter() - t0:.1f} s")

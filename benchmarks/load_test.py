@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,30 +40,10 @@ def _serving():
     return module
 
 
-@dataclass
-class Sample:
-    op: str
-    seconds: float
-    ok: bool
-    detail: str = ""
-    at: float = 0.0  # time.monotonic() when the request ended
-
-
-def percentile(values: list[float], q: float) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(min=1), help="How long the clients keep sending.")
-@click.option("--clients", default=8, show_default=True, type=click.IntRange(min=1), help="Concurrent clients.")
-@click.option("--enroll-every", default=4, show_default=True, type=click.IntRange(min=0), help="Every Nth request of a client is an enroll (0: none).")
-@click.option("--seed", default=0, show_default=True, help="Random seed for the choice of photos.")
-@click.option("--hostile", default=0, show_default=True, type=click.IntRange(min=0), help="Slow or unfinished clients alongside, after a quiet run.")
-def main(seconds: float, clients: int, enroll_every: int, seed: int, hostile: int) -> None:
-    import httpx
-
+@contextmanager
+def served(clients: int, seconds: float):
+    """A temporary sface model (Obama and Biden) served by serve.py on a free loopback port for the
+    block: yields (server, model directory, token, photos to identify, photos to enroll)."""
     from recognizer.cli._options import passive_openmp
     from recognizer.sample_data import data_dir
 
@@ -84,92 +65,130 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int, hostile: in
             server.wait()
             print(f"model built and server up in {time.perf_counter() - t0:.1f} s; "
                   f"{clients} clients for {seconds:g} s against {server.url}", file=sys.stderr)
-            samples: list[Sample] = []
-            reported: dict[str, int] = {}
-            lock = threading.Lock()
-            deadline = 0.0
-            phase = 0
+            yield server, model, token, identify_photos, enroll_photos
+        finally:
+            server.stop()
 
-            def client(k: int) -> None:
-                rng = random.Random(seed * 1000 + k)
-                with httpx.Client(base_url=server.url, timeout=300) as http:
-                    i = 0
-                    while time.monotonic() < deadline:
-                        i += 1
-                        enroll = enroll_every > 0 and i % enroll_every == 0
-                        photo = rng.choice(enroll_photos if enroll else identify_photos)
-                        files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
-                        name = f"load-{phase}-{k}-{i}"
-                        start = time.perf_counter()
-                        try:
-                            if enroll:
-                                res = http.post(f"/people/{name}/photos", files=files, headers={"Authorization": f"Bearer {token}"})
-                            else:
-                                res = http.post("/identify", files=files)
-                            ok = res.status_code == 200
-                            detail = "" if ok else f"{res.status_code} {res.text[:200]}"
-                        except httpx.HTTPError as exc:
-                            ok, detail, res = False, f"{type(exc).__name__}: {exc}", None
-                        elapsed = time.perf_counter() - start
-                        with lock:
-                            samples.append(Sample("enroll" if enroll else "identify", elapsed, ok, detail))
-                            if enroll and ok:
-                                reported[name] = res.json()["added"]
 
-            def hostile_client(k: int) -> None:
-                """Connections that never finish: each is held until the server cuts it off."""
-                import socket
+@dataclass
+class Sample:
+    op: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+    at: float = 0.0  # time.monotonic() when the request ended
 
-                port = int(server.url.rsplit(":", 1)[1])
-                body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n\r\n" + b"\xff" * 200_000
-                head = (f"POST /identify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                        f"Content-Length: {len(body) + 1000}\r\n\r\n").encode()
+
+def post(http, photo: Path, enroll_as: str | None, token: str) -> tuple[Sample, int | None]:
+    """One request of a normal client: `photo` enrolled as `enroll_as`, or identified when that is
+    None. Returns its Sample and, for an enrolment answered 200, the faces it reports added."""
+    import httpx
+
+    files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+    start = time.perf_counter()
+    try:
+        if enroll_as is not None:
+            res = http.post(f"/people/{enroll_as}/photos", files=files, headers={"Authorization": f"Bearer {token}"})
+        else:
+            res = http.post("/identify", files=files)
+        ok = res.status_code == 200
+        detail = "" if ok else f"{res.status_code} {res.text[:200]}"
+    except httpx.HTTPError as exc:
+        ok, detail, res = False, f"{type(exc).__name__}: {exc}", None
+    elapsed = time.perf_counter() - start
+    added = res.json()["added"] if enroll_as is not None and ok else None
+    return Sample("enroll" if enroll_as is not None else "identify", elapsed, ok, detail, time.monotonic()), added
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(min=1), help="How long the clients keep sending.")
+@click.option("--clients", default=8, show_default=True, type=click.IntRange(min=1), help="Concurrent clients.")
+@click.option("--enroll-every", default=4, show_default=True, type=click.IntRange(min=0), help="Every Nth request of a client is an enroll (0: none).")
+@click.option("--seed", default=0, show_default=True, help="Random seed for the choice of photos.")
+@click.option("--hostile", default=0, show_default=True, type=click.IntRange(min=0), help="Slow or unfinished clients alongside, after a quiet run.")
+def main(seconds: float, clients: int, enroll_every: int, seed: int, hostile: int) -> None:
+    import httpx
+
+    with served(clients, seconds) as (server, model, token, identify_photos, enroll_photos):
+        samples: list[Sample] = []
+        reported: dict[str, int] = {}
+        lock = threading.Lock()
+        deadline = 0.0
+        phase = 0
+
+        def client(k: int) -> None:
+            rng = random.Random(seed * 1000 + k)
+            with httpx.Client(base_url=server.url, timeout=300) as http:
                 i = 0
                 while time.monotonic() < deadline:
                     i += 1
-                    try:
-                        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                            kind = (k + i) % 3
-                            if kind == 0:  # headers a byte at a time
-                                for b in head:
-                                    s.sendall(bytes([b]))
-                                    time.sleep(0.2)
-                            elif kind == 1:  # a body shorter than announced, then silence
-                                s.sendall(head + body[: len(body) // 2])
-                                s.settimeout(60)
-                                s.recv(1000)
-                            else:  # a body dribbled in small pieces
-                                s.sendall(head)
-                                for start in range(0, len(body), 100):
-                                    s.sendall(body[start : start + 100])
-                                    time.sleep(0.5)
-                    except OSError:
-                        pass  # cut off by the server: what is meant to happen
+                    enroll = enroll_every > 0 and i % enroll_every == 0
+                    photo = rng.choice(enroll_photos if enroll else identify_photos)
+                    name = f"load-{phase}-{k}-{i}"
+                    sample, added = post(http, photo, name if enroll else None, token)
+                    with lock:
+                        samples.append(sample)
+                        if added is not None:
+                            reported[name] = added
 
-            def run(n_hostile: int) -> float:
-                nonlocal deadline, phase
-                deadline = time.monotonic() + seconds
-                phase += 1
-                t_start = time.perf_counter()
-                threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-                threads += [threading.Thread(target=hostile_client, args=(k,), daemon=True) for k in range(n_hostile)]
-                for t in threads:
-                    t.start()
-                for t in threads[:clients]:
-                    t.join()
-                return time.perf_counter() - t_start
+        def hostile_client(k: int) -> None:
+            """Connections that never finish: each is held until the server cuts it off."""
+            import socket
 
-            quiet_p95 = None
-            if hostile:
-                run(0)
-                quiet = sorted(s.seconds for s in samples if s.ok and s.op == "identify")
-                quiet_p95 = percentile(quiet, 95)
-                print(f"quiet: {len(quiet)} identifies, p95 {1000 * quiet_p95:.0f} ms", file=sys.stderr)
-                samples.clear()
-            wall = run(hostile)
-            found = httpx.get(server.url + "/people", timeout=60).json()["people"]
-        finally:
-            server.stop()
+            port = int(server.url.rsplit(":", 1)[1])
+            body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n\r\n" + b"\xff" * 200_000
+            head = (f"POST /identify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                    f"Content-Length: {len(body) + 1000}\r\n\r\n").encode()
+            i = 0
+            while time.monotonic() < deadline:
+                i += 1
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                        kind = (k + i) % 3
+                        if kind == 0:  # headers a byte at a time
+                            for b in head:
+                                s.sendall(bytes([b]))
+                                time.sleep(0.2)
+                        elif kind == 1:  # a body shorter than announced, then silence
+                            s.sendall(head + body[: len(body) // 2])
+                            s.settimeout(60)
+                            s.recv(1000)
+                        else:  # a body dribbled in small pieces
+                            s.sendall(head)
+                            for start in range(0, len(body), 100):
+                                s.sendall(body[start : start + 100])
+                                time.sleep(0.5)
+                except OSError:
+                    pass  # cut off by the server: what is meant to happen
+
+        def run(n_hostile: int) -> float:
+            nonlocal deadline, phase
+            deadline = time.monotonic() + seconds
+            phase += 1
+            t_start = time.perf_counter()
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+            threads += [threading.Thread(target=hostile_client, args=(k,), daemon=True) for k in range(n_hostile)]
+            for t in threads:
+                t.start()
+            for t in threads[:clients]:
+                t.join()
+            return time.perf_counter() - t_start
+
+        quiet_p95 = None
+        if hostile:
+            run(0)
+            quiet = sorted(s.seconds for s in samples if s.ok and s.op == "identify")
+            quiet_p95 = percentile(quiet, 95)
+            print(f"quiet: {len(quiet)} identifies, p95 {1000 * quiet_p95:.0f} ms", file=sys.stderr)
+            samples.clear()
+        wall = run(hostile)
+        found = httpx.get(server.url + "/people", timeout=60).json()["people"]
 
     errors = [s for s in samples if not s.ok]
     lost = {n: (c, found.get(n, 0)) for n, c in reported.items() if found.get(n, 0) != c}

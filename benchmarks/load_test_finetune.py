@@ -17,9 +17,7 @@ restart. Only loopback traffic.
 from __future__ import annotations
 
 import random
-import secrets
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # Run as a script, this file's folder is on the path: the load test's helpers are shared.
-from load_test import Sample, _serving, percentile  # noqa: E402
+from load_test import Sample, percentile, post, served  # noqa: E402
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,90 +44,59 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int, finetune_at
          after: float) -> None:
     import httpx
 
-    from recognizer.cli._options import passive_openmp
     from recognizer.sample_data import data_dir
 
-    passive_openmp()  # for build_model's enrolments here and the server process, which inherits it
-    serving = _serving()
-    FR, Server, build_model = serving.FR, serving.Server, serving.build_model
+    with served(clients, seconds) as (server, model, token, identify_photos, enroll_photos):
+        samples: list[Sample] = []
+        reported: dict[str, int] = {}
+        lock = threading.Lock()
+        deadline = time.monotonic() + seconds
+        ft: dict = {}
 
-    data = data_dir() / FR
-    people = data / "people"
-    identify_photos = sorted((data / "group").glob("*.jpg")) + sorted(people.glob("*/*.jpg"))
-    enroll_photos = sorted((people / "barack_obama").glob("examples__obama*.jpg")) + sorted((people / "kit_harington").glob("*.jp*g"))
-    token = secrets.token_urlsafe(16)
+        def going() -> bool:
+            if time.monotonic() < deadline:
+                return True
+            if finetune_at is None:
+                return False
+            return "end" not in ft or time.monotonic() < ft["end"] + after
 
-    with tempfile.TemporaryDirectory(prefix="facetool-load-") as tmp:
-        t0 = time.perf_counter()
-        model = build_model(Path(tmp) / "model", {"barack_obama": people / "barack_obama", "joe_biden": people / "joe_biden"})
-        server = Server(model, env={"FACETOOL_TOKEN": token}, log=Path(tmp) / "server.log")
-        try:
-            server.wait()
-            print(f"model built and server up in {time.perf_counter() - t0:.1f} s; "
-                  f"{clients} clients for {seconds:g} s against {server.url}", file=sys.stderr)
-            samples: list[Sample] = []
-            reported: dict[str, int] = {}
-            lock = threading.Lock()
-            deadline = time.monotonic() + seconds
-            ft: dict = {}
+        def client(k: int) -> None:
+            rng = random.Random(seed * 1000 + k)
+            with httpx.Client(base_url=server.url, timeout=300) as http:
+                i = 0
+                while going():
+                    i += 1
+                    enroll = enroll_every > 0 and i % enroll_every == 0
+                    photo = rng.choice(enroll_photos if enroll else identify_photos)
+                    name = f"load-{k}-{i}"
+                    sample, added = post(http, photo, name if enroll else None, token)
+                    with lock:
+                        samples.append(sample)
+                        if added is not None:
+                            reported[name] = added
 
-            def going() -> bool:
-                if time.monotonic() < deadline:
-                    return True
-                if finetune_at is None:
-                    return False
-                return "end" not in ft or time.monotonic() < ft["end"] + after
+        t_start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
 
-            def client(k: int) -> None:
-                rng = random.Random(seed * 1000 + k)
-                with httpx.Client(base_url=server.url, timeout=300) as http:
-                    i = 0
-                    while going():
-                        i += 1
-                        enroll = enroll_every > 0 and i % enroll_every == 0
-                        photo = rng.choice(enroll_photos if enroll else identify_photos)
-                        files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
-                        name = f"load-{k}-{i}"
-                        start = time.perf_counter()
-                        try:
-                            if enroll:
-                                res = http.post(f"/people/{name}/photos", files=files, headers={"Authorization": f"Bearer {token}"})
-                            else:
-                                res = http.post("/identify", files=files)
-                            ok = res.status_code == 200
-                            detail = "" if ok else f"{res.status_code} {res.text[:200]}"
-                        except httpx.HTTPError as exc:
-                            ok, detail, res = False, f"{type(exc).__name__}: {exc}", None
-                        elapsed = time.perf_counter() - start
-                        with lock:
-                            samples.append(Sample("enroll" if enroll else "identify", elapsed, ok, detail, time.monotonic()))
-                            if enroll and ok:
-                                reported[name] = res.json()["added"]
+        def run_finetune() -> None:
+            import subprocess
 
-            t_start = time.perf_counter()
-            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+            time.sleep(finetune_at)
+            ft["start"] = time.monotonic()
+            proc = subprocess.run([sys.executable, str(ROOT / "finetune.py"), str(data_dir() / "5-celebrity-faces"),
+                                   "--model", str(model), "--backbone", "sface", "--epochs", str(finetune_epochs),
+                                   "--json"], cwd=ROOT, capture_output=True, text=True)
+            ft["end"], ft["code"] = time.monotonic(), proc.returncode
+            ft["output"] = proc.stdout[-2000:] + proc.stderr[-2000:]
 
-            def run_finetune() -> None:
-                import subprocess
-
-                time.sleep(finetune_at)
-                ft["start"] = time.monotonic()
-                proc = subprocess.run([sys.executable, str(ROOT / "finetune.py"), str(data_dir() / "5-celebrity-faces"),
-                                       "--model", str(model), "--backbone", "sface", "--epochs", str(finetune_epochs),
-                                       "--json"], cwd=ROOT, capture_output=True, text=True)
-                ft["end"], ft["code"] = time.monotonic(), proc.returncode
-                ft["output"] = proc.stdout[-2000:] + proc.stderr[-2000:]
-
-            if finetune_at is not None:
-                threads.append(threading.Thread(target=run_finetune))
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t_start
-            found = httpx.get(server.url + "/people", timeout=60).json()["people"]
-        finally:
-            server.stop()
+        if finetune_at is not None:
+            threads.append(threading.Thread(target=run_finetune))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t_start
+        found = httpx.get(server.url + "/people", timeout=60).json()["people"]
 
     if finetune_at is not None:
         print(f"finetune.py: exit {ft['code']}, ran {ft['end'] - ft['start']:.1f} s from {ft['start'] - deadline + seconds:.1f} s in")

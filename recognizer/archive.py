@@ -173,7 +173,7 @@ def import_archive(rec, path: str | Path) -> ImportReport:
     """Merge the archive at `path` into the model `rec` has open (see the module's docstring)."""
     from gallery import FaceRecord, validate_name
 
-    from recognizer.chips import crop_for
+    from recognizer.chips import chip_vectors
 
     manifest, vectors, chips = read_archive(path)
     report = ImportReport(str(path))
@@ -196,7 +196,7 @@ def import_archive(rec, path: str | Path) -> ImportReport:
                 vecs = vectors[[int(f["row"]) for f in take]]
                 report.reused_vectors = len(take)
             else:
-                vecs = st.embedder.embed(np.stack([crop_for(chips[f["chip"]], st.embedder) for f in take]))
+                vecs = chip_vectors([chips[f["chip"]] for f in take], st.embedder)
                 report.reembedded = len(take)
             store = rec.chips
             records = []

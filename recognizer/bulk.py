@@ -95,6 +95,15 @@ def _resume(out: Path, paths: list[str], key: str) -> int:
     return len(lines)
 
 
+def _inputs(inputs: Sequence[str | os.PathLike], out: Path, key: str) -> tuple[list[str], int]:
+    """The photo paths of `inputs` (BulkError when there are none) and how many of them `out`
+    already holds (see `_resume`)."""
+    paths = read_inputs(inputs)
+    if not paths:
+        raise BulkError(f"no image files found in {', '.join(map(str, inputs))}")
+    return paths, _resume(out, paths, key)
+
+
 def _encode(res, chip: bytes | str | None) -> dict[str, Any]:
     """A PhotoResult (and its largest face's chip, or why there is none) as plain values for the
     trip from a Ray actor (floats round-trip exactly)."""
@@ -234,10 +243,7 @@ def identify_bulk(rec, inputs: Sequence[str | os.PathLike], out: str | Path, *, 
     """Identify every photo of `inputs` with the Recognizer `rec` into the JSON Lines file `out`
     (see the module doc); `Recognizer.identify_bulk`."""
     out = Path(out)
-    paths = read_inputs(inputs)
-    if not paths:
-        raise BulkError(f"no image files found in {', '.join(map(str, inputs))}")
-    done = _resume(out, paths, "photo")
+    paths, done = _inputs(inputs, out, "photo")
     failed = processed = 0
     todo = paths[done:]
     if todo:
@@ -269,10 +275,7 @@ def enroll_bulk(rec, name: str, inputs: Sequence[str | os.PathLike], out: str | 
     if not allow_similar:  # before any photo is read, as enroll does
         refuse_lookalikes([name], rec.people())
     out = Path(out)
-    paths = read_inputs(inputs)
-    if not paths:
-        raise BulkError(f"no image files found in {', '.join(map(str, inputs))}")
-    done = _resume(out, paths, "file")
+    paths, done = _inputs(inputs, out, "file")
     processed = failed = 0
     todo = paths[done:]
     writer, bar = _Appender(out), _progress(len(paths), done, progress)

@@ -69,6 +69,53 @@ def crop_for(data: bytes, embedder) -> np.ndarray:
     return chip_crops(data, [kind])[kind]
 
 
+def _embed(crops: list, embedder) -> np.ndarray:
+    return embedder.embed(np.stack(crops)) if crops else np.zeros((0, embedder.dim), np.float32)
+
+
+def chip_vectors(chips, embedder) -> np.ndarray:
+    """The `embedder`'s vectors (n, dim) of chips given as bytes (e.g. from an archive or a
+    clustering run); ModelError when one is not a chip."""
+    return _embed([crop_for(c, embedder) for c in chips], embedder)
+
+
+def embed_chips(records, embedder, store, *, failure, no_chip: str = "enrolled before chips were kept",
+                spare=None, progress: bool = False, desc: str = "re-embedding") -> np.ndarray:
+    """The `embedder`'s vector of each face of `records` (gallery FaceRecords) from its chip in the
+    ChipStore `store`, one row a record, in their order.
+
+    A face with no chip, or whose chip is missing, damaged or unreadable, takes `spare(record)`
+    where `spare` is given (e.g. its old vector while the network is unchanged). Otherwise, before
+    anything is embedded, ModelError: `failure(n)` for the n faces that cannot be embedded, then
+    up to 50 of them, one "person (source): why" line each. `no_chip` says why a face has none."""
+    from tqdm import tqdm
+
+    from recognizer.errors import GalleryError
+
+    crops, rows, spares, failed = [], [], {}, []
+    for i, r in enumerate(tqdm(records, desc=desc, unit="face", disable=not progress, dynamic_ncols=True)):
+        try:
+            if not r.chip:
+                raise ModelError(f"no chip ({no_chip})")
+            crops.append(crop_for(store.get(r.chip), embedder))
+            rows.append(i)
+        except (GalleryError, ModelError, OSError) as exc:
+            if spare is not None:
+                spares[i] = spare(r)
+            else:
+                failed.append(f"{r.person} ({r.source}): {exc}")
+    if failed:
+        raise ModelError(failure(len(failed)) + ":\n  " + "\n  ".join(failed[:50]))
+    if not spares:
+        return _embed(crops, embedder)
+    out = np.zeros((len(records), embedder.dim), np.float32)
+    if rows:
+        out[rows] = _embed(crops, embedder)
+    for i, v in spares.items():
+        out[i] = v
+    return out
+
+
 def chip_of(src, res, max_pixels: int, memory_budget: int) -> bytes:
     """The chip of `res`'s largest face (face 0), cut from its photo `src` decoded again as the
     pipeline decoded it (same pixel limit and memory budget), so the chip's crops are the very

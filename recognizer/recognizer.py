@@ -560,7 +560,7 @@ class Recognizer:
         """Add face 0 of each (PhotoResult, chip maker) to the gallery; the chip maker returns the
         face's chip bytes or raises ImageError (the photo cannot be read now, or changed)."""
         from gallery import FaceRecord
-        from recognizer.chips import crop_for
+        from recognizer.chips import chip_vectors
         from recognizer.errors import ImageError
 
         report = EnrollReport(name)
@@ -597,7 +597,7 @@ class Recognizer:
             # give the new network's vectors without the photos.
             vectors = np.stack([p[2] for p in pending])
             if now.config.model_id != st.config.model_id:
-                vectors = now.embedder.embed(np.stack([crop_for(p[3], now.embedder) for p in pending]))
+                vectors = chip_vectors([p[3] for p in pending], now.embedder)
             keep = []
             for i, (outcome, rec, _, chip) in enumerate(pending):
                 if now is not st and now.gallery.has_content(name, rec.content_hash):

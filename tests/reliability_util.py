@@ -1,4 +1,5 @@
-"""Helpers shared by the reliability tests: time and memory bounds, generated photo files.
+"""Helpers shared by the tests: time and memory bounds, generated photo files, CLI runs in this
+process, small training folders.
 
 Photos are made in temporary directories by re-encoding a shared sample photo with PIL; nothing
 is copied into the repository.
@@ -226,3 +227,36 @@ def check_reported(model: Path, reports: dict[str, dict]) -> set[str]:
     assert len(rec.gallery) == sum(people.values())
     rec.gallery.close()
     return set(people)
+
+
+# ---- CLIs in this process, small training folders ---------------------------------------------
+
+CELEB = "5-celebrity-faces"
+
+
+def run(cli, *args) -> tuple[int, str]:
+    """(exit code, output) of the click command `cli.main` run here with `args`."""
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+def run_json(cli, *args) -> dict:
+    """The --json report of a run that must succeed."""
+    import json
+
+    code, out = run(cli, *args, "--json")
+    assert code == 0, out
+    return json.loads(out)
+
+
+def celeb_split(root: Path, data: Path, people) -> Path:
+    """`root` with train/<person>/ of 6 photos and val/<person>/ of 2 for each of `people` (symlinks
+    into the shared photos)."""
+    for person in people:
+        for split, n in (("train", 6), ("val", 2)):
+            (root / split / person).mkdir(parents=True)
+            for p in sorted((data / CELEB / split / person).iterdir())[:n]:
+                (root / split / person / p.name).symlink_to(p)
+    return root

@@ -12,24 +12,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import enroll
 import identify
+from reliability_util import CELEB, run, run_json
 
-CELEB = "5-celebrity-faces"
 PEOPLE = ("elton_john", "madonna")
-
-
-def run(cli, *args) -> tuple[int, str]:
-    res = CliRunner().invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
-    return res.exit_code, res.output
-
-
-def run_json(cli, *args):
-    code, out = run(cli, *args, "--json")
-    assert code == 0, out
-    return json.loads(out)
 
 
 def files_of(model: Path) -> dict[str, bytes]:

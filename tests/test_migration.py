@@ -10,38 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import enroll
 import finetune as finetune_cli
 import identify
+from reliability_util import celeb_split, run, run_json
 
 FR = "face_recognition-examples/people"
-CELEB = "5-celebrity-faces"
 PEOPLE = ("elton_john", "jerry_seinfeld", "madonna")
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, data) -> Path:
     """train/<person>/ with 6 photos and val/<person>/ with 2 of each of three people (symlinks)."""
-    root = tmp_path_factory.mktemp("migrate-photos")
-    for person in PEOPLE:
-        for split, n in (("train", 6), ("val", 2)):
-            (root / split / person).mkdir(parents=True)
-            for p in sorted((data / CELEB / split / person).iterdir())[:n]:
-                (root / split / person / p.name).symlink_to(p)
-    return root
-
-
-def run(cli, *args) -> tuple[int, str]:
-    res = CliRunner().invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
-    return res.exit_code, res.output
-
-
-def run_json(cli, *args) -> dict:
-    code, out = run(cli, *args, "--json")
-    assert code == 0, out
-    return json.loads(out)
+    return celeb_split(tmp_path_factory.mktemp("migrate-photos"), data, PEOPLE)
 
 
 def sface_model(root: Path, photos: Path) -> Path:

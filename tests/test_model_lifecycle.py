@@ -14,14 +14,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import enroll
 import finetune as finetune_cli
 from serving import ThreadServer
+from reliability_util import CELEB, celeb_split, run, run_json
 
 FR = "face_recognition-examples/people"
-CELEB = "5-celebrity-faces"
 TRAIN_PEOPLE = ("elton_john", "jerry_seinfeld", "madonna")
 TOKEN = "lifecycle-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,24 +29,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def train_dir(tmp_path_factory, data) -> Path:
     """train/<person>/ with 6 photos and val/<person>/ with 2 of each of three people (symlinks)."""
-    root = tmp_path_factory.mktemp("celeb-small")
-    for person in TRAIN_PEOPLE:
-        for split, n in (("train", 6), ("val", 2)):
-            (root / split / person).mkdir(parents=True)
-            for p in sorted((data / CELEB / split / person).iterdir())[:n]:
-                (root / split / person / p.name).symlink_to(p)
-    return root
-
-
-def run(cli, *args) -> tuple[int, str]:
-    res = CliRunner().invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
-    return res.exit_code, res.output
-
-
-def run_json(cli, *args) -> dict:
-    code, out = run(cli, *args, "--json")
-    assert code == 0, out
-    return json.loads(out)
+    return celeb_split(tmp_path_factory.mktemp("celeb-small"), data, TRAIN_PEOPLE)
 
 
 def people(model: Path) -> dict[str, int]:

@@ -82,7 +82,12 @@ def cohort_photos(root: str | Path, people: Sequence[str] | None = None) -> tupl
 
 def embed_cohort(pipeline, root: str | Path, people: Sequence[str] | None = None, *, progress: bool = False) -> CohortFaces:
     """The largest face of every photo of `people` (default: every folder), through the project's own pipeline."""
-    paths, labels = cohort_photos(root, people)
+    return embed_photos(pipeline, *cohort_photos(root, people), progress=progress)
+
+
+def embed_photos(pipeline, paths: Sequence[str | Path], labels: Sequence[str], *, progress: bool = False) -> CohortFaces:
+    """The largest face of each photo of `paths` (whose person is the same item of `labels`), through the
+    project's own pipeline; photos without a face, or unreadable, are counted and left out."""
     emb, who = [], []
     no_face = 0
     for res, label in zip(pipeline.analyze_many(paths, progress=progress), labels):

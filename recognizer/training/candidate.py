@@ -193,10 +193,8 @@ def switch(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -
 def _carry_over(d: Path, cand: Candidate, live: ModelConfig, embedder, progress: bool):
     """Build the gallery the switch installs: the candidate's, with what changed in the model in
     use since the candidate was built. Returns (counts, its name, its chips)."""
-    from tqdm import tqdm
-
     from gallery import FaceRecord, create_gallery, open_gallery
-    from recognizer.chips import crop_for
+    from recognizer.chips import embed_chips
 
     with open_gallery(d / cand.config.gallery, model_id=cand.config.model_id) as g:
         c_records = g.records()
@@ -242,19 +240,13 @@ def _carry_over(d: Path, cand: Candidate, live: ModelConfig, embedder, progress:
             vectors.append(None)
         records.append(FaceRecord(r.person, r.source, r.content_hash, tuple(r.box), added_at=r.added_at, chip=r.chip))
     if todo:  # enrolled since the build: embedded from their chips now
-        store = chip_store(d)
-        try:
-            crops = np.stack([crop_for(store.get(records[i].chip), embedder)
-                              for i in tqdm(todo, desc="faces enrolled since", unit="face", disable=not progress)])
-        except Exception as exc:
-            raise ModelError(f"{d}: a face enrolled since the candidate was built cannot be re-embedded ({exc}); "
-                             "nothing was changed") from None
-        for i, v in zip(todo, embedder.embed(crops)):
+        new = embed_chips([records[i] for i in todo], embedder, chip_store(d), progress=progress,
+                          desc="faces enrolled since",
+                          failure=lambda n: f"{d}: {n} faces enrolled since the candidate was built cannot be "
+                                            "re-embedded; nothing was changed")
+        for i, v in zip(todo, new):
             vectors[i] = v
-    have = {(x.person, x.content_hash) for x in records}
-    missing = [(r.person, r.content_hash) for r in current if (r.person, r.content_hash) not in have]
-    if missing:  # cannot happen by construction; never switch to a gallery that lost a face
-        raise ModelError(f"{d}: internal error, {len(missing)} enrolled faces would be lost; nothing was changed")
+    check_none_lost(d, current, records)
     name = f"{GALLERY_DIR}-{secrets.token_hex(6)}"
     try:
         gal = create_gallery(d / name, model_id=cand.config.model_id, dim=embedder.dim)
@@ -276,6 +268,15 @@ def _carry_over(d: Path, cand: Candidate, live: ModelConfig, embedder, progress:
             "removed_since_build": sorted(p for p, q in fate.items() if q is None),
             "renamed_since_build": {p: q for p, q in fate.items() if q is not None}}
     return info, name, {r.chip for r in records if r.chip}
+
+
+def check_none_lost(d: Path, current, records) -> None:
+    """ModelError unless every face of `current` (the records of the model in use) is, by person
+    and photo, in `records` (those of a gallery about to replace it)."""
+    have = {(x.person, x.content_hash) for x in records}
+    missing = [(r.person, r.content_hash) for r in current if (r.person, r.content_hash) not in have]
+    if missing:  # cannot happen by construction; never switch to a gallery that lost a face
+        raise ModelError(f"{d}: internal error, {len(missing)} enrolled faces would be lost; nothing was changed")
 
 
 def remove_person(model_dir: str | Path, name: str) -> tuple[int, set[str]]:
@@ -319,13 +320,10 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
             progress: bool = False) -> tuple[Candidate, ModelConfig]:
     """Build a candidate with no training: every enrolled face re-embedded from its chip with the
     `backbone`/`weights` network. Returns (the candidate, the model in use it was built beside)."""
-    from tqdm import tqdm
-
     from gallery import FaceRecord, create_gallery, open_gallery
-    from recognizer.chips import crop_for
+    from recognizer.chips import embed_chips
     from recognizer.config import DEFAULT_THRESHOLDS
     from recognizer.embedding.backbones import make_embedder
-    from recognizer.errors import GalleryError
     from recognizer.training.run import starting_point
 
     d = Path(model_dir)
@@ -338,19 +336,10 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
         live = load_config(d)
         with open_gallery(d / live.gallery, model_id=live.model_id) as g:
             records = g.records()
-    store = chip_store(d)
-    crops, failed = [], []
-    for r in tqdm(records, desc="re-embedding", unit="face", disable=not progress, dynamic_ncols=True):
-        try:
-            if not r.chip:
-                raise ModelError("no chip (enrolled before chips were kept; enroll.py --make-chips makes it from the photo)")
-            crops.append(crop_for(store.get(r.chip), embedder))
-        except (GalleryError, ModelError) as exc:
-            failed.append(f"{r.person} ({r.source}): {exc}")
-    if failed:
-        raise ModelError(f"{d}: {len(failed)} enrolled faces have no usable chip, so the new network cannot embed "
-                         "them; nothing was changed:\n  " + "\n  ".join(failed[:50]))
-    vectors = embedder.embed(np.stack(crops)) if crops else np.zeros((0, embedder.dim), np.float32)
+    vectors = embed_chips(records, embedder, chip_store(d), progress=progress,
+                          no_chip="enrolled before chips were kept; enroll.py --make-chips makes it from the photo",
+                          failure=lambda n: f"{d}: {n} enrolled faces have no usable chip, so the new network "
+                                            "cannot embed them; nothing was changed")
     token = secrets.token_hex(6)
     name = f"{GALLERY_DIR}-{token}"
     cfg = ModelConfig(backbone=backbone, weights=weights, model_id=embedder.model_id, dim=embedder.dim,

@@ -56,7 +56,9 @@ from recognizer.config import (
 )
 from recognizer.fpir import DEFAULT_TARGET_FPIR
 from recognizer.training.loop import TrainSettings
-from recognizer.training.candidate import CANDIDATE_REPORT, Candidate, base_of, side_by_side, switch, write_candidate
+from recognizer.training.candidate import (
+    CANDIDATE_REPORT, Candidate, base_of, check_none_lost, side_by_side, switch, write_candidate,
+)
 from recognizer.training.versions import remove_unused
 
 log = logging.getLogger(__name__)
@@ -389,33 +391,16 @@ def _embed_enrolled(start: _Start, embedder, reuse_vectors: bool, progress: bool
     """id -> the new network's vector of every enrolled face, from its chip (or its old vector
     when the network is unchanged and the chip is missing). Faces that can be neither stop the
     finetune here, before anything is changed."""
-    from tqdm import tqdm
+    from recognizer.chips import embed_chips
 
-    from recognizer.chips import crop_for
-    from recognizer.errors import GalleryError
-
-    store = chip_store(start.dir)
-    out: dict[int, np.ndarray] = {}
-    failed = []
-    todo_ids, crops = [], []
-    for r in tqdm(start.records, desc="enrolled faces", unit="face", disable=not progress, dynamic_ncols=True):
-        try:
-            if not r.chip:
-                raise GalleryError("no chip (enrolled before chips were kept, and its photo is gone or changed)")
-            crops.append(crop_for(store.get(r.chip), embedder))
-            todo_ids.append(r.id)
-        except (GalleryError, ModelError) as exc:
-            if reuse_vectors:
-                out[r.id] = start.vectors[r.id]
-            else:
-                failed.append(f"{r.person} ({r.source}): {exc}")
-    if failed:
-        raise ModelError(f"{len(failed)} enrolled faces cannot be re-embedded with the new network, and finetuning "
-                         "would drop them; nothing was changed. Put their photos back where they were enrolled from "
-                         "(or remove those people with enroll.py --remove) and run again:\n  " + "\n  ".join(failed[:50]))
-    for i, v in zip(todo_ids, embedder.embed(np.stack(crops)) if crops else []):
-        out[i] = v
-    return out
+    vectors = embed_chips(start.records, embedder, chip_store(start.dir), progress=progress, desc="enrolled faces",
+                          no_chip="enrolled before chips were kept, and its photo is gone or changed",
+                          spare=(lambda r: start.vectors[r.id]) if reuse_vectors else None,
+                          failure=lambda n: f"{n} enrolled faces cannot be re-embedded with the new network, and "
+                                            "finetuning would drop them; nothing was changed. Put their photos back "
+                                            "where they were enrolled from (or remove those people with enroll.py "
+                                            "--remove) and run again")
+    return {r.id: v for r, v in zip(start.records, vectors)}
 
 
 def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, train_emb, train_labels, train_records,
@@ -424,7 +409,7 @@ def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, 
     (`cfg.gallery`), for the caller to switch model.json to. Returns (report info, its chips)."""
     from gallery import FaceRecord, create_gallery, open_gallery
 
-    from recognizer.chips import crop_for
+    from recognizer.chips import embed_chips
 
     if cfg.checkpoint and not (d / cfg.checkpoint).is_file():
         # deleted as unused by another finetune's commit that ran meanwhile
@@ -484,17 +469,12 @@ def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, 
             added += 1
         records.append(FaceRecord(r.person, r.source, r.content_hash, tuple(r.box), added_at=r.added_at, chip=r.chip))
     if new_ids:  # enrolled while this finetune ran: embedded from their chips now
-        try:
-            crops = np.stack([crop_for(store.get(records[i].chip), embedder) for i in new_ids])
-        except Exception as exc:
-            raise ModelError(f"{d}: a face enrolled while this finetune ran cannot be re-embedded ({exc}); "
-                             "nothing was changed") from None
-        for i, v in zip(new_ids, embedder.embed(crops)):
+        new = embed_chips([records[i] for i in new_ids], embedder, store,
+                          failure=lambda n: f"{d}: {n} faces enrolled while this finetune ran cannot be "
+                                            "re-embedded; nothing was changed")
+        for i, v in zip(new_ids, new):
             vectors[i] = v
-    have = {(x.person, x.content_hash) for x in records}
-    missing = [(r.person, r.content_hash) for r in current if (r.person, r.content_hash) not in have]
-    if missing:  # cannot happen by construction; never switch to a gallery that lost a face
-        raise ModelError(f"{d}: internal error, {len(missing)} enrolled faces would be lost; nothing was changed")
+    check_none_lost(d, current, records)
     for chip in train_chips:
         if chip is not None:
             store.put(chip)

@@ -21,8 +21,6 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from gallery.atomic import write_json_atomic
 from recognizer.errors import ModelError
 from recognizer.config import (
@@ -126,12 +124,9 @@ def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
 
 def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -> dict:
     """Return the model to its newest kept version (see the module docstring); returns a summary."""
-    from tqdm import tqdm
-
     from gallery import FaceRecord, create_gallery, open_gallery
-    from recognizer.chips import crop_for
+    from recognizer.chips import embed_chips
     from recognizer.embedding.backbones import make_embedder
-    from recognizer.errors import GalleryError
 
     d = Path(model_dir)
     with writer_lock(d):
@@ -153,19 +148,9 @@ def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False)
                              "(other weights?); nothing was changed")
         with open_gallery(d / cur.gallery, model_id=cur.model_id) as g:
             records = g.records()
-        store = chip_store(d)
-        crops, failed = [], []
-        for r in tqdm(records, desc="re-embedding", unit="face", disable=not progress, dynamic_ncols=True):
-            try:
-                if not r.chip:
-                    raise ModelError("no chip (enrolled before chips were kept)")
-                crops.append(crop_for(store.get(r.chip), embedder))
-            except (GalleryError, ModelError) as exc:
-                failed.append(f"{r.person} ({r.source}): {exc}")
-        if failed:
-            raise ModelError(f"{d}: {len(failed)} enrolled faces have no usable chip, so the earlier network cannot "
-                             "embed them; nothing was changed:\n  " + "\n  ".join(failed[:50]))
-        vectors = embedder.embed(np.stack(crops)) if crops else np.zeros((0, embedder.dim), np.float32)
+        vectors = embed_chips(records, embedder, chip_store(d), progress=progress,
+                              failure=lambda n: f"{d}: {n} enrolled faces have no usable chip, so the earlier "
+                                                "network cannot embed them; nothing was changed")
         name = f"{GALLERY_DIR}-{secrets.token_hex(6)}"
         try:
             gal = create_gallery(d / name, model_id=prev.model_id, dim=embedder.dim)
