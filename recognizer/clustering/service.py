@@ -207,7 +207,7 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
     a photo already enrolled for `name` are skipped; a new name that looks like an enrolled
     person's is refused unless `allow_similar`. The cluster is then marked enrolled."""
     from gallery import FaceRecord, validate_name
-    from recognizer.chips import crop_for
+    from recognizer.chips import chip_vectors
 
     name = validate_name(name)
     run = runs_mod.load_run(rec.dir, run_id)
@@ -249,7 +249,7 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
                 if meta.get("model_id") == now.config.model_id:
                     vectors = emb[picked]
                 elif with_chips:  # another network since the run (finetuned, migrated): its crop from the chip
-                    vectors = now.embedder.embed(np.stack([crop_for(run_chips[i], now.embedder) for i in picked]))
+                    vectors = chip_vectors([run_chips[i] for i in picked], now.embedder)
                 else:  # finetuned since the run, same backbone: the stored crops give the current network's vectors
                     vectors = now.embedder.embed(crops[picked])
                 if with_chips:
