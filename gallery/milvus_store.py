@@ -18,7 +18,13 @@ Milvus has no multi-row transactions and no conditional writes, so the project a
     the lock next finishes (remove, rename) or undoes (add) a change a killed writer left
     half done, so a gallery is always before or after a change;
   * ids from a counter kept in the meta collection, reserved before the faces are written,
-    so they are never reused, even after a crash.
+    so they are never reused, even after a crash;
+  * for Milvus Lite, a ledger of what each removal, rename and chip change must leave (PATH.db.changes,
+    fsynced beside the data directory, written before the change), checked on every open. Milvus
+    Lite 3.2.2 sometimes reopens after a SIGKILL with rows its completed deletes (a removal's,
+    or the delete half of a rename's upsert) removed visible again; the ledger tells which rows
+    are stale, so they are deleted again (a renamed face written again with its new name), and a
+    gallery still wrong after that is refused as damaged rather than served.
 Search is exact by default (index FLAT, inner product on unit vectors = cosine), so the
 kNN vote matches the FAISS backend's; `index="HNSW"` trades exactness for speed.
 """
@@ -39,6 +45,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from filelock import FileLock, Timeout
 
+from gallery.atomic import fsync_dir, write_json_atomic
 from gallery.base import FaceRecord, Gallery, Hit, check_records, refuse_lookalikes, validate_name
 from gallery.errors import GalleryError, PersonExists, PersonNotFound
 
@@ -54,6 +61,8 @@ PAGE = 1000  # rows per page of the query iterator and per upsert
 DEFAULT_LOCK_TIMEOUT = 120.0
 DEFAULT_HOLD_S = 1.0
 INDEXES = {"FLAT": {}, "HNSW": {"M": 16, "efConstruction": 200}}
+LEDGER_SUFFIX = ".changes"  # Milvus Lite: what recent changes must leave, beside PATH.db
+INUSE_SUFFIX = ".inuse"  # Milvus Lite: exists while a process has the data directory open
 
 
 def is_milvus(spec: str | os.PathLike[str]) -> bool:
@@ -116,6 +125,10 @@ class _Connection:
         self.opens = 0  # how many times the client was (re)opened
         self.key = ""
         self._timer: threading.Timer | None = None
+        # Milvus Lite: whether the last holder of the data directory died holding it (its in-use
+        # marker was still there when this process opened it), and the ids the ledger says are removed.
+        self.crashed = False
+        self.removed: frozenset[int] = frozenset()
 
     @classmethod
     def get(cls, kind: str, target: str, collection: str, lock_timeout: float, hold_s: float) -> _Connection:
@@ -147,6 +160,11 @@ class _Connection:
             try:
                 Path(self.target).mkdir(parents=True, exist_ok=True, mode=0o700)
                 os.chmod(self.target, 0o700)  # biometric data: owner only, whatever the umask
+                marker = Path(self.target + INUSE_SUFFIX)
+                self.crashed = marker.exists()
+                if not self.crashed:
+                    marker.touch(mode=0o600)
+                    fsync_dir(marker.parent)
                 self.client = MilvusClient(self.target)
                 self.opens += 1
             except BaseException:
@@ -169,6 +187,8 @@ class _Connection:
 
                 try:
                     server_manager_instance.release_server(self.target)
+                    # Only a holder that let the data directory go cleanly removes the marker.
+                    Path(self.target + INUSE_SUFFIX).unlink(missing_ok=True)
                 finally:
                     self.flock.release()
 
@@ -244,21 +264,49 @@ class MilvusGallery(Gallery):
                 self._seen_opens = self._conn.opens
                 exists = (fresh or write) and client.has_collection(self.meta_collection)
                 if fresh and exists:  # Milvus Lite opens its collections released
-                    client.load_collection(self.meta_collection)
-                    client.load_collection(self.collection)
+                    self._load_collections(client)
                 # Writers on a server, and whoever opens Milvus Lite (which excludes every other
                 # process), first repair what a killed writer left.
                 if exists and (write or self.kind == "lite"):
                     self._recover(client)
+                if fresh and exists and self.kind == "lite":
+                    self._heal(client, self._conn.crashed)
                 yield client
         except MilvusException as e:
             raise self._fail(f"Milvus refused the operation ({e.message})") from e
         except (OSError, ConnectionError) as e:
             raise self._fail(f"could not reach Milvus ({e})") from e
 
+    def _load_collections(self, client: Any) -> None:
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            client.load_collection(self.meta_collection)
+            client.load_collection(self.collection)
+        except MilvusException:
+            if not (self.kind == "lite" and self._conn is not None and self._conn.crashed):
+                raise
+            # Milvus Lite writes each segment's index file in place, so a kill can leave one torn
+            # ("No data left in file"). They hold nothing but a copy of the segment's vectors
+            # (rebuilt from them when missing), so after a crash they are dropped and rebuilt.
+            torn = sorted(Path(self._conn.target, "collections").glob("*/partitions/*/indexes/*.idx"))
+            logger.warning("%s: Milvus Lite could not load its indexes after a crash; rebuilding %d index "
+                           "files from the stored vectors", self.path, len(torn))
+            for f in torn:
+                f.unlink()
+            client.load_collection(self.meta_collection)
+            client.load_collection(self.collection)
+
     def _meta(self, client: Any) -> dict[str, str]:
         rows = client.query(self.meta_collection, filter='key != ""', output_fields=["key", "value"])
-        return {r["key"]: r["value"] for r in rows}
+        kv = {r["key"]: r["value"] for r in rows}
+        # Two values under one key: a stale version Milvus Lite let reappear after a crash. Which is
+        # current cannot be told (an old journal entry or id counter would undo or reuse), so refuse.
+        torn = sorted({r["key"] for r in rows if r["value"] != kv[r["key"]]})
+        if torn:
+            raise self._fail(f"{self.meta_collection} is damaged: keys {torn} have two values (Milvus Lite after "
+                             "a crash); restore the gallery from a backup")
+        return kv
 
     def _set_meta(self, client: Any, kv: dict[str, str]) -> None:
         client.upsert(self.meta_collection, [{"key": k, "value": v, "v": [1.0, 0.0]} for k, v in kv.items()])
@@ -315,12 +363,171 @@ class MilvusGallery(Gallery):
         logger.warning("%s: a change was interrupted (%s); %s", self.path, change["op"],
                        "undoing it" if change["op"] == "add" else "finishing it")
         if change["op"] == "add":
+            self._note(removed=range(int(change["first"]), int(change["end"])))
             client.delete(self.collection, filter=f"id >= {int(change['first'])} and id < {int(change['end'])}")
         elif change["op"] == "remove":
+            self._note(removed=[r["id"] for r in self._scan(client, f"person == {_quote(change['name'])}", ["id"])])
             client.delete(self.collection, filter=f"person == {_quote(change['name'])}")
         elif change["op"] == "rename":
             self._apply_rename(client, change["old"], change["new"])
         self._end(client)
+
+    # ---- the Milvus Lite ledger -----------------------------------------------------
+
+    def _ledger_path(self) -> Path | None:
+        return Path(self._conn.target + LEDGER_SUFFIX) if self.kind == "lite" and self._conn is not None else None
+
+    def _ledger(self) -> dict[str, Any]:
+        """{"removed": [ids], "person": {id: name}, "chip": {id: chip}}: what recent changes must
+        leave. Read under the lock (Milvus Lite holds it while the data directory is open)."""
+        path = self._ledger_path()
+        if path is None or not path.exists():
+            return {"removed": [], "person": {}, "chip": {}}
+        try:
+            led = json.loads(path.read_text(encoding="utf-8"))
+            return {"removed": [int(i) for i in led["removed"]],
+                    "person": {int(k): str(v) for k, v in led["person"].items()},
+                    "chip": {int(k): str(v) for k, v in led["chip"].items()}}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise self._fail(f"{path} is damaged ({e!r}); it lists the faces recent changes removed or "
+                             "renamed, so the gallery cannot be checked without it") from None
+
+    def _save_ledger(self, led: dict[str, Any]) -> None:
+        path = self._ledger_path()
+        assert path is not None and self._conn is not None
+        if not (led["removed"] or led["person"] or led["chip"]):
+            path.unlink(missing_ok=True)
+        else:
+            write_json_atomic(path, {"removed": sorted(set(led["removed"])),
+                                     "person": {str(k): v for k, v in sorted(led["person"].items())},
+                                     "chip": {str(k): v for k, v in sorted(led["chip"].items())}}, sync_dir=True)
+        self._conn.removed = frozenset(led["removed"])
+
+    def _note(self, *, removed: Sequence[int] | range = (), person: dict[int, str] | None = None,
+              chip: dict[int, str] | None = None) -> None:
+        """Record, durably and before Milvus is asked, what a change must leave (Milvus Lite only)."""
+        if self.kind != "lite":
+            return
+        led = self._ledger()
+        gone = {int(i) for i in removed}
+        led["removed"] = sorted(set(led["removed"]) | gone)
+        led["person"] = {k: v for k, v in {**led["person"], **(person or {})}.items() if k not in gone}
+        led["chip"] = {k: v for k, v in {**led["chip"], **(chip or {})}.items() if k not in gone}
+        self._save_ledger(led)
+
+    def _stale(self, client: Any, led: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
+        """Ids of the ledger whose rows any read path shows other than the ledger says, and the
+        rows to write back for those that must stay (one version each, with the ledger's fields)."""
+        ids = sorted(set(led["removed"]) | set(led["person"]) | set(led["chip"]))
+        removed = set(led["removed"])
+        bad: set[int] = set()
+        keep: dict[int, dict[str, Any]] = {}
+        dim = int(self._meta(client)["dim"])  # _heal runs before the open has read the meta
+        probe = [[1.0] + [0.0] * (dim - 1)]
+        for s in range(0, len(ids), PAGE):
+            chunk = ids[s:s + PAGE]
+            flt = f"id in [{', '.join(map(str, chunk))}]"
+            rows = list(client.query(self.collection, filter=flt, output_fields=["*"], limit=WINDOW))
+            count = int(client.query(self.collection, filter=flt, output_fields=["count(*)"])[0]["count(*)"])
+            hits = client.search(self.collection, data=probe, filter=flt, limit=min(2 * len(chunk), WINDOW),
+                                 output_fields=["person"], search_params={"metric_type": "IP", "params": {}})[0]
+            versions: dict[int, list[dict[str, Any]]] = {}
+            for r in rows:
+                versions.setdefault(int(r["id"]), []).append(r)
+            if count != len(rows):  # count(*) sees rows the query does not: which, only a rewrite can tell
+                bad.update(i for i in chunk if i in removed or i in versions)
+            for h in hits:
+                i = int(h["id"])
+                if i in removed or (i in led["person"] and h["entity"]["person"] != led["person"][i]):
+                    bad.add(i)
+            for i, vs in versions.items():
+                if i in removed:
+                    bad.add(i)
+                    continue
+                want = [v for v in vs if v["person"] == led["person"].get(i, v["person"])
+                        and (v.get("attrs") or {}).get("chip") == led["chip"].get(i, (v.get("attrs") or {}).get("chip"))]
+                if len(vs) > 1 or not want:
+                    bad.add(i)
+                if i in bad:
+                    row = dict((want or vs)[0])
+                    if i in led["person"]:
+                        row["person"] = led["person"][i]
+                    if i in led["chip"]:
+                        row["attrs"] = {**(row.get("attrs") or {}), "chip": led["chip"][i]}
+                    keep[i] = row
+        return sorted(bad), [keep[i] for i in sorted(keep) if i in bad]
+
+    def _heal(self, client: Any, crashed: bool) -> None:
+        """On opening Milvus Lite (under its lock): make every read path agree with the ledger,
+        and, after a crash, with each other. Costs a few queries per 1,000 ledger ids on every
+        open; after a crash also one scan of the whole gallery (ids, vectors, count)."""
+        led = self._ledger()
+        self._conn.removed = frozenset(led["removed"])  # type: ignore[union-attr]
+        if not crashed and not (led["removed"] or led["person"] or led["chip"]):
+            return  # the usual open: nothing recorded, nothing to check
+        for attempt in range(2):
+            bad, rows = self._stale(client, led)
+            if crashed:
+                more, more_rows = self._disagreeing(client, led)
+                rows += [r for r in more_rows if int(r["id"]) not in set(bad)]  # the ledger's version first
+                bad = sorted(set(bad) | set(more))
+                if not bad and led["removed"] and client.query(self.collection, filter="", output_fields=[
+                        "count(*)"])[0]["count(*)"] != len(self._scan(client, "id >= 0", ["id"])):
+                    bad = list(led["removed"])  # count(*) still counts some: delete them all again
+            if not bad:
+                break
+            if attempt:
+                raise self._fail(f"Milvus Lite's data is damaged: after a crash, faces {bad[:20]} still read "
+                                 "differently by count, query, vector read or search after being rewritten; "
+                                 "restore the gallery from a backup or re-enrol")
+            logger.warning("%s: Milvus Lite reads %d faces other than its completed changes left them (after a "
+                           "crash); deleting them again and writing back the ones that stay", self.path, len(bad))
+            for s in range(0, len(bad), PAGE):
+                client.delete(self.collection, filter=f"id in [{', '.join(map(str, bad[s:s + PAGE]))}]")
+            for s in range(0, len(rows), PAGE):
+                client.insert(self.collection, rows[s:s + PAGE])
+            client.flush(self.collection)
+        else:  # pragma: no cover  (the loop breaks or raises)
+            return
+        if not crashed and not bad and (led["removed"] or led["person"] or led["chip"]):
+            # The last holder closed cleanly (everything flushed) and every read agrees: done with them.
+            client.flush(self.collection)
+            self._save_ledger({"removed": [], "person": {}, "chip": {}})
+
+    def _disagreeing(self, client: Any, led: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
+        """After a crash: ids the field query, the vector read and count(*) do not agree on, and
+        the rows to write back for them. Milvus Lite can replay into its memory table an insert it
+        had already flushed, so one face reads twice: identical copies are written back once.
+        Anything else the ledger cannot explain is damage that cannot be repaired here."""
+        fields = [int(r["id"]) for r in self._scan(client, "id >= 0", ["id", "person"])]
+        vecs = [int(r["id"]) for r in self._scan(client, "id >= 0", ["id", "vector"])]
+        count = int(client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        odd = set(fields) ^ set(vecs)
+        for seen in (fields, vecs):
+            if len(set(seen)) != len(seen):
+                odd |= {i for i, n in zip(*np.unique(seen, return_counts=True)) if n > 1}
+        known = set(led["removed"]) | set(led["person"]) | set(led["chip"])
+        unknown = sorted(odd - known)
+        rows: list[dict[str, Any]] = []
+        for s in range(0, len(unknown), PAGE):
+            chunk = unknown[s:s + PAGE]
+            versions: dict[int, list[dict[str, Any]]] = {}
+            for r in client.query(self.collection, filter=f"id in [{', '.join(map(str, chunk))}]",
+                                  output_fields=["*"], limit=WINDOW):
+                versions.setdefault(int(r["id"]), []).append(r)
+            for i in chunk:
+                vs = versions.get(i, [])
+                if not vs or any(v != vs[0] for v in vs[1:]):
+                    raise self._fail(
+                        f"Milvus Lite's data is damaged after a crash: face {i} reads as {len(vs)} different "
+                        f"rows (count(*) {count}, field query {len(fields)} rows, vector read {len(vecs)} rows) "
+                        "and no recorded change explains it; restore the gallery from a backup or re-enrol")
+                rows.append(vs[0])
+        if not odd and count != len(fields) and not led["removed"]:
+            raise self._fail(f"Milvus Lite's data is damaged after a crash: count(*) {count} but queries return "
+                             f"{len(fields)} rows, and no recorded removal explains it; restore the gallery from "
+                             "a backup or re-enrol")
+        return sorted(odd), rows
 
     # ---- construction -------------------------------------------------------------
 
@@ -437,9 +644,11 @@ class MilvusGallery(Gallery):
     def remove_person(self, name: str) -> int:
         name = validate_name(name)
         with self._use(write=True) as client:
-            n = len(self._scan(client, f"person == {_quote(name)}", ["id"]))
+            ids = [r["id"] for r in self._scan(client, f"person == {_quote(name)}", ["id"])]
+            n = len(ids)
             if n == 0:
                 raise self._fail(f"no person named {name!r} in the gallery", PersonNotFound, name=name)
+            self._note(removed=ids)
             self._begin(client, {"op": "remove", "name": name})
             client.delete(self.collection, filter=f"person == {_quote(name)}")
             self._end(client)
@@ -448,6 +657,7 @@ class MilvusGallery(Gallery):
 
     def _apply_rename(self, client: Any, old: str, new: str) -> None:
         rows = self._scan(client, f"person == {_quote(old)}", ["*"])
+        self._note(person={r["id"]: new for r in rows})
         for s in range(0, len(rows), PAGE):
             client.upsert(self.collection, [{**r, "person": new} for r in rows[s:s + PAGE]])
 
@@ -484,6 +694,7 @@ class MilvusGallery(Gallery):
             missing = sorted(set(ids) - {int(r["id"]) for r in rows})
             if missing:
                 raise self._fail(f"no faces with ids {missing[:10]}")
+            self._note(chip={r["id"]: str(chips[r["id"]]) for r in rows})
             for s in range(0, len(rows), PAGE):
                 client.upsert(self.collection, [{**r, "attrs": {**(r.get("attrs") or {}), "chip": str(chips[r["id"]])}}
                                                 for r in rows[s:s + PAGE]])
@@ -536,10 +747,12 @@ class MilvusGallery(Gallery):
             res = client.search(self.collection, data=[v.tolist() for v in q], limit=int(k),
                                 output_fields=["person", "source"],
                                 search_params={"metric_type": "IP", "params": self.search_params})
-        # Ties in similarity are broken by id, as FAISS's exact search does.
+        # Ties in similarity are broken by id, as FAISS's exact search does. A face the ledger
+        # says was removed is never answered, whatever Milvus Lite's search path returns.
+        removed = self._conn.removed if self._conn is not None else frozenset()
         return [sorted((Hit(id=int(h["id"]), person=h["entity"]["person"],
                             similarity=float(np.clip(h["distance"], -1.0, 1.0)), source=h["entity"]["source"])
-                        for h in row), key=lambda h: (-h.similarity, h.id))
+                        for h in row if int(h["id"]) not in removed), key=lambda h: (-h.similarity, h.id))
                 for row in res]
 
     def __len__(self) -> int:
