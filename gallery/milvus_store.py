@@ -20,11 +20,13 @@ Milvus has no multi-row transactions and no conditional writes, so the project a
   * ids from a counter kept in the meta collection, reserved before the faces are written,
     so they are never reused, even after a crash;
   * for Milvus Lite, a ledger of what each removal, rename and chip change must leave (PATH.db.changes,
-    fsynced beside the data directory, written before the change), checked on every open. Milvus
-    Lite 3.2.2 sometimes reopens after a SIGKILL with rows its completed deletes (a removal's,
-    or the delete half of a rename's upsert) removed visible again; the ledger tells which rows
-    are stale, so they are deleted again (a renamed face written again with its new name), and a
-    gallery still wrong after that is refused as damaged rather than served.
+    fsynced beside the data directory, written before the change), checked on every open, and
+    after a kill a comparison of every read path. Milvus Lite 3.2.2 sometimes reopens after a
+    SIGKILL reading some rows twice (it replays a log it had already flushed), so rows a
+    completed delete removed (a removal's, or the old version behind a rename's upsert) can be
+    seen again; the ledger tells which rows are stale, so they are deleted again (a renamed
+    face written back once with its new name), and a gallery still wrong after that, or wrong
+    in a way no recorded change explains, is refused as damaged rather than served.
 Search is exact by default (index FLAT, inner product on unit vectors = cosine), so the
 kNN vote matches the FAISS backend's; `index="HNSW"` trades exactness for speed.
 """
