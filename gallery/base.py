@@ -106,7 +106,7 @@ class FaceRecord:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
     added_at: float = field(default_factory=time.time)
     id: int = -1  # assigned by the gallery
-    # sha256 of the face's chip in the model directory's ChipStore (gallery.chips): what
+    # sha256 of the face's chip in the model directory's ChipStore (gallery.chip_store): what
     # re-embedding the face needs without its photo. Empty for faces enrolled before chips.
     chip: str = ""
 

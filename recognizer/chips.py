@@ -9,7 +9,7 @@ the enrolled vector again, bit for bit; another backbone gets the very crop it w
 from the photo. (A single wider chip with landmarks would be smaller, but re-cutting the aligned
 crop from it does not reproduce the warp from the full photo exactly.)
 
-Chips are stored by `gallery.chips.ChipStore`; this module only makes and reads them.
+Chips are stored by `gallery.chip_store.ChipStore`; this module only makes and reads them.
 """
 from __future__ import annotations
 

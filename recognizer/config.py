@@ -169,7 +169,7 @@ def chip_store(model_dir: str | Path, gallery: str | None = None):
     the chips its gallery no longer names, never deletes a chip another gallery still names."""
     import hashlib
 
-    from gallery.chips import ChipStore
+    from gallery.chip_store import ChipStore
 
     if gallery is None:
         return ChipStore(Path(model_dir) / CHIPS_DIR)

@@ -8,6 +8,7 @@ prediction is combined with the vote (see `recognizer.combine`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import itertools
@@ -668,7 +669,7 @@ class Recognizer:
             n_cand, cand_chips = candidate.remove_person(self.dir, name) if own else (0, set())
             cand_keep = candidate.pending_chips(self.dir) if own else set()
             records = st.gallery.records(name) if name in st.gallery.people() else []
-            other = _remove_from_other_galleries(self.dir, name, st.config.gallery if own else None)
+            other, other_still = _remove_from_other_galleries(self.dir, name, st.config.gallery if own else None)
             # The gallery in use goes last: a failure part way (a run that cannot be rewritten)
             # leaves the person enrolled, so the removal can simply be run again. And the runs
             # are scrubbed before the gallery may say PersonNotFound: a run can outlive the
@@ -689,6 +690,16 @@ class Recognizer:
             store.delete(gone_chips)
             if cand_keep is not None:  # None: a damaged candidate.json might name any chip
                 store.sweep(still_chips)  # and chips left by enrolments killed before their commit
+            if not own and other:
+                # The gallery in use is elsewhere (Milvus) and keeps its chips apart, while the model
+                # directory's own galleries keep theirs in its own chip store: the faces removed
+                # from those take their chips with them, unless another face there still names one.
+                local = chip_store(self.dir)
+                local_gone = {r.chip for r in other if r.chip} - other_still
+                for c in local_gone:
+                    with contextlib.suppress(GalleryError):
+                        chip_bytes.append(local.get(c))
+                local.delete(local_gone)
             n = n or n_cand or len(other)
         # A group photo may still hold someone else's enrolled face: its crops stay cached.
         counts = forget_photos({r.content_hash for r in records + other} - still_hashes, self.cache.root if self.cache else None,
@@ -844,7 +855,8 @@ def visible_classifier(st: _Loaded):
 def _remove_from_other_galleries(model_dir: Path, name: str, live: str | None) -> list:
     """Remove `name` from every gallery directory of the model directory but the one in use
     (`live`; None: the model's gallery is elsewhere, e.g. Milvus, so every one here is checked);
-    returns the records removed. Caller holds the writer lock.
+    returns the records removed and the chips the faces left in those galleries name. Caller
+    holds the writer lock.
 
     Such a gallery is a pending candidate's (which `candidate.remove_person` has already done), a
     finetune's or switch's old one whose commit was killed after model.json was switched (deleted
@@ -857,7 +869,7 @@ def _remove_from_other_galleries(model_dir: Path, name: str, live: str | None) -
     from gallery import PersonNotFound, open_gallery
     from recognizer.config import GALLERY_NAME
 
-    gone = []
+    gone, still = [], set()
     for p in sorted(Path(model_dir).iterdir()):
         if p.name == live or not p.is_dir() or not (
                 GALLERY_NAME.fullmatch(p.name) or p.name in (f"{GALLERY_DIR}.new", f"{GALLERY_DIR}.old")):
@@ -868,10 +880,11 @@ def _remove_from_other_galleries(model_dir: Path, name: str, live: str | None) -
                     records = g.records(name)
                     g.remove_person(name)
                     gone += records
+                still |= {r.chip for r in g.records() if r.chip}
         except PersonNotFound:
             pass  # removed meanwhile by the build it belongs to
         except GalleryError as exc:
             log.warning("%s; it may still hold faces of %s", exc, name)
     if gone:
         log.info("removed %d faces of %s from galleries no model.json names", len(gone), name)
-    return gone
+    return gone, still

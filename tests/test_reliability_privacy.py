@@ -243,6 +243,25 @@ def test_removal_reaches_a_gallery_left_by_a_killed_commit(model):
             assert name not in g.people()
 
 
+def test_removal_through_a_milvus_gallery_reaches_the_model_directorys_own_faces(model, tmp_path, data):
+    """A model directory whose own gallery holds X, opened on a Milvus Lite gallery that holds X too:
+    removing X there leaves none of X's bytes in the model directory, own chips included."""
+    pytest.importorskip("milvus_lite", reason="Milvus Lite cannot run on this platform")
+    from recognizer.recognizer import Recognizer
+
+    name = "Zebulon Quartermaine"
+    needles = person_needles(model, name)
+    photo = sorted((data / FR / "kit_harington").iterdir())[0]
+    with Recognizer.open(model, gallery=f"milvus-lite:{tmp_path / 'faces.db'}", create=True) as rec:
+        assert rec.enroll(name, [photo]).added == 1
+        assert rec.remove(name) >= 1
+        assert rec.people() == {}
+    assert files_holding(model, needles) == []
+    with Recognizer.open(model) as own:
+        assert name not in own.people() and own.people()["rose"] > 0
+        assert own.chip_ids() == {r.chip for r in own.records()}
+
+
 def test_removal_while_a_reembed_builds_its_gallery(model, monkeypatch):
     """`finetune.py --reembed` builds its gallery before it takes the writer lock to commit: a
     removal made meanwhile reaches that gallery, and the re-embed still commits, without them."""

@@ -500,6 +500,6 @@ def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, 
 
 
 def _sha(chip: bytes) -> str:
-    from gallery.chips import chip_id
+    from gallery.chip_store import chip_id
 
     return chip_id(chip)
