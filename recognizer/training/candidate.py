@@ -325,6 +325,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
     from recognizer.config import DEFAULT_THRESHOLDS
     from recognizer.embedding.backbones import make_embedder
     from recognizer.training.run import starting_point
+    from recognizer.training.versions import build_lease
 
     d = Path(model_dir)
     live = starting_point(d)
@@ -346,33 +347,35 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
                       threshold=live.threshold if live.backbone == backbone else DEFAULT_THRESHOLDS[backbone],
                       knn_k=live.knn_k, detector=dict(live.detector), gallery=name, keep_versions=live.keep_versions,
                       target_fpir=live.target_fpir)
-    try:
-        gal = create_gallery(d / name, model_id=cfg.model_id, dim=embedder.dim)
-        if records:
-            gal.add(vectors, [FaceRecord(r.person, r.source, r.content_hash, tuple(r.box), added_at=r.added_at, chip=r.chip)
-                              for r in records], model_id=cfg.model_id, allow_similar=True)
-        gal.close()
-        cand = Candidate(cfg, base_of(live), [[r.content_hash, list(r.box), r.person] for r in records],
-                         sorted({r.chip for r in records if r.chip}), "reembed",
-                         report={"faces": len(records), "people": sorted({r.person for r in records})})
-        with writer_lock(d):
-            if base_of(load_config(d)) != cand.base:
-                raise ModelError(f"{d}: the model was switched while re-embedding; nothing was changed, run it again")
-            with open_gallery(d / live.gallery, model_id=live.model_id) as g:
-                gone = sorted(set(cand.report["people"]) - set(g.people()))
-            if gone:  # removed while re-embedding: removal reaches the candidate too
-                with open_gallery(d / name, model_id=cfg.model_id) as gal:
-                    for p in set(gone) & set(gal.people()):  # the removal may have reached this gallery already
-                        gal.remove_person(p)
-                    cand.chips = sorted({r.chip for r in gal.records() if r.chip})
-                    cand.report = {"faces": len(gal), "people": sorted(gal.people())}
-                cand.base_faces = [f for f in cand.base_faces if f[2] not in gone]
-            # faces enrolled or removed meanwhile are carried over by the switch, like any change since the build
-            write_candidate(d, cand)
-    except BaseException:
-        if (pending_files(d) or set()).isdisjoint({name}):
-            shutil.rmtree(d / name, ignore_errors=True)
-        raise
+    # until candidate.json names the gallery, another process's commit must not delete it as unused
+    with build_lease(d, token):
+        try:
+            gal = create_gallery(d / name, model_id=cfg.model_id, dim=embedder.dim)
+            if records:
+                gal.add(vectors, [FaceRecord(r.person, r.source, r.content_hash, tuple(r.box), added_at=r.added_at, chip=r.chip)
+                                  for r in records], model_id=cfg.model_id, allow_similar=True)
+            gal.close()
+            cand = Candidate(cfg, base_of(live), [[r.content_hash, list(r.box), r.person] for r in records],
+                             sorted({r.chip for r in records if r.chip}), "reembed",
+                             report={"faces": len(records), "people": sorted({r.person for r in records})})
+            with writer_lock(d):
+                if base_of(load_config(d)) != cand.base:
+                    raise ModelError(f"{d}: the model was switched while re-embedding; nothing was changed, run it again")
+                with open_gallery(d / live.gallery, model_id=live.model_id) as g:
+                    gone = sorted(set(cand.report["people"]) - set(g.people()))
+                if gone:  # removed while re-embedding: removal reaches the candidate too
+                    with open_gallery(d / name, model_id=cfg.model_id) as gal:
+                        for p in set(gone) & set(gal.people()):  # the removal may have reached this gallery already
+                            gal.remove_person(p)
+                        cand.chips = sorted({r.chip for r in gal.records() if r.chip})
+                        cand.report = {"faces": len(gal), "people": sorted(gal.people())}
+                    cand.base_faces = [f for f in cand.base_faces if f[2] not in gone]
+                # faces enrolled or removed meanwhile are carried over by the switch, like any change since the build
+                write_candidate(d, cand)
+        except BaseException:
+            if (pending_files(d) or set()).isdisjoint({name}):
+                shutil.rmtree(d / name, ignore_errors=True)
+            raise
     return cand, live
 
 

@@ -31,6 +31,7 @@ import logging
 import secrets
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,7 @@ from recognizer.training.loop import TrainSettings
 from recognizer.training.candidate import (
     CANDIDATE_REPORT, Candidate, base_of, check_none_lost, side_by_side, switch, write_candidate,
 )
-from recognizer.training.versions import remove_unused
+from recognizer.training.versions import build_lease, remove_unused
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,8 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     token = secrets.token_hex(6)
     ckpt_name, gallery_name, fpir_name = f"checkpoint-{token}.pt", f"{GALLERY_DIR}-{token}", f"fpir-{token}.json"
     committed = False
+    lease = ExitStack()  # until the commit names them, another commit must not delete them as unused
+    lease.enter_context(build_lease(d, token))
     try:
         sha = save_checkpoint(d / ckpt_name, {
             "backbone": opts.backbone, "weights": weights, "base_model_id": base.model_id, "base_seed": s.seed,
@@ -274,6 +277,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
                 write_candidate(d, Candidate(cfg, base_of(old_cfg), [[r.content_hash, list(r.box), r.person] for r in current],
                                              sorted(keep_chips), "finetune", report={"gallery": gallery_info}))
                 committed = True
+        lease.close()
         timings["commit_s"] = time.perf_counter() - t
         comparison, switched, switch_info = None, old_cfg is None, None
         if old_cfg is not None:
@@ -309,6 +313,8 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
             (d / fpir_name).unlink(missing_ok=True)
             shutil.rmtree(d / gallery_name, ignore_errors=True)
         raise
+    finally:
+        lease.close()
 
 
 def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: str, pipeline) -> dict:

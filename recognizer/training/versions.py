@@ -11,15 +11,24 @@ and brings back no one removed since. The version left is kept in turn (roll for
 back again). At most `keep_versions` (model.json, default 2) are kept; older ones are pruned
 with the checkpoints no kept version names. A pending candidate is not a version: it is not
 counted, and its files are kept while it is pending.
+
+A finetune or a re-embed builds its checkpoint-<token>.pt and gallery-<token>/ before it takes the
+writer lock for its commit, so it holds a build lease on its token meanwhile (`build_lease`):
+`remove_unused` leaves a leased token's files alone, and deletes them once no live process holds
+the lease (the OS releases it when the builder dies).
 """
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import secrets
 import shutil
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 from gallery.atomic import write_json_atomic
 from recognizer.errors import ModelError
@@ -39,6 +48,57 @@ log = logging.getLogger(__name__)
 
 VERSIONS_DIR = "versions"
 _VERSION = re.compile(r"v(\d{6})\.json")
+LEASE_NAME = re.compile(r"\.build-([0-9a-f]{6,64})\.lock")
+
+
+def _lease_path(d: Path, token: str) -> Path:
+    return Path(d) / f".build-{token}.lock"
+
+
+@contextmanager
+def build_lease(model_dir: str | Path, token: str) -> Iterator[None]:
+    """Hold the build lease of `token` while its gallery-<token>/ and checkpoint-<token>.pt are
+    built outside the writer lock: `remove_unused` keeps them meanwhile. Take it before creating
+    any of them, and leave it once they are committed (named by model.json or candidate.json) or
+    deleted."""
+    path = _lease_path(model_dir, token)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # a `remove_unused` may have taken this file as a dead lease and unlinked it before
+            # this lock: holding an unlinked file protects nothing
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still locked, so no one takes it as a dead lease first
+        os.close(fd)
+
+
+def _take_dead_lease(d: Path, token: str, held: ExitStack) -> bool:
+    """False when a live build holds `token`'s lease; else True, and a lease file left by a dead
+    build is locked (released, unlinked first, when `held` closes)."""
+    path = _lease_path(d, token)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    held.callback(os.close, fd)
+    held.callback(path.unlink, missing_ok=True)  # runs first: unlinked while locked
+    return True
 
 
 def list_versions(d: Path) -> list[Path]:
@@ -101,7 +161,8 @@ def kept_checkpoints(d: Path) -> set[str]:
 def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
     """Delete the galleries and checkpoints neither model.json, a kept version, the pending
     candidate (`candidate.py`) nor `keep` names: replaced ones, and any left by an interrupted run
-    (they hold face data, so they must not linger). Caller holds the writer lock."""
+    (they hold face data, so they must not linger), but not those of a live build (`build_lease`).
+    Caller holds the writer lock."""
     from recognizer.training.candidate import pending_files
 
     pending = pending_files(d)
@@ -113,13 +174,29 @@ def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
         keep |= {cur.gallery, cur.checkpoint or ""}
     except ModelError:
         pass
-    for p in Path(d).iterdir():
-        if p.name in keep:
-            continue
-        if GALLERY_NAME.fullmatch(p.name) or p.name in (f"{GALLERY_DIR}.new", f"{GALLERY_DIR}.old"):
-            shutil.rmtree(p, ignore_errors=True)
-        elif CHECKPOINT_NAME.fullmatch(p.name):
-            p.unlink(missing_ok=True)
+    with ExitStack() as held:
+        live: dict[str, bool] = {}
+
+        def live_build(token: str) -> bool:
+            if token not in live:
+                live[token] = not _take_dead_lease(d, token, held)
+            return live[token]
+
+        # listed before the leases are looked at: a build takes its lease before creating its files
+        for p in sorted(Path(d).iterdir()):
+            if p.name in keep:
+                continue
+            if m := GALLERY_NAME.fullmatch(p.name) or CHECKPOINT_NAME.fullmatch(p.name):
+                if m.group(1) and live_build(m.group(1)[1:]):
+                    continue
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+            elif p.name in (f"{GALLERY_DIR}.new", f"{GALLERY_DIR}.old"):
+                shutil.rmtree(p, ignore_errors=True)
+            elif m := LEASE_NAME.fullmatch(p.name):  # a dead build's lease, even with no file left
+                live_build(m.group(1))
 
 
 def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -> dict:
