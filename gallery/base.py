@@ -205,6 +205,15 @@ class Gallery(ABC):
     def _check_open(self) -> None:
         """Raise GalleryError if the gallery was closed."""
 
+    def _opened_for(self, model_id: str | None, where: object) -> "Gallery":
+        """`self`, just opened at `where`; closed and GalleryError when `model_id` is given and
+        is not the model whose embeddings it holds."""
+        if model_id is not None and model_id != self.model_id:
+            self.close()
+            raise GalleryError(f"{where}: gallery holds embeddings of model {self.model_id!r}, "
+                               f"but model {model_id!r} was asked for")
+        return self
+
     def _check_vectors(self, x: np.ndarray, model_id: str, what: str) -> np.ndarray:
         """Unit float32 copies of `x`; GalleryError for another model's vectors, a wrong shape,
         NaN, infinite or zero rows."""

@@ -69,11 +69,7 @@ class FaissGallery(GalleryStore, Gallery):
         self = cls(path, **opts)
         with self._locked(write=False):
             self._load()
-        if model_id is not None and model_id != self.model_id:
-            self.close()
-            raise GalleryError(f"{path}: gallery holds embeddings of model {self.model_id!r}, "
-                               f"but model {model_id!r} was asked for")
-        return self
+        return self._opened_for(model_id, path)
 
     # ---- changes ------------------------------------------------------------------
 

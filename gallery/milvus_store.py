@@ -593,11 +593,7 @@ class MilvusGallery(Gallery):
         except BaseException:
             self.close()
             raise
-        if model_id is not None and model_id != self.model_id:
-            self.close()
-            raise GalleryError(f"{spec}: gallery holds embeddings of model {self.model_id!r}, "
-                               f"but model {model_id!r} was asked for")
-        return self
+        return self._opened_for(model_id, spec)
 
     # ---- changes ------------------------------------------------------------------
 
