@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gallery.errors import GalleryError, InvalidNameError
+from gallery.errors import GalleryError, InvalidNameError, PersonExists, PersonNotFound
 from gallery.names import UNKNOWN, invisible_chars, is_reserved, lookalike_key, normal_form
 
 MAX_NAME_LENGTH = 100
@@ -213,6 +213,22 @@ class Gallery(ABC):
             raise GalleryError(f"{where}: gallery holds embeddings of model {self.model_id!r}, "
                                f"but model {model_id!r} was asked for")
         return self
+
+    def _check_rename(self, old: str, new: str, count, others, *, merge: bool, allow_similar: bool) -> bool:
+        """The rename rule every backend follows; False when there is nothing to do (`old` is
+        `new`). `count(name)`: how many faces `name` has; `others()`: every other person's name,
+        asked only when a new name must not look like an enrolled one."""
+        if count(old) == 0:
+            raise self._fail(f"no person named {old!r} in the gallery", PersonNotFound, name=old)
+        if old == new:
+            return False
+        if count(new):
+            if not merge:
+                raise self._fail(f"cannot rename {old!r} to {new!r}: {new!r} already exists "
+                                 "(pass merge=True to merge them)", PersonExists, old=old, new=new)
+        elif not allow_similar:
+            refuse_lookalikes([new], others())
+        return True
 
     def _check_vectors(self, x: np.ndarray, model_id: str, what: str) -> np.ndarray:
         """Unit float32 copies of `x`; GalleryError for another model's vectors, a wrong shape,

@@ -16,7 +16,7 @@ import numpy as np
 from gallery import _index
 from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, UNIQUE_PHOTO_INDEX, GalleryStore
 from gallery.base import FaceRecord, Gallery, Hit, check_records, refuse_lookalikes, validate_name
-from gallery.errors import GalleryError, PersonExists, PersonNotFound
+from gallery.errors import GalleryError, PersonNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -166,16 +166,9 @@ class FaissGallery(GalleryStore, Gallery):
         with self._change():
             assert self._db is not None
             count = lambda n: self._db.execute("SELECT count(*) FROM faces WHERE person = ?", (n,)).fetchone()[0]  # noqa: E731
-            if count(old) == 0:
-                raise self._fail(f"no person named {old!r} in the gallery", PersonNotFound, name=old)
-            if old == new:
+            others = lambda: [p for (p,) in self._db.execute("SELECT DISTINCT person FROM faces WHERE person != ?", (old,))]  # noqa: E731
+            if not self._check_rename(old, new, count, others, merge=merge, allow_similar=allow_similar):
                 return
-            if count(new) and not merge:
-                raise self._fail(f"cannot rename {old!r} to {new!r}: {new!r} already exists "
-                                 "(pass merge=True to merge them)", PersonExists, old=old, new=new)
-            if not count(new) and not allow_similar:
-                others = [p for (p,) in self._db.execute("SELECT DISTINCT person FROM faces WHERE person != ?", (old,))]
-                refuse_lookalikes([new], others)
             self._commit(lambda db: db.execute("UPDATE faces SET person = ? WHERE person = ?", (new, old)), None)
         logger.info("%s: renamed %r to %r", self.path, old, new)
 

@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from filelock import FileLock, Timeout
 
 from gallery.atomic import fsync_dir, write_json_atomic
 from gallery.base import FaceRecord, Gallery, Hit, check_records, refuse_lookalikes, validate_name
-from gallery.errors import GalleryError, PersonExists, PersonNotFound
+from gallery.errors import GalleryError, PersonNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -666,16 +665,9 @@ class MilvusGallery(Gallery):
         with self._use(write=True) as client:
             count = lambda n: len(client.query(self.collection, filter=f"person == {_quote(n)}",  # noqa: E731
                                                output_fields=["id"], limit=1))
-            if count(old) == 0:
-                raise self._fail(f"no person named {old!r} in the gallery", PersonNotFound, name=old)
-            if old == new:
+            others = lambda: {r["person"] for r in self._scan(client, f"person != {_quote(old)}", ["person"])}  # noqa: E731
+            if not self._check_rename(old, new, count, others, merge=merge, allow_similar=allow_similar):
                 return
-            if count(new) and not merge:
-                raise self._fail(f"cannot rename {old!r} to {new!r}: {new!r} already exists "
-                                 "(pass merge=True to merge them)", PersonExists, old=old, new=new)
-            if not count(new) and not allow_similar:
-                others = {r["person"] for r in self._scan(client, f"person != {_quote(old)}", ["person"])}
-                refuse_lookalikes([new], others)
             self._begin(client, {"op": "rename", "old": old, "new": new})
             self._apply_rename(client, old, new)
             self._end(client)
