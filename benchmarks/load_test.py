@@ -190,6 +190,20 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int, hostile: in
         wall = run(hostile)
         found = httpx.get(server.url + "/people", timeout=60).json()["people"]
 
+    notes = []
+    if quiet_p95 is not None:
+        loaded = sorted(s.seconds for s in samples if s.ok and s.op == "identify")
+        if loaded:
+            p95 = percentile(loaded, 95)
+            notes.append(f"identify p95 of {clients} normal clients: quiet {1000 * quiet_p95:.0f} ms, with {hostile} "
+                         f"hostile clients {1000 * p95:.0f} ms: {p95 / quiet_p95:.2f}x")
+    report(samples, reported, found, wall, notes)
+
+
+def report(samples: list[Sample], reported: dict[str, int], found: dict[str, int], wall: float,
+           notes: list[str] = ()) -> None:
+    """Print the run's requests, latencies per operation, `notes`, and whether every enrolment
+    reported done is served; exit 1 on any error, lost or unexpected enrolment."""
     errors = [s for s in samples if not s.ok]
     lost = {n: (c, found.get(n, 0)) for n, c in reported.items() if found.get(n, 0) != c}
     extra = {n: c for n, c in found.items() if n.startswith("load-") and n not in reported}
@@ -199,12 +213,8 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int, hostile: in
         if times:
             print(f"  {op:8s} n={len(times):4d}  p50 {1000 * percentile(times, 50):7.0f} ms  "
                   f"p95 {1000 * percentile(times, 95):7.0f} ms  max {1000 * times[-1]:7.0f} ms")
-    if quiet_p95 is not None:
-        loaded = sorted(s.seconds for s in samples if s.ok and s.op == "identify")
-        if loaded:
-            p95 = percentile(loaded, 95)
-            print(f"identify p95 of {clients} normal clients: quiet {1000 * quiet_p95:.0f} ms, with {hostile} hostile "
-                  f"clients {1000 * p95:.0f} ms: {p95 / quiet_p95:.2f}x")
+    for line in notes:
+        print(line)
     print(f"enrolments reported done: {sum(reported.values())}; found by GET /people: "
           f"{sum(found.get(n, 0) for n in reported)}; lost: {len(lost)}; unexpected: {len(extra)}")
     for s in errors[:10]:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # Run as a script, this file's folder is on the path: the load test's helpers are shared.
-from load_test import Sample, percentile, post, served  # noqa: E402
+from load_test import Sample, percentile, post, report, served  # noqa: E402
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,23 +113,7 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int, finetune_at
         if ft["code"] != 0 or not celebs <= set(found):
             print(f"the server does not serve the finetuned model (people: {sorted(found)[:8]}...)\n{ft['output']}")
             raise SystemExit(1)
-    errors = [s for s in samples if not s.ok]
-    lost = {n: (c, found.get(n, 0)) for n, c in reported.items() if found.get(n, 0) != c}
-    extra = {n: c for n, c in found.items() if n.startswith("load-") and n not in reported}
-    print(f"{len(samples)} requests in {wall:.1f} s: {len(samples) / wall:.2f} requests/s, {len(errors)} errors")
-    for op in ("identify", "enroll", "all"):
-        times = sorted(s.seconds for s in samples if s.ok and (op == "all" or s.op == op))
-        if times:
-            print(f"  {op:8s} n={len(times):4d}  p50 {1000 * percentile(times, 50):7.0f} ms  "
-                  f"p95 {1000 * percentile(times, 95):7.0f} ms  max {1000 * times[-1]:7.0f} ms")
-    print(f"enrolments reported done: {sum(reported.values())}; found by GET /people: "
-          f"{sum(found.get(n, 0) for n in reported)}; lost: {len(lost)}; unexpected: {len(extra)}")
-    for s in errors[:10]:
-        print(f"  error ({s.op}): {s.detail}")
-    for n, (want, got) in list(lost.items())[:10]:
-        print(f"  lost: {n} reported {want}, found {got}")
-    if errors or lost or extra:
-        raise SystemExit(1)
+    report(samples, reported, found, wall)
 
 
 if __name__ == "__main__":
