@@ -172,6 +172,17 @@ def vote(hits: Sequence[Hit]) -> KnnVote:
     return KnnVote(scores=scores, similarity=best_sim, neighbours=list(hits))
 
 
+def first_of_each_photo(rows, stored: set[tuple[str, str]]) -> list[int]:
+    """Indices of the `rows` (check_records' tuples) to store: one face per person and photo
+    (content hash), none whose (person, hash) is already in `stored`, which is updated."""
+    keep = []
+    for i, row in enumerate(rows):
+        if (row[0], row[2]) not in stored:
+            stored.add((row[0], row[2]))
+            keep.append(i)
+    return keep
+
+
 def check_records(records: Sequence[FaceRecord]) -> list[tuple[str, str, str, float, float, float, float, float]]:
     """(person, source, content_hash, x1, y1, x2, y2, added_at) per record, names validated;
     GalleryError for a box that is not 4 finite numbers."""
@@ -229,6 +240,13 @@ class Gallery(ABC):
         elif not allow_similar:
             refuse_lookalikes([new], others())
         return True
+
+    def _check_queries(self, queries: np.ndarray, k: int, model_id: str) -> np.ndarray:
+        """`search`'s arguments checked: unit float32 queries of this gallery's model, k >= 1."""
+        q = self._check_vectors(queries, model_id, "queries")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise GalleryError(f"k must be a positive integer, got {k!r}")
+        return q
 
     def _check_vectors(self, x: np.ndarray, model_id: str, what: str) -> np.ndarray:
         """Unit float32 copies of `x`; GalleryError for another model's vectors, a wrong shape,

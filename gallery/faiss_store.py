@@ -15,7 +15,7 @@ import numpy as np
 
 from gallery import _index
 from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, UNIQUE_PHOTO_INDEX, GalleryStore
-from gallery.base import FaceRecord, Gallery, Hit, check_records, refuse_lookalikes, validate_name
+from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo, refuse_lookalikes, validate_name
 from gallery.errors import GalleryError, PersonNotFound
 
 logger = logging.getLogger(__name__)
@@ -97,11 +97,7 @@ class FaissGallery(GalleryStore, Gallery):
                 f"SELECT person, content_hash FROM faces WHERE content_hash IN ({','.join('?' * len(rows))})",
                 [row[2] for row in rows])} if len(rows) <= 900 else {
                 tuple(r) for r in db.execute("SELECT person, content_hash FROM faces")}
-            keep = []
-            for i, row in enumerate(rows):
-                if (row[0], row[2]) not in stored:
-                    stored.add((row[0], row[2]))
-                    keep.append(i)
+            keep = first_of_each_photo(rows, stored)
             if not keep:
                 return []
             x, rows = x[keep], [rows[i] for i in keep]
@@ -214,9 +210,7 @@ class FaissGallery(GalleryStore, Gallery):
             return self._all_vectors(person)
 
     def search(self, queries: np.ndarray, k: int = 5, *, model_id: str) -> list[list[Hit]]:
-        q = self._check_vectors(queries, model_id, "queries")
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise GalleryError(f"k must be a positive integer, got {k!r}")
+        q = self._check_queries(queries, k, model_id)
         if len(q) == 0:
             return []
         with self._read() as db:

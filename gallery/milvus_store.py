@@ -47,7 +47,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from gallery.atomic import fsync_dir, write_json_atomic
-from gallery.base import FaceRecord, Gallery, Hit, check_records, refuse_lookalikes, validate_name
+from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo, refuse_lookalikes, validate_name
 from gallery.errors import GalleryError, PersonNotFound
 
 logger = logging.getLogger(__name__)
@@ -615,11 +615,7 @@ class MilvusGallery(Gallery):
             hashes = sorted({row[2] for row in rows})
             stored = {(r["person"], r["content_hash"]) for r in self._scan(
                 client, f"content_hash in [{', '.join(map(_quote, hashes))}]", ["person", "content_hash"])}
-            keep = []
-            for i, row in enumerate(rows):
-                if (row[0], row[2]) not in stored:
-                    stored.add((row[0], row[2]))
-                    keep.append(i)
+            keep = first_of_each_photo(rows, stored)
             if not keep:
                 return []
             x, rows, kept = x[keep], [rows[i] for i in keep], [records[i] for i in keep]
@@ -728,9 +724,7 @@ class MilvusGallery(Gallery):
         return ids, vecs
 
     def search(self, queries: np.ndarray, k: int = 5, *, model_id: str) -> list[list[Hit]]:
-        q = self._check_vectors(queries, model_id, "queries")
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise GalleryError(f"k must be a positive integer, got {k!r}")
+        q = self._check_queries(queries, k, model_id)
         if len(q) == 0:
             return []
         with self._use() as client:
