@@ -27,7 +27,7 @@ def pick_backbone(requested: str) -> tuple[str, str]:
     """facenet with VGGFace2 when its weights can be had, else sface; and why."""
     if requested != "auto":
         return requested, f"asked for with --backbone {requested}"
-    from recognizer.errors import WeightsError
+    from facecore.errors import WeightsError
     from recognizer.embedding.weights import resolve_weights
 
     try:

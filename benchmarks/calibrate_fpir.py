@@ -25,7 +25,7 @@ SEED = 17
 
 
 def make_split(faces, out: Path) -> None:
-    from gallery.atomic import write_json_atomic
+    from facecore.atomic import write_json_atomic
     from recognizer.evaluation.cohort import clean_labels
 
     cleaning = clean_labels(faces)

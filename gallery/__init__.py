@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gallery.base import (FaceRecord, Gallery, Hit, KnnVote, best_candidate, rank_key, refuse_lookalikes,
-                          same_looking, validate_name)
-from gallery.errors import FaceToolError, GalleryError, InvalidNameError, PersonExists, PersonNotFound
+from facecore.errors import GalleryError
+from gallery.base import FaceRecord, Gallery, Hit, KnnVote
 
 
 def is_uri(path: str | os.PathLike[str]) -> bool:
@@ -51,6 +50,4 @@ def open_gallery(path: str | os.PathLike[str], model_id: str | None = None, **op
     return FaissGallery.open(path, model_id, **opts)
 
 
-__all__ = ["FaceRecord", "FaceToolError", "Gallery", "GalleryError", "Hit", "InvalidNameError", "KnnVote", "PersonExists",
-           "PersonNotFound", "best_candidate", "create_gallery", "is_uri", "open_gallery", "rank_key", "refuse_lookalikes",
-           "same_looking", "validate_name"]
+__all__ = ["FaceRecord", "Gallery", "Hit", "KnnVote", "create_gallery", "is_uri", "open_gallery"]

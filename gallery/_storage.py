@@ -31,8 +31,8 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from gallery import _index
-from gallery.atomic import fsync_dir, sha256_file, write_json_atomic
-from gallery.errors import GalleryError
+from facecore.atomic import fsync_dir, sha256_file, write_json_atomic
+from facecore.errors import GalleryError
 
 logger = logging.getLogger(__name__)
 

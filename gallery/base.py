@@ -7,7 +7,6 @@ plain python values only.
 from __future__ import annotations
 
 import time
-import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,85 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from gallery.errors import GalleryError, InvalidNameError, PersonExists, PersonNotFound
-from gallery.names import UNKNOWN, invisible_chars, is_reserved, lookalike_key, normal_form
-
-MAX_NAME_LENGTH = 100
-
-
-def rank_key(score: float, similarity: float, name: str) -> tuple[float, float, str]:
-    """The one order of candidate people, best last: the higher score, on a tie the higher
-    similarity, then the name, so that an answer never depends on dict order. The kNN vote, the
-    combination with the classifier and the evaluation's rankings all use it."""
-    return (score, similarity, name)
-
-
-def best_candidate(scores: dict[str, float], similarity: dict[str, float]) -> str | None:
-    """The person `rank_key` puts first (similarity 0 for a person missing from `similarity`)."""
-    if not scores:
-        return None
-    return max(scores, key=lambda p: rank_key(scores[p], similarity.get(p, 0.0), p))
-
-
-def validate_name(name: str) -> str:
-    """Return `name` in its normal form (NFC, whitespace runs as one space, trimmed; see
-    `gallery.names`), or raise InvalidNameError.
-
-    Names become labels in reports and may become directory names in exports, so
-    anything that could escape a directory or corrupt a terminal line is refused, and so is
-    anything that prints like something else: invisible characters, and the word reports use
-    for an unrecognised face. Unicode letters and inner spaces are fine ("José María", "李小龙").
-    """
-    if not isinstance(name, str):
-        raise InvalidNameError(f"person name must be a string, got {type(name).__name__}: {name!r}")
-    # Checked before normalising (NFC of a lone surrogate raises). Category C* covers control,
-    # format (e.g. bidi overrides), surrogate and unassigned code points; surrounding whitespace
-    # ("name\n" read from a file) is trimmed, but a tab or newline inside a name is refused.
-    bad = [c for c in name.strip() if unicodedata.category(c).startswith("C")]
-    if bad:
-        raise InvalidNameError(f"person name {name!r} contains control characters {bad!r}")
-    stripped = normal_form(name)
-    if not stripped:
-        raise InvalidNameError(f"person name {name!r} is empty or only whitespace")
-    if len(stripped) > MAX_NAME_LENGTH:
-        raise InvalidNameError(
-            f"person name {stripped[:40]!r}... is {len(stripped)} characters long (max {MAX_NAME_LENGTH})")
-    for sep in ("/", "\\"):
-        if sep in stripped:
-            raise InvalidNameError(f"person name {name!r} contains a path separator {sep!r}")
-    if ".." in stripped:
-        raise InvalidNameError(f"person name {name!r} contains '..'")
-    if stripped.startswith("."):
-        raise InvalidNameError(f"person name {name!r} starts with '.'")
-    hidden = invisible_chars(stripped)
-    if hidden:
-        raise InvalidNameError(f"person name {name!r} contains invisible characters {hidden!r}")
-    if is_reserved(stripped):
-        raise InvalidNameError(f"person name {name!r} reads as {UNKNOWN!r}, the word for an unrecognised face")
-    return stripped
-
-
-def same_looking(name: str, people: Iterable[str]) -> list[str]:
-    """The names among `people`, other than `name` itself, that look the same as `name`."""
-    key = lookalike_key(name)
-    return [p for p in people if p != name and lookalike_key(p) == key]
-
-
-def refuse_lookalikes(names: Sequence[str], existing: Iterable[str]) -> None:
-    """InvalidNameError for a name of `names` that is not in `existing` and looks like one there
-    or like another of `names`: they would print alike in every report."""
-    existing = list(existing)
-    known = set(existing)
-    for name in names:
-        if name in known:
-            continue
-        similar = same_looking(name, [*existing, *names])
-        if similar:
-            where = "enrolled" if similar[0] in known else "given too"
-            raise InvalidNameError(
-                f"person name {name!r} looks the same as {similar[0]!r} ({where}); use that name, or "
-                "allow similar names explicitly (--allow-similar) if they are different people")
-
+from facecore.errors import GalleryError, PersonExists, PersonNotFound
+from facecore.names import refuse_lookalikes, same_looking, validate_name
+from facecore.ranking import best_candidate, rank_key
 
 @dataclass
 class FaceRecord:

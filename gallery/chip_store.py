@@ -24,8 +24,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from gallery.atomic import atomic_write, fsync_dir
-from gallery.errors import GalleryError
+from facecore.atomic import atomic_write, fsync_dir
+from facecore.errors import GalleryError
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ import numpy as np
 
 from gallery import _index
 from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, UNIQUE_PHOTO_INDEX, GalleryStore
-from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo, refuse_lookalikes, validate_name
-from gallery.errors import GalleryError, PersonNotFound
+from facecore.names import refuse_lookalikes, validate_name
+from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo
+from facecore.errors import GalleryError, PersonNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class FaissGallery(GalleryStore, Gallery):
         records). A face of a photo already stored for the same person (same content hash) is
         not stored again and its record keeps id -1: the rule is checked under the gallery's lock
         and enforced by a unique index, so two processes enrolling one photo at once store it once.
-        A new person whose name looks like an enrolled one (`gallery.names`) is refused with
+        A new person whose name looks like an enrolled one (`facecore.names`) is refused with
         InvalidNameError unless `allow_similar`."""
         x = self._check_vectors(vectors, model_id, "vectors")
         if len(records) != len(x):

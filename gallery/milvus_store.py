@@ -46,9 +46,10 @@ from urllib.parse import urlsplit
 import numpy as np
 from filelock import FileLock, Timeout
 
-from gallery.atomic import fsync_dir, write_json_atomic
-from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo, refuse_lookalikes, validate_name
-from gallery.errors import GalleryError, PersonNotFound
+from facecore.atomic import fsync_dir, write_json_atomic
+from facecore.names import refuse_lookalikes, validate_name
+from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo
+from facecore.errors import GalleryError, PersonNotFound
 
 logger = logging.getLogger(__name__)
 

@@ -21,17 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from recognizer.errors import (
-    FaceToolError,
-    GalleryError,
-    ImageError,
-    InvalidNameError,
-    ModelError,
-    PersonExists,
-    PersonNotFound,
-    VideoError,
-    WeightsError,
-)
+from facecore.errors import FaceToolError, GalleryError, ImageError, InvalidNameError, ModelError, PersonExists, PersonNotFound, VideoError, WeightsError
 
 _LAZY = {
     "open": "recognizer._api",
@@ -45,7 +35,7 @@ _LAZY = {
     "EnrollReport": "recognizer.recognizer",
     "list_images": "recognizer.image",
     "expand_inputs": "recognizer.image",
-    "validate_name": "gallery",
+    "validate_name": "facecore.names",
     "annotation_paths": "recognizer.annotate",
     "save_annotated": "recognizer.annotate",
     "VideoIdentification": "recognizer.video.analysis",
@@ -55,7 +45,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from recognizer._api import create, evaluate, finetune, open, set_threshold  # noqa: F401
     from recognizer.annotate import annotation_paths, save_annotated  # noqa: F401
-    from gallery import validate_name  # noqa: F401
+    from facecore.names import validate_name  # noqa: F401
     from recognizer.image import expand_inputs, list_images  # noqa: F401
     from recognizer.recognizer import EnrollReport, FaceIdentity, PhotoIdentification, Recognizer  # noqa: F401
     from recognizer.video.analysis import VideoIdentification  # noqa: F401

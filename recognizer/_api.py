@@ -69,7 +69,7 @@ def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facene
     On an existing model the result is built beside the model in use and both are scored side by
     side on the val faces (`report.comparison`: closed and open set; `unknown_dir` adds strangers).
     `switch`: switch to it (default: yes on the same backbone and weights, no on others: then
-    `Recognizer.switch(model_dir)` switches later).
+    `recognizer.lifecycle.switch(model_dir)` switches later).
     """
     from recognizer.cache import CropCache
     from recognizer.training.loop import TrainSettings

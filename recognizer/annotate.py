@@ -6,8 +6,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from gallery.atomic import atomic_write
-from recognizer.errors import FaceToolError
+from facecore.atomic import atomic_write
+from facecore.errors import FaceToolError
 from recognizer.image import load_image
 from recognizer.recognizer import PhotoIdentification
 

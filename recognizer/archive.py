@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gallery.atomic import atomic_write
-from recognizer.errors import ArchiveError
+from facecore.atomic import atomic_write
+from facecore.errors import ArchiveError
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,8 @@ def read_archive(path: str | Path) -> tuple[dict, np.ndarray, dict[str, bytes]]:
 
 def import_archive(rec, path: str | Path) -> ImportReport:
     """Merge the archive at `path` into the model `rec` has open (see the module's docstring)."""
-    from gallery import FaceRecord, validate_name
+    from facecore.names import validate_name
+    from gallery import FaceRecord
 
     from recognizer.chips import chip_vectors
 

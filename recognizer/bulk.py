@@ -35,7 +35,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from recognizer.errors import FaceToolError
+from facecore.errors import FaceToolError
 from recognizer.image import expand_inputs
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class _Analyzer:
         """For enrolment: the chip of the largest face, cut where the photo is (so it need not be
         read twice over the network), or why it could not be."""
         from recognizer.chips import chip_of
-        from recognizer.errors import ImageError
+        from facecore.errors import ImageError
 
         if not self.chips or res.skip_reason is not None:
             return None
@@ -269,7 +269,7 @@ def enroll_bulk(rec, name: str, inputs: Sequence[str | os.PathLike], out: str | 
     largest, with its chip, as `Recognizer.enroll`), writing one line per photo ({"file",
     "status", "detail"}, as `enroll.py --json` reports them) to `out`. Faces are added to the
     gallery `chunk` photos at a time, each chunk before its lines; `Recognizer.enroll_bulk`."""
-    from gallery import refuse_lookalikes, validate_name
+    from facecore.names import refuse_lookalikes, validate_name
 
     name = validate_name(name)
     if not allow_similar:  # before any photo is read, as enroll does

@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from gallery.atomic import atomic_write
+from facecore.atomic import atomic_write
 from recognizer.detection.mtcnn import Face
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def checked(path: Path, what: str) -> bool:
     """Whether a file cached by `save_checked` is there and matches its recorded sha256 (the
     cache directory is the user's own, made owner-only: it is not expected to change between
     here and the load). A mismatch is logged: the caller makes the file again."""
-    from gallery.atomic import sha256_file
+    from facecore.atomic import sha256_file
 
     try:
         want = path.with_name(path.name + ".sha256").read_text().strip()

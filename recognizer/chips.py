@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from recognizer.errors import ModelError
+from facecore.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def embed_chips(records, embedder, store, *, failure, no_chip: str = "enrolled b
     up to 50 of them, one "person (source): why" line each. `no_chip` says why a face has none."""
     from tqdm import tqdm
 
-    from recognizer.errors import GalleryError
+    from facecore.errors import GalleryError
 
     crops, rows, spares, failed = [], [], {}, []
     for i, r in enumerate(tqdm(records, desc=desc, unit="face", disable=not progress, dynamic_ncols=True)):
@@ -121,7 +121,7 @@ def chip_of(src, res, max_pixels: int, memory_budget: int) -> bytes:
     pipeline decoded it (same pixel limit and memory budget), so the chip's crops are the very
     crops that were embedded. ImageError when the photo cannot be read now or is no longer the
     one analysed."""
-    from recognizer.errors import ImageError
+    from facecore.errors import ImageError
     from recognizer.image import load_photo
 
     photo = load_photo(src, max_pixels, memory_budget)
@@ -135,7 +135,7 @@ def backfill_chips(model_dir, gallery, detector, store=None) -> list[str]:
     still there and unchanged (same sha256, the enrolled face found again by its box). Returns
     one line per face that could not get one. Caller holds the model's writer lock. `store`: the
     gallery's ChipStore (default: the model directory's own)."""
-    from recognizer.errors import ImageError
+    from facecore.errors import ImageError
     from recognizer.image import load_photo
     from recognizer.config import chip_store
 

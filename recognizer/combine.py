@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gallery.base import best_candidate
+from facecore.ranking import best_candidate
 
 CLASSIFIER_WEIGHT = 0.5
 

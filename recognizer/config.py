@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from gallery.atomic import write_json_atomic
+from facecore.atomic import write_json_atomic
 from recognizer.detection.mtcnn import DetectorSettings
-from recognizer.errors import ModelError
+from facecore.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gallery.base import rank_key
+from facecore.ranking import rank_key
 from recognizer.combine import combine
 
 DECIDERS = ("classifier", "knn", "combined")

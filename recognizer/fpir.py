@@ -225,7 +225,7 @@ class FpirTable:
         return t
 
     def save(self, path: str | Path) -> None:
-        from gallery.atomic import write_json_atomic
+        from facecore.atomic import write_json_atomic
 
         write_json_atomic(Path(path), self.to_dict())
 

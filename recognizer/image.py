@@ -17,7 +17,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from recognizer.errors import ImageError
+from facecore.errors import ImageError
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 

@@ -17,7 +17,7 @@ import numpy as np
 from recognizer.cache import CropCache
 from recognizer.detection.mtcnn import Detector, Face
 from recognizer.embedding.backbones import Embedder
-from recognizer.errors import ImageError
+from facecore.errors import ImageError
 from recognizer.image import DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_BUDGET, ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
 
 log = logging.getLogger(__name__)

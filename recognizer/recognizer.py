@@ -27,11 +27,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from gallery.atomic import fsync_dir
+from facecore.atomic import fsync_dir
 from recognizer.cache import CropCache
 from recognizer.detection.mtcnn import Detector
 from recognizer.embedding.backbones import Embedder, make_embedder
-from recognizer.errors import GalleryError, ModelError
+from facecore.errors import GalleryError, ModelError
 from recognizer.image import ImageSource, list_images
 from recognizer.config import (
     DEFAULT_THRESHOLDS,
@@ -374,63 +374,6 @@ class Recognizer:
         self.refresh()
         return export_model(self, path)
 
-    @staticmethod
-    def read_archive(path: str | os.PathLike) -> dict:
-        """The manifest of an export archive, every member checked (ArchiveError, a ModelError,
-        naming the archive otherwise): e.g. its backbone, to create a model for it."""
-        from recognizer.archive import read_archive
-
-        return read_archive(path)[0]
-
-    @staticmethod
-    def rollback(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
-        """Return a model to the version before its last finetune or switch (kept in versions/): the faces
-        enrolled now are re-embedded from their chips with that version's network."""
-        from recognizer.training.versions import rollback
-
-        return rollback(model_dir, weights_dir=weights_dir, progress=progress)
-
-    @staticmethod
-    def migrate(model_dir: str | os.PathLike, backbone: str, weights: str | None = None, *, data_dir=None, unknown_dir=None,
-                switch: bool = False, weights_dir=None, cache_dir=None, progress: bool = False) -> dict:
-        """Re-embed every enrolled face from its chip with another network, as a candidate beside the
-        model in use; score both side by side on the labelled photos of `data_dir` (closed and open
-        set); switch only when `switch` (see `recognizer.training.candidate`)."""
-        from recognizer.training.candidate import migrate
-
-        photos = None
-        if data_dir is not None:
-            from recognizer.evaluation.run import labelled_photos
-
-            photos = labelled_photos(data_dir, model_dir)
-        cache = CropCache(Path(cache_dir) / "crops") if cache_dir else CropCache()
-        return migrate(model_dir, backbone, weights, photos=photos, unknown_dir=unknown_dir, switch_now=switch,
-                       weights_dir=weights_dir, cache=cache, progress=progress)
-
-    @staticmethod
-    def switch(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
-        """Make the candidate built beside the model (finetune or migration) the model in use; what
-        was enrolled, removed or renamed since it was built is carried over. The replaced version
-        is kept for `rollback`."""
-        from recognizer.training.candidate import switch
-
-        return switch(model_dir, weights_dir=weights_dir, progress=progress)
-
-    @staticmethod
-    def candidate(model_dir: str | os.PathLike) -> dict | None:
-        """The candidate pending beside the model and its side-by-side figures (None: none)."""
-        from recognizer.training.candidate import pending
-
-        return pending(model_dir)
-
-    @staticmethod
-    def discard_candidate(model_dir: str | os.PathLike) -> bool:
-        """Delete the pending candidate and its files; whether there was one."""
-        from recognizer.training.candidate import discard_candidate
-
-        with writer_lock(model_dir):
-            return discard_candidate(model_dir, "asked for")
-
     def import_archive(self, path: str | os.PathLike):
         """Add the faces of an exported archive; an ImportReport (people skipped as clashes are listed)."""
         from recognizer.archive import import_archive
@@ -518,7 +461,7 @@ class Recognizer:
         photo instead of its path (`"<bytes>"` / `"<image>"` for photos held in memory).
         Each face's chip is stored in the model directory, so the face survives its photo.
         """
-        from gallery import refuse_lookalikes, validate_name
+        from facecore.names import refuse_lookalikes, validate_name
         from recognizer.chips import chip_of
 
         name = validate_name(name)
@@ -541,8 +484,8 @@ class Recognizer:
         """`enroll` for photos analysed elsewhere (Ray workers: `recognizer.bulk`): pairs of a
         PhotoResult and the chip of its largest face (`recognizer.chips.chip_of`), or the reason
         the chip could not be cut (a str), or None for a photo without a usable face."""
-        from gallery import refuse_lookalikes, validate_name
-        from recognizer.errors import ImageError
+        from facecore.names import refuse_lookalikes, validate_name
+        from facecore.errors import ImageError
 
         name = validate_name(name)
         if not allow_similar:
@@ -562,7 +505,7 @@ class Recognizer:
         face's chip bytes or raises ImageError (the photo cannot be read now, or changed)."""
         from gallery import FaceRecord
         from recognizer.chips import chip_vectors
-        from recognizer.errors import ImageError
+        from facecore.errors import ImageError
 
         report = EnrollReport(name)
         pending: list[tuple[FileOutcome, FaceRecord, np.ndarray, bytes]] = []
@@ -630,7 +573,7 @@ class Recognizer:
         """Rename a person in the gallery and in the classifier's answers (model.json's class names):
         PersonNotFound when `old` is not enrolled, PersonExists when `new` is (unless `merge`),
         InvalidNameError when `new` looks like another enrolled person's name (unless `allow_similar`)."""
-        from gallery import validate_name
+        from facecore.names import validate_name
 
         from recognizer.clustering import runs
 
@@ -654,7 +597,7 @@ class Recognizer:
         runs (see `recognizer.clustering.runs.forget_person`). The classifier, which cannot forget
         a class without retraining, stops naming them (a class with no faces in the gallery is
         masked) until the next finetune."""
-        from gallery import validate_name
+        from facecore.names import validate_name
         from recognizer.cache import forget_photos
         from recognizer.clustering import runs
 
@@ -866,7 +809,8 @@ def _remove_from_other_galleries(model_dir: Path, name: str, live: str | None) -
     missing gallery); removing the person from each, under the gallery's own lock, is right for
     all three: the build sees the person gone when it commits under the writer lock. A gallery
     that cannot be opened (being created this instant, or damaged) is reported, not skipped silently."""
-    from gallery import PersonNotFound, open_gallery
+    from facecore.errors import PersonNotFound
+    from gallery import open_gallery
     from recognizer.config import GALLERY_NAME
 
     gone, still = [], set()

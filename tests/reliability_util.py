@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from recognizer.errors import FaceToolError
+from facecore.errors import FaceToolError
 
 FACE_PHOTO = "facenet-pytorch-test-images/people/paul_rudd/1.jpg"
 # Small on purpose: every case runs MTCNN several times on a shared 2-core machine.

@@ -20,7 +20,7 @@ from PIL import Image
 
 from recognizer.cli import enroll
 from recognizer.cli import identify
-from recognizer.errors import ImageError
+from facecore.errors import ImageError
 from recognizer.image import load_photo
 from reliability_util import (
     bounded,

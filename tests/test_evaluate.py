@@ -336,7 +336,7 @@ def test_threshold_for_rate_and_rates_on_a_small_case():
 
 
 def test_malformed_pairs_file_is_refused(tmp_path):
-    from recognizer.errors import FaceToolError
+    from facecore.errors import FaceToolError
     from recognizer.evaluation.verification import read_pairs
 
     with pytest.raises(FaceToolError, match="first line"):

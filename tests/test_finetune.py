@@ -76,7 +76,7 @@ def test_checkpoint_is_safe_to_load_and_named_by_its_hash(facenet_model):
     import torch
 
     from recognizer.config import load_config
-    from gallery.atomic import sha256_file
+    from facecore.atomic import sha256_file
 
     d, report = facenet_model
     cfg = load_config(d)

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gallery import FaceRecord, Gallery, create_gallery, open_gallery, validate_name
+from facecore.names import validate_name
+from gallery import FaceRecord, Gallery, create_gallery, open_gallery
 from gallery_backends import BACKENDS, gallery_spec
 from gallery.base import Hit, vote
-from recognizer.errors import GalleryError, InvalidNameError
+from facecore.errors import GalleryError, InvalidNameError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "test-model"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import enroll
 import identify
-from recognizer.errors import InvalidNameError
+from facecore.errors import InvalidNameError
 from reliability_util import encode, face_image
 
 FR = "face_recognition-examples/people"
@@ -159,7 +159,7 @@ def test_remove_finds_the_name_in_any_normal_form(tmp_path):
 
 def test_training_folders_follow_the_name_rules(tmp_path, data):
     from recognizer.training.dataset import list_people
-    from recognizer.errors import FaceToolError
+    from facecore.errors import FaceToolError
 
     src = sorted((data / FR / "kit_harington").iterdir())[0]
     for folder in ("madonna ", "Rose  Leslie"):
@@ -199,8 +199,8 @@ def disguised(draw):
 
 @given(pair=disguised())
 def test_generated_lookalikes_never_become_two_people(pair):
-    from gallery import refuse_lookalikes, validate_name
-    from gallery.names import lookalike_key
+    from facecore.names import refuse_lookalikes, validate_name
+    from facecore.names import lookalike_key
 
     base, variant = pair
     try:

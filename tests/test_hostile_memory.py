@@ -25,7 +25,7 @@ ALLOWANCE_MB = 48  # the decoder's own buffers and allocator slack
 WORKER = r"""
 import json, sys
 from PIL import Image
-from recognizer.errors import ImageError
+from facecore.errors import ImageError
 from recognizer.image import decode, decode_cost
 
 def mb(field):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recognizer.errors import ImageError
+from facecore.errors import ImageError
 from recognizer.image import load_photo, to_rgb
 
 CELEB = "5-celebrity-faces/train"

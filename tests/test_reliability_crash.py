@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from recognizer.cli import enroll
 from gallery import FaceRecord, create_gallery, open_gallery
-from recognizer.errors import GalleryError, ModelError
+from facecore.errors import GalleryError, ModelError
 from reliability_util import check_reported, json_reports
 
 TRIALS = int(os.environ.get("CRASH_TRIALS", "8"))

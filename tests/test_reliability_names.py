@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recognizer.cli import enroll
-from gallery.names import normal_form
-from recognizer.errors import InvalidNameError
+from facecore.names import normal_form
+from facecore.errors import InvalidNameError
 from reliability_util import encode, face_image, files_outside
 
 ADVERSARIAL = [

@@ -113,7 +113,7 @@ def test_damaged_export_is_made_again(tmp_path):
     blob = bytearray((d / "rnet.onnx").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     (d / "rnet.onnx").write_bytes(bytes(blob))
-    from recognizer.errors import WeightsError
+    from facecore.errors import WeightsError
 
     with pytest.raises(WeightsError, match="rnet.onnx: sha256"):
         MtcnnNets(d)

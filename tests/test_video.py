@@ -223,7 +223,7 @@ def bad_files(clip, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_damaged_and_fake_videos_give_clear_errors(rec, bad_files):
-    from recognizer.errors import VideoError
+    from facecore.errors import VideoError
     from recognizer.video.analysis import identify_video
 
     expect = {

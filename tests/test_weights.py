@@ -22,7 +22,7 @@ import torch
 from recognizer.detection.mtcnn import torch_threads
 from recognizer.cache import weights_cache_dir
 from recognizer.embedding import weights as W
-from recognizer.errors import WeightsError
+from facecore.errors import WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
 FILENAME = "test-net.pt"

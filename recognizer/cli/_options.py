@@ -32,7 +32,7 @@ def friendly_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from recognizer.errors import FaceToolError
+        from facecore.errors import FaceToolError
 
         try:
             return fn(*args, **kwargs)

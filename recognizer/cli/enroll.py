@@ -70,6 +70,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
     passive_openmp()
     setup_logging(verbose)
     import recognizer
+    from recognizer import lifecycle
 
     actions = sum(bool(x) for x in (folder, list_people, remove, rename, export_file, import_file, make_chips, cluster_ref, discard))
     if actions != 1 and not (actions == 0 and target_fpir is not None):
@@ -97,7 +98,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         return
     files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
     if import_file:  # checked whole before a model is created or changed
-        manifest = recognizer.Recognizer.read_archive(import_file)
+        manifest = lifecycle.read_archive(import_file)
         backbone = backbone or manifest["backbone"]
         weights = weights or (manifest["weights"] if backbone == manifest["backbone"] else None)
     if folder or import_file:

@@ -66,6 +66,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
     import torch
 
     import recognizer
+    from recognizer import lifecycle
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     torch.set_num_threads(threads)
@@ -73,7 +74,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
         if data_dir:
             raise click.UsageError("--rollback takes no DATA_DIR")
         try:
-            out = recognizer.Recognizer.rollback(model_dir, weights_dir=weights_dir, progress=not quiet and not as_json)
+            out = lifecycle.rollback(model_dir, weights_dir=weights_dir, progress=not quiet and not as_json)
         except (recognizer.FaceToolError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(json.dumps(out, indent=2) if as_json else
@@ -84,7 +85,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
         if data_dir or reembed or switch:
             raise click.UsageError("--discard-candidate takes no DATA_DIR, --reembed or --switch")
         try:
-            gone = recognizer.Recognizer.discard_candidate(model_dir)
+            gone = lifecycle.discard_candidate(model_dir)
         except (recognizer.FaceToolError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(json.dumps({"discarded": gone}) if as_json else
@@ -92,7 +93,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
         return
     if reembed:
         try:
-            out = recognizer.Recognizer.migrate(model_dir, backbone, weights, data_dir=data_dir, unknown_dir=unknown_dir,
+            out = lifecycle.migrate(model_dir, backbone, weights, data_dir=data_dir, unknown_dir=unknown_dir,
                                                 switch=bool(switch), weights_dir=weights_dir, cache_dir=cache_dir,
                                                 progress=progress)
         except (recognizer.FaceToolError, ValueError) as exc:
@@ -109,7 +110,7 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
     if not data_dir:
         if switch:
             try:
-                out = recognizer.Recognizer.switch(model_dir, weights_dir=weights_dir, progress=progress)
+                out = lifecycle.switch(model_dir, weights_dir=weights_dir, progress=progress)
             except (recognizer.FaceToolError, ValueError) as exc:
                 raise click.ClickException(str(exc)) from None
             if as_json:

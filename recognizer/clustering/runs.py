@@ -35,8 +35,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from gallery.atomic import atomic_write, fsync_dir, write_json_atomic
-from recognizer.errors import FaceToolError
+from facecore.atomic import atomic_write, fsync_dir, write_json_atomic
+from facecore.errors import FaceToolError
 from recognizer.config import ensure_private_dir
 
 log = logging.getLogger(__name__)

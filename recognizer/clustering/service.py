@@ -70,7 +70,7 @@ def cluster_photos(
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
     from recognizer.chips import make_chip
-    from recognizer.errors import ImageError
+    from facecore.errors import ImageError
     from recognizer.image import load_photo
 
     thr = rec.config.threshold if threshold is None else float(threshold)
@@ -206,7 +206,8 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
     run's stored crops, leaving out the faces numbered in `exclude` (run face numbers). Faces of
     a photo already enrolled for `name` are skipped; a new name that looks like an enrolled
     person's is refused unless `allow_similar`. The cluster is then marked enrolled."""
-    from gallery import FaceRecord, validate_name
+    from facecore.names import validate_name
+    from gallery import FaceRecord
     from recognizer.chips import chip_vectors
 
     name = validate_name(name)

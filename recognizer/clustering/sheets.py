@@ -50,7 +50,7 @@ def face_png(crop: np.ndarray) -> bytes:
 
 def write_report(out_dir: str | Path, meta: dict, crops: np.ndarray, run_id: str | None) -> Path:
     """Sheets and index.html under `out_dir`; returns the index path."""
-    from gallery.atomic import atomic_write
+    from facecore.atomic import atomic_write
     from recognizer.clustering.service import looks_like_text
 
     out = Path(out_dir)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.errors import WeightsError
+from facecore.errors import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def export(directory: str | Path, *, check_inputs: dict[str, list[np.ndarray]] |
     import onnxruntime as ort
     import torch
 
-    from gallery.atomic import atomic_write, write_json_atomic
+    from facecore.atomic import atomic_write, write_json_atomic
 
     directory = Path(directory)
     with _lock:

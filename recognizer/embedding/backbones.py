@@ -22,7 +22,7 @@ from PIL import Image
 
 from recognizer.detection.alignment import crop_aligned, crop_facenet
 from recognizer.detection.mtcnn import Face
-from recognizer.errors import WeightsError
+from facecore.errors import WeightsError
 
 log = logging.getLogger(__name__)
 

@@ -120,7 +120,7 @@ def convert(model_bytes: bytes) -> bytes:
 if __name__ == "__main__":  # `python -m recognizer.embedding.sface_onnx`: convert now (make install runs it)
     import os
 
-    from gallery.atomic import sha256_file
+    from facecore.atomic import sha256_file
     from recognizer.embedding.backbones import sface_model_path
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

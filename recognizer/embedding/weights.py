@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gallery.atomic import atomic_write, fsync_dir, sha256_file
+from facecore.atomic import atomic_write, fsync_dir, sha256_file
 from recognizer.cache import weights_cache_dir
-from recognizer.errors import WeightsError
+from facecore.errors import WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

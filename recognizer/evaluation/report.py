@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gallery.atomic import atomic_write, write_json_atomic
+from facecore.atomic import atomic_write, write_json_atomic
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"

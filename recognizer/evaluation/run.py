@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.errors import FaceToolError
+from facecore.errors import FaceToolError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.errors import FaceToolError
+from facecore.errors import FaceToolError
 from recognizer.evaluation.open_set import threshold_for_rate
 
 FARS = (1e-2, 1e-3)

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gallery.atomic import write_json_atomic
+from facecore.atomic import write_json_atomic
 from recognizer.config import GALLERY_DIR, MODEL_FILE, ModelConfig, chip_store, load_config, save_config, writer_lock
-from recognizer.errors import ModelError
+from facecore.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ def side_by_side(model_dir: str | Path, current: ModelConfig, candidate: ModelCo
     """The model in use and the candidate scored on the same held-out `photos` ((paths, labels,
     description); see `recognizer.evaluation.compare`), kept in candidate.json for a later switch.
     A failure to score is reported in the result ({"error": ...}), never raised: the candidate stands."""
-    from recognizer.errors import FaceToolError
+    from facecore.errors import FaceToolError
     from recognizer.evaluation.compare import compare
     from recognizer.evaluation.run import EvaluationOptions
     from recognizer.recognizer import Recognizer

@@ -19,8 +19,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gallery.atomic import atomic_write
-from recognizer.errors import ModelError
+from facecore.atomic import atomic_write
+from facecore.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> str:
     """Write atomically (temp file, fsync, rename); returns the file's sha256."""
     import torch
 
-    from gallery.atomic import sha256_file
+    from facecore.atomic import sha256_file
 
     with atomic_write(path) as fh:
         torch.save({"format": FORMAT, **payload}, fh)
@@ -64,7 +64,7 @@ def load_finetuned(model_dir: str | Path, cfg, weights_dir: str | Path | None = 
     """
     from recognizer.embedding.backbones import FacenetEmbedder, SFaceEmbedder
     from recognizer.training.head import CosineClassifier
-    from gallery.atomic import sha256_file
+    from facecore.atomic import sha256_file
 
     path = Path(model_dir) / cfg.checkpoint
     ckpt = read_checkpoint(path)

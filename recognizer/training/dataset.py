@@ -10,8 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gallery.atomic import write_json_atomic
-from recognizer.errors import FaceToolError
+from facecore.atomic import write_json_atomic
+from facecore.errors import FaceToolError
 from recognizer.image import list_images
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def list_people(folder: Path) -> LabelledSet:
     folder "madonna " is the person "madonna", as enroll.py would store her, so the classifier
     and the gallery agree; two folders whose names look alike are refused.
     """
-    from gallery import refuse_lookalikes, validate_name
+    from facecore.names import refuse_lookalikes, validate_name
 
     out = LabelledSet()
     labels: dict[str, str] = {}

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from recognizer.cache import CropCache
-from gallery.atomic import write_json_atomic
-from recognizer.errors import ModelError
+from facecore.atomic import write_json_atomic
+from facecore.errors import ModelError
 from recognizer.config import (
     CHECKPOINT_NAME,
     CHIPS_DIR,
@@ -117,7 +117,7 @@ class FinetuneReport:
 def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool, desc: str, with_chips: bool = False):
     from tqdm import tqdm
 
-    from recognizer.errors import ImageError
+    from facecore.errors import ImageError
 
     from recognizer.chips import make_chip
     from recognizer.image import load_photo
@@ -168,7 +168,8 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     if old_cfg is not None and (d / old_cfg.gallery).exists():
         # A training folder "Madonna" beside an enrolled "madonna" would become two people who
         # print alike: refused before any training, like the same name given to enroll.py.
-        from gallery import open_gallery, refuse_lookalikes
+        from facecore.names import refuse_lookalikes
+        from gallery import open_gallery
 
         with open_gallery(d / old_cfg.gallery) as old:
             refuse_lookalikes(sorted(set(split.train.labels)), old.people())

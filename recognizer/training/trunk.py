@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gallery.atomic import atomic_write
+from facecore.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from gallery.atomic import write_json_atomic
-from recognizer.errors import ModelError
+from facecore.atomic import write_json_atomic
+from facecore.errors import ModelError
 from recognizer.config import (
     CHECKPOINT_NAME,
     GALLERY_DIR,

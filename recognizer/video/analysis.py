@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from recognizer.errors import VideoError
+from facecore.errors import VideoError
 from recognizer.video.reader import DEFAULT_SAMPLE_FPS, Frame, VideoInfo, VideoLimits, VideoReader
 from recognizer.video.tracking import Observation, Track, Tracker, TrackerSettings, colour_signature, is_cut
 

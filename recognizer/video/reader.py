@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from recognizer.errors import VideoError
+from facecore.errors import VideoError
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gallery.atomic import atomic_path
-from recognizer.errors import VideoError
+from facecore.atomic import atomic_path
+from facecore.errors import VideoError
 from recognizer.video.analysis import VideoIdentification
 from recognizer.video.reader import VideoLimits, VideoReader
 from recognizer.video.tracking import Track

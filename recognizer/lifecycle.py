@@ -1,0 +1,60 @@
+"""A model's versions over time: switch to a candidate built beside it, migrate to another
+network, roll back, and read an export archive's manifest before importing it.
+
+Plain functions over a model directory, not methods of `Recognizer`: they replace what a
+Recognizer has open, and an open Recognizer follows them (`Recognizer.refresh`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from recognizer import archive
+from recognizer.cache import CropCache
+from recognizer.config import writer_lock
+from recognizer.evaluation.run import labelled_photos
+from recognizer.training import candidate as _candidate
+from recognizer.training import versions
+
+__all__ = ["candidate", "discard_candidate", "migrate", "read_archive", "rollback", "switch"]
+
+
+def read_archive(path: str | os.PathLike) -> dict:
+    """The manifest of an export archive, every member checked (ArchiveError, a ModelError,
+    naming the archive otherwise): e.g. its backbone, to create a model for it."""
+    return archive.read_archive(path)[0]
+
+
+def rollback(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
+    """Return a model to the version before its last finetune or switch (kept in versions/): the faces
+    enrolled now are re-embedded from their chips with that version's network."""
+    return versions.rollback(model_dir, weights_dir=weights_dir, progress=progress)
+
+
+def migrate(model_dir: str | os.PathLike, backbone: str, weights: str | None = None, *, data_dir=None, unknown_dir=None,
+            switch: bool = False, weights_dir=None, cache_dir=None, progress: bool = False) -> dict:
+    """Re-embed every enrolled face from its chip with another network, as a candidate beside the
+    model in use; score both side by side on the labelled photos of `data_dir` (closed and open
+    set); switch only when `switch` (see `recognizer.training.candidate`)."""
+    photos = labelled_photos(data_dir, model_dir) if data_dir is not None else None
+    cache = CropCache(Path(cache_dir) / "crops") if cache_dir else CropCache()
+    return _candidate.migrate(model_dir, backbone, weights, photos=photos, unknown_dir=unknown_dir, switch_now=switch,
+                              weights_dir=weights_dir, cache=cache, progress=progress)
+
+
+def switch(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
+    """Make the candidate built beside the model (finetune or migration) the model in use; what
+    was enrolled, removed or renamed since it was built is carried over. The replaced version
+    is kept for `rollback`."""
+    return _candidate.switch(model_dir, weights_dir=weights_dir, progress=progress)
+
+
+def candidate(model_dir: str | os.PathLike) -> dict | None:
+    """The candidate pending beside the model and its side-by-side figures (None: none)."""
+    return _candidate.pending(model_dir)
+
+
+def discard_candidate(model_dir: str | os.PathLike) -> bool:
+    """Delete the pending candidate and its files; whether there was one."""
+    with writer_lock(model_dir):
+        return _candidate.discard_candidate(model_dir, "asked for")
