@@ -30,9 +30,9 @@ _LAZY = {
     "evaluate": "recognizer._api",
     "set_threshold": "recognizer._api",
     "Recognizer": "recognizer.recognizer",
-    "PhotoIdentification": "recognizer.recognizer",
-    "FaceIdentity": "recognizer.recognizer",
-    "EnrollReport": "recognizer.recognizer",
+    "PhotoIdentification": "recognizer.results",
+    "FaceIdentity": "recognizer.results",
+    "EnrollReport": "recognizer.results",
     "list_images": "recognizer.image",
     "expand_inputs": "recognizer.image",
     "validate_name": "facecore.names",
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from recognizer.annotate import annotation_paths, save_annotated  # noqa: F401
     from facecore.names import validate_name  # noqa: F401
     from recognizer.image import expand_inputs, list_images  # noqa: F401
-    from recognizer.recognizer import EnrollReport, FaceIdentity, PhotoIdentification, Recognizer  # noqa: F401
+    from recognizer.recognizer import Recognizer  # noqa: F401
+    from recognizer.results import EnrollReport, FaceIdentity, PhotoIdentification  # noqa: F401
     from recognizer.video.analysis import VideoIdentification  # noqa: F401
     from recognizer.video.reader import is_video_input  # noqa: F401
 

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 from facecore.atomic import atomic_write
 from facecore.errors import FaceToolError
 from recognizer.image import load_image
-from recognizer.recognizer import PhotoIdentification
+from recognizer.results import PhotoIdentification
 
 KNOWN = (40, 200, 80)
 UNKNOWN = (230, 50, 50)

@@ -47,86 +47,10 @@ from recognizer.config import (
 )
 from recognizer.fpir import DEFAULT_TARGET_FPIR
 from recognizer.pipeline import FacePipeline, PhotoResult
+from recognizer.results import EnrollReport, FaceIdentity, FileOutcome, PhotoIdentification
 from recognizer.threshold import Confusion, ThresholdInfo, confusions, load_table, threshold_info
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FaceIdentity:
-    box: list[float]
-    detection_score: float
-    name: str | None  # None: unknown
-    score: float  # confidence of the decision, in [0, 1]
-    similarity: float  # cosine similarity to the closest enrolled face of `name` (or of the best guess)
-    knn: dict = field(default_factory=dict)
-    classifier: dict | None = None
-
-    def to_dict(self) -> dict:
-        out = {
-            "box": [round(v, 1) for v in self.box],
-            "detection_score": round(self.detection_score, 4),
-            "name": self.name,
-            "score": round(self.score, 4),
-            "similarity": round(self.similarity, 4),
-            "knn": self.knn,
-        }
-        if self.classifier is not None:
-            out["classifier"] = self.classifier
-        return out
-
-
-@dataclass
-class PhotoIdentification:
-    photo: str
-    faces: list[FaceIdentity] = field(default_factory=list)
-    size: tuple[int, int] = (0, 0)
-    error: str | None = None
-
-    def annotated(self, image: ImageSource | None = None) -> Image.Image:
-        """The photo (or `image`, the same photo already decoded) with boxes and names drawn:
-        known faces in green, unknown ones in red dashes."""
-        from recognizer.annotate import annotate
-
-        return annotate(self.photo if image is None else image, self)
-
-    def to_dict(self) -> dict:
-        out = {"photo": self.photo, "faces": [f.to_dict() for f in self.faces]}
-        if self.error is not None:
-            out["error"] = self.error
-        return out
-
-
-@dataclass
-class FileOutcome:
-    file: str
-    status: str  # added | no face | several faces | unreadable | duplicate
-    detail: str = ""
-
-    def to_dict(self) -> dict:
-        return {"file": self.file, "status": self.status, "detail": self.detail}
-
-
-@dataclass
-class EnrollReport:
-    name: str
-    files: list[FileOutcome] = field(default_factory=list)
-
-    @property
-    def added(self) -> int:
-        return sum(1 for f in self.files if f.status in ("added", "several faces"))
-
-    @property
-    def skipped(self) -> list[FileOutcome]:
-        return [f for f in self.files if f.status not in ("added", "several faces")]
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "added": self.added,
-            "skipped": [{"file": f.file, "reason": f.status + (f": {f.detail}" if f.detail else "")} for f in self.skipped],
-            "files": [f.to_dict() for f in self.files],
-        }
 
 
 def open_embedder(model_dir: Path, cfg: ModelConfig, weights_dir: str | Path | None = None, **embedder_kw) -> tuple[Embedder, object]:
