@@ -19,7 +19,6 @@ settings -> guard.
 from __future__ import annotations
 
 import io
-import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -29,7 +28,6 @@ from typing import AsyncIterator
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp
 
 from recognizer import ImageError, ModelError, Recognizer, VideoError, validate_name
@@ -39,11 +37,9 @@ from web.deps import READ_ACCESS, TOKEN_REQUIRED, Config, Model, on_model_thread
 from web.errors import EXCEPTION_HANDLERS, ApiError
 from web.guard import RequestGuard
 from web.settings import Settings
-from web.uploads import RenameBody, json_body, json_body_doc, multipart_doc, safe_filename, uploaded_images
+from web.uploads import RenameBody, json_body, json_body_doc, multipart_doc, uploaded_archive, uploaded_images
 
 __all__ = ["PAGE", "PAGE_CSP", "create_app", "enroll_uploads", "identify_bytes", "identify_uploaded_video", "router"]
-
-log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).resolve().parent / "index.html"
 
@@ -205,17 +201,7 @@ async def export(recognizer: Model) -> Response:
                          "and nothing changes.",
              openapi_extra=multipart_doc(many=False), dependencies=TOKEN_REQUIRED)
 async def import_(request: Request, recognizer: Model) -> dict:
-    ctype = request.headers.get("content-type", "")
-    if not ctype.startswith("multipart/form-data"):
-        raise ApiError(422, "send the archive as multipart/form-data in a field named 'file'")
-    form = await request.form(max_files=1, max_fields=1)
-    try:
-        field = form.get("file")
-        if not isinstance(field, UploadFile):
-            raise ApiError(422, "no file upload in a field named 'file'")
-        name, data = safe_filename(field.filename), await field.read()
-    finally:
-        await form.close()
+    name, data = await uploaded_archive(request)
 
     def work() -> dict:
         with tempfile.TemporaryDirectory(prefix="facetool-import-") as tmp:

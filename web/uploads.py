@@ -20,8 +20,8 @@ from recognizer import is_video_input
 from web.errors import ApiError
 from web.settings import Settings
 
-__all__ = ["MAX_FILES_PER_REQUEST", "ClusterEnrollBody", "RenameBody", "check_pixels", "json_body", "json_body_doc",
-           "multipart_doc", "safe_filename", "sniff_image", "uploaded_images"]
+__all__ = ["MAX_FILES_PER_REQUEST", "ClusterEnrollBody", "RenameBody", "check_pixels", "checked_upload", "json_body",
+           "json_body_doc", "multipart_doc", "safe_filename", "sniff_image", "uploaded_archive", "uploaded_images"]
 
 MAX_FILES_PER_REQUEST = 50
 
@@ -79,6 +79,21 @@ async def uploaded_images(request: Request, settings: Settings, allow_video: boo
             name = safe_filename(field.filename)
             out.append(checked_upload(name, await field.read(), settings, allow_video))
         return out
+    finally:
+        await form.close()
+
+
+async def uploaded_archive(request: Request) -> tuple[str, bytes]:
+    """(client file name, bytes) of the one `file` field of an archive upload."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise ApiError(422, "send the archive as multipart/form-data in a field named 'file'")
+    form = await request.form(max_files=1, max_fields=1)
+    try:
+        field = form.get("file")
+        if not isinstance(field, UploadFile):
+            raise ApiError(422, "no file upload in a field named 'file'")
+        return safe_filename(field.filename), await field.read()
     finally:
         await form.close()
 
