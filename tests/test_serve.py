@@ -133,7 +133,7 @@ def test_identify_annotated_png(server, data):
     assert res.status_code == 200 and res.headers["content-type"] == "image/png"
     img = Image.open(io.BytesIO(res.content)).convert("RGB")
     assert img.size == Image.open(photo).size
-    from recognizer.annotate import KNOWN
+    from recognizer.drawing import KNOWN
 
     # Two known faces boxed in green: their outlines alone are hundreds of pixels of exactly that colour.
     import numpy as np
