@@ -1,6 +1,6 @@
 """Drawing a video's tracks: the video with named boxes, and a contact sheet of the tracks.
 
-Colours follow the photo annotations (recognizer.annotate): known people green, unknown red.
+Colours are the photo annotations' (recognizer.drawing): known people green, unknown red.
 Between two sampled frames of a track its box moves linearly, so the annotated video shows
 every frame boxed, not only the sampled ones.
 
@@ -18,14 +18,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facecore.atomic import atomic_path
 from facecore.errors import VideoError
+from recognizer.drawing import KNOWN, UNKNOWN
 from recognizer.video.reader import VideoInfo, VideoLimits, VideoReader
 from recognizer.video.tracking import Track
 
-__all__ = ["KNOWN", "UNKNOWN", "TrackedVideo", "boxes_at", "contact_sheet", "track_label", "write_annotated_video",
+__all__ = ["TrackedVideo", "boxes_at", "contact_sheet", "track_label", "write_annotated_video",
            "write_contact_sheet"]
 
-KNOWN = (40, 200, 80)
-UNKNOWN = (230, 50, 50)
 
 
 class TrackedVideo(Protocol):
