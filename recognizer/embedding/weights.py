@@ -35,15 +35,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facecore.atomic import atomic_write, fsync_dir, sha256_file
-from recognizer.cache import weights_cache_dir
 from facecore.errors import WeightsError
+from recognizer.cache import weights_cache_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+__all__ = ["DEFAULT_WEIGHTS", "KNOWN_WEIGHTS", "RANDOM", "WeightsSpec", "accepted_values", "build_inception_resnet",
+           "download_file", "load_state_dict", "resolve_weights", "weights_tag"]
+
 log = logging.getLogger(__name__)
 
 RANDOM = "random"
+# The facenet weights a model gets when none are named (see `backbones.default_weights`).
+DEFAULT_WEIGHTS = "vggface2"
 
 
 @dataclass(frozen=True)
