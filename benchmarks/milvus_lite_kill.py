@@ -4,11 +4,11 @@
     .venv/bin/python benchmarks/milvus_lite_kill.py --trials 40            # Milvus Lite
     .venv/bin/python benchmarks/milvus_lite_kill.py --trials 40 --backend faiss
 
-Runs the writer of tests/test_gallery_crash.py (add, add, rename, remove, ...), kills it after a
-random 0-3 s, reopens the gallery through the project's API and checks that count (len),
-field queries (records, people), vector reads (vectors) and vector search agree, that no
-removed person's face comes back from any of them, and that the gallery is before or after
-the change in flight. Prints one line per failing trial and the failure count.
+Runs the writer tests/test_gallery_crash.py runs (`gallery.crash_workload`: add, add, rename,
+remove, ...), kills it after a random 0-3 s, reopens the gallery through the project's API and
+checks that count (len), field queries (records, people), vector reads (vectors) and vector
+search agree, that no removed person's face comes back from any of them, and that the gallery is
+before or after the change in flight. Prints one line per failing trial and the failure count.
 """
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from gallery import create_gallery, open_gallery
+from gallery.crash_workload import BATCH, DIM, MODEL, WRITER, expected_states, matches, op_for, vectors_for
 
-from gallery import create_gallery, open_gallery  # noqa: E402
-from test_gallery_crash import BATCH, MODEL, WRITER, DIM, expected_states, matches, op_for, vectors_for  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def check(path: str, done: int) -> list[str]:
@@ -79,7 +78,7 @@ def trial(backend: str, t: int, window: float) -> tuple[int, int, list[str], str
         log = Path(tmp) / "log"
         create_gallery(path, MODEL, DIM).close()
         child = subprocess.Popen([sys.executable, "-c", WRITER.format(path=path, log=str(log))],
-                                 cwd=ROOT / "tests", stderr=subprocess.DEVNULL)
+                                 cwd=ROOT, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not (log.exists() and log.read_text().startswith("ready")):
             if child.poll() is not None or time.monotonic() > deadline:

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 # level. MTCNN's usual 0.7 never drops anything: each level is already thinned at IoU 0.5, and
 # two windows of levels a factor 0.709 apart overlap by at most 0.709**2 = 0.503. At 0.5 a window
 # lying inside a better one of the next level goes, a quarter of the candidates the second and
-# third stages would otherwise see (299 -> 235 on the benchmark's 640x480 group photo), with
-# every face of tests/test_detection_recall.py still found; at 0.4 two of them were lost.
+# third stages would otherwise see, with every face of tests/test_detection_recall.py still
+# found; at 0.4 some were lost (figures: benchmarks/results/implementation-choices.md).
 ACROSS_LEVELS_NMS = 0.5
 
 # Candidates per RNet / ONet call. Every network call of a detection runs on one thread, and a
@@ -271,7 +271,7 @@ def _level_size(w: int, h: int, scale: float) -> tuple[int, int]:
 
 def _summed_area(arr: np.ndarray) -> np.ndarray:
     """A photo's summed-area table, (h + 1, w + 1, 3) float64: pixel sums are exact integers."""
-    import cv2
+    import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
     return cv2.integral(arr, sdepth=cv2.CV_64F)
 
@@ -289,7 +289,7 @@ def _crop_boxes(table: np.ndarray, boxes, size: int):
     table, done for all boxes at once by OpenCV's nearest-neighbour remap (a gather over three
     channels, on every core), where a torch call per box took several times longer.
     """
-    import cv2
+    import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
     h, w = table.shape[0] - 1, table.shape[1] - 1
     b = np.trunc(np.asarray(boxes)[:, :4]).astype(np.int32)

@@ -1,7 +1,7 @@
 """MTCNN's three networks (facenet-pytorch's PNet, RNet, ONet) as ONNX files run by ONNX Runtime.
 
-Identifying a photo must not import torch: importing torch and torchvision took 4 of the 4.5 s
-a one-photo `identify.py` spent. The networks are exported once from facenet-pytorch's weights
+Identifying a photo must not import torch: importing torch and torchvision was most of what a
+one-photo `identify.py` spent (figures: benchmarks/results/implementation-choices.md). The networks are exported once from facenet-pytorch's weights
 (`export`, which does import torch) into the cache directory, under a name made of the weight
 files' sha256, with a manifest of the exported files' own sha256 that every load checks; the
 export is compared with the torch networks before it is saved. `make install` runs it, and a
@@ -15,9 +15,11 @@ where ONNX Runtime cannot be had.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import threading
+import warnings
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -171,7 +173,7 @@ def load_nets(engine: str = "auto", cache_root: str | Path | None = None):
 
 
 def _torch_modules():
-    import torch
+    import torch  # heavy, and not needed to identify on ONNX Runtime
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
     files = weight_files()
@@ -185,9 +187,10 @@ def _torch_modules():
 
 def _exportable(net):
     """`net` with each PReLU written as max(x, 0) + a * min(x, 0), which is the same number
-    (one of the two terms is zero) but runs 1.2-1.4x faster on ONNX Runtime: its PRelu
-    operator is a generic broadcast, and it keeps the convolutions out of the blocked layout."""
-    import torch
+    (one of the two terms is zero) but runs faster on ONNX Runtime (figures:
+    benchmarks/results/implementation-choices.md): its PRelu operator is a generic broadcast,
+    and it keeps the convolutions out of the blocked layout."""
+    import torch  # heavy, and not needed to identify on ONNX Runtime
 
     class ClampPReLU(torch.nn.Module):
         def __init__(self, prelu: torch.nn.PReLU) -> None:
@@ -215,9 +218,6 @@ def _check_inputs(name: str) -> list[np.ndarray]:
 def export(directory: str | Path, *, check_inputs: dict[str, list[np.ndarray]] | None = None) -> Path:
     """Export the three networks into `directory` (atomically, with a checksummed manifest), each
     checked against torch to EXPORT_TOLERANCE; returns the directory."""
-    import io
-    import warnings
-
     import torch  # heavy and optional: exporting is the one step of detection that needs it
 
     directory = Path(directory)

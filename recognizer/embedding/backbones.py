@@ -11,9 +11,11 @@ different model, since cosine similarities across two embedding spaces mean noth
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
+import warnings
 from abc import ABC, abstractmethod
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
@@ -152,7 +154,7 @@ class FacenetEmbedder(Embedder):
             self.module  # noqa: B018 - built now: a bad weights file fails here, not at the first photo
 
     def _adopt(self, module) -> None:
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         if self._threads_arg:
             torch.set_num_threads(self._threads_arg)
@@ -180,7 +182,7 @@ class FacenetEmbedder(Embedder):
     @classmethod
     def standardize(cls, crops: np.ndarray):
         """`standardize_array` as a torch tensor."""
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         return torch.from_numpy(cls.standardize_array(crops))
 
@@ -191,12 +193,12 @@ class FacenetEmbedder(Embedder):
             session = self._session(x)
             if session is not None:
                 return session.run(None, {"x": x})[0]
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         return self._torch_forward(torch.from_numpy(x))
 
     def _torch_forward(self, x) -> np.ndarray:
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         with torch.inference_mode():
             # Channels-last (NHWC) memory lets oneDNN run the convolutions without reordering.
@@ -213,7 +215,7 @@ class FacenetEmbedder(Embedder):
             return self._ort[0]
         if self._ort is not None and self._ort[1] is None and self._fingerprint() == self._pristine:
             return self._ort[0]  # the cached export, and the module built since is still as loaded
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         fp = self._fingerprint()
         try:
@@ -271,10 +273,7 @@ def _save_cached_onnx(path: Path, blob: bytes) -> None:
 
 def _export_onnx(module) -> bytes:
     """`module` as an ONNX model (NCHW float input "x", any batch size)."""
-    import io
-    import warnings
-
-    import torch
+    import torch  # heavy, and not needed to identify on ONNX Runtime
 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -290,8 +289,8 @@ class SFaceEmbedder(Embedder):
     """OpenCV's SFace recogniser (128-d) on 5-point aligned 112x112 crops.
 
     `engine` runs it: `onnxruntime` (the default when installed, "auto") runs the model
-    rewritten for ONNX Runtime (recognizer/embedding/sface_onnx.py), which loads in about 0.1 s where
-    OpenCV's dnn took 1.4-2 s; `opencv` runs the shipped file on OpenCV's dnn. The two agree
+    rewritten for ONNX Runtime (recognizer/embedding/sface_onnx.py), which loads in a fraction of
+    the time OpenCV's dnn takes (figures: benchmarks/results/implementation-choices.md); `opencv` runs the shipped file on OpenCV's dnn. The two agree
     to about 3e-6 per coordinate of an embedding (cosine 1 - 1e-7).
     """
 
@@ -320,7 +319,7 @@ class SFaceEmbedder(Embedder):
         if engine == "onnxruntime":
             self._session = load_session(path, digest, threads or os.cpu_count() or 1)
         else:
-            import cv2
+            import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
             if threads:
                 cv2.setNumThreads(threads)
@@ -339,7 +338,7 @@ class SFaceEmbedder(Embedder):
             for i, crop in enumerate(crops):
                 out[i] = self._session.run(None, {"data": crop.transpose(2, 0, 1)[None].astype(np.float32)})[0][0]
             return out
-        import cv2
+        import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
         for i, crop in enumerate(crops):
             self._net.setInput(cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=False, crop=False))

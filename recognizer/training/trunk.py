@@ -59,7 +59,7 @@ def parse_unfreeze(spec: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _make_tail(net, blocks: Sequence[str], trainable: Sequence[str]):
-    import torch
+    import torch  # heavy, and not needed to identify on ONNX Runtime
     from torch import nn
 
     class Tail(nn.Module):
@@ -108,7 +108,7 @@ class SplitNet:
 
     @classmethod
     def facenet(cls, embedder, unfreeze: Sequence[str] = DEFAULT_UNFREEZE) -> "SplitNet":
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
         from torch import nn
 
         net = embedder.module
@@ -125,7 +125,7 @@ class SplitNet:
 
     @classmethod
     def sface(cls, embedder) -> "SplitNet":
-        from torch import nn
+        from torch import nn  # heavy, and not needed to identify on ONNX Runtime
 
         return cls("sface", embedder, None, nn.Identity(), (), "none")
 
@@ -145,14 +145,14 @@ class SplitNet:
         """float32 trunk output for a batch of uint8 crops (no cache)."""
         if self.trunk is None:
             return self.embedder.embed(crops)
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         with torch.inference_mode():
             return self.trunk(self.embedder.standardize(crops)).numpy()
 
     def embed_features(self, feats: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Unit embeddings of cached trunk features, with the tail in eval mode."""
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         was = self.tail.training
         self.tail.eval()
