@@ -9,9 +9,10 @@ from the photo.
 
 `forget_photos` is the one place that clears photos from every cache (crops and the finetuning
 trunk features made from them); every removal path calls it. The trunk cache's directory and
-key (`default_trunk_cache_dir`, `crop_hash`) are defined here for that reason: this module is
-the bottom of `recognizer` (below detection, embedding, chips and training), and the trunk cache
-(`recognizer.training.trunk`) builds on them.
+key (`default_trunk_cache_dir`, `crop_hash`) are defined here for that reason: this module sits
+below the detector, the embedders, chips and training (it needs only two leaves: the `Face` record
+of `detection.boxes` and the chip layout of `chip_format`), and the trunk cache
+(`recognizer.training.trunk`) builds on it.
 """
 from __future__ import annotations
 
