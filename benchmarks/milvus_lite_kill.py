@@ -38,13 +38,27 @@ def check(path: str, done: int) -> list[str]:
         n = len(g)
         ids, vecs = g.vectors()
         rec_list = g.records()
-        recs = {r.id: r.person for r in rec_list}
         people = g.people()
         seeds = sorted({op_for(i)[2] for i in range(done + 1) if op_for(i)[0] == "add"})
-        hits = g.search(np.concatenate([vectors_for(s) for s in seeds]), min(max(n, len(recs), 1) + BATCH, 16384),
-                        model_id=MODEL) if seeds else []
+        hits = g.search(np.concatenate([vectors_for(s) for s in seeds]),
+                        min(max(n, len({r.id for r in rec_list}), 1) + BATCH, 16384), model_id=MODEL) if seeds else []
     finally:
         g.close()
+    recs = {r.id: r.person for r in rec_list}
+    bad = _read_paths_disagree(n, ids, rec_list, recs, people, hits)
+    allowed = set(states[done]) | set(states[done + 1])
+    removed = sorted((set(recs) | set(ids.tolist()) | set(h.id for row in hits for h in row)) - allowed)
+    if removed:
+        bad.append(f"removed faces visible: {removed}")
+    actual = {int(i): (recs.get(int(i), "?"), v) for i, v in zip(ids, vecs)}
+    if not (matches(actual, states[done]) or matches(actual, states[done + 1])):
+        bad.append(f"neither before nor after change {done} ({op_for(done)})")
+    return bad
+
+
+def _read_paths_disagree(n: int, ids: np.ndarray, rec_list: list, recs: dict[int, str], people: dict[str, int],
+                         hits: list) -> list[str]:
+    """Where count (len), field queries (records, people), vector reads and search disagree."""
     bad = []
     if len(rec_list) != len(recs) or len(set(ids.tolist())) != len(ids):
         seen: dict[int, list[str]] = {}
@@ -61,13 +75,6 @@ def check(path: str, done: int) -> list[str]:
     stray = sorted({h.id for row in hits for h in row} - set(recs))
     if stray:
         bad.append(f"search returned ids records() does not know: {stray}")
-    allowed = set(states[done]) | set(states[done + 1])
-    removed = sorted((set(recs) | set(ids.tolist()) | set(h.id for row in hits for h in row)) - allowed)
-    if removed:
-        bad.append(f"removed faces visible: {removed}")
-    actual = {int(i): (recs.get(int(i), "?"), v) for i, v in zip(ids, vecs)}
-    if not (matches(actual, states[done]) or matches(actual, states[done + 1])):
-        bad.append(f"neither before nor after change {done} ({op_for(done)})")
     return bad
 
 
