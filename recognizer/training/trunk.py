@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
 from tqdm import tqdm
 
 from facecore.atomic import atomic_write
