@@ -19,6 +19,8 @@ from facecore.errors import GalleryError, PersonExists, PersonNotFound
 from facecore.names import refuse_lookalikes, same_looking, validate_name
 from facecore.ranking import best_candidate, rank_key
 
+__all__ = ["FaceRecord", "Gallery", "Hit", "KnnVote", "check_records", "first_of_each_photo", "vote"]
+
 @dataclass
 class FaceRecord:
     """One enrolled face: who, where it came from, and the gallery id once stored."""

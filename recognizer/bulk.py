@@ -41,7 +41,8 @@ from facecore.names import refuse_lookalikes, validate_name
 from recognizer.cache import CropCache
 from recognizer.chips import chip_of
 from recognizer.config import load_config
-from recognizer.detection.mtcnn import Detector, Face
+from recognizer.detection.boxes import Face
+from recognizer.detection.mtcnn import Detector
 from recognizer.image import expand_inputs
 from recognizer.pipeline import FacePipeline, PhotoResult
 from recognizer.recognizer import open_embedder

@@ -355,7 +355,7 @@ def test_removal_clears_crop_and_trunk_caches_on_every_path(world, data, fast_op
     r.gallery.close()
 
     def cached(name: str) -> tuple[int, int]:
-        from recognizer.training.trunk import crop_hash
+        from recognizer.cache import crop_hash
 
         n_crops = sum(1 for h in hashes[name] for _ in (tmp_path / "cache" / "crops").rglob(f"{h}-*.npz"))
         n_trunk = sum(1 for c in crops[name] for _ in (tmp_path / "cache" / "trunk").rglob(f"{crop_hash(c)}.npz"))

@@ -122,10 +122,9 @@ def test_changes_made_while_a_finetune_runs_are_in_the_new_model(tmp_path, data,
 
 
 def test_removal_reaches_classifier_chips_and_caches(tmp_path, data, train_dir, fast_open):
-    from recognizer.cache import CropCache
-    from recognizer.chips import LAYOUT, chip_crops
+    from recognizer.cache import CropCache, crop_hash, default_trunk_cache_dir
+    from recognizer.chip_format import LAYOUT, chip_crops
     from recognizer.recognizer import Recognizer
-    from recognizer.training.trunk import crop_hash, default_trunk_cache_dir
 
     trunk_dir, crop_dir = default_trunk_cache_dir(), CropCache().root
     model = tmp_path / "model"

@@ -319,7 +319,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
     from gallery import FaceRecord, create_gallery, open_gallery
     from recognizer.chips import embed_chips
     from recognizer.config import DEFAULT_THRESHOLDS
-    from recognizer.embedding.backbones import make_embedder
+    from recognizer.embedding.backbones import default_weights, make_embedder
     from recognizer.training.run import starting_point
     from recognizer.training.versions import build_lease
 
@@ -327,7 +327,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
     live = starting_point(d)
     if live is None:
         raise ModelError(f"{d}: no model here to re-embed")
-    weights = (weights or "vggface2") if backbone == "facenet" else None
+    weights = default_weights(backbone, weights)
     embedder = make_embedder(backbone, weights, weights_dir)
     with writer_lock(d):
         live = load_config(d)

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from recognizer.detection.boxes import iou_matrix
+
 __all__ = ["MAX_THUMBS", "Observation", "Track", "Tracker", "TrackerSettings", "colour_signature", "is_cut", "vote"]
 
 # Aligned crops kept per track for contact sheets, spread over the track's length.
@@ -121,21 +123,6 @@ class TrackerSettings:
     def __post_init__(self) -> None:
         if not (self.max_gap >= 0 and 0 <= self.min_iou <= 1 and self.memory >= 1):
             raise ValueError(f"bad tracker settings: {self}")
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box of `a` (n, 4) with every box of `b` (m, 4)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 class Tracker:
