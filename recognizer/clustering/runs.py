@@ -303,7 +303,7 @@ def forget_person(model_dir: str | os.PathLike, name: str, faces: set[tuple] = f
     cluster left with no face too; a run left with no open cluster is deleted. Returns the faces
     scrubbed. The caller holds `runs_lock` (and the model's writer lock, so no enrolment from a
     run is half way)."""
-    from recognizer.training.candidate import face_key
+    from recognizer.modeldir.rebuild import face_key
 
     faces = {face_key(h, b) for h, b in faces}
     total = 0
