@@ -95,6 +95,11 @@ def vote(hits: Sequence[Hit]) -> KnnVote:
     return KnnVote(scores=scores, similarity=best_sim, neighbours=list(hits))
 
 
+def face_key(content_hash: str, box) -> tuple:
+    """One face of one photo, whatever gallery or name it is under (boxes come from one detector)."""
+    return content_hash, tuple(round(float(v), 1) for v in box)
+
+
 def first_of_each_photo(rows, stored: set[tuple[str, str]]) -> list[int]:
     """Indices of the `rows` (check_records' tuples) to store: one face per person and photo
     (content hash), none whose (person, hash) is already in `stored`, which is updated."""

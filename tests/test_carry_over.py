@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gallery import FaceRecord
-from recognizer.modeldir.rebuild import carry_over, face_key
+from gallery.base import face_key
+from recognizer.modeldir.rebuild import carry_over
 
 START_PEOPLE = ("ann", "bob", "cy")
 TRAINING_ONLY = "dee"  # a training folder of someone never enrolled

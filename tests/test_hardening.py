@@ -338,7 +338,8 @@ def test_removal_clears_crop_and_trunk_caches_on_every_path(world, data, fast_op
     from recognizer.cache import CropCache
     from recognizer.recognizer import Recognizer
     from recognizer.training.trunk import SplitNet, TrunkCache
-    from web.app import Settings, create_app
+    from web.app import create_app
+    from web.settings import Settings
 
     monkeypatch.setenv("FACETOOL_CACHE", str(tmp_path / "cache"))
     people = {"kit": "kit_harington", "rose": "rose_leslie", "alex": "alex_lacamoire", "lin": "lin_manuel_miranda"}

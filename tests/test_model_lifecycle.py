@@ -51,7 +51,7 @@ def test_enroll_finetune_identify_loses_no_one(tmp_path, data, train_dir, fast_o
     """The issue's three steps: an upload to the running server, a finetune, the server still
     answering for everyone (and taking enrolments) without a restart; plus a person whose photo
     folder was deleted before the finetune."""
-    from web.app import Settings
+    from web.settings import Settings
 
     model = tmp_path / "model"
     kit = copy_folder(data / FR / "kit_harington", tmp_path / "photos" / "kit")

@@ -11,7 +11,7 @@ and `build_gallery` writes the result, embedding from their chips the faces it h
 
 Faces are matched by a key the caller chooses: the gallery id when the gallery in use is the one
 the build started from (a finetune), `face_key` (photo and box) when it is another gallery (a
-candidate's).
+candidate's: `gallery.base.face_key`).
 """
 from __future__ import annotations
 
@@ -27,12 +27,7 @@ from gallery import FaceRecord, create_gallery
 from recognizer.chips import embed_chips
 from recognizer.config import CHECKPOINT_NAME, CHIPS_DIR, GALLERY_NAME, MODEL_FILE, ModelConfig, chip_store, load_config
 
-__all__ = ["Carried", "build_gallery", "carry_over", "check_none_lost", "face_key", "fresh_record", "starting_point"]
-
-
-def face_key(content_hash: str, box) -> tuple:
-    """One face of one photo, whatever gallery or name it is under (boxes come from one detector)."""
-    return content_hash, tuple(round(float(v), 1) for v in box)
+__all__ = ["Carried", "build_gallery", "carry_over", "check_none_lost", "fresh_record", "starting_point"]
 
 
 def fresh_record(r: FaceRecord, person: str | None = None) -> FaceRecord:

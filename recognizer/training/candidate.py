@@ -31,13 +31,14 @@ from pathlib import Path
 from facecore.atomic import write_json_atomic
 from facecore.errors import FaceToolError, ModelError
 from gallery import open_gallery
+from gallery.base import face_key
 from recognizer.config import (
     DEFAULT_THRESHOLDS, GALLERY_DIR, MODEL_FILE, ModelConfig, chip_store, load_config, save_config, writer_lock,
 )
 from recognizer.embedding.backbones import make_embedder
 from recognizer.evaluation.compare import compare
 from recognizer.evaluation.run import EvaluationOptions
-from recognizer.modeldir.rebuild import build_gallery, carry_over, face_key, fresh_record, starting_point
+from recognizer.modeldir.rebuild import build_gallery, carry_over, fresh_record, starting_point
 from recognizer.recognizer import Recognizer
 from recognizer.training.checkpoint import load_finetuned
 from recognizer.training.versions import (

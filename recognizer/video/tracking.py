@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+__all__ = ["MAX_THUMBS", "Observation", "Track", "Tracker", "TrackerSettings", "colour_signature", "is_cut", "vote"]
+
 # Aligned crops kept per track for contact sheets, spread over the track's length.
 MAX_THUMBS = 12
 
@@ -200,7 +202,7 @@ class Tracker:
 
 def colour_signature(image) -> np.ndarray:
     """A small hue-saturation histogram of a frame (a PIL image or RGB array), for `is_cut`."""
-    import cv2
+    import cv2  # OpenCV is heavy and only needed once a video is read
 
     arr = np.asarray(image)
     small = cv2.resize(arr, (160, max(1, round(160 * arr.shape[0] / max(arr.shape[1], 1)))), interpolation=cv2.INTER_AREA)
