@@ -57,4 +57,4 @@ def candidate(model_dir: str | os.PathLike) -> dict | None:
 def discard_candidate(model_dir: str | os.PathLike) -> bool:
     """Delete the pending candidate and its files; whether there was one."""
     with writer_lock(model_dir):
-        return _candidate.discard_candidate(model_dir, "asked for")
+        return versions.discard_candidate(model_dir, "asked for")

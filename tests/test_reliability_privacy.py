@@ -79,7 +79,7 @@ def test_removing_a_person_leaves_no_trace_in_the_model_directory(model):
         needles[f"chip id {c[:8]}"] = c.encode()
     # a migration candidate pending beside the model holds a copy of every face: removal reaches it
     from recognizer.cli import finetune as finetune_cli
-    from recognizer.training.candidate import load_candidate
+    from recognizer.training.versions import load_candidate
 
     res = CliRunner().invoke(finetune_cli.main, ["--model", str(model), "--reembed", "--backbone", "sface", "-q", "--json"])
     assert res.exit_code == 0, res.output

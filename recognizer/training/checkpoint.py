@@ -19,8 +19,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from facecore.atomic import atomic_write
+from facecore.atomic import atomic_write, sha256_file
 from facecore.errors import ModelError
+from recognizer.embedding.backbones import FacenetEmbedder, SFaceEmbedder
+from recognizer.training.head import CosineClassifier
+
+__all__ = ["FORMAT", "apply_tail_state", "finetuned_model_id", "load_finetuned", "read_checkpoint", "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +37,7 @@ def finetuned_model_id(base_model_id: str, checkpoint_sha256: str) -> str:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> str:
     """Write atomically (temp file, fsync, rename); returns the file's sha256."""
-    import torch
-
-    from facecore.atomic import sha256_file
+    import torch  # heavy: imported only where a checkpoint is read or written
 
     with atomic_write(path) as fh:
         torch.save({"format": FORMAT, **payload}, fh)
@@ -43,7 +45,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> str:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
+    import torch  # heavy: imported only where a checkpoint is read or written
 
     try:
         ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
@@ -62,10 +64,6 @@ def load_finetuned(model_dir: str | Path, cfg, weights_dir: str | Path | None = 
     The embedder's model id is recomputed from the base weights and the checkpoint file, so
     `Recognizer.open` notices when either changed since the gallery was built.
     """
-    from recognizer.embedding.backbones import FacenetEmbedder, SFaceEmbedder
-    from recognizer.training.head import CosineClassifier
-    from facecore.atomic import sha256_file
-
     path = Path(model_dir) / cfg.checkpoint
     ckpt = read_checkpoint(path)
     digest = sha256_file(path)
@@ -100,7 +98,7 @@ def _check_base(path: Path, base_id: str, ckpt: dict) -> None:
 
 def apply_tail_state(module, tail_state: dict, path: Path | str = "checkpoint") -> None:
     """Load the unfrozen blocks' tensors into a freshly built InceptionResnetV1."""
-    import torch
+    import torch  # heavy: imported only where a checkpoint is applied
 
     own = module.state_dict()
     bad = [k for k, v in tail_state.items() if k not in own or own[k].shape != v.shape]

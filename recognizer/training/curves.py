@@ -4,13 +4,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["ACCURACY_PNG", "LOSS_PNG", "plot_curves"]
+
 LOSS_PNG = "curves_loss.png"
 ACCURACY_PNG = "curves_accuracy.png"
 
 
 def plot_curves(history: list, out_dir: Path) -> list[Path]:
     """Loss and accuracy per epoch (train and val) into two PNGs in `out_dir`; returns their paths."""
-    import matplotlib
+    import matplotlib  # heavy: imported only when curves are drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -6,13 +6,17 @@ on the same faces and its figures stay comparable.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecore.atomic import write_json_atomic
 from facecore.errors import FaceToolError
+from facecore.names import refuse_lookalikes, validate_name
 from recognizer.image import list_images
+
+__all__ = ["SPLIT_FILE", "LabelledSet", "Split", "list_people", "load_split"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,6 @@ def list_people(folder: Path) -> LabelledSet:
     folder "madonna " is the person "madonna", as enroll.py would store her, so the classifier
     and the gallery agree; two folders whose names look alike are refused.
     """
-    from facecore.names import refuse_lookalikes, validate_name
-
     out = LabelledSet()
     labels: dict[str, str] = {}
     for person_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -87,7 +89,7 @@ def load_split(data_dir: str | Path, model_dir: str | Path, *, val_fraction: flo
     if saved is not None:
         log.info("reusing the train/val split saved in %s", path)
         return saved
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # heavy: only when a split is made
 
     idx = list(range(len(train)))
     tr, va = train_test_split(idx, test_size=val_fraction, stratify=train.labels, random_state=seed)
@@ -99,8 +101,6 @@ def load_split(data_dir: str | Path, model_dir: str | Path, *, val_fraction: flo
 
 
 def _read_saved(path: Path, current: dict[str, str]) -> Split | None:
-    import json
-
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         split = Split(LabelledSet(**raw["train"]), LabelledSet(**raw["val"]), raw["source"])

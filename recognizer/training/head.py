@@ -16,13 +16,16 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from recognizer.embedding.backbones import l2_normalize
+from recognizer.training.loop import TrainSettings, train
+
+__all__ = ["CosineClassifier", "class_means", "make_head"]
 
 MIN_SCALE, MAX_SCALE = 1.0, 64.0
 
 
 def make_head(dim: int, n_classes: int, scale: float = 16.0, init: np.ndarray | None = None):
     """A torch CosineHead; `init` (n_classes, dim) imprints the class weights."""
-    import torch
+    import torch  # heavy and optional: imported only where a network is built or trained
     from torch import nn
     from torch.nn import functional as F
 
@@ -64,9 +67,7 @@ class CosineClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
 
     def fit(self, X: np.ndarray, y: Sequence) -> "CosineClassifier":
-        from torch import nn
-
-        from recognizer.training.loop import TrainSettings, train
+        from torch import nn  # torch is imported only where a network is built or trained
 
         X = l2_normalize(np.asarray(X, np.float32))
         self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+__all__ = ["EpochStats", "TrainResult", "TrainSettings", "evaluate_loss", "recalibrate_batchnorm", "train"]
+
 log = logging.getLogger(__name__)
 
 
@@ -85,7 +87,7 @@ def train(tail, head, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     x_* are trunk features (n, views, ...); y_* class indices. Without validation data the last
     epoch is kept and there is no early stopping.
     """
-    import torch
+    import torch  # heavy and optional: imported only where a network is built or trained
     from torch import nn
     from tqdm import tqdm
 
@@ -155,7 +157,7 @@ def train(tail, head, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
 
 def evaluate_loss(tail, head, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) on the first view, everything in eval mode."""
-    import torch
+    import torch  # heavy and optional: imported only where a network is built or trained
     from torch.nn import functional as F
 
     tail.eval()
@@ -169,7 +171,7 @@ def evaluate_loss(tail, head, x: np.ndarray, y: np.ndarray) -> tuple[float, floa
 def recalibrate_batchnorm(tail, x_train: np.ndarray, batch_size: int = 64) -> None:
     """Replace the running statistics of the BatchNorm layers that train with their exact
     averages over every view of the training features; leaves `tail` in eval mode."""
-    import torch
+    import torch  # heavy and optional: imported only where a network is built or trained
     from torch.nn.modules.batchnorm import _BatchNorm
 
     tail.train()

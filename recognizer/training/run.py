@@ -37,15 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.cache import CropCache
 from facecore.atomic import write_json_atomic
-from facecore.errors import ModelError
+from facecore.errors import ImageError, ModelError
+from facecore.names import refuse_lookalikes
+from gallery import FaceRecord, open_gallery
+from gallery.chip_store import chip_id
+from recognizer.cache import CropCache
+from recognizer.chips import backfill_chips, embed_chips, make_chip
 from recognizer.config import (
-    CHECKPOINT_NAME,
-    CHIPS_DIR,
     DEFAULT_THRESHOLDS,
     GALLERY_DIR,
-    GALLERY_NAME,
     MODEL_FILE,
     ModelConfig,
     chip_store,
@@ -55,12 +56,27 @@ from recognizer.config import (
     save_config,
     writer_lock,
 )
-from recognizer.fpir import DEFAULT_TARGET_FPIR
-from recognizer.training.loop import TrainSettings
-from recognizer.training.candidate import (
-    CANDIDATE_REPORT, Candidate, base_of, check_none_lost, side_by_side, switch, write_candidate,
+from recognizer.detection.mtcnn import Detector
+from recognizer.embedding.backbones import FacenetEmbedder, default_weights, make_embedder
+from recognizer.evaluation.calibration import calibrate
+from recognizer.evaluation.closed_set import closed_set_scores
+from recognizer.evaluation.cohort import default_cohort_dir
+from recognizer.fpir import DEFAULT_TARGET_FPIR, shipped_table
+from recognizer.image import load_photo
+from recognizer.modeldir.rebuild import build_gallery, carry_over, starting_point
+from recognizer.pipeline import FacePipeline
+from recognizer.training.candidate import side_by_side, switch
+from recognizer.training.checkpoint import finetuned_model_id, save_checkpoint
+from recognizer.training.curves import plot_curves
+from recognizer.training.dataset import load_split
+from recognizer.training.head import CosineClassifier, class_means, make_head
+from recognizer.training.loop import TrainSettings, train
+from recognizer.training.trunk import SplitNet, TrunkCache, parse_unfreeze
+from recognizer.training.versions import (
+    CANDIDATE_REPORT, Candidate, base_of, build_lease, remove_unused, write_candidate,
 )
-from recognizer.training.versions import build_lease, remove_unused
+
+__all__ = ["REPORT_FILE", "FinetuneOptions", "FinetuneReport", "finetune"]
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +131,7 @@ class FinetuneReport:
 
 
 def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool, desc: str, with_chips: bool = False):
-    from tqdm import tqdm
-
-    from facecore.errors import ImageError
-
-    from recognizer.chips import make_chip
-    from recognizer.image import load_photo
+    from tqdm import tqdm  # imported with the progress bars it draws, like torch: not needed to import this module
 
     crops, kept_labels, records, skipped = [], [], [], []
     for path, label in tqdm(list(zip(paths, labels)), desc=desc, unit="photo", disable=not progress, dynamic_ncols=True):
@@ -146,21 +157,90 @@ def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool
     return (np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)), kept_labels, records, skipped
 
 
-def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions) -> FinetuneReport:
-    from gallery import open_gallery
-    from recognizer.training.checkpoint import finetuned_model_id, save_checkpoint
-    from recognizer.training.curves import plot_curves
-    from recognizer.training.dataset import load_split
-    from recognizer.detection.mtcnn import Detector
-    from recognizer.embedding.backbones import FacenetEmbedder, default_weights, make_embedder
-    from recognizer.training.head import CosineClassifier, class_means, make_head
-    from recognizer.pipeline import FacePipeline
-    from recognizer.training.loop import train
-    from recognizer.training.trunk import SplitNet, TrunkCache, parse_unfreeze
+@dataclass
+class _Start:
+    dir: Path
+    cfg: ModelConfig
+    stamp: tuple | None
+    records: list  # FaceRecords of the gallery when the finetune started
+    vectors: dict  # id -> old vector
+    no_chip: list  # records whose chip could not be made from their photo
 
+
+def _snapshot(d: Path, cfg: ModelConfig, detector) -> _Start:
+    with writer_lock(d):
+        stamp = config_stamp(d)
+        with open_gallery(d / cfg.gallery, model_id=cfg.model_id) as g:
+            failed = backfill_chips(d, g, detector, chip_store(d))
+            records = g.records()
+            ids, vecs = g.vectors()
+    return _Start(d, cfg, stamp, records, dict(zip(ids.tolist(), vecs)), failed)
+
+
+def _embed_enrolled(start: _Start, embedder, reuse_vectors: bool, progress: bool) -> dict[int, np.ndarray]:
+    """id -> the new network's vector of every enrolled face, from its chip (or its old vector
+    when the network is unchanged and the chip is missing). Faces that can be neither stop the
+    finetune here, before anything is changed."""
+    vectors = embed_chips(start.records, embedder, chip_store(start.dir), progress=progress, desc="enrolled faces",
+                          no_chip="enrolled before chips were kept, and its photo is gone or changed",
+                          spare=(lambda r: start.vectors[r.id]) if reuse_vectors else None,
+                          failure=lambda n: f"{n} enrolled faces cannot be re-embedded with the new network, and "
+                                            "finetuning would drop them; nothing was changed. Put their photos back "
+                                            "where they were enrolled from (or remove those people with enroll.py "
+                                            "--remove) and run again")
+    return {r.id: v for r, v in zip(start.records, vectors)}
+
+
+@dataclass
+class _Faces:
+    """The faces a finetune trains and validates on, and the model it starts from."""
+
+    old_cfg: ModelConfig | None
+    source: str  # where the train/val split came from
+    weights: str | None
+    base: object  # the base embedder
+    detector: Detector
+    pipeline: FacePipeline
+    start: _Start | None
+    reuse_vectors: bool  # sface: the network never trains, so a face with no chip keeps its vector
+    x_tr: np.ndarray
+    y_tr: list[str]
+    rec_tr: list  # (path, content hash, box, chip) of each training face
+    x_va: np.ndarray = None
+    y_va: list[str] = field(default_factory=list)
+    val_paths: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    yi_tr: np.ndarray = None
+    yi_va: np.ndarray = None
+
+
+@dataclass
+class _Trained:
+    """What training made: the network split at its frozen trunk, its cache, and the head."""
+
+    unfreeze: tuple
+    net: SplitNet
+    cache: TrunkCache
+    f_tr: np.ndarray
+    f_va: np.ndarray
+    head: object
+    result: object  # loop.TrainResult
+    classifier: CosineClassifier
+
+
+def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions) -> FinetuneReport:
+    """Finetune `model_dir` on the labelled photos of `data_dir` (see the module docstring)."""
     timings: dict[str, float] = {}
-    t = time.perf_counter()
     d = Path(model_dir)
+    faces = _read_faces(data_dir, d, opts, timings)
+    trained = _train(faces, opts, timings)
+    return _build(d, faces, trained, opts, timings)
+
+
+def _read_faces(data_dir: str | Path, d: Path, opts: FinetuneOptions, timings: dict) -> _Faces:
+    """Split, detect and crop the training and val photos; snapshot the enrolled faces."""
+    t = time.perf_counter()
     old_cfg = starting_point(d)
     ensure_private_dir(d)
     s = opts.settings
@@ -168,9 +248,6 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     if old_cfg is not None and (d / old_cfg.gallery).exists():
         # A training folder "Madonna" beside an enrolled "madonna" would become two people who
         # print alike: refused before any training, like the same name given to enroll.py.
-        from facecore.names import refuse_lookalikes
-        from gallery import open_gallery
-
         with open_gallery(d / old_cfg.gallery) as old:
             refuse_lookalikes(sorted(set(split.train.labels)), old.people())
 
@@ -191,38 +268,50 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     x_tr, y_tr, rec_tr, skipped = _largest_crops(pipeline, split.train.paths, split.train.labels, opts.progress, "train photos",
                                                  with_chips=True)
     x_va, y_va, rec_va, skipped_va = _largest_crops(pipeline, split.val.paths, split.val.labels, opts.progress, "val photos")
-    skipped += skipped_va
     timings["detect_s"] = time.perf_counter() - t
+    faces = _Faces(old_cfg, split.source, weights, base, detector, pipeline, start, reuse_vectors, x_tr, y_tr, rec_tr,
+                   skipped=skipped + skipped_va)
+    _label(data_dir, faces, x_va, y_va, rec_va)
+    return faces
 
-    classes = sorted(set(y_tr))
+
+def _label(data_dir, faces: _Faces, x_va, y_va, rec_va) -> None:
+    """The classes (training folders) and the val faces of people trained on."""
+    classes = sorted(set(faces.y_tr))
     if len(classes) < 2:
         raise ValueError(f"{data_dir}: faces of at least two people are needed to train a classifier")
     unseen = sorted(set(y_va) - set(classes))
     if unseen:
         log.warning("val people with no training face are left out of validation: %s", unseen)
     keep_va = [i for i, y in enumerate(y_va) if y in classes]
-    x_va, y_va, val_paths = x_va[keep_va], [y_va[i] for i in keep_va], [rec_va[i][0] for i in keep_va]
-    yi_tr = np.array([classes.index(y) for y in y_tr])
-    yi_va = np.array([classes.index(y) for y in y_va])
+    faces.x_va, faces.y_va, faces.val_paths = x_va[keep_va], [y_va[i] for i in keep_va], [rec_va[i][0] for i in keep_va]
+    faces.classes = classes
+    faces.yi_tr = np.array([classes.index(y) for y in faces.y_tr])
+    faces.yi_va = np.array([classes.index(y) for y in faces.y_va])
 
+
+def _train(f: _Faces, opts: FinetuneOptions, timings: dict) -> _Trained:
+    """Run the frozen trunk once per face (trunk cache), then train the tail and the head."""
     t = time.perf_counter()
     unfreeze = parse_unfreeze(opts.unfreeze) if opts.backbone == "facenet" else ()
-    net = SplitNet.facenet(base, unfreeze) if opts.backbone == "facenet" else SplitNet.sface(base)
+    net = SplitNet.facenet(f.base, unfreeze) if opts.backbone == "facenet" else SplitNet.sface(f.base)
     cache = TrunkCache(net, opts.trunk_cache_dir)
-    f_tr = cache.features(x_tr, progress=opts.progress)
-    f_va = cache.features(x_va, progress=opts.progress)
+    f_tr = cache.features(f.x_tr, progress=opts.progress)
+    f_va = cache.features(f.x_va, progress=opts.progress)
     timings["trunk_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    head = make_head(base.dim, len(classes), init=class_means(net.embed_features(f_tr[:, 0]), yi_tr, len(classes)))
-    result = train(net.tail, head, f_tr, yi_tr, f_va, yi_va, s, progress=opts.progress)
+    n = len(f.classes)
+    head = make_head(f.base.dim, n, init=class_means(net.embed_features(f_tr[:, 0]), f.yi_tr, n))
+    result = train(net.tail, head, f_tr, f.yi_tr, f_va, f.yi_va, opts.settings, progress=opts.progress)
     timings["train_s"] = time.perf_counter() - t
-    classifier = CosineClassifier.from_head(classes, head.weight.detach().numpy(), float(head.scale.detach()))
+    classifier = CosineClassifier.from_head(f.classes, head.weight.detach().numpy(), float(head.scale.detach()))
+    return _Trained(unfreeze, net, cache, f_tr, f_va, head, result, classifier)
 
-    tail_state = {}
-    if opts.backbone == "facenet":
-        tail_state = {f"{b}.{k}": v.detach().clone() for b in unfreeze for k, v in getattr(base.module, b).state_dict().items()}
-    best = result.history[result.best_epoch - 1]
+
+def _build(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions, timings: dict) -> FinetuneReport:
+    """Write the checkpoint, FPIR table and gallery beside the model in use, commit them (as the
+    model for a new one, else as a candidate), then compare, maybe switch, and report."""
     # The new checkpoint and gallery go beside the ones in use, under fresh names; model.json is
     # switched to them in one atomic rename, so a crash or a failure before that leaves the old
     # model whole, and one after it the new model whole.
@@ -232,82 +321,38 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     lease = ExitStack()  # until the commit names them, another commit must not delete them as unused
     lease.enter_context(build_lease(d, token))
     try:
-        sha = save_checkpoint(d / ckpt_name, {
-            "backbone": opts.backbone, "weights": weights, "base_model_id": base.model_id, "base_seed": s.seed,
-            "unfreeze": list(unfreeze), "tail": tail_state,
-            "head": {"weight": head.weight.detach().clone(), "scale": head.scale.detach().clone()},
-            "classes": classes, "settings": s.to_dict(),
-            "metrics": {"best_epoch": result.best_epoch, **best.to_dict()},
-        })
-        model_id = finetuned_model_id(base.model_id, sha)
+        model_id = _save_checkpoint(d / ckpt_name, f, tr, opts)
 
         t = time.perf_counter()
         if opts.backbone == "facenet":
-            tuned = FacenetEmbedder(weights, module=base.module, model_id=model_id, batch_size=base.batch_size)
+            tuned = FacenetEmbedder(f.weights, module=f.base.module, model_id=model_id, batch_size=f.base.batch_size)
         else:
-            tuned = base
-        train_emb = net.embed_features(f_tr[:, 0])
-        enrolled = _embed_enrolled(start, tuned, reuse_vectors, opts.progress) if start else {}
+            tuned = f.base
+        train_emb = tr.net.embed_features(tr.f_tr[:, 0])
+        enrolled = _embed_enrolled(f.start, tuned, f.reuse_vectors, opts.progress) if f.start else {}
         timings["gallery_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        fpir_info = _calibrate_fpir(d / fpir_name, opts, base, tuned, model_id, FacePipeline(detector, tuned, pipeline.cache))
+        fpir_info = _calibrate_fpir(d / fpir_name, opts, f.base, tuned, model_id, FacePipeline(f.detector, tuned, f.pipeline.cache))
         timings["fpir_s"] = time.perf_counter() - t
 
-        same_backbone = old_cfg is not None and old_cfg.backbone == opts.backbone
-        cfg = ModelConfig(
-            backbone=opts.backbone, weights=weights, model_id=model_id, dim=base.dim,
-            threshold=old_cfg.threshold if same_backbone else DEFAULT_THRESHOLDS[opts.backbone],
-            knn_k=old_cfg.knn_k if old_cfg else ModelConfig.knn_k,
-            detector=dict(old_cfg.detector) if old_cfg else asdict(detector.settings),
-            checkpoint=ckpt_name,
-            gallery=gallery_name,
-            keep_versions=old_cfg.keep_versions if old_cfg else ModelConfig.keep_versions,
-            target_fpir=old_cfg.target_fpir if old_cfg is not None else DEFAULT_TARGET_FPIR,
-            fpir_table=fpir_name if fpir_info["calibrated"] else None,
-        )
+        cfg = _new_config(f, opts, model_id, ckpt_name, gallery_name, fpir_name if fpir_info["calibrated"] else None)
         t = time.perf_counter()
         with writer_lock(d):
-            gallery_info, keep_chips, current = _commit(d, old_cfg, start, cfg, tuned, train_emb, y_tr, rec_tr, enrolled)
-            if old_cfg is None:  # a new model: nothing to compare with or keep beside
+            gallery_info, keep_chips, current = _commit(d, f.old_cfg, f.start, cfg, tuned, train_emb, f.y_tr, f.rec_tr,
+                                                        enrolled)
+            if f.old_cfg is None:  # a new model: nothing to compare with or keep beside
                 save_config(d, cfg)  # the commit point
                 committed = True
                 chip_store(d).sweep(keep_chips)  # chips of killed enrolments
                 remove_unused(d, keep={ckpt_name, gallery_name})
             else:  # built beside the model in use, which stays as it is until the switch
-                write_candidate(d, Candidate(cfg, base_of(old_cfg), [[r.content_hash, list(r.box), r.person] for r in current],
+                write_candidate(d, Candidate(cfg, base_of(f.old_cfg), [[r.content_hash, list(r.box), r.person] for r in current],
                                              sorted(keep_chips), "finetune", report={"gallery": gallery_info}))
                 committed = True
         lease.close()
         timings["commit_s"] = time.perf_counter() - t
-        comparison, switched, switch_info = None, old_cfg is None, None
-        if old_cfg is not None:
-            t = time.perf_counter()
-            comparison = side_by_side(d, old_cfg, cfg, (val_paths, y_va, f"the val faces ({split.source})"),
-                                      unknown_dir=opts.unknown_dir, weights_dir=opts.weights_dir, cache=pipeline.cache)
-            timings["compare_s"] = time.perf_counter() - t
-            network_changed = (old_cfg.backbone, old_cfg.weights) != (cfg.backbone, cfg.weights)
-            if opts.switch if opts.switch is not None else not network_changed:
-                switch_info = {k: v for k, v in switch(d, weights_dir=opts.weights_dir).items() if k != "comparison"}
-                gallery_name, switched = switch_info["gallery"], True
-        gal = open_gallery(d / gallery_name, model_id=model_id)
-        gallery_info = {"faces": len(gal), "people": gal.people(), **gallery_info}
-
-        from recognizer.evaluation.closed_set import closed_set_scores
-
-        scores = closed_set_scores(gal, classifier, net.embed_features(f_va[:, 0]), y_va, k=cfg.knn_k, model_id=model_id)
-        gal.close()
-        files = [str(p) for p in plot_curves(result.history, d)]
-        report = FinetuneReport(
-            str(d), opts.backbone, model_id, classes, len(y_tr), len(y_va), split.source, skipped,
-            {**result.to_dict(), "unfreeze": list(unfreeze), "settings": s.to_dict(),
-             "trunk_cache": {"hits": cache.hits, "misses": cache.misses}},
-            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files, comparison, fpir_info,
-            switched, switch_info,
-        )
-        # report.json describes the model in use: a candidate's waits beside it until the switch
-        write_json_atomic(d / (REPORT_FILE if switched else CANDIDATE_REPORT), report.to_dict())
-        return report
+        return _compare_and_report(d, f, tr, opts, cfg, gallery_info, fpir_info, timings)
     except BaseException:
         if not committed:  # failed before the commit: the old model stands
             (d / ckpt_name).unlink(missing_ok=True)
@@ -318,6 +363,76 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
         lease.close()
 
 
+def _save_checkpoint(path: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions) -> str:
+    """Write checkpoint-<token>.pt (what training changed); returns the finetuned model id."""
+    s = opts.settings
+    tail_state = {}
+    if opts.backbone == "facenet":
+        tail_state = {f"{b}.{k}": v.detach().clone() for b in tr.unfreeze
+                      for k, v in getattr(f.base.module, b).state_dict().items()}
+    best = tr.result.history[tr.result.best_epoch - 1]
+    sha = save_checkpoint(path, {
+        "backbone": opts.backbone, "weights": f.weights, "base_model_id": f.base.model_id, "base_seed": s.seed,
+        "unfreeze": list(tr.unfreeze), "tail": tail_state,
+        "head": {"weight": tr.head.weight.detach().clone(), "scale": tr.head.scale.detach().clone()},
+        "classes": f.classes, "settings": s.to_dict(),
+        "metrics": {"best_epoch": tr.result.best_epoch, **best.to_dict()},
+    })
+    return finetuned_model_id(f.base.model_id, sha)
+
+
+def _new_config(f: _Faces, opts: FinetuneOptions, model_id: str, ckpt_name: str, gallery_name: str,
+                fpir_table: str | None) -> ModelConfig:
+    """The finetuned model's model.json: the starting model's settings where they still apply."""
+    old_cfg = f.old_cfg
+    same_backbone = old_cfg is not None and old_cfg.backbone == opts.backbone
+    return ModelConfig(
+        backbone=opts.backbone, weights=f.weights, model_id=model_id, dim=f.base.dim,
+        threshold=old_cfg.threshold if same_backbone else DEFAULT_THRESHOLDS[opts.backbone],
+        knn_k=old_cfg.knn_k if old_cfg else ModelConfig.knn_k,
+        detector=dict(old_cfg.detector) if old_cfg else asdict(f.detector.settings),
+        checkpoint=ckpt_name,
+        gallery=gallery_name,
+        keep_versions=old_cfg.keep_versions if old_cfg else ModelConfig.keep_versions,
+        target_fpir=old_cfg.target_fpir if old_cfg is not None else DEFAULT_TARGET_FPIR,
+        fpir_table=fpir_table,
+    )
+
+
+def _compare_and_report(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions, cfg: ModelConfig, gallery_info: dict,
+                        fpir_info: dict, timings: dict) -> FinetuneReport:
+    """After the commit: score a candidate beside the model in use, switch to it when asked (by
+    default for a retrain), score the new gallery on val and write the report."""
+    old_cfg, gallery_name = f.old_cfg, cfg.gallery
+    comparison, switched, switch_info = None, old_cfg is None, None
+    if old_cfg is not None:
+        t = time.perf_counter()
+        comparison = side_by_side(d, old_cfg, cfg, (f.val_paths, f.y_va, f"the val faces ({f.source})"),
+                                  unknown_dir=opts.unknown_dir, weights_dir=opts.weights_dir, cache=f.pipeline.cache)
+        timings["compare_s"] = time.perf_counter() - t
+        network_changed = (old_cfg.backbone, old_cfg.weights) != (cfg.backbone, cfg.weights)
+        if opts.switch if opts.switch is not None else not network_changed:
+            switch_info = {k: v for k, v in switch(d, weights_dir=opts.weights_dir).items() if k != "comparison"}
+            gallery_name, switched = switch_info["gallery"], True
+    gal = open_gallery(d / gallery_name, model_id=cfg.model_id)
+    gallery_info = {"faces": len(gal), "people": gal.people(), **gallery_info}
+    scores = closed_set_scores(gal, tr.classifier, tr.net.embed_features(tr.f_va[:, 0]), f.y_va, k=cfg.knn_k,
+                               model_id=cfg.model_id)
+    gal.close()
+    files = [str(p) for p in plot_curves(tr.result.history, d)]
+    s = opts.settings
+    report = FinetuneReport(
+        str(d), opts.backbone, cfg.model_id, f.classes, len(f.y_tr), len(f.y_va), f.source, f.skipped,
+        {**tr.result.to_dict(), "unfreeze": list(tr.unfreeze), "settings": s.to_dict(),
+         "trunk_cache": {"hits": tr.cache.hits, "misses": tr.cache.misses}},
+        scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files, comparison, fpir_info,
+        switched, switch_info,
+    )
+    # report.json describes the model in use: a candidate's waits beside it until the switch
+    write_json_atomic(d / (REPORT_FILE if switched else CANDIDATE_REPORT), report.to_dict())
+    return report
+
+
 def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: str, pipeline) -> dict:
     """Write the FPIR table of the finetuned embeddings to `path`; says what was done.
 
@@ -326,10 +441,6 @@ def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: st
     calibration part of the cohort is embedded with the new network. Without a cohort the model
     keeps its fixed threshold, and the report says so.
     """
-    from recognizer.evaluation.calibration import calibrate
-    from recognizer.evaluation.cohort import default_cohort_dir
-    from recognizer.fpir import shipped_table
-
     if tuned is base:
         table = shipped_table(base.model_id)
         if table is not None:
@@ -348,159 +459,62 @@ def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: st
     return {"calibrated": True, "how": f"cohort {root}: {table.cohort}"}
 
 
-def starting_point(d: Path) -> ModelConfig | None:
-    """The model a finetune of `d` starts from (None: a new model), or ModelError when `d` holds
-    faces that model.json does not account for: replacing them would lose them."""
-    if (d / MODEL_FILE).exists():
-        cfg = load_config(d)
-        if not (d / cfg.gallery).is_dir():
-            others = sorted(p.name for p in d.iterdir() if GALLERY_NAME.fullmatch(p.name))
-            raise ModelError(f"{d / MODEL_FILE} names gallery {cfg.gallery!r}, which is not there"
-                             + (f" (the directory holds {', '.join(others)}): model.json is stale, e.g. restored "
-                                "from an older backup; restore the model.json that goes with them" if others else "")
-                             + "; nothing was changed")
-        return cfg
-    if d.exists():
-        held = sorted(p.name for p in d.iterdir() if GALLERY_NAME.fullmatch(p.name) or p.name == CHIPS_DIR
-                      or CHECKPOINT_NAME.fullmatch(p.name))
-        if held:
-            raise ModelError(f"{d}: {MODEL_FILE} is missing but the directory holds {', '.join(held)}; finetuning "
-                             "would start a new model and delete those faces. Restore model.json (or finetune "
-                             "into a new directory); nothing was changed")
-    return None
-
-
-@dataclass
-class _Start:
-    dir: Path
-    cfg: ModelConfig
-    stamp: tuple | None
-    records: list  # FaceRecords of the gallery when the finetune started
-    vectors: dict  # id -> old vector
-    no_chip: list  # records whose chip could not be made from their photo
-
-
-def _snapshot(d: Path, cfg: ModelConfig, detector) -> _Start:
-    from gallery import open_gallery
-
-    from recognizer.chips import backfill_chips
-
-    with writer_lock(d):
-        stamp = config_stamp(d)
-        with open_gallery(d / cfg.gallery, model_id=cfg.model_id) as g:
-            failed = backfill_chips(d, g, detector, chip_store(d))
-            records = g.records()
-            ids, vecs = g.vectors()
-    return _Start(d, cfg, stamp, records, dict(zip(ids.tolist(), vecs)), failed)
-
-
-def _embed_enrolled(start: _Start, embedder, reuse_vectors: bool, progress: bool) -> dict[int, np.ndarray]:
-    """id -> the new network's vector of every enrolled face, from its chip (or its old vector
-    when the network is unchanged and the chip is missing). Faces that can be neither stop the
-    finetune here, before anything is changed."""
-    from recognizer.chips import embed_chips
-
-    vectors = embed_chips(start.records, embedder, chip_store(start.dir), progress=progress, desc="enrolled faces",
-                          no_chip="enrolled before chips were kept, and its photo is gone or changed",
-                          spare=(lambda r: start.vectors[r.id]) if reuse_vectors else None,
-                          failure=lambda n: f"{n} enrolled faces cannot be re-embedded with the new network, and "
-                                            "finetuning would drop them; nothing was changed. Put their photos back "
-                                            "where they were enrolled from (or remove those people with enroll.py "
-                                            "--remove) and run again")
-    return {r.id: v for r, v in zip(start.records, vectors)}
-
-
 def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, train_emb, train_labels, train_records,
             enrolled: dict[int, np.ndarray]):
     """Under the writer lock: carry over what changed since the start and build the new gallery
-    (`cfg.gallery`), for the caller to switch model.json to. Returns (report info, its chips)."""
-    from gallery import FaceRecord, create_gallery, open_gallery
+    (`cfg.gallery`), for the caller to switch model.json to. Returns (report info, its chips, the
+    records of the model in use)."""
+    current = _current_faces(d, old_cfg, cfg)
+    # A training folder's name -> the person's name in the gallery: people renamed since the last
+    # finetune (model.json's class names) or while this one ran keep their new name; people
+    # removed while it ran stay removed, training photos included (the carry-over's fate).
+    gallery_people = {r.person for r in current}
+    at_start = {label: _class_name(old_cfg, label, gallery_people) for label in set(train_labels)}
+    built = [(FaceRecord(at_start[label], src, digest, box, chip=chip_id(chip) if chip else ""), v)
+             for v, label, (src, digest, box, chip) in zip(train_emb, train_labels, train_records)]
+    # the gallery in use is the one the finetune started from, so its ids name the same faces
+    carried = carry_over(d, [(r.id, r.person) for r in start.records] if start else [], built,
+                         [(r.id, r) for r in current], enrolled)
+    names = {label: carried.fate.get(name, name) for label, name in at_start.items()}
+    new_chips = [rec[3] for label, rec in zip(train_labels, train_records) if names[label] is not None and rec[3] is not None]
+    build_gallery(d, cfg.gallery, cfg.model_id, embedder, carried.records, carried.vectors, put_chips=new_chips,
+                  failure=lambda n: f"{d}: {n} faces enrolled while this finetune ran cannot be "
+                                    "re-embedded; nothing was changed")
+    # The new classifier's classes are the training folders' names; identify shows the gallery's.
+    cfg.class_names = {label: name for label, name in names.items() if name is not None and name != label}
+    info = {"enrolled_before": len(current),
+            "reembedded_enrolled": carried.reused + carried.new, "enrolled_during_finetune": carried.new,
+            "removed_during_finetune": carried.removed(), "renamed_during_finetune": carried.renamed(),
+            "covered_by_training_photos": len(current) - carried.reused - carried.new, "dropped_enrolled": []}
+    return info, {r.chip for r in carried.records if r.chip}, current
 
-    from recognizer.chips import embed_chips
 
+def _class_name(old_cfg: ModelConfig | None, label: str, gallery_people: set[str]) -> str:
+    """The gallery's name of training folder `label` when the commit starts: model.json's class
+    name (renamed since the last finetune) unless that name has no face now."""
+    name = old_cfg.class_names.get(label, label) if old_cfg is not None else label
+    if old_cfg is not None and name != label and name not in gallery_people:
+        name = label  # renamed, then the new name was removed or renamed again: back to the folder's
+    return name
+
+
+def _current_faces(d: Path, old_cfg: ModelConfig | None, cfg: ModelConfig) -> list:
+    """The records of the model in use, once it is checked to be the one the finetune started
+    from (ModelError otherwise, nothing changed); settings changed meanwhile go into `cfg`."""
     if cfg.checkpoint and not (d / cfg.checkpoint).is_file():
         # deleted as unused by another finetune's commit that ran meanwhile
         raise ModelError(f"{d}: {cfg.checkpoint} was removed while this finetune ran (another finetune finished "
                          "meanwhile); nothing was changed by this one, run it again")
-    if old_cfg is not None:
-        now = load_config(d) if (d / MODEL_FILE).exists() else None
-        if now is None or (now.gallery, now.checkpoint, now.model_id) != (old_cfg.gallery, old_cfg.checkpoint, old_cfg.model_id):
-            raise ModelError(f"{d}: the model was replaced while this finetune ran (another finetune or an import "
-                             "switched model.json); nothing was changed by this one, run it again")
-        with open_gallery(d / old_cfg.gallery, model_id=old_cfg.model_id) as g:
-            current = g.records()
-        if now.backbone == cfg.backbone:  # e.g. set meanwhile by evaluate.py --set-threshold
-            cfg.threshold, cfg.knn_k = now.threshold, now.knn_k
-    elif (d / MODEL_FILE).exists():
-        raise ModelError(f"{d}: a model was created here while this finetune ran; nothing was changed, run it again")
-    else:
-        current = []
-    before = {r.id: r for r in (start.records if start else [])}
-    now_by_id = {r.id: r for r in current}
-    # People gone since the start: renamed (their faces live on under one new name) or removed.
-    fate: dict[str, str | None] = {}
-    for p in {r.person for r in before.values()} - {r.person for r in current}:
-        survivors = {now_by_id[i].person for i, r in before.items() if r.person == p and i in now_by_id}
-        fate[p] = survivors.pop() if len(survivors) == 1 else None
-    # A training folder's name -> the person's name in the gallery: people renamed since the last
-    # finetune (model.json's class names) or while this one ran keep their new name; people
-    # removed while it ran (None) stay removed, training photos included.
-    gallery_people = {r.person for r in current}
-    names: dict[str, str | None] = {}
-    for label in set(train_labels):
-        name = old_cfg.class_names.get(label, label) if old_cfg is not None else label
-        if old_cfg is not None and name != label and name not in gallery_people:
-            name = label  # renamed, then the new name was removed or renamed again: back to the folder's
-        names[label] = fate.get(name, name)
-    store = chip_store(d)
-    vectors, records, train_chips = [], [], []
-    for v, label, (src, digest, box, chip) in zip(train_emb, train_labels, train_records):
-        name = names[label]
-        if name is None:  # removed while this finetune ran: removal wins over the training folder
-            continue
-        vectors.append(v)
-        records.append(FaceRecord(name, src, digest, box, chip=_sha(chip) if chip else ""))
-        train_chips.append(chip)
-    covered = {(r.person, r.content_hash) for r in records}
-    kept = added = 0
-    new_ids = []
-    for r in current:
-        if (r.person, r.content_hash) in covered:
-            continue  # a training photo of the same person
-        if r.id in enrolled:
-            vectors.append(enrolled[r.id])
-            kept += 1
-        else:
-            new_ids.append(len(vectors))
-            vectors.append(None)
-            added += 1
-        records.append(FaceRecord(r.person, r.source, r.content_hash, tuple(r.box), added_at=r.added_at, chip=r.chip))
-    if new_ids:  # enrolled while this finetune ran: embedded from their chips now
-        new = embed_chips([records[i] for i in new_ids], embedder, store,
-                          failure=lambda n: f"{d}: {n} faces enrolled while this finetune ran cannot be "
-                                            "re-embedded; nothing was changed")
-        for i, v in zip(new_ids, new):
-            vectors[i] = v
-    check_none_lost(d, current, records)
-    for chip in train_chips:
-        if chip is not None:
-            store.put(chip)
-    new_path = d / cfg.gallery
-    gal = create_gallery(new_path, model_id=cfg.model_id, dim=embedder.dim)
-    if records:
-        gal.add(np.stack(vectors).astype(np.float32), records, model_id=cfg.model_id, allow_similar=True)
-    gal.close()
-    # The new classifier's classes are the training folders' names; identify shows the gallery's.
-    cfg.class_names = {label: name for label, name in names.items() if name is not None and name != label}
-    info = {"enrolled_before": len(current),
-            "reembedded_enrolled": kept + added, "enrolled_during_finetune": added,
-            "removed_during_finetune": sorted(p for p, q in fate.items() if q is None),
-            "renamed_during_finetune": {p: q for p, q in fate.items() if q is not None},
-            "covered_by_training_photos": len(current) - kept - added, "dropped_enrolled": []}
-    return info, {r.chip for r in records if r.chip}, current
-
-
-def _sha(chip: bytes) -> str:
-    from gallery.chip_store import chip_id
-
-    return chip_id(chip)
+    if old_cfg is None:
+        if (d / MODEL_FILE).exists():
+            raise ModelError(f"{d}: a model was created here while this finetune ran; nothing was changed, run it again")
+        return []
+    now = load_config(d) if (d / MODEL_FILE).exists() else None
+    if now is None or (now.gallery, now.checkpoint, now.model_id) != (old_cfg.gallery, old_cfg.checkpoint, old_cfg.model_id):
+        raise ModelError(f"{d}: the model was replaced while this finetune ran (another finetune or an import "
+                         "switched model.json); nothing was changed by this one, run it again")
+    with open_gallery(d / old_cfg.gallery, model_id=old_cfg.model_id) as g:
+        current = g.records()
+    if now.backbone == cfg.backbone:  # e.g. set meanwhile by evaluate.py --set-threshold
+        cfg.threshold, cfg.knn_k = now.threshold, now.knn_k
+    return current

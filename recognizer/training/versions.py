@@ -16,37 +16,55 @@ A finetune or a re-embed builds its checkpoint-<token>.pt and gallery-<token>/ b
 writer lock for its commit, so it holds a build lease on its token meanwhile (`build_lease`):
 `remove_unused` leaves a leased token's files alone, and deletes them once no live process holds
 the lease (the OS releases it when the builder dies).
+
+The pending candidate's file (candidate.json, `Candidate`) is read and written here too: deleting
+unused files must know what it names, and a rollback discards it. What builds and switches to a
+candidate is `candidate.py`, above this module.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import tempfile
+import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
 from facecore.atomic import write_json_atomic
 from facecore.errors import ModelError
+from gallery import open_gallery
 from recognizer.config import (
     CHECKPOINT_NAME,
     GALLERY_DIR,
     GALLERY_NAME,
     ModelConfig,
-    chip_store,
     ensure_private_dir,
     load_config,
     save_config,
     writer_lock,
 )
+from recognizer.embedding.backbones import make_embedder
+from recognizer.modeldir.rebuild import build_gallery, fresh_record
+from recognizer.training.checkpoint import load_finetuned
+
+__all__ = [
+    "CANDIDATE_FILE", "CANDIDATE_REPORT", "Candidate", "LEASE_NAME", "VERSIONS_DIR", "base_of", "build_lease",
+    "config_from", "discard_candidate", "kept_checkpoints", "list_versions", "load_candidate", "load_version",
+    "pending_files", "push_version", "remove_unused", "rollback", "write_candidate",
+]
 
 log = logging.getLogger(__name__)
 
 VERSIONS_DIR = "versions"
+CANDIDATE_FILE = "candidate.json"
+CANDIDATE_REPORT = "candidate-report.json"  # a finetune's report.json while its result is a candidate
 _VERSION = re.compile(r"v(\d{6})\.json")
 LEASE_NAME = re.compile(r"\.build-([0-9a-f]{6,64})\.lock")
 
@@ -110,8 +128,6 @@ def list_versions(d: Path) -> list[Path]:
 
 def load_version(path: Path) -> ModelConfig:
     """A kept model.json, checked like the one in use."""
-    import json
-
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -121,8 +137,6 @@ def load_version(path: Path) -> ModelConfig:
 
 def config_from(raw, path: Path) -> ModelConfig:
     """A model.json's content kept in another file (`path`, for errors), checked like the one in use."""
-    import tempfile
-
     if not isinstance(raw, dict):
         raise ModelError(f"{path}: damaged file (no model config)")
     with tempfile.TemporaryDirectory() as tmp:  # load_config's checks, on a copy
@@ -163,8 +177,6 @@ def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
     candidate (`candidate.py`) nor `keep` names: replaced ones, and any left by an interrupted run
     (they hold face data, so they must not linger), but not those of a live build (`build_lease`).
     Caller holds the writer lock."""
-    from recognizer.training.candidate import pending_files
-
     pending = pending_files(d)
     if pending is None:  # a damaged candidate.json: it might name any of them
         return
@@ -199,12 +211,82 @@ def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
                 live_build(m.group(1))
 
 
+@dataclass
+class Candidate:
+    """What candidate.json holds: a new version of the model built beside the one in use (`candidate.py`)."""
+
+    config: ModelConfig  # the candidate's model.json
+    base: dict  # the model in use when it was built: {"model_id", "gallery", "checkpoint"}
+    base_faces: list  # [content_hash, box, person] of every face enrolled in it then
+    chips: list[str]  # the chips its gallery names (kept by every chip sweep while it is pending)
+    kind: str  # "finetune" | "reembed"
+    built_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    comparison: dict | None = None  # side by side with the model in use (recognizer.evaluation.compare)
+    report: dict = field(default_factory=dict)  # what built it (finetune figures, re-embed counts)
+
+    def to_dict(self) -> dict:
+        return {"config": self.config.to_dict(), "base": self.base, "base_faces": self.base_faces, "chips": self.chips,
+                "kind": self.kind, "built_at": self.built_at, "comparison": self.comparison, "report": self.report}
+
+
+def base_of(cfg: ModelConfig) -> dict:
+    return {"model_id": cfg.model_id, "gallery": cfg.gallery, "checkpoint": cfg.checkpoint}
+
+
+def load_candidate(model_dir: str | Path) -> Candidate | None:
+    """The pending candidate, or None. ModelError naming the file when it is damaged."""
+    path = Path(model_dir) / CANDIDATE_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: damaged candidate file ({exc})") from None
+    try:
+        cfg = config_from(raw["config"], path)
+        return Candidate(cfg, dict(raw["base"]), [list(x) for x in raw["base_faces"]], [str(c) for c in raw["chips"]],
+                         str(raw["kind"]), str(raw.get("built_at", "")), raw.get("comparison"), dict(raw.get("report") or {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: damaged candidate file ({exc!r})") from None
+
+
+def pending_files(model_dir: str | Path) -> set[str] | None:
+    """The gallery, checkpoint and FPIR table the pending candidate names (empty: none pending);
+    None when candidate.json is damaged (then nothing it might name may be deleted)."""
+    try:
+        cand = load_candidate(model_dir)
+    except ModelError as exc:
+        log.warning("%s; keeping every gallery and checkpoint", exc)
+        return None
+    if cand is None:
+        return set()
+    return {n for n in (cand.config.gallery, cand.config.checkpoint, cand.config.fpir_table) if n}
+
+
+def write_candidate(model_dir: str | Path, cand: Candidate) -> None:
+    """Make `cand` the pending candidate, replacing (and deleting the files of) any other one.
+    Caller holds the writer lock."""
+    d = Path(model_dir)
+    write_json_atomic(d / CANDIDATE_FILE, cand.to_dict())
+    remove_unused(d)
+
+
+def discard_candidate(model_dir: str | Path, reason: str) -> bool:
+    """Delete the pending candidate and its files; returns whether there was one. Caller holds the
+    writer lock and has saved model.json."""
+    d = Path(model_dir)
+    path = d / CANDIDATE_FILE
+    if not path.exists():
+        return False
+    path.unlink()
+    (d / CANDIDATE_REPORT).unlink(missing_ok=True)
+    log.warning("%s: discarded the pending candidate (%s)", d, reason)
+    remove_unused(d)
+    return True
+
+
 def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -> dict:
     """Return the model to its newest kept version (see the module docstring); returns a summary."""
-    from gallery import FaceRecord, create_gallery, open_gallery
-    from recognizer.chips import embed_chips
-    from recognizer.embedding.backbones import make_embedder
-
     d = Path(model_dir)
     with writer_lock(d):
         versions = list_versions(d)
@@ -212,40 +294,33 @@ def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False)
             raise ModelError(f"{d}: no earlier version to roll back to ({VERSIONS_DIR}/ is empty)")
         cur = load_config(d)
         prev = load_version(versions[-1])
-        if prev.checkpoint:
-            if not (d / prev.checkpoint).is_file():
-                raise ModelError(f"{versions[-1]} names {prev.checkpoint}, which is not there; nothing was changed")
-            from recognizer.training.checkpoint import load_finetuned
-
-            embedder, _ = load_finetuned(d, prev, weights_dir=weights_dir)
-        else:
-            embedder = make_embedder(prev.backbone, prev.weights, weights_dir)
-        if embedder.model_id != prev.model_id:
-            raise ModelError(f"{versions[-1]}: its network now has model id {embedder.model_id}, not {prev.model_id} "
-                             "(other weights?); nothing was changed")
+        embedder = _network_of(d, prev, versions[-1], weights_dir)
         with open_gallery(d / cur.gallery, model_id=cur.model_id) as g:
             records = g.records()
-        vectors = embed_chips(records, embedder, chip_store(d), progress=progress,
-                              failure=lambda n: f"{d}: {n} enrolled faces have no usable chip, so the earlier "
-                                                "network cannot embed them; nothing was changed")
         name = f"{GALLERY_DIR}-{secrets.token_hex(6)}"
-        try:
-            gal = create_gallery(d / name, model_id=prev.model_id, dim=embedder.dim)
-            if records:
-                gal.add(vectors, [FaceRecord(r.person, r.source, r.content_hash, tuple(r.box), added_at=r.added_at,
-                                             chip=r.chip) for r in records], model_id=prev.model_id, allow_similar=True)
-            gal.close()
-        except BaseException:
-            shutil.rmtree(d / name, ignore_errors=True)
-            raise
+        build_gallery(d, name, prev.model_id, embedder, [fresh_record(r) for r in records], progress=progress,
+                      failure=lambda n: f"{d}: {n} enrolled faces have no usable chip, so the earlier "
+                                        "network cannot embed them; nothing was changed")
         restored = replace(prev, gallery=name, keep_versions=cur.keep_versions)
         versions[-1].unlink()
         push_version(d, cur)  # the version left, so it can be returned to
         save_config(d, restored)  # the commit point
-        from recognizer.training.candidate import discard_candidate
-
         discard_candidate(d, "the model was rolled back, so it was built beside a model no longer in use")
         remove_unused(d, keep={name, restored.checkpoint or ""})
     log.info("%s: rolled back from %s to %s", d, cur.model_id, restored.model_id)
     return {"model_dir": str(d), "from": cur.model_id, "to": restored.model_id, "backbone": restored.backbone,
             "faces": len(records), "people": sorted({r.person for r in records})}
+
+
+def _network_of(d: Path, prev: ModelConfig, version: Path, weights_dir):
+    """The embedder of a kept version, checked against its model id."""
+    if prev.checkpoint:
+        if not (d / prev.checkpoint).is_file():
+            raise ModelError(f"{version} names {prev.checkpoint}, which is not there; nothing was changed")
+        embedder, _ = load_finetuned(d, prev, weights_dir=weights_dir)
+    else:
+        embedder = make_embedder(prev.backbone, prev.weights, weights_dir)
+    if embedder.model_id != prev.model_id:
+        raise ModelError(f"{version}: its network now has model id {embedder.model_id}, not {prev.model_id} "
+                         "(other weights?); nothing was changed")
+    return embedder
