@@ -135,7 +135,7 @@ class _Analyzer:
         from recognizer.config import load_config
         from recognizer.detection.mtcnn import Detector
         from recognizer.pipeline import FacePipeline
-        from recognizer.recognizer import open_embedder
+        from recognizer.view import open_embedder
 
         cfg = load_config(model_dir)
         embedder, _ = open_embedder(Path(model_dir), cfg, weights_dir)

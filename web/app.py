@@ -34,6 +34,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recognizer import archive
 from recognizer import GalleryError, ImageError, InvalidNameError, ModelError, PersonExists, PersonNotFound, validate_name
 from web.guard import GuardSettings, RequestGuard
 
@@ -528,7 +529,8 @@ async def export(recognizer: Model) -> Response:
     def work() -> bytes:
         with tempfile.TemporaryDirectory(prefix="facetool-export-") as tmp:
             path = Path(tmp) / "faces.tar"
-            recognizer.export(path)
+            recognizer.refresh()
+            archive.export_model(recognizer, path)
             return path.read_bytes()
 
     data = await run_in_threadpool(work)
@@ -559,7 +561,7 @@ async def import_(request: Request, recognizer: Model) -> dict:
             path = Path(tmp) / "archive.tar"
             path.write_bytes(data)
             try:
-                report = recognizer.import_archive(path)
+                report = archive.import_archive(recognizer, path)
             except ModelError as exc:  # the archive's fault; named by the upload's name, not the server's temp path
                 raise ApiError(400, str(exc).replace(str(path), name)) from None
         out = report.to_dict()
