@@ -132,7 +132,7 @@ class _Analyzer:
     def __init__(self, model_dir: str, weights_dir: str | None, cache_dir: str | None, chips: bool,
                  max_pixels: int, memory_budget: int) -> None:
         from recognizer.cache import CropCache
-        from recognizer.config import load_config
+        from recognizer.modeldir.config import load_config
         from recognizer.detection.mtcnn import Detector
         from recognizer.pipeline import FacePipeline
         from recognizer.view import open_embedder

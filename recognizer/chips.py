@@ -137,7 +137,7 @@ def backfill_chips(model_dir, gallery, detector, store=None) -> list[str]:
     gallery's ChipStore (default: the model directory's own)."""
     from facecore.errors import ImageError
     from recognizer.image import load_photo
-    from recognizer.config import chip_store
+    from recognizer.modeldir.layout import chip_store
 
     store = store if store is not None else chip_store(model_dir)
     have = store.ids()

@@ -55,7 +55,7 @@ def test_only_unfrozen_blocks_change_and_frozen_ones_are_bit_identical(facenet_m
 
     from recognizer.training.checkpoint import load_finetuned
     from recognizer.embedding.backbones import FacenetEmbedder
-    from recognizer.config import load_config
+    from recognizer.modeldir.config import load_config
 
     d, _ = facenet_model
     cfg = load_config(d)
@@ -75,7 +75,7 @@ def test_only_unfrozen_blocks_change_and_frozen_ones_are_bit_identical(facenet_m
 def test_checkpoint_is_safe_to_load_and_named_by_its_hash(facenet_model):
     import torch
 
-    from recognizer.config import load_config
+    from recognizer.modeldir.config import load_config
     from facecore.atomic import sha256_file
 
     d, report = facenet_model

@@ -37,7 +37,7 @@ import numpy as np
 
 from facecore.atomic import atomic_write, fsync_dir, write_json_atomic
 from facecore.errors import FaceToolError
-from recognizer.config import ensure_private_dir
+from recognizer.modeldir.layout import ensure_private_dir
 
 log = logging.getLogger(__name__)
 

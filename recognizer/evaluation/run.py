@@ -254,7 +254,8 @@ def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
 
 def set_threshold(model_dir: str | Path, threshold: float) -> None:
     """Store `threshold` in model.json (written atomically: readers see the old or the new file)."""
-    from recognizer.config import load_config, save_config, writer_lock
+    from recognizer.modeldir.config import load_config, save_config
+    from recognizer.modeldir.lock import writer_lock
 
     if not -1.0 <= threshold <= 1.0:
         raise FaceToolError(f"{threshold} is not a cosine similarity in [-1, 1]")

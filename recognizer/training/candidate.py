@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from facecore.atomic import write_json_atomic
-from recognizer.config import GALLERY_DIR, MODEL_FILE, ModelConfig, chip_store, load_config, save_config, writer_lock
+from recognizer.modeldir.config import ModelConfig, load_config, save_config
+from recognizer.modeldir.layout import GALLERY_DIR, MODEL_FILE, chip_store
+from recognizer.modeldir.lock import writer_lock
 from facecore.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -322,7 +324,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
     `backbone`/`weights` network. Returns (the candidate, the model in use it was built beside)."""
     from gallery import FaceRecord, create_gallery, open_gallery
     from recognizer.chips import embed_chips
-    from recognizer.config import DEFAULT_THRESHOLDS
+    from recognizer.modeldir.config import DEFAULT_THRESHOLDS
     from recognizer.embedding.backbones import make_embedder
     from recognizer.training.run import starting_point
     from recognizer.training.versions import build_lease

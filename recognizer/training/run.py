@@ -40,21 +40,9 @@ import numpy as np
 from recognizer.cache import CropCache
 from facecore.atomic import write_json_atomic
 from facecore.errors import ModelError
-from recognizer.config import (
-    CHECKPOINT_NAME,
-    CHIPS_DIR,
-    DEFAULT_THRESHOLDS,
-    GALLERY_DIR,
-    GALLERY_NAME,
-    MODEL_FILE,
-    ModelConfig,
-    chip_store,
-    config_stamp,
-    ensure_private_dir,
-    load_config,
-    save_config,
-    writer_lock,
-)
+from recognizer.modeldir.config import DEFAULT_THRESHOLDS, ModelConfig, config_stamp, load_config, save_config
+from recognizer.modeldir.layout import CHECKPOINT_NAME, CHIPS_DIR, GALLERY_DIR, GALLERY_NAME, MODEL_FILE, chip_store, ensure_private_dir
+from recognizer.modeldir.lock import writer_lock
 from recognizer.fpir import DEFAULT_TARGET_FPIR
 from recognizer.training.loop import TrainSettings
 from recognizer.training.candidate import (

@@ -32,17 +32,9 @@ from typing import Iterator
 
 from facecore.atomic import write_json_atomic
 from facecore.errors import ModelError
-from recognizer.config import (
-    CHECKPOINT_NAME,
-    GALLERY_DIR,
-    GALLERY_NAME,
-    ModelConfig,
-    chip_store,
-    ensure_private_dir,
-    load_config,
-    save_config,
-    writer_lock,
-)
+from recognizer.modeldir.config import ModelConfig, load_config, save_config
+from recognizer.modeldir.layout import CHECKPOINT_NAME, GALLERY_DIR, GALLERY_NAME, chip_store, ensure_private_dir
+from recognizer.modeldir.lock import writer_lock
 
 log = logging.getLogger(__name__)
 
