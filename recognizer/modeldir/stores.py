@@ -86,8 +86,9 @@ class Removal:
         return {r.content_hash for r in rest}
 
     def mentions(self, text: str) -> bool:
-        """Whether a string names the person or one of their photos."""
-        return text == self.person or text in self.paths or f"{os.sep}{self.person}{os.sep}" in text
+        """Whether a string names the person or one of their photos (a known path, or a photo in a
+        folder named after them, as training photos are: train/<person>/...)."""
+        return text == self.person or text in self.paths or (os.sep in text and Path(text).parent.name == self.person)
 
     def needles(self) -> list[bytes]:
         return [self.person.encode(), *(p.encode() for p in self.paths)]
