@@ -159,3 +159,41 @@ def test_stores_of_higher_layers_are_named_not_imported():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if m and m.startswith(("recognizer.training", "recognizer.clustering"))}
+
+
+def test_report_and_split_scrub_only_the_person(tmp_path):
+    """The person's entries leave report.json and split.json; everyone else's stay, the lists stay
+    parallel, and a name that is also a folder of the path ('home') scrubs only their photos."""
+    import json
+
+    from recognizer.modeldir import stores
+    from recognizer.modeldir.directory import ModelDir
+
+    md = ModelDir(tmp_path / "m")
+    md.root.mkdir()
+    photos = {p: f"/home/u/train/{p}/{i}.jpg" for i, p in enumerate(("home", "ada", "bob"))}
+    split = {"train": {"paths": list(photos.values()), "labels": list(photos)}, "val": {"paths": [], "labels": []},
+             "source": "held-out"}
+    report = {"classes": ["ada", "bob", "home"], "knn": {"per_person": {"home": {"recall": 1.0}, "ada": {"recall": 0.5}}},
+              "skipped": [{"file": photos["home"], "reason": "no face"}, {"file": photos["ada"], "reason": "no face"}],
+              "backbone": "sface"}
+    md.split.write_text(json.dumps(split))
+    md.report.write_text(json.dumps(report))
+    by_name = {s.name: s for s in stores.registered()}
+
+    class NoGallery:
+        def people(self):
+            return {}
+
+        def records(self, person=None):
+            return []
+
+    ctx = stores.Removal.of(md, "home", NoGallery(), "gallery")
+    for name in ("split file", "reports"):
+        assert by_name[name].held(ctx)
+        by_name[name].forget(ctx)
+        assert by_name[name].held(ctx) == []
+    assert json.loads(md.split.read_text())["train"] == {"paths": [photos["ada"], photos["bob"]], "labels": ["ada", "bob"]}
+    assert json.loads(md.report.read_text()) == {
+        "classes": ["ada", "bob"], "knn": {"per_person": {"ada": {"recall": 0.5}}},
+        "skipped": [{"file": photos["ada"], "reason": "no face"}], "backbone": "sface"}

@@ -258,7 +258,8 @@ class _Reports:
     name = "reports"
 
     def held(self, ctx):
-        return _files_mentioning([ctx.model.report, ctx.model.candidate_report], ctx.needles())
+        reports = ((p, _read_json(p)) for p in (ctx.model.report, ctx.model.candidate_report))
+        return [f"{p.name} mentions them" for p, raw in reports if raw is not None and _scrubbed(raw, ctx.mentions) != raw]
 
     def forget(self, ctx):
         for path in (ctx.model.report, ctx.model.candidate_report):
