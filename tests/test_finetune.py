@@ -179,7 +179,8 @@ def test_run_is_repeatable_with_a_seed(data, tmp_path):
 
 
 def test_split_is_stratified_saved_and_reused_without_val(data, tmp_path):
-    from recognizer.training.dataset import SPLIT_FILE, load_split
+    from recognizer.modeldir.layout import SPLIT_FILE
+    from recognizer.training.dataset import load_split
 
     src = data / "5-celebrity-faces/train"
     for person in ("madonna", "elton_john", "ben_afflek"):

@@ -37,11 +37,10 @@ import numpy as np
 
 from facecore.atomic import atomic_write, fsync_dir, write_json_atomic
 from facecore.errors import FaceToolError
-from recognizer.modeldir.layout import ensure_private_dir
+from recognizer.modeldir.layout import RUNS_DIR, ensure_private_dir
 
 log = logging.getLogger(__name__)
 
-RUNS_DIR = "clusters"
 RUN_FILE = "run.json"
 FACES_FILE = "faces.npz"
 FORMAT_VERSION = 1

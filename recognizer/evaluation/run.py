@@ -76,7 +76,8 @@ def labelled_photos(data_dir: str | Path, model_dir: str | Path) -> tuple[list[s
     (train/ only), the validation photos finetune.py held out (its split.json); else
     DATA_DIR/<person>/*.
     """
-    from recognizer.training.dataset import SPLIT_FILE, list_people
+    from recognizer.modeldir.layout import SPLIT_FILE
+    from recognizer.training.dataset import list_people
 
     data = Path(data_dir)
     if (data / "val").is_dir():

@@ -32,14 +32,11 @@ import numpy as np
 
 from facecore.atomic import write_json_atomic
 from recognizer.modeldir.config import ModelConfig, load_config, save_config
-from recognizer.modeldir.layout import GALLERY_DIR, MODEL_FILE, chip_store
+from recognizer.modeldir.layout import CANDIDATE_FILE, CANDIDATE_REPORT, GALLERY_DIR, MODEL_FILE, chip_store
 from recognizer.modeldir.lock import writer_lock
 from facecore.errors import ModelError
 
 log = logging.getLogger(__name__)
-
-CANDIDATE_FILE = "candidate.json"
-CANDIDATE_REPORT = "candidate-report.json"  # a finetune's report.json while its result is a candidate
 
 
 @dataclass

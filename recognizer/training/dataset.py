@@ -13,10 +13,9 @@ from pathlib import Path
 from facecore.atomic import write_json_atomic
 from facecore.errors import FaceToolError
 from recognizer.image import list_images
+from recognizer.modeldir.layout import SPLIT_FILE
 
 log = logging.getLogger(__name__)
-
-SPLIT_FILE = "split.json"
 
 
 @dataclass

@@ -41,18 +41,16 @@ from recognizer.cache import CropCache
 from facecore.atomic import write_json_atomic
 from facecore.errors import ModelError
 from recognizer.modeldir.config import DEFAULT_THRESHOLDS, ModelConfig, config_stamp, load_config, save_config
-from recognizer.modeldir.layout import CHECKPOINT_NAME, CHIPS_DIR, GALLERY_DIR, GALLERY_NAME, MODEL_FILE, chip_store, ensure_private_dir
+from recognizer.modeldir.layout import CANDIDATE_REPORT, CHECKPOINT_NAME, CHIPS_DIR, GALLERY_DIR, GALLERY_NAME, MODEL_FILE, REPORT_FILE, chip_store, ensure_private_dir
 from recognizer.modeldir.lock import writer_lock
 from recognizer.fpir import DEFAULT_TARGET_FPIR
 from recognizer.training.loop import TrainSettings
 from recognizer.training.candidate import (
-    CANDIDATE_REPORT, Candidate, base_of, check_none_lost, side_by_side, switch, write_candidate,
+    Candidate, base_of, check_none_lost, side_by_side, switch, write_candidate,
 )
 from recognizer.training.versions import build_lease, remove_unused
 
 log = logging.getLogger(__name__)
-
-REPORT_FILE = "report.json"
 
 
 @dataclass

@@ -33,12 +33,11 @@ from typing import Iterator
 from facecore.atomic import write_json_atomic
 from facecore.errors import ModelError
 from recognizer.modeldir.config import ModelConfig, load_config, save_config
-from recognizer.modeldir.layout import CHECKPOINT_NAME, GALLERY_DIR, GALLERY_NAME, chip_store, ensure_private_dir
+from recognizer.modeldir.layout import CHECKPOINT_NAME, GALLERY_DIR, GALLERY_NAME, VERSIONS_DIR, chip_store, ensure_private_dir
 from recognizer.modeldir.lock import writer_lock
 
 log = logging.getLogger(__name__)
 
-VERSIONS_DIR = "versions"
 _VERSION = re.compile(r"v(\d{6})\.json")
 LEASE_NAME = re.compile(r"\.build-([0-9a-f]{6,64})\.lock")
 
