@@ -2,15 +2,13 @@
 
 A store says what it holds for a person (`held`), forgets them (`forget`) and renames them
 (`rename`). `remove_person` and `rename_person` walk the registry in order, so a feature that
-keeps face data registers its store once and removal reaches it:
+keeps face data registers its store once and removal reaches it. Stores of a higher layer
+(training, clustering) are named by "module:attr" strings resolved when a removal runs, like
+entry points: this core imports no feature module.
 
-    from recognizer.modeldir import stores
-    stores.register("recognizer.myfeature:STORE")      # or the object itself
-
-Stores of a higher layer (training, clustering) are registered as "module:attr" strings and
-resolved when a removal runs, like entry points: this core imports no feature module.
-
-The order is the one removal needs (see `remove_person`): a pending candidate, the model
+A store kept by a feature module is one more "module:attr" line in `_REGISTRY` below (an
+entry in the core's list, so removal reaches it even in a process that never imported the
+feature). The order is the one removal needs (see `remove_person`): a pending candidate, the model
 directory's other galleries, clustering runs, split and report files, kept versions (before the
 gallery in use, which goes last: a failure part way leaves the person enrolled, so the removal
 can simply be run again), then the chips the removed faces named (their bytes read first: the
@@ -393,11 +391,14 @@ class _ClassNames:
             ctx.save_config(replace(st.config, class_names={c: n for c, n in renamed.items() if n != c}))
 
 
+_LIVE = _GalleryInUse()
+# The stores, in walking order. A feature that keeps face data adds one line here: its store as
+# "module:attr" (resolved when a removal runs, so this core imports no feature module), before
+# the gallery in use. `register` does the same at run time (plug-ins, tests).
 _REGISTRY: list[FaceStore | str] = [
-    _Candidate(), _OtherGalleries(), _ClusteringRuns(), _Split(), _Reports(), _Versions(), _GalleryInUse(), _ClassNames(),
-    _Chips(), _Caches(),
+    _Candidate(), _OtherGalleries(), _ClusteringRuns(), _Split(), _Reports(), _Versions(),
+    _LIVE, _ClassNames(), _Chips(), _Caches(),
 ]
-_LIVE = _REGISTRY[6]
 
 
 def register(store: FaceStore | str, *, before: str = _LIVE.name) -> None:
