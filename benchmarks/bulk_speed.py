@@ -70,7 +70,7 @@ def on_ray(model: str, paths: list[str], workers: int) -> tuple[float, float, fl
             lst.write_text("\n".join(paths) + "\n")
             t0 = time.perf_counter()
             with Recognizer.open(model) as rec:  # cache=None: every photo is detected, by the workers too
-                rec.identify_bulk([lst], Path(tmp) / "out.jsonl", address="local", workers=workers)
+                bulk.identify_bulk(rec, [lst], Path(tmp) / "out.jsonl", address="local", workers=workers)
     finally:
         bulk._Appender.write = write
         ray.shutdown()

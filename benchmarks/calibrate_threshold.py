@@ -28,7 +28,7 @@ def main() -> None:
     from recognizer.sample_data import data_dir, pair_similarities
     from recognizer.detection.mtcnn import Detector
     from recognizer.embedding.backbones import make_embedder
-    from recognizer.config import DEFAULT_THRESHOLDS
+    from recognizer.modeldir.config import DEFAULT_THRESHOLDS
     from recognizer.pipeline import FacePipeline
 
     pipe = FacePipeline(Detector(), make_embedder(args.backbone, args.weights), CropCache())

@@ -50,7 +50,7 @@ def main() -> None:
     from recognizer.detection.mtcnn import Detector
     from recognizer.embedding.backbones import make_embedder
     from recognizer.evaluation.cohort import embed_photos
-    from recognizer.config import DEFAULT_THRESHOLDS
+    from recognizer.modeldir.config import DEFAULT_THRESHOLDS
     from recognizer.pipeline import FacePipeline
 
     files, labels = labelled_photos(data_dir(), args.people)

@@ -3,21 +3,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from recognizer.cache import CropCache
-    from recognizer.evaluation.run import EvaluationReport
-    from recognizer.recognizer import Recognizer
-    from recognizer.training.run import FinetuneReport
+from recognizer.cache import CropCache
+from recognizer.evaluation.run import EvaluationOptions, EvaluationReport, evaluate_model
+from recognizer.evaluation.run import set_threshold as store_threshold
+from recognizer.recognizer import Recognizer
+from recognizer.training.loop import TrainSettings
+from recognizer.training.run import FinetuneOptions, FinetuneReport
+from recognizer.training.run import finetune as run_finetune
+
+__all__ = ["create", "evaluate", "finetune", "open", "set_threshold"]
 
 PathLike = str | os.PathLike
 
 
-def _crop_cache(cache: "bool | PathLike | CropCache | None") -> "CropCache | None":
+def _crop_cache(cache: bool | PathLike | CropCache | None) -> CropCache | None:
     """True: the default crop cache; a path: a cache there; False or None: none."""
-    from recognizer.cache import CropCache
-
     if cache is None or cache is False:
         return None
     if cache is True:
@@ -28,7 +29,7 @@ def _crop_cache(cache: "bool | PathLike | CropCache | None") -> "CropCache | Non
 
 
 def open(model_dir: PathLike, *, backbone: str | None = None, weights: str | None = None, weights_dir: PathLike | None = None,
-         cache: "bool | PathLike | CropCache | None" = False, gallery: str | None = None) -> "Recognizer":
+         cache: bool | PathLike | CropCache | None = False, gallery: str | None = None) -> Recognizer:
     """Open an existing model directory (ModelError when there is none, or when it was not built
     with the `backbone` or `weights` given).
 
@@ -37,20 +38,16 @@ def open(model_dir: PathLike, *, backbone: str | None = None, weights: str | Non
     `gallery`: the enrolled faces in Milvus ("milvus://HOST:PORT/COLLECTION" or
     "milvus-lite:PATH.db") instead of the model directory.
     """
-    from recognizer.recognizer import Recognizer
-
     return Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=_crop_cache(cache),
                            gallery=gallery)
 
 
 def create(model_dir: PathLike, *, backbone: str | None = None, weights: str | None = None, weights_dir: PathLike | None = None,
-           cache: "bool | PathLike | CropCache | None" = False, gallery: str | None = None) -> "Recognizer":
+           cache: bool | PathLike | CropCache | None = False, gallery: str | None = None) -> Recognizer:
     """Open a model directory, creating it with `backbone` ("sface" or "facenet") when it does not exist yet.
 
     An existing model must have been built with `backbone`, when one is given (ModelError otherwise).
     """
-    from recognizer.recognizer import Recognizer
-
     return Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=True,
                            cache=_crop_cache(cache), gallery=gallery)
 
@@ -58,7 +55,7 @@ def create(model_dir: PathLike, *, backbone: str | None = None, weights: str | N
 def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facenet", weights: str | None = None,
              weights_dir: PathLike | None = None, unfreeze: str | None = None, epochs: int = 30, seed: int = 0,
              patience: int = 8, cache_dir: PathLike | None = None, cohort: PathLike | None = None,
-             switch: bool | None = None, unknown_dir: PathLike | None = None, progress: bool = False) -> "FinetuneReport":
+             switch: bool | None = None, unknown_dir: PathLike | None = None, progress: bool = False) -> FinetuneReport:
     """Finetune the model in `model_dir` (created when missing) on DATA_DIR/train/<person>/* (and val/).
 
     Face crops and the frozen trunk's features are cached under `cache_dir` (default
@@ -71,11 +68,6 @@ def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facene
     `switch`: switch to it (default: yes on the same backbone and weights, no on others: then
     `recognizer.lifecycle.switch(model_dir)` switches later).
     """
-    from recognizer.cache import CropCache
-    from recognizer.training.loop import TrainSettings
-    from recognizer.training.run import FinetuneOptions
-    from recognizer.training.run import finetune as run
-
     opts = FinetuneOptions(
         backbone=backbone, weights=weights, weights_dir=str(weights_dir) if weights_dir else None, unfreeze=unfreeze,
         settings=TrainSettings(epochs=epochs, seed=seed, patience=patience),
@@ -83,19 +75,17 @@ def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facene
         trunk_cache_dir=str(Path(cache_dir) / "trunk") if cache_dir else None, progress=progress,
         cohort=str(cohort) if cohort else None, switch=switch, unknown_dir=_str(unknown_dir),
     )
-    return run(data_dir, model_dir, opts)
+    return run_finetune(data_dir, model_dir, opts)
 
 
 def evaluate(model_dir: PathLike, data_dir: PathLike | None = None, *, unknown_dir: PathLike | None = None,
              pairs_file: PathLike | None = None, pairs_root: PathLike | None = None, target_fpir: float = 0.01,
-             holdout: float = 0.2, cache: "bool | PathLike | CropCache | None" = False,
-             progress: bool = False) -> "EvaluationReport":
+             holdout: float = 0.2, cache: bool | PathLike | CropCache | None = False,
+             progress: bool = False) -> EvaluationReport:
     """Closed set, open set and (with `pairs_file`) verification figures of a model; it is not changed.
 
     The report's `to_dict()`, `markdown()` and `write(out_dir)` give it as JSON, Markdown or files.
     """
-    from recognizer.evaluation.run import EvaluationOptions, evaluate_model
-
     opts = EvaluationOptions(unknown_dir=_str(unknown_dir), pairs_file=_str(pairs_file), pairs_root=_str(pairs_root),
                              target_fpir=target_fpir, holdout_share=holdout, progress=progress)
     return evaluate_model(model_dir, data_dir, opts, cache=_crop_cache(cache))
@@ -103,9 +93,7 @@ def evaluate(model_dir: PathLike, data_dir: PathLike | None = None, *, unknown_d
 
 def set_threshold(model_dir: PathLike, threshold: float) -> None:
     """Store the similarity under which a face is unknown in the model (model.json, written atomically)."""
-    from recognizer.evaluation.run import set_threshold as store
-
-    store(model_dir, threshold)
+    store_threshold(model_dir, threshold)
 
 
 def _str(p: PathLike | None) -> str | None:

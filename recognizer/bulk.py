@@ -40,12 +40,12 @@ from facecore.errors import FaceToolError, ImageError
 from facecore.names import refuse_lookalikes, validate_name
 from recognizer.cache import CropCache
 from recognizer.chips import chip_of
-from recognizer.config import load_config
+from recognizer.modeldir.config import load_config
 from recognizer.detection.boxes import Face
 from recognizer.detection.mtcnn import Detector
 from recognizer.image import expand_inputs
 from recognizer.pipeline import FacePipeline, PhotoResult
-from recognizer.recognizer import open_embedder
+from recognizer.view import open_embedder
 
 __all__ = ["BulkError", "BulkSummary", "analyze_bulk", "enroll_bulk", "identify_bulk", "init_ray", "read_inputs"]
 

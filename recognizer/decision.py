@@ -50,6 +50,31 @@ class Decisions:
         return [self.people[j] for j in cand]
 
 
+def _matrix(rows, col: dict[str, int], width: int) -> np.ndarray:
+    """(len(rows), width) with row i's {person: value} at the people's columns, 0 elsewhere."""
+    out = np.zeros((len(rows), width))
+    for i, row in enumerate(rows):
+        for p, s in row.items():
+            out[i, col[p]] = s
+    return out
+
+
+def _with_classifier(out: Decisions, classifier, emb: np.ndarray, votes, col: dict[str, int]) -> None:
+    """Add the classifier's and the combination's scores and names to `out`, in DECIDERS order."""
+    classes = [str(c) for c in classifier.classes_]
+    n, P = len(emb), len(out.people)
+    proba = classifier.predict_proba(emb) if n else np.zeros((0, len(classes)))
+    clf = np.zeros((n, P))
+    clf[:, [col[c] for c in classes]] = proba
+    out.scores["classifier"] = clf
+    out.names["classifier"] = [classes[j] for j in np.argmax(proba, axis=1)]
+    decisions = [combine(classes, p, v) for p, v in zip(proba, votes)]
+    out.scores["combined"] = _matrix([dec.scores for dec in decisions], col, P)
+    out.names["combined"] = [dec.name for dec in decisions]
+    out.scores = {d: out.scores[d] for d in DECIDERS}
+    out.names = {d: out.names[d] for d in DECIDERS}
+
+
 def decide(gallery, classifier, embeddings: np.ndarray, *, k: int, model_id: str) -> Decisions:
     """Run the kNN vote, and the classifier and the combination when there is a classifier.
 
@@ -60,32 +85,12 @@ def decide(gallery, classifier, embeddings: np.ndarray, *, k: int, model_id: str
     classes = [str(c) for c in classifier.classes_] if classifier is not None else []
     people = sorted(set(gallery.people()) | set(classes))
     col = {p: j for j, p in enumerate(people)}
-    n, P = len(emb), len(people)
-    nsim = np.zeros((n, P))
-    knn = np.zeros((n, P))
-    for i, v in enumerate(votes):
-        for p, s in v.similarity.items():
-            nsim[i, col[p]] = s
-        for p, s in v.scores.items():
-            knn[i, col[p]] = s
+    nsim = _matrix([v.similarity for v in votes], col, len(people)).reshape(len(emb), len(people))
     out = Decisions(people, nsim)
-    out.scores["knn"] = knn
+    out.scores["knn"] = _matrix([v.scores for v in votes], col, len(people)).reshape(len(emb), len(people))
     out.names["knn"] = [v.best()[0] for v in votes]
     if classifier is not None:
-        proba = classifier.predict_proba(emb) if n else np.zeros((0, len(classes)))
-        clf = np.zeros((n, P))
-        clf[:, [col[c] for c in classes]] = proba
-        out.scores["classifier"] = clf
-        out.names["classifier"] = [classes[j] for j in np.argmax(proba, axis=1)]
-        decisions = [combine(classes, p, v) for p, v in zip(proba, votes)]
-        comb = np.zeros((n, P))
-        for i, dec in enumerate(decisions):
-            for p, s in dec.scores.items():
-                comb[i, col[p]] = s
-        out.scores["combined"] = comb
-        out.names["combined"] = [dec.name for dec in decisions]
-        out.scores = {d: out.scores[d] for d in DECIDERS}
-        out.names = {d: out.names[d] for d in DECIDERS}
+        _with_classifier(out, classifier, emb, votes, col)
     for d, names in out.names.items():
         out.similarity[d] = np.array([nsim[i, col[p]] if p is not None else 0.0 for i, p in enumerate(names)])
     return out

@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from facecore.atomic import write_json_atomic
+
 K_MAX = 8  # faces per person the table covers; cohort people have 5-10 photos
 THRESHOLDS = np.round(np.arange(0.20, 0.8001, 0.01), 2)
 GALLERY_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -225,8 +227,6 @@ class FpirTable:
         return t
 
     def save(self, path: str | Path) -> None:
-        from facecore.atomic import write_json_atomic
-
         write_json_atomic(Path(path), self.to_dict())
 
     @classmethod

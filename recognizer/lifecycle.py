@@ -11,7 +11,7 @@ from pathlib import Path
 
 from recognizer import archive
 from recognizer.cache import CropCache
-from recognizer.config import writer_lock
+from recognizer.modeldir.lock import writer_lock
 from recognizer.evaluation.run import labelled_photos
 from recognizer.training import candidate as _candidate
 from recognizer.training import versions

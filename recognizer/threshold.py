@@ -124,3 +124,29 @@ def confusions(gallery, threshold: float, people: list[str] | None = None) -> li
             if key not in best or s > best[key].similarity:
                 best[key] = Confusion(a.person, b.person, s, a.source, b.source)
     return sorted(best.values(), key=lambda c: -c.similarity)
+
+
+class ThresholdCache:
+    """A model view's FPIR table and unknown threshold, worked out once per model, table and
+    gallery shape (a Recognizer asks on every identify)."""
+
+    def __init__(self) -> None:
+        self._table: tuple | None = None  # (model id, table file, table or None)
+        self._info: tuple | None = None
+
+    def table(self, model_dir: Path, cfg) -> FpirTable | None:
+        key = (cfg.model_id, cfg.fpir_table)
+        if self._table is None or self._table[:2] != key:
+            try:
+                table = load_table(model_dir, cfg)
+            except ValueError as exc:  # a damaged or missing table costs the derived threshold, not the model
+                log.warning("%s; using the fixed threshold", exc)
+                table = None
+            self._table = (*key, table)
+        return self._table[2]
+
+    def info(self, model_dir: Path, cfg, people: dict[str, int], override: float | None = None) -> ThresholdInfo:
+        key = (override, cfg.model_id, cfg.target_fpir, cfg.threshold, len(people), sum(people.values()))
+        if self._info is None or self._info[0] != key:
+            self._info = (key, threshold_info(cfg, self.table(model_dir, cfg), people, override))
+        return self._info[1]

@@ -110,10 +110,8 @@ def folders(data, sface_pipeline):
 @pytest.fixture
 def fast_open(monkeypatch, detector, sface):
     """Recognizer.open in this process reuses the session's MTCNN and SFace (checks stay the same)."""
-    import recognizer.recognizer as rr
-
-    monkeypatch.setattr(rr, "Detector", lambda settings: detector)
-    monkeypatch.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
+    monkeypatch.setattr("recognizer.view.Detector", lambda settings: detector)
+    monkeypatch.setattr("recognizer.view.make_embedder", lambda backbone, *a, **kw: sface)
 
 
 @pytest.fixture(scope="session")

@@ -85,8 +85,8 @@ def one_person_model(root: Path, face: Image.Image, detector, sface):
     import recognizer.recognizer as rr
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rr, "Detector", lambda settings: detector)
-        mp.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
+        mp.setattr("recognizer.view.Detector", lambda settings: detector)
+        mp.setattr("recognizer.view.make_embedder", lambda backbone, *a, **kw: sface)
         rec = rr.Recognizer.open(root / "model", backbone="sface", create=True, cache=None)
     photo = root / "paul.jpg"
     photo.write_bytes(encode(face, "JPEG", quality=92))

@@ -69,16 +69,14 @@ def cache(tmp_path_factory):
 def cli_cache(cache, monkeypatch, detector, sface):
     """The CLIs use this module's crop cache, and the session's detector and embedder instead of
     building MTCNN and SFace again on each of their ~70 runs (the CLI code is otherwise as is)."""
-    import recognizer.recognizer as rr
-
     monkeypatch.setenv("FACETOOL_CACHE", str(cache.root.parent))
 
     def make_detector(settings):
         assert settings == detector.settings
         return detector
 
-    monkeypatch.setattr(rr, "Detector", make_detector)
-    monkeypatch.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface if backbone == "sface" else None)
+    monkeypatch.setattr("recognizer.view.Detector", make_detector)
+    monkeypatch.setattr("recognizer.view.make_embedder", lambda backbone, *a, **kw: sface if backbone == "sface" else None)
 
 
 @pytest.fixture(scope="module")

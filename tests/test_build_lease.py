@@ -81,7 +81,7 @@ def test_reembed_in_another_process_survives_a_commit_meanwhile(tmp_path, data, 
     """A re-embed (finetune.py --reembed) builds its gallery while this process takes the writer
     lock and deletes what is unused, as every commit does; the re-embed still commits, and its
     candidate is switched to with the enrolled face."""
-    from recognizer.config import writer_lock
+    from recognizer.modeldir.lock import writer_lock
     from recognizer.recognizer import Recognizer
     from recognizer.training.versions import remove_unused
 

@@ -49,7 +49,7 @@ def write_then_die(self, obj):
         os.kill(os.getpid(), signal.SIGKILL)
 bulk._Appender.write = write_then_die
 with recognizer.open({model!r}, cache=True) as rec:
-    rec.identify_bulk({inputs!r}, {out!r}, address="auto", workers=1)
+    bulk.identify_bulk(rec, {inputs!r}, {out!r}, address="auto", workers=1)
 """
 
 

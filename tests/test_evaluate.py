@@ -90,7 +90,7 @@ def _raw(model_dir, paths):
     people = np.array([r.person for r in rec.gallery.records()])
     rec.gallery.close()
     emb, kept = _embed(rec.pipeline, paths)
-    from recognizer.config import load_config
+    from recognizer.modeldir.config import load_config
 
     ckpt = torch.load(Path(model_dir) / load_config(model_dir).checkpoint, weights_only=True)
     w = ckpt["head"]["weight"].numpy()
@@ -281,7 +281,7 @@ def test_finetune_report_is_the_same_closed_set_computation(report, model):
 def test_set_threshold_stores_the_recommendation(model, data, tmp_path):
     import shutil
 
-    from recognizer.config import load_config
+    from recognizer.modeldir.config import load_config
 
     d, _ = model
     m = tmp_path / "m"

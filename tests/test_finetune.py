@@ -55,7 +55,7 @@ def test_only_unfrozen_blocks_change_and_frozen_ones_are_bit_identical(facenet_m
 
     from recognizer.training.checkpoint import load_finetuned
     from recognizer.embedding.backbones import FacenetEmbedder
-    from recognizer.config import load_config
+    from recognizer.modeldir.config import load_config
 
     d, _ = facenet_model
     cfg = load_config(d)
@@ -75,7 +75,7 @@ def test_only_unfrozen_blocks_change_and_frozen_ones_are_bit_identical(facenet_m
 def test_checkpoint_is_safe_to_load_and_named_by_its_hash(facenet_model):
     import torch
 
-    from recognizer.config import load_config
+    from recognizer.modeldir.config import load_config
     from facecore.atomic import sha256_file
 
     d, report = facenet_model
@@ -179,7 +179,8 @@ def test_run_is_repeatable_with_a_seed(data, tmp_path):
 
 
 def test_split_is_stratified_saved_and_reused_without_val(data, tmp_path):
-    from recognizer.training.dataset import SPLIT_FILE, load_split
+    from recognizer.modeldir.layout import SPLIT_FILE
+    from recognizer.training.dataset import load_split
 
     src = data / "5-celebrity-faces/train"
     for person in ("madonna", "elton_john", "ben_afflek"):

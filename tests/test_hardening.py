@@ -35,8 +35,8 @@ def world(tmp_path_factory, data, detector, sface):
     root = tmp_path_factory.mktemp("hardening")
     cache = CropCache(root / "cache" / "crops")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rr, "Detector", lambda settings: detector)
-        mp.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
+        mp.setattr("recognizer.view.Detector", lambda settings: detector)
+        mp.setattr("recognizer.view.make_embedder", lambda backbone, *a, **kw: sface)
         rec = rr.Recognizer.open(root / "model", backbone="sface", create=True, cache=cache)
         rec.enroll("Obama", sorted((data / FR / "barack_obama").glob("*.jp*g"))[:2])
         rec.enroll("ada", [data / FR / "joe_biden" / "examples__biden.jpg"])

@@ -226,7 +226,7 @@ def test_full_disk_during_enroll_cli_names_the_directory(tmp_path, data, monkeyp
 
 
 def test_full_disk_while_creating_a_model_leaves_nothing(tmp_path, data, monkeypatch, fast_open):
-    from recognizer import config as model_mod
+    from recognizer.modeldir import config as model_mod
     from recognizer.recognizer import Recognizer
 
     monkeypatch.setattr(model_mod.os, "replace", enospc)  # model.json cannot be put in place
@@ -246,7 +246,8 @@ FT_TRIALS = int(os.environ.get("FINETUNE_CRASH_TRIALS", "3"))
 def test_killed_finetune_leaves_a_model_that_loads_with_every_enrolment(tmp_path, forkserver, folders, data, fast_open):
     """finetune.py rebuilds the gallery (re-embedding faces enrolled since) and switches model.json
     to it; killed at any moment, the model loads and still holds every reported enrolment."""
-    from recognizer.config import CHECKPOINT_NAME, GALLERY_NAME, load_config
+    from recognizer.modeldir.config import load_config
+    from recognizer.modeldir.layout import CHECKPOINT_NAME, GALLERY_NAME
     from recognizer.recognizer import Recognizer
 
     for folder in (folders[0], folders[1], folders[2], folders[4]):  # each with 2+ photos: the last one is val

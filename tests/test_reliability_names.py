@@ -40,8 +40,8 @@ def world(tmp_path_factory, data, detector, sface, crop_cache):
     photo.parent.mkdir()
     photo.write_bytes(encode(face_image(data), "JPEG", quality=92))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rr, "Detector", lambda settings: detector)
-        mp.setattr(rr, "make_embedder", lambda backbone, *a, **kw: sface)
+        mp.setattr("recognizer.view.Detector", lambda settings: detector)
+        mp.setattr("recognizer.view.make_embedder", lambda backbone, *a, **kw: sface)
         mp.chdir(root)
         rec = rr.Recognizer.open(root / "model", backbone="sface", create=True, cache=crop_cache)
         yield root, rec, photo, mp

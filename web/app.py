@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
-from recognizer import ImageError, ModelError, Recognizer, VideoError, validate_name
+from recognizer import ImageError, ModelError, Recognizer, VideoError, archive, validate_name
 from web.body_limit import BodyLimit
 from web.clusters import router as cluster_router
 from web.deps import READ_ACCESS, TOKEN_REQUIRED, Config, Model, on_model_thread
@@ -187,7 +187,8 @@ async def export(recognizer: Model) -> Response:
     def work() -> bytes:
         with tempfile.TemporaryDirectory(prefix="facetool-export-") as tmp:
             path = Path(tmp) / "faces.tar"
-            recognizer.export(path)
+            recognizer.refresh()
+            archive.export_model(recognizer, path)
             return path.read_bytes()
 
     data = await run_in_threadpool(work)
@@ -208,7 +209,7 @@ async def import_(request: Request, recognizer: Model) -> dict:
             path = Path(tmp) / "archive.tar"
             path.write_bytes(data)
             try:
-                report = recognizer.import_archive(path)
+                report = archive.import_archive(recognizer, path)
             except ModelError as exc:  # the archive's fault; named by the upload's name, not the server's temp path
                 raise ApiError(400, str(exc).replace(str(path), name)) from None
         out = report.to_dict()

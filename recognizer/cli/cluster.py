@@ -36,7 +36,7 @@ def main(model_dir, inputs, as_json, out_dir, k, linkage, offset, list_runs, wei
     if list_runs:
         if inputs:
             raise click.UsageError("--runs takes no photos")
-        from recognizer.config import load_config
+        from recognizer.modeldir.config import load_config
 
         load_config(model_dir)  # a clear error for a directory that is no model
         out = [runs.summary(model_dir, rid) for rid in runs.list_runs(model_dir)]

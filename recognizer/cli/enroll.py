@@ -17,6 +17,7 @@ import json
 
 import click
 
+from recognizer import archive, bulk
 from recognizer.cli._options import (
     friendly_errors,
     gallery_option,
@@ -117,7 +118,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         if make_chips:
             _make_chips(rec, as_json)
         elif export_file:
-            out = rec.export(export_file)
+            out = archive.export_model(rec, export_file)
             click.echo(json.dumps(out, indent=2) if as_json else
                        f"exported {out['faces']} faces of {len(out['people'])} people ({out['chips']} chips) to {export_file}")
         elif import_file:
@@ -163,7 +164,7 @@ def _make_chips(rec, as_json: bool) -> None:
 
 
 def _import(rec, path, as_json: bool) -> None:
-    rep = rec.import_archive(path)
+    rep = archive.import_archive(rec, path)
     if as_json:
         click.echo(json.dumps(rep.to_dict(), indent=2))
     else:
@@ -232,7 +233,7 @@ def enroll_on_ray(model_dir, name, folder, backbone, weights, weights_dir, galle
             recognizer.create(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache,
                               gallery=gallery) as rec:
         out = Path(out_path) if out_path else Path(tmp) / "outcomes.jsonl"
-        summary = rec.enroll_bulk(name, [folder], out, address=address, workers=workers, allow_similar=allow_similar,
+        summary = bulk.enroll_bulk(rec, name, [folder], out, address=address, workers=workers, allow_similar=allow_similar,
                                   progress=not as_json)
         with open(out, encoding="utf-8") as fh:
             files = [json.loads(line) for line in fh]

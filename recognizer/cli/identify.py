@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from recognizer import bulk
 from recognizer.cli._options import (
     friendly_errors,
     gallery_option,
@@ -133,7 +134,7 @@ def identify_on_ray(model_dir, inputs, out_path, address, workers, threshold, we
     with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp, \
             recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache, gallery=gallery) as rec:
         out = Path(out_path) if out_path else Path(tmp) / "results.jsonl"
-        summary = rec.identify_bulk(list(inputs), out, address=address, workers=workers, threshold=threshold,
+        summary = bulk.identify_bulk(rec, list(inputs), out, address=address, workers=workers, threshold=threshold,
                                     progress=progress)
         if summary.done_before:
             click.echo(f"{out}: {summary.done_before} photo(s) were already done; analysed {summary.processed}",

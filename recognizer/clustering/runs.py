@@ -39,7 +39,7 @@ from filelock import FileLock, Timeout
 from facecore.atomic import atomic_write, fsync_dir, write_json_atomic
 from facecore.errors import FaceToolError
 from gallery.base import face_key
-from recognizer.config import ensure_private_dir
+from recognizer.modeldir.layout import RUNS_DIR, ensure_private_dir
 
 __all__ = ["FACES_FILE", "PERSON_REMOVED", "RUNS_DIR", "RUN_FILE", "Run", "RunError", "RunNotFound", "discard_run",
            "forget_person", "list_runs", "load_run", "rename_person", "replace_meta", "runs_lock", "runs_lock_if_any",
@@ -47,7 +47,6 @@ __all__ = ["FACES_FILE", "PERSON_REMOVED", "RUNS_DIR", "RUN_FILE", "Run", "RunEr
 
 log = logging.getLogger(__name__)
 
-RUNS_DIR = "clusters"
 RUN_FILE = "run.json"
 FACES_FILE = "faces.npz"
 FORMAT_VERSION = 1

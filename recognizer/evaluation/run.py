@@ -23,7 +23,8 @@ import numpy as np
 
 from facecore.errors import FaceToolError
 from gallery import open_gallery
-from recognizer.config import load_config, save_config, writer_lock
+from recognizer.modeldir.config import load_config, save_config
+from recognizer.modeldir.lock import writer_lock
 from recognizer.decision import decide
 from recognizer.evaluation.closed_set import ClosedSetScores, closed_set_from_decisions
 from recognizer.evaluation.open_set import OpenSetScores, open_set_scores

@@ -25,7 +25,8 @@ import numpy as np
 from facecore.errors import ModelError
 from gallery import FaceRecord, create_gallery
 from recognizer.chips import embed_chips
-from recognizer.config import CHECKPOINT_NAME, CHIPS_DIR, GALLERY_NAME, MODEL_FILE, ModelConfig, chip_store, load_config
+from recognizer.modeldir.config import load_config, ModelConfig
+from recognizer.modeldir.layout import CHECKPOINT_NAME, chip_store, CHIPS_DIR, GALLERY_NAME, MODEL_FILE
 
 __all__ = ["Carried", "build_gallery", "carry_over", "check_none_lost", "fresh_record", "starting_point"]
 

@@ -32,9 +32,9 @@ from facecore.atomic import write_json_atomic
 from facecore.errors import FaceToolError, ModelError
 from gallery import open_gallery
 from gallery.base import face_key
-from recognizer.config import (
-    DEFAULT_THRESHOLDS, GALLERY_DIR, MODEL_FILE, ModelConfig, chip_store, load_config, save_config, writer_lock,
-)
+from recognizer.modeldir.config import DEFAULT_THRESHOLDS, load_config, ModelConfig, save_config
+from recognizer.modeldir.layout import chip_store, GALLERY_DIR, MODEL_FILE
+from recognizer.modeldir.lock import writer_lock
 from recognizer.embedding.backbones import default_weights, make_embedder
 from recognizer.evaluation.compare import compare
 from recognizer.evaluation.run import EvaluationOptions

@@ -15,12 +15,11 @@ from facecore.atomic import write_json_atomic
 from facecore.errors import FaceToolError
 from facecore.names import refuse_lookalikes, validate_name
 from recognizer.image import list_images
+from recognizer.modeldir.layout import SPLIT_FILE
 
 __all__ = ["SPLIT_FILE", "LabelledSet", "Split", "list_people", "load_split"]
 
 log = logging.getLogger(__name__)
-
-SPLIT_FILE = "split.json"
 
 
 @dataclass

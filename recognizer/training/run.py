@@ -44,18 +44,9 @@ from gallery import FaceRecord, open_gallery
 from gallery.chip_store import chip_id
 from recognizer.cache import CropCache
 from recognizer.chips import backfill_chips, embed_chips, make_chip
-from recognizer.config import (
-    DEFAULT_THRESHOLDS,
-    GALLERY_DIR,
-    MODEL_FILE,
-    ModelConfig,
-    chip_store,
-    config_stamp,
-    ensure_private_dir,
-    load_config,
-    save_config,
-    writer_lock,
-)
+from recognizer.modeldir.config import config_stamp, DEFAULT_THRESHOLDS, load_config, ModelConfig, save_config
+from recognizer.modeldir.layout import GALLERY_DIR, MODEL_FILE, REPORT_FILE, chip_store, ensure_private_dir
+from recognizer.modeldir.lock import writer_lock
 from recognizer.detection.mtcnn import Detector
 from recognizer.embedding.backbones import FacenetEmbedder, default_weights, make_embedder
 from recognizer.evaluation.calibration import calibrate
@@ -79,8 +70,6 @@ from recognizer.training.versions import (
 __all__ = ["REPORT_FILE", "FinetuneOptions", "FinetuneReport", "finetune"]
 
 log = logging.getLogger(__name__)
-
-REPORT_FILE = "report.json"
 
 
 @dataclass

@@ -40,16 +40,9 @@ from typing import Iterator
 from facecore.atomic import write_json_atomic
 from facecore.errors import ModelError
 from gallery import open_gallery
-from recognizer.config import (
-    CHECKPOINT_NAME,
-    GALLERY_DIR,
-    GALLERY_NAME,
-    ModelConfig,
-    ensure_private_dir,
-    load_config,
-    save_config,
-    writer_lock,
-)
+from recognizer.modeldir.config import load_config, ModelConfig, save_config
+from recognizer.modeldir.layout import CANDIDATE_FILE, CANDIDATE_REPORT, CHECKPOINT_NAME, GALLERY_DIR, GALLERY_NAME, VERSIONS_DIR, ensure_private_dir
+from recognizer.modeldir.lock import writer_lock
 from recognizer.embedding.backbones import make_embedder
 from recognizer.modeldir.rebuild import build_gallery, fresh_record
 from recognizer.training.checkpoint import load_finetuned
@@ -62,9 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VERSIONS_DIR = "versions"
-CANDIDATE_FILE = "candidate.json"
-CANDIDATE_REPORT = "candidate-report.json"  # a finetune's report.json while its result is a candidate
 _VERSION = re.compile(r"v(\d{6})\.json")
 LEASE_NAME = re.compile(r"\.build-([0-9a-f]{6,64})\.lock")
 

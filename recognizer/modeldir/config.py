@@ -1,46 +1,22 @@
-"""A model directory: everything one trained recognizer needs, in one place.
-
-    DIR/model.json      backbone, weights, model id, detector settings, unknown threshold
-    DIR/gallery/        the enrolled faces (see the `gallery` package)
-    DIR/checkpoint.pt   the finetuned layers and classifier head, once `finetune.py` has run
-    DIR/chips/          one face chip per enrolled face (see `recognizer.chips`), shared by every
-                        gallery version, so a face can be re-embedded without its photo
-    DIR/gallery-chips/  the chips of galleries kept in Milvus (`--gallery`), one folder each
-    DIR/.lock           the writer lock: every change of the model takes it (see `writer_lock`)
-
-Every command takes `--model DIR`. `model.json` is written atomically; the directory is created
-readable by its owner only, since a gallery of faces is biometric data.
+"""model.json: what one model directory's recognizer is (backbone, weights, model id, detector
+settings, unknown threshold, the gallery and checkpoint in use). It is written atomically and
+only ever replaced by a rename (`config_stamp` relies on that).
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from facecore.atomic import write_json_atomic
-from recognizer.detection.mtcnn import DetectorSettings
 from facecore.errors import ModelError
+from recognizer.detection.settings import DetectorSettings
+from recognizer.modeldir.layout import CHECKPOINT_NAME, FPIR_TABLE_NAME, GALLERY_DIR, GALLERY_NAME, MODEL_FILE
 
-log = logging.getLogger(__name__)
+__all__ = ["DEFAULT_THRESHOLDS", "FORMAT_VERSION", "ModelConfig", "config_stamp", "load_config", "save_config"]
 
-MODEL_FILE = "model.json"
-GALLERY_DIR = "gallery"
-CHIPS_DIR = "chips"
-OTHER_CHIPS_DIR = "gallery-chips"
-LOCK_FILE = ".lock"
-# How long a change waits for another one (a finetune's commit re-embeds the faces enrolled
-# while it trained, under this lock).
-LOCK_TIMEOUT_S = 300.0
-# finetune.py writes `gallery-<token>` and `checkpoint-<token>.pt` beside the ones in use, then
-# switches model.json to them in one atomic rename: a crash leaves the old model or the new one.
-GALLERY_NAME = re.compile(r"gallery(-[0-9a-f]{6,64})?")
-CHECKPOINT_NAME = re.compile(r"checkpoint(-[0-9a-f]{6,64})?\.pt")
-FPIR_TABLE_NAME = re.compile(r"fpir(-[0-9a-f]{6,64})?\.json")  # a finetuned model's own FPIR table
 FORMAT_VERSION = 1
 
 # Cosine similarity below which the nearest enrolled face is "not this person". Chosen per backbone
@@ -132,53 +108,3 @@ def config_stamp(model_dir: str | Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
-
-
-@contextmanager
-def writer_lock(model_dir: str | Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """The model directory's writer lock. Enrolling, removing, renaming and a finetune's commit
-    take it, so a change is never made to a gallery that a finetune is replacing: it either lands
-    before the commit (which carries it over) or after it, in the new gallery."""
-    import errno
-
-    from filelock import FileLock, Timeout
-
-    path = Path(model_dir) / LOCK_FILE
-    try:  # a read-only directory is a clear error now, not a wait for a lock that cannot be taken
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    except OSError as exc:
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise ModelError(f"{model_dir}: cannot change the model: the directory is read-only ({exc.strerror})") from None
-        raise
-    lock = FileLock(str(path), timeout=timeout, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ModelError(f"{model_dir}: timed out after {timeout:.0f} s waiting for {LOCK_FILE} "
-                         "(another process is changing the model)") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def chip_store(model_dir: str | Path, gallery: str | None = None):
-    """The chips of the model directory's own gallery, or of the gallery elsewhere (Milvus) that
-    `gallery` names. Each gallery's chips are kept apart (the others' under
-    DIR/gallery-chips/<key>/), so removing a person from one of them, or a finetune's sweep of
-    the chips its gallery no longer names, never deletes a chip another gallery still names."""
-    import hashlib
-
-    from gallery.chip_store import ChipStore
-
-    if gallery is None:
-        return ChipStore(Path(model_dir) / CHIPS_DIR)
-    from gallery.milvus_store import parse
-
-    key = hashlib.sha256("\0".join(parse(gallery)).encode()).hexdigest()[:16]
-    return ChipStore(Path(model_dir) / OTHER_CHIPS_DIR / key)
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)

@@ -1,0 +1,492 @@
+"""The face-data store registry: every place a model directory keeps something of a person.
+
+A store says what it holds for a person (`held`), forgets them (`forget`) and renames them
+(`rename`). `remove_person` and `rename_person` walk the registry in order, so a feature that
+keeps face data registers its store once and removal reaches it. Stores of a higher layer
+(training, clustering) are named by "module:attr" strings resolved when a removal runs, like
+entry points: this core imports no feature module.
+
+A store kept by a feature module is one more "module:attr" line in `_REGISTRY` below (an
+entry in the core's list, so removal reaches it even in a process that never imported the
+feature). The order is the one removal needs (see `remove_person`): a pending candidate, the model
+directory's other galleries, clustering runs, split and report files, kept versions (before the
+gallery in use, which goes last: a failure part way leaves the person enrolled, so the removal
+can simply be run again), then the chips the removed faces named (their bytes read first: the
+trunk cache is keyed by their crops), and, once the locks are released, the crop and trunk caches.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from facecore.atomic import write_json_atomic
+from facecore.errors import GalleryError, PersonNotFound
+from gallery import open_gallery
+from recognizer.cache import CropCache, forget_photos
+from recognizer.modeldir.directory import ModelDir
+
+__all__ = ["Change", "FaceStore", "Removal", "held", "register", "registered", "remove_person", "rename_person",
+           "unregister"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Removal:
+    """One person's removal as it walks the stores: what the stores before found and removed
+    (the faces, their chips and photos), for the stores after. `held` asks the same questions."""
+
+    model: ModelDir
+    person: str
+    gallery: Any  # the gallery in use (the current view's)
+    live: str | None  # its directory's name here; None: the gallery is elsewhere (Milvus)
+    gallery_uri: str | None = None
+    cache_root: Path | None = None
+    records: list = field(default_factory=list)  # the person's faces in the gallery in use, read first
+    other: list = field(default_factory=list)  # their faces removed from the directory's other galleries
+    other_still: set[str] = field(default_factory=set)  # chips the faces left in those galleries name
+    cand_n: int = 0
+    cand_chips: set[str] = field(default_factory=set)
+    cand_keep: set[str] | None = field(default_factory=set)  # None: candidate.json is damaged
+    paths: set[str] = field(default_factory=set)  # the person's photo paths (sources, training files)
+    removed: int = 0  # faces removed from the gallery in use
+    rest: list | None = None  # the gallery in use's faces after the removal
+    chip_bytes: list[bytes] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: ModelDir, person: str, gallery, live: str | None, gallery_uri: str | None = None,
+           cache_root: Path | None = None) -> "Removal":
+        records = gallery.records(person) if person in gallery.people() else []
+        return cls(model, person, gallery, live, gallery_uri, cache_root, records, paths={r.source for r in records})
+
+    own = property(lambda self: self.gallery_uri is None)
+    faces = property(lambda self: self.records + self.other)
+
+    @property
+    def faces_removed(self) -> int:
+        return self.removed or self.cand_n or len(self.other)
+
+    def others(self) -> list:
+        """The faces of everyone else in the gallery in use."""
+        return [r for r in self.gallery.records() if r.person != self.person]
+
+    def still_hashes(self) -> set[str]:
+        rest = self.rest if self.rest is not None else self.gallery.records()
+        return {r.content_hash for r in rest}
+
+    def mentions(self, text: str) -> bool:
+        """Whether a string names the person or one of their photos (a known path, or a photo in a
+        folder named after them, as training photos are: train/<person>/...)."""
+        return text == self.person or text in self.paths or (os.sep in text and Path(text).parent.name == self.person)
+
+    def needles(self) -> list[bytes]:
+        return [self.person.encode(), *(p.encode() for p in self.paths)]
+
+
+@dataclass
+class Change:
+    """One rename as it walks the stores."""
+
+    model: ModelDir
+    view: Any  # the current view (config, gallery, classifier)
+    merge: bool = False
+    allow_similar: bool = False
+    save_config: Callable[[Any], None] | None = None
+
+
+class FaceStore(Protocol):
+    name: str
+
+    def held(self, ctx: Removal) -> list[str]:
+        """What the store holds of `ctx.person` (one line each; [] when nothing)."""
+
+    def forget(self, ctx: Removal) -> None:
+        """Remove everything of `ctx.person` (adding what later stores need to `ctx`)."""
+
+    def rename(self, ctx: Change, old: str, new: str) -> None:
+        """Call `old` `new` from now on."""
+
+
+def _resolve(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _files_mentioning(paths, needles: list[bytes]) -> list[str]:
+    hits = []
+    for p in paths:
+        with contextlib.suppress(OSError):
+            blob = Path(p).read_bytes()
+            hits += [f"{p.name} mentions {n.decode(errors='replace')!r}" for n in needles if n and n in blob]
+    return hits
+
+
+def _tree(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+
+
+class _Candidate:
+    """A pending migration or finetune candidate: its gallery holds a copy of every face (and
+    candidate.json its base faces and figures). Candidates are built from the model
+    directory's own gallery, so a model whose gallery is in Milvus has none to reach."""
+
+    name = "candidate"
+
+    def held(self, ctx):
+        return _files_mentioning([ctx.model.candidate_file], [ctx.person.encode()])
+
+    def forget(self, ctx):
+        if ctx.own:
+            ctx.cand_n, ctx.cand_chips = _resolve("recognizer.training.candidate:remove_person")(ctx.model.root, ctx.person)
+            ctx.cand_keep = _resolve("recognizer.training.candidate:pending_chips")(ctx.model.root)
+
+    def rename(self, ctx, old, new):
+        pass  # a candidate's switch carries renames made since it was built over
+
+
+class _OtherGalleries:
+    """Every gallery directory of the model but the one in use: a pending candidate's (which
+    `candidate.remove_person` has already done), a finetune's or switch's old one whose commit was
+    killed after model.json was switched (deleted by the next build, switch or rollback), or a
+    re-embed (`finetune.py --reembed`) being built by another process: the one build made outside
+    the writer lock, so removal cannot tell such a gallery from a leftover. Deleting them would
+    break that build (its candidate.json would name a missing gallery); removing the person from
+    each, under the gallery's own lock, is right for all three: the build sees the person gone
+    when it commits under the writer lock. A gallery that cannot be opened (being created this
+    instant, or damaged) is reported, not skipped silently."""
+
+    name = "other galleries"
+
+    def held(self, ctx):
+        out = []
+        for p in ctx.model.gallery_dirs(but=ctx.live):
+            with contextlib.suppress(GalleryError), open_gallery(p) as g:
+                if ctx.person in g.people():
+                    out.append(f"{g.people()[ctx.person]} faces in {p.name}")
+        return out
+
+    def forget(self, ctx):
+        for p in ctx.model.gallery_dirs(but=ctx.live):
+            try:
+                with open_gallery(p) as g:
+                    if ctx.person in g.people():
+                        records = g.records(ctx.person)
+                        g.remove_person(ctx.person)
+                        ctx.other += records
+                    ctx.other_still |= {r.chip for r in g.records() if r.chip}
+            except PersonNotFound:
+                pass  # removed meanwhile by the build it belongs to
+            except GalleryError as exc:
+                log.warning("%s; it may still hold faces of %s", exc, ctx.person)
+        ctx.paths |= {r.source for r in ctx.other}
+        if ctx.other:
+            log.info("removed %d faces of %s from galleries no model.json names", len(ctx.other), ctx.person)
+
+    def rename(self, ctx, old, new):
+        pass  # builds carry renames over when they commit
+
+
+class _ClusteringRuns:
+    """Saved clustering runs (recognizer.clustering.runs): scrubbed before the gallery in use may
+    say PersonNotFound, since a run can outlive the person's removal by an older version, and
+    naming them again is how it is reached."""
+
+    name = "clustering runs"
+
+    def lock(self, model: ModelDir) -> AbstractContextManager[None]:
+        # the runs' lock before the writer lock, as enrolling a cluster takes them
+        return _resolve("recognizer.clustering.runs:runs_lock_if_any")(model.root)
+
+    def held(self, ctx):
+        return _files_mentioning(_tree(ctx.model.runs), ctx.needles())
+
+    def forget(self, ctx):
+        _resolve("recognizer.clustering.runs:forget_person")(ctx.model.root, ctx.person,
+                                                               {(r.content_hash, r.box) for r in ctx.faces})
+
+    def rename(self, ctx, old, new):
+        _resolve("recognizer.clustering.runs:rename_person")(ctx.model.root, old, new)  # a cluster enrolled as `old` now says `new`
+
+
+class _Split:
+    """split.json: the train/val split a finetune held out, photo paths and their labels. The
+    person's photos leave both lists (a later finetune over the same photos splits again)."""
+
+    name = "split file"
+
+    def held(self, ctx):
+        raw = _read_json(ctx.model.split)
+        sets = [raw.get(k) or {} for k in ("train", "val")] if isinstance(raw, dict) else []
+        return [f"{ctx.model.split.name}: {path}" for s in sets for path, label in zip(s.get("paths", []), s.get("labels", []))
+                if label == ctx.person or ctx.mentions(path)]
+
+    def forget(self, ctx):
+        raw = _read_json(ctx.model.split)
+        if not isinstance(raw, dict):
+            return
+        out = dict(raw)
+        for k in ("train", "val"):
+            s = raw.get(k)
+            if not isinstance(s, dict) or not isinstance(s.get("paths"), list) or not isinstance(s.get("labels"), list):
+                continue
+            keep = list(zip(s["paths"], s["labels"]))
+            ctx.paths |= {p for p, lab in keep if lab == ctx.person and isinstance(p, str)}
+            keep = [(p, lab) for p, lab in keep if lab != ctx.person and not (isinstance(p, str) and ctx.mentions(p))]
+            out[k] = {**s, "paths": [p for p, _ in keep], "labels": [lab for _, lab in keep]}
+        if out != raw:
+            write_json_atomic(ctx.model.split, out)
+
+    def rename(self, ctx, old, new):
+        pass  # labels are folder names of the training photos: a rename does not move them
+
+
+class _Reports:
+    """report.json (and candidate-report.json): a finetune's figures per person, its classes,
+    the photos it skipped. Every mention of the person or their photos leaves them."""
+
+    name = "reports"
+
+    def held(self, ctx):
+        reports = ((p, _read_json(p)) for p in (ctx.model.report, ctx.model.candidate_report))
+        return [f"{p.name} mentions them" for p, raw in reports if raw is not None and _scrubbed(raw, ctx.mentions) != raw]
+
+    def forget(self, ctx):
+        for path in (ctx.model.report, ctx.model.candidate_report):
+            raw = _read_json(path)
+            if raw is not None and (out := _scrubbed(raw, ctx.mentions)) != raw:
+                write_json_atomic(path, out)
+
+    def rename(self, ctx, old, new):
+        pass  # a report describes the training as it was; removal still finds the old name
+
+
+class _Versions:
+    """versions/: the model.json of replaced versions. No faces are kept there (a rollback
+    re-embeds the faces enrolled now), so nothing of a removed person comes back; a version's
+    class names are the classifier's, which cannot forget a class without retraining."""
+
+    name = "kept versions"
+
+    def held(self, ctx):
+        # model.json copies: no faces, photos or sources; a class renamed to them names them
+        return _files_mentioning(sorted(ctx.model.versions.glob("v*.json")), sorted({ctx.person.encode(), json.dumps(ctx.person)[1:-1].encode()}))
+
+    def forget(self, ctx):
+        pass
+
+    def rename(self, ctx, old, new):
+        pass
+
+
+class _GalleryInUse:
+    """The gallery in use: last of the stores that hold faces, so a failure before it leaves the
+    person enrolled and the removal can be run again."""
+
+    name = "gallery in use"
+
+    def held(self, ctx):
+        people = ctx.gallery.people()
+        return [f"{people[ctx.person]} faces in the gallery in use"] if ctx.person in people else []
+
+    def forget(self, ctx):
+        if ctx.records or not (ctx.cand_n or ctx.other):  # PersonNotFound when no one of that name is anywhere
+            ctx.removed = ctx.gallery.remove_person(ctx.person)
+        ctx.rest = ctx.gallery.records()
+
+    def rename(self, ctx, old, new):
+        ctx.view.gallery.rename_person(old, new, merge=ctx.merge, allow_similar=ctx.allow_similar)
+
+
+class _Chips:
+    """The chips the removed faces named, unless a face left anywhere still names one. Their
+    bytes are read before they go: the trunk cache is keyed by their crops."""
+
+    name = "chips"
+
+    def _gone(self, ctx) -> set[str]:
+        return {r.chip for r in ctx.faces if r.chip} | ctx.cand_chips
+
+    def held(self, ctx):
+        still = {r.chip for r in ctx.others() if r.chip} | (ctx.cand_keep or set()) | ctx.other_still
+        return [f"chip {c[:12]} in {s.root.name}" for s in ctx.model.chip_stores() for c in self._gone(ctx) - still if c in s]
+
+    def forget(self, ctx):
+        still_chips = {r.chip for r in ctx.rest if r.chip} | (ctx.cand_keep if ctx.cand_keep is not None else set())
+        store = ctx.model.chips(ctx.gallery_uri)
+        gone = self._gone(ctx) - still_chips
+        for c in gone:
+            with contextlib.suppress(GalleryError):
+                ctx.chip_bytes.append(store.get(c))
+        store.delete(gone)
+        if ctx.cand_keep is not None:  # None: a damaged candidate.json might name any chip
+            store.sweep(still_chips)  # and chips left by enrolments killed before their commit
+        if not ctx.own and ctx.other:
+            # The gallery in use is elsewhere (Milvus) and keeps its chips apart, while the model
+            # directory's own galleries keep theirs in its own chip store: the faces removed
+            # from those take their chips with them, unless another face there still names one.
+            local = ctx.model.chips()
+            local_gone = {r.chip for r in ctx.other if r.chip} - ctx.other_still
+            for c in local_gone:
+                with contextlib.suppress(GalleryError):
+                    ctx.chip_bytes.append(local.get(c))
+            local.delete(local_gone)
+
+    def rename(self, ctx, old, new):
+        pass  # chips are named by their bytes
+
+
+class _Caches:
+    """The crop cache's detections and crops of the person's photos, and the trunk cache's
+    features of their crops. Run once the locks are released. A group photo may still hold
+    someone else's enrolled face: its crops stay cached."""
+
+    name = "crop and trunk caches"
+    after_locks = True
+
+    def _photos(self, ctx) -> set[str]:
+        return {r.content_hash for r in ctx.faces} - ctx.still_hashes()
+
+    def held(self, ctx):
+        crops = CropCache(ctx.cache_root)
+        photos = {r.content_hash for r in ctx.faces} - {r.content_hash for r in ctx.others()}
+        return [f"cached crops of photo {h[:12]}" for h in sorted(photos) if crops.crops_of(h)]
+
+    def forget(self, ctx):
+        ctx.counts = forget_photos(self._photos(ctx), ctx.cache_root, chips=ctx.chip_bytes)
+
+    def rename(self, ctx, old, new):
+        pass  # keyed by photo content, not by name
+
+
+class _ClassNames:
+    """The classifier's answers (model.json's class names): a renamed person's class answers
+    with the new name. It cannot forget a class without retraining: a class with no faces in the
+    gallery is masked until the next finetune."""
+
+    name = "classifier names"
+
+    def held(self, ctx):
+        names = ctx.model.config().class_names
+        return [f"class {c!r} answers {n!r} (masked while they have no faces)" for c, n in names.items() if n == ctx.person]
+
+    def forget(self, ctx):
+        pass
+
+    def rename(self, ctx, old, new):
+        st = ctx.view
+        if st.classifier is None or old == new:
+            return
+        names = {c: st.config.class_names.get(c, c) for c in map(str, st.classifier.classes_)}
+        renamed = {c: (new if n == old else n) for c, n in names.items()}
+        if renamed != names:
+            ctx.save_config(replace(st.config, class_names={c: n for c, n in renamed.items() if n != c}))
+
+
+_LIVE = _GalleryInUse()
+# The stores, in walking order. A feature that keeps face data adds one line here: its store as
+# "module:attr" (resolved when a removal runs, so this core imports no feature module), before
+# the gallery in use. `register` does the same at run time (plug-ins, tests).
+_REGISTRY: list[FaceStore | str] = [
+    _Candidate(), _OtherGalleries(), _ClusteringRuns(), _Split(), _Reports(), _Versions(),
+    _LIVE, _ClassNames(), _Chips(), _Caches(),
+]
+
+
+def register(store: FaceStore | str, *, before: str = _LIVE.name) -> None:
+    """Add a store (an object, or "module:attr" naming one, resolved when a removal runs). It is
+    walked before the store named `before` (default: the gallery in use, so it sees the faces
+    found and is done before the gallery in use goes last)."""
+    names = [s if isinstance(s, str) else s.name for s in _REGISTRY]
+    _REGISTRY.insert(names.index(before), store)
+
+
+def unregister(store: FaceStore | str) -> None:
+    _REGISTRY.remove(store)
+
+
+def registered() -> list[FaceStore]:
+    """The stores, in walking order, resolved."""
+    return [_resolve(s) if isinstance(s, str) else s for s in _REGISTRY]
+
+
+def held(ctx: Removal) -> dict[str, list[str]]:
+    """What each store still holds of `ctx.person` (stores holding nothing are left out)."""
+    return {s.name: h for s in registered() if (h := s.held(ctx))}
+
+
+def remove_person(model: ModelDir, person: str, writing: Callable[[], AbstractContextManager[Any]], *,
+                  gallery_uri: str | None, cache_root: Path | None) -> Removal:
+    """Walk the stores to forget `person`: under the stores' own locks (taken first, as their
+    writers take them) and the writer lock (`writing()`, which yields the current view), then
+    the stores that run once the locks are released. PersonNotFound when no one of that name is
+    enrolled anywhere."""
+    stores = registered()
+    with ExitStack() as locks:
+        for s in stores:
+            if hasattr(s, "lock"):
+                locks.enter_context(s.lock(model))
+        with writing() as st:
+            own = gallery_uri is None
+            ctx = Removal.of(model, person, st.gallery, st.config.gallery if own else None, gallery_uri, cache_root)
+            for s in stores:
+                if not getattr(s, "after_locks", False):
+                    s.forget(ctx)
+    for s in stores:
+        if getattr(s, "after_locks", False):
+            s.forget(ctx)
+    return ctx
+
+
+def rename_person(model: ModelDir, old: str, new: str, writing: Callable[[], AbstractContextManager[Any]], *,
+                  merge: bool = False, allow_similar: bool = False, save_config: Callable[[Any], None]) -> None:
+    """Walk the stores to call `old` `new`: the gallery in use first (PersonNotFound, PersonExists
+    or InvalidNameError before anything else changes), then the others."""
+    stores = registered()
+    order = [s for s in stores if s is _LIVE] + [s for s in stores if s is not _LIVE]
+    with ExitStack() as locks:
+        for s in stores:
+            if hasattr(s, "lock"):
+                locks.enter_context(s.lock(model))
+        with writing() as st:
+            ctx = Change(model, st, merge, allow_similar, save_config)
+            for s in order:
+                s.rename(ctx, old, new)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s cannot be read (%s); it may still name a removed person", path, exc)
+        return None
+
+
+def _about(value: Any, mentions: Callable[[str], bool]) -> bool:
+    """A value that is about the person: their name or photo, or a record naming them at its top."""
+    if isinstance(value, str):
+        return mentions(value)
+    if isinstance(value, dict):
+        return any(isinstance(v, str) and mentions(v) for v in value.values())
+    return False
+
+
+def _scrubbed(obj: Any, mentions: Callable[[str], bool]) -> Any:
+    """JSON data with every mention of the person left out: keys, values and list items that
+    name them or their photos, and records (dicts) that do."""
+    if isinstance(obj, dict):
+        return {k: _scrubbed(v, mentions) for k, v in obj.items() if not mentions(k) and not _about(v, mentions)}
+    if isinstance(obj, list):
+        return [_scrubbed(v, mentions) for v in obj if not _about(v, mentions)]
+    return obj
+
