@@ -34,10 +34,10 @@ def epoch_times(data: Path, threads: int, repeats: int) -> tuple[float, float, i
     from recognizer.detection.mtcnn import Detector
     from recognizer.embedding.backbones import FacenetEmbedder
     from recognizer.training.run import _largest_crops
-    from recognizer.training.head import make_head
+    from recognizer.network.head import make_head
     from recognizer.pipeline import FacePipeline
-    from recognizer.training.loop import TrainSettings, train
-    from recognizer.training.trunk import SplitNet, TrunkCache
+    from recognizer.network.loop import TrainSettings, train
+    from recognizer.network.trunk import SplitNet, TrunkCache
 
     emb = FacenetEmbedder("random")
     net = SplitNet.facenet(emb)

@@ -100,7 +100,7 @@ def one_draw(faces, people, n: int, rng, model_id: str, with_classifier: bool, d
     """One random gallery of `n` people (ENROLLED photos each): its known probes and strangers
     decided, and counted into `agg` (kNN at t* and at the old fixed threshold) and `clf_agg`."""
     from recognizer.decision import decide  # after passive_openmp() (faiss, torch)
-    from recognizer.training.head import CosineClassifier
+    from recognizer.network.head import CosineClassifier
 
 
     chosen = set(rng.choice(people, n, replace=False).tolist())

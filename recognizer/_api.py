@@ -8,7 +8,7 @@ from recognizer.cache import CropCache
 from recognizer.evaluation.run import EvaluationOptions, EvaluationReport, evaluate_model
 from recognizer.evaluation.run import set_threshold as store_threshold
 from recognizer.recognizer import Recognizer
-from recognizer.training.loop import TrainSettings
+from recognizer.network.loop import TrainSettings
 from recognizer.training.run import FinetuneOptions, FinetuneReport
 from recognizer.training.run import finetune as run_finetune
 

@@ -12,7 +12,7 @@ trunk features made from them); every removal path calls it. The trunk cache's d
 key (`default_trunk_cache_dir`, `crop_hash`) are defined here for that reason: this module sits
 below the detector, the embedders, chips and training (it needs only two leaves: the `Face` record
 of `detection.boxes` and the chip layout of `chip_format`), and the trunk cache
-(`recognizer.training.trunk`) builds on it.
+(`recognizer.network.trunk`) builds on it.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from recognizer.modeldir.layout import GALLERY_DIR
 from recognizer.decision import decide
 from recognizer.pipeline import FacePipeline, PhotoResult
 from recognizer.results import FaceIdentity, PhotoIdentification
-from recognizer.training.checkpoint import load_finetuned
+from recognizer.network.checkpoint import load_finetuned
 
 __all__ = ["View", "create_view", "decide_photo", "load_view", "make_view", "open_embedder", "open_network", "visible_classifier"]
 

@@ -59,7 +59,7 @@ def test_combined_is_at_least_the_better_decider_on_celebrity_val(sface_pipeline
     """Measured on real faces: a cosine head fitted on train, a gallery of train, scored on val."""
     from gallery import FaceRecord, create_gallery
     from recognizer.evaluation.closed_set import closed_set_scores
-    from recognizer.training.head import CosineClassifier
+    from recognizer.network.head import CosineClassifier
 
     def embed(split):
         x, y = [], []

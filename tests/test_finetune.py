@@ -26,7 +26,7 @@ FR = "face_recognition-examples"
 @pytest.fixture(scope="module")
 def facenet_model(tmp_path_factory, data):
     from recognizer.training.run import FinetuneOptions, finetune
-    from recognizer.training.loop import TrainSettings
+    from recognizer.network.loop import TrainSettings
 
     d = tmp_path_factory.mktemp("ft-facenet") / "model"
     opts = FinetuneOptions(backbone="facenet", weights="random", settings=TrainSettings(epochs=12, patience=100, seed=3))
@@ -53,7 +53,7 @@ def test_random_facenet_training_loss_falls_well_below_chance(facenet_model):
 def test_only_unfrozen_blocks_change_and_frozen_ones_are_bit_identical(facenet_model):
     import torch
 
-    from recognizer.training.checkpoint import load_finetuned
+    from recognizer.network.checkpoint import load_finetuned
     from recognizer.embedding.backbones import FacenetEmbedder
     from recognizer.modeldir.config import load_config
 
@@ -167,7 +167,7 @@ def test_person_enrolled_after_finetuning_is_identified_and_kept_by_a_rerun(sfac
 def test_run_is_repeatable_with_a_seed(data, tmp_path):
     """Same seed, same cached features: the same curves and the same head, bit for bit."""
     from recognizer.training.run import FinetuneOptions, finetune
-    from recognizer.training.loop import TrainSettings
+    from recognizer.network.loop import TrainSettings
 
     runs = []
     for i in range(2):
@@ -200,7 +200,7 @@ def test_split_is_stratified_saved_and_reused_without_val(data, tmp_path):
 def test_trunk_cache_matches_recomputation_and_is_keyed_by_weights(data, detector, tmp_path):
     from recognizer.embedding.backbones import FacenetEmbedder
     from recognizer.image import load_image
-    from recognizer.training.trunk import N_VIEWS, SplitNet, TrunkCache
+    from recognizer.network.trunk import N_VIEWS, SplitNet, TrunkCache
 
     img = load_image(data / FR / "group/barack_obama+joe_biden__two_people.jpg")
     emb = FacenetEmbedder("random", seed=0)
@@ -221,7 +221,7 @@ def test_trunk_cache_matches_recomputation_and_is_keyed_by_weights(data, detecto
 
 
 def test_unfreeze_option_is_validated():
-    from recognizer.training.trunk import parse_unfreeze
+    from recognizer.network.trunk import parse_unfreeze
 
     assert parse_unfreeze("block8,repeat_3") == ("repeat_3", "block8", "last_linear", "last_bn")
     with pytest.raises(ValueError, match="logits"):

@@ -337,7 +337,7 @@ def test_removal_clears_crop_and_trunk_caches_on_every_path(world, data, fast_op
 
     from recognizer.cache import CropCache
     from recognizer.recognizer import Recognizer
-    from recognizer.training.trunk import SplitNet, TrunkCache
+    from recognizer.network.trunk import SplitNet, TrunkCache
     from web.app import create_app
     from web.settings import Settings
 
@@ -376,7 +376,7 @@ def test_full_disk_during_finetune_is_one_line_and_keeps_the_old_model(tmp_path,
     import errno
 
     from recognizer.cli import finetune as finetune_cli
-    import recognizer.training.checkpoint as ckpt
+    import recognizer.network.checkpoint as ckpt
 
     model = tmp_path / "m"
     src = data / "5-celebrity-faces"

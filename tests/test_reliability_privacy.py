@@ -35,7 +35,7 @@ def model(tmp_path, data, fast_open):
 
 
 def test_model_directory_is_owner_only(model):
-    from recognizer.training.checkpoint import save_checkpoint
+    from recognizer.network.checkpoint import save_checkpoint
 
     save_checkpoint(model / "checkpoint.pt", {"head": {}})  # what finetune.py writes
     n = assert_private(model)

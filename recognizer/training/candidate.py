@@ -40,7 +40,7 @@ from recognizer.evaluation.compare import compare
 from recognizer.evaluation.run import EvaluationOptions
 from recognizer.modeldir.rebuild import build_gallery, carry_over, fresh_record, starting_point
 from recognizer.recognizer import Recognizer
-from recognizer.training.checkpoint import load_finetuned
+from recognizer.network.checkpoint import load_finetuned
 from recognizer.training.versions import (
     CANDIDATE_FILE, CANDIDATE_REPORT, Candidate, base_of, build_lease, load_candidate, pending_files, push_version,
     remove_unused, write_candidate,

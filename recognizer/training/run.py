@@ -57,12 +57,12 @@ from recognizer.image import load_photo
 from recognizer.modeldir.rebuild import build_gallery, carry_over, starting_point
 from recognizer.pipeline import FacePipeline
 from recognizer.training.candidate import side_by_side, switch
-from recognizer.training.checkpoint import finetuned_model_id, save_checkpoint
+from recognizer.network.checkpoint import finetuned_model_id, save_checkpoint
 from recognizer.training.curves import plot_curves
 from recognizer.training.dataset import load_split
-from recognizer.training.head import CosineClassifier, class_means, make_head
-from recognizer.training.loop import TrainSettings, train
-from recognizer.training.trunk import SplitNet, TrunkCache, parse_unfreeze
+from recognizer.network.head import CosineClassifier, class_means, make_head
+from recognizer.network.loop import TrainSettings, train
+from recognizer.network.trunk import SplitNet, TrunkCache, parse_unfreeze
 from recognizer.training.versions import (
     CANDIDATE_REPORT, Candidate, base_of, build_lease, remove_unused, write_candidate,
 )

@@ -45,7 +45,7 @@ from recognizer.modeldir.layout import CANDIDATE_FILE, CANDIDATE_REPORT, CHECKPO
 from recognizer.modeldir.lock import writer_lock
 from recognizer.embedding.backbones import make_embedder
 from recognizer.modeldir.rebuild import build_gallery, fresh_record
-from recognizer.training.checkpoint import load_finetuned
+from recognizer.network.checkpoint import load_finetuned
 
 __all__ = [
     "CANDIDATE_FILE", "CANDIDATE_REPORT", "Candidate", "LEASE_NAME", "VERSIONS_DIR", "base_of", "build_lease",

@@ -22,7 +22,7 @@ from typing import Any
 from facecore.atomic import atomic_write, sha256_file
 from facecore.errors import ModelError
 from recognizer.embedding.backbones import FacenetEmbedder, SFaceEmbedder
-from recognizer.training.head import CosineClassifier
+from recognizer.network.head import CosineClassifier
 
 __all__ = ["FORMAT", "apply_tail_state", "finetuned_model_id", "load_finetuned", "read_checkpoint", "save_checkpoint"]
 

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from recognizer.embedding.backbones import l2_normalize
-from recognizer.training.loop import TrainSettings, train
+from recognizer.network.loop import TrainSettings, train
 
 __all__ = ["CosineClassifier", "class_means", "make_head"]
 
@@ -55,7 +55,7 @@ def class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
 class CosineClassifier(ClassifierMixin, BaseEstimator):
     """scikit-learn estimator over unit embeddings: `fit(X, y)`, `predict_proba(X)` (columns follow `classes_`).
 
-    `fit` trains the head alone with the same loop `finetune.py` uses (see `recognizer.training.loop`);
+    `fit` trains the head alone with the same loop `finetune.py` uses (see `recognizer.network.loop`);
     a head trained jointly with the network's tail is wrapped with `from_head`.
     """
 

@@ -84,7 +84,7 @@ def _make_tail(net, blocks: Sequence[str], trainable: Sequence[str]):
         def train(self, mode: bool = True):
             # Frozen blocks stay in eval mode even while training, so their BatchNorm statistics
             # are never updated; dropout follows the training mode. The unfrozen blocks train
-            # fully, BatchNorm included (see `recognizer.training.loop.recalibrate_batchnorm`).
+            # fully, BatchNorm included (see `recognizer.network.loop.recalibrate_batchnorm`).
             self.training = mode
             for name, module in self.parts.items():
                 module.train(mode and (name in self.trainable or name == "dropout"))
