@@ -37,8 +37,9 @@ __all__ = ["export_people", "import_people", "main", "make_chips", "model_for_im
 
 
 # ---- the jobs, shared with enroll.py's flags ---------------------------------------------------
-def show_people(rec, as_json: bool) -> None:
-    """Each person with their face count (and faces without a stored chip), then the threshold."""
+def show_people(rec, as_json: bool, make_chips_hint: str = "--make-chips") -> None:
+    """Each person with their face count (and faces without a stored chip), then the threshold;
+    `make_chips_hint`: the command that makes the missing chips."""
     records = rec.records()
     people = rec.people()
     stored = rec.chip_ids()
@@ -52,7 +53,7 @@ def show_people(rec, as_json: bool) -> None:
         click.echo(f"{count:5d}  {person}" + (f"  ({count - chips[person]} without a chip)" if chips[person] < count else ""))
     click.echo(f"{len(records)} faces, {sum(chips.values())} with a stored chip")
     if sum(chips.values()) < len(records):
-        click.echo("faces without a chip were enrolled before chips were kept: run --make-chips", err=True)
+        click.echo(f"faces without a chip were enrolled before chips were kept: run {make_chips_hint}", err=True)
     click.echo(rec.threshold_info().describe())
 
 
@@ -147,7 +148,7 @@ def main() -> None:
 @_model_command("list", "List enrolled people with their face counts, and the unknown threshold.")
 def _list(model_dir, as_json, weights_dir, gallery, no_cache, verbose):
     with _open(model_dir, weights_dir, gallery, no_cache, verbose) as rec:
-        show_people(rec, as_json)
+        show_people(rec, as_json, f"facetool people make-chips --model {shlex.quote(model_dir)}")
 
 
 @_model_command("rename", "Rename OLD to NEW (NEW must not be enrolled: `people merge` joins two people).")
