@@ -111,13 +111,7 @@ def _identify_camera(model_dir, open_model: dict, camera: int, annotate: Path | 
 
 def _identify_files(model_dir, open_model: dict, inputs, annotate: Path | None, video: dict, as_json: bool) -> list[dict]:
     """Photos, videos and folders of them: each video's tracks, then each photo's faces."""
-    files = recognizer.expand_inputs(list(inputs), recursive=True)
-    listed = set(files)
-    for p in map(Path, inputs):
-        if p.is_dir():  # folders: their videos too, by content or name
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f not in listed and recognizer.is_video_input(f)))
-    videos = [f for f in files if recognizer.is_video_input(f)]
-    photos = [f for f in files if f not in set(videos)]
+    files, videos, photos = _sort_inputs(inputs)
     if not files:
         raise click.ClickException(f"no image or video files found in {', '.join(inputs)}")
     if annotate is not None and len(files) > 1 and wants_video_file(annotate):
@@ -126,6 +120,18 @@ def _identify_files(model_dir, open_model: dict, inputs, annotate: Path | None, 
     with recognizer.open(model_dir, **open_model) as rec:
         results = _identify_videos(rec, videos, annotate, video, as_json) if videos else []
         return results + _identify_photos(rec, photos, targets, video["threshold"], as_json)
+
+
+def _sort_inputs(inputs) -> tuple[list, list, list]:
+    """Every file the inputs name (folders expanded, their videos too), its videos and its photos."""
+    files = recognizer.expand_inputs(list(inputs), recursive=True)
+    listed = set(files)
+    for p in map(Path, inputs):
+        if p.is_dir():  # folders: their videos too, by content or name
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f not in listed and recognizer.is_video_input(f)))
+    videos = [f for f in files if recognizer.is_video_input(f)]
+    photos = [f for f in files if f not in set(videos)]
+    return files, videos, photos
 
 
 def _identify_videos(rec, sources: list, annotate: Path | None, video: dict, as_json: bool) -> list[dict]:
