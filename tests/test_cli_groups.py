@@ -144,3 +144,13 @@ def test_clusters_group_answers_as_the_old_flags(model):
     assert code == 2 and "RUN:ID" in out
     code, out = run(facetool, "clusters", "discard", "--model", model, "latest:1")
     assert code == 2 and "facetool clusters dismiss" in out
+
+
+def test_model_threshold_answers_as_enroll_target_fpir_alone(model, tmp_path):
+    fixed = ok_json(facetool, "model", "threshold", "--model", model)["threshold"]
+    other = shutil.copytree(model, tmp_path / "other")
+    set_here = run(facetool, "model", "threshold", "--model", model, "--target-fpir", "0.05")
+    assert set_here == run(enroll.main, "--model", other, "--target-fpir", "0.05") and set_here[0] == 0
+    derived = ok_json(facetool, "model", "threshold", "--model", model)["threshold"]
+    assert derived == ok_json(enroll.main, "--model", other, "--target-fpir", "0.05")["threshold"]
+    assert derived != fixed and derived["target_fpir"] == 0.05

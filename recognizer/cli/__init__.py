@@ -3,7 +3,7 @@
     facetool enroll | identify | cluster | evaluate | serve | finetune     (one job each; also enroll.py, ...)
     facetool people list | rename | merge | remove | export | import | make-chips
     facetool clusters list | name | dismiss | discard                      (the runs `facetool cluster` saved)
-    facetool model finetune | reembed | candidate | switch | discard | rollback
+    facetool model finetune | reembed | candidate | switch | discard | rollback | threshold
 
 Each one-job command is also a script of its own at the top of the checkout (enroll.py, ...),
 whose older action flags (enroll.py --list, finetune.py --switch, ...) run the same functions as

@@ -6,6 +6,7 @@
     enroll.py --model DIR --export FILE | --import FILE | --make-chips               (facetool people ...)
     enroll.py --model DIR --name NAME --cluster RUN:ID [--exclude 4,7]   (a cluster made by cluster.py; facetool clusters name)
     enroll.py --model DIR --discard RUN | RUN:ID                         (facetool clusters discard | dismiss)
+    enroll.py --model DIR --target-fpir 0.01                             (facetool model threshold)
 
 After enrolling it says which unknown threshold the model now uses, how many strangers that is
 expected to let through (FPIR) and what it costs known people (DIR), and warns about enrolled
@@ -24,7 +25,7 @@ import click
 
 import recognizer
 from recognizer import bulk
-from recognizer.cli import cluster, people
+from recognizer.cli import cluster, model, people
 from recognizer.cli._options import (
     allow_similar_option,
     friendly_errors,
@@ -64,8 +65,7 @@ ACTIONS = ("FOLDER (with --name), --cluster RUN:ID (with --name), --list, --remo
 @click.option("--make-chips", is_flag=True,
               help="For a model made before chips were kept: make each face's chip from its photo where it is "
                    "still there; lists the faces that cannot get one (exit 1).")
-@click.option("--target-fpir", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-              help="Share of strangers the model may name (e.g. 0.01); the threshold is derived from it for the current gallery.")
+@model.target_fpir_option
 @allow_similar_option
 @click.option("--cluster", "cluster_ref", metavar="RUN:ID", help="Enroll a cluster of a cluster.py run (RUN may be 'latest').")
 @click.option("--exclude", metavar="N,N", default="", help="With --cluster: face numbers to leave out.")
@@ -120,9 +120,8 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
             people.make_chips(rec, as_json)
         elif folder:
             _enroll(rec, name, files, folder, allow_similar, as_json)
-        else:
-            info = rec.threshold_info()
-            click.echo(json.dumps({"threshold": info.to_dict()}, indent=2) if as_json else info.describe())
+        else:  # --target-fpir alone (facetool model threshold)
+            model.show_threshold(rec, as_json)
 
 
 def _check(actions, target_fpir, name, folder, cluster_ref, exclude, rename, merge, ray_address, out_path, workers) -> list[int]:

@@ -7,6 +7,7 @@ switch to it, look at it or discard it, roll back.
     facetool model switch --model DIR
     facetool model discard --model DIR
     facetool model rollback --model DIR
+    facetool model threshold --model DIR [--target-fpir 0.01]   (the unknown threshold; enroll.py --target-fpir alone)
 
 finetune.py's flags (--reembed, --switch alone, --rollback, --discard-candidate) run the same
 functions (see recognizer/cli/finetune.py).
@@ -20,12 +21,14 @@ import click
 
 import recognizer
 from recognizer import lifecycle
+from recognizer.cli import _options
 from recognizer.cli._options import friendly_errors, passive_openmp
 from recognizer.evaluation.compare import side_by_side_text
 
 __all__ = [
     "backbone_option", "cache_dir_option", "cohort_option", "discard", "epochs_option", "json_option", "main",
     "model_option", "patience_option", "quiet_option", "rollback", "reembed", "seed_option", "show_candidate",
+    "show_threshold", "target_fpir_option",
     "start_torch", "switch", "switch_option", "threads_option", "train", "unfreeze_option", "unknown_option",
     "weights_dir_option", "weights_option",
 ]
@@ -63,6 +66,9 @@ unknown_option = click.option(
          "(default: some enrolled people of the held-out faces are held out of a copy of each gallery).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+target_fpir_option = click.option(
+    "--target-fpir", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    help="Share of strangers the model may name (e.g. 0.01); the threshold is derived from it for the current gallery.")
 
 
 def start_torch(threads: int | None) -> None:
@@ -165,6 +171,12 @@ def show_candidate(model_dir, *, as_json: bool) -> None:
     click.echo(f"switch with: facetool model switch --model {model_dir}; discard with: facetool model discard --model {model_dir}")
 
 
+def show_threshold(rec, as_json: bool) -> None:
+    """The unknown threshold the model uses now, what it lets through and what it costs."""
+    info = rec.threshold_info()
+    click.echo(json.dumps({"threshold": info.to_dict()}, indent=2) if as_json else info.describe())
+
+
 def _print_comparison(cmp) -> None:
     if cmp is None:
         click.echo("no held-out photos given: no side-by-side figures (pass DATA_DIR)")
@@ -194,7 +206,7 @@ _ctx = {"help_option_names": ["-h", "--help"]}
 
 @click.group(context_settings=_ctx)
 def main() -> None:
-    """A model's versions: finetune or re-embed beside the model in use, then candidate, switch, discard, rollback."""
+    """A model's versions (finetune or re-embed beside the one in use; candidate, switch, discard, rollback) and its threshold."""
 
 
 @main.command("finetune", context_settings=_ctx)
@@ -294,3 +306,20 @@ def _discard(model_dir, as_json):
     """Delete the candidate built beside the model, and its files."""
     start_torch(None)
     discard(model_dir, as_json=as_json)
+
+
+@main.command("threshold", context_settings=_ctx)
+@_options.model_option
+@target_fpir_option
+@_options.json_option
+@_options.gallery_option
+@_options.verbose_option
+@friendly_errors
+def _threshold(model_dir, target_fpir, as_json, gallery, verbose):
+    """Show the unknown threshold the model uses now; with --target-fpir, derive it from that share
+    of strangers let through (stored in model.json) first."""
+    _options.start(verbose)
+    with recognizer.open(model_dir, gallery=gallery) as rec:
+        if target_fpir is not None:
+            rec.set_target_fpir(target_fpir)
+        show_threshold(rec, as_json)
