@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/calibrate_fpir.py [--backbone sface] [--cohort DIR] [--make-split]
 
-Embeds every photo of the calibration people (recognizer/cohort_split.json) through the
+Embeds every photo of the calibration people (recognizer/evaluation/cohort_split.json) through the
 project's own pipeline (crops cached in ~/.cache/facetool, so a rerun skips detection), drops
 mislabelled photos (`recognizer.evaluation.cohort.clean_labels`), and writes
 recognizer/fpir_tables/<model id>.json: numbers only. It prints the thresholds the table gives

@@ -30,7 +30,7 @@ ENROLLED = 5
 
 
 def build_gallery(path: Path, emb: np.ndarray, people: np.ndarray, model_id: str):
-    from gallery import FaceRecord, create_gallery
+    from gallery import FaceRecord, create_gallery  # after passive_openmp() (faiss, torch)
 
     gal = create_gallery(path, model_id=model_id, dim=emb.shape[1])
     records = [FaceRecord(str(p), "cohort", f"{i:064x}", (0.0, 0.0, 1.0, 1.0)) for i, p in enumerate(people)]
@@ -60,21 +60,19 @@ def main() -> None:
     passive_openmp()
     logging.basicConfig(level=logging.WARNING)
 
-    from recognizer.cache import CropCache
-    from recognizer.evaluation.calibration import cohort_part
-    from recognizer.evaluation.cohort import default_cohort_dir
+    from recognizer.cache import CropCache  # after passive_openmp() (faiss, torch)
     from recognizer.detection.mtcnn import Detector
     from recognizer.embedding.backbones import make_embedder
-    from recognizer.decision import decide
+    from recognizer.evaluation.calibration import cohort_part
+    from recognizer.evaluation.cohort import default_cohort_dir
     from recognizer.fpir import shipped_table
-    from recognizer.training.head import CosineClassifier
+    from recognizer.pipeline import FacePipeline
 
     embedder = make_embedder(args.backbone)
     table = shipped_table(embedder.model_id)
     if table is None:
         raise SystemExit(f"no shipped FPIR table for {embedder.model_id}: run benchmarks/calibrate_fpir.py first")
     root = Path(args.cohort) if args.cohort else default_cohort_dir()
-    from recognizer.pipeline import FacePipeline
 
     faces, cleaning = cohort_part(FacePipeline(Detector(), embedder, CropCache()), root, "evaluation", progress=True)
     people = np.unique(faces.people)
@@ -87,38 +85,53 @@ def main() -> None:
         agg = {"t": {"s": 0, "fp": 0, "k": 0, "ok": 0, "per_draw": []}, "fixed": {"s": 0, "fp": 0, "k": 0, "ok": 0, "per_draw": []}}
         clf_agg = {key: {"s": 0, "fp": 0, "k": 0, "ok": 0} for key in ("knn", "combined", "combined+p")}
         for draw in range(args.draws):
-            chosen = set(rng.choice(people, n, replace=False).tolist())
-            enrolled_mask = np.zeros(len(faces.people), bool)
-            for p in chosen:
-                idx = np.flatnonzero(faces.people == p)
-                enrolled_mask[rng.choice(idx, min(ENROLLED, len(idx)), replace=False)] = True
-            in_gallery = np.isin(faces.people, list(chosen))
-            probe = in_gallery & ~enrolled_mask
-            stranger = ~in_gallery
-            with tempfile.TemporaryDirectory() as tmp:
-                gal = build_gallery(Path(tmp) / "g", faces.embeddings[enrolled_mask], faces.people[enrolled_mask], embedder.model_id)
-                clf = None
-                if draw < args.classifier_draws:
-                    clf = CosineClassifier(seed=draw).fit(faces.embeddings[enrolled_mask], faces.people[enrolled_mask].astype(str))
-                q = np.concatenate([np.flatnonzero(probe), np.flatnonzero(stranger)])
-                dec = decide(gal, clf, faces.embeddings[q], k=5, model_id=embedder.model_id)
-                gal.close()
-            is_probe = np.arange(len(q)) < probe.sum()
-            labels = faces.people[q].astype(str)
-            for key, t in (("t", t_star), ("fixed", FIXED)):
-                named, correct = rates(dec.names["knn"], dec.similarity["knn"], labels, t)
-                a = agg[key]
-                a["s"] += int((~is_probe).sum()); a["fp"] += int(named[~is_probe].sum())
-                a["k"] += int(is_probe.sum()); a["ok"] += int(correct[is_probe].sum())
-                a["per_draw"].append(named[~is_probe].mean())
-            if clf is not None:
-                clf_agg_draw(clf_agg, dec, labels, is_probe, t_star)
+            one_draw(faces, people, n, rng, embedder.model_id, draw < args.classifier_draws, draw, t_star, agg, clf_agg)
         for key, t in (("t", t_star), ("fixed", FIXED)):
             a = agg[key]
             rows.append((n, key, t, a["fp"] / a["s"], float(np.std(a["per_draw"])), a["ok"] / max(a["k"], 1),
                          table.expected_fpir(t, n, ENROLLED), table.expected_fnir(t, ENROLLED), a["s"], a["k"]))
         if args.classifier_draws:
             clf_rows.append((n, clf_agg))
+    print_tables(args, rows, clf_rows)
+
+
+def one_draw(faces, people, n: int, rng, model_id: str, with_classifier: bool, draw: int, t_star: float,
+             agg: dict, clf_agg: dict) -> None:
+    """One random gallery of `n` people (ENROLLED photos each): its known probes and strangers
+    decided, and counted into `agg` (kNN at t* and at the old fixed threshold) and `clf_agg`."""
+    from recognizer.decision import decide  # after passive_openmp() (faiss, torch)
+    from recognizer.training.head import CosineClassifier
+
+
+    chosen = set(rng.choice(people, n, replace=False).tolist())
+    enrolled_mask = np.zeros(len(faces.people), bool)
+    for p in chosen:
+        idx = np.flatnonzero(faces.people == p)
+        enrolled_mask[rng.choice(idx, min(ENROLLED, len(idx)), replace=False)] = True
+    in_gallery = np.isin(faces.people, list(chosen))
+    probe = in_gallery & ~enrolled_mask
+    stranger = ~in_gallery
+    with tempfile.TemporaryDirectory() as tmp:
+        gal = build_gallery(Path(tmp) / "g", faces.embeddings[enrolled_mask], faces.people[enrolled_mask], model_id)
+        clf = None
+        if with_classifier:
+            clf = CosineClassifier(seed=draw).fit(faces.embeddings[enrolled_mask], faces.people[enrolled_mask].astype(str))
+        q = np.concatenate([np.flatnonzero(probe), np.flatnonzero(stranger)])
+        dec = decide(gal, clf, faces.embeddings[q], k=5, model_id=model_id)
+        gal.close()
+    is_probe = np.arange(len(q)) < probe.sum()
+    labels = faces.people[q].astype(str)
+    for key, t in (("t", t_star), ("fixed", FIXED)):
+        named, correct = rates(dec.names["knn"], dec.similarity["knn"], labels, t)
+        a = agg[key]
+        a["s"] += int((~is_probe).sum()); a["fp"] += int(named[~is_probe].sum())
+        a["k"] += int(is_probe.sum()); a["ok"] += int(correct[is_probe].sum())
+        a["per_draw"].append(named[~is_probe].mean())
+    if clf is not None:
+        clf_agg_draw(clf_agg, dec, labels, is_probe, t_star)
+
+
+def print_tables(args, rows: list, clf_rows: list) -> None:
     print(f"\n{args.draws} galleries per size, {ENROLLED} photos enrolled per person; target FPIR {args.target}")
     print("| people enrolled | threshold | FPIR measured (sd over draws) | FPIR predicted | DIR measured | 1 - FNIR predicted | stranger trials | known probes |")
     print("|---|---|---|---|---|---|---|---|")

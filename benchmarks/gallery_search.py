@@ -135,7 +135,7 @@ def build_ivfpq(xb: np.ndarray, nlist: int, m: int) -> faiss.IndexRefine:
     return build_refined(base, xb, n_train=39 * nlist)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=1000, help="queries per kind (batched)")
@@ -158,7 +158,99 @@ def main() -> None:
     ap.add_argument("--nlist-factor", type=float, default=2.0, help="IVF nlist = factor * sqrt(N)")
     ap.add_argument("--methods", nargs="+", default=["ivf", "hnsw", "pqfs"],
                     choices=["ivf", "ivfpq", "hnsw", "lsh", "pqfs"])
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+class Size:
+    """One gallery size: its vectors, its queries, exact search's answers and timings, and the
+    table rows measured so far (`report` adds one per index setting)."""
+
+    def __init__(self, n: int, args: argparse.Namespace, k: int, rows: list[str]) -> None:
+        rng = np.random.default_rng(n)
+        self.n, self.k, self.rows = n, k, rows
+        self.xb = unit_rows(rng, n, args.dim)
+        self.qns = [near_queries(rng, self.xb, args.queries, s) for s in args.near_sim]
+        self.qr = unit_rows(rng, args.queries, args.dim)
+        self.n_single = min(args.single, args.queries)
+        t0 = time.perf_counter()
+        flat = faiss.IndexFlatIP(args.dim)
+        flat.add(self.xb)
+        build = time.perf_counter() - t0
+        self.e1, self.eb, _ = time_search(flat, self.qns[0], k, self.n_single)
+        self.gts = [flat.search(q, k)[1] for q in self.qns]
+        _, _, self.gt_rand = time_search(flat, self.qr, k, 1)
+        rows.append(f"{n:>8} {'FlatIP (exact)':<22} {build:>8.1f} {index_bytes(flat) / 2**20:>7.0f} "
+                    f"{rss_mib():>8.0f} {self.e1:>8.3f} {self.eb:>9.4f} {1.0:>10.1f} {1.0:>8.1f} "
+                    + " ".join(f"{1.0:>8.3f}" for _ in self.qns) + f" {1.0:>8.3f}")
+        print(rows[-1], flush=True)
+
+    def report(self, name: str, index: faiss.Index, build_s: float, nbytes: int) -> None:
+        k = self.k
+        a1, ab, _ = time_search(index, self.qns[0], k, self.n_single)
+        r_near = [float(np.mean(index.search(q, k)[1][:, 0] == gt[:, 0])) for q, gt in zip(self.qns, self.gts)]
+        _, _, ids_r = time_search(index, self.qr, k, 1)
+        r_rand = float(np.mean(ids_r[:, 0] == self.gt_rand[:, 0]))
+        self.rows.append(f"{self.n:>8} {name:<22} {build_s:>8.1f} {nbytes / 2**20:>7.0f} {rss_mib():>8.0f} "
+                         f"{a1:>8.3f} {ab:>9.4f} {self.e1 / a1:>10.1f} {self.eb / ab:>8.1f} "
+                         + " ".join(f"{r:>8.3f}" for r in r_near) + f" {r_rand:>8.3f}")
+        print(self.rows[-1], flush=True)
+
+
+def bench_ivf(size: Size, args: argparse.Namespace) -> None:
+    nlist = int(args.nlist_factor * np.sqrt(size.n))
+    t0 = time.perf_counter()
+    ivf = build_ivf(size.xb, nlist)
+    build = time.perf_counter() - t0
+    nbytes = index_bytes(ivf)
+    for nprobe in args.nprobe:
+        ivf.nprobe = nprobe
+        size.report(f"IVF{nlist} nprobe={nprobe}", ivf, build, nbytes)
+
+
+def bench_ivfpq(size: Size, args: argparse.Namespace) -> None:
+    nlist = int(args.nlist_factor * np.sqrt(size.n))
+    t0 = time.perf_counter()
+    ivfpq = build_ivfpq(size.xb, nlist, args.pq_m)
+    build = time.perf_counter() - t0
+    nbytes = index_bytes(ivfpq)
+    ivfpq.k_factor = args.ivfpq_k_factor
+    for nprobe in args.nprobe:
+        faiss.extract_index_ivf(ivfpq.base_index).nprobe = nprobe
+        size.report(f"IVF{nlist}PQ{args.pq_m}+R{args.ivfpq_k_factor} np={nprobe}", ivfpq, build, nbytes)
+
+
+def bench_hnsw(size: Size, args: argparse.Namespace) -> None:
+    n = size.n
+    t0 = time.perf_counter()
+    if args.hnsw_load:
+        hnsw = faiss.read_index(args.hnsw_load.format(n=n))
+        build = float("nan")  # see the build log of the run that saved it
+        print(f"loaded {args.hnsw_load.format(n=n)} in {time.perf_counter() - t0:.1f} s", flush=True)
+    else:
+        hnsw = build_hnsw(size.xb, args.hnsw_m, args.hnsw_ef_construction)
+        build = time.perf_counter() - t0
+        if args.hnsw_save:
+            faiss.write_index(hnsw, args.hnsw_save.format(n=n))
+    nbytes = index_bytes(hnsw)
+    m = hnsw.hnsw.nb_neighbors(1)
+    for ef in args.ef_search:
+        hnsw.hnsw.efSearch = ef
+        size.report(f"HNSW{m} ef={ef}", hnsw, build, nbytes)
+
+
+def bench_refined(size: Size, args: argparse.Namespace, method: str) -> None:
+    label = f"LSH{args.lsh_bits}" if method == "lsh" else f"PQ{args.pq_m}x4fs"
+    t0 = time.perf_counter()
+    refined = build_lsh(size.xb, args.lsh_bits) if method == "lsh" else build_pqfs(size.xb, args.pq_m)
+    build = time.perf_counter() - t0
+    nbytes = index_bytes(refined)
+    for kf in args.k_factor:
+        refined.k_factor = kf
+        size.report(f"{label}+R k*{kf}", refined, build, nbytes)
+
+
+def main() -> None:
+    args = parse_args()
     k = 5
     print(f"faiss {faiss.__version__} ({faiss.get_compile_options().strip()}), {faiss.omp_get_max_threads()} "
           f"threads, dim {args.dim}, near queries at cos~{args.near_sim}, k={k}, load average "
@@ -168,85 +260,18 @@ def main() -> None:
               + " ".join(f"{'R@1 ' + str(s):>8}" for s in args.near_sim) + f" {'R@1 rand':>8}")
     rows: list[str] = []
     for n in args.sizes:
-        rng = np.random.default_rng(n)
-        xb = unit_rows(rng, n, args.dim)
-        qns = [near_queries(rng, xb, args.queries, s) for s in args.near_sim]
-        qn = qns[0]
-        qr = unit_rows(rng, args.queries, args.dim)
-        n_single = min(args.single, args.queries)
-
-        t0 = time.perf_counter()
-        flat = faiss.IndexFlatIP(args.dim)
-        flat.add(xb)
-        build = time.perf_counter() - t0
-        e1, eb, _ = time_search(flat, qn, k, n_single)
-        gts = [flat.search(q, k)[1] for q in qns]
-        _, _, gt_rand = time_search(flat, qr, k, 1)
-        rows.append(f"{n:>8} {'FlatIP (exact)':<22} {build:>8.1f} {index_bytes(flat) / 2**20:>7.0f} "
-                    f"{rss_mib():>8.0f} {e1:>8.3f} {eb:>9.4f} {1.0:>10.1f} {1.0:>8.1f} "
-                    + " ".join(f"{1.0:>8.3f}" for _ in qns) + f" {1.0:>8.3f}")
-        print(rows[-1], flush=True)
-
-        def report(name: str, index: faiss.Index, build_s: float, nbytes: int) -> None:
-            a1, ab, _ = time_search(index, qn, k, n_single)
-            r_near = [float(np.mean(index.search(q, k)[1][:, 0] == gt[:, 0])) for q, gt in zip(qns, gts)]
-            _, _, ids_r = time_search(index, qr, k, 1)
-            r_rand = float(np.mean(ids_r[:, 0] == gt_rand[:, 0]))
-            rows.append(f"{n:>8} {name:<22} {build_s:>8.1f} {nbytes / 2**20:>7.0f} {rss_mib():>8.0f} "
-                        f"{a1:>8.3f} {ab:>9.4f} {e1 / a1:>10.1f} {eb / ab:>8.1f} "
-                        + " ".join(f"{r:>8.3f}" for r in r_near) + f" {r_rand:>8.3f}")
-            print(rows[-1], flush=True)
-
+        size = Size(n, args, k, rows)
+        # One index at a time: each is freed (its function returns) before the next is built.
         if "ivf" in args.methods:
-            nlist = int(args.nlist_factor * np.sqrt(n))
-            t0 = time.perf_counter()
-            ivf = build_ivf(xb, nlist)
-            build = time.perf_counter() - t0
-            nbytes = index_bytes(ivf)
-            for nprobe in args.nprobe:
-                ivf.nprobe = nprobe
-                report(f"IVF{nlist} nprobe={nprobe}", ivf, build, nbytes)
-            del ivf
+            bench_ivf(size, args)
         if "ivfpq" in args.methods:
-            nlist = int(args.nlist_factor * np.sqrt(n))
-            t0 = time.perf_counter()
-            ivfpq = build_ivfpq(xb, nlist, args.pq_m)
-            build = time.perf_counter() - t0
-            nbytes = index_bytes(ivfpq)
-            ivfpq.k_factor = args.ivfpq_k_factor
-            for nprobe in args.nprobe:
-                faiss.extract_index_ivf(ivfpq.base_index).nprobe = nprobe
-                report(f"IVF{nlist}PQ{args.pq_m}+R{args.ivfpq_k_factor} np={nprobe}", ivfpq, build, nbytes)
-            del ivfpq
+            bench_ivfpq(size, args)
         if "hnsw" in args.methods and (n <= args.hnsw_max_size or args.hnsw_load):
-            t0 = time.perf_counter()
-            if args.hnsw_load:
-                hnsw = faiss.read_index(args.hnsw_load.format(n=n))
-                build = float("nan")  # see the build log of the run that saved it
-                print(f"loaded {args.hnsw_load.format(n=n)} in {time.perf_counter() - t0:.1f} s", flush=True)
-            else:
-                hnsw = build_hnsw(xb, args.hnsw_m, args.hnsw_ef_construction)
-                build = time.perf_counter() - t0
-                if args.hnsw_save:
-                    faiss.write_index(hnsw, args.hnsw_save.format(n=n))
-            nbytes = index_bytes(hnsw)
-            m = hnsw.hnsw.nb_neighbors(1)
-            for ef in args.ef_search:
-                hnsw.hnsw.efSearch = ef
-                report(f"HNSW{m} ef={ef}", hnsw, build, nbytes)
-            del hnsw
-        for method, label in (("lsh", f"LSH{args.lsh_bits}"), ("pqfs", f"PQ{args.pq_m}x4fs")):
-            if method not in args.methods:
-                continue
-            t0 = time.perf_counter()
-            refined = build_lsh(xb, args.lsh_bits) if method == "lsh" else build_pqfs(xb, args.pq_m)
-            build = time.perf_counter() - t0
-            nbytes = index_bytes(refined)
-            for kf in args.k_factor:
-                refined.k_factor = kf
-                report(f"{label}+R k*{kf}", refined, build, nbytes)
-            del refined
-        del flat, xb
+            bench_hnsw(size, args)
+        for method in ("lsh", "pqfs"):
+            if method in args.methods:
+                bench_refined(size, args, method)
+        del size
     print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n" + header)
     print("\n".join(rows))
     print("x exact 1q / x batch: exact ms per query divided by this index's (one query per call / batched).")

@@ -18,11 +18,13 @@ from __future__ import annotations
 import importlib.util
 import random
 import secrets
+import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,43 +139,15 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int, hostile: in
                         if added is not None:
                             reported[name] = added
 
-        def hostile_client(k: int) -> None:
-            """Connections that never finish: each is held until the server cuts it off."""
-            import socket
-
-            port = int(server.url.rsplit(":", 1)[1])
-            body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n\r\n" + b"\xff" * 200_000
-            head = (f"POST /identify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                    f"Content-Length: {len(body) + 1000}\r\n\r\n").encode()
-            i = 0
-            while time.monotonic() < deadline:
-                i += 1
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                        kind = (k + i) % 3
-                        if kind == 0:  # headers a byte at a time
-                            for b in head:
-                                s.sendall(bytes([b]))
-                                time.sleep(0.2)
-                        elif kind == 1:  # a body shorter than announced, then silence
-                            s.sendall(head + body[: len(body) // 2])
-                            s.settimeout(60)
-                            s.recv(1000)
-                        else:  # a body dribbled in small pieces
-                            s.sendall(head)
-                            for start in range(0, len(body), 100):
-                                s.sendall(body[start : start + 100])
-                                time.sleep(0.5)
-                except OSError:
-                    pass  # cut off by the server: what is meant to happen
-
         def run(n_hostile: int) -> float:
             nonlocal deadline, phase
             deadline = time.monotonic() + seconds
             phase += 1
             t_start = time.perf_counter()
             threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-            threads += [threading.Thread(target=hostile_client, args=(k,), daemon=True) for k in range(n_hostile)]
+            port = int(server.url.rsplit(":", 1)[1])
+            threads += [threading.Thread(target=hostile_client, args=(port, k, lambda: deadline), daemon=True)
+                        for k in range(n_hostile)]
             for t in threads:
                 t.start()
             for t in threads[:clients]:
@@ -200,6 +174,34 @@ def main(seconds: float, clients: int, enroll_every: int, seed: int, hostile: in
     report(samples, reported, found, wall, notes)
 
 
+def hostile_client(port: int, k: int, deadline: Callable[[], float]) -> None:
+    """Connections that never finish, until `deadline()`: each is held until the server cuts it off."""
+    body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n\r\n" + b"\xff" * 200_000
+    head = (f"POST /identify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {len(body) + 1000}\r\n\r\n").encode()
+    i = 0
+    while time.monotonic() < deadline():
+        i += 1
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                kind = (k + i) % 3
+                if kind == 0:  # headers a byte at a time
+                    for b in head:
+                        s.sendall(bytes([b]))
+                        time.sleep(0.2)
+                elif kind == 1:  # a body shorter than announced, then silence
+                    s.sendall(head + body[: len(body) // 2])
+                    s.settimeout(60)
+                    s.recv(1000)
+                else:  # a body dribbled in small pieces
+                    s.sendall(head)
+                    for start in range(0, len(body), 100):
+                        s.sendall(body[start : start + 100])
+                        time.sleep(0.5)
+        except OSError:
+            pass  # cut off by the server: what is meant to happen
+
+
 def report(samples: list[Sample], reported: dict[str, int], found: dict[str, int], wall: float,
            notes: list[str] = ()) -> None:
     """Print the run's requests, latencies per operation, `notes`, and whether every enrolment
@@ -208,11 +210,7 @@ def report(samples: list[Sample], reported: dict[str, int], found: dict[str, int
     lost = {n: (c, found.get(n, 0)) for n, c in reported.items() if found.get(n, 0) != c}
     extra = {n: c for n, c in found.items() if n.startswith("load-") and n not in reported}
     print(f"{len(samples)} requests in {wall:.1f} s: {len(samples) / wall:.2f} requests/s, {len(errors)} errors")
-    for op in ("identify", "enroll", "all"):
-        times = sorted(s.seconds for s in samples if s.ok and (op == "all" or s.op == op))
-        if times:
-            print(f"  {op:8s} n={len(times):4d}  p50 {1000 * percentile(times, 50):7.0f} ms  "
-                  f"p95 {1000 * percentile(times, 95):7.0f} ms  max {1000 * times[-1]:7.0f} ms")
+    print_latencies(samples)
     for line in notes:
         print(line)
     print(f"enrolments reported done: {sum(reported.values())}; found by GET /people: "
@@ -223,6 +221,15 @@ def report(samples: list[Sample], reported: dict[str, int], found: dict[str, int
         print(f"  lost: {n} reported {want}, found {got}")
     if errors or lost or extra:
         raise SystemExit(1)
+
+
+def print_latencies(samples: list[Sample]) -> None:
+    """p50, p95 and max of the successful requests, per operation and all together."""
+    for op in ("identify", "enroll", "all"):
+        times = sorted(s.seconds for s in samples if s.ok and (op == "all" or s.op == op))
+        if times:
+            print(f"  {op:8s} n={len(times):4d}  p50 {1000 * percentile(times, 50):7.0f} ms  "
+                  f"p95 {1000 * percentile(times, 95):7.0f} ms  max {1000 * times[-1]:7.0f} ms")
 
 
 if __name__ == "__main__":

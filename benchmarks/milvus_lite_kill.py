@@ -4,11 +4,11 @@
     .venv/bin/python benchmarks/milvus_lite_kill.py --trials 40            # Milvus Lite
     .venv/bin/python benchmarks/milvus_lite_kill.py --trials 40 --backend faiss
 
-Runs the writer of tests/test_gallery_crash.py (add, add, rename, remove, ...), kills it after a
-random 0-3 s, reopens the gallery through the project's API and checks that count (len),
-field queries (records, people), vector reads (vectors) and vector search agree, that no
-removed person's face comes back from any of them, and that the gallery is before or after
-the change in flight. Prints one line per failing trial and the failure count.
+Runs the writer tests/test_gallery_crash.py runs (`gallery.crash_workload`: add, add, rename,
+remove, ...), kills it after a random 0-3 s, reopens the gallery through the project's API and
+checks that count (len), field queries (records, people), vector reads (vectors) and vector
+search agree, that no removed person's face comes back from any of them, and that the gallery is
+before or after the change in flight. Prints one line per failing trial and the failure count.
 """
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from gallery import create_gallery, open_gallery
+from gallery.crash_workload import BATCH, DIM, MODEL, WRITER, expected_states, matches, op_for, vectors_for
 
-from gallery import create_gallery, open_gallery  # noqa: E402
-from test_gallery_crash import BATCH, MODEL, WRITER, DIM, expected_states, matches, op_for, vectors_for  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def check(path: str, done: int) -> list[str]:
@@ -39,13 +38,27 @@ def check(path: str, done: int) -> list[str]:
         n = len(g)
         ids, vecs = g.vectors()
         rec_list = g.records()
-        recs = {r.id: r.person for r in rec_list}
         people = g.people()
         seeds = sorted({op_for(i)[2] for i in range(done + 1) if op_for(i)[0] == "add"})
-        hits = g.search(np.concatenate([vectors_for(s) for s in seeds]), min(max(n, len(recs), 1) + BATCH, 16384),
-                        model_id=MODEL) if seeds else []
+        hits = g.search(np.concatenate([vectors_for(s) for s in seeds]),
+                        min(max(n, len({r.id for r in rec_list}), 1) + BATCH, 16384), model_id=MODEL) if seeds else []
     finally:
         g.close()
+    recs = {r.id: r.person for r in rec_list}
+    bad = _read_paths_disagree(n, ids, rec_list, recs, people, hits)
+    allowed = set(states[done]) | set(states[done + 1])
+    removed = sorted((set(recs) | set(ids.tolist()) | set(h.id for row in hits for h in row)) - allowed)
+    if removed:
+        bad.append(f"removed faces visible: {removed}")
+    actual = {int(i): (recs.get(int(i), "?"), v) for i, v in zip(ids, vecs)}
+    if not (matches(actual, states[done]) or matches(actual, states[done + 1])):
+        bad.append(f"neither before nor after change {done} ({op_for(done)})")
+    return bad
+
+
+def _read_paths_disagree(n: int, ids: np.ndarray, rec_list: list, recs: dict[int, str], people: dict[str, int],
+                         hits: list) -> list[str]:
+    """Where count (len), field queries (records, people), vector reads and search disagree."""
     bad = []
     if len(rec_list) != len(recs) or len(set(ids.tolist())) != len(ids):
         seen: dict[int, list[str]] = {}
@@ -62,13 +75,6 @@ def check(path: str, done: int) -> list[str]:
     stray = sorted({h.id for row in hits for h in row} - set(recs))
     if stray:
         bad.append(f"search returned ids records() does not know: {stray}")
-    allowed = set(states[done]) | set(states[done + 1])
-    removed = sorted((set(recs) | set(ids.tolist()) | set(h.id for row in hits for h in row)) - allowed)
-    if removed:
-        bad.append(f"removed faces visible: {removed}")
-    actual = {int(i): (recs.get(int(i), "?"), v) for i, v in zip(ids, vecs)}
-    if not (matches(actual, states[done]) or matches(actual, states[done + 1])):
-        bad.append(f"neither before nor after change {done} ({op_for(done)})")
     return bad
 
 
@@ -79,7 +85,7 @@ def trial(backend: str, t: int, window: float) -> tuple[int, int, list[str], str
         log = Path(tmp) / "log"
         create_gallery(path, MODEL, DIM).close()
         child = subprocess.Popen([sys.executable, "-c", WRITER.format(path=path, log=str(log))],
-                                 cwd=ROOT / "tests", stderr=subprocess.DEVNULL)
+                                 cwd=ROOT, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not (log.exists() and log.read_text().startswith("ready")):
             if child.poll() is not None or time.monotonic() > deadline:

@@ -153,14 +153,15 @@ def bench_engines(repeats: int, ceiling: float) -> None:
     """Inception-ResNet-v1 run four ways: the measurement FacenetEmbedder's default engine was chosen by."""
     import torch
 
-    from recognizer.embedding.backbones import FacenetEmbedder, _export_onnx, _onnx_session
+    from recognizer.embedding.backbones import FacenetEmbedder, _export_onnx
+    from recognizer.onnx_session import cpu_session
 
     emb = FacenetEmbedder("random", engine="torch")
     module = emb.module
     x = torch.randn(32, 3, 160, 160)
     with torch.no_grad():
         ref = module(x).numpy()
-    session = _onnx_session(_export_onnx(module), emb.threads)
+    session = cpu_session(_export_onnx(module), emb.threads)
     cl = x.contiguous(memory_format=torch.channels_last)
 
     def eager(inp, fn=module):
@@ -272,36 +273,44 @@ def bench_startup(repeats: int, fr_cli: str | None) -> None:
         if fr_cli:
             rows["face_recognition CLI (5 known)"] = [measure([fr_cli, str(five), str(photo)]) for _ in range(repeats)]
             ref = rows["face_recognition CLI (5 known)"]
-        for label, runs in rows.items():
-            wall = statistics.median(r[0] for r in runs)
-            mb = statistics.median(r[1] for r in runs)
-            vs = ""
-            if ref:
-                vs = f"{wall / statistics.median(r[0] for r in ref):>10.2f}x {mb / statistics.median(r[1] for r in ref):>8.2f}x"
-            cpu = statistics.median(r[2] for r in runs)
-            print(f"{label:>34} {wall:>7.2f} {min(r[0] for r in runs):>6.2f} {cpu:>6.2f} {mb:>8.0f} {vs}")
+        print_startup_rows(rows, ref)
         if not fr_cli:
             print("face_recognition's CLI not installed: see the recipe in benchmarks/speed.py")
+        bench_server_rss(Server(tmp / "sface", log=tmp / "server.log"), photo)
 
-        import httpx
 
-        server = Server(tmp / "sface", log=tmp / "server.log")
-        try:
-            server.wait()
-            body = photo.read_bytes()
+def print_startup_rows(rows: dict[str, list], ref: list | None) -> None:
+    """One line per command: median wall time, fastest, CPU time, peak RSS, and both against `ref`."""
+    for label, runs in rows.items():
+        wall = statistics.median(r[0] for r in runs)
+        mb = statistics.median(r[1] for r in runs)
+        vs = ""
+        if ref:
+            vs = f"{wall / statistics.median(r[0] for r in ref):>10.2f}x {mb / statistics.median(r[1] for r in ref):>8.2f}x"
+        cpu = statistics.median(r[2] for r in runs)
+        print(f"{label:>34} {wall:>7.2f} {min(r[0] for r in runs):>6.2f} {cpu:>6.2f} {mb:>8.0f} {vs}")
 
-            def identify() -> None:
-                r = httpx.post(server.url + "/identify", files={"file": (photo.name, body, "image/jpeg")}, timeout=120)
-                r.raise_for_status()
 
+def bench_server_rss(server, photo: Path) -> None:
+    """serve.py's RSS after warm-up (one identify) and after 100 more identifies of `photo`."""
+    import httpx
+
+    try:
+        server.wait()
+        body = photo.read_bytes()
+
+        def identify() -> None:
+            r = httpx.post(server.url + "/identify", files={"file": (photo.name, body, "image/jpeg")}, timeout=120)
+            r.raise_for_status()
+
+        identify()
+        warm = rss_mb(server.proc.pid)
+        for _ in range(100):
             identify()
-            warm = rss_mb(server.proc.pid)
-            for _ in range(100):
-                identify()
-            after = rss_mb(server.proc.pid)
-        finally:
-            server.stop()
-        print(f"serve.py (sface) RSS: {warm:.0f} MB after warm-up (one identify), {after:.0f} MB after 100 more identifies")
+        after = rss_mb(server.proc.pid)
+    finally:
+        server.stop()
+    print(f"serve.py (sface) RSS: {warm:.0f} MB after warm-up (one identify), {after:.0f} MB after 100 more identifies")
 
 
 # Runs a command and prints its wall time, peak RSS and CPU time. A small launcher, not this

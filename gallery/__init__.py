@@ -16,6 +16,8 @@ from typing import Any
 
 from facecore.errors import GalleryError
 from gallery.base import FaceRecord, Gallery, Hit, KnnVote
+from gallery.faiss_store import FaissGallery
+from gallery.milvus_store import MilvusGallery
 
 
 def is_uri(path: str | os.PathLike[str]) -> bool:
@@ -30,11 +32,7 @@ def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts
     For Milvus: exist_ok (open it if it exists), index ("FLAT", exact, or "HNSW"), lock_timeout, hold_s (how long Milvus Lite
     stays open after the last call before another process may use it), search_params."""
     if is_uri(path):
-        from gallery.milvus_store import MilvusGallery  # pymilvus loads only for a Milvus gallery
-
-        return MilvusGallery.create(str(path), model_id, dim, **opts)
-    from gallery.faiss_store import FaissGallery  # faiss loads only when a gallery is used
-
+        return MilvusGallery.create(str(path), model_id, dim, **opts)  # pymilvus loads only here
     return FaissGallery.create(path, model_id, dim, **opts)
 
 
@@ -42,11 +40,7 @@ def open_gallery(path: str | os.PathLike[str], model_id: str | None = None, **op
     """Open an existing gallery; with `model_id`, fail unless it was built with that model.
     Options: see create_gallery."""
     if is_uri(path):
-        from gallery.milvus_store import MilvusGallery
-
         return MilvusGallery.open(str(path), model_id, **opts)
-    from gallery.faiss_store import FaissGallery
-
     return FaissGallery.open(path, model_id, **opts)
 
 

@@ -1,28 +1,28 @@
 """Which FAISS index a gallery uses, and how it is built, grown, shrunk and searched.
 
-Up to `approx_threshold` faces: IndexIDMap2(IndexFlatIP), exact, and removal compacts
-the storage so removed vectors leave the file.
+Up to `approx_threshold` faces: faiss.index_factory's "IDMap2,Flat" (inner product), exact, and
+removal compacts the storage so removed vectors leave the file.
 
-Above it: IndexIDMap2(IndexRefine(IndexPQFastScan, IndexFlatIP)), kind "pq":
+Above it: "IDMap2,PQ<m>x4fs,RFlat" (IndexRefineFlat over IndexPQFastScan), kind "pq":
   * a 4-bit product-quantisation code per face (64 sub-quantizers: 32 bytes at 512-d),
     scanned in full for every query with faiss's SIMD "fast-scan" kernels (no coarse
     quantiser, so no face is ever skipped the way IVF skips unprobed lists);
   * the best k * k_factor candidates (at least MIN_SHORTLIST) are re-ranked exactly with
     the float vectors kept beside the codes: returned similarities are exact, only the
     shortlist is approximate.
-Chosen over IVF-Flat, HNSW and LSH codes because it finds near faces (recall@1 1.000 at 1e6
-faces) at a fraction of exact search's cost and, unlike HNSW, removes a face's vector at once;
+Chosen over IVF-Flat, HNSW and LSH codes because it finds every near face at 1e6 faces at a
+fraction of exact search's cost and, unlike HNSW, removes a face's vector at once;
 the measurements are in benchmarks/results/gallery-index-choice.md.
 Costs and behaviour:
   * removal: codes and floats are flat arrays that compact on removal (`_remove_refined`),
     so a removed face's vector and code leave index.faiss at once; no tombstones, no rebuild.
   * growth: adding encodes the new vectors with the existing codebooks (microseconds per
     face); nothing is retrained, so enrolment never rebuilds the index. Crossing the
-    threshold trains codebooks once on up to 65,536 faces (a full build at 1e6: 15-28 s
-    on 2 loaded cores).
+    threshold trains codebooks once on up to 65,536 faces (a full build at 1e6 takes
+    seconds: benchmarks/results/gallery-index-choice.md).
   * memory/disk: the float vectors (as in the exact index) + 32 bytes per face.
   * strangers (random queries): which near-random face ranks first is often missed
-    (recall 0.10 at 1e6), but their best similarity is far below any match threshold
+    (benchmarks/results/gallery-index-choice.md), but their best similarity is far below any match threshold
     either way; search is exact for them with k_factor = gallery size.
 """
 from __future__ import annotations
@@ -32,6 +32,9 @@ from collections.abc import Callable
 
 import faiss
 import numpy as np
+
+__all__ = ["DEFAULT_APPROX_THRESHOLD", "DEFAULT_K_FACTOR", "MIN_APPROX", "MIN_SHORTLIST", "TRAIN_POINTS",
+           "AllVectors", "add", "build", "configure", "kind", "pq_subquantizers", "remove", "search"]
 
 DEFAULT_APPROX_THRESHOLD = 100_000
 DEFAULT_K_FACTOR = 10
@@ -82,12 +85,9 @@ def pq_subquantizers(dim: int) -> int:
 
 def _new_pq(vectors: np.ndarray) -> faiss.Index:
     dim = vectors.shape[1]
-    pq = faiss.IndexPQFastScan(dim, pq_subquantizers(dim), 4, faiss.METRIC_INNER_PRODUCT)
-    flat = faiss.IndexFlatIP(dim)
-    refine = faiss.IndexRefine(pq, flat)
-    refine.own_fields = refine.own_refine_index = True
-    pq.this.disown()
-    flat.this.disown()
+    index = faiss.index_factory(dim, f"IDMap2,PQ{pq_subquantizers(dim)}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+    refine = faiss.downcast_index(index.index)
+    pq = faiss.downcast_index(refine.base_index)
     # Codebooks (16 centroids per sub-space) from a fixed sample: rebuilding from the same
     # database gives the same index. They are not retrained as the gallery grows: codes
     # only pick the shortlist, and the exact re-ranking absorbs their error.
@@ -95,11 +95,8 @@ def _new_pq(vectors: np.ndarray) -> faiss.Index:
     n = len(vectors)
     sample = vectors[np.sort(rng.choice(n, min(n, TRAIN_POINTS), replace=False))]
     pq.pq.cp.seed = 1234
-    refine.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))  # through the id map: it records is_trained
     refine.k_factor = float(DEFAULT_K_FACTOR)
-    index = faiss.IndexIDMap2(refine)
-    index.own_fields = True
-    refine.this.disown()
     return index
 
 
@@ -114,7 +111,7 @@ def build(vectors: np.ndarray, ids: np.ndarray, approx_threshold: int) -> faiss.
     if _approximate(n, approx_threshold):
         index = _new_pq(vectors)
     else:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        index = faiss.index_factory(dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
     if n:
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         _clear_padding(index)
@@ -141,7 +138,7 @@ def _clear_padding(index: faiss.Index) -> None:
     the table to whole blocks, but the slots past the last face in the last block keep
     the codes that were there (possibly a removed face's), and they would be written to
     index.faiss (faiss 1.15 zeroes new blocks on add, but not these). Cleared after every
-    change: 0.4 ms."""
+    change, which costs well under a millisecond (benchmarks/results/implementation-choices.md)."""
     refine = _refine(index)
     if refine is None:
         return

@@ -34,6 +34,9 @@ from gallery import _index
 from facecore.atomic import fsync_dir, sha256_file, write_json_atomic
 from facecore.errors import GalleryError
 
+__all__ = ["DB_NAME", "DEFAULT_LOCK_TIMEOUT", "FORMAT_VERSION", "INDEX_NAME", "LOCK_NAME", "META_NAME",
+           "READABLE_VERSIONS", "SCHEMA", "TMP_PREFIX", "UNIQUE_PHOTO_INDEX", "GalleryStore"]
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
@@ -135,15 +138,37 @@ class GalleryStore:
             logger.warning("%s: removing %s left by an interrupted save", self.path, stale.name)
             with contextlib.suppress(OSError):  # read-only: nobody can be saving either
                 stale.unlink(missing_ok=True)
-        meta_path, db_path, index_path = (self.path / n for n in (META_NAME, DB_NAME, INDEX_NAME))
+        meta_gen, meta_keys = self._read_meta()
+        kv, db_count = self._open_db()
+        db_gen = int(kv["generation"])
+        if (meta_keys[0], meta_keys[1]) != (self.model_id, self.dim):
+            raise self._fail(f"{META_NAME} (model {meta_keys[0]!r}, dim {meta_keys[1]}) does not belong "
+                             f"with {DB_NAME} (model {self.model_id!r}, dim {self.dim})")
+        if meta_gen > db_gen:
+            raise self._fail(f"{META_NAME} is at generation {meta_gen} but {DB_NAME} only at {db_gen}: "
+                             "the database is older than its index (restored from a backup?)")
+        if meta_gen < db_gen:
+            logger.warning("%s: a save was interrupted after the database commit (generation %d, index %d); "
+                           "rebuilding the index from %s", self.path, db_gen, meta_gen, DB_NAME)
+            self._rebuild_from_db(db_gen)
+            return
+        self._set_index(self._read_index(meta_keys, db_count))
+        self._generation = db_gen
+
+    def _read_meta(self) -> tuple[int, tuple[str, int, str, int]]:
+        """meta.json's generation, and its (model id, dim, index sha256, count)."""
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            meta_gen = int(meta["generation"])
-            meta_keys = (meta["model_id"], int(meta["dim"]), meta["index_sha256"], int(meta["count"]))
+            meta = json.loads((self.path / META_NAME).read_text(encoding="utf-8"))
+            return int(meta["generation"]), (meta["model_id"], int(meta["dim"]), meta["index_sha256"], int(meta["count"]))
         except FileNotFoundError:
             raise self._fail(f"{META_NAME} is missing (gallery creation was interrupted?)") from None
         except (ValueError, KeyError, TypeError) as e:
             raise self._fail(f"{META_NAME} is damaged or truncated ({e})") from None
+
+    def _open_db(self) -> tuple[dict[str, str], int]:
+        """Open and check the database (rolling back a hot journal, upgrading an older format):
+        its key-value table and its count of faces."""
+        db_path = self.path / DB_NAME
         if not db_path.is_file():
             raise self._fail(f"{DB_NAME} is missing")
         try:
@@ -171,18 +196,11 @@ class GalleryStore:
                     journal.unlink(missing_ok=True)
         except sqlite3.DatabaseError as e:
             raise self._fail(f"{DB_NAME} is not a readable SQLite database ({e})") from None
-        db_gen = int(kv["generation"])
-        if (meta_keys[0], meta_keys[1]) != (self.model_id, self.dim):
-            raise self._fail(f"{META_NAME} (model {meta_keys[0]!r}, dim {meta_keys[1]}) does not belong "
-                             f"with {DB_NAME} (model {self.model_id!r}, dim {self.dim})")
-        if meta_gen > db_gen:
-            raise self._fail(f"{META_NAME} is at generation {meta_gen} but {DB_NAME} only at {db_gen}: "
-                             "the database is older than its index (restored from a backup?)")
-        if meta_gen < db_gen:
-            logger.warning("%s: a save was interrupted after the database commit (generation %d, index %d); "
-                           "rebuilding the index from %s", self.path, db_gen, meta_gen, DB_NAME)
-            self._rebuild_from_db(db_gen)
-            return
+        return kv, db_count
+
+    def _read_index(self, meta_keys: tuple[str, int, str, int], db_count: int) -> faiss.Index:
+        """index.faiss, checked against meta.json's checksum and the database's count."""
+        index_path = self.path / INDEX_NAME
         if not index_path.is_file():
             raise self._fail(f"{INDEX_NAME} is missing")
         if sha256_file(index_path) != meta_keys[2]:
@@ -194,8 +212,7 @@ class GalleryStore:
         if index.d != self.dim or index.ntotal != db_count or meta_keys[3] != db_count:
             raise self._fail(f"{INDEX_NAME} holds {index.ntotal} vectors of dim {index.d}, "
                              f"{DB_NAME} {db_count} faces of dim {self.dim}")
-        self._set_index(index)
-        self._generation = db_gen
+        return index
 
     def _set_index(self, index: faiss.Index) -> None:
         _index.configure(index, self.k_factor)

@@ -19,6 +19,8 @@ from facecore.errors import GalleryError, PersonExists, PersonNotFound
 from facecore.names import refuse_lookalikes, same_looking, validate_name
 from facecore.ranking import best_candidate, rank_key
 
+__all__ = ["FaceRecord", "Gallery", "Hit", "KnnVote", "check_records", "first_of_each_photo", "vote"]
+
 @dataclass
 class FaceRecord:
     """One enrolled face: who, where it came from, and the gallery id once stored."""
@@ -93,6 +95,11 @@ def vote(hits: Sequence[Hit]) -> KnnVote:
     total = sum(weights.values())
     scores = {p: w / total for p, w in weights.items()} if total > 0 else {}
     return KnnVote(scores=scores, similarity=best_sim, neighbours=list(hits))
+
+
+def face_key(content_hash: str, box) -> tuple:
+    """One face of one photo, whatever gallery or name it is under (boxes come from one detector)."""
+    return content_hash, tuple(round(float(v), 1) for v in box)
 
 
 def first_of_each_photo(rows, stored: set[tuple[str, str]]) -> list[int]:

@@ -27,6 +27,8 @@ from pathlib import Path
 from facecore.atomic import atomic_write, fsync_dir
 from facecore.errors import GalleryError
 
+__all__ = ["SUFFIX", "ChipStore", "chip_id"]
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".chip"

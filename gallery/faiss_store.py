@@ -19,6 +19,8 @@ from facecore.names import refuse_lookalikes, validate_name
 from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo
 from facecore.errors import GalleryError, PersonNotFound
 
+__all__ = ["FaissGallery"]
+
 logger = logging.getLogger(__name__)
 
 

@@ -51,6 +51,10 @@ from facecore.names import refuse_lookalikes, validate_name
 from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo
 from facecore.errors import GalleryError, PersonNotFound
 
+__all__ = ["CORE_FIELDS", "DEFAULT_HOLD_S", "DEFAULT_LOCK_TIMEOUT", "FORMAT_VERSION", "INDEXES",
+           "INUSE_SUFFIX", "LEDGER_SUFFIX", "LITE_COLLECTION", "MAX_VARCHAR", "PAGE", "WINDOW",
+           "MilvusGallery", "is_milvus", "parse"]
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -155,7 +159,7 @@ class _Connection:
                    if self.kind == "lite" else "(another process on this machine is changing the gallery)")) from None
 
     def _open(self) -> None:
-        from pymilvus import MilvusClient
+        from pymilvus import MilvusClient  # optional and heavy: only a Milvus gallery loads it
 
         if self.kind == "lite":
             self._acquire_flock()
@@ -185,7 +189,7 @@ class _Connection:
         finally:
             self.client = None
             if self.kind == "lite":
-                from milvus_lite.server_manager import server_manager_instance
+                from milvus_lite.server_manager import server_manager_instance  # optional: Milvus Lite
 
                 try:
                     server_manager_instance.release_server(self.target)
@@ -236,6 +240,32 @@ class _Connection:
             self._release()
 
 
+def _ledger_row(i: int, row: dict[str, Any], led: dict[str, Any]) -> dict[str, Any]:
+    """A copy of face `i`'s row with the person and chip the ledger records for it."""
+    row = dict(row)
+    if i in led["person"]:
+        row["person"] = led["person"][i]
+    if i in led["chip"]:
+        row["attrs"] = {**(row.get("attrs") or {}), "chip": led["chip"][i]}
+    return row
+
+
+def _stale_versions(versions: dict[int, list[dict[str, Any]]], led: dict[str, Any], removed: set[int],
+                    bad: set[int], keep: dict[int, dict[str, Any]]) -> None:
+    """Of the rows a query read (per id, every version), add to `bad` the ids removed, read
+    twice or read other than the ledger says, and to `keep` the row to write back for each."""
+    for i, vs in versions.items():
+        if i in removed:
+            bad.add(i)
+            continue
+        want = [v for v in vs if v["person"] == led["person"].get(i, v["person"])
+                and (v.get("attrs") or {}).get("chip") == led["chip"].get(i, (v.get("attrs") or {}).get("chip"))]
+        if len(vs) > 1 or not want:
+            bad.add(i)
+        if i in bad:
+            keep[i] = _ledger_row(i, (want or vs)[0], led)
+
+
 class MilvusGallery(Gallery):
     """Gallery in a Milvus collection. Use `create_gallery` / `open_gallery` with a milvus URI."""
 
@@ -258,7 +288,7 @@ class MilvusGallery(Gallery):
     def _use(self, *, write: bool = False) -> Iterator[Any]:
         self._check_open()
         assert self._conn is not None
-        from pymilvus.exceptions import MilvusException
+        from pymilvus.exceptions import MilvusException  # optional and heavy: only for Milvus
 
         try:
             with self._conn.use(write=write) as client:
@@ -280,7 +310,7 @@ class MilvusGallery(Gallery):
             raise self._fail(f"could not reach Milvus ({e})") from e
 
     def _load_collections(self, client: Any) -> None:
-        from pymilvus.exceptions import MilvusException
+        from pymilvus.exceptions import MilvusException  # optional and heavy: only for Milvus
 
         try:
             client.load_collection(self.meta_collection)
@@ -350,8 +380,9 @@ class MilvusGallery(Gallery):
     def _end(self, client: Any) -> None:
         self._set_meta(client, {"pending": ""})
         if self.kind == "lite":
-            # Milvus Lite searches rows still in its memory table by brute force in Python (0.5 s
-            # per query at 2,000 faces against 0.04 s once flushed to a segment), and a flush
+            # Milvus Lite searches rows still in its memory table by brute force in Python, ten
+            # times slower than once flushed to a segment (figures:
+            # benchmarks/results/implementation-choices.md), and a flush
             # also moves them from its write-ahead log into fsynced segment files. A server
             # flushes on its own schedule and rate-limits explicit flushes.
             client.flush(self.collection)
@@ -421,43 +452,33 @@ class MilvusGallery(Gallery):
         """Ids of the ledger whose rows any read path shows other than the ledger says, and the
         rows to write back for those that must stay (one version each, with the ledger's fields)."""
         ids = sorted(set(led["removed"]) | set(led["person"]) | set(led["chip"]))
-        removed = set(led["removed"])
         bad: set[int] = set()
         keep: dict[int, dict[str, Any]] = {}
         dim = int(self._meta(client)["dim"])  # _heal runs before the open has read the meta
         probe = [[1.0] + [0.0] * (dim - 1)]
         for s in range(0, len(ids), PAGE):
-            chunk = ids[s:s + PAGE]
-            flt = f"id in [{', '.join(map(str, chunk))}]"
-            rows = list(client.query(self.collection, filter=flt, output_fields=["*"], limit=WINDOW))
-            count = int(client.query(self.collection, filter=flt, output_fields=["count(*)"])[0]["count(*)"])
-            hits = client.search(self.collection, data=probe, filter=flt, limit=min(2 * len(chunk), WINDOW),
-                                 output_fields=["person"], search_params={"metric_type": "IP", "params": {}})[0]
-            versions: dict[int, list[dict[str, Any]]] = {}
-            for r in rows:
-                versions.setdefault(int(r["id"]), []).append(r)
-            if count != len(rows):  # count(*) sees rows the query does not: which, only a rewrite can tell
-                bad.update(i for i in chunk if i in removed or i in versions)
-            for h in hits:
-                i = int(h["id"])
-                if i in removed or (i in led["person"] and h["entity"]["person"] != led["person"][i]):
-                    bad.add(i)
-            for i, vs in versions.items():
-                if i in removed:
-                    bad.add(i)
-                    continue
-                want = [v for v in vs if v["person"] == led["person"].get(i, v["person"])
-                        and (v.get("attrs") or {}).get("chip") == led["chip"].get(i, (v.get("attrs") or {}).get("chip"))]
-                if len(vs) > 1 or not want:
-                    bad.add(i)
-                if i in bad:
-                    row = dict((want or vs)[0])
-                    if i in led["person"]:
-                        row["person"] = led["person"][i]
-                    if i in led["chip"]:
-                        row["attrs"] = {**(row.get("attrs") or {}), "chip": led["chip"][i]}
-                    keep[i] = row
+            self._stale_chunk(client, ids[s:s + PAGE], led, probe, bad, keep)
         return sorted(bad), [keep[i] for i in sorted(keep) if i in bad]
+
+    def _stale_chunk(self, client: Any, chunk: list[int], led: dict[str, Any], probe: list[list[float]],
+                     bad: set[int], keep: dict[int, dict[str, Any]]) -> None:
+        """`_stale` for one page of ledger ids: adds to `bad` and `keep`."""
+        removed = set(led["removed"])
+        flt = f"id in [{', '.join(map(str, chunk))}]"
+        rows = list(client.query(self.collection, filter=flt, output_fields=["*"], limit=WINDOW))
+        count = int(client.query(self.collection, filter=flt, output_fields=["count(*)"])[0]["count(*)"])
+        hits = client.search(self.collection, data=probe, filter=flt, limit=min(2 * len(chunk), WINDOW),
+                             output_fields=["person"], search_params={"metric_type": "IP", "params": {}})[0]
+        versions: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            versions.setdefault(int(r["id"]), []).append(r)
+        if count != len(rows):  # count(*) sees rows the query does not: which, only a rewrite can tell
+            bad.update(i for i in chunk if i in removed or i in versions)
+        for h in hits:
+            i = int(h["id"])
+            if i in removed or (i in led["person"] and h["entity"]["person"] != led["person"][i]):
+                bad.add(i)
+        _stale_versions(versions, led, removed, bad, keep)
 
     def _heal(self, client: Any, crashed: bool) -> None:
         """On opening Milvus Lite (under its lock): make every read path agree with the ledger,
@@ -468,14 +489,7 @@ class MilvusGallery(Gallery):
         if not crashed and not (led["removed"] or led["person"] or led["chip"]):
             return  # the usual open: nothing recorded, nothing to check
         for attempt in range(2):
-            bad, rows = self._stale(client, led)
-            if crashed:
-                more, more_rows = self._disagreeing(client, led)
-                rows += [r for r in more_rows if int(r["id"]) not in set(bad)]  # the ledger's version first
-                bad = sorted(set(bad) | set(more))
-                if not bad and led["removed"] and client.query(self.collection, filter="", output_fields=[
-                        "count(*)"])[0]["count(*)"] != len(self._scan(client, "id >= 0", ["id"])):
-                    bad = list(led["removed"])  # count(*) still counts some: delete them all again
+            bad, rows = self._unhealed(client, led, crashed)
             if not bad:
                 break
             if attempt:
@@ -484,17 +498,35 @@ class MilvusGallery(Gallery):
                                  "restore the gallery from a backup or re-enrol")
             logger.warning("%s: Milvus Lite reads %d faces other than its completed changes left them (after a "
                            "crash); deleting them again and writing back the ones that stay", self.path, len(bad))
-            for s in range(0, len(bad), PAGE):
-                client.delete(self.collection, filter=f"id in [{', '.join(map(str, bad[s:s + PAGE]))}]")
-            for s in range(0, len(rows), PAGE):
-                client.insert(self.collection, rows[s:s + PAGE])
-            client.flush(self.collection)
+            self._rewrite(client, bad, rows)
         else:  # pragma: no cover  (the loop breaks or raises)
             return
         if not crashed and not bad and (led["removed"] or led["person"] or led["chip"]):
             # The last holder closed cleanly (everything flushed) and every read agrees: done with them.
             client.flush(self.collection)
             self._save_ledger({"removed": [], "person": {}, "chip": {}})
+
+    def _unhealed(self, client: Any, led: dict[str, Any], crashed: bool) -> tuple[list[int], list[dict[str, Any]]]:
+        """The ids `_heal` must delete and the rows it must write back: those of the ledger read
+        other than it says, and after a crash those the read paths disagree on."""
+        bad, rows = self._stale(client, led)
+        if not crashed:
+            return bad, rows
+        more, more_rows = self._disagreeing(client, led)
+        rows += [r for r in more_rows if int(r["id"]) not in set(bad)]  # the ledger's version first
+        bad = sorted(set(bad) | set(more))
+        if not bad and led["removed"] and client.query(self.collection, filter="", output_fields=[
+                "count(*)"])[0]["count(*)"] != len(self._scan(client, "id >= 0", ["id"])):
+            bad = list(led["removed"])  # count(*) still counts some: delete them all again
+        return bad, rows
+
+    def _rewrite(self, client: Any, bad: list[int], rows: list[dict[str, Any]]) -> None:
+        """Delete the `bad` ids, write `rows` back, flush."""
+        for s in range(0, len(bad), PAGE):
+            client.delete(self.collection, filter=f"id in [{', '.join(map(str, bad[s:s + PAGE]))}]")
+        for s in range(0, len(rows), PAGE):
+            client.insert(self.collection, rows[s:s + PAGE])
+        client.flush(self.collection)
 
     def _disagreeing(self, client: Any, led: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
         """After a crash: ids the field query, the vector read and count(*) do not agree on, and
@@ -538,7 +570,7 @@ class MilvusGallery(Gallery):
                **opts: Any) -> MilvusGallery:
         """A new gallery; with exist_ok, an existing one is opened instead (it must hold
         `model_id`'s embeddings)."""
-        from pymilvus import DataType
+        from pymilvus import DataType  # optional and heavy: only a Milvus gallery loads it
 
         if not isinstance(model_id, str) or not model_id:
             raise GalleryError(f"{spec}: model_id must be a non-empty string, got {model_id!r}")

@@ -1,40 +1,44 @@
-"""Draw boxes and names on a photo: known faces in green, unknown ones in red with a dashed look."""
+"""Where `identify.py --annotate` writes annotated photos, and writing them.
+
+The drawing itself (boxes, names, colours) is recognizer.drawing, below the typed results.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
-
 from facecore.atomic import atomic_write
 from facecore.errors import FaceToolError
-from recognizer.image import load_image
 from recognizer.results import PhotoIdentification
 
-KNOWN = (40, 200, 80)
-UNKNOWN = (230, 50, 50)
+__all__ = ["annotation_paths", "save_annotated"]
 
 
-def annotate(photo: str | Path | Image.Image, result: PhotoIdentification) -> Image.Image:
-    """A copy of the photo with each face boxed and labelled."""
-    img = (photo if isinstance(photo, Image.Image) else load_image(photo)).copy()
-    draw = ImageDraw.Draw(img)
-    # Scale lines and text with the photo so labels stay readable on 4000-px photos and 200-px ones.
-    unit = max(1, round(max(img.size) / 400))
-    try:
-        font = ImageFont.load_default(size=max(10, 6 * unit))
-    except TypeError:  # Pillow without FreeType
-        font = ImageFont.load_default()
-    for face in result.faces:
-        colour = KNOWN if face.name else UNKNOWN
-        x1, y1, x2, y2 = face.box
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=max(2, unit))
-        label = f"{face.name} {face.score:.2f}" if face.name else f"unknown {face.similarity:.2f}"
-        tx1, ty1, tx2, ty2 = draw.textbbox((x1, y1), label, font=font)
-        ty = y1 - (ty2 - ty1) - 2 * unit if y1 - (ty2 - ty1) - 2 * unit > 0 else y2
-        draw.rectangle([x1, ty, x1 + (tx2 - tx1) + 2 * unit, ty + (ty2 - ty1) + 2 * unit], fill=colour)
-        draw.text((x1 + unit, ty + unit - (ty1 - y1)), label, fill=(255, 255, 255), font=font)
-    return img
+def _real(p: Path) -> str:
+    return os.path.normcase(os.path.realpath(p))
+
+
+def _refuse_out_inside_inputs(inputs: list[Path], out: Path) -> None:
+    """FaceToolError when OUT is (inside) an input folder: a rerun would read it as photos."""
+    for folder in (p for p in inputs if p.is_dir()):
+        real_out, real_in = Path(os.path.realpath(out)), Path(os.path.realpath(folder))
+        if real_out == real_in or real_in in real_out.parents:
+            raise FaceToolError(f"{out}: the annotation folder is (inside) the input folder {folder}; "
+                                "choose a folder outside the photos")
+
+
+def _mirrored_target(f: Path, inputs: list[Path], out: Path, taken: set[str]) -> Path:
+    """`f`'s PNG below OUT, keeping its path below its input folder, apart from every name in `taken`."""
+    root = next((p for p in inputs if p.is_dir() and (p == f or p in f.parents)), None)
+    rel = f.relative_to(root) if root is not None else Path(f.name)
+    if len(inputs) > 1 and root is not None:
+        rel = Path(root.resolve().name or "root") / rel
+    target = out / rel.with_suffix(".png")
+    n = 1
+    while str(target).casefold() in taken:  # x.jpg and x.png, X.jpg and x.jpg, two inputs of one name
+        n += 1
+        target = out / rel.parent / f"{rel.stem}-{n}.png"
+    return target
 
 
 def annotation_paths(inputs: list[Path], files: list[Path], out: Path) -> dict[str, Path]:
@@ -46,33 +50,15 @@ def annotation_paths(inputs: list[Path], files: list[Path], out: Path) -> dict[s
     photo, and never inside an input folder (a rerun would read it as a photo): FaceToolError
     before anything is written.
     """
-    def real(p: Path) -> str:
-        return os.path.normcase(os.path.realpath(p))
-
-    photos = {real(f) for f in files}
+    photos = {_real(f) for f in files}
     single = len(inputs) == 1 and len(files) == 1 and not inputs[0].is_dir()
     if not single:
-        for folder in (p for p in inputs if p.is_dir()):
-            real_out, real_in = Path(os.path.realpath(out)), Path(os.path.realpath(folder))
-            if real_out == real_in or real_in in real_out.parents:
-                raise FaceToolError(f"{out}: the annotation folder is (inside) the input folder {folder}; "
-                                    "choose a folder outside the photos")
+        _refuse_out_inside_inputs(inputs, out)
     targets: dict[str, Path] = {}
     taken: set[str] = set()
     for f in files:
-        if single:
-            target = out
-        else:
-            root = next((p for p in inputs if p.is_dir() and (p == f or p in f.parents)), None)
-            rel = f.relative_to(root) if root is not None else Path(f.name)
-            if len(inputs) > 1 and root is not None:
-                rel = Path(root.resolve().name or "root") / rel
-            target = out / rel.with_suffix(".png")
-            n = 1
-            while str(target).casefold() in taken:  # x.jpg and x.png, X.jpg and x.jpg, two inputs of one name
-                n += 1
-                target = out / rel.parent / f"{rel.stem}-{n}.png"
-        if real(target) in photos:
+        target = out if single else _mirrored_target(f, inputs, out, taken)
+        if _real(target) in photos:
             raise FaceToolError(f"{target}: is an input photo; --annotate never writes over an input")
         taken.add(str(target).casefold())  # apart on case-insensitive disks too
         targets[str(f)] = target

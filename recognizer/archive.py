@@ -31,6 +31,11 @@ import numpy as np
 
 from facecore.atomic import atomic_write
 from facecore.errors import ArchiveError
+from facecore.names import validate_name
+from gallery import FaceRecord
+from recognizer.chips import chip_vectors
+
+__all__ = ["FORMAT", "MANIFEST", "VECTORS", "VERSION", "ImportReport", "export_model", "import_archive", "read_archive"]
 
 log = logging.getLogger(__name__)
 
@@ -95,87 +100,114 @@ def export_model(rec, path: str | Path) -> dict:
             "without_chip": len(missing), "model_id": st.config.model_id}
 
 
-def read_archive(path: str | Path) -> tuple[dict, np.ndarray, dict[str, bytes]]:
-    """(manifest, vectors, chips by id), every member checked; ArchiveError naming the problem."""
-    path = Path(path)
+def _fail(path: Path, what: str) -> ArchiveError:
+    return ArchiveError(f"{path}: {what}; nothing was imported")
 
-    def fail(what: str) -> ArchiveError:
-        return ArchiveError(f"{path}: {what}; nothing was imported")
 
+def _open_tar(path: Path) -> tarfile.TarFile:
     try:
-        tar = tarfile.open(path, mode="r:")
+        return tarfile.open(path, mode="r:")
     except FileNotFoundError:
-        raise fail("no such file") from None
+        raise _fail(path, "no such file") from None
     except (tarfile.TarError, OSError) as exc:
-        raise fail(f"not a facetool export archive ({exc})") from None
+        raise _fail(path, f"not a facetool export archive ({exc})") from None
+
+
+def _read_member(path: Path, tar: tarfile.TarFile, m: tarfile.TarInfo, data: dict[str, bytes]) -> bytes:
+    """The bytes of member `m`, once it is known to be an expected plain file, within its limit and new."""
+    if not m.isfile():
+        raise _fail(path, f"member {m.name!r} is not a plain file")
+    limit = MAX_MANIFEST_BYTES if m.name == MANIFEST else MAX_MEMBER_BYTES
+    if m.name != MANIFEST and m.name != VECTORS and not _CHIP_MEMBER.fullmatch(m.name):
+        raise _fail(path, f"unexpected member {m.name!r}")
+    if m.size > limit:
+        raise _fail(path, f"member {m.name!r} is {m.size} bytes (limit {limit})")
+    if m.name in data:
+        raise _fail(path, f"member {m.name!r} appears twice")
+    f = tar.extractfile(m)
+    blob = f.read() if f else b""
+    if len(blob) != m.size:
+        raise _fail(path, f"member {m.name!r} is truncated")
+    return blob
+
+
+def _read_members(path: Path) -> dict[str, bytes]:
+    """Every member of the archive by name, each checked by `_read_member`."""
     data: dict[str, bytes] = {}
-    with tar:
+    with _open_tar(path) as tar:
         try:
             for m in tar:
-                if not m.isfile():
-                    raise fail(f"member {m.name!r} is not a plain file")
-                limit = MAX_MANIFEST_BYTES if m.name == MANIFEST else MAX_MEMBER_BYTES
-                if m.name != MANIFEST and m.name != VECTORS and not _CHIP_MEMBER.fullmatch(m.name):
-                    raise fail(f"unexpected member {m.name!r}")
-                if m.size > limit:
-                    raise fail(f"member {m.name!r} is {m.size} bytes (limit {limit})")
-                if m.name in data:
-                    raise fail(f"member {m.name!r} appears twice")
-                f = tar.extractfile(m)
-                blob = f.read() if f else b""
-                if len(blob) != m.size:
-                    raise fail(f"member {m.name!r} is truncated")
-                data[m.name] = blob
+                data[m.name] = _read_member(path, tar, m, data)
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise fail(f"truncated or damaged ({exc})") from None
+            raise _fail(path, f"truncated or damaged ({exc})") from None
+    return data
+
+
+def _read_manifest(path: Path, data: dict[str, bytes]) -> tuple[dict, dict, list, int]:
+    """(manifest, the members it lists with their sha256, its faces, dim), taken out of `data`."""
     if MANIFEST not in data:
-        raise fail(f"{MANIFEST} is missing (truncated, or not a facetool export)")
+        raise _fail(path, f"{MANIFEST} is missing (truncated, or not a facetool export)")
     try:
         manifest = json.loads(data.pop(MANIFEST))
         if manifest.get("format") != FORMAT:
-            raise fail(f"{MANIFEST} is not a facetool export manifest")
+            raise _fail(path, f"{MANIFEST} is not a facetool export manifest")
         if int(manifest["version"]) > VERSION:
-            raise fail(f"written by a newer facetool (export version {manifest['version']} > {VERSION})")
-        listed = dict(manifest["members"])
-        faces = list(manifest["faces"])
-        dim = int(manifest["dim"])
+            raise _fail(path, f"written by a newer facetool (export version {manifest['version']} > {VERSION})")
+        return manifest, dict(manifest["members"]), list(manifest["faces"]), int(manifest["dim"])
     except ArchiveError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
-        raise fail(f"{MANIFEST} is damaged ({exc!r})") from None
+        raise _fail(path, f"{MANIFEST} is damaged ({exc!r})") from None
+
+
+def _check_members(path: Path, listed: dict, data: dict[str, bytes]) -> None:
+    """The members are exactly those the manifest lists, each matching its checksum."""
     if set(listed) != set(data):
         gone = sorted(set(listed) - set(data))
-        raise fail(f"members missing (truncated?): {gone[:5]}" if gone else f"members not in the manifest: {sorted(set(data) - set(listed))[:5]}")
+        raise _fail(path, f"members missing (truncated?): {gone[:5]}" if gone else f"members not in the manifest: {sorted(set(data) - set(listed))[:5]}")
     for name, blob in data.items():
         if _sha(blob) != listed[name]:
-            raise fail(f"member {name!r} does not match its checksum (altered or damaged)")
+            raise _fail(path, f"member {name!r} does not match its checksum (altered or damaged)")
+
+
+def _read_vectors(path: Path, blob: bytes, n_faces: int, dim: int) -> np.ndarray:
     try:
-        vectors = np.load(io.BytesIO(data.pop(VECTORS)), allow_pickle=False)
+        vectors = np.load(io.BytesIO(blob), allow_pickle=False)
     except ValueError as exc:
-        raise fail(f"{VECTORS} is damaged ({exc})") from None
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) != len(faces):
-        raise fail(f"{VECTORS} holds {vectors.shape} {vectors.dtype}, the manifest {len(faces)} faces of dim {dim}")
-    chips = {_CHIP_MEMBER.fullmatch(n).group(1): b for n, b in data.items()}
+        raise _fail(path, f"{VECTORS} is damaged ({exc})") from None
+    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) != n_faces:
+        raise _fail(path, f"{VECTORS} holds {vectors.shape} {vectors.dtype}, the manifest {n_faces} faces of dim {dim}")
+    return vectors
+
+
+def _check_faces(path: Path, faces: list, n_vectors: int, chips: dict[str, bytes]) -> None:
+    """Each face entry has its fields, a row of the vectors, and its chip in the archive."""
     for i, f in enumerate(faces):
         try:
-            ok = (isinstance(f["person"], str) and 0 <= int(f["row"]) < len(vectors) and len(f["box"]) == 4
+            ok = (isinstance(f["person"], str) and 0 <= int(f["row"]) < n_vectors and len(f["box"]) == 4
                   and isinstance(f["source"], str) and isinstance(f["content_hash"], str))
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise fail(f"face entry {i} of {MANIFEST} is damaged")
+            raise _fail(path, f"face entry {i} of {MANIFEST} is damaged")
         if f.get("chip") and f["chip"] not in chips:
-            raise fail(f"face entry {i} names chip {f['chip'][:12]}..., which is not in the archive")
+            raise _fail(path, f"face entry {i} names chip {f['chip'][:12]}..., which is not in the archive")
+
+
+def read_archive(path: str | Path) -> tuple[dict, np.ndarray, dict[str, bytes]]:
+    """(manifest, vectors, chips by id), every member checked; ArchiveError naming the problem."""
+    path = Path(path)
+    data = _read_members(path)
+    manifest, listed, faces, dim = _read_manifest(path, data)
+    _check_members(path, listed, data)
+    vectors = _read_vectors(path, data.pop(VECTORS), len(faces), dim)
+    chips = {_CHIP_MEMBER.fullmatch(n).group(1): b for n, b in data.items()}
+    _check_faces(path, faces, len(vectors), chips)
     return manifest, vectors, chips
 
 
 def import_archive(rec, path: str | Path) -> ImportReport:
     """Merge the archive at `path` into the model `rec` has open (see the module's docstring)."""
-    from facecore.names import validate_name
-    from gallery import FaceRecord
-
-    from recognizer.chips import chip_vectors
-
     manifest, vectors, chips = read_archive(path)
     report = ImportReport(str(path))
     faces = manifest["faces"]
@@ -197,6 +229,7 @@ def import_archive(rec, path: str | Path) -> ImportReport:
                 vecs = vectors[[int(f["row"]) for f in take]]
                 report.reused_vectors = len(take)
             else:
+                # Re-embedding from chips: where the one rebuild-from-chips (recognizer/modeldir/rebuild.py) belongs.
                 vecs = chip_vectors([chips[f["chip"]] for f in take], st.embedder)
                 report.reembedded = len(take)
             store = rec.chips

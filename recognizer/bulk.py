@@ -34,9 +34,20 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
-from facecore.errors import FaceToolError
+from facecore.errors import FaceToolError, ImageError
+from facecore.names import refuse_lookalikes, validate_name
+from recognizer.cache import CropCache
+from recognizer.chips import chip_of
+from recognizer.config import load_config
+from recognizer.detection.boxes import Face
+from recognizer.detection.mtcnn import Detector
 from recognizer.image import expand_inputs
+from recognizer.pipeline import FacePipeline, PhotoResult
+from recognizer.recognizer import open_embedder
+
+__all__ = ["BulkError", "BulkSummary", "analyze_bulk", "enroll_bulk", "identify_bulk", "init_ray", "read_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +128,6 @@ def _encode(res, chip: bytes | str | None) -> dict[str, Any]:
 
 def _decode(d: dict[str, Any], dim: int):
     """(PhotoResult, chip bytes or the reason there is none, or None)."""
-    from recognizer.detection.mtcnn import Face
-    from recognizer.pipeline import PhotoResult
-
     faces = [Face(np.array(f["box"], np.float32), f["score"], np.array(f["landmarks"], np.float32)) for f in d["faces"]]
     emb = np.array(d["emb"], np.float32).reshape(len(faces), dim)
     chip = base64.b64decode(d["chip"]) if d.get("chip") else d.get("chip_error")
@@ -131,12 +139,6 @@ class _Analyzer:
 
     def __init__(self, model_dir: str, weights_dir: str | None, cache_dir: str | None, chips: bool,
                  max_pixels: int, memory_budget: int) -> None:
-        from recognizer.cache import CropCache
-        from recognizer.config import load_config
-        from recognizer.detection.mtcnn import Detector
-        from recognizer.pipeline import FacePipeline
-        from recognizer.recognizer import open_embedder
-
         cfg = load_config(model_dir)
         embedder, _ = open_embedder(Path(model_dir), cfg, weights_dir)
         self.pipeline = FacePipeline(Detector(cfg.detector_settings()), embedder,
@@ -147,9 +149,6 @@ class _Analyzer:
     def _chip(self, path: str, res) -> bytes | str | None:
         """For enrolment: the chip of the largest face, cut where the photo is (so it need not be
         read twice over the network), or why it could not be."""
-        from recognizer.chips import chip_of
-        from facecore.errors import ImageError
-
         if not self.chips or res.skip_reason is not None:
             return None
         try:
@@ -167,7 +166,7 @@ class _Analyzer:
 
 def init_ray(address: str | None, workers: int | None) -> int:
     """Connect to (or start) Ray; returns how many analysing actors to run."""
-    import ray
+    import ray  # heavy (seconds to import): only bulk runs need it
 
     if not ray.is_initialized():
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
@@ -185,7 +184,7 @@ def analyze_bulk(rec, paths: list[str], *, address: str | None = "auto", workers
                  chips: bool = False, batch_size: int = 4) -> Iterator[tuple[int, Any, bytes | str | None]]:
     """(input index, PhotoResult, chip) for each path, in input order, analysed by Ray actors with
     the networks of `rec` (a Recognizer); the chip (bytes, or why there is none) only with `chips`."""
-    import ray.data
+    import ray.data  # heavy (seconds to import): only bulk runs need it
 
     actors = init_ray(address, workers)
     # Ray Data logs every dataset's start and end at INFO on stderr; this tool's own progress
@@ -233,8 +232,6 @@ class _Appender:
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, unit="photo", disable=not enabled, dynamic_ncols=True)
 
 
@@ -269,8 +266,6 @@ def enroll_bulk(rec, name: str, inputs: Sequence[str | os.PathLike], out: str | 
     largest, with its chip, as `Recognizer.enroll`), writing one line per photo ({"file",
     "status", "detail"}, as `enroll.py --json` reports them) to `out`. Faces are added to the
     gallery `chunk` photos at a time, each chunk before its lines; `Recognizer.enroll_bulk`."""
-    from facecore.names import refuse_lookalikes, validate_name
-
     name = validate_name(name)
     if not allow_similar:  # before any photo is read, as enroll does
         refuse_lookalikes([name], rec.people())

@@ -8,7 +8,11 @@ entry that was damaged, edited, or copied over another photo's entry is a miss, 
 from the photo.
 
 `forget_photos` is the one place that clears photos from every cache (crops and the finetuning
-trunk features made from them); every removal path calls it.
+trunk features made from them); every removal path calls it. The trunk cache's directory and
+key (`default_trunk_cache_dir`, `crop_hash`) are defined here for that reason: this module sits
+below the detector, the embedders, chips and training (it needs only two leaves: the `Face` record
+of `detection.boxes` and the chip layout of `chip_format`), and the trunk cache
+(`recognizer.training.trunk`) builds on it.
 """
 from __future__ import annotations
 
@@ -20,8 +24,13 @@ from typing import Iterable
 
 import numpy as np
 
-from facecore.atomic import atomic_write
-from recognizer.detection.mtcnn import Face
+from facecore.atomic import atomic_write, sha256_file
+from recognizer.chip_format import LAYOUT, chip_crops
+from recognizer.detection.boxes import Face
+
+__all__ = ["ENTRY_ARRAYS", "CropCache", "cache_root", "checked", "crop_hash", "default_cache_dir",
+           "default_trunk_cache_dir", "entry_checksum", "forget_photos", "make_private_dirs", "save_checked",
+           "weights_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,16 @@ def cache_root() -> Path:
 
 def default_cache_dir() -> Path:
     return cache_root() / "crops"
+
+
+def default_trunk_cache_dir() -> Path:
+    """Where finetuning's trunk features are cached: beside the crops."""
+    return default_cache_dir().parent / "trunk"
+
+
+def crop_hash(crop: np.ndarray) -> str:
+    """The trunk cache's key for one crop: the sha256 of its uint8 pixels."""
+    return hashlib.sha256(np.ascontiguousarray(crop, dtype=np.uint8).tobytes()).hexdigest()
 
 
 def weights_cache_dir() -> Path:
@@ -90,8 +109,6 @@ def checked(path: Path, what: str) -> bool:
     """Whether a file cached by `save_checked` is there and matches its recorded sha256 (the
     cache directory is the user's own, made owner-only: it is not expected to change between
     here and the load). A mismatch is logged: the caller makes the file again."""
-    from facecore.atomic import sha256_file
-
     try:
         want = path.with_name(path.name + ".sha256").read_text().strip()
         ok = sha256_file(path) == want
@@ -123,9 +140,6 @@ def forget_photos(content_hashes: Iterable[str], crops_root: str | Path | None =
     faces' chip bytes, `recognizer.chips`) reach the trunk entries of their crops too, when the
     crop cache no longer holds them.
     """
-    from recognizer.chips import LAYOUT, chip_crops
-    from recognizer.training.trunk import crop_hash, default_trunk_cache_dir
-
     crops = CropCache(crops_root)
     # Beside the crops, as finetune.py --cache-dir lays them out.
     trunk = Path(trunk_root) if trunk_root else crops.root.parent / "trunk" if crops_root else default_trunk_cache_dir()

@@ -9,21 +9,25 @@ the enrolled vector again, bit for bit; another backbone gets the very crop it w
 from the photo. (A single wider chip with landmarks would be smaller, but re-cutting the aligned
 crop from it does not reproduce the warp from the full photo exactly.)
 
-Chips are stored by `gallery.chip_store.ChipStore`; this module only makes and reads them.
+Chips are stored by `gallery.chip_store.ChipStore`; this module makes them and embeds them. Their
+layout and decoding are in `recognizer.chip_format`, below the crop cache that also reads them.
 """
 from __future__ import annotations
 
 import logging
 
 import numpy as np
+from tqdm import tqdm
 
-from facecore.errors import ModelError
+from facecore.errors import GalleryError, ImageError, ModelError
+from recognizer.chip_format import HEIGHT, LAYOUT, WIDTH, chip_crops
+from recognizer.detection.alignment import crop_aligned, crop_facenet
+from recognizer.detection.boxes import iou_matrix
+from recognizer.image import load_photo
+
+__all__ = ["backfill_chips", "chip_of", "chip_vectors", "crop_for", "crop_kind", "embed_chips", "make_chip"]
 
 log = logging.getLogger(__name__)
-
-# crop kind (embedder name + crop size) -> (x, y, size) inside the chip
-LAYOUT = {"facenet160": (0, 0, 160), "sface112": (160, 0, 112)}
-WIDTH, HEIGHT = 272, 160
 
 
 def crop_kind(embedder) -> str:
@@ -32,9 +36,7 @@ def crop_kind(embedder) -> str:
 
 def make_chip(image, face) -> bytes:
     """The chip of `face` in `image` (a PIL RGB image), as PNG bytes."""
-    import cv2
-
-    from recognizer.detection.alignment import crop_aligned, crop_facenet
+    import cv2  # optional and slow to import: only where a chip is made
 
     canvas = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     for kind, crop in (("facenet160", crop_facenet(image, face, size=160)), ("sface112", crop_aligned(image, face, size=112))):
@@ -44,24 +46,6 @@ def make_chip(image, face) -> bytes:
     if not ok:
         raise ModelError("could not encode a face chip")
     return buf.tobytes()
-
-
-def chip_crops(data: bytes, kinds: list[str]) -> dict[str, np.ndarray]:
-    """The crops of one chip, uint8 RGB (s, s, 3), per crop kind."""
-    import cv2
-
-    bad = [k for k in kinds if k not in LAYOUT]
-    if bad:
-        raise ModelError(f"face chips hold {sorted(LAYOUT)} crops, not {bad}")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.shape != (HEIGHT, WIDTH, 3):
-        raise ModelError(f"not a face chip (got {None if img is None else img.shape})")
-    rgb = img[:, :, ::-1]
-    out = {}
-    for k in kinds:
-        x, y, s = LAYOUT[k]
-        out[k] = np.ascontiguousarray(rgb[y : y + s, x : x + s])
-    return out
 
 
 def crop_for(data: bytes, embedder) -> np.ndarray:
@@ -88,10 +72,6 @@ def embed_chips(records, embedder, store, *, failure, no_chip: str = "enrolled b
     where `spare` is given (e.g. its old vector while the network is unchanged). Otherwise, before
     anything is embedded, ModelError: `failure(n)` for the n faces that cannot be embedded, then
     up to 50 of them, one "person (source): why" line each. `no_chip` says why a face has none."""
-    from tqdm import tqdm
-
-    from facecore.errors import GalleryError
-
     crops, rows, spares, failed = [], [], {}, []
     for i, r in enumerate(tqdm(records, desc=desc, unit="face", disable=not progress, dynamic_ncols=True)):
         try:
@@ -121,25 +101,17 @@ def chip_of(src, res, max_pixels: int, memory_budget: int) -> bytes:
     pipeline decoded it (same pixel limit and memory budget), so the chip's crops are the very
     crops that were embedded. ImageError when the photo cannot be read now or is no longer the
     one analysed."""
-    from facecore.errors import ImageError
-    from recognizer.image import load_photo
-
     photo = load_photo(src, max_pixels, memory_budget)
     if photo.content_hash != res.content_hash:
         raise ImageError(str(res.source), "the file changed while it was being enrolled")
     return make_chip(photo.image, res.faces[0])
 
 
-def backfill_chips(model_dir, gallery, detector, store=None) -> list[str]:
+def backfill_chips(model_dir, gallery, detector, store) -> list[str]:
     """Give chips to faces enrolled before chips were kept (or whose chip file is lost), from their photos where those are
     still there and unchanged (same sha256, the enrolled face found again by its box). Returns
     one line per face that could not get one. Caller holds the model's writer lock. `store`: the
-    gallery's ChipStore (default: the model directory's own)."""
-    from facecore.errors import ImageError
-    from recognizer.image import load_photo
-    from recognizer.config import chip_store
-
-    store = store if store is not None else chip_store(model_dir)
+    gallery's ChipStore; `model_dir` only names the model in the log."""
     have = store.ids()
     todo = [r for r in gallery.records() if not r.chip or r.chip not in have]  # never made, or lost
     if not todo:
@@ -156,7 +128,7 @@ def backfill_chips(model_dir, gallery, detector, store=None) -> list[str]:
             failed.append(f"{r.person} ({r.source}): the photo changed since it was enrolled")
             continue
         faces = detector.detect(photo.image)
-        ious = _ious(r.box, faces)
+        ious = iou_matrix(r.box, [f.box for f in faces])[0]
         if not len(ious) or ious.max() < 0.5:
             failed.append(f"{r.person} ({r.source}): the enrolled face was not found again in the photo")
             continue
@@ -167,14 +139,3 @@ def backfill_chips(model_dir, gallery, detector, store=None) -> list[str]:
     for line in failed:
         log.warning("no chip for %s", line)
     return failed
-
-
-def _ious(box, faces) -> np.ndarray:
-    """IoU of one box with each face's box (torchvision's, as the rest of the project uses)."""
-    if not faces:
-        return np.zeros(0)
-    import torch
-    from torchvision.ops import box_iou
-
-    return box_iou(torch.tensor([list(box)], dtype=torch.float32),
-                   torch.tensor(np.array([f.box for f in faces]), dtype=torch.float32))[0].numpy()

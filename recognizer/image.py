@@ -6,6 +6,7 @@ upright 8-bit RGB image or a typed `ImageError`.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import os
@@ -18,6 +19,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from facecore.errors import ImageError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MEMORY_BUDGET", "IMAGE_SUFFIXES", "MAX_FILE_BYTES", "STRIP_PIXELS",
+           "ImageSource", "Photo", "decode", "decode_cost", "expand_inputs", "list_images", "load_image",
+           "load_photo", "pixels_sha256", "read_bytes", "release_memory", "sha256_bytes", "to_rgb"]
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -194,14 +199,12 @@ _malloc_tuned = False
 def _tune_malloc() -> None:
     """Have glibc give big freed blocks back to the system. By default its mmap threshold grows to
     the size of the largest block freed (up to 32 MB), after which Pillow's 16 MB image blocks come
-    from the heap and stay in the process: RSS stayed at 2.0 GB after one 59-Mpx GIF."""
+    from the heap and stay in the process (figures: benchmarks/results/implementation-choices.md)."""
     global _malloc_tuned
     if _malloc_tuned:
         return
     _malloc_tuned = True
     try:
-        import ctypes
-
         ctypes.CDLL(None).mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD: fixed, no longer adaptive
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
@@ -210,8 +213,6 @@ def _tune_malloc() -> None:
 def release_memory() -> None:
     """Return freed heap memory to the system (glibc), after a large photo."""
     try:
-        import ctypes
-
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
         pass

@@ -15,7 +15,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from recognizer.cache import CropCache
-from recognizer.detection.mtcnn import Detector, Face
+from recognizer.detection.boxes import Face
+from recognizer.detection.mtcnn import Detector
 from recognizer.embedding.backbones import Embedder
 from facecore.errors import ImageError
 from recognizer.image import DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_BUDGET, ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes

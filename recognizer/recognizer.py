@@ -30,7 +30,7 @@ from PIL import Image
 from facecore.atomic import fsync_dir
 from recognizer.cache import CropCache
 from recognizer.detection.mtcnn import Detector
-from recognizer.embedding.backbones import Embedder, make_embedder
+from recognizer.embedding.backbones import Embedder, default_weights, make_embedder
 from facecore.errors import GalleryError, ModelError
 from recognizer.image import ImageSource, list_images
 from recognizer.config import (
@@ -210,7 +210,7 @@ class Recognizer:
         embedder = make_embedder(backbone, weights, weights_dir, **embedder_kw)
         cfg = ModelConfig(
             backbone=backbone,
-            weights=(weights or "vggface2") if backbone == "facenet" else None,
+            weights=default_weights(backbone, weights),
             model_id=embedder.model_id,
             dim=embedder.dim,
             threshold=DEFAULT_THRESHOLDS[backbone],

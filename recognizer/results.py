@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from recognizer.drawing import draw_faces
 from recognizer.image import ImageSource
 
 __all__ = ["EnrollReport", "FaceIdentity", "FileOutcome", "PhotoIdentification"]
@@ -48,9 +49,7 @@ class PhotoIdentification:
     def annotated(self, image: ImageSource | None = None) -> Image.Image:
         """The photo (or `image`, the same photo already decoded) with boxes and names drawn:
         known faces in green, unknown ones in red dashes."""
-        from recognizer.annotate import annotate
-
-        return annotate(self.photo if image is None else image, self)
+        return draw_faces(self.photo if image is None else image, self.faces)
 
     def to_dict(self) -> dict:
         out = {"photo": self.photo, "faces": [f.to_dict() for f in self.faces]}

@@ -9,6 +9,8 @@ import csv
 import os
 from pathlib import Path
 
+__all__ = ["PROJECT_ROOT", "data_dir", "pair_similarities", "write_deepface_pairs"]
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

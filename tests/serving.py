@@ -92,7 +92,8 @@ class ThreadServer:
         import uvicorn
 
         from recognizer.recognizer import Recognizer
-        from web.app import Settings, create_app
+        from web.app import create_app
+        from web.settings import Settings
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

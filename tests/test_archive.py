@@ -103,7 +103,7 @@ def test_export_and_import_over_http(tmp_path, exported, fast_open):
 
     from recognizer.recognizer import Recognizer
     from serving import ThreadServer
-    from web.app import Settings
+    from web.settings import Settings
 
     _, archive = exported
     target = tmp_path / "served"

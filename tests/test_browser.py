@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, data):
-    from web.app import Settings
+    from web.settings import Settings
 
     people = data / FR / "people"
     model = build_model(tmp_path_factory.mktemp("browser") / "model",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recognizer.detection.boxes import Face
 from recognizer.detection.mtcnn import largest
 
 FR = "face_recognition-examples"
@@ -152,7 +153,13 @@ def test_pipeline_accepts_bytes_and_reports_unreadable_in_streams(data, sface_pi
 
 def test_largest_picks_biggest_box(data, detector):
     faces = detector.detect(data / FR / "group/barack_obama+joe_biden__two_people.jpg")
-    assert largest(faces) is faces[0]
+    assert len(faces) == 2 and faces[0].area > faces[1].area  # the detector lists the largest first
+    # `largest` must find the biggest box wherever it sits, not take the first one.
+    assert largest(faces[::-1]) is faces[0]
+    small, big, mid = (Face(box=np.array(b, np.float32), score=0.99, landmarks=np.zeros((5, 2), np.float32))
+                       for b in ([0, 0, 10, 10], [50, 50, 90, 95], [20, 20, 45, 40]))
+    for order in ([small, big, mid], [mid, small, big], [big, mid, small]):
+        assert largest(order) is big
     assert largest([]) is None
 
 

@@ -12,23 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recognizer.detection.boxes import iou_matrix
+
 BASELINE = Path(__file__).parent / "data" / "detections_baseline.json"
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of each box in a (n, 4) with each in b (m, 4): (n, m)."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def test_iou_helper():
-    a = np.array([[0, 0, 10, 10]], float)
-    assert iou(a, np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], float)).round(3).tolist() == [[1.0, 0.333, 0.0]]
+    """The project's one IoU (`detection.boxes.iou_matrix`, used here, by video tracking and by
+    chips found again in their photos), against values worked out by hand."""
+    a = np.array([[0, 0, 10, 10], [0, 0, 4, 4]], float)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [2, 2, 12, 12], [1, 1, 3, 3]], float)
+    want = [[1.0, 50 / 150, 0.0, 64 / 136, 4 / 100],
+            [16 / 100, 0.0, 0.0, 4 / 112, 4 / 16]]
+    got = iou_matrix(a, b)
+    assert got.shape == (2, 5) and got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(iou_matrix(b, a), np.transpose(want), rtol=0, atol=1e-12)  # symmetric
+    # One box (4,) against none, and empty (zero-area) boxes: no division by zero, IoU 0.
+    assert iou_matrix([0, 0, 10, 10], np.zeros((0, 4))).shape == (1, 0)
+    assert iou_matrix([[3, 3, 3, 3]], [[3, 3, 3, 3]]).tolist() == [[0.0]]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def test_every_baseline_face_is_still_found(baseline, data, detector):
         if not len(want):
             continue
         got = np.array([f.box for f in faces], float).reshape(-1, 4)
-        best = iou(want, got).max(axis=1) if len(got) else np.zeros(len(want))
+        best = iou_matrix(want, got).max(axis=1) if len(got) else np.zeros(len(want))
         missed += [(path, want[i].tolist(), round(float(best[i]), 2)) for i in np.flatnonzero(best < 0.5)]
     assert not missed, missed
     # New faces are allowed (a face the old set-up missed), but not a flood of false ones.
@@ -117,7 +119,7 @@ def test_thread_count_is_set_in_the_detecting_thread_only(data, detector):
 
     import torch
 
-    from recognizer.detection.mtcnn import torch_threads
+    from recognizer.detection.networks import torch_threads
 
     mine = torch.get_num_threads()
     other = mine + 1

@@ -17,70 +17,15 @@ import numpy as np
 import pytest
 
 from gallery import FaceRecord, create_gallery, open_gallery
+from gallery.crash_workload import BATCH, DIM, MODEL, WRITER, expected_states, matches, op_for, vectors_for
 from gallery_backends import BACKENDS, MILVUS_LITE, gallery_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "crash-model"
-DIM = 16
-BATCH = 5
 TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "30"))
 # A Milvus Lite writer takes ~3 s to start (pymilvus, the embedded server): fewer trials in CI.
 MILVUS_TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "4"))
 TRIAL_PARAMS = [("faiss", t) for t in range(TRIALS)] + [
     pytest.param(MILVUS_LITE, t, marks=getattr(BACKENDS[1], "marks", ())) for t in range(MILVUS_TRIALS)]
-
-
-def op_for(i: int) -> tuple:
-    """The i-th change of the writer: add p{4m}, add p{4m+1}, rename p{4m+1}, remove p{4m}."""
-    m, r = divmod(i, 4)
-    if r in (0, 1):
-        return ("add", f"p{4 * m + r}", i)
-    if r == 2:
-        return ("rename", f"p{4 * m + 1}", f"q{4 * m + 1}")
-    return ("remove", f"p{4 * m}")
-
-
-def vectors_for(seed: int) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((BATCH, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def expected_states(n_ops: int) -> list[dict[int, tuple[str, int]]]:
-    """states[c] = {id: (person, seed)} after the first c changes."""
-    state: dict[int, tuple[str, int]] = {}
-    states, next_id = [dict(state)], 0
-    for i in range(n_ops):
-        op = op_for(i)
-        if op[0] == "add":
-            for j in range(BATCH):
-                state[next_id + j] = (op[1], op[2])
-            next_id += BATCH
-        elif op[0] == "rename":
-            state = {k: (op[2] if p == op[1] else p, s) for k, (p, s) in state.items()}
-        else:
-            state = {k: v for k, v in state.items() if v[0] != op[1]}
-        states.append(dict(state))
-    return states
-
-
-# Run with tests/ as the working directory, so that `python -c` finds this module.
-WRITER = """
-from test_gallery_crash import op_for, vectors_for, MODEL
-from gallery import FaceRecord, open_gallery
-g = open_gallery({path!r}, MODEL)
-log = open({log!r}, "a")
-log.write("ready\\n"); log.flush()
-for i in range(10**6):
-    op = op_for(i)
-    if op[0] == "add":
-        g.add(vectors_for(op[2]), [FaceRecord(op[1], f"{{op[2]}}-{{j}}.jpg", f"h{{op[2]}}-{{j}}", (0, 0, 1, 1))
-                                   for j in range(5)], model_id=MODEL)
-    elif op[0] == "rename":
-        g.rename_person(op[1], op[2])
-    else:
-        g.remove_person(op[1])
-    log.write(f"{{i}}\\n"); log.flush()  # written only after the change returned
-"""
 
 
 def gallery_state(path: str | Path, n_ops: int) -> dict[int, tuple[str, np.ndarray]]:
@@ -102,19 +47,13 @@ def gallery_state(path: str | Path, n_ops: int) -> dict[int, tuple[str, np.ndarr
     return {int(i): (people[int(i)], v) for i, v in zip(ids, vecs)}
 
 
-def matches(actual: dict[int, tuple[str, np.ndarray]], want: dict[int, tuple[str, int]]) -> bool:
-    if sorted(actual) != sorted(want) or any(actual[i][0] != want[i][0] for i in want):
-        return False
-    return all(np.allclose(actual[i][1], vectors_for(s)[i % BATCH], atol=1e-6) for i, (_, s) in want.items())
-
-
 @pytest.mark.parametrize("backend,trial", TRIAL_PARAMS)
 def test_sigkill_leaves_before_or_after_state(tmp_path: Path, backend: str, trial: int) -> None:
     rnd = random.Random(trial)
     path, log = gallery_spec(backend, tmp_path), tmp_path / "log"
     create_gallery(path, MODEL, DIM).close()
     code = WRITER.format(path=str(path), log=str(log))
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT / "tests", stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not (log.exists() and log.read_text().startswith("ready")):
         assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""

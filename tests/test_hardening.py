@@ -338,7 +338,8 @@ def test_removal_clears_crop_and_trunk_caches_on_every_path(world, data, fast_op
     from recognizer.cache import CropCache
     from recognizer.recognizer import Recognizer
     from recognizer.training.trunk import SplitNet, TrunkCache
-    from web.app import Settings, create_app
+    from web.app import create_app
+    from web.settings import Settings
 
     monkeypatch.setenv("FACETOOL_CACHE", str(tmp_path / "cache"))
     people = {"kit": "kit_harington", "rose": "rose_leslie", "alex": "alex_lacamoire", "lin": "lin_manuel_miranda"}
@@ -354,7 +355,7 @@ def test_removal_clears_crop_and_trunk_caches_on_every_path(world, data, fast_op
     r.gallery.close()
 
     def cached(name: str) -> tuple[int, int]:
-        from recognizer.training.trunk import crop_hash
+        from recognizer.cache import crop_hash
 
         n_crops = sum(1 for h in hashes[name] for _ in (tmp_path / "cache" / "crops").rglob(f"{h}-*.npz"))
         n_trunk = sum(1 for c in crops[name] for _ in (tmp_path / "cache" / "trunk").rglob(f"{crop_hash(c)}.npz"))

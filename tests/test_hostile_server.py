@@ -24,8 +24,9 @@ MAX_UPLOADS = 4
 def server(tmp_path_factory, data, detector, sface):
     import uvicorn
 
-    from web.app import Settings, create_app
+    from web.app import create_app
     from web.guard import GuardSettings, protocol_with
+    from web.settings import Settings
 
     root = tmp_path_factory.mktemp("hostile server")
     face = face_image(data)

@@ -51,7 +51,7 @@ def test_enroll_finetune_identify_loses_no_one(tmp_path, data, train_dir, fast_o
     """The issue's three steps: an upload to the running server, a finetune, the server still
     answering for everyone (and taking enrolments) without a restart; plus a person whose photo
     folder was deleted before the finetune."""
-    from web.app import Settings
+    from web.settings import Settings
 
     model = tmp_path / "model"
     kit = copy_folder(data / FR / "kit_harington", tmp_path / "photos" / "kit")
@@ -122,10 +122,9 @@ def test_changes_made_while_a_finetune_runs_are_in_the_new_model(tmp_path, data,
 
 
 def test_removal_reaches_classifier_chips_and_caches(tmp_path, data, train_dir, fast_open):
-    from recognizer.cache import CropCache
-    from recognizer.chips import LAYOUT, chip_crops
+    from recognizer.cache import CropCache, crop_hash, default_trunk_cache_dir
+    from recognizer.chip_format import LAYOUT, chip_crops
     from recognizer.recognizer import Recognizer
-    from recognizer.training.trunk import crop_hash, default_trunk_cache_dir
 
     trunk_dir, crop_dir = default_trunk_cache_dir(), CropCache().root
     model = tmp_path / "model"

@@ -21,7 +21,8 @@ COUNTS = {"uploads": 0, "names": 0}
 def world(tmp_path_factory, data, detector, sface):
     from starlette.testclient import TestClient
 
-    from web.app import Settings, create_app
+    from web.app import create_app
+    from web.settings import Settings
 
     root = tmp_path_factory.mktemp("http world")
     face = face_image(data)

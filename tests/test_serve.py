@@ -45,7 +45,7 @@ def servers(model, tmp_path_factory):
         "server": Server(model, "--token", TOKEN, *limits, log=logs / "server.log"),
         "guarded": Server(model, "--protect-reads", *limits, env={"FACETOOL_TOKEN": READ_TOKEN}, log=logs / "guarded.log"),
     }
-    from web.app import Settings
+    from web.settings import Settings
 
     started["open_"] = ThreadServer(model, Settings(max_pixels=MAX_PIXELS, max_upload_bytes=MAX_UPLOAD_MB * 2**20))
     try:
@@ -133,7 +133,7 @@ def test_identify_annotated_png(server, data):
     assert res.status_code == 200 and res.headers["content-type"] == "image/png"
     img = Image.open(io.BytesIO(res.content)).convert("RGB")
     assert img.size == Image.open(photo).size
-    from recognizer.annotate import KNOWN
+    from recognizer.drawing import KNOWN
 
     # Two known faces boxed in green: their outlines alone are hundreds of pixels of exactly that colour.
     import numpy as np
@@ -341,7 +341,8 @@ class _BrokenRecognizer:
 def test_unexpected_errors_are_logged_not_shown(caplog):
     from starlette.testclient import TestClient
 
-    from web.app import Settings, create_app
+    from web.app import create_app
+    from web.settings import Settings
 
     app = create_app(_BrokenRecognizer(), Settings())
     with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as client:

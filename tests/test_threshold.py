@@ -120,7 +120,8 @@ def test_people_endpoint_tells_the_threshold_and_its_costs(celeb):
     from fastapi.testclient import TestClient
 
     from recognizer.recognizer import Recognizer
-    from web.app import Settings, create_app
+    from web.app import create_app
+    from web.settings import Settings
 
     model, infos = celeb
     # The app closes the recognizer when it shuts down; 127.0.0.1 is a host the server accepts.

@@ -341,7 +341,8 @@ def audience_clip(clip, tmp_path_factory) -> Path:
 def test_server_identifies_a_short_video_within_its_own_limits(rec, clip, audience_clip, bad_files):
     from fastapi.testclient import TestClient
 
-    from web.app import Settings, create_app
+    from web.app import create_app
+    from web.settings import Settings
 
     data = clip.read_bytes()
     # Photos keep their 1 MB limit while the same endpoint takes a 2 MB video.

@@ -26,7 +26,8 @@ def client_for(tmp_path_factory, data, detector, sface):
     """A TestClient of a new app over a new one-person model (the app closes its model on exit)."""
     from starlette.testclient import TestClient
 
-    from web.app import Settings, create_app
+    from web.app import create_app
+    from web.settings import Settings
 
     def make(**settings):
         rec = one_person_model(tmp_path_factory.mktemp("routes"), face_image(data), detector, sface)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recognizer.detection.mtcnn import torch_threads
+from recognizer.detection.networks import torch_threads
 from recognizer.cache import weights_cache_dir
 from recognizer.embedding import weights as W
 from facecore.errors import WeightsError
@@ -426,13 +426,34 @@ def test_missing_path_named(tmp_path):
     assert "weights.pth" in str(err.value)
 
 
-def test_real_registry_shape():
-    # The real registry (not monkeypatched here): names and URLs as facenet-pytorch publishes them.
-    for name, spec in W.KNOWN_WEIGHTS.items():
-        assert spec.name == name
-        assert spec.url.endswith("/" + spec.filename)
-        assert spec.sha256 is None or len(spec.sha256) == 64
-    assert set(W.KNOWN_WEIGHTS) == {"vggface2", "casia-webface"}
+def test_real_registry_shape(tmp_path):
+    """The real registry (not monkeypatched here) names the files facenet-pytorch publishes, and
+    resolving each name goes through its entry: the file is looked for under its published name,
+    vggface2's pinned checksum refuses any other file, casia-webface's is trusted on first use."""
+    base = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+    want = {"vggface2": ("20180402-114759-vggface2.pt", "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b"),
+            "casia-webface": ("20180408-102900-casia-webface.pt", None)}
+    assert {n: (s.filename, s.sha256) for n, s in W.KNOWN_WEIGHTS.items()} == want
+    for name, (filename, _) in want.items():
+        spec = W.KNOWN_WEIGHTS[name]
+        assert spec.name == name and spec.url == base + filename
+        with pytest.raises(WeightsError) as err:  # not cached, no download: names the file and where it goes
+            W.resolve_weights(name, tmp_path / "empty", download=False)
+        assert spec.url in str(err.value) and str(tmp_path / "empty" / filename) in str(err.value)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for filename, _ in want.values():
+        (cache / filename).write_bytes(b"not the published file")
+    with pytest.raises(WeightsError, match="published checksum"):
+        W.resolve_weights("vggface2", cache)
+    assert W.resolve_weights("casia-webface", cache) == cache / want["casia-webface"][0]
+    assert (cache / (want["casia-webface"][0] + ".sha256")).is_file()
+    # The default a facenet model gets is in the registry; sface takes none.
+    from recognizer.embedding.backbones import default_weights
+
+    assert default_weights("facenet", None) == W.DEFAULT_WEIGHTS == "vggface2"
+    assert default_weights("facenet", "casia-webface") == "casia-webface"
+    assert default_weights("sface", None) is None and default_weights("sface", "vggface2") is None
 
 
 # --------------------------------------------------------------------------- random

@@ -5,7 +5,10 @@ Clustering saves a run into the model directory and enrolling changes the galler
 the token; listing runs and fetching thumbnails are reads (token only when reads are protected).
 Uploaded photos are clustered from memory: the run keeps the faces' crops and the uploads' file
 names, never the photos. The routes are on `router`, which `web.app.create_app` includes; they
-reach the model and the token check through `web.app`'s dependencies.
+reach the model and the token check through `web.deps`, as web.app's routes do.
+
+Clustering is used through its public modules' functions (recognizer.clustering.runs, .service,
+.sheets), the same ones cluster.py uses.
 """
 from __future__ import annotations
 
@@ -17,7 +20,12 @@ from starlette.concurrency import run_in_threadpool
 
 from recognizer import validate_name
 from recognizer.clustering import runs, service
-from web.app import READ_ACCESS, TOKEN_REQUIRED, ApiError, Config, Model, on_model_thread, uploaded_images
+from recognizer.clustering.sheets import face_png as png
+from web.deps import READ_ACCESS, TOKEN_REQUIRED, Config, Model, on_model_thread
+from web.errors import ApiError
+from web.uploads import ClusterEnrollBody, json_body, json_body_doc, multipart_doc, uploaded_images
+
+__all__ = ["router", "run_or_404"]
 
 router = APIRouter()
 
@@ -45,9 +53,7 @@ async def list_runs(recognizer: Model) -> dict:
     summary="Group the unknown faces of uploaded photos into candidate people",
     description="Repeat the `file` field for several photos. Faces the model already names are set aside; "
     "the rest are clustered and saved as a run, as `cluster.py` does. Returns the run.",
-    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
-        "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}},
+    openapi_extra=multipart_doc(many=True),
     dependencies=TOKEN_REQUIRED,
 )
 async def make_run(request: Request, recognizer: Model, settings: Config) -> dict:
@@ -76,8 +82,6 @@ async def get_run(run_id: str, recognizer: Model) -> dict:
 @router.get("/clusters/{run_id}/faces/{face}.png", summary="One face of a run, as the crop it was embedded from",
             response_class=Response, responses={200: {"content": {"image/png": {}}}}, dependencies=READ_ACCESS)
 async def face_png(run_id: str, face: int, recognizer: Model) -> Response:
-    from recognizer.clustering.sheets import face_png as png
-
     def work() -> bytes:
         run = runs.load_run(recognizer.dir, run_id)
         if not 0 <= face < len(run.meta["faces"]):
@@ -93,22 +97,13 @@ async def face_png(run_id: str, face: int, recognizer: Model) -> Response:
 @router.post(
     "/clusters/{run_id}/{cluster_id}/enroll",
     summary="Enroll a cluster's faces as a person (new, or merged into an enrolled one)",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["name"],
-        "properties": {"name": {"type": "string"}, "exclude": {"type": "array", "items": {"type": "integer"}}}}}}}},
+    openapi_extra=json_body_doc(ClusterEnrollBody),
     dependencies=TOKEN_REQUIRED,
 )
 async def enroll(request: Request, run_id: str, cluster_id: int, recognizer: Model) -> dict:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(422, 'send a JSON body {"name": "...", "exclude": [face numbers]}') from None
-    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
-        raise ApiError(422, 'send a JSON body {"name": "...", "exclude": [face numbers]}')
-    exclude = body.get("exclude", [])
-    if not isinstance(exclude, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in exclude):
-        raise ApiError(422, "exclude must be a list of face numbers")
-    name = validate_name(body["name"])
+    body = await json_body(request, ClusterEnrollBody, 'send a JSON body {"name": "...", "exclude": [face numbers]}',
+                           {"exclude": "exclude must be a list of face numbers"})
+    name, exclude = validate_name(body.name), body.exclude
 
     def work() -> dict:
         out = run_or_404(lambda: service.enroll_cluster(recognizer, run_id, cluster_id, name, exclude=exclude)).to_dict()

@@ -6,6 +6,10 @@ at once.
   rebinding) and then read the API as if same-origin; such a request carries that name in
   `Host`. Only localhost, IP literals (a rebinding needs a name) and the names given with
   `--allowed-host` (and `--host`) are answered; anything else gets 421.
+  Starlette's TrustedHostMiddleware does the same job by other rules, so it is not used: it
+  answers 400 "Invalid host header" as plain text (not our JSON 421 saying how to allow a name),
+  has no rule for "any IP literal" (only exact names and `*.domain` patterns), does not strip a
+  trailing dot (`localhost.` is localhost), and redirects to `www.` names it was given.
 - Timeouts: headers must arrive within `header_timeout` seconds of the connection opening (or
   of the previous response), and the body must keep coming: no gap longer than `body_timeout`
   seconds. A body that stops short of its Content-Length gets a 400 saying how much came.
@@ -22,8 +26,11 @@ import json
 import logging
 from dataclasses import dataclass
 
+import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["LOCAL_NAMES", "GuardSettings", "RequestGuard", "TimedH11Protocol", "host_allowed", "host_name", "protocol_with"]
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +205,6 @@ class TimedH11Protocol(H11Protocol):
         self._header_timer = self.loop.call_later(self.header_timeout, self._headers_overdue)
 
     def _headers_overdue(self) -> None:
-        import h11
-
         # IDLE: the client has not finished sending a request's headers since the timer started.
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             log.info("closing a connection whose request headers did not arrive within %g s", self.header_timeout)

@@ -56,8 +56,9 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
     # The server's modules pull in FastAPI, Starlette and uvicorn (a third of a second): only `serve` loads them.
     import uvicorn
 
-    from web.app import Settings, create_app
+    from web.app import create_app
     from web.guard import GuardSettings, protocol_with
+    from web.settings import Settings
 
     # No crop cache: it would keep detections and face crops of every uploaded photo on disk,
     # strangers' included.

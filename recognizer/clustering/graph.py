@@ -28,6 +28,9 @@ from typing import Sequence
 
 import numpy as np
 
+__all__ = ["DEFAULT_K", "LINKAGES", "agglomerate", "central_faces", "cluster_embeddings", "edges_from_knn",
+           "knn_graph", "normalize", "pair_similarity"]
+
 LINKAGES = ("average", "single")
 DEFAULT_K = 16
 
@@ -68,7 +71,7 @@ def knn_graph(X: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray
     X: (n, d) unit rows. Returns (nbr, sim), both (n, min(k, n-1)): neighbour indices (int64) and
     their similarities (float64), sorted by similarity then index. Faces never list themselves.
     """
-    import faiss
+    import faiss  # loaded only when faces are clustered
 
     X = _check_embeddings(X)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -143,6 +146,48 @@ def _groups_to_labels(groups: Sequence[Sequence[int]] | None, n: int, what: str)
     return out
 
 
+class _Clusters:
+    """The clusters while merging: a union-find over the faces, and per cluster root the
+    cannot-link groups its faces belong to."""
+
+    def __init__(self, n: int, must_link, cannot_link) -> None:
+        self.uf = _UnionFind(n)
+        for g in _groups_to_labels(must_link, n, "must-link"):
+            for v in g[1:]:
+                self.uf.union(g[0], v)
+        self.forbid: dict[int, set[int]] = {}
+        for gid, g in enumerate(_groups_to_labels(cannot_link, n, "cannot-link")):
+            for v in g:
+                s = self.forbid.setdefault(self.uf.find(v), set())
+                if gid in s:
+                    raise ValueError(f"must-link puts two faces of cannot-link group {g[:10]} together")
+                s.add(gid)
+
+    def blocked(self, x: int, y: int) -> bool:
+        fx, fy = self.forbid.get(x), self.forbid.get(y)
+        return bool(fx and fy and not fx.isdisjoint(fy))
+
+    def join(self, x: int, y: int) -> int:
+        r = self.uf.union(x, y)
+        merged = self.forbid.pop(x, set()) | self.forbid.pop(y, set())
+        if merged:
+            self.forbid[r] = merged
+        return r
+
+
+def _check_graph(X: np.ndarray, nbr, sim, link_threshold: float, linkage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
+    if not -1.0 <= float(link_threshold) <= 1.0:
+        raise ValueError(f"link_threshold {link_threshold} is not a cosine similarity in [-1, 1]")
+    X = _check_embeddings(X)
+    nbr = np.asarray(nbr)
+    sim = np.asarray(sim)
+    if nbr.shape != sim.shape or nbr.ndim != 2 or nbr.shape[0] != len(X):
+        raise ValueError(f"nbr and sim must be (faces, k) arrays for the {len(X)} faces, got {nbr.shape} and {sim.shape}")
+    return X, nbr, sim
+
+
 def agglomerate(
     X: np.ndarray,
     nbr: np.ndarray,
@@ -162,58 +207,35 @@ def agglomerate(
     cannot-link group is a ValueError.
     Labels are 0..c-1, numbered by each cluster's smallest face index.
     """
-    if linkage not in LINKAGES:
-        raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
-    if not -1.0 <= float(link_threshold) <= 1.0:
-        raise ValueError(f"link_threshold {link_threshold} is not a cosine similarity in [-1, 1]")
-    X = _check_embeddings(X)
-    nbr = np.asarray(nbr)
-    sim = np.asarray(sim)
-    if nbr.shape != sim.shape or nbr.ndim != 2 or nbr.shape[0] != len(X):
-        raise ValueError(f"nbr and sim must be (faces, k) arrays for the {len(X)} faces, got {nbr.shape} and {sim.shape}")
+    X, nbr, sim = _check_graph(X, nbr, sim, link_threshold, linkage)
     n = len(X)
     t = float(link_threshold)
-    uf = _UnionFind(n)
-    for g in _groups_to_labels(must_link, n, "must-link"):
-        for v in g[1:]:
-            uf.union(g[0], v)
-    # cannot-link: per cluster root, the set of group ids its faces belong to
-    forbid: dict[int, set[int]] = {}
-    for gid, g in enumerate(_groups_to_labels(cannot_link, n, "cannot-link")):
-        for v in g:
-            r = uf.find(v)
-            s = forbid.setdefault(r, set())
-            if gid in s:
-                raise ValueError(f"must-link puts two faces of cannot-link group {g[:10]} together")
-            s.add(gid)
-
-    def blocked(x: int, y: int) -> bool:
-        fx, fy = forbid.get(x), forbid.get(y)
-        return bool(fx and fy and not fx.isdisjoint(fy))
-
-    def join(x: int, y: int) -> int:
-        r = uf.union(x, y)
-        merged = forbid.pop(x, set()) | forbid.pop(y, set())
-        if merged:
-            forbid[r] = merged
-        return r
-
+    cl = _Clusters(n, must_link, cannot_link)
     a, b, s = edges_from_knn(nbr, sim)
-    roots = np.array([uf.find(i) for i in range(n)], np.int64)
-    ra, rb = roots[a], roots[b]
-
+    roots = np.array([cl.uf.find(i) for i in range(n)], np.int64)
     if linkage == "single":
-        for e in np.lexsort((b, a, -s)):
-            if s[e] < t:
-                break
-            x, y = uf.find(int(ra[e])), uf.find(int(rb[e]))
-            if x != y and not blocked(x, y):
-                join(x, y)
-        return _relabel(uf, n)
+        _single_linkage(cl, a, b, s, roots, t)
+    else:
+        _average_linkage(cl, X, roots[a], roots[b], roots, t)
+    return _relabel(cl.uf, n)
 
-    # Average linkage, exact: the mean similarity over all pairs of A x B is S_A . S_B / (|A||B|)
-    # with S the clusters' sums of unit rows, so it needs no pair list; the graph only says
-    # which clusters are candidates.
+
+def _single_linkage(cl: _Clusters, a, b, s, roots: np.ndarray, t: float) -> None:
+    """Merge on the graph's edges, best first, down to the threshold."""
+    ra, rb = roots[a], roots[b]
+    for e in np.lexsort((b, a, -s)):
+        if s[e] < t:
+            break
+        x, y = cl.uf.find(int(ra[e])), cl.uf.find(int(rb[e]))
+        if x != y and not cl.blocked(x, y):
+            cl.join(x, y)
+
+
+def _average_linkage(cl: _Clusters, X: np.ndarray, ra: np.ndarray, rb: np.ndarray, roots: np.ndarray, t: float) -> None:
+    """Average linkage, exact: the mean similarity over all pairs of A x B is S_A . S_B / (|A||B|)
+    with S the clusters' sums of unit rows, so it needs no pair list; the graph only says
+    which clusters are candidates."""
+    n = len(X)
     S = np.zeros((n, X.shape[1]), np.float64)
     np.add.at(S, roots, X.astype(np.float64))
     size = np.bincount(roots, minlength=n).astype(np.float64)
@@ -234,28 +256,41 @@ def agglomerate(
         _, x, y, vx, vy = heapq.heappop(heap)
         if version[x] != vx or version[y] != vy or x not in adj or y not in adj:
             continue  # one side has changed (or gone) since this entry was pushed
-        if blocked(x, y):
+        if cl.blocked(x, y):
             adj[x].discard(y)  # never allowed, now or later
             adj[y].discard(x)
             continue
-        r = join(x, y)
-        gone = y if r == x else x
-        S[r] += S[gone]
-        size[r] += size[gone]
-        version[r] += 1
-        nb = (adj.pop(gone) | adj[r]) - {x, y}
-        adj[r] = nb
-        for z in nb:
-            adj[z].discard(gone)
-            adj[z].add(r)
-        if nb:
-            zs = np.array(sorted(nb), np.int64)
-            m = (S[zs] @ S[r]) / (size[zs] * size[r])
-            for z, mz in zip(zs.tolist(), m.tolist()):
-                if mz >= t:
-                    lo, hi = (r, z) if r < z else (z, r)
-                    heapq.heappush(heap, (-mz, lo, hi, int(version[lo]), int(version[hi])))
-    return _relabel(uf, n)
+        r = _merge(cl, x, y, S, size, version, adj)
+        _push_neighbours(heap, r, adj[r], S, size, version, t)
+
+
+def _merge(cl: _Clusters, x: int, y: int, S: np.ndarray, size: np.ndarray, version: np.ndarray,
+           adj: dict[int, set[int]]) -> int:
+    """Merge clusters x and y: their sums, sizes and graph neighbours go to the new root."""
+    r = cl.join(x, y)
+    gone = y if r == x else x
+    S[r] += S[gone]
+    size[r] += size[gone]
+    version[r] += 1
+    nb = (adj.pop(gone) | adj[r]) - {x, y}
+    adj[r] = nb
+    for z in nb:
+        adj[z].discard(gone)
+        adj[z].add(r)
+    return r
+
+
+def _push_neighbours(heap: list, r: int, nb: set[int], S: np.ndarray, size: np.ndarray, version: np.ndarray,
+                     t: float) -> None:
+    """Queue the merged cluster r with each neighbour whose mean similarity reaches t."""
+    if not nb:
+        return
+    zs = np.array(sorted(nb), np.int64)
+    m = (S[zs] @ S[r]) / (size[zs] * size[r])
+    for z, mz in zip(zs.tolist(), m.tolist()):
+        if mz >= t:
+            lo, hi = (r, z) if r < z else (z, r)
+            heapq.heappush(heap, (-mz, lo, hi, int(version[lo]), int(version[hi])))
 
 
 def _relabel(uf: _UnionFind, n: int) -> np.ndarray:

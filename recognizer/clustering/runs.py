@@ -34,10 +34,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from facecore.atomic import atomic_write, fsync_dir, write_json_atomic
 from facecore.errors import FaceToolError
+from gallery.base import face_key
 from recognizer.config import ensure_private_dir
+
+__all__ = ["FACES_FILE", "PERSON_REMOVED", "RUNS_DIR", "RUN_FILE", "Run", "RunError", "RunNotFound", "discard_run",
+           "forget_person", "list_runs", "load_run", "rename_person", "replace_meta", "runs_lock", "runs_lock_if_any",
+           "runs_root", "save_run", "summary"]
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +130,6 @@ def _check_id(run_id: str) -> str:
 @contextmanager
 def runs_lock(model_dir: str | os.PathLike) -> Iterator[None]:
     """One writer of the model's runs at a time, across processes."""
-    from filelock import FileLock, Timeout
-
     root = runs_root(model_dir)
     ensure_private_dir(root)
     lock = FileLock(str(root / ".lock"), mode=0o600)
@@ -295,6 +299,68 @@ def rename_person(model_dir: str | os.PathLike, old: str, new: str) -> int:
     return changed
 
 
+def _faces_to_drop(meta: dict, name: str, faces: set[tuple]) -> set[int]:
+    """Indices of the faces of the clusters enrolled as `name`, and of the faces whose face_key is in `faces`."""
+    drop = {i for c in meta["clusters"] if c.get("person") == name for i in c["faces"]}
+    for i, f in enumerate(meta["faces"]):
+        if "box" in f and face_key(meta["photos"][f["photo"]].get("content_hash", ""), f["box"]) in faces:
+            drop.add(i)
+    return drop
+
+
+def _close_clusters(meta: dict, name: str, drop: set[int]) -> None:
+    """Take the `drop` faces out of the clusters; one enrolled as `name`, or left empty, is PERSON_REMOVED."""
+    for c in meta["clusters"]:
+        mine = c.get("person") == name
+        left = [i for i in c["faces"] if i not in drop]
+        if not mine and left == c["faces"]:
+            continue
+        c.update(faces=left, size=len(left))
+        if "enrolled_faces" in c:
+            c["enrolled_faces"] = [i for i in c["enrolled_faces"] if i not in drop]
+        if c.get("central") not in left:
+            c["central"] = left[0] if left else None
+        if mine or not left:
+            c.pop("person", None)
+            c["status"] = PERSON_REMOVED
+
+
+def _scrub_faces_and_photos(meta: dict, drop: set[int]) -> None:
+    """The `drop` faces keep only their photo index; a photo with no other face left loses its name and hash."""
+    hit_photos = {meta["faces"][i]["photo"] for i in drop}
+    for i in drop:
+        f = meta["faces"][i]
+        meta["faces"][i] = {"photo": f["photo"], "removed": True}
+    for pi in hit_photos:
+        p = meta["photos"][pi]
+        if p.get("known") or any(f["photo"] == pi and not f.get("removed") for f in meta["faces"]):
+            continue  # someone else's face is in it too: the photo stays theirs
+        meta["photos"][pi] = {"photo": "", "content_hash": "", "size": p.get("size"), "known": [], "removed": True}
+
+
+def _zero_faces(run: Run, drop: set[int]) -> None:
+    """Zero the embedding and crop and drop the chip of the `drop` faces in faces.npz."""
+    emb, crops = run.arrays()
+    chips = run.chips()
+    for i in drop:
+        emb[i], crops[i], chips[i] = 0, 0, None
+    _write_faces(run.dir / FACES_FILE, emb, crops, chips)
+
+
+def _forget_in_run(run: Run, name: str, faces: set[tuple]) -> int | None:
+    """forget_person for one run: the faces scrubbed, or None when the run never mentioned them."""
+    meta = _renamed(run.meta, name, None)
+    drop = _faces_to_drop(meta, name, faces)
+    if not drop and meta == run.meta:
+        return None
+    _close_clusters(meta, name, drop)
+    _scrub_faces_and_photos(meta, drop)
+    if drop and any(c["status"] == "open" for c in meta["clusters"]):
+        _zero_faces(run, drop)  # before run.json: the faces go first
+    replace_meta(run, meta)  # deletes the run when no cluster is left open
+    return len(drop)
+
+
 def forget_person(model_dir: str | os.PathLike, name: str, faces: set[tuple] = frozenset()) -> int:
     """Remove a person from every saved run: the faces of the clusters enrolled as `name`, and
     the faces whose (content hash, box) is in `faces`, lose their embedding, crop,
@@ -303,8 +369,6 @@ def forget_person(model_dir: str | os.PathLike, name: str, faces: set[tuple] = f
     cluster left with no face too; a run left with no open cluster is deleted. Returns the faces
     scrubbed. The caller holds `runs_lock` (and the model's writer lock, so no enrolment from a
     run is half way)."""
-    from recognizer.training.candidate import face_key
-
     faces = {face_key(h, b) for h, b in faces}
     total = 0
     for rid in list_runs(model_dir):
@@ -313,42 +377,9 @@ def forget_person(model_dir: str | os.PathLike, name: str, faces: set[tuple] = f
         except RunError as exc:  # cannot be read, so cannot be scrubbed: said loudly, never skipped silently
             log.warning("%s; it may still hold faces of %s (discard it: enroll.py --discard %s)", exc, name, rid)
             continue
-        meta = _renamed(run.meta, name, None)
-        drop = {i for c in meta["clusters"] if c.get("person") == name for i in c["faces"]}
-        for i, f in enumerate(meta["faces"]):
-            if "box" in f and face_key(meta["photos"][f["photo"]].get("content_hash", ""), f["box"]) in faces:
-                drop.add(i)
-        if not drop and meta == run.meta:
+        scrubbed = _forget_in_run(run, name, faces)
+        if scrubbed is None:
             continue
-        for c in meta["clusters"]:
-            mine = c.get("person") == name
-            left = [i for i in c["faces"] if i not in drop]
-            if not mine and left == c["faces"]:
-                continue
-            c.update(faces=left, size=len(left))
-            if "enrolled_faces" in c:
-                c["enrolled_faces"] = [i for i in c["enrolled_faces"] if i not in drop]
-            if c.get("central") not in left:
-                c["central"] = left[0] if left else None
-            if mine or not left:
-                c.pop("person", None)
-                c["status"] = PERSON_REMOVED
-        hit_photos = {meta["faces"][i]["photo"] for i in drop}
-        for i in drop:
-            f = meta["faces"][i]
-            meta["faces"][i] = {"photo": f["photo"], "removed": True}
-        for pi in hit_photos:
-            p = meta["photos"][pi]
-            if p.get("known") or any(f["photo"] == pi and not f.get("removed") for f in meta["faces"]):
-                continue  # someone else's face is in it too: the photo stays theirs
-            meta["photos"][pi] = {"photo": "", "content_hash": "", "size": p.get("size"), "known": [], "removed": True}
-        if drop and any(c["status"] == "open" for c in meta["clusters"]):
-            emb, crops = run.arrays()
-            chips = run.chips()
-            for i in drop:
-                emb[i], crops[i], chips[i] = 0, 0, None
-            _write_faces(run.dir / FACES_FILE, emb, crops, chips)  # before run.json: the faces go first
-        replace_meta(run, meta)  # deletes the run when no cluster is left open
-        total += len(drop)
-        log.info("clustering run %s: removed %d faces and every mention of %s", rid, len(drop), name)
+        total += scrubbed
+        log.info("clustering run %s: removed %d faces and every mention of %s", rid, scrubbed, name)
     return total

@@ -23,9 +23,17 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from facecore.errors import ImageError
+from facecore.names import validate_name
+from gallery import FaceRecord
+from recognizer.chips import chip_vectors, make_chip
 from recognizer.clustering import runs as runs_mod
 from recognizer.clustering.graph import DEFAULT_K, LINKAGES, central_faces, cluster_embeddings
 from recognizer.clustering.runs import RunError
+from recognizer.image import load_photo
+
+__all__ = ["DEFAULT_LINK_OFFSET", "ClusterEnrollment", "ClusterResult", "cluster_photos", "describe_clusters",
+           "dismiss_cluster", "enroll_cluster", "link_threshold", "looks_like_text", "parse_ref", "save"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,83 @@ class ClusterResult:
         return dict(self.meta, id=self.id)
 
 
+def _check_arguments(sources: Sequence, labels: Sequence[str] | None, linkage: str) -> None:
+    if labels is not None and len(labels) != len(sources):
+        raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
+
+
+@dataclass
+class _Gathered:
+    """What cluster_photos collects photo by photo: run.json's photos and unknown faces, and per
+    face its embedding, crop and chip; `cannot` lists the faces that share a photo."""
+
+    photos: list = field(default_factory=list)
+    faces: list = field(default_factory=list)
+    emb: list = field(default_factory=list)
+    crops: list = field(default_factory=list)
+    chips: list = field(default_factory=list)
+    cannot: list = field(default_factory=list)
+
+
+def _photo_entry(res, label: str | None) -> dict:
+    p = {"photo": res.source if label is None else label, "content_hash": res.content_hash,
+         "size": list(res.size), "known": []}
+    if res.error is not None:
+        p["error"] = res.error
+    return p
+
+
+def _image_for_chips(src, res, ident, pipeline) -> tuple[object, str | None]:
+    """(the decoded photo or None when it has no unknown face, None) or (None, why it cannot be read)."""
+    if res.error is not None or not any(f.name is None for f in ident.faces):
+        return None, None
+    # The chips are cut from the photo itself, decoded as the pipeline decoded it, so their
+    # crops are the very crops that were embedded (as enrolment does).
+    try:
+        photo = load_photo(src, pipeline.max_pixels, pipeline.memory_budget)
+    except ImageError as exc:
+        return None, exc.reason
+    if photo.content_hash != res.content_hash:
+        return None, "the file changed while it was being read"
+    return photo.image, None
+
+
+def _gather_faces(acc: _Gathered, pi: int, p: dict, res, ident, image) -> None:
+    """The known faces of photo `pi` into its entry `p`; its unknown ones into `acc`."""
+    here = []
+    for i, f in enumerate(ident.faces):
+        box = [round(v, 1) for v in f.box]
+        if f.name is not None:
+            p["known"].append({"name": f.name, "box": box, "similarity": round(f.similarity, 4)})
+            continue
+        here.append(len(acc.faces))
+        guess = f.knn.get("name")
+        acc.faces.append({"photo": pi, "box": box, "detection_score": round(f.detection_score, 4),
+                          "nearest": {"name": guess, "similarity": f.knn.get("similarity", 0.0)} if guess else None})
+        acc.emb.append(res.embeddings[i])
+        acc.crops.append(res.crops[i])
+        acc.chips.append(make_chip(image, res.faces[i]))
+    if len(here) > 1:
+        acc.cannot.append(here)  # two faces of one photo are two people
+
+
+def _gather(rec, sources: Sequence, labels: Sequence[str] | None, thr: float, progress: bool) -> _Gathered:
+    acc = _Gathered()
+    for src, (res, ident), label in zip(sources, rec.analyze_and_identify(sources, threshold=thr, progress=progress),
+                                         labels if labels is not None else [None] * len(sources)):
+        p = _photo_entry(res, label)
+        pi = len(acc.photos)
+        acc.photos.append(p)
+        image, error = _image_for_chips(src, res, ident, rec.pipeline)
+        if error is not None:
+            p["error"] = error
+            continue
+        _gather_faces(acc, pi, p, res, ident, image)
+    return acc
+
+
 def cluster_photos(
     rec,
     sources: Sequence,
@@ -65,80 +150,37 @@ def cluster_photos(
     """Detect and embed every face of `sources`, set aside the faces `rec` names, and group the
     rest. `labels` (one per source) is what the run calls each photo instead of its path.
     `threshold`: the decision threshold (default: the model's)."""
-    if labels is not None and len(labels) != len(sources):
-        raise ValueError(f"got {len(labels)} labels for {len(sources)} photos")
-    if linkage not in LINKAGES:
-        raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
-    from recognizer.chips import make_chip
-    from facecore.errors import ImageError
-    from recognizer.image import load_photo
-
+    _check_arguments(sources, labels, linkage)
     thr = rec.config.threshold if threshold is None else float(threshold)
     t_link = link_threshold(thr, offset)
     t0 = time.perf_counter()
-    pipeline = rec.pipeline
-    photos, faces, emb, crops, chips, cannot = [], [], [], [], [], []
-    for src, (res, ident), label in zip(sources, rec.analyze_and_identify(sources, threshold=thr, progress=progress),
-                                         labels if labels is not None else [None] * len(sources)):
-        p = {"photo": res.source if label is None else label, "content_hash": res.content_hash,
-             "size": list(res.size), "known": []}
-        if res.error is not None:
-            p["error"] = res.error
-        pi = len(photos)
-        photos.append(p)
-        here = []
-        image = None
-        if res.error is None and any(f.name is None for f in ident.faces):
-            # The chips are cut from the photo itself, decoded as the pipeline decoded it, so their
-            # crops are the very crops that were embedded (as enrolment does).
-            try:
-                photo = load_photo(src, pipeline.max_pixels, pipeline.memory_budget)
-            except ImageError as exc:
-                p["error"] = exc.reason
-                continue
-            if photo.content_hash != res.content_hash:
-                p["error"] = "the file changed while it was being read"
-                continue
-            image = photo.image
-        for i, f in enumerate(ident.faces):
-            box = [round(v, 1) for v in f.box]
-            if f.name is not None:
-                p["known"].append({"name": f.name, "box": box, "similarity": round(f.similarity, 4)})
-                continue
-            here.append(len(faces))
-            guess = f.knn.get("name")
-            faces.append({"photo": pi, "box": box, "detection_score": round(f.detection_score, 4),
-                          "nearest": {"name": guess, "similarity": f.knn.get("similarity", 0.0)} if guess else None})
-            emb.append(res.embeddings[i])
-            crops.append(res.crops[i])
-            chips.append(make_chip(image, res.faces[i]))
-        if len(here) > 1:
-            cannot.append(here)  # two faces of one photo are two people
+    acc = _gather(rec, sources, labels, thr, progress)
     t_embed = time.perf_counter() - t0
     dim, size = rec.embedder.dim, rec.embedder.crop_size
-    E = np.stack(emb).astype(np.float32) if emb else np.zeros((0, dim), np.float32)
-    C = np.stack(crops).astype(np.uint8) if crops else np.zeros((0, size, size, 3), np.uint8)
+    E = np.stack(acc.emb).astype(np.float32) if acc.emb else np.zeros((0, dim), np.float32)
+    C = np.stack(acc.crops).astype(np.uint8) if acc.crops else np.zeros((0, size, size, 3), np.uint8)
     t1 = time.perf_counter()
-    labels_ = cluster_embeddings(E, t_link, k=k, linkage=linkage, cannot_link=cannot) if len(E) else np.zeros(0, np.int64)
-    clusters = describe_clusters(E, labels_, faces, thr)
+    labels_ = (cluster_embeddings(E, t_link, k=k, linkage=linkage, cannot_link=acc.cannot) if len(E)
+               else np.zeros(0, np.int64))
+    clusters = describe_clusters(E, labels_, acc.faces, thr)
     t_cluster = time.perf_counter() - t1
     for c in clusters:
         for fi in c["faces"]:
-            faces[fi]["cluster"] = c["id"]
+            acc.faces[fi]["cluster"] = c["id"]
     meta = {
         "model_id": rec.config.model_id,
         "backbone": rec.config.backbone,
         "crop_size": size,
         "threshold": thr,
         "linkage": {"rule": linkage, "k": k, "offset": offset, "link_threshold": round(t_link, 6)},
-        "photos": photos,
-        "faces": faces,
+        "photos": acc.photos,
+        "faces": acc.faces,
         "clusters": clusters,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     log.info("clustered %d unknown faces of %d photos into %d clusters (embedding %.1f s, clustering %.2f s)",
-             len(faces), len(photos), len(clusters), t_embed, t_cluster)
-    return ClusterResult(meta, E, C, chips)
+             len(acc.faces), len(acc.photos), len(clusters), t_embed, t_cluster)
+    return ClusterResult(meta, E, C, acc.chips)
 
 
 def describe_clusters(E: np.ndarray, labels: np.ndarray, faces: list[dict], threshold: float) -> list[dict]:
@@ -200,69 +242,97 @@ class ClusterEnrollment:
         return {"run": self.run, "cluster": self.cluster, "name": self.name, "added": self.added, "skipped": self.skipped}
 
 
+def _chosen_faces(run: runs_mod.Run, cluster_id: int, exclude: Iterable[int]) -> list[int]:
+    """The open cluster's faces less `exclude`; RunError when it is not open, `exclude` names
+    faces not in it, or nothing is left."""
+    cl = run.cluster(cluster_id)
+    if cl["status"] != "open":
+        who = f" as {cl['person']}" if cl.get("person") else ""
+        raise RunError(f"cluster {run.id}:{cluster_id} is already {cl['status']}{who}")
+    exclude = {int(v) for v in exclude}
+    stray = sorted(exclude - set(cl["faces"]))
+    if stray:
+        raise RunError(f"faces {stray} are not in cluster {run.id}:{cluster_id} (its faces: {cl['faces']})")
+    chosen = [i for i in cl["faces"] if i not in exclude]
+    if not chosen:
+        raise RunError(f"cluster {run.id}:{cluster_id}: every face is excluded; nothing to enroll")
+    return chosen
+
+
+def _stored_faces(rec, run: runs_mod.Run, chosen: list[int]) -> tuple[list, bool, np.ndarray, np.ndarray]:
+    """(the run's chips, whether every chosen face has one, embeddings, crops); RunError when the
+    faces have no chips and the crops do not fit this model's backbone."""
+    meta = run.meta
+    run_chips = run.chips()
+    with_chips = all(run_chips[i] is not None for i in chosen)
+    if not with_chips and (meta.get("backbone") != rec.config.backbone or meta.get("crop_size") != rec.embedder.crop_size):
+        raise RunError(f"clustering run {run.id} was made with the {meta.get('backbone')} backbone; "
+                       f"this model uses {rec.config.backbone}")
+    emb, crops = run.arrays()
+    if not with_chips:
+        log.warning("clustering run %s was saved before runs kept chips: the faces enrolled from it get none "
+                    "(a finetune or migration needs their photos)", run.id)
+    return run_chips, with_chips, emb, crops
+
+
+def _new_records(gallery, name: str, meta: dict, chosen: list[int]) -> tuple[list, list[int], list[dict]]:
+    """(records to add, their rows in `chosen`, the faces skipped): one face per photo not yet enrolled for `name`."""
+    records, keep, skipped, seen = [], [], [], set()
+    for row, fi in enumerate(chosen):
+        f = meta["faces"][fi]
+        photo = meta["photos"][f["photo"]]
+        if gallery.has_content(name, photo["content_hash"]) or photo["content_hash"] in seen:
+            skipped.append({"face": fi, "photo": photo["photo"], "reason": f"a face of this photo is already enrolled for {name}"})
+            continue
+        seen.add(photo["content_hash"])
+        keep.append(row)
+        records.append(FaceRecord(name, photo["photo"], photo["content_hash"], tuple(float(v) for v in f["box"])))
+    return records, keep, skipped
+
+
+def _vectors(now, meta: dict, picked: list[int], with_chips: bool, run_chips: list, emb: np.ndarray,
+             crops: np.ndarray) -> np.ndarray:
+    """The embeddings of the `picked` faces under the model's current network."""
+    if meta.get("model_id") == now.config.model_id:
+        return emb[picked]
+    if with_chips:  # another network since the run (finetuned, migrated): its crop from the chip
+        return chip_vectors([run_chips[i] for i in picked], now.embedder)
+    # finetuned since the run, same backbone: the stored crops give the current network's vectors
+    return now.embedder.embed(crops[picked])
+
+
+def _mark_enrolled(run: runs_mod.Run, cluster_id: int, name: str, enrolled: list[int]) -> None:
+    meta = run.meta
+    new = dict(meta, clusters=[dict(c) for c in meta["clusters"]])
+    target = next(c for c in new["clusters"] if c["id"] == cluster_id)
+    target.update(status="enrolled", person=name, enrolled_faces=enrolled)
+    runs_mod.replace_meta(run, new)
+
+
 def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Iterable[int] = (),
                    allow_similar: bool = False) -> ClusterEnrollment:
     """Enroll a cluster's faces as `name` (a new person, or merged into an enrolled one) from the
     run's stored crops, leaving out the faces numbered in `exclude` (run face numbers). Faces of
     a photo already enrolled for `name` are skipped; a new name that looks like an enrolled
     person's is refused unless `allow_similar`. The cluster is then marked enrolled."""
-    from facecore.names import validate_name
-    from gallery import FaceRecord
-    from recognizer.chips import chip_vectors
-
     name = validate_name(name)
     run = runs_mod.load_run(rec.dir, run_id)
     with runs_mod.runs_lock(rec.dir):
-        cl = run.cluster(cluster_id)
-        if cl["status"] != "open":
-            who = f" as {cl['person']}" if cl.get("person") else ""
-            raise RunError(f"cluster {run.id}:{cluster_id} is already {cl['status']}{who}")
-        exclude = {int(v) for v in exclude}
-        stray = sorted(exclude - set(cl["faces"]))
-        if stray:
-            raise RunError(f"faces {stray} are not in cluster {run.id}:{cluster_id} (its faces: {cl['faces']})")
-        chosen = [i for i in cl["faces"] if i not in exclude]
-        if not chosen:
-            raise RunError(f"cluster {run.id}:{cluster_id}: every face is excluded; nothing to enroll")
+        chosen = _chosen_faces(run, cluster_id, exclude)
         meta = run.meta
-        run_chips = run.chips()
-        with_chips = all(run_chips[i] is not None for i in chosen)
-        if not with_chips and (meta.get("backbone") != rec.config.backbone or meta.get("crop_size") != rec.embedder.crop_size):
-            raise RunError(f"clustering run {run.id} was made with the {meta.get('backbone')} backbone; "
-                           f"this model uses {rec.config.backbone}")
-        emb, crops = run.arrays()
-        if not with_chips:
-            log.warning("clustering run %s was saved before runs kept chips: the faces enrolled from it get none "
-                        "(a finetune or migration needs their photos)", run.id)
+        run_chips, with_chips, emb, crops = _stored_faces(rec, run, chosen)
         with rec._writing() as now:  # the model's writer lock: a finetune's commit carries this enrolment over
-            records, keep, skipped, seen = [], [], [], set()
-            for row, fi in enumerate(chosen):
-                f = meta["faces"][fi]
-                photo = meta["photos"][f["photo"]]
-                if now.gallery.has_content(name, photo["content_hash"]) or photo["content_hash"] in seen:
-                    skipped.append({"face": fi, "photo": photo["photo"], "reason": f"a face of this photo is already enrolled for {name}"})
-                    continue
-                seen.add(photo["content_hash"])
-                keep.append(row)
-                records.append(FaceRecord(name, photo["photo"], photo["content_hash"], tuple(float(v) for v in f["box"])))
+            records, keep, skipped = _new_records(now.gallery, name, meta, chosen)
             if records:
                 picked = [chosen[r] for r in keep]
-                if meta.get("model_id") == now.config.model_id:
-                    vectors = emb[picked]
-                elif with_chips:  # another network since the run (finetuned, migrated): its crop from the chip
-                    vectors = chip_vectors([run_chips[i] for i in picked], now.embedder)
-                else:  # finetuned since the run, same backbone: the stored crops give the current network's vectors
-                    vectors = now.embedder.embed(crops[picked])
+                vectors = _vectors(now, meta, picked, with_chips, run_chips, emb, crops)
                 if with_chips:
                     store = rec.chips
                     for r, i in zip(records, picked):
                         r.chip = store.put(run_chips[i])
                 now.gallery.add(np.asarray(vectors, np.float32), records, model_id=now.config.model_id,
                                 allow_similar=allow_similar)
-        new = dict(meta, clusters=[dict(c) for c in meta["clusters"]])
-        target = next(c for c in new["clusters"] if c["id"] == cluster_id)
-        target.update(status="enrolled", person=name, enrolled_faces=[chosen[r] for r in keep])
-        runs_mod.replace_meta(run, new)
+        _mark_enrolled(run, cluster_id, name, [chosen[r] for r in keep])
     log.info("cluster %s:%d enrolled as %s: %d faces", run.id, cluster_id, name, len(records))
     return ClusterEnrollment(run.id, cluster_id, name, len(records), skipped)
 

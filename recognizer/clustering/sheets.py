@@ -9,6 +9,12 @@ import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
+
+from facecore.atomic import atomic_write
+from recognizer.clustering.service import looks_like_text
+
+__all__ = ["contact_sheet", "face_png", "write_report"]
 
 THUMB = 96
 COLS = 8
@@ -17,8 +23,6 @@ MAX_ON_SHEET = 64  # a sheet of a huge cluster shows its first faces and says ho
 
 def contact_sheet(crops: np.ndarray, faces: list[int], central: int) -> bytes:
     """PNG bytes: the cluster's crops in a grid, the central face first, framed."""
-    from PIL import Image, ImageDraw
-
     shown = [central] + [i for i in faces if i != central]
     more = max(0, len(shown) - MAX_ON_SHEET)
     shown = shown[:MAX_ON_SHEET]
@@ -41,8 +45,6 @@ def contact_sheet(crops: np.ndarray, faces: list[int], central: int) -> bytes:
 
 
 def face_png(crop: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, format="PNG")
     return buf.getvalue()
@@ -50,9 +52,6 @@ def face_png(crop: np.ndarray) -> bytes:
 
 def write_report(out_dir: str | Path, meta: dict, crops: np.ndarray, run_id: str | None) -> Path:
     """Sheets and index.html under `out_dir`; returns the index path."""
-    from facecore.atomic import atomic_write
-    from recognizer.clustering.service import looks_like_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     thr = meta["threshold"]

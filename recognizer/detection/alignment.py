@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from recognizer.detection.mtcnn import Face
+from recognizer.detection.boxes import Face
+
+__all__ = ["ARCFACE_TEMPLATE", "crop_aligned", "crop_facenet"]
 
 # ArcFace's 5-point template for 112x112 crops (eyes, nose, mouth corners), the one SFace and
 # OpenCV's FaceRecognizerSF.alignCrop use.
@@ -34,7 +36,7 @@ def crop_facenet(img: Image.Image, face: Face, size: int = 160, margin: int = 14
 
 def crop_aligned(img: Image.Image, face: Face, size: int = 112) -> np.ndarray:
     """A 5-point similarity-aligned crop on the ArcFace template, uint8 RGB (size, size, 3)."""
-    import cv2
+    import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
     dst = ARCFACE_TEMPLATE * (size / 112.0)
     matrix, _ = cv2.estimateAffinePartial2D(face.landmarks.astype(np.float32), dst, method=cv2.LMEDS)

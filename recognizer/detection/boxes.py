@@ -1,15 +1,57 @@
-"""MTCNN's box arithmetic in numpy (float32), so detection needs neither torch nor torchvision.
+"""Detected faces (`Face`) and box arithmetic in numpy, so detection needs neither torch nor torchvision.
 
-Each function computes what its facenet-pytorch / torchvision counterpart does, in the same
+`Face` is what the detector returns and what the crop cache stores, so it sits here, below both.
+`iou_matrix` is the project's one IoU (video tracking, chips found again in their photos).
+The MTCNN helpers compute what their facenet-pytorch / torchvision counterparts do, in the same
 precision and order: `generate_boxes` (generateBoundingBox), `nms` (torchvision.ops.nms: IoU
 of the boxes as given, suppressed when above the threshold), `nms_min` (facenet-pytorch's
 nms_numpy with "Min": overlap over the smaller box, both "+1" pixel areas), `bbreg`, `rerec`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+__all__ = ["Face", "bbreg", "generate_boxes", "iou_matrix", "nms", "nms_min", "rerec"]
+
 _F = np.float32
+
+
+@dataclass
+class Face:
+    """One detected face, in the pixel coordinates of the upright photo."""
+
+    box: np.ndarray  # float32 (4,): x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray  # float32 (5, 2): left eye, right eye, nose, mouth left, mouth right
+
+    @property
+    def area(self) -> float:
+        return float(max(self.box[2] - self.box[0], 0) * max(self.box[3] - self.box[1], 0))
+
+    def to_dict(self) -> dict:
+        return {
+            "box": [round(float(v), 1) for v in self.box],
+            "score": round(float(self.score), 4),
+            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
+        }
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union (float64) of every box of `a` (n, 4) with every box of `b` (m, 4),
+    boxes as x1, y1, x2, y2; 0 where the union is empty."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def generate_boxes(reg: np.ndarray, prob: np.ndarray, scale: float, thresh: float) -> np.ndarray:

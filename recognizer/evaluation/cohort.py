@@ -20,6 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
+from recognizer.image import list_images
+from recognizer.sample_data import data_dir
+
+__all__ = ["COHORT_DIRNAME", "SPLIT_FILE", "Cleaning", "CohortFaces", "clean_labels", "cohort_photos",
+           "default_cohort_dir", "embed_cohort", "embed_photos", "load_split", "merge_people"]
+
 log = logging.getLogger(__name__)
 
 COHORT_DIRNAME = "cohort-celeba"
@@ -27,8 +33,6 @@ SPLIT_FILE = Path(__file__).resolve().parent / "cohort_split.json"
 
 
 def default_cohort_dir() -> Path:
-    from recognizer.sample_data import data_dir
-
     env = os.environ.get("FACETOOL_COHORT")
     return Path(env).expanduser() if env else data_dir() / COHORT_DIRNAME
 
@@ -63,8 +67,6 @@ def load_split(path: str | Path = SPLIT_FILE) -> dict:
 
 def cohort_photos(root: str | Path, people: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
     """(paths, person per path), people in sorted order, photos sorted by name within each."""
-    from recognizer.image import list_images
-
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no stranger cohort here (a folder of <person>/ photos; set FACETOOL_COHORT)")
@@ -135,6 +137,19 @@ def clean_labels(faces: CohortFaces, *, quantile: float = 0.05, impostor_quantil
     labels = sorted(set(y))
     idx = {p: np.flatnonzero(y == p) for p in labels}
     sim = x @ x.T
+    med = _label_medians(sim, labels, idx)
+    off = med.copy()
+    np.fill_diagonal(off, -np.inf)
+    groups = _same_person_groups(off, labels, float(np.nanquantile(np.diag(med), quantile)))
+    group_of = {p: frozenset(g) for g in groups for p in g}
+    impostor_top, impostor_low = _impostor_levels(sim, off, labels, idx, group_of, impostor_quantile)
+    kept = _kept_faces(sim, y, labels, idx, group_of, impostor_top, impostor_low)
+    return Cleaning([sorted(g) for g in sorted(groups, key=min)], int((~kept).sum()), kept)
+
+
+def _label_medians(sim: np.ndarray, labels: list, idx: dict) -> np.ndarray:
+    """(L, L) median similarity between the faces of two labels (within a label: its distinct
+    pairs); NaN where a label has no such pair."""
     L = len(labels)
     med = np.zeros((L, L))
     for a, pa in enumerate(labels):
@@ -143,18 +158,26 @@ def clean_labels(faces: CohortFaces, *, quantile: float = 0.05, impostor_quantil
             if a == b:
                 block = block[~np.eye(len(block), dtype=bool)]
             med[a, b] = med[b, a] = np.median(block) if block.size else np.nan
-    genuine = np.diag(med)
-    level = float(np.nanquantile(genuine, quantile))
-    off = med.copy()
-    np.fill_diagonal(off, -np.inf)
+    return med
+
+
+def _same_person_groups(off: np.ndarray, labels: list, level: float) -> list[set[str]]:
+    """Groups of labels joined by a between-label median (`off`, diagonal -inf) above `level`."""
+    L = len(labels)
     pairs = [(labels[a], labels[b]) for a in range(L) for b in range(a + 1, L) if off[a, b] > level]
     groups: list[set[str]] = []
     for a, b in pairs:
         hit = [g for g in groups if a in g or b in g]
         merged = set().union(*hit, {a, b}) if hit else {a, b}
         groups = [g for g in groups if g not in hit] + [merged]
-    group_of = {p: frozenset(g) for g in groups for p in g}
-    # Highest median similarity between labels that remain different people.
+    return groups
+
+
+def _impostor_levels(sim: np.ndarray, off: np.ndarray, labels: list, idx: dict, group_of: dict,
+                     impostor_quantile: float) -> tuple[float, float]:
+    """The highest median similarity between labels that remain different people, and the
+    `impostor_quantile` of the similarities between faces of different people."""
+    L = len(labels)
     diff = [off[a, b] for a in range(L) for b in range(a + 1, L)
             if group_of.get(labels[a], {labels[a]}) != group_of.get(labels[b], {labels[b]})]
     impostor_top = float(np.nanmax(diff)) if diff else 1.0
@@ -163,6 +186,12 @@ def clean_labels(faces: CohortFaces, *, quantile: float = 0.05, impostor_quantil
         g = np.concatenate([idx[q] for q in group_of.get(p, {p})])
         same[np.ix_(idx[p], g)] = True
     impostor_low = float(np.quantile(sim[~same], impostor_quantile)) if (~same).any() else -1.0
+    return impostor_top, impostor_low
+
+
+def _kept_faces(sim: np.ndarray, y: np.ndarray, labels: list, idx: dict, group_of: dict,
+                impostor_top: float, impostor_low: float) -> np.ndarray:
+    """Mask of the faces that look like their own label's person (see `clean_labels`)."""
     kept = np.ones(len(y), bool)
     for i in range(len(y)):
         own_group = group_of.get(y[i], frozenset({y[i]}))
@@ -177,4 +206,4 @@ def clean_labels(faces: CohortFaces, *, quantile: float = 0.05, impostor_quantil
         if per_label[best] > max(own_med, impostor_top):
             kept[i] = False
             log.debug("face %d of %s looks like %s", i, y[i], labels[best])
-    return Cleaning([sorted(g) for g in sorted(groups, key=min)], int((~kept).sum()), kept)
+    return kept

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import logging
 
+from recognizer.evaluation.run import evaluate_recognizer
+
+__all__ = ["SIDES", "compare", "side_by_side_text", "summary"]
+
 log = logging.getLogger(__name__)
 
 SIDES = ("current", "candidate")
@@ -21,8 +25,6 @@ SIDES = ("current", "candidate")
 def compare(current, candidate, photos: tuple[list[str], list[str], str], opts) -> dict:
     """Side-by-side figures of two open Recognizer views (`Recognizer.pinned`) on `photos`
     (paths, labels, description); `opts` an `EvaluationOptions`."""
-    from recognizer.evaluation.run import evaluate_recognizer
-
     paths, labels, desc = photos
     a, b = set(current.gallery.people()), set(candidate.gallery.people())
     keep = [i for i, lab in enumerate(labels) if (lab in a) == (lab in b)]

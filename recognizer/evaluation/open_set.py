@@ -21,6 +21,9 @@ import numpy as np
 
 from recognizer.decision import Decisions
 
+__all__ = ["CURVE_STEP", "GRID", "DeciderOpenSet", "OpenSetScores", "OperatingPoint", "open_set_scores", "rates_at",
+           "threshold_for_rate"]
+
 GRID = 1e-4  # thresholds are recommended on this grid, so model.json holds a readable number
 CURVE_STEP = 0.01  # the curve in report.json is sampled every CURVE_STEP
 

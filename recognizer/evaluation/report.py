@@ -16,16 +16,19 @@ REPORT_JSON = "report.json"
 OPENSET_PNG = "openset.png"
 VERIFICATION_PNG = "verification.png"
 
+__all__ = ["OPENSET_PNG", "REPORT_JSON", "REPORT_MD", "VERIFICATION_PNG", "confusion_png", "plot_confusion",
+           "plot_open_set", "plot_verification", "render_markdown", "write_report"]
+
 
 def confusion_png(decider: str) -> str:
     return f"confusion_{decider}.png"
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # heavy (seconds to import): only written reports draw plots
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): no display is needed
 
     return plt
 
@@ -40,7 +43,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path) -> Path:
-    from sklearn.metrics import ConfusionMatrixDisplay
+    from sklearn.metrics import ConfusionMatrixDisplay  # heavy (pulls in scipy): only for this plot
 
     plt = _plt()
     size = max(4.0, 0.6 * len(names) + 2)
@@ -111,61 +114,83 @@ def _undetected(items: list[dict]) -> list[str]:
     return out + [""]
 
 
+def _notes(notes: list[str]) -> list[str]:
+    return [f"- {n}" for n in notes] + ([""] if notes else [])
+
+
+def _closed_set_md(rep) -> list[str]:
+    c = rep.closed
+    deciders = list(c.predictions)
+    L = ["## Closed set", "", f"{len(c.labels)} faces of enrolled people from `{rep.data}`; no threshold applies.", ""]
+    ks = sorted(next(iter(c.top_k.values())).keys()) if c.top_k else []
+    L += _table(["decider", "accuracy", *[f"top-{k}" for k in ks], "macro F1"],
+                [[d, f"{c.accuracy(d):.4f}", *[f"{c.top_k[d][k]:.4f}" for k in ks],
+                  f"{c.classification_report(d).get('macro avg', {}).get('f1-score', 0.0):.4f}"] for d in deciders])
+    people = sorted(set(c.labels))
+    L += ["Per person (precision / recall / F1, scikit-learn's classification_report):", ""]
+    reports = {d: c.classification_report(d) for d in deciders}
+    L += _table(["person", "support", *deciders],
+                [[p, int(reports[deciders[0]][p]["support"]),
+                  *[f"{reports[d][p]['precision']:.2f} / {reports[d][p]['recall']:.2f} / {reports[d][p]['f1-score']:.2f}"
+                    for d in deciders]] for p in people])
+    L += [" ".join(f"![confusion matrix, {d}]({confusion_png(d)})" for d in deciders), ""]
+    return L + _undetected(rep.undetected.get("closed_set", []))
+
+
+def _current_threshold_md(o) -> list[str]:
+    """How the current threshold was chosen, and the FPIR the cohort predicted against the one measured."""
+    ti = o.threshold_info
+    if not ti:
+        return []
+    measured = o.deciders[o.deployed].at_current.fpir
+    pred = "no FPIR table for this model" if o.predicted_fpir is None else f"{o.predicted_fpir:.4f}"
+    return [f"Current threshold {o.threshold:.4f} ({ti['source']}"
+            + (f" {ti['target_fpir']:g}" if ti["source"] == "target FPIR" else "")
+            + f", for {ti['people']} people with {ti['faces_per_person']:.1f} faces each): FPIR predicted from the "
+            f"stranger cohort {pred}, measured here {measured:.4f} ({o.deployed}, {o.n_unknown} unknown faces).", ""]
+
+
+def _open_set_md(rep) -> list[str]:
+    o = rep.open
+    L = ["## Open set", "", f"{o.n_known} faces of known people, {o.n_unknown} faces of unknown people ({o.unknown_source}).",
+         "FPIR: unknown faces given a name. DIR: known faces given their own name.", ""]
+    L += _table(["decider", f"FPIR @ {o.threshold:.4f} (current)", f"DIR @ {o.threshold:.4f}",
+                 f"threshold for FPIR ≤ {o.target_fpir:g}", "FPIR there", "DIR there"],
+                [[d + (" (identify uses this)" if d == o.deployed else ""), f"{s.at_current.fpir:.4f}", f"{s.at_current.dir:.4f}",
+                  f"{s.recommended.threshold:.4f}", f"{s.recommended.fpir:.4f}", f"{s.recommended.dir:.4f}"]
+                 for d, s in o.deciders.items()])
+    L += [f"**Recommended threshold: {o.recommended_threshold:.4f}** ({o.deployed}, target FPIR {o.target_fpir:g})"
+          + ("; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
+    L += _current_threshold_md(o)
+    L += _notes(o.notes)
+    L += [f"![FPIR and DIR]({OPENSET_PNG})", ""]
+    return L + _undetected(rep.undetected.get("unknown", []))
+
+
+def _verification_md(v) -> list[str]:
+    L = ["## Verification on pairs", "",
+         f"`{v.pairs_file}`: {v.n_folds} folds × {v.per_class} matched + {v.per_class} mismatched pairs; "
+         f"{len(v.similarities)} of {v.n_pairs} pairs scored ({int(v.same.sum())} matched, {int((~v.same).sum())} mismatched).", ""]
+    rows = [["10-fold accuracy" if v.n_folds == 10 else f"{v.n_folds}-fold accuracy", f"{v.accuracy_mean:.4f} ± {v.accuracy_std:.4f}"]]
+    rows += [[f"TAR @ FAR {far:g}", f"{t[0]:.4f} (threshold {t[1]:.4f}, FAR reached {t[2]:.4f})"] for far, t in v.tar.items()]
+    L += _table(["figure", "value"], rows)
+    L += _notes(v.notes)
+    L += [f"![similarities of pairs]({VERIFICATION_PNG})", ""]
+    return L + _undetected(v.skipped)
+
+
 def render_markdown(rep) -> str:
+    """An EvaluationReport as Markdown: a header, then each section that was scored."""
     L = [f"# Evaluation of `{rep.model_dir}`", "",
          f"backbone **{rep.backbone}**, model id `{rep.model_id}`, k = {rep.knn_k}, threshold {rep.threshold:.4f}"
          + ("" if rep.has_classifier else " — no classifier: kNN only"), ""]
-    L += [f"- {n}" for n in rep.notes] + ([""] if rep.notes else [])
-    c = rep.closed
-    if c is not None:
-        deciders = list(c.predictions)
-        L += ["## Closed set", "", f"{len(c.labels)} faces of enrolled people from `{rep.data}`; no threshold applies.", ""]
-        ks = sorted(next(iter(c.top_k.values())).keys()) if c.top_k else []
-        L += _table(["decider", "accuracy", *[f"top-{k}" for k in ks], "macro F1"],
-                    [[d, f"{c.accuracy(d):.4f}", *[f"{c.top_k[d][k]:.4f}" for k in ks],
-                      f"{c.classification_report(d).get('macro avg', {}).get('f1-score', 0.0):.4f}"] for d in deciders])
-        people = sorted(set(c.labels))
-        L += ["Per person (precision / recall / F1, scikit-learn's classification_report):", ""]
-        reports = {d: c.classification_report(d) for d in deciders}
-        L += _table(["person", "support", *deciders],
-                    [[p, int(reports[deciders[0]][p]["support"]),
-                      *[f"{reports[d][p]['precision']:.2f} / {reports[d][p]['recall']:.2f} / {reports[d][p]['f1-score']:.2f}"
-                        for d in deciders]] for p in people])
-        L += [" ".join(f"![confusion matrix, {d}]({confusion_png(d)})" for d in deciders), ""]
-        L += _undetected(rep.undetected.get("closed_set", []))
-    o = rep.open
-    if o is not None:
-        L += ["## Open set", "", f"{o.n_known} faces of known people, {o.n_unknown} faces of unknown people ({o.unknown_source}).",
-              "FPIR: unknown faces given a name. DIR: known faces given their own name.", ""]
-        L += _table(["decider", f"FPIR @ {o.threshold:.4f} (current)", f"DIR @ {o.threshold:.4f}",
-                     f"threshold for FPIR ≤ {o.target_fpir:g}", "FPIR there", "DIR there"],
-                    [[d + (" (identify uses this)" if d == o.deployed else ""), f"{s.at_current.fpir:.4f}", f"{s.at_current.dir:.4f}",
-                      f"{s.recommended.threshold:.4f}", f"{s.recommended.fpir:.4f}", f"{s.recommended.dir:.4f}"]
-                     for d, s in o.deciders.items()])
-        L += [f"**Recommended threshold: {o.recommended_threshold:.4f}** ({o.deployed}, target FPIR {o.target_fpir:g})"
-              + ("; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
-        ti = o.threshold_info
-        if ti:
-            measured = o.deciders[o.deployed].at_current.fpir
-            pred = "no FPIR table for this model" if o.predicted_fpir is None else f"{o.predicted_fpir:.4f}"
-            L += [f"Current threshold {o.threshold:.4f} ({ti['source']}"
-                  + (f" {ti['target_fpir']:g}" if ti["source"] == "target FPIR" else "")
-                  + f", for {ti['people']} people with {ti['faces_per_person']:.1f} faces each): FPIR predicted from the "
-                  f"stranger cohort {pred}, measured here {measured:.4f} ({o.deployed}, {o.n_unknown} unknown faces).", ""]
-        L += [f"- {n}" for n in o.notes] + ([""] if o.notes else [])
-        L += [f"![FPIR and DIR]({OPENSET_PNG})", ""]
-        L += _undetected(rep.undetected.get("unknown", []))
-    v = rep.verification
-    if v is not None:
-        L += ["## Verification on pairs", "",
-              f"`{v.pairs_file}`: {v.n_folds} folds × {v.per_class} matched + {v.per_class} mismatched pairs; "
-              f"{len(v.similarities)} of {v.n_pairs} pairs scored ({int(v.same.sum())} matched, {int((~v.same).sum())} mismatched).", ""]
-        rows = [["10-fold accuracy" if v.n_folds == 10 else f"{v.n_folds}-fold accuracy", f"{v.accuracy_mean:.4f} ± {v.accuracy_std:.4f}"]]
-        rows += [[f"TAR @ FAR {far:g}", f"{t[0]:.4f} (threshold {t[1]:.4f}, FAR reached {t[2]:.4f})"] for far, t in v.tar.items()]
-        L += _table(["figure", "value"], rows)
-        L += [f"- {n}" for n in v.notes] + ([""] if v.notes else [])
-        L += [f"![similarities of pairs]({VERIFICATION_PNG})", ""]
-        L += _undetected(v.skipped)
+    L += _notes(rep.notes)
+    if rep.closed is not None:
+        L += _closed_set_md(rep)
+    if rep.open is not None:
+        L += _open_set_md(rep)
+    if rep.verification is not None:
+        L += _verification_md(rep.verification)
     return "\n".join(L)
 
 
@@ -183,8 +208,7 @@ def write_report(rep, out_dir: str | Path) -> list[Path]:
     if rep.verification is not None and len(rep.verification.similarities):
         files.append(plot_verification(rep.verification, out / VERIFICATION_PNG))
     md = out / REPORT_MD
-    tmp = md.with_name(f".{md.name}.tmp")
-    tmp.write_text(render_markdown(rep), encoding="utf-8")
-    tmp.replace(md)
+    with atomic_write(md) as fh:
+        fh.write(render_markdown(rep).encode("utf-8"))
     write_json_atomic(out / REPORT_JSON, rep.to_dict())
     return [md, out / REPORT_JSON, *files]

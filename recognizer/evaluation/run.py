@@ -12,6 +12,7 @@ rule refuses its answer anyway, since none of the k neighbours is theirs (simila
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -21,6 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from facecore.errors import FaceToolError
+from gallery import open_gallery
+from recognizer.config import load_config, save_config, writer_lock
+from recognizer.decision import decide
+from recognizer.evaluation.closed_set import ClosedSetScores, closed_set_from_decisions
+from recognizer.evaluation.open_set import OpenSetScores, open_set_scores
+from recognizer.evaluation.report import render_markdown, write_report
+from recognizer.evaluation.verification import VerificationScores, verify_pairs
+from recognizer.recognizer import Recognizer
+from recognizer.threshold import threshold_info
+from recognizer.training.dataset import SPLIT_FILE, list_people
+
+__all__ = ["HOLDOUT_SHARE", "EvaluationOptions", "EvaluationReport", "FaceSet", "embed_labelled", "evaluate_model",
+           "evaluate_recognizer", "labelled_photos", "set_threshold"]
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +90,11 @@ def labelled_photos(data_dir: str | Path, model_dir: str | Path) -> tuple[list[s
     (train/ only), the validation photos finetune.py held out (its split.json); else
     DATA_DIR/<person>/*.
     """
-    from recognizer.training.dataset import SPLIT_FILE, list_people
-
     data = Path(data_dir)
     if (data / "val").is_dir():
         s = list_people(data / "val")
         return s.paths, s.labels, f"{data / 'val'}"
     if (data / "train").is_dir():
-        import json
-
         split = Path(model_dir) / SPLIT_FILE
         if not split.is_file():
             raise FaceToolError(f"{data}: has train/ but no val/, and {split} (finetune's held-out photos) is missing; "
@@ -104,9 +114,9 @@ class EvaluationReport:
     threshold: float
     knn_k: int
     data: str
-    closed: object | None = None  # ClosedSetScores
-    open: object | None = None  # OpenSetScores
-    verification: object | None = None  # VerificationScores
+    closed: ClosedSetScores | None = None
+    open: OpenSetScores | None = None
+    verification: VerificationScores | None = None
     undetected: dict[str, list[dict]] = field(default_factory=dict)  # section -> photos without a face
     notes: list[str] = field(default_factory=list)
     threshold_set: float | None = None  # written into model.json by --set-threshold
@@ -123,20 +133,14 @@ class EvaluationReport:
 
     def markdown(self) -> str:
         """The report as Markdown (what `evaluate.py` prints)."""
-        from recognizer.evaluation.report import render_markdown
-
         return render_markdown(self)
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """report.md, report.json and the plots into `out_dir`; the paths written."""
-        from recognizer.evaluation.report import write_report
-
         return write_report(self, out_dir)
 
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: EvaluationOptions, cache=None) -> EvaluationReport:
-    from recognizer.recognizer import Recognizer
-
     rec = Recognizer.open(model_dir, cache=cache)
     try:
         photos = labelled_photos(data_dir, model_dir) if data_dir is not None else None
@@ -148,9 +152,6 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: Eva
 def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, opts: EvaluationOptions) -> EvaluationReport:
     """`evaluate_model` on an open Recognizer (e.g. a migration candidate's pinned view), on
     `photos` = (paths, labels, description) of labelled photos (None: only the pairs, if any)."""
-    from recognizer.decision import decide
-    from recognizer.evaluation.closed_set import closed_set_from_decisions
-
     cfg = rec.config
     report = EvaluationReport(str(rec.dir), cfg.backbone, cfg.model_id, rec.classifier is not None,
                               rec.threshold_info().threshold, cfg.knn_k, "")
@@ -174,8 +175,6 @@ def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, op
         report.closed = closed_set_from_decisions(dec, kf.labels)
         report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
     if opts.pairs_file:
-        from recognizer.evaluation.verification import verify_pairs
-
         if not opts.pairs_root:
             raise FaceToolError("--pairs needs --pairs-root, the folder holding <name>/<name>_0001.jpg")
         report.verification = verify_pairs(rec.pipeline, opts.pairs_file, opts.pairs_root, progress=opts.progress)
@@ -184,35 +183,40 @@ def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, op
 
 
 def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str], opts: EvaluationOptions, report):
-    from recognizer.decision import decide
-    from recognizer.evaluation.open_set import open_set_scores
-    from recognizer.threshold import threshold_info
-
-    cfg = rec.config
     # Labelled people who are not enrolled are strangers to the model: unknown faces too.
     uf_parts = [faces.subset(np.array([lab in strangers for lab in faces.labels], bool))] if strangers else []
     if opts.unknown_dir:
-        from recognizer.training.dataset import list_people
+        return _open_set_on_unknown_dir(rec, faces, kf, known_dec, strangers, opts, report, uf_parts)
+    return _open_set_held_out(rec, faces, kf, strangers, opts, report, uf_parts)
 
-        s = list_people(Path(opts.unknown_dir))
-        enrolled = set(rec.gallery.people())
-        clash = sorted(set(s.labels) & enrolled)
-        if clash:
-            report.notes.append(f"{opts.unknown_dir}: {', '.join(clash)} are enrolled, so their photos are not unknown; left out")
-        keep = [i for i, lab in enumerate(s.labels) if lab not in enrolled]
-        unk = embed_labelled(rec.pipeline, [s.paths[i] for i in keep], [s.labels[i] for i in keep], opts.progress)
-        uf_parts.append(unk)
-        report.undetected["unknown"] = unk.undetected + [u for u in faces.undetected if u["person"] in strangers]
-        unknown = _concat(uf_parts, faces.embeddings.shape[1])
-        source = f"{opts.unknown_dir} ({len(set(unk.labels))} people)" + (f" and {', '.join(strangers)}" if strangers else "")
-        unk_dec = decide(rec.gallery, rec.classifier, unknown.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
-        info = rec.threshold_info()
-        out = open_set_scores(known_dec, kf.labels, unk_dec, threshold=info.threshold, target_fpir=opts.target_fpir,
-                              unknown_source=source)
-        out.threshold_info = info.to_dict()
-        return out
 
-    # No unknown folder: hold out a share of the enrolled people in a temporary copy of the gallery.
+def _open_set_on_unknown_dir(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str],
+                             opts: EvaluationOptions, report, uf_parts: list[FaceSet]):
+    """Open set with the photos of `opts.unknown_dir` (less anyone enrolled) and the strangers as unknown faces."""
+    cfg = rec.config
+    s = list_people(Path(opts.unknown_dir))
+    enrolled = set(rec.gallery.people())
+    clash = sorted(set(s.labels) & enrolled)
+    if clash:
+        report.notes.append(f"{opts.unknown_dir}: {', '.join(clash)} are enrolled, so their photos are not unknown; left out")
+    keep = [i for i, lab in enumerate(s.labels) if lab not in enrolled]
+    unk = embed_labelled(rec.pipeline, [s.paths[i] for i in keep], [s.labels[i] for i in keep], opts.progress)
+    uf_parts.append(unk)
+    report.undetected["unknown"] = unk.undetected + [u for u in faces.undetected if u["person"] in strangers]
+    unknown = _concat(uf_parts, faces.embeddings.shape[1])
+    source = f"{opts.unknown_dir} ({len(set(unk.labels))} people)" + (f" and {', '.join(strangers)}" if strangers else "")
+    unk_dec = decide(rec.gallery, rec.classifier, unknown.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
+    info = rec.threshold_info()
+    out = open_set_scores(known_dec, kf.labels, unk_dec, threshold=info.threshold, target_fpir=opts.target_fpir,
+                          unknown_source=source)
+    out.threshold_info = info.to_dict()
+    return out
+
+
+def _open_set_held_out(rec, faces: FaceSet, kf: FaceSet, strangers: list[str], opts: EvaluationOptions, report,
+                       uf_parts: list[FaceSet]):
+    """Open set without an unknown folder: a share of the enrolled people held out of a temporary
+    copy of the gallery (None, with a note, when fewer than 3 people are enrolled in the data)."""
     people = sorted(set(kf.labels))
     if len(people) < 3:
         report.notes.append("open set skipped: holding people out needs at least 3 enrolled people in the data "
@@ -220,8 +224,18 @@ def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str],
         return None
     n_hold = min(len(people) - 2, max(1, round(opts.holdout_share * len(people))))
     held = sorted(np.random.default_rng(opts.seed).choice(people, n_hold, replace=False).tolist())
-    from gallery import open_gallery
+    kn, kn_dec, un_dec, info = _decide_without(rec, kf, held, uf_parts, faces.embeddings.shape[1])
+    report.undetected["unknown"] = [u for u in faces.undetected if u["person"] in set(held) | set(strangers)]
+    source = f"held out of a copy of the gallery: {', '.join(held)}" + (f"; not enrolled: {', '.join(strangers)}" if strangers else "")
+    out = open_set_scores(kn_dec, kn.labels, un_dec, threshold=info.threshold, target_fpir=opts.target_fpir, unknown_source=source)
+    out.threshold_info = info.to_dict()
+    return out
 
+
+def _decide_without(rec, kf: FaceSet, held: list[str], uf_parts: list[FaceSet], dim: int):
+    """(the known faces left, their decisions, the unknown faces' decisions, the threshold) against
+    a temporary copy of the gallery without the `held` people."""
+    cfg = rec.config
     with tempfile.TemporaryDirectory(prefix="facetool-eval-") as tmp:
         copy = Path(tmp) / "gallery"
         shutil.copytree(rec.gallery.path, copy)
@@ -231,18 +245,14 @@ def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str],
                 gal.remove_person(p)
             is_held = np.array([lab in held for lab in kf.labels], bool)
             kn, un = kf.subset(~is_held), kf.subset(is_held)
-            unknown = _concat(uf_parts + [un], faces.embeddings.shape[1])
+            unknown = _concat(uf_parts + [un], dim)
             kn_dec = decide(gal, rec.classifier, kn.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
             un_dec = decide(gal, rec.classifier, unknown.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
             # The threshold identify would use with this smaller gallery.
             info = threshold_info(cfg, rec.fpir_table, gal.people())
         finally:
             gal.close()
-    report.undetected["unknown"] = [u for u in faces.undetected if u["person"] in set(held) | set(strangers)]
-    source = f"held out of a copy of the gallery: {', '.join(held)}" + (f"; not enrolled: {', '.join(strangers)}" if strangers else "")
-    out = open_set_scores(kn_dec, kn.labels, un_dec, threshold=info.threshold, target_fpir=opts.target_fpir, unknown_source=source)
-    out.threshold_info = info.to_dict()
-    return out
+    return kn, kn_dec, un_dec, info
 
 
 def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
@@ -254,8 +264,6 @@ def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
 
 def set_threshold(model_dir: str | Path, threshold: float) -> None:
     """Store `threshold` in model.json (written atomically: readers see the old or the new file)."""
-    from recognizer.config import load_config, save_config, writer_lock
-
     if not -1.0 <= threshold <= 1.0:
         raise FaceToolError(f"{threshold} is not a cosine similarity in [-1, 1]")
     with writer_lock(model_dir):  # read-modify-write: a finetune's switch must not be written over

@@ -26,6 +26,9 @@ import numpy as np
 from facecore.errors import FaceToolError
 from recognizer.evaluation.open_set import threshold_for_rate
 
+__all__ = ["FARS", "Pair", "VerificationScores", "best_threshold", "kfold_accuracy", "lfw_path", "read_pairs",
+           "score_pairs", "tar_at_far", "verify_pairs"]
+
 FARS = (1e-2, 1e-3)
 
 

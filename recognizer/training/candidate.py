@@ -33,6 +33,7 @@ import numpy as np
 from facecore.atomic import write_json_atomic
 from recognizer.config import GALLERY_DIR, MODEL_FILE, ModelConfig, chip_store, load_config, save_config, writer_lock
 from facecore.errors import ModelError
+from gallery.base import face_key
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,6 @@ class Candidate:
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "base": self.base, "base_faces": self.base_faces, "chips": self.chips,
                 "kind": self.kind, "built_at": self.built_at, "comparison": self.comparison, "report": self.report}
-
-
-def face_key(content_hash: str, box) -> tuple:
-    """One face of one photo, whatever gallery or name it is under (boxes come from one detector)."""
-    return content_hash, tuple(round(float(v), 1) for v in box)
 
 
 def base_of(cfg: ModelConfig) -> dict:
@@ -323,7 +319,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
     from gallery import FaceRecord, create_gallery, open_gallery
     from recognizer.chips import embed_chips
     from recognizer.config import DEFAULT_THRESHOLDS
-    from recognizer.embedding.backbones import make_embedder
+    from recognizer.embedding.backbones import default_weights, make_embedder
     from recognizer.training.run import starting_point
     from recognizer.training.versions import build_lease
 
@@ -331,7 +327,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
     live = starting_point(d)
     if live is None:
         raise ModelError(f"{d}: no model here to re-embed")
-    weights = (weights or "vggface2") if backbone == "facenet" else None
+    weights = default_weights(backbone, weights)
     embedder = make_embedder(backbone, weights, weights_dir)
     with writer_lock(d):
         live = load_config(d)

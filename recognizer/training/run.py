@@ -152,7 +152,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
     from recognizer.training.curves import plot_curves
     from recognizer.training.dataset import load_split
     from recognizer.detection.mtcnn import Detector
-    from recognizer.embedding.backbones import FacenetEmbedder, make_embedder
+    from recognizer.embedding.backbones import FacenetEmbedder, default_weights, make_embedder
     from recognizer.training.head import CosineClassifier, class_means, make_head
     from recognizer.pipeline import FacePipeline
     from recognizer.training.loop import train
@@ -174,7 +174,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
         with open_gallery(d / old_cfg.gallery) as old:
             refuse_lookalikes(sorted(set(split.train.labels)), old.people())
 
-    weights = (opts.weights or "vggface2") if opts.backbone == "facenet" else None
+    weights = default_weights(opts.backbone, opts.weights)
     base = make_embedder(opts.backbone, weights, opts.weights_dir, seed=s.seed)
     detector = Detector(old_cfg.detector_settings()) if old_cfg else Detector()
     pipeline = FacePipeline(detector, base, opts.crop_cache or CropCache())
@@ -388,7 +388,7 @@ def _snapshot(d: Path, cfg: ModelConfig, detector) -> _Start:
     with writer_lock(d):
         stamp = config_stamp(d)
         with open_gallery(d / cfg.gallery, model_id=cfg.model_id) as g:
-            failed = backfill_chips(d, g, detector)
+            failed = backfill_chips(d, g, detector, chip_store(d))
             records = g.records()
             ids, vecs = g.vectors()
     return _Start(d, cfg, stamp, records, dict(zip(ids.tolist(), vecs)), failed)

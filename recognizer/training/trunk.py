@@ -22,8 +22,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from facecore.atomic import atomic_write
+from recognizer.cache import crop_hash, default_trunk_cache_dir, entry_checksum, make_private_dirs
+from recognizer.embedding.backbones import l2_normalize
+
+__all__ = ["DEFAULT_UNFREEZE", "FACENET_BLOCKS", "N_VIEWS", "TRAINABLE_BLOCKS", "SplitNet", "TrunkCache",
+           "parse_unfreeze"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ def parse_unfreeze(spec: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _make_tail(net, blocks: Sequence[str], trainable: Sequence[str]):
-    import torch
+    import torch  # heavy, and not needed to identify on ONNX Runtime
     from torch import nn
 
     class Tail(nn.Module):
@@ -101,7 +107,7 @@ class SplitNet:
 
     @classmethod
     def facenet(cls, embedder, unfreeze: Sequence[str] = DEFAULT_UNFREEZE) -> "SplitNet":
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
         from torch import nn
 
         net = embedder.module
@@ -118,7 +124,7 @@ class SplitNet:
 
     @classmethod
     def sface(cls, embedder) -> "SplitNet":
-        from torch import nn
+        from torch import nn  # heavy, and not needed to identify on ONNX Runtime
 
         return cls("sface", embedder, None, nn.Identity(), (), "none")
 
@@ -138,16 +144,14 @@ class SplitNet:
         """float32 trunk output for a batch of uint8 crops (no cache)."""
         if self.trunk is None:
             return self.embedder.embed(crops)
-        import torch
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         with torch.inference_mode():
             return self.trunk(self.embedder.standardize(crops)).numpy()
 
     def embed_features(self, feats: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Unit embeddings of cached trunk features, with the tail in eval mode."""
-        import torch
-
-        from recognizer.embedding.backbones import l2_normalize
+        import torch  # heavy, and not needed to identify on ONNX Runtime
 
         was = self.tail.training
         self.tail.eval()
@@ -157,16 +161,6 @@ class SplitNet:
         finally:
             self.tail.train(was)
         return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.embedder.dim), np.float32)
-
-
-def crop_hash(crop: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(crop, dtype=np.uint8).tobytes()).hexdigest()
-
-
-def default_trunk_cache_dir() -> Path:
-    from recognizer.cache import default_cache_dir
-
-    return default_cache_dir().parent / "trunk"
 
 
 class TrunkCache:
@@ -184,8 +178,6 @@ class TrunkCache:
 
     def features(self, crops: np.ndarray, *, progress: bool = False) -> np.ndarray:
         """float32 (n, N_VIEWS, ...) trunk features of uint8 crops (n, s, s, 3)."""
-        from tqdm import tqdm
-
         digests = [crop_hash(c) for c in crops]
         todo = [i for i, d in enumerate(digests) if d not in self.memory and not self._load(d)]
         self.hits += len(crops) - len(todo)
@@ -207,8 +199,6 @@ class TrunkCache:
         return f"{self.net.trunk_key}-{digest}"
 
     def _load(self, digest: str) -> bool:
-        from recognizer.cache import entry_checksum
-
         try:
             with np.load(self._path(digest), allow_pickle=False) as z:
                 if "checksum" not in z.files:  # written by an older version: recomputed and rewritten
@@ -228,11 +218,7 @@ class TrunkCache:
     def _save(self, digest: str, views: np.ndarray) -> None:
         path = self._path(digest)
         try:
-            from recognizer.cache import make_private_dirs
-
             make_private_dirs(path.parent)  # features of face crops: owner only, parents included
-            from recognizer.cache import entry_checksum
-
             views = np.asarray(views, np.float32)
             key = self._key(digest)
             with atomic_write(path) as fh:

@@ -13,11 +13,18 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
+from PIL import Image
+from tqdm import tqdm
+
 from facecore.errors import VideoError
+from recognizer.video import render
 from recognizer.video.reader import DEFAULT_SAMPLE_FPS, Frame, VideoInfo, VideoLimits, VideoReader
 from recognizer.video.tracking import Observation, Track, Tracker, TrackerSettings, colour_signature, is_cut
+
+__all__ = ["VideoIdentification", "identify_video"]
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +48,17 @@ class VideoIdentification:
 
     def write_annotated(self, out: str | os.PathLike, limits: VideoLimits = VideoLimits()) -> int:
         """Write the video again with each track's box and name drawn (MPEG-4); returns the frames written."""
-        from recognizer.video.render import write_annotated_video
-
         if self.path is None or isinstance(self.path, int):
             raise VideoError(self.source, "only a video file can be annotated again; a camera's frames are not kept")
-        return write_annotated_video(self.path, self, out, limits)
+        return render.write_annotated_video(self.path, self, out, limits)
 
-    def contact_sheet(self):
+    def contact_sheet(self) -> Image.Image:
         """A PIL image: one row per track, its name and span, and faces spread over its length."""
-        from recognizer.video.render import contact_sheet
+        return render.contact_sheet(self)
 
-        return contact_sheet(self)
-
-    def write_contact_sheet(self, out_dir: str | os.PathLike):
+    def write_contact_sheet(self, out_dir: str | os.PathLike) -> Path:
         """Save the contact sheet as OUT_DIR/<video name>.tracks.jpg; returns its path."""
-        from recognizer.video.render import write_contact_sheet
-
-        return write_contact_sheet(self, out_dir)
+        return render.write_contact_sheet(self, out_dir)
 
     def to_dict(self) -> dict:
         out = {
@@ -91,8 +92,6 @@ def identify_video(
     a video cut short gives the tracks of what was decoded, with `truncated` set. A camera is
     read until `limits.max_seconds` or Ctrl-C.
     """
-    from tqdm import tqdm
-
     thr = recognizer.threshold_for(threshold)  # the one the per-face decisions apply
     started = time.perf_counter()
     with VideoReader(source, sample_fps=sample_fps, limits=limits, name=name) as reader:

@@ -23,6 +23,9 @@ from PIL import Image
 
 from facecore.errors import VideoError
 
+__all__ = ["DEFAULT_SAMPLE_FPS", "VIDEO_SUFFIXES", "Frame", "VideoInfo", "VideoLimits", "VideoReader", "is_video_file",
+           "is_video_input", "sniff_video"]
+
 log = logging.getLogger(__name__)
 
 # A few frames a second follow faces well (people rarely move out of their box in 0.2 s) at a
@@ -140,8 +143,6 @@ class VideoReader:
 
     def __init__(self, source: str | os.PathLike | int, *, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
                  limits: VideoLimits = VideoLimits(), name: str | None = None) -> None:
-        import cv2
-
         if sample_fps is not None and not (isinstance(sample_fps, (int, float)) and math.isfinite(sample_fps) and sample_fps > 0):
             raise ValueError(f"sample fps {sample_fps!r}: must be a positive number of frames per second")
         self.limits = limits
@@ -150,24 +151,42 @@ class VideoReader:
         self.name = name or (f"camera {source}" if self.camera else str(source))
         self.decoded = 0
         self.truncated = False
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, limits.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, limits.timeout_ms]
+        self._ended = False  # the decoder ran out of frames (rather than a limit stopping the reading)
+        self._cap = self._open(source)
+        self.info = self._read_info()
+        self._check_frame_size_and_duration()
+
+    def _open(self, source: str | os.PathLike | int):
+        """OpenCV's capture of the camera or of the (checked) file; VideoError when it cannot be opened."""
+        import cv2  # OpenCV is heavy and only needed once a video is read
+
         if self.camera:
             cap = cv2.VideoCapture(int(source), cv2.CAP_ANY)
             if not cap.isOpened():
                 raise VideoError(self.name, "no such camera, or it cannot be opened")
-        else:
-            path = Path(source)
-            self._check_file(path)
-            cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
-            if not cap.isOpened():
-                raise VideoError(self.name, "cannot be opened as a video (damaged, truncated before its index, or a codec FFmpeg lacks)")
-        self._cap = cap
+            return cap
+        path = Path(source)
+        self._check_file(path)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.limits.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.limits.timeout_ms]
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            raise VideoError(self.name, "cannot be opened as a video (damaged, truncated before its index, or a codec FFmpeg lacks)")
+        return cap
+
+    def _read_info(self) -> VideoInfo:
+        import cv2  # OpenCV is heavy and only needed once a video is read
+
+        cap = self._cap
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         # Containers sometimes carry nonsense here (0, NaN, 90000); frame times then come from the
         # decoder's timestamps instead.
-        self.info = VideoInfo(self.name, fps if 0 < fps <= 1000 else 0.0, max(count, 0), w, h)
+        return VideoInfo(self.name, fps if 0 < fps <= 1000 else 0.0, max(count, 0), w, h)
+
+    def _check_frame_size_and_duration(self) -> None:
+        """Refuse (and close) a video whose declared frame size or length is over the limits."""
+        w, h, limits = self.info.width, self.info.height, self.limits
         if w * h > limits.max_pixels:
             self.close()
             raise VideoError(self.name, f"frames are {w}x{h} pixels, over the limit of {limits.max_pixels} pixels", too_large=True)
@@ -219,18 +238,42 @@ class VideoReader:
         """The sampled frames, in order: the first frame at or after each multiple of 1 / sample_fps
         seconds (every frame when sample_fps is None). Pictures are RGB PIL images, or with `bgr`
         OpenCV's own BGR arrays."""
-        import cv2
-
         cap = self._cap
         if cap is None:
             raise ValueError(f"{self.name}: the reader is closed")
-        fps = self.info.fps
         step = 0.0 if self.sample_fps is None else 1.0 / self.sample_fps
         next_time = 0.0
+        self._ended = False
+        for index, now in self._grabbed(cap):
+            if now + 1e-6 < next_time:
+                continue
+            ok, pixels = cap.retrieve()
+            if not ok or pixels is None:
+                self._ended = True
+                break
+            h, w = pixels.shape[:2]
+            if w * h > self.limits.max_pixels:  # a stream may change size midway
+                raise VideoError(self.name, f"frame {index} is {w}x{h} pixels, over the limit of {self.limits.max_pixels} pixels", too_large=True)
+            next_time += step
+            if next_time <= now:  # behind (a slow camera, a jump in timestamps): sample from here on
+                next_time = now + step
+            yield Frame(index, now, _as_bgr(pixels) if bgr else Image.fromarray(_as_rgb(pixels), "RGB"))
+        declared = self.info.frame_count
+        # Containers round their frame count; a couple of frames short is a normal end, not damage.
+        if self._ended and not self.camera and declared and self.decoded < declared - 2:
+            self.truncated = True
+            log.warning("%s: decoding stopped at frame %d of the %d it declares (truncated or damaged)", self.name, self.decoded, declared)
+
+    def _grabbed(self, cap) -> Iterator[tuple[int, float]]:
+        """(index, time in seconds) of every frame decoded, until `max_seconds` is reached or the
+        decoder runs out of frames (which sets `_ended`). Grabbing decodes a frame; its colour
+        conversion waits for `retrieve()`, which only sampled frames get."""
+        import cv2  # OpenCV is heavy and only needed once a video is read
+
+        fps = self.info.fps
+        limit = self.limits.max_seconds
         start = time.monotonic()
         index = -1
-        ended = False  # the decoder ran out of frames (rather than a limit stopping the reading)
-        limit = self.limits.max_seconds
         while True:
             if self.camera:
                 now = time.monotonic() - start
@@ -239,51 +282,36 @@ class VideoReader:
             else:
                 now = None  # read from the decoder once the frame is grabbed
             if limit is not None and now is not None and now >= limit:
-                break
-            if not cap.grab():  # decodes the frame; the colour conversion waits for retrieve()
-                ended = True
-                break
+                return
+            if not cap.grab():
+                self._ended = True
+                return
             index += 1
             self.decoded += 1
             if now is None:
                 now = float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
                 if limit is not None and now >= limit:
-                    break
-            if now + 1e-6 < next_time:
-                continue
-            ok, pixels = cap.retrieve()
-            if not ok or pixels is None:
-                ended = True
-                break
-            h, w = pixels.shape[:2]
-            if w * h > self.limits.max_pixels:  # a stream may change size midway
-                raise VideoError(self.name, f"frame {index} is {w}x{h} pixels, over the limit of {self.limits.max_pixels} pixels", too_large=True)
-            next_time += step
-            if next_time <= now:  # behind (a slow camera, a jump in timestamps): sample from here on
-                next_time = now + step
-            if bgr:
-                yield Frame(index, now, pixels if pixels.ndim == 3 and pixels.shape[2] == 3 else _to_bgr(pixels))
-                continue
-            rgb = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB) if pixels.ndim == 3 and pixels.shape[2] == 3 else _to_rgb(pixels)
-            yield Frame(index, now, Image.fromarray(rgb, "RGB"))
-        declared = self.info.frame_count
-        # Containers round their frame count; a couple of frames short is a normal end, not damage.
-        if ended and not self.camera and declared and self.decoded < declared - 2:
-            self.truncated = True
-            log.warning("%s: decoding stopped at frame %d of the %d it declares (truncated or damaged)", self.name, self.decoded, declared)
+                    return
+            yield index, now
 
 
-def _to_bgr(arr: np.ndarray) -> np.ndarray:
-    import cv2
+def _as_bgr(arr: np.ndarray) -> np.ndarray:
+    """OpenCV's picture as 3-channel BGR (grey and BGRA streams exist)."""
+    import cv2  # OpenCV is heavy and only needed once a video is read
 
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return arr
     if arr.ndim == 2 or arr.shape[2] == 1:
         return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(arr, cv2.COLOR_BGRA2BGR)
 
 
-def _to_rgb(arr: np.ndarray) -> np.ndarray:
-    import cv2
+def _as_rgb(arr: np.ndarray) -> np.ndarray:
+    """OpenCV's picture (BGR, grey or BGRA) as 3-channel RGB."""
+    import cv2  # OpenCV is heavy and only needed once a video is read
 
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     if arr.ndim == 2 or arr.shape[2] == 1:
         return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)

@@ -1,25 +1,39 @@
 """Drawing a video's tracks: the video with named boxes, and a contact sheet of the tracks.
 
-Colours follow the photo annotations (recognizer.annotate): known people green, unknown red.
+Colours are the photo annotations' (recognizer.drawing): known people green, unknown red.
 Between two sampled frames of a track its box moves linearly, so the annotated video shows
 every frame boxed, not only the sampled ones.
+
+This module draws what `TrackedVideo` describes and does not import the analysis: the analysis
+(recognizer.video.analysis, whose VideoIdentification is a TrackedVideo) sits above it and calls it.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facecore.atomic import atomic_path
 from facecore.errors import VideoError
-from recognizer.video.analysis import VideoIdentification
-from recognizer.video.reader import VideoLimits, VideoReader
+from recognizer.drawing import KNOWN, UNKNOWN
+from recognizer.video.reader import VideoInfo, VideoLimits, VideoReader
 from recognizer.video.tracking import Track
 
-KNOWN = (40, 200, 80)
-UNKNOWN = (230, 50, 50)
+__all__ = ["TrackedVideo", "boxes_at", "contact_sheet", "track_label", "write_annotated_video",
+           "write_contact_sheet"]
+
+
+
+class TrackedVideo(Protocol):
+    """What drawing needs of a video's analysis: its name, stream facts, sampling rate and tracks."""
+
+    source: str
+    info: VideoInfo
+    sample_fps: float
+    tracks: list[Track]
 
 
 def track_label(track: Track) -> str:
@@ -42,11 +56,11 @@ def boxes_at(track: Track, frame: int, hold: int) -> np.ndarray | None:
     return (1 - w) * a.box + w * b.box
 
 
-def write_annotated_video(source: str | os.PathLike, result: VideoIdentification, out: str | os.PathLike,
+def write_annotated_video(source: str | os.PathLike, result: TrackedVideo, out: str | os.PathLike,
                           limits: VideoLimits = VideoLimits()) -> int:
     """Write `source` with each track's box and name drawn on every frame it spans, as MPEG-4
     video at the source's frame rate. Returns the number of frames written."""
-    import cv2
+    import cv2  # OpenCV is heavy and only needed to write a video
 
     fps = result.info.fps or result.sample_fps
     hold = max(1, round(fps / result.sample_fps)) - 1
@@ -76,7 +90,7 @@ def write_annotated_video(source: str | os.PathLike, result: VideoIdentification
 
 
 def _draw_box(bgr: np.ndarray, box: np.ndarray, label: str, rgb: tuple[int, int, int], thick: int, scale: float) -> None:
-    import cv2
+    import cv2  # OpenCV is heavy and only needed to write a video
 
     colour = rgb[::-1]
     x1, y1, x2, y2 = (int(round(float(v))) for v in box)
@@ -87,7 +101,7 @@ def _draw_box(bgr: np.ndarray, box: np.ndarray, label: str, rgb: tuple[int, int,
     cv2.putText(bgr, label, (x1 + 2, ty + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def contact_sheet(result: VideoIdentification, *, thumb: int = 80, per_row: int = 8) -> Image.Image:
+def contact_sheet(result: TrackedVideo, *, thumb: int = 80, per_row: int = 8) -> Image.Image:
     """One row per track: its name (or unknown), time span and number of faces, then up to
     `per_row` of its faces spread over its length."""
     label_w, pad = 260, 6
@@ -121,7 +135,7 @@ def contact_sheet(result: VideoIdentification, *, thumb: int = 80, per_row: int 
     return sheet
 
 
-def write_contact_sheet(result: VideoIdentification, out_dir: str | os.PathLike, name: str | None = None) -> Path:
+def write_contact_sheet(result: TrackedVideo, out_dir: str | os.PathLike, name: str | None = None) -> Path:
     """Save the contact sheet as OUT_DIR/<video name>.tracks.jpg; returns its path."""
     target = Path(out_dir) / (name or f"{Path(result.source).stem}.tracks.jpg")
     with atomic_path(target) as tmp:

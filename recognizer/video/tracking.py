@@ -21,6 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
+from recognizer.detection.boxes import iou_matrix
+
+__all__ = ["MAX_THUMBS", "Observation", "Track", "Tracker", "TrackerSettings", "colour_signature", "is_cut", "vote"]
+
 # Aligned crops kept per track for contact sheets, spread over the track's length.
 MAX_THUMBS = 12
 
@@ -121,21 +125,6 @@ class TrackerSettings:
             raise ValueError(f"bad tracker settings: {self}")
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box of `a` (n, 4) with every box of `b` (m, 4)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 class Tracker:
     """Links the faces of successive sampled frames into tracks (call `update` per frame, in order)."""
 
@@ -200,7 +189,7 @@ class Tracker:
 
 def colour_signature(image) -> np.ndarray:
     """A small hue-saturation histogram of a frame (a PIL image or RGB array), for `is_cut`."""
-    import cv2
+    import cv2  # OpenCV is heavy and only needed once a video is read
 
     arr = np.asarray(image)
     small = cv2.resize(arr, (160, max(1, round(160 * arr.shape[0] / max(arr.shape[1], 1)))), interpolation=cv2.INTER_AREA)

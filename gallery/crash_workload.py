@@ -1,0 +1,75 @@
+"""A deterministic gallery writer workload, for checking what a SIGKILL leaves.
+
+The writer (`WRITER`, run with `python -c`) applies change after change (add p0, add p1,
+rename p1 to q1, remove p0, ...) and logs each one after it returned; `expected_states` says
+what the gallery holds after any number of completed changes, and `matches` compares a reopened
+gallery with one of them. tests/test_gallery_crash.py and benchmarks/milvus_lite_kill.py share
+it (a module of the package, so neither has to put the other's folder on sys.path).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["BATCH", "DIM", "MODEL", "WRITER", "expected_states", "matches", "op_for", "vectors_for"]
+
+MODEL = "crash-model"
+DIM = 16
+BATCH = 5
+
+
+def op_for(i: int) -> tuple:
+    """The i-th change of the writer: add p{4m}, add p{4m+1}, rename p{4m+1}, remove p{4m}."""
+    m, r = divmod(i, 4)
+    if r in (0, 1):
+        return ("add", f"p{4 * m + r}", i)
+    if r == 2:
+        return ("rename", f"p{4 * m + 1}", f"q{4 * m + 1}")
+    return ("remove", f"p{4 * m}")
+
+
+def vectors_for(seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((BATCH, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def expected_states(n_ops: int) -> list[dict[int, tuple[str, int]]]:
+    """states[c] = {id: (person, seed)} after the first c changes."""
+    state: dict[int, tuple[str, int]] = {}
+    states, next_id = [dict(state)], 0
+    for i in range(n_ops):
+        op = op_for(i)
+        if op[0] == "add":
+            for j in range(BATCH):
+                state[next_id + j] = (op[1], op[2])
+            next_id += BATCH
+        elif op[0] == "rename":
+            state = {k: (op[2] if p == op[1] else p, s) for k, (p, s) in state.items()}
+        else:
+            state = {k: v for k, v in state.items() if v[0] != op[1]}
+        states.append(dict(state))
+    return states
+
+
+WRITER = """
+from gallery.crash_workload import op_for, vectors_for, MODEL
+from gallery import FaceRecord, open_gallery
+g = open_gallery({path!r}, MODEL)
+log = open({log!r}, "a")
+log.write("ready\\n"); log.flush()
+for i in range(10**6):
+    op = op_for(i)
+    if op[0] == "add":
+        g.add(vectors_for(op[2]), [FaceRecord(op[1], f"{{op[2]}}-{{j}}.jpg", f"h{{op[2]}}-{{j}}", (0, 0, 1, 1))
+                                   for j in range(5)], model_id=MODEL)
+    elif op[0] == "rename":
+        g.rename_person(op[1], op[2])
+    else:
+        g.remove_person(op[1])
+    log.write(f"{{i}}\\n"); log.flush()  # written only after the change returned
+"""
+
+
+def matches(actual: dict[int, tuple[str, np.ndarray]], want: dict[int, tuple[str, int]]) -> bool:
+    if sorted(actual) != sorted(want) or any(actual[i][0] != want[i][0] for i in want):
+        return False
+    return all(np.allclose(actual[i][1], vectors_for(s)[i % BATCH], atol=1e-6) for i, (_, s) in want.items())

@@ -1,0 +1,28 @@
+"""The one way the project opens an ONNX Runtime session (MTCNN's networks, facenet, SFace).
+
+Every session runs on the CPU with `threads` intra-op threads, one inter-op thread and sequential
+execution, its workers never spinning: on a shared machine spinning workers starve the other
+processes' threads (as with OpenMP's
+OMP_WAIT_POLICY, see recognizer/cli/_options.py). Detection asks for one thread
+per call so that a photo's result never depends on the thread count.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["cpu_session"]
+
+
+def cpu_session(model: bytes | str | Path, threads: int):
+    """An `onnxruntime.InferenceSession` on `model` (the file's bytes, or its path: from a path
+    ONNX Runtime holds the only copy of the weights)."""
+    import onnxruntime as ort  # optional and slow to import: only where a network runs
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(model) if isinstance(model, Path) else model, opts,
+                                providers=["CPUExecutionProvider"])
