@@ -18,7 +18,13 @@ from pathlib import Path
 
 import click
 
+import recognizer
+from facecore.errors import WeightsError
 from recognizer.cli._options import passive_openmp
+from recognizer.embedding.weights import resolve_weights
+from recognizer.sample_data import data_dir
+
+__all__ = ["main", "pick_backbone"]
 
 log = logging.getLogger("demo")
 
@@ -27,9 +33,6 @@ def pick_backbone(requested: str) -> tuple[str, str]:
     """facenet with VGGFace2 when its weights can be had, else sface; and why."""
     if requested != "auto":
         return requested, f"asked for with --backbone {requested}"
-    from facecore.errors import WeightsError
-    from recognizer.embedding.weights import resolve_weights
-
     try:
         resolve_weights("vggface2", timeout=15)
         return "facenet", "the VGGFace2 weights are available"
@@ -45,9 +48,6 @@ def pick_backbone(requested: str) -> tuple[str, str]:
 @click.option("--backbone", type=click.Choice(["auto", "sface", "facenet"]), default="auto", show_default=True)
 def main(data, out, backbone):
     passive_openmp()
-    import recognizer
-    from recognizer.sample_data import data_dir
-
     data = Path(data) if data else data_dir()
     out = Path(out)
     if not (data / "5-celebrity-faces").is_dir():

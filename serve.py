@@ -2,5 +2,7 @@
 """Serve a model over HTTP: a web page at /, a JSON API, OpenAPI docs at /docs. (The same as `facetool serve`; the code is in recognizer/cli/serve.py.)"""
 from recognizer.cli.serve import main
 
+__all__ = ["main"]
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,14 @@ import sys
 
 import click
 
+from facecore.errors import FaceToolError
+
+__all__ = [
+    "allow_similar_option", "friendly_errors", "gallery_option", "json_option", "model_option", "no_cache_option",
+    "passive_openmp", "ray_option", "ray_out_option", "ray_workers_option", "setup_logging", "start",
+    "verbose_option", "weights_dir_option",
+]
+
 
 def passive_openmp() -> None:
     """Make torch's OpenMP threads wait passively; call before torch is imported.
@@ -27,16 +35,24 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def friendly_errors(fn):
-    """Turn the tool's typed errors into a one-line message and exit status 2, never a traceback."""
+def start(verbose: int) -> None:
+    """What every command does first: passive OpenMP threads (before torch loads), then logging."""
+    passive_openmp()
+    setup_logging(verbose)
+
+
+def friendly_errors(fn=None, *, also: tuple[type[Exception], ...] = ()):
+    """Turn the tool's typed errors (and the exception types in `also`) into a one-line message
+    and exit status 1, never a traceback. `@friendly_errors` or `@friendly_errors(also=(ValueError,))`."""
+    if fn is None:
+        return functools.partial(friendly_errors, also=also)
+    caught = (FaceToolError, *also)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from facecore.errors import FaceToolError
-
         try:
             return fn(*args, **kwargs)
-        except FaceToolError as exc:
+        except caught as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper
@@ -49,6 +65,11 @@ weights_dir_option = click.option(
     "--weights-dir", type=click.Path(file_okay=False), default=None, help="Where facenet weights are cached (default $TORCH_HOME/checkpoints)."
 )
 verbose_option = click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+no_cache_option = click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
+allow_similar_option = click.option(
+    "--allow-similar", is_flag=True,
+    help="Accept a new name that looks like an enrolled person's (case, look-alike letters): they are different people.")
 gallery_option = click.option(
     "--gallery", metavar="URI", default=None,
     help="Keep the enrolled faces in Milvus: milvus://HOST:PORT/COLLECTION (a server) or milvus-lite:PATH.db "

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import click
 
+import recognizer
+
+__all__ = ["identify_one_video", "quiet_decoders", "wants_video_file"]
 
 
 def quiet_decoders(verbose: int) -> None:
     """Keep FFmpeg's and OpenCV's own logging off the terminal unless -v: a damaged video makes
     FFmpeg print a line per broken packet, while the tool reports the damage once, in words.
     FFmpeg reads the variable when OpenCV first opens a video, so this runs before that."""
-    import cv2
+    import cv2  # OpenCV takes a while to import: only runs that read a video load it
 
     if verbose:
         return
@@ -25,8 +28,6 @@ def quiet_decoders(verbose: int) -> None:
 
 def wants_video_file(out: Path) -> bool:
     """`--annotate OUT`: a video's name (`out.mp4`) asks for the annotated video, anything else for a folder."""
-    import recognizer
-
     return not out.is_dir() and recognizer.is_video_input(out)
 
 
@@ -34,8 +35,6 @@ def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: floa
                        annotate_out: Path | None, as_json: bool) -> dict:
     """Identify one video or camera and draw what was asked; returns its JSON object (with
     `error` instead of tracks when it could not be read)."""
-    import recognizer
-
     name = f"camera {source}" if isinstance(source, int) else str(source)
     try:
         result = rec.identify_video(source, fps=sample_fps, threshold=threshold, seconds=seconds, progress=not as_json)

@@ -9,9 +9,14 @@ treated as unknown; the model itself is never changed, except by --set-threshold
 """
 from __future__ import annotations
 
+import json
+
 import click
 
-from recognizer.cli._options import friendly_errors, model_option, passive_openmp, setup_logging, verbose_option
+import recognizer
+from recognizer.cli._options import friendly_errors, model_option, no_cache_option, start, verbose_option
+
+__all__ = ["main"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,19 +33,14 @@ from recognizer.cli._options import friendly_errors, model_option, passive_openm
 @click.option("--set-threshold", is_flag=True, help="Store the recommended threshold in the model (model.json).")
 @click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
               help="Share of people held out as unknown when --unknown is not given.")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
+@no_cache_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
 @friendly_errors
 def main(model_dir, data_dir, unknown_dir, pairs_file, pairs_root, out_dir, as_json, target_fpir, set_threshold, holdout,
          no_cache, quiet, verbose):
     """Evaluate the model in DIR on DATA_DIR (and/or on --pairs)."""
-    passive_openmp()
-    setup_logging(verbose)
-    import json
-
-    import recognizer
-
+    start(verbose)
     if data_dir is None and not pairs_file:
         raise click.UsageError("give DATA_DIR, --pairs FILE, or both")
     if pairs_file and not pairs_root:

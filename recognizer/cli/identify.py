@@ -3,27 +3,35 @@
     identify.py --model DIR PHOTO_VIDEO_OR_FOLDER... [--json] [--annotate OUT] [--threshold T] [--fps F]
     identify.py --model DIR --camera 0 [--seconds S] [--annotate DIR]
     identify.py --model DIR FOLDER_OR_LIST.txt... --ray [auto|ADDRESS] [--out RESULTS.jsonl] [--json]   (photos only)
+
+Three code paths, chosen by the options: Ray bulk (`_identify_on_ray`), the camera (`_identify_camera`),
+and files (`_identify_files`: the videos among them, then the photos).
 """
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import click
 
+import recognizer
 from recognizer import bulk
 from recognizer.cli._options import (
     friendly_errors,
     gallery_option,
     model_option,
-    passive_openmp,
+    no_cache_option,
     ray_option,
     ray_out_option,
     ray_workers_option,
-    setup_logging,
+    start,
     verbose_option,
     weights_dir_option,
 )
+from recognizer.cli._video import identify_one_video, quiet_decoders, wants_video_file
+
+__all__ = ["main", "report"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,7 +48,7 @@ from recognizer.cli._options import (
 @click.option("--camera", type=int, default=None, help="Identify faces from camera N (0: the first) until Ctrl-C or --seconds.")
 @click.option("--seconds", type=float, default=None, help="Read at most this many seconds of each video or of the camera.")
 @weights_dir_option
-@click.option("--no-cache", is_flag=True, help="Do not read or write the crop cache (~/.cache/facetool).")
+@no_cache_option
 @gallery_option
 @ray_option
 @ray_out_option
@@ -52,21 +60,34 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
     """Identify the faces in each PHOTO or VIDEO (folders are expanded to their images and videos;
     a file is taken for a video by its content, not its name). In a video each face is followed
     through the frames and the whole track gets one name."""
-    passive_openmp()
-    setup_logging(verbose)
-    import recognizer
-
+    start(verbose)
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise click.BadParameter(f"{threshold} is not a cosine similarity in [-1, 1]", param_hint="--threshold")
+    open_model = dict(weights_dir=weights_dir, cache=not no_cache, gallery=gallery)
     if ray_address is not None:
         if annotate_out or camera is not None or sample_fps is not None or seconds is not None:
             raise click.UsageError("--ray identifies photos: --annotate, --camera, --fps and --seconds do not combine with it")
         if not inputs:
             raise click.UsageError("give folders, photos or list files of photo paths to identify with --ray")
-        results = identify_on_ray(model_dir, inputs, out_path, ray_address, workers, threshold, weights_dir, gallery,
-                                  no_cache, progress=not as_json)
+        results = _identify_on_ray(model_dir, open_model, inputs, out_path, ray_address, workers, threshold,
+                                   progress=not as_json)
         report(results, as_json)
         return
+    _check_local(inputs, out_path, workers, sample_fps, seconds, camera)
+    video = dict(sample_fps=sample_fps, threshold=threshold, seconds=seconds, verbose=verbose)
+    annotate = Path(annotate_out) if annotate_out else None
+    if camera is not None:
+        results = _identify_camera(model_dir, open_model, camera, annotate, video, as_json)
+    else:
+        results = _identify_files(model_dir, open_model, inputs, annotate, video, as_json)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    if all("error" in r for r in results):
+        raise SystemExit(1)
+
+
+def _check_local(inputs, out_path, workers, sample_fps, seconds, camera) -> None:
+    """The usage rules of a run without Ray."""
     if out_path or workers:
         raise click.UsageError("--out and --workers go with --ray")
     if sample_fps is not None and not 0 < sample_fps <= 1000:
@@ -77,11 +98,32 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
         raise click.UsageError("give photos, videos or folders, or --camera N")
     if inputs and camera is not None:
         raise click.UsageError("--camera reads the camera alone; give files in another run")
-    from recognizer.cli._video import wants_video_file
 
-    if camera is not None and annotate_out and wants_video_file(Path(annotate_out)):
+
+def _identify_camera(model_dir, open_model: dict, camera: int, annotate: Path | None, video: dict, as_json: bool) -> list[dict]:
+    """Camera N until Ctrl-C or --seconds: one result, its tracks (a contact sheet with --annotate)."""
+    if annotate is not None and wants_video_file(annotate):
         raise click.BadParameter("a camera's frames are not kept for an annotated video; give a folder for a contact sheet",
                                  param_hint="--annotate")
+    with recognizer.open(model_dir, **open_model) as rec:
+        return _identify_videos(rec, [camera], annotate, video, as_json)
+
+
+def _identify_files(model_dir, open_model: dict, inputs, annotate: Path | None, video: dict, as_json: bool) -> list[dict]:
+    """Photos, videos and folders of them: each video's tracks, then each photo's faces."""
+    files, videos, photos = _sort_inputs(inputs)
+    if not files:
+        raise click.ClickException(f"no image or video files found in {', '.join(inputs)}")
+    if annotate is not None and len(files) > 1 and wants_video_file(annotate):
+        raise click.BadParameter(f"{annotate}: several inputs are annotated into a folder, not one video file", param_hint="--annotate")
+    targets = recognizer.annotation_paths([Path(p) for p in inputs], photos, annotate) if annotate and photos else {}
+    with recognizer.open(model_dir, **open_model) as rec:
+        results = _identify_videos(rec, videos, annotate, video, as_json) if videos else []
+        return results + _identify_photos(rec, photos, targets, video["threshold"], as_json)
+
+
+def _sort_inputs(inputs) -> tuple[list, list, list]:
+    """Every file the inputs name (folders expanded, their videos too), its videos and its photos."""
     files = recognizer.expand_inputs(list(inputs), recursive=True)
     listed = set(files)
     for p in map(Path, inputs):
@@ -89,53 +131,43 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
             files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f not in listed and recognizer.is_video_input(f)))
     videos = [f for f in files if recognizer.is_video_input(f)]
     photos = [f for f in files if f not in set(videos)]
-    if not files and camera is None:
-        raise click.ClickException(f"no image or video files found in {', '.join(inputs)}")
-    out_path = Path(annotate_out) if annotate_out else None
-    if out_path is not None and len(files) > 1 and wants_video_file(out_path):
-        raise click.BadParameter(f"{out_path}: several inputs are annotated into a folder, not one video file", param_hint="--annotate")
-    targets = recognizer.annotation_paths([Path(p) for p in inputs], photos, out_path) if out_path and photos else {}
-    rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache, gallery=gallery)
-    results = []
-    failed = 0
-    if videos or camera is not None:
-        from recognizer.cli._video import identify_one_video, quiet_decoders
+    return files, videos, photos
 
-        quiet_decoders(verbose)
-        for source in videos or [camera]:
-            res = identify_one_video(rec, source, sample_fps=sample_fps, threshold=threshold,
-                                     seconds=seconds, annotate_out=out_path, as_json=as_json)
-            results.append(res)
-            failed += "error" in res
+
+def _identify_videos(rec, sources: list, annotate: Path | None, video: dict, as_json: bool) -> list[dict]:
+    """Each video (or camera number) tracked and named; printed unless `as_json`."""
+    quiet_decoders(video["verbose"])
+    return [identify_one_video(rec, source, sample_fps=video["sample_fps"], threshold=video["threshold"],
+                               seconds=video["seconds"], annotate_out=annotate, as_json=as_json) for source in sources]
+
+
+def _identify_photos(rec, photos: list, targets: dict, threshold, as_json: bool) -> list[dict]:
+    """Each photo's faces named (an annotated copy where `targets` says); printed unless `as_json`."""
+    results = []
     for res in rec.identify_many(photos, threshold=threshold, progress=not as_json and len(photos) > 1):
         results.append(res.to_dict())
-        if res.error:
-            failed += 1
         if targets and res.error is None:
             recognizer.save_annotated(res, targets[res.photo])
         if not as_json:
-            if res.error:
-                click.echo(f"{res.photo}: error: {res.error}")
-                continue
-            names = [f.name or "unknown" for f in res.faces]
-            click.echo(f"{res.photo}: {len(res.faces)} face(s): {', '.join(names) if names else '-'}")
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
-    if failed == len(results):
-        raise SystemExit(1)
+            _print_photo(res.to_dict())
+    return results
 
-def identify_on_ray(model_dir, inputs, out_path, address, workers, threshold, weights_dir, gallery, no_cache, progress):
+
+def _print_photo(res: dict) -> None:
+    if "error" in res:
+        click.echo(f"{res['photo']}: error: {res['error']}")
+        return
+    names = [f["name"] or "unknown" for f in res["faces"]]
+    click.echo(f"{res['photo']}: {len(res['faces'])} face(s): {', '.join(names) if names else '-'}")
+
+
+def _identify_on_ray(model_dir, open_model: dict, inputs, out_path, address, workers, threshold, progress) -> list[dict]:
     """Results (dicts) of a Ray bulk run, read back from its JSON Lines file (a temporary one
     without --out)."""
-    import tempfile
-
-    import recognizer
-
-    with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp, \
-            recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache, gallery=gallery) as rec:
+    with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp, recognizer.open(model_dir, **open_model) as rec:
         out = Path(out_path) if out_path else Path(tmp) / "results.jsonl"
         summary = bulk.identify_bulk(rec, list(inputs), out, address=address, workers=workers, threshold=threshold,
-                                    progress=progress)
+                                     progress=progress)
         if summary.done_before:
             click.echo(f"{out}: {summary.done_before} photo(s) were already done; analysed {summary.processed}",
                        err=True)
@@ -143,19 +175,12 @@ def identify_on_ray(model_dir, inputs, out_path, address, workers, threshold, we
             return [json.loads(line) for line in fh]
 
 
-def report(results, as_json):
+def report(results: list[dict], as_json: bool) -> None:
+    """Print results (as JSON, or a line per photo); exit 1 when every one failed."""
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
         for res in results:
-            if "error" in res:
-                click.echo(f"{res['photo']}: error: {res['error']}")
-                continue
-            names = [f["name"] or "unknown" for f in res["faces"]]
-            click.echo(f"{res['photo']}: {len(res['faces'])} face(s): {', '.join(names) if names else '-'}")
+            _print_photo(res)
     if all("error" in r for r in results):
         raise SystemExit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import click
 
+import recognizer
 from recognizer.cli._options import (
     friendly_errors,
     gallery_option,
     model_option,
-    passive_openmp,
-    setup_logging,
+    start,
     verbose_option,
     weights_dir_option,
 )
+
+__all__ = ["main"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,14 +49,13 @@ from recognizer.cli._options import (
 def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, max_photo_mb, allowed_hosts, body_timeout, max_video_mb, max_video_seconds,
          weights_dir, gallery, verbose):
     """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
-    passive_openmp()
-    setup_logging(verbose)
+    start(verbose)
     token = token or None
     if protect_reads and not token:
         raise click.UsageError("--protect-reads needs a token (--token or FACETOOL_TOKEN)")
+    # The server's modules pull in FastAPI, Starlette and uvicorn (a third of a second): only `serve` loads them.
     import uvicorn
 
-    import recognizer
     from web.app import create_app
     from web.guard import GuardSettings, protocol_with
     from web.settings import Settings
