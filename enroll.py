@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Enroll a person from a folder of photos, without retraining. (The same as `facetool enroll`; the code is in recognizer/cli/enroll.py.)"""
-from recognizer.cli.enroll import main
+from recognizer.cli import command
+
+main = command("enroll")
 
 __all__ = ["main"]
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Report how well a model names people: classifier vs kNN vs combined, unknown rejection, pairs. (The same as `facetool evaluate`; the code is in recognizer/cli/evaluate.py.)"""
-from recognizer.cli.evaluate import main
+from recognizer.cli import command
+
+main = command("evaluate")
 
 __all__ = ["main"]
 

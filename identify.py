@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Name every face in photos, or call it unknown. (The same as `facetool identify`; the code is in recognizer/cli/identify.py.)"""
-from recognizer.cli.identify import main
+from recognizer.cli import command
+
+main = command("identify")
 
 __all__ = ["main"]
 

@@ -15,7 +15,9 @@ import importlib
 
 import click
 
-__all__ = ["main"]
+from recognizer.cli._options import passive_openmp
+
+__all__ = ["command", "main"]
 
 # Each subcommand's module imports the features it drives at its top (training, clustering, the
 # archive, the server...); this package is imported by every one of them (`identify.py` imports
@@ -34,6 +36,14 @@ COMMANDS = {
 }
 
 
+def command(name: str) -> click.Command:
+    """The subcommand `name`, imported now. OpenMP threads are made passive first: the modules a
+    subcommand imports load FAISS's OpenMP runtime, which reads that setting once, when it loads."""
+    passive_openmp()
+    module, attr = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 class _LazyGroup(click.Group):
     """A click group whose subcommands are "module:attr" names, imported when asked for (the
     pattern of click's documentation, "Lazily Loading Subcommands")."""
@@ -42,10 +52,7 @@ class _LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        module, attr = COMMANDS[name].split(":")
-        return getattr(importlib.import_module(module), attr)
+        return command(name) if name in COMMANDS else None
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,6 +7,7 @@ Changes (enroll, remove, rename) need `Authorization: Bearer T`; without a token
 from __future__ import annotations
 
 import click
+import uvicorn
 
 import recognizer
 from recognizer.cli._options import (
@@ -17,6 +18,9 @@ from recognizer.cli._options import (
     verbose_option,
     weights_dir_option,
 )
+from web.app import create_app
+from web.guard import GuardSettings, protocol_with
+from web.settings import Settings
 
 __all__ = ["main"]
 
@@ -53,13 +57,6 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
     token = token or None
     if protect_reads and not token:
         raise click.UsageError("--protect-reads needs a token (--token or FACETOOL_TOKEN)")
-    # The server's modules pull in FastAPI, Starlette and uvicorn (a third of a second): only `serve` loads them.
-    import uvicorn
-
-    from web.app import create_app
-    from web.guard import GuardSettings, protocol_with
-    from web.settings import Settings
-
     # No crop cache: it would keep detections and face crops of every uploaded photo on disk,
     # strangers' included.
     rec = recognizer.open(model_dir, weights_dir=weights_dir, cache=False, gallery=gallery)
