@@ -13,7 +13,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from recognizer.embedding.backbones import l2_normalize
 from recognizer.network.loop import TrainSettings, train
@@ -52,8 +51,11 @@ def class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
     return l2_normalize(np.stack([x[y == c].mean(axis=0) for c in range(n_classes)]))
 
 
-class CosineClassifier(ClassifierMixin, BaseEstimator):
-    """scikit-learn estimator over unit embeddings: `fit(X, y)`, `predict_proba(X)` (columns follow `classes_`).
+class CosineClassifier:
+    """A classifier over unit embeddings with scikit-learn's interface: `fit(X, y)`, `predict(X)`,
+    `predict_proba(X)` (columns follow `classes_`). Not derived from scikit-learn's base classes:
+    identify loads a finetuned model's classifier, and scikit-learn (with scipy) would double the
+    start-up of a fresh identify.
 
     `fit` trains the head alone with the same loop `finetune.py` uses (see `recognizer.network.loop`);
     a head trained jointly with the network's tail is wrapped with `from_head`.
