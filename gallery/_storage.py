@@ -85,8 +85,6 @@ class GalleryStore:
         self._index: faiss.Index | None = None
         self._generation = -1
 
-    # ---- construction -------------------------------------------------------------
-
     # ---- loading ------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -120,8 +118,8 @@ class GalleryStore:
         return kv
 
     def _upgrade(self, kv: dict[str, str]) -> None:
-        """Bring a version-1 database to version 2 (a `chip` column per face). Caller holds the lock.
-        The generation does not change: the index and meta.json stay valid."""
+        """Add version 2's `chip` column to a version-1 database, under the caller's lock; the
+        generation does not change (the index and meta.json stay valid)."""
         assert self._db is not None
         if int(kv["format_version"]) == FORMAT_VERSION:
             return
@@ -188,9 +186,8 @@ class GalleryStore:
             db_count = self._db.execute("SELECT count(*) FROM faces").fetchone()[0]
             journal = self.path / (DB_NAME + "-journal")
             if journal.exists():
-                # A hot journal was rolled back by the reads above; one that is still here is
-                # a stale one from a writer killed before its journal became hot. No writer
-                # runs while we hold the lock, and it may hold pages of removed vectors.
+                # A hot journal was rolled back by the reads above; one still here is stale (a writer
+                # killed before it became hot), and it may hold pages of removed vectors.
                 logger.warning("%s: removing stale %s", self.path, journal.name)
                 with contextlib.suppress(OSError):
                     journal.unlink(missing_ok=True)
@@ -233,9 +230,8 @@ class GalleryStore:
 
     @contextlib.contextmanager
     def _locked(self, write: bool = True) -> Iterator[None]:
-        """The inter-process lock. On a read-only directory (a read-only mount, someone else's
-        files) nobody can change the gallery, so reads go ahead without it and writes fail
-        with one line saying so."""
+        """The inter-process lock. On a read-only directory nobody can change the gallery, so
+        reads go ahead without it and writes fail with one line saying so."""
         with self._mutex:
             try:
                 self._flock.acquire()
@@ -339,8 +335,7 @@ class GalleryStore:
         try:
             self._publish(new_index, generation)
         except OSError as e:
-            # The index file or meta.json could not be replaced (disk full...). The database
-            # holds the change and is one generation ahead of meta.json, so every load
+            # The database holds the change, one generation ahead of meta.json, so every load
             # (ours included: our generation is left behind) rebuilds the index from it.
             logger.warning("%s: change saved, but the index file could not be updated (%s); "
                            "it will be rebuilt from %s on the next load", self.path, e, DB_NAME)
@@ -363,12 +358,8 @@ class GalleryStore:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction at the generation of the in-memory index.
-
-        The SQLite read lock keeps writers from committing while we read, so the rows
-        and the index we answer from belong to the same generation. If another process
-        has committed since we loaded, reload first.
-        """
+        """A read transaction at the generation of the in-memory index (SQLite's read lock keeps
+        writers from committing meanwhile); reloads first if another process has committed."""
         self._check_open()
         assert self._db is not None
         with self._mutex:

@@ -1,7 +1,5 @@
-"""FAISS + SQLite implementation of `Gallery`: the public operations.
-
-The directory format, loading, locking and crash-safe saving live in `gallery._storage`.
-"""
+"""FAISS + SQLite implementation of `Gallery`: the public operations (the directory format,
+loading, locking and crash-safe saving are `gallery._storage`'s)."""
 from __future__ import annotations
 
 import logging
@@ -79,10 +77,9 @@ class FaissGallery(GalleryStore, Gallery):
     def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str,
             allow_similar: bool = False) -> list[int]:
         """Store one face per row; returns the ids of the faces stored (also written into their
-        records). A face of a photo already stored for the same person (same content hash) is
-        not stored again and its record keeps id -1: the rule is checked under the gallery's lock
-        and enforced by a unique index, so two processes enrolling one photo at once store it once.
-        A new person whose name looks like an enrolled one (`facecore.names`) is refused with
+        records). A photo already stored for the same person is not stored again (its record keeps
+        id -1): checked under the lock and enforced by a unique index, so two processes enrolling one
+        photo at once store it once. A new name that looks like an enrolled one is refused with
         InvalidNameError unless `allow_similar`."""
         x = self._check_vectors(vectors, model_id, "vectors")
         if len(records) != len(x):
@@ -146,8 +143,7 @@ class FaissGallery(GalleryStore, Gallery):
                 db.execute("DELETE FROM faces WHERE person = ?", (name,))
 
             self._commit(apply, tmp)
-            # secure_delete already zeroed the rows; VACUUM also drops the freed pages so the
-            # file shrinks and holds no trace of the removed vectors.
+            # secure_delete already zeroed the rows; VACUUM also drops the freed pages.
             try:
                 self._db.execute("VACUUM")
             except sqlite3.Error as e:  # e.g. no room for VACUUM's copy: the removal still stands
@@ -157,10 +153,9 @@ class FaissGallery(GalleryStore, Gallery):
         return len(ids)
 
     def rename_person(self, old: str, new: str, *, merge: bool = False, allow_similar: bool = False) -> None:
-        """Rename `old` to `new`. If `new` already has faces, the two people are merged
-        only when merge=True (fixing a duplicate enrolment); otherwise GalleryError,
-        because a silent merge of two different people would be hard to undo. A `new` that
-        looks like another enrolled person is refused unless `allow_similar`."""
+        """Rename `old` to `new`. Onto an enrolled `new` only with merge=True (a silent merge of two
+        people would be hard to undo); a `new` that looks like another enrolled person is refused
+        unless `allow_similar`."""
         old, new = validate_name(old), validate_name(new)
         with self._change():
             assert self._db is not None
@@ -203,9 +198,8 @@ class FaissGallery(GalleryStore, Gallery):
 
     def has_content(self, person: str, content_hash: str) -> bool:
         with self._read() as db:
-            row = db.execute("SELECT 1 FROM faces WHERE person = ? AND content_hash = ? LIMIT 1",
-                             (validate_name(person), content_hash)).fetchone()
-        return row is not None
+            return db.execute("SELECT 1 FROM faces WHERE person = ? AND content_hash = ? LIMIT 1",
+                              (validate_name(person), content_hash)).fetchone() is not None
 
     def vectors(self, person: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         person = None if person is None else validate_name(person)

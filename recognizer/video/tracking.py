@@ -43,13 +43,8 @@ class Observation:
     crop: np.ndarray | None = None  # the aligned face crop, kept for a few faces per track
 
     def to_dict(self) -> dict:
-        return {
-            "frame": self.frame,
-            "time": round(self.time, 3),
-            "box": [round(float(v), 1) for v in self.box],
-            "detection_score": round(float(self.detection_score), 4),
-            "similarity": round(float(self.similarity), 4),
-        }
+        return {"frame": self.frame, "time": round(self.time, 3), "box": [round(float(v), 1) for v in self.box],
+                "detection_score": round(float(self.detection_score), 4), "similarity": round(float(self.similarity), 4)}
 
 
 @dataclass
@@ -87,24 +82,16 @@ class Track:
         return [kept[round(i * (len(kept) - 1) / (n - 1))] for i in range(n)] if n > 1 else kept[:1]
 
     def to_dict(self) -> dict:
-        return {
-            "track": self.id,
-            "name": self.name,
-            "score": round(self.score, 4),
-            "similarity": round(self.similarity, 4),
-            "first_frame": self.first.frame,
-            "last_frame": self.last.frame,
-            "first_time": round(self.first.time, 3),
-            "last_time": round(self.last.time, 3),
-            "faces": [f.to_dict() for f in self.faces],
-        }
+        return {"track": self.id, "name": self.name, "score": round(self.score, 4),
+                "similarity": round(self.similarity, 4), "first_frame": self.first.frame,
+                "last_frame": self.last.frame, "first_time": round(self.first.time, 3),
+                "last_time": round(self.last.time, 3), "faces": [f.to_dict() for f in self.faces]}
 
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    """How detections are linked. Similarities are fractions of the model's threshold, so the
-    rules mean the same for every backbone: `appearance` 1.0 is "the model would call these two
-    faces the same person"."""
+    """How detections are linked. Similarities are multiples of the model's threshold, so the rules
+    mean the same for every backbone (1.0: "the model would call these two faces the same person")."""
 
     max_gap: float = 1.0  # seconds a track waits for its face before it ends
     min_iou: float = 0.2  # box overlap that links on position
@@ -166,11 +153,10 @@ class Tracker:
         pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
         used_t, used_f = set(), set()
         for _, i, j in pairs:
-            if i in used_t or j in used_f:
-                continue
-            used_t.add(i)
-            used_f.add(j)
-            self.live[i].add(faces[j])
+            if i not in used_t and j not in used_f:
+                used_t.add(i)
+                used_f.add(j)
+                self.live[i].add(faces[j])
         for j, f in enumerate(faces):
             if j not in used_f:
                 t = Track(self._next_id)
