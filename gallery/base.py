@@ -136,6 +136,14 @@ class Gallery(ABC):
     def _check_open(self) -> None:
         """GalleryError if the gallery was closed."""
 
+    @staticmethod
+    def _check_new(where: object, model_id: str, dim: int) -> None:
+        """`create`'s arguments checked: a non-empty model id and a positive dimension."""
+        if not isinstance(model_id, str) or not model_id:
+            raise GalleryError(f"{where}: model_id must be a non-empty string, got {model_id!r}")
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
+            raise GalleryError(f"{where}: dim must be a positive integer, got {dim!r}")
+
     def _opened_for(self, model_id: str | None, where: object) -> "Gallery":
         """`self`, just opened at `where`; closed and GalleryError when `model_id` is given and
         is not the model whose embeddings it holds."""

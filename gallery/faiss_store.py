@@ -29,10 +29,7 @@ class FaissGallery(GalleryStore, Gallery):
     def create(cls, path: str | os.PathLike[str], model_id: str, dim: int, *,
                approx_threshold: int = _index.DEFAULT_APPROX_THRESHOLD, **opts: Any) -> FaissGallery:
         path = Path(path)
-        if not isinstance(model_id, str) or not model_id:
-            raise GalleryError(f"{path}: model_id must be a non-empty string, got {model_id!r}")
-        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
-            raise GalleryError(f"{path}: dim must be a positive integer, got {dim!r}")
+        cls._check_new(path, model_id, dim)
         if int(approx_threshold) < 1:
             raise GalleryError(f"{path}: approx_threshold must be >= 1, got {approx_threshold!r}")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):

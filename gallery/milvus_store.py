@@ -207,12 +207,15 @@ class _Connection:
             self._timer = None
             self._release()
 
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     @contextlib.contextmanager
     def use(self, *, write: bool) -> Iterator[Any]:
         with self.mutex:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._cancel_timer()
             if self.client is None:
                 self._open()
             locked = write and self.kind == "server"
@@ -238,9 +241,7 @@ class _Connection:
                 return
             del self._shared[self.key]
         with self.mutex:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._cancel_timer()
             self._release()
 
 
@@ -563,10 +564,7 @@ class MilvusGallery(Gallery):
         """A new gallery; with exist_ok, an existing one of `model_id` is opened instead."""
         from pymilvus import DataType  # optional and heavy: only a Milvus gallery loads it
 
-        if not isinstance(model_id, str) or not model_id:
-            raise GalleryError(f"{spec}: model_id must be a non-empty string, got {model_id!r}")
-        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
-            raise GalleryError(f"{spec}: dim must be a positive integer, got {dim!r}")
+        cls._check_new(spec, model_id, dim)
         if index not in INDEXES:
             raise GalleryError(f"{spec}: index must be one of {sorted(INDEXES)}, got {index!r}")
         self = cls(spec, **opts)

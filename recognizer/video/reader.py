@@ -35,6 +35,9 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpe
 _IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
 # QuickTime files may start with a box other than `ftyp`.
 _QT_BOXES = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
+# Containers known by their first bytes (none of them starts with MPEG-TS's 0x47 or "RIFF").
+_MAGIC = ((b"\x1a\x45\xdf\xa3", "matroska"), (b"\x00\x00\x01\xba", "mpeg"), (b"\x00\x00\x01\xb3", "mpeg"),
+          (b"FLV", "flv"), (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "asf"), (b"OggS", "ogg"))
 
 
 def sniff_video(head: bytes) -> str | None:
@@ -43,21 +46,11 @@ def sniff_video(head: bytes) -> str | None:
         return None if head[8:12] in _IMAGE_BRANDS else "mp4"
     if len(head) >= 8 and head[4:8] in _QT_BOXES:
         return "mov"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "matroska"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "avi"
-    if head[:4] == b"\x00\x00\x01\xba" or head[:4] == b"\x00\x00\x01\xb3":
-        return "mpeg"
     if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
         return "mpegts"
-    if head[:3] == b"FLV":
-        return "flv"
-    if head[:8] == b"\x30\x26\xb2\x75\x8e\x66\xcf\x11":
-        return "asf"
-    if head[:4] == b"OggS":
-        return "ogg"
-    return None
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
 
 
 def is_video_file(path: str | os.PathLike) -> bool:

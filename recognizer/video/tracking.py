@@ -63,11 +63,6 @@ class Track:
     def last(self) -> Observation:
         return self.faces[-1]
 
-    @property
-    def embeddings(self) -> np.ndarray:
-        """(n, dim): one track's faces, which belong together (e.g. for clustering unknown faces)."""
-        return np.stack([f.embedding for f in self.faces])
-
     def add(self, obs: Observation) -> None:
         self.faces.append(obs)
         kept = [f for f in self.faces if f.crop is not None]
