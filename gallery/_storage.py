@@ -62,10 +62,6 @@ CREATE INDEX faces_person ON faces(person, content_hash);
 UNIQUE_PHOTO_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS faces_person_photo ON faces(person, content_hash)"
 
 
-def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    write_json_atomic(path, obj, tmp_prefix=f"{TMP_PREFIX}{path.name}-", sync_dir=True)
-
-
 class GalleryStore:
     """Loading, locking and crash-safe saving of a gallery directory (no public API)."""
 
@@ -105,9 +101,7 @@ class GalleryStore:
         assert self._db is not None
         kv = dict(self._db.execute("SELECT key, value FROM kv").fetchall())
         try:
-            self.model_id = kv["model_id"]
-            self.dim = int(kv["dim"])
-            self.metric = kv["metric"]
+            self.model_id, self.dim, self.metric = kv["model_id"], int(kv["dim"]), kv["metric"]
             self.approx_threshold = int(kv["approx_threshold"])
             version = int(kv["format_version"])
             int(kv["generation"]), int(kv["next_id"])
@@ -294,10 +288,11 @@ class GalleryStore:
         else:  # the vectors did not change (rename): the index file stays valid
             sha = json.loads((self.path / META_NAME).read_text(encoding="utf-8"))["index_sha256"]
         assert self._index is not None
-        _write_json_atomic(self.path / META_NAME, {
+        write_json_atomic(self.path / META_NAME, {
             "format_version": FORMAT_VERSION, "model_id": self.model_id, "dim": self.dim,
             "metric": self.metric, "generation": generation, "index_sha256": sha,
-            "count": int(self._index.ntotal), "index_kind": _index.kind(self._index)})
+            "count": int(self._index.ntotal), "index_kind": _index.kind(self._index)},
+            tmp_prefix=f"{TMP_PREFIX}{META_NAME}-", sync_dir=True)
         self._generation = generation
 
     def _db_generation(self) -> int:

@@ -245,6 +245,11 @@ class _Connection:
             self._release()
 
 
+def _ledger_ids(led: dict[str, Any]) -> set[int]:
+    """Every face id the ledger names."""
+    return set(led["removed"]) | set(led["person"]) | set(led["chip"])
+
+
 def _ledger_row(i: int, row: dict[str, Any], led: dict[str, Any]) -> dict[str, Any]:
     """A copy of face `i`'s row with the person and chip the ledger records for it."""
     row = dict(row)
@@ -433,7 +438,7 @@ class MilvusGallery(Gallery):
     def _save_ledger(self, led: dict[str, Any]) -> None:
         path = self._ledger_path()
         assert path is not None and self._conn is not None
-        if not (led["removed"] or led["person"] or led["chip"]):
+        if not _ledger_ids(led):
             path.unlink(missing_ok=True)
         else:
             write_json_atomic(path, {"removed": sorted(set(led["removed"])),
@@ -456,7 +461,7 @@ class MilvusGallery(Gallery):
     def _stale(self, client: Any, led: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
         """Ids of the ledger that some read path shows otherwise, and the rows to write back for
         those that stay (one version each, with the ledger's fields)."""
-        ids = sorted(set(led["removed"]) | set(led["person"]) | set(led["chip"]))
+        ids = sorted(_ledger_ids(led))
         bad: set[int] = set()
         keep: dict[int, dict[str, Any]] = {}
         dim = int(self._meta(client)["dim"])  # _heal runs before the open has read the meta
@@ -487,7 +492,7 @@ class MilvusGallery(Gallery):
         after a crash, with each other (then at the cost of one scan of the whole gallery)."""
         led = self._ledger()
         self._conn.removed = frozenset(led["removed"])  # type: ignore[union-attr]
-        if not crashed and not (led["removed"] or led["person"] or led["chip"]):
+        if not crashed and not _ledger_ids(led):
             return  # the usual open: nothing recorded, nothing to check
         for attempt in range(2):
             bad, rows = self._unhealed(client, led, crashed)
@@ -500,10 +505,8 @@ class MilvusGallery(Gallery):
             logger.warning("%s: Milvus Lite reads %d faces other than its completed changes left them (after a "
                            "crash); deleting them again and writing back the ones that stay", self.path, len(bad))
             self._rewrite(client, bad, rows)
-        else:  # pragma: no cover  (the loop breaks or raises)
-            return
-        if not crashed and not bad and (led["removed"] or led["person"] or led["chip"]):
-            # The last holder closed cleanly (everything flushed) and every read agrees: done with them.
+        if not crashed:  # (the loop above ends with nothing bad, or raises)
+            # The last holder closed cleanly (everything flushed) and every read agrees: done with the ledger.
             client.flush(self.collection)
             self._save_ledger({"removed": [], "person": {}, "chip": {}})
 
@@ -537,7 +540,7 @@ class MilvusGallery(Gallery):
         for seen in (fields, vecs):
             if len(set(seen)) != len(seen):
                 odd |= {i for i, n in zip(*np.unique(seen, return_counts=True)) if n > 1}
-        known = set(led["removed"]) | set(led["person"]) | set(led["chip"])
+        known = _ledger_ids(led)
         unknown = sorted(odd - known)
         rows: list[dict[str, Any]] = []
         for chunk in _pages(unknown):

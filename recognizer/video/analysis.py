@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from PIL import Image
 from tqdm import tqdm
 
 from facecore.errors import VideoError
@@ -48,6 +49,10 @@ class VideoIdentification:
         if self.path is None or isinstance(self.path, int):
             raise VideoError(self.source, "only a video file can be annotated again; a camera's frames are not kept")
         return render.write_annotated_video(self.path, self, out, limits)
+
+    def contact_sheet(self) -> Image.Image:
+        """A PIL image: one row per track, its name and span, and faces spread over its length."""
+        return render.contact_sheet(self)
 
     def write_contact_sheet(self, out_dir: str | os.PathLike) -> Path:
         """Save the contact sheet as OUT_DIR/<video name>.tracks.jpg; returns its path."""
