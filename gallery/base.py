@@ -249,6 +249,9 @@ class Gallery(ABC):
     def __len__(self) -> int:
         """Number of faces."""
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, model_id={getattr(self, 'model_id', None)!r})"
+
     def __enter__(self) -> Gallery:
         return self
 

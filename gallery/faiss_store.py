@@ -226,6 +226,3 @@ class FaissGallery(GalleryStore, Gallery):
         with self._read():
             assert self._index is not None
             return int(self._index.ntotal)
-
-    def __repr__(self) -> str:
-        return f"FaissGallery({str(self.path)!r}, model_id={getattr(self, 'model_id', None)!r})"

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -710,26 +711,21 @@ class MilvusGallery(Gallery):
 
     # ---- reads --------------------------------------------------------------------
 
-    def _records_from(self, rows: list[dict[str, Any]]) -> list[FaceRecord]:
-        known = {f.name for f in dataclasses.fields(FaceRecord)}
-        return [FaceRecord(person=r["person"], source=r["source"], content_hash=r["content_hash"],
-                           box=(r["x1"], r["y1"], r["x2"], r["y2"]), added_at=r["added_at"], id=int(r["id"]),
-                           **{k: v for k, v in (r.get("attrs") or {}).items() if k in known and k not in CORE_FIELDS})
-                for r in rows]
-
     def people(self) -> dict[str, int]:
         with self._use() as client:
             rows = self._scan(client, "id >= 0", ["person"])
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r["person"]] = counts.get(r["person"], 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(r["person"] for r in rows).items()))
 
     def records(self, person: str | None = None) -> list[FaceRecord]:
         flt = "id >= 0" if person is None else f"person == {_quote(validate_name(person))}"
         fields = ["id", "person", "source", "content_hash", "x1", "y1", "x2", "y2", "added_at", "attrs"]
         with self._use() as client:
-            return self._records_from(self._scan(client, flt, fields))
+            rows = self._scan(client, flt, fields)
+        known = {f.name for f in dataclasses.fields(FaceRecord)}
+        return [FaceRecord(person=r["person"], source=r["source"], content_hash=r["content_hash"],
+                           box=(r["x1"], r["y1"], r["x2"], r["y2"]), added_at=r["added_at"], id=int(r["id"]),
+                           **{k: v for k, v in (r.get("attrs") or {}).items() if k in known and k not in CORE_FIELDS})
+                for r in rows]
 
     def has_content(self, person: str, content_hash: str) -> bool:
         flt = f"person == {_quote(validate_name(person))} and content_hash == {_quote(str(content_hash))}"
@@ -768,6 +764,3 @@ class MilvusGallery(Gallery):
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.drop_user()
-
-    def __repr__(self) -> str:
-        return f"MilvusGallery({self.path!r}, model_id={getattr(self, 'model_id', None)!r})"

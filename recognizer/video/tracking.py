@@ -1,17 +1,15 @@
 """Following faces from one sampled frame to the next, and naming each track by a vote.
 
 A detection joins a live track when its box overlaps the track's last box and its face does not
-look like someone else, or, without overlap (a fast move, a few frames missed), when its face
-alone is as close to the track's as the model requires to call two faces the same person. A
-track lives on through `max_gap` seconds without a face (a turned head, a hand in front, a
-missed detection), so one person's appearance stays one track.
+look like someone else, or, without overlap (a fast move, missed frames), when its face alone is
+as close to the track's as the model requires to call two faces the same person. A track lives on
+through `max_gap` seconds without a face (a turned head, a missed detection).
 
-The name belongs to the track, not to the frame: every face votes for the model's own decision
-on it (a name, or unknown). A named face weighs its similarity to that person; an unknown face
-weighs the threshold it fell under, which is at least what it could have scored. The track takes
-the name with the heaviest vote when that vote outweighs the unknown one, else it stays unknown.
-A stranger whose faces now and then pass the threshold by chance remains unknown, and a known
-person whose face is sometimes too blurred or turned to pass keeps their name on every frame.
+The name belongs to the track, not to the frame: every face votes for the model's decision on it.
+A named face weighs its similarity to that person; an unknown face weighs the threshold it fell
+under, at least what it could have scored. The track takes the heaviest name when it outweighs
+the unknown vote: a stranger who passes the threshold now and then by chance stays unknown, and a
+known person whose face is sometimes too blurred to pass keeps their name on every frame.
 """
 from __future__ import annotations
 
