@@ -31,6 +31,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from gallery import _index
+from gallery.base import Gallery
 from facecore.atomic import fsync_dir, sha256_file, write_json_atomic
 from facecore.errors import GalleryError
 
@@ -62,13 +63,9 @@ CREATE INDEX faces_person ON faces(person, content_hash);
 UNIQUE_PHOTO_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS faces_person_photo ON faces(person, content_hash)"
 
 
-class GalleryStore:
+class GalleryStore(Gallery):
     """Loading, locking and crash-safe saving of a gallery directory (no public API)."""
 
-    path: Path
-    model_id: str
-    dim: int
-    metric: str
     approx_threshold: int
 
     def __init__(self, path: Path, *, k_factor: float | None = None,
@@ -93,9 +90,6 @@ class GalleryStore:
                        "temp_store=MEMORY", "foreign_keys=ON"):
             db.execute(f"PRAGMA {pragma}")
         return db
-
-    def _fail(self, what: str, error: type[GalleryError] = GalleryError, **details: str) -> GalleryError:
-        return error(f"{self.path}: {what}", **details)
 
     def _read_kv(self) -> dict[str, str]:
         assert self._db is not None

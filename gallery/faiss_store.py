@@ -14,7 +14,7 @@ import numpy as np
 from gallery import _index
 from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, UNIQUE_PHOTO_INDEX, GalleryStore
 from facecore.names import refuse_lookalikes, validate_name
-from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo
+from gallery.base import FaceRecord, Hit, check_records, first_of_each_photo
 from facecore.errors import GalleryError, PersonNotFound
 
 __all__ = ["FaissGallery"]
@@ -22,7 +22,7 @@ __all__ = ["FaissGallery"]
 logger = logging.getLogger(__name__)
 
 
-class FaissGallery(GalleryStore, Gallery):
+class FaissGallery(GalleryStore):
     """FAISS + SQLite gallery. Use `create_gallery` / `open_gallery` to get one."""
 
     @classmethod
