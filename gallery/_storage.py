@@ -78,8 +78,6 @@ class GalleryStore(Gallery):
         self._index: faiss.Index | None = None
         self._generation = -1
 
-    # ---- loading ------------------------------------------------------------------
-
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit, one per change.
         db = sqlite3.connect(self.path / DB_NAME, isolation_level=None, timeout=60.0,
@@ -214,8 +212,6 @@ class GalleryStore(Gallery):
             logger.warning("%s: could not write the rebuilt index (%s); using it from memory", self.path, e)
             self._generation = generation
 
-    # ---- saving -------------------------------------------------------------------
-
     @contextlib.contextmanager
     def _locked(self, write: bool = True) -> Iterator[None]:
         """The inter-process lock. On a read-only directory nobody can change the gallery, so
@@ -329,8 +325,6 @@ class GalleryStore(Gallery):
             logger.warning("%s: change saved, but the index file could not be updated (%s); "
                            "it will be rebuilt from %s on the next load", self.path, e, DB_NAME)
         return generation
-
-    # ---- reads --------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._db is None:

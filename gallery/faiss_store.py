@@ -69,8 +69,6 @@ class FaissGallery(GalleryStore):
             self._load()
         return self._opened_for(model_id, path)
 
-    # ---- changes ------------------------------------------------------------------
-
     def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str,
             allow_similar: bool = False) -> list[int]:
         """Store one face per row; returns the ids of the faces stored (also written into their
@@ -175,8 +173,6 @@ class FaissGallery(GalleryStore):
             self._commit(lambda db: db.executemany("UPDATE faces SET chip = ? WHERE id = ?",
                                                    [(str(c), int(i)) for i, c in chips.items()]), None)
         logger.info("%s: recorded chips of %d faces", self.path, len(chips))
-
-    # ---- reads --------------------------------------------------------------------
 
     def people(self) -> dict[str, int]:
         with self._read() as db:
