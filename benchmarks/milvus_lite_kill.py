@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/milvus_lite_kill.py --trials 40            # Milvus Lite
     .venv/bin/python benchmarks/milvus_lite_kill.py --trials 40 --backend faiss
 
-Runs the writer tests/test_gallery_crash.py runs (`gallery.crash_workload`: add, add, rename,
+Runs the writer tests/test_gallery_crash.py runs (tests/crash_workload.py: add, add, rename,
 remove, ...), kills it after a random 0-3 s, reopens the gallery through the project's API and
 checks that count (len), field queries (records, people), vector reads (vectors) and vector
 search agree, that no removed person's face comes back from any of them, and that the gallery is
@@ -13,6 +13,7 @@ before or after the change in flight. Prints one line per failing trial and the 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import signal
 import subprocess
@@ -25,9 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from gallery import create_gallery, open_gallery
-from gallery.crash_workload import BATCH, DIM, MODEL, WRITER, expected_states, matches, op_for, vectors_for
 
 ROOT = Path(__file__).resolve().parent.parent
+# The workload lives with the tests; loaded by its path, so no folder is put on sys.path.
+_spec = importlib.util.spec_from_file_location("crash_workload", ROOT / "tests" / "crash_workload.py")
+_workload = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_workload)
+BATCH, DIM, MODEL, expected_states, matches, op_for, vectors_for, writer_command = (
+    _workload.BATCH, _workload.DIM, _workload.MODEL, _workload.expected_states, _workload.matches,
+    _workload.op_for, _workload.vectors_for, _workload.writer_command)
 
 
 def check(path: str, done: int) -> list[str]:
@@ -84,8 +91,7 @@ def trial(backend: str, t: int, window: float) -> tuple[int, int, list[str], str
         path = f"milvus-lite:{tmp}/g.db" if backend == "milvus-lite" else f"{tmp}/g"
         log = Path(tmp) / "log"
         create_gallery(path, MODEL, DIM).close()
-        child = subprocess.Popen([sys.executable, "-c", WRITER.format(path=path, log=str(log))],
-                                 cwd=ROOT, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(writer_command(path, log), cwd=ROOT, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not (log.exists() and log.read_text().startswith("ready")):
             if child.poll() is not None or time.monotonic() > deadline:

@@ -1,5 +1,5 @@
 """Atomic, durable file writes (a temp file beside the target, fsynced, then renamed over it),
-and file checksums; the gallery's and, since it sits below, the recognizer's.
+and file checksums.
 
 Readers and a crash at any moment see the old file or the new one, never half of one. Files are
 owner-only (0600) by default, since what this tool saves is mostly biometric data.
@@ -14,6 +14,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+__all__ = ["atomic_path", "atomic_write", "fsync_dir", "sha256_file", "write_json_atomic"]
+
+
+@contextmanager
+def _replacing(tmp: str, path: Path, mode: int) -> Iterator[None]:
+    """Run the body writing `tmp`, then fsync it and rename it over `path`; on an error remove it."""
+    try:
+        yield
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
 
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: int = 0o600, *, tmp_prefix: str | None = None,
@@ -25,18 +41,10 @@ def atomic_write(path: str | os.PathLike, mode: int = 0o600, *, tmp_prefix: str 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}." if tmp_prefix is None else tmp_prefix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}." if tmp_prefix is None else tmp_prefix,
+                               suffix=".tmp")
+    with _replacing(tmp, path, mode), os.fdopen(fd, "wb") as fh:
+        yield fh
     if sync_dir:
         fsync_dir(path.parent)
 
@@ -44,21 +52,13 @@ def atomic_write(path: str | os.PathLike, mode: int = 0o600, *, tmp_prefix: str 
 @contextmanager
 def atomic_path(path: str | os.PathLike, mode: int = 0o600) -> Iterator[Path]:
     """`atomic_write` for writers that want a file name (OpenCV's VideoWriter, PIL's save by
-    suffix): yield a temporary path beside `path` with the same suffix, which a clean exit
-    fsyncs and renames over `path`; on an error it is removed."""
+    suffix): a temporary path beside `path` with the same suffix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
-    try:
+    with _replacing(tmp, path, mode):
         yield Path(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, **options: Any) -> None:

@@ -1,8 +1,6 @@
-"""Every error the tool raises on purpose, under one base: `FaceToolError`.
-
-The bottom layer, so that `gallery` and `recognizer` both raise and catch the same types and one
-`except FaceToolError` catches every error of both. Every error that reaches a user names the
-file, directory or value at fault.
+"""Every error the tool raises on purpose, under one base: `FaceToolError`, so one `except
+FaceToolError` catches every error of `gallery` and `recognizer`. Every error that reaches a user
+names the file, directory or value at fault.
 """
 from __future__ import annotations
 
@@ -53,19 +51,18 @@ class ModelError(FaceToolError):
 
 
 class ArchiveError(ModelError):
-    """An export archive is damaged, truncated, altered or not one of ours (a ModelError: it is
-    model data; not in the public facade, which catches ModelError)."""
+    """An export archive is damaged, truncated, altered or not one of ours (a ModelError: it is model data)."""
 
 
 class VideoError(ImageError):
-    """A video could not be read: not a video, damaged, too large, or a camera that is not there.
-
-    An ImageError, so every place that reports unreadable input reports it too. `too_large`: it
-    is over a limit (file size, frame pixels, declared length) rather than unreadable."""
+    """A video could not be read: not a video, damaged, too large, or a camera that is not there (an
+    ImageError, so every place that reports unreadable input reports it too). `too_large`: it is over
+    a limit (file size, frame pixels, declared length) rather than unreadable."""
 
     def __init__(self, path: object, reason: str, *, too_large: bool = False):
         super().__init__(path, reason)
         self.too_large = too_large
 
 
-__all__ = ["ArchiveError", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError", "PersonExists", "PersonNotFound", "VideoError", "WeightsError"]
+__all__ = ["ArchiveError", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
+           "PersonExists", "PersonNotFound", "VideoError", "WeightsError"]

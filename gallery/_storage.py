@@ -31,6 +31,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from gallery import _index
+from gallery.base import Gallery
 from facecore.atomic import fsync_dir, sha256_file, write_json_atomic
 from facecore.errors import GalleryError
 
@@ -62,17 +63,9 @@ CREATE INDEX faces_person ON faces(person, content_hash);
 UNIQUE_PHOTO_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS faces_person_photo ON faces(person, content_hash)"
 
 
-def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    write_json_atomic(path, obj, tmp_prefix=f"{TMP_PREFIX}{path.name}-", sync_dir=True)
-
-
-class GalleryStore:
+class GalleryStore(Gallery):
     """Loading, locking and crash-safe saving of a gallery directory (no public API)."""
 
-    path: Path
-    model_id: str
-    dim: int
-    metric: str
     approx_threshold: int
 
     def __init__(self, path: Path, *, k_factor: float | None = None,
@@ -85,10 +78,6 @@ class GalleryStore:
         self._index: faiss.Index | None = None
         self._generation = -1
 
-    # ---- construction -------------------------------------------------------------
-
-    # ---- loading ------------------------------------------------------------------
-
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit, one per change.
         db = sqlite3.connect(self.path / DB_NAME, isolation_level=None, timeout=60.0,
@@ -100,16 +89,11 @@ class GalleryStore:
             db.execute(f"PRAGMA {pragma}")
         return db
 
-    def _fail(self, what: str, error: type[GalleryError] = GalleryError, **details: str) -> GalleryError:
-        return error(f"{self.path}: {what}", **details)
-
     def _read_kv(self) -> dict[str, str]:
         assert self._db is not None
         kv = dict(self._db.execute("SELECT key, value FROM kv").fetchall())
         try:
-            self.model_id = kv["model_id"]
-            self.dim = int(kv["dim"])
-            self.metric = kv["metric"]
+            self.model_id, self.dim, self.metric = kv["model_id"], int(kv["dim"]), kv["metric"]
             self.approx_threshold = int(kv["approx_threshold"])
             version = int(kv["format_version"])
             int(kv["generation"]), int(kv["next_id"])
@@ -120,8 +104,8 @@ class GalleryStore:
         return kv
 
     def _upgrade(self, kv: dict[str, str]) -> None:
-        """Bring a version-1 database to version 2 (a `chip` column per face). Caller holds the lock.
-        The generation does not change: the index and meta.json stay valid."""
+        """Add version 2's `chip` column to a version-1 database, under the caller's lock; the
+        generation does not change (the index and meta.json stay valid)."""
         assert self._db is not None
         if int(kv["format_version"]) == FORMAT_VERSION:
             return
@@ -188,9 +172,8 @@ class GalleryStore:
             db_count = self._db.execute("SELECT count(*) FROM faces").fetchone()[0]
             journal = self.path / (DB_NAME + "-journal")
             if journal.exists():
-                # A hot journal was rolled back by the reads above; one that is still here is
-                # a stale one from a writer killed before its journal became hot. No writer
-                # runs while we hold the lock, and it may hold pages of removed vectors.
+                # A hot journal was rolled back by the reads above; one still here is stale (a writer
+                # killed before it became hot), and it may hold pages of removed vectors.
                 logger.warning("%s: removing stale %s", self.path, journal.name)
                 with contextlib.suppress(OSError):
                     journal.unlink(missing_ok=True)
@@ -229,13 +212,10 @@ class GalleryStore:
             logger.warning("%s: could not write the rebuilt index (%s); using it from memory", self.path, e)
             self._generation = generation
 
-    # ---- saving -------------------------------------------------------------------
-
     @contextlib.contextmanager
     def _locked(self, write: bool = True) -> Iterator[None]:
-        """The inter-process lock. On a read-only directory (a read-only mount, someone else's
-        files) nobody can change the gallery, so reads go ahead without it and writes fail
-        with one line saying so."""
+        """The inter-process lock. On a read-only directory nobody can change the gallery, so
+        reads go ahead without it and writes fail with one line saying so."""
         with self._mutex:
             try:
                 self._flock.acquire()
@@ -298,10 +278,11 @@ class GalleryStore:
         else:  # the vectors did not change (rename): the index file stays valid
             sha = json.loads((self.path / META_NAME).read_text(encoding="utf-8"))["index_sha256"]
         assert self._index is not None
-        _write_json_atomic(self.path / META_NAME, {
+        write_json_atomic(self.path / META_NAME, {
             "format_version": FORMAT_VERSION, "model_id": self.model_id, "dim": self.dim,
             "metric": self.metric, "generation": generation, "index_sha256": sha,
-            "count": int(self._index.ntotal), "index_kind": _index.kind(self._index)})
+            "count": int(self._index.ntotal), "index_kind": _index.kind(self._index)},
+            tmp_prefix=f"{TMP_PREFIX}{META_NAME}-", sync_dir=True)
         self._generation = generation
 
     def _db_generation(self) -> int:
@@ -339,14 +320,11 @@ class GalleryStore:
         try:
             self._publish(new_index, generation)
         except OSError as e:
-            # The index file or meta.json could not be replaced (disk full...). The database
-            # holds the change and is one generation ahead of meta.json, so every load
+            # The database holds the change, one generation ahead of meta.json, so every load
             # (ours included: our generation is left behind) rebuilds the index from it.
             logger.warning("%s: change saved, but the index file could not be updated (%s); "
                            "it will be rebuilt from %s on the next load", self.path, e, DB_NAME)
         return generation
-
-    # ---- reads --------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._db is None:
@@ -363,12 +341,8 @@ class GalleryStore:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction at the generation of the in-memory index.
-
-        The SQLite read lock keeps writers from committing while we read, so the rows
-        and the index we answer from belong to the same generation. If another process
-        has committed since we loaded, reload first.
-        """
+        """A read transaction at the generation of the in-memory index (SQLite's read lock keeps
+        writers from committing meanwhile); reloads first if another process has committed."""
         self._check_open()
         assert self._db is not None
         with self._mutex:

@@ -1,8 +1,5 @@
-"""Backend-neutral gallery interface: records, hits, kNN votes and name rules.
-
-Nothing here may mention FAISS: a distributed vector-database backend will implement
-the same `Gallery` interface, so the public types are numpy arrays, dataclasses and
-plain python values only.
+"""Backend-neutral gallery interface: records, hits, kNN votes and name rules. Nothing here may
+mention FAISS or Milvus: the public types are numpy arrays, dataclasses and plain values only.
 """
 from __future__ import annotations
 
@@ -19,7 +16,8 @@ from facecore.errors import GalleryError, PersonExists, PersonNotFound
 from facecore.names import refuse_lookalikes, same_looking, validate_name
 from facecore.ranking import best_candidate, rank_key
 
-__all__ = ["FaceRecord", "Gallery", "Hit", "KnnVote", "check_records", "first_of_each_photo", "vote"]
+__all__ = ["FaceRecord", "Gallery", "Hit", "KnnVote", "check_records", "face_key", "first_of_each_photo", "vote"]
+
 
 @dataclass
 class FaceRecord:
@@ -31,9 +29,7 @@ class FaceRecord:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
     added_at: float = field(default_factory=time.time)
     id: int = -1  # assigned by the gallery
-    # sha256 of the face's chip in the model directory's ChipStore (gallery.chip_store): what
-    # re-embedding the face needs without its photo. Empty for faces enrolled before chips.
-    chip: str = ""
+    chip: str = ""  # sha256 of the face's chip (gallery.chip_store); empty for faces enrolled before chips
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -63,10 +59,7 @@ class KnnVote:
     neighbours: list[Hit]
 
     def best(self) -> tuple[str | None, float, float]:
-        """(person, score, similarity) of the winner; (None, 0.0, 0.0) when nobody got a vote.
-
-        Ties on score go to the higher similarity, then to the name (`rank_key`).
-        """
+        """(person, score, similarity) of the winner (`rank_key`); (None, 0.0, 0.0) when nobody got a vote."""
         person = best_candidate(self.scores, self.similarity)
         if person is None:
             return None, 0.0, 0.0
@@ -78,14 +71,12 @@ class KnnVote:
 
 
 def vote(hits: Sequence[Hit]) -> KnnVote:
-    """Turn the neighbours of one query into a KnnVote.
+    """The neighbours of one query as a KnnVote.
 
-    Each neighbour votes for its person with weight max(similarity, 0): a close face
-    should count more than a far one among the same k, and a neighbour that is
-    anti-correlated with the query (similarity < 0) is no evidence for its person at
-    all, so it must not get a negative or positive say. Shares are normalised by the
-    total weight so that scores are comparable across queries and k. If every
-    neighbour has similarity <= 0 nobody gets a vote and `scores` is empty.
+    Each neighbour votes for its person with weight max(similarity, 0): a close face counts more
+    than a far one, and an anti-correlated one is no evidence for its person at all. Shares are
+    normalised by the total weight so that scores are comparable across queries and k; when every
+    similarity is <= 0 `scores` is empty.
     """
     weights: dict[str, float] = {}
     best_sim: dict[str, float] = {}
@@ -129,10 +120,9 @@ def check_records(records: Sequence[FaceRecord]) -> list[tuple[str, str, str, fl
 class Gallery(ABC):
     """Enrolled face embeddings with stable int64 ids and per-face metadata.
 
-    Vectors are 2-d float32 arrays of unit vectors (they are normalised again
-    defensively). Every call that takes vectors takes the `model_id` that produced
-    them and fails if it is not the gallery's model: embeddings of different models
-    live in unrelated spaces and comparing them gives confident nonsense.
+    Vectors are 2-d float32 arrays of unit vectors (normalised again defensively). Every call that
+    takes vectors takes the `model_id` that produced them and fails if it is not the gallery's:
+    embeddings of different models live in unrelated spaces and comparing them gives confident nonsense.
     """
 
     path: Path
@@ -144,7 +134,15 @@ class Gallery(ABC):
         return error(f"{self.path}: {what}", **details)
 
     def _check_open(self) -> None:
-        """Raise GalleryError if the gallery was closed."""
+        """GalleryError if the gallery was closed."""
+
+    @staticmethod
+    def _check_new(where: object, model_id: str, dim: int) -> None:
+        """`create`'s arguments checked: a non-empty model id and a positive dimension."""
+        if not isinstance(model_id, str) or not model_id:
+            raise GalleryError(f"{where}: model_id must be a non-empty string, got {model_id!r}")
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
+            raise GalleryError(f"{where}: dim must be a positive integer, got {dim!r}")
 
     def _opened_for(self, model_id: str | None, where: object) -> "Gallery":
         """`self`, just opened at `where`; closed and GalleryError when `model_id` is given and
@@ -206,17 +204,15 @@ class Gallery(ABC):
 
     @abstractmethod
     def remove_person(self, name: str) -> int:
-        """Remove every face of `name`; returns how many. Unknown name -> GalleryError."""
+        """Remove every face of `name`; returns how many. Unknown name -> PersonNotFound."""
 
     @abstractmethod
     def rename_person(self, old: str, new: str, *, merge: bool = False) -> None:
-        """Rename `old` to `new`. If `new` already exists this is a merge, allowed
-        only with merge=True. Unknown `old` -> GalleryError."""
+        """Rename `old` to `new`; onto an enrolled `new` only with merge=True. Unknown `old` -> PersonNotFound."""
 
     @abstractmethod
     def set_chips(self, chips: dict[int, str]) -> None:
-        """Record the chip of existing faces (id -> chip sha256), e.g. for faces enrolled before
-        chips existed. Unknown ids -> GalleryError."""
+        """Record the chip of existing faces (id -> chip sha256). Unknown ids -> GalleryError."""
 
     @abstractmethod
     def people(self) -> dict[str, int]:
@@ -252,6 +248,9 @@ class Gallery(ABC):
     @abstractmethod
     def __len__(self) -> int:
         """Number of faces."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, model_id={getattr(self, 'model_id', None)!r})"
 
     def __enter__(self) -> Gallery:
         return self

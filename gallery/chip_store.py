@@ -2,21 +2,18 @@
 
     DIR/ab/<sha256>.chip     one chip, named by the sha256 of its bytes; 0600, directories 0700
 
-A chip is opaque bytes here (the recognizer decides what is in it: see `recognizer.chips`). The
-store lives beside the gallery, not inside one backend's files, because it outlives any one
-gallery: a finetune or a migration builds a new gallery (another backend, another network) from
-the same chips, and a vector-database backend keeps vectors on a server while the chips stay in
-the model directory. So this module knows nothing of FAISS or SQLite; a gallery record names its
-chip by its sha256 (`FaceRecord.chip`).
+A chip is opaque bytes here (`recognizer.chips` decides what is in it). The store lives beside
+the gallery, not inside one backend's files, because it outlives any one gallery: a finetune or a
+migration builds a new gallery from the same chips. A gallery record names its chip by its sha256
+(`FaceRecord.chip`).
 
-Writes are atomic (temp file, fsync, rename) and idempotent: the same bytes land at the same name.
-Reads verify the checksum, so a damaged chip is reported by name rather than embedded.
-Deleting a chip unlinks its file; files are never rewritten in place, so the model directory
-holds no copy of a deleted chip (what the file system keeps of freed blocks is out of reach of a
-program: see SECURITY.md).
+Writes are atomic and idempotent; reads verify the checksum, so a damaged chip is reported by
+name rather than embedded. Files are never rewritten in place, so deleting a chip leaves no copy
+in the model directory (freed blocks are out of a program's reach: see SECURITY.md).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -53,10 +50,8 @@ class ChipStore:
     def _private_dir(self, path: Path) -> None:
         for d in (self.root.parent, self.root, path):  # the parent: a gallery's own folder of chips
             if not d.is_dir():
-                try:
+                with contextlib.suppress(FileExistsError):
                     d.mkdir(mode=0o700)
-                except FileExistsError:
-                    pass
                 os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask; chips are biometric data
 
     def put(self, data: bytes) -> str:
@@ -92,19 +87,14 @@ class ChipStore:
 
     def delete(self, shas: Iterable[str]) -> int:
         """Unlink these chips; returns how many were there."""
-        n = 0
-        dirs = set()
-        for sha in shas:
-            path = self._path(sha)
-            try:
+        dirs = []
+        for path in map(self._path, shas):
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-                n += 1
-                dirs.add(path.parent)
-            except FileNotFoundError:
-                pass
-        for d in dirs:
+                dirs.append(path.parent)
+        for d in set(dirs):
             fsync_dir(d)
-        return n
+        return len(dirs)
 
     def sweep(self, keep: set[str]) -> int:
         """Delete every chip not in `keep`, and temp files of interrupted writes; returns how many.
@@ -118,8 +108,3 @@ class ChipStore:
         if n:
             log.info("%s: deleted %d unreferenced chip files", self.root, n)
         return n
-
-    def size(self) -> tuple[int, int]:
-        """(chips, bytes)."""
-        files = [self._path(s) for s in self.ids()]
-        return len(files), sum(p.stat().st_size for p in files)

@@ -1,7 +1,5 @@
-"""FAISS + SQLite implementation of `Gallery`: the public operations.
-
-The directory format, loading, locking and crash-safe saving live in `gallery._storage`.
-"""
+"""FAISS + SQLite implementation of `Gallery`: the public operations (the directory format,
+loading, locking and crash-safe saving are `gallery._storage`'s)."""
 from __future__ import annotations
 
 import logging
@@ -16,7 +14,7 @@ import numpy as np
 from gallery import _index
 from gallery._storage import DB_NAME, FORMAT_VERSION, META_NAME, SCHEMA, UNIQUE_PHOTO_INDEX, GalleryStore
 from facecore.names import refuse_lookalikes, validate_name
-from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo
+from gallery.base import FaceRecord, Hit, check_records, first_of_each_photo
 from facecore.errors import GalleryError, PersonNotFound
 
 __all__ = ["FaissGallery"]
@@ -24,17 +22,14 @@ __all__ = ["FaissGallery"]
 logger = logging.getLogger(__name__)
 
 
-class FaissGallery(GalleryStore, Gallery):
+class FaissGallery(GalleryStore):
     """FAISS + SQLite gallery. Use `create_gallery` / `open_gallery` to get one."""
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], model_id: str, dim: int, *,
                approx_threshold: int = _index.DEFAULT_APPROX_THRESHOLD, **opts: Any) -> FaissGallery:
         path = Path(path)
-        if not isinstance(model_id, str) or not model_id:
-            raise GalleryError(f"{path}: model_id must be a non-empty string, got {model_id!r}")
-        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
-            raise GalleryError(f"{path}: dim must be a positive integer, got {dim!r}")
+        cls._check_new(path, model_id, dim)
         if int(approx_threshold) < 1:
             raise GalleryError(f"{path}: approx_threshold must be >= 1, got {approx_threshold!r}")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -74,15 +69,12 @@ class FaissGallery(GalleryStore, Gallery):
             self._load()
         return self._opened_for(model_id, path)
 
-    # ---- changes ------------------------------------------------------------------
-
     def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str,
             allow_similar: bool = False) -> list[int]:
         """Store one face per row; returns the ids of the faces stored (also written into their
-        records). A face of a photo already stored for the same person (same content hash) is
-        not stored again and its record keeps id -1: the rule is checked under the gallery's lock
-        and enforced by a unique index, so two processes enrolling one photo at once store it once.
-        A new person whose name looks like an enrolled one (`facecore.names`) is refused with
+        records). A photo already stored for the same person is not stored again (its record keeps
+        id -1): checked under the lock and enforced by a unique index, so two processes enrolling one
+        photo at once store it once. A new name that looks like an enrolled one is refused with
         InvalidNameError unless `allow_similar`."""
         x = self._check_vectors(vectors, model_id, "vectors")
         if len(records) != len(x):
@@ -146,8 +138,7 @@ class FaissGallery(GalleryStore, Gallery):
                 db.execute("DELETE FROM faces WHERE person = ?", (name,))
 
             self._commit(apply, tmp)
-            # secure_delete already zeroed the rows; VACUUM also drops the freed pages so the
-            # file shrinks and holds no trace of the removed vectors.
+            # secure_delete already zeroed the rows; VACUUM also drops the freed pages.
             try:
                 self._db.execute("VACUUM")
             except sqlite3.Error as e:  # e.g. no room for VACUUM's copy: the removal still stands
@@ -157,10 +148,9 @@ class FaissGallery(GalleryStore, Gallery):
         return len(ids)
 
     def rename_person(self, old: str, new: str, *, merge: bool = False, allow_similar: bool = False) -> None:
-        """Rename `old` to `new`. If `new` already has faces, the two people are merged
-        only when merge=True (fixing a duplicate enrolment); otherwise GalleryError,
-        because a silent merge of two different people would be hard to undo. A `new` that
-        looks like another enrolled person is refused unless `allow_similar`."""
+        """Rename `old` to `new`. Onto an enrolled `new` only with merge=True (a silent merge of two
+        people would be hard to undo); a `new` that looks like another enrolled person is refused
+        unless `allow_similar`."""
         old, new = validate_name(old), validate_name(new)
         with self._change():
             assert self._db is not None
@@ -184,8 +174,6 @@ class FaissGallery(GalleryStore, Gallery):
                                                    [(str(c), int(i)) for i, c in chips.items()]), None)
         logger.info("%s: recorded chips of %d faces", self.path, len(chips))
 
-    # ---- reads --------------------------------------------------------------------
-
     def people(self) -> dict[str, int]:
         with self._read() as db:
             rows = db.execute("SELECT person, count(*) FROM faces GROUP BY person").fetchall()
@@ -203,9 +191,8 @@ class FaissGallery(GalleryStore, Gallery):
 
     def has_content(self, person: str, content_hash: str) -> bool:
         with self._read() as db:
-            row = db.execute("SELECT 1 FROM faces WHERE person = ? AND content_hash = ? LIMIT 1",
-                             (validate_name(person), content_hash)).fetchone()
-        return row is not None
+            return db.execute("SELECT 1 FROM faces WHERE person = ? AND content_hash = ? LIMIT 1",
+                              (validate_name(person), content_hash)).fetchone() is not None
 
     def vectors(self, person: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         person = None if person is None else validate_name(person)
@@ -235,6 +222,3 @@ class FaissGallery(GalleryStore, Gallery):
         with self._read():
             assert self._index is not None
             return int(self._index.ntotal)
-
-    def __repr__(self) -> str:
-        return f"FaissGallery({str(self.path)!r}, model_id={getattr(self, 'model_id', None)!r})"

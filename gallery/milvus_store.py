@@ -3,32 +3,27 @@
     milvus://HOST:PORT/COLLECTION     a Milvus server (standalone or cluster)
     milvus-lite:PATH.db               Milvus Lite, a local data directory (collection "faces")
 
-One collection holds the faces: int64 id (primary key), the unit vector, person, source,
-content hash, box, added_at, and a JSON `attrs` field carrying every other `FaceRecord`
-field, so fields added to FaceRecord later travel without a schema change. A second
-collection COLLECTION__meta holds key/value rows: model id, dimension, format version,
-the next id, and the pending-change journal described below.
+One collection holds the faces (int64 id, unit vector, person, source, content hash, box,
+added_at, and a JSON `attrs` field carrying every other `FaceRecord` field, so fields added later
+need no schema change); COLLECTION__meta holds key/value rows: model id, dimension, format
+version, the next id, and the pending-change journal.
 
 Milvus has no multi-row transactions and no conditional writes, so the project adds:
-  * one writer at a time: every change takes a lock (for Milvus Lite a file lock beside
-    the data directory, which also serialises readers, since Milvus Lite lets only one
-    process open a data directory at a time; for a server, a lock file on this machine,
-    so writers on other machines are NOT excluded: see the README);
-  * a journal row written before each multi-row change and cleared after it; whoever takes
-    the lock next finishes (remove, rename) or undoes (add) a change a killed writer left
-    half done, so a gallery is always before or after a change;
-  * ids from a counter kept in the meta collection, reserved before the faces are written,
-    so they are never reused, even after a crash;
-  * for Milvus Lite, a ledger of what each removal, rename and chip change must leave (PATH.db.changes,
-    fsynced beside the data directory, written before the change), checked on every open, and
-    after a kill a comparison of every read path. Milvus Lite 3.2.2 sometimes reopens after a
-    SIGKILL reading some rows twice (it replays a log it had already flushed), so rows a
-    completed delete removed (a removal's, or the old version behind a rename's upsert) can be
-    seen again; the ledger tells which rows are stale, so they are deleted again (a renamed
-    face written back once with its new name), and a gallery still wrong after that, or wrong
-    in a way no recorded change explains, is refused as damaged rather than served.
-Search is exact by default (index FLAT, inner product on unit vectors = cosine), so the
-kNN vote matches the FAISS backend's; `index="HNSW"` trades exactness for speed.
+  * one writer at a time: a file lock (for Milvus Lite beside the data directory, which also
+    serialises readers, since only one process may open it at a time; for a server, on this
+    machine, so writers on other machines are NOT excluded: see the README);
+  * a journal row written before each multi-row change and cleared after it; whoever takes the
+    lock next finishes (remove, rename) or undoes (add) a change a killed writer left half done;
+  * ids from a counter in the meta collection, reserved before the faces are written, so they
+    are never reused, even after a crash;
+  * for Milvus Lite, a ledger (PATH.db.changes, fsynced, written before the change) of what each
+    removal, rename and chip change must leave, checked on every open. Milvus Lite 3.2.2 sometimes
+    reopens after a SIGKILL replaying a log it had already flushed, so rows a completed delete
+    removed can be seen again; the ledger tells which rows are stale, so they are deleted again,
+    and a gallery still wrong after that, or wrong in a way no recorded change explains, is
+    refused as damaged rather than served.
+Search is exact by default (FLAT, inner product on unit vectors = cosine), so the kNN vote
+matches the FAISS backend's; `index="HNSW"` trades exactness for speed.
 """
 from __future__ import annotations
 
@@ -38,7 +33,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +49,7 @@ from facecore.errors import GalleryError, PersonNotFound
 
 __all__ = ["CORE_FIELDS", "DEFAULT_HOLD_S", "DEFAULT_LOCK_TIMEOUT", "FORMAT_VERSION", "INDEXES",
            "INUSE_SUFFIX", "LEDGER_SUFFIX", "LITE_COLLECTION", "MAX_VARCHAR", "PAGE", "WINDOW",
-           "MilvusGallery", "is_milvus", "parse"]
+           "MilvusGallery", "parse"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +65,6 @@ DEFAULT_HOLD_S = 1.0
 INDEXES = {"FLAT": {}, "HNSW": {"M": 16, "efConstruction": 200}}
 LEDGER_SUFFIX = ".changes"  # Milvus Lite: what recent changes must leave, beside PATH.db
 INUSE_SUFFIX = ".inuse"  # Milvus Lite: exists while a process has the data directory open
-
-
-def is_milvus(spec: str | os.PathLike[str]) -> bool:
-    return isinstance(spec, str) and spec.startswith((LITE_PREFIX, SERVER_PREFIX))
 
 
 def parse(spec: str) -> tuple[str, str, str]:
@@ -101,14 +93,28 @@ def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _id_filter(ids: Iterable[int]) -> str:
+    return f"id in [{', '.join(map(str, ids))}]"
+
+
+def _pages(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    return (items[s:s + PAGE] for s in range(0, len(items), PAGE))
+
+
+def _by_id(rows: Iterable[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Every version of each id a query read."""
+    versions: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        versions.setdefault(int(r["id"]), []).append(r)
+    return versions
+
+
 class _Connection:
     """A MilvusClient opened on demand and the lock that serialises its users.
 
-    Milvus Lite lets one process open a data directory at a time (it holds an exclusive
-    flock until the directory is released), so a process holds it only while it uses it:
-    the file lock is taken, the directory opened, and both let go `hold_s` seconds after
-    the last operation, when another process waiting for the lock gets its turn. For a
-    server the client stays open; the file lock is only taken around changes.
+    Milvus Lite lets one process open a data directory at a time, so a process holds it (and the
+    file lock) only while it uses it, letting both go `hold_s` seconds after the last operation.
+    For a server the client stays open; the file lock is only taken around changes.
     """
 
     _shared: dict[str, _Connection] = {}
@@ -181,7 +187,6 @@ class _Connection:
             self.opens += 1
 
     def _release(self) -> None:
-        """Close the client and, for Milvus Lite, the data directory and the lock."""
         if self.client is None:
             return
         try:
@@ -203,12 +208,15 @@ class _Connection:
             self._timer = None
             self._release()
 
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     @contextlib.contextmanager
     def use(self, *, write: bool) -> Iterator[Any]:
         with self.mutex:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._cancel_timer()
             if self.client is None:
                 self._open()
             locked = write and self.kind == "server"
@@ -234,10 +242,13 @@ class _Connection:
                 return
             del self._shared[self.key]
         with self.mutex:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._cancel_timer()
             self._release()
+
+
+def _ledger_ids(led: dict[str, Any]) -> set[int]:
+    """Every face id the ledger names."""
+    return set(led["removed"]) | set(led["person"]) | set(led["chip"])
 
 
 def _ledger_row(i: int, row: dict[str, Any], led: dict[str, Any]) -> dict[str, Any]:
@@ -252,8 +263,8 @@ def _ledger_row(i: int, row: dict[str, Any], led: dict[str, Any]) -> dict[str, A
 
 def _stale_versions(versions: dict[int, list[dict[str, Any]]], led: dict[str, Any], removed: set[int],
                     bad: set[int], keep: dict[int, dict[str, Any]]) -> None:
-    """Of the rows a query read (per id, every version), add to `bad` the ids removed, read
-    twice or read other than the ledger says, and to `keep` the row to write back for each."""
+    """Add to `bad` the ids of `versions` removed, read twice or read other than the ledger says,
+    and to `keep` the row to write back for each."""
     for i, vs in versions.items():
         if i in removed:
             bad.add(i)
@@ -356,9 +367,11 @@ class MilvusGallery(Gallery):
         if version != FORMAT_VERSION:
             raise self._fail(f"format version {version}, this program reads {FORMAT_VERSION}")
 
+    def _count(self, client: Any, flt: str = "") -> int:
+        return int(client.query(self.collection, filter=flt, output_fields=["count(*)"])[0]["count(*)"])
+
     def _scan(self, client: Any, flt: str, fields: list[str]) -> list[dict[str, Any]]:
-        """Every row matching `flt`, ordered by id. Milvus caps one query's result window at
-        16,384 rows; beyond that the rows come from a query iterator, page by page."""
+        """Every row matching `flt`, ordered by id (past Milvus's 16,384-row window, by a query iterator)."""
         out = list(client.query(self.collection, filter=flt, output_fields=fields, limit=WINDOW))
         if len(out) < WINDOW:
             return sorted(out, key=lambda r: r["id"])
@@ -380,11 +393,9 @@ class MilvusGallery(Gallery):
     def _end(self, client: Any) -> None:
         self._set_meta(client, {"pending": ""})
         if self.kind == "lite":
-            # Milvus Lite searches rows still in its memory table by brute force in Python, ten
-            # times slower than once flushed to a segment (figures:
-            # benchmarks/results/implementation-choices.md), and a flush
-            # also moves them from its write-ahead log into fsynced segment files. A server
-            # flushes on its own schedule and rate-limits explicit flushes.
+            # Milvus Lite searches rows still in its memory table by brute force in Python, ten times
+            # slower than flushed (benchmarks/results/implementation-choices.md), and a flush moves them
+            # into fsynced segment files. A server flushes on its own schedule and rate-limits flushes.
             client.flush(self.collection)
 
     def _recover(self, client: Any) -> None:
@@ -428,7 +439,7 @@ class MilvusGallery(Gallery):
     def _save_ledger(self, led: dict[str, Any]) -> None:
         path = self._ledger_path()
         assert path is not None and self._conn is not None
-        if not (led["removed"] or led["person"] or led["chip"]):
+        if not _ledger_ids(led):
             path.unlink(missing_ok=True)
         else:
             write_json_atomic(path, {"removed": sorted(set(led["removed"])),
@@ -449,29 +460,26 @@ class MilvusGallery(Gallery):
         self._save_ledger(led)
 
     def _stale(self, client: Any, led: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
-        """Ids of the ledger whose rows any read path shows other than the ledger says, and the
-        rows to write back for those that must stay (one version each, with the ledger's fields)."""
-        ids = sorted(set(led["removed"]) | set(led["person"]) | set(led["chip"]))
+        """Ids of the ledger that some read path shows otherwise, and the rows to write back for
+        those that stay (one version each, with the ledger's fields)."""
+        ids = sorted(_ledger_ids(led))
         bad: set[int] = set()
         keep: dict[int, dict[str, Any]] = {}
         dim = int(self._meta(client)["dim"])  # _heal runs before the open has read the meta
         probe = [[1.0] + [0.0] * (dim - 1)]
-        for s in range(0, len(ids), PAGE):
-            self._stale_chunk(client, ids[s:s + PAGE], led, probe, bad, keep)
+        for chunk in _pages(ids):
+            self._stale_chunk(client, chunk, led, probe, bad, keep)
         return sorted(bad), [keep[i] for i in sorted(keep) if i in bad]
 
     def _stale_chunk(self, client: Any, chunk: list[int], led: dict[str, Any], probe: list[list[float]],
                      bad: set[int], keep: dict[int, dict[str, Any]]) -> None:
-        """`_stale` for one page of ledger ids: adds to `bad` and `keep`."""
         removed = set(led["removed"])
-        flt = f"id in [{', '.join(map(str, chunk))}]"
+        flt = _id_filter(chunk)
         rows = list(client.query(self.collection, filter=flt, output_fields=["*"], limit=WINDOW))
-        count = int(client.query(self.collection, filter=flt, output_fields=["count(*)"])[0]["count(*)"])
+        count = self._count(client, flt)
         hits = client.search(self.collection, data=probe, filter=flt, limit=min(2 * len(chunk), WINDOW),
                              output_fields=["person"], search_params={"metric_type": "IP", "params": {}})[0]
-        versions: dict[int, list[dict[str, Any]]] = {}
-        for r in rows:
-            versions.setdefault(int(r["id"]), []).append(r)
+        versions = _by_id(rows)
         if count != len(rows):  # count(*) sees rows the query does not: which, only a rewrite can tell
             bad.update(i for i in chunk if i in removed or i in versions)
         for h in hits:
@@ -481,12 +489,11 @@ class MilvusGallery(Gallery):
         _stale_versions(versions, led, removed, bad, keep)
 
     def _heal(self, client: Any, crashed: bool) -> None:
-        """On opening Milvus Lite (under its lock): make every read path agree with the ledger,
-        and, after a crash, with each other. Costs a few queries per 1,000 ledger ids on every
-        open; after a crash also one scan of the whole gallery (ids, vectors, count)."""
+        """On opening Milvus Lite (under its lock): make every read path agree with the ledger and,
+        after a crash, with each other (then at the cost of one scan of the whole gallery)."""
         led = self._ledger()
         self._conn.removed = frozenset(led["removed"])  # type: ignore[union-attr]
-        if not crashed and not (led["removed"] or led["person"] or led["chip"]):
+        if not crashed and not _ledger_ids(led):
             return  # the usual open: nothing recorded, nothing to check
         for attempt in range(2):
             bad, rows = self._unhealed(client, led, crashed)
@@ -499,56 +506,46 @@ class MilvusGallery(Gallery):
             logger.warning("%s: Milvus Lite reads %d faces other than its completed changes left them (after a "
                            "crash); deleting them again and writing back the ones that stay", self.path, len(bad))
             self._rewrite(client, bad, rows)
-        else:  # pragma: no cover  (the loop breaks or raises)
-            return
-        if not crashed and not bad and (led["removed"] or led["person"] or led["chip"]):
-            # The last holder closed cleanly (everything flushed) and every read agrees: done with them.
+        if not crashed:  # (the loop above ends with nothing bad, or raises)
+            # The last holder closed cleanly (everything flushed) and every read agrees: done with the ledger.
             client.flush(self.collection)
             self._save_ledger({"removed": [], "person": {}, "chip": {}})
 
     def _unhealed(self, client: Any, led: dict[str, Any], crashed: bool) -> tuple[list[int], list[dict[str, Any]]]:
-        """The ids `_heal` must delete and the rows it must write back: those of the ledger read
-        other than it says, and after a crash those the read paths disagree on."""
+        """The ids `_heal` must delete and the rows it must write back."""
         bad, rows = self._stale(client, led)
         if not crashed:
             return bad, rows
         more, more_rows = self._disagreeing(client, led)
         rows += [r for r in more_rows if int(r["id"]) not in set(bad)]  # the ledger's version first
         bad = sorted(set(bad) | set(more))
-        if not bad and led["removed"] and client.query(self.collection, filter="", output_fields=[
-                "count(*)"])[0]["count(*)"] != len(self._scan(client, "id >= 0", ["id"])):
+        if not bad and led["removed"] and self._count(client) != len(self._scan(client, "id >= 0", ["id"])):
             bad = list(led["removed"])  # count(*) still counts some: delete them all again
         return bad, rows
 
     def _rewrite(self, client: Any, bad: list[int], rows: list[dict[str, Any]]) -> None:
-        """Delete the `bad` ids, write `rows` back, flush."""
-        for s in range(0, len(bad), PAGE):
-            client.delete(self.collection, filter=f"id in [{', '.join(map(str, bad[s:s + PAGE]))}]")
-        for s in range(0, len(rows), PAGE):
-            client.insert(self.collection, rows[s:s + PAGE])
+        for chunk in _pages(bad):
+            client.delete(self.collection, filter=_id_filter(chunk))
+        for chunk in _pages(rows):
+            client.insert(self.collection, chunk)
         client.flush(self.collection)
 
     def _disagreeing(self, client: Any, led: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
-        """After a crash: ids the field query, the vector read and count(*) do not agree on, and
-        the rows to write back for them. Milvus Lite can replay into its memory table an insert it
-        had already flushed, so one face reads twice: identical copies are written back once.
-        Anything else the ledger cannot explain is damage that cannot be repaired here."""
+        """After a crash: ids the field query, the vector read and count(*) disagree on, and the rows
+        to write back. A replayed insert reads one face twice: identical copies are written back
+        once; anything else the ledger cannot explain is damage."""
         fields = [int(r["id"]) for r in self._scan(client, "id >= 0", ["id", "person"])]
         vecs = [int(r["id"]) for r in self._scan(client, "id >= 0", ["id", "vector"])]
-        count = int(client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        count = self._count(client)
         odd = set(fields) ^ set(vecs)
         for seen in (fields, vecs):
             if len(set(seen)) != len(seen):
                 odd |= {i for i, n in zip(*np.unique(seen, return_counts=True)) if n > 1}
-        known = set(led["removed"]) | set(led["person"]) | set(led["chip"])
+        known = _ledger_ids(led)
         unknown = sorted(odd - known)
         rows: list[dict[str, Any]] = []
-        for s in range(0, len(unknown), PAGE):
-            chunk = unknown[s:s + PAGE]
-            versions: dict[int, list[dict[str, Any]]] = {}
-            for r in client.query(self.collection, filter=f"id in [{', '.join(map(str, chunk))}]",
-                                  output_fields=["*"], limit=WINDOW):
-                versions.setdefault(int(r["id"]), []).append(r)
+        for chunk in _pages(unknown):
+            versions = _by_id(client.query(self.collection, filter=_id_filter(chunk), output_fields=["*"], limit=WINDOW))
             for i in chunk:
                 vs = versions.get(i, [])
                 if not vs or any(v != vs[0] for v in vs[1:]):
@@ -568,14 +565,10 @@ class MilvusGallery(Gallery):
     @classmethod
     def create(cls, spec: str, model_id: str, dim: int, *, index: str = "FLAT", exist_ok: bool = False,
                **opts: Any) -> MilvusGallery:
-        """A new gallery; with exist_ok, an existing one is opened instead (it must hold
-        `model_id`'s embeddings)."""
+        """A new gallery; with exist_ok, an existing one of `model_id` is opened instead."""
         from pymilvus import DataType  # optional and heavy: only a Milvus gallery loads it
 
-        if not isinstance(model_id, str) or not model_id:
-            raise GalleryError(f"{spec}: model_id must be a non-empty string, got {model_id!r}")
-        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
-            raise GalleryError(f"{spec}: dim must be a positive integer, got {dim!r}")
+        cls._check_new(spec, model_id, dim)
         if index not in INDEXES:
             raise GalleryError(f"{spec}: index must be one of {sorted(INDEXES)}, got {index!r}")
         self = cls(spec, **opts)
@@ -631,9 +624,7 @@ class MilvusGallery(Gallery):
 
     def add(self, vectors: np.ndarray, records: Sequence[FaceRecord], *, model_id: str,
             allow_similar: bool = False) -> list[int]:
-        """As the FAISS gallery's `add`: a photo already stored for the same person is not stored
-        again (its record keeps id -1), checked under the write lock; a new name that looks like
-        an enrolled one is refused unless `allow_similar`."""
+        """As `FaissGallery.add` (one face per person and photo, checked under the write lock)."""
         x = self._check_vectors(vectors, model_id, "vectors")
         if len(records) != len(x):
             raise GalleryError(f"got {len(x)} vectors but {len(records)} records")
@@ -684,12 +675,11 @@ class MilvusGallery(Gallery):
     def _apply_rename(self, client: Any, old: str, new: str) -> None:
         rows = self._scan(client, f"person == {_quote(old)}", ["*"])
         self._note(person={r["id"]: new for r in rows})
-        for s in range(0, len(rows), PAGE):
-            client.upsert(self.collection, [{**r, "person": new} for r in rows[s:s + PAGE]])
+        for chunk in _pages(rows):
+            client.upsert(self.collection, [{**r, "person": new} for r in chunk])
 
     def rename_person(self, old: str, new: str, *, merge: bool = False, allow_similar: bool = False) -> None:
-        """Rename `old` to `new`; if `new` exists this is a merge, allowed only with merge=True.
-        A `new` that looks like another enrolled person is refused unless `allow_similar`."""
+        """As `FaissGallery.rename_person`."""
         old, new = validate_name(old), validate_name(new)
         with self._use(write=True) as client:
             count = lambda n: len(client.query(self.collection, filter=f"person == {_quote(n)}",  # noqa: E731
@@ -703,45 +693,39 @@ class MilvusGallery(Gallery):
         logger.info("%s: renamed %r to %r", self.path, old, new)
 
     def set_chips(self, chips: dict[int, str]) -> None:
-        """Record the chip (sha256 of the face's chip file) of existing faces, id -> chip; unknown
-        ids -> GalleryError. Idempotent, so a run stopped half way is simply run again."""
+        """As `Gallery.set_chips`; idempotent, so a run stopped half way is simply run again."""
         ids = sorted({int(i) for i in chips})
         if not ids:
             return
         with self._use(write=True) as client:
-            rows = self._scan(client, f"id in [{', '.join(map(str, ids))}]", ["*"])
+            rows = self._scan(client, _id_filter(ids), ["*"])
             missing = sorted(set(ids) - {int(r["id"]) for r in rows})
             if missing:
                 raise self._fail(f"no faces with ids {missing[:10]}")
             self._note(chip={r["id"]: str(chips[r["id"]]) for r in rows})
-            for s in range(0, len(rows), PAGE):
+            for chunk in _pages(rows):
                 client.upsert(self.collection, [{**r, "attrs": {**(r.get("attrs") or {}), "chip": str(chips[r["id"]])}}
-                                                for r in rows[s:s + PAGE]])
+                                                for r in chunk])
             if self.kind == "lite":
                 client.flush(self.collection)
 
     # ---- reads --------------------------------------------------------------------
 
-    def _records_from(self, rows: list[dict[str, Any]]) -> list[FaceRecord]:
-        known = {f.name for f in dataclasses.fields(FaceRecord)}
-        return [FaceRecord(person=r["person"], source=r["source"], content_hash=r["content_hash"],
-                           box=(r["x1"], r["y1"], r["x2"], r["y2"]), added_at=r["added_at"], id=int(r["id"]),
-                           **{k: v for k, v in (r.get("attrs") or {}).items() if k in known and k not in CORE_FIELDS})
-                for r in rows]
-
     def people(self) -> dict[str, int]:
         with self._use() as client:
             rows = self._scan(client, "id >= 0", ["person"])
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r["person"]] = counts.get(r["person"], 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(r["person"] for r in rows).items()))
 
     def records(self, person: str | None = None) -> list[FaceRecord]:
         flt = "id >= 0" if person is None else f"person == {_quote(validate_name(person))}"
         fields = ["id", "person", "source", "content_hash", "x1", "y1", "x2", "y2", "added_at", "attrs"]
         with self._use() as client:
-            return self._records_from(self._scan(client, flt, fields))
+            rows = self._scan(client, flt, fields)
+        known = {f.name for f in dataclasses.fields(FaceRecord)}
+        return [FaceRecord(person=r["person"], source=r["source"], content_hash=r["content_hash"],
+                           box=(r["x1"], r["y1"], r["x2"], r["y2"]), added_at=r["added_at"], id=int(r["id"]),
+                           **{k: v for k, v in (r.get("attrs") or {}).items() if k in known and k not in CORE_FIELDS})
+                for r in rows]
 
     def has_content(self, person: str, content_hash: str) -> bool:
         flt = f"person == {_quote(validate_name(person))} and content_hash == {_quote(str(content_hash))}"
@@ -774,12 +758,9 @@ class MilvusGallery(Gallery):
 
     def __len__(self) -> int:
         with self._use() as client:
-            return int(client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+            return self._count(client)
 
     def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.drop_user()
-
-    def __repr__(self) -> str:
-        return f"MilvusGallery({self.path!r}, model_id={getattr(self, 'model_id', None)!r})"

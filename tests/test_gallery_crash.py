@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from gallery import FaceRecord, create_gallery, open_gallery
-from gallery.crash_workload import BATCH, DIM, MODEL, WRITER, expected_states, matches, op_for, vectors_for
+from crash_workload import BATCH, DIM, MODEL, expected_states, matches, op_for, vectors_for, writer_command
 from gallery_backends import BACKENDS, MILVUS_LITE, gallery_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +52,7 @@ def test_sigkill_leaves_before_or_after_state(tmp_path: Path, backend: str, tria
     rnd = random.Random(trial)
     path, log = gallery_spec(backend, tmp_path), tmp_path / "log"
     create_gallery(path, MODEL, DIM).close()
-    code = WRITER.format(path=str(path), log=str(log))
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE)
+    child = subprocess.Popen(writer_command(path, log), cwd=ROOT, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not (log.exists() and log.read_text().startswith("ready")):
         assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""

@@ -1,10 +1,8 @@
 """Who appears in a video, and when: sampled frames through the photo pipeline, faces into tracks.
 
 Each sampled frame goes through the same detection, embedding and per-face decision as a photo
-(`FacePipeline.analyze_many`, `Recognizer.decide`), so a frame's faces are exactly those
-identify.py finds in that frame saved as a picture. Frames are detected in worker threads while
-the next ones decode, and their faces embedded in batches; the tracker then links them and names
-each track by its faces' vote (`recognizer.video.tracking`).
+(`FacePipeline.analyze_many`, `Recognizer.decide`), so a frame's faces are exactly those of that
+frame saved as a picture; the tracker then links them and names each track by its faces' vote.
 """
 from __future__ import annotations
 
@@ -61,31 +59,18 @@ class VideoIdentification:
         return render.write_contact_sheet(self, out_dir)
 
     def to_dict(self) -> dict:
-        out = {
-            "video": self.source,
-            **self.info.to_dict(),
-            "sample_fps": self.sample_fps,
-            "frames_decoded": self.decoded,
-            "frames_sampled": self.sampled,
-            "truncated": self.truncated,
-            "tracks": [t.to_dict() for t in self.tracks],
-        }
+        out = {"video": self.source, **self.info.to_dict(), "sample_fps": self.sample_fps,
+               "frames_decoded": self.decoded, "frames_sampled": self.sampled, "truncated": self.truncated,
+               "tracks": [t.to_dict() for t in self.tracks]}
         if self.truncated:
             out["warning"] = f"decoding stopped at frame {self.decoded} of the {self.info.frame_count} declared: the file is truncated or damaged"
         return out
 
 
-def identify_video(
-    recognizer,
-    source: str | os.PathLike | int,
-    *,
-    sample_fps: float = DEFAULT_SAMPLE_FPS,
-    threshold: float | None = None,
-    limits: VideoLimits = VideoLimits(),
-    tracker: TrackerSettings = TrackerSettings(),
-    name: str | None = None,
-    progress: bool = False,
-) -> VideoIdentification:
+def identify_video(recognizer, source: str | os.PathLike | int, *, sample_fps: float = DEFAULT_SAMPLE_FPS,
+                   threshold: float | None = None, limits: VideoLimits = VideoLimits(),
+                   tracker: TrackerSettings = TrackerSettings(), name: str | None = None,
+                   progress: bool = False) -> VideoIdentification:
     """Track and name the faces of a video file or camera (`source` an int) with an opened Recognizer.
 
     Raises VideoError for a file that is no video, cannot be opened, or yields no frame at all;
@@ -119,12 +104,9 @@ def identify_video(
                     tracks.update(frame.time, [], cut=cut)
                     continue
                 ident = recognizer.decide(res, threshold=thr)
-                faces = [
-                    Observation(frame.index, frame.time, face.box, face.score, res.embeddings[i], fid.name, fid.similarity,
-                                res.crops[i])
-                    for i, (face, fid) in enumerate(zip(res.faces, ident.faces))
-                ]
-                tracks.update(frame.time, faces, cut=cut)
+                tracks.update(frame.time, [Observation(frame.index, frame.time, face.box, face.score, res.embeddings[i],
+                                                       fid.name, fid.similarity, res.crops[i])
+                                           for i, (face, fid) in enumerate(zip(res.faces, ident.faces))], cut=cut)
         except KeyboardInterrupt:
             if not reader.camera:
                 raise

@@ -1,12 +1,10 @@
 """Reading videos and cameras with OpenCV: what a file is (by content), and its frames, sampled.
 
-A file is judged a video by its first bytes, not its name: the containers FFmpeg reads start
-with signatures of their own, and a photo or a text file named `.mp4` is not sent to the video
-decoder. Decoding is bounded: the file size and the frame size are checked before any frame is
-decoded, FFmpeg's reads time out instead of blocking, only one frame is held at a time here, and
-`max_seconds` caps how much of a long video (or a camera) is read. A video that stops decoding
-before its declared end (truncated or damaged) ends there, with `truncated` set, instead of
-raising: what was read is still worth naming.
+A file is judged a video by its first bytes, not its name, so a photo or a text file named `.mp4`
+is not sent to the video decoder. Decoding is bounded: the file and frame sizes are checked before
+any frame is decoded, FFmpeg's reads time out instead of blocking, one frame is held at a time, and
+`max_seconds` caps how much is read. A video that stops decoding before its declared end ends
+there, with `truncated` set, instead of raising: what was read is still worth naming.
 """
 from __future__ import annotations
 
@@ -37,6 +35,9 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpe
 _IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
 # QuickTime files may start with a box other than `ftyp`.
 _QT_BOXES = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
+# Containers known by their first bytes (none of them starts with MPEG-TS's 0x47 or "RIFF").
+_MAGIC = ((b"\x1a\x45\xdf\xa3", "matroska"), (b"\x00\x00\x01\xba", "mpeg"), (b"\x00\x00\x01\xb3", "mpeg"),
+          (b"FLV", "flv"), (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "asf"), (b"OggS", "ogg"))
 
 
 def sniff_video(head: bytes) -> str | None:
@@ -45,21 +46,11 @@ def sniff_video(head: bytes) -> str | None:
         return None if head[8:12] in _IMAGE_BRANDS else "mp4"
     if len(head) >= 8 and head[4:8] in _QT_BOXES:
         return "mov"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "matroska"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "avi"
-    if head[:4] == b"\x00\x00\x01\xba" or head[:4] == b"\x00\x00\x01\xb3":
-        return "mpeg"
     if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
         return "mpegts"
-    if head[:3] == b"FLV":
-        return "flv"
-    if head[:8] == b"\x30\x26\xb2\x75\x8e\x66\xcf\x11":
-        return "asf"
-    if head[:4] == b"OggS":
-        return "ogg"
-    return None
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
@@ -72,10 +63,9 @@ def is_video_file(path: str | os.PathLike) -> bool:
 
 
 def is_video_input(source: str | os.PathLike | bytes) -> bool:
-    """Whether to treat `source` as a video. Bytes (the start of a file) by their container
-    signature; a file by its content, or by its name when its content is no image either (the
-    video reader then says what is wrong with it) or when it does not exist yet (an output name).
-    A photo named `.mp4` is still a photo."""
+    """Whether to treat `source` (a file, or the start of one as bytes) as a video: by its content,
+    or by its name when its content is no image either (the video reader then says what is wrong)
+    or when it does not exist yet (an output name). A photo named `.mp4` is still a photo."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return sniff_video(bytes(source[:512])) is not None
     if is_video_file(source):
@@ -135,11 +125,8 @@ class VideoInfo:
 
 
 class VideoReader:
-    """Frames of a video file, or of a camera (`source` an int), sampled at `sample_fps`.
-
-    Use as a context manager, or call `close()`. `decoded` counts the frames read so far;
-    `truncated` is set when a file stopped decoding well before its declared frame count.
-    """
+    """Frames of a video file, or of a camera (`source` an int), sampled at `sample_fps`; a context
+    manager. `truncated` is set when a file stopped decoding well before its declared frame count."""
 
     def __init__(self, source: str | os.PathLike | int, *, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
                  limits: VideoLimits = VideoLimits(), name: str | None = None) -> None:
@@ -185,7 +172,6 @@ class VideoReader:
         return VideoInfo(self.name, fps if 0 < fps <= 1000 else 0.0, max(count, 0), w, h)
 
     def _check_frame_size_and_duration(self) -> None:
-        """Refuse (and close) a video whose declared frame size or length is over the limits."""
         w, h, limits = self.info.width, self.info.height, self.limits
         if w * h > limits.max_pixels:
             self.close()
@@ -235,9 +221,8 @@ class VideoReader:
         return max(1, math.ceil(seconds * rate - 1e-9))
 
     def frames(self, *, bgr: bool = False) -> Iterator[Frame]:
-        """The sampled frames, in order: the first frame at or after each multiple of 1 / sample_fps
-        seconds (every frame when sample_fps is None). Pictures are RGB PIL images, or with `bgr`
-        OpenCV's own BGR arrays."""
+        """The first frame at or after each multiple of 1 / sample_fps seconds (every frame when it is
+        None), as RGB PIL images, or with `bgr` OpenCV's BGR arrays."""
         cap = self._cap
         if cap is None:
             raise ValueError(f"{self.name}: the reader is closed")
@@ -257,7 +242,7 @@ class VideoReader:
             next_time += step
             if next_time <= now:  # behind (a slow camera, a jump in timestamps): sample from here on
                 next_time = now + step
-            yield Frame(index, now, _as_bgr(pixels) if bgr else Image.fromarray(_as_rgb(pixels), "RGB"))
+            yield Frame(index, now, _convert(pixels, "BGR") if bgr else Image.fromarray(_convert(pixels, "RGB"), "RGB"))
         declared = self.info.frame_count
         # Containers round their frame count; a couple of frames short is a normal end, not damage.
         if self._ended and not self.camera and declared and self.decoded < declared - 2:
@@ -265,9 +250,8 @@ class VideoReader:
             log.warning("%s: decoding stopped at frame %d of the %d it declares (truncated or damaged)", self.name, self.decoded, declared)
 
     def _grabbed(self, cap) -> Iterator[tuple[int, float]]:
-        """(index, time in seconds) of every frame decoded, until `max_seconds` is reached or the
-        decoder runs out of frames (which sets `_ended`). Grabbing decodes a frame; its colour
-        conversion waits for `retrieve()`, which only sampled frames get."""
+        """(index, time in seconds) of every frame decoded, until `max_seconds` or the decoder's end
+        (which sets `_ended`). Grabbing decodes; only sampled frames pay `retrieve()`'s conversion."""
         import cv2  # OpenCV is heavy and only needed once a video is read
 
         fps = self.info.fps
@@ -295,23 +279,11 @@ class VideoReader:
             yield index, now
 
 
-def _as_bgr(arr: np.ndarray) -> np.ndarray:
-    """OpenCV's picture as 3-channel BGR (grey and BGRA streams exist)."""
+def _convert(arr: np.ndarray, to: str) -> np.ndarray:
+    """OpenCV's picture (BGR, grey or BGRA: all three exist) as 3-channel `to` ("BGR" or "RGB")."""
     import cv2  # OpenCV is heavy and only needed once a video is read
 
     if arr.ndim == 3 and arr.shape[2] == 3:
-        return arr
-    if arr.ndim == 2 or arr.shape[2] == 1:
-        return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(arr, cv2.COLOR_BGRA2BGR)
-
-
-def _as_rgb(arr: np.ndarray) -> np.ndarray:
-    """OpenCV's picture (BGR, grey or BGRA) as 3-channel RGB."""
-    import cv2  # OpenCV is heavy and only needed once a video is read
-
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
-    if arr.ndim == 2 or arr.shape[2] == 1:
-        return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
+        return arr if to == "BGR" else cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    source = "GRAY" if arr.ndim == 2 or arr.shape[2] == 1 else "BGRA"
+    return cv2.cvtColor(arr, getattr(cv2, f"COLOR_{source}2{to}"))

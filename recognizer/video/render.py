@@ -1,11 +1,8 @@
 """Drawing a video's tracks: the video with named boxes, and a contact sheet of the tracks.
 
-Colours are the photo annotations' (recognizer.drawing): known people green, unknown red.
-Between two sampled frames of a track its box moves linearly, so the annotated video shows
-every frame boxed, not only the sampled ones.
-
-This module draws what `TrackedVideo` describes and does not import the analysis: the analysis
-(recognizer.video.analysis, whose VideoIdentification is a TrackedVideo) sits above it and calls it.
+Colours are the photo annotations' (recognizer.drawing). Between two sampled frames of a track its
+box moves linearly, so the annotated video shows every frame boxed, not only the sampled ones.
+It draws any `TrackedVideo` and so does not import the analysis above it.
 """
 from __future__ import annotations
 
@@ -24,7 +21,6 @@ from recognizer.video.tracking import Track
 
 __all__ = ["TrackedVideo", "boxes_at", "contact_sheet", "track_label", "write_annotated_video",
            "write_contact_sheet"]
-
 
 
 class TrackedVideo(Protocol):
@@ -121,12 +117,9 @@ def contact_sheet(result: TrackedVideo, *, thumb: int = 80, per_row: int = 8) ->
         y = 24 + pad + r * (thumb + pad)
         colour = KNOWN if track.name else UNKNOWN
         draw.rectangle([pad, y, pad + 6, y + thumb], fill=colour)
-        lines = [
-            track.name or f"unknown #{track.id}",
-            f"track {track.id}, score {track.score:.2f}",
-            f"{track.first.time:.1f}-{track.last.time:.1f} s, frames {track.first.frame}-{track.last.frame}",
-            f"{len(track.faces)} face(s)",
-        ]
+        lines = [track.name or f"unknown #{track.id}", f"track {track.id}, score {track.score:.2f}",
+                 f"{track.first.time:.1f}-{track.last.time:.1f} s, frames {track.first.frame}-{track.last.frame}",
+                 f"{len(track.faces)} face(s)"]
         for k, line in enumerate(lines):
             draw.text((pad + 12, y + 2 + k * 18), line, fill=(0, 0, 0), font=font)
         for k, crop in enumerate(track.thumbnails(per_row)):

@@ -1,17 +1,15 @@
 """Following faces from one sampled frame to the next, and naming each track by a vote.
 
 A detection joins a live track when its box overlaps the track's last box and its face does not
-look like someone else, or, without overlap (a fast move, a few frames missed), when its face
-alone is as close to the track's as the model requires to call two faces the same person. A
-track lives on through `max_gap` seconds without a face (a turned head, a hand in front, a
-missed detection), so one person's appearance stays one track.
+look like someone else, or, without overlap (a fast move, missed frames), when its face alone is
+as close to the track's as the model requires to call two faces the same person. A track lives on
+through `max_gap` seconds without a face (a turned head, a missed detection).
 
-The name belongs to the track, not to the frame: every face votes for the model's own decision
-on it (a name, or unknown). A named face weighs its similarity to that person; an unknown face
-weighs the threshold it fell under, which is at least what it could have scored. The track takes
-the name with the heaviest vote when that vote outweighs the unknown one, else it stays unknown.
-A stranger whose faces now and then pass the threshold by chance remains unknown, and a known
-person whose face is sometimes too blurred or turned to pass keeps their name on every frame.
+The name belongs to the track, not to the frame: every face votes for the model's decision on it.
+A named face weighs its similarity to that person; an unknown face weighs the threshold it fell
+under, at least what it could have scored. The track takes the heaviest name when it outweighs
+the unknown vote: a stranger who passes the threshold now and then by chance stays unknown, and a
+known person whose face is sometimes too blurred to pass keeps their name on every frame.
 """
 from __future__ import annotations
 
@@ -43,13 +41,8 @@ class Observation:
     crop: np.ndarray | None = None  # the aligned face crop, kept for a few faces per track
 
     def to_dict(self) -> dict:
-        return {
-            "frame": self.frame,
-            "time": round(self.time, 3),
-            "box": [round(float(v), 1) for v in self.box],
-            "detection_score": round(float(self.detection_score), 4),
-            "similarity": round(float(self.similarity), 4),
-        }
+        return {"frame": self.frame, "time": round(self.time, 3), "box": [round(float(v), 1) for v in self.box],
+                "detection_score": round(float(self.detection_score), 4), "similarity": round(float(self.similarity), 4)}
 
 
 @dataclass
@@ -68,11 +61,6 @@ class Track:
     def last(self) -> Observation:
         return self.faces[-1]
 
-    @property
-    def embeddings(self) -> np.ndarray:
-        """(n, dim): one track's faces, which belong together (e.g. for clustering unknown faces)."""
-        return np.stack([f.embedding for f in self.faces])
-
     def add(self, obs: Observation) -> None:
         self.faces.append(obs)
         kept = [f for f in self.faces if f.crop is not None]
@@ -87,24 +75,16 @@ class Track:
         return [kept[round(i * (len(kept) - 1) / (n - 1))] for i in range(n)] if n > 1 else kept[:1]
 
     def to_dict(self) -> dict:
-        return {
-            "track": self.id,
-            "name": self.name,
-            "score": round(self.score, 4),
-            "similarity": round(self.similarity, 4),
-            "first_frame": self.first.frame,
-            "last_frame": self.last.frame,
-            "first_time": round(self.first.time, 3),
-            "last_time": round(self.last.time, 3),
-            "faces": [f.to_dict() for f in self.faces],
-        }
+        return {"track": self.id, "name": self.name, "score": round(self.score, 4),
+                "similarity": round(self.similarity, 4), "first_frame": self.first.frame,
+                "last_frame": self.last.frame, "first_time": round(self.first.time, 3),
+                "last_time": round(self.last.time, 3), "faces": [f.to_dict() for f in self.faces]}
 
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    """How detections are linked. Similarities are fractions of the model's threshold, so the
-    rules mean the same for every backbone: `appearance` 1.0 is "the model would call these two
-    faces the same person"."""
+    """How detections are linked. Similarities are multiples of the model's threshold, so the rules
+    mean the same for every backbone (1.0: "the model would call these two faces the same person")."""
 
     max_gap: float = 1.0  # seconds a track waits for its face before it ends
     min_iou: float = 0.2  # box overlap that links on position
@@ -166,11 +146,10 @@ class Tracker:
         pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
         used_t, used_f = set(), set()
         for _, i, j in pairs:
-            if i in used_t or j in used_f:
-                continue
-            used_t.add(i)
-            used_f.add(j)
-            self.live[i].add(faces[j])
+            if i not in used_t and j not in used_f:
+                used_t.add(i)
+                used_f.add(j)
+                self.live[i].add(faces[j])
         for j, f in enumerate(faces):
             if j not in used_f:
                 t = Track(self._next_id)

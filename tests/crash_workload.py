@@ -1,16 +1,20 @@
 """A deterministic gallery writer workload, for checking what a SIGKILL leaves.
 
-The writer (`WRITER`, run with `python -c`) applies change after change (add p0, add p1,
-rename p1 to q1, remove p0, ...) and logs each one after it returned; `expected_states` says
-what the gallery holds after any number of completed changes, and `matches` compares a reopened
-gallery with one of them. tests/test_gallery_crash.py and benchmarks/milvus_lite_kill.py share
-it (a module of the package, so neither has to put the other's folder on sys.path).
+The writer (this file run as a script: `writer_command`) applies change after change (add p0,
+add p1, rename p1 to q1, remove p0, ...) and logs each one after it returned; `expected_states`
+says what the gallery holds after any number of completed changes, and `matches` compares a
+reopened gallery with one of them. Shared by tests/test_gallery_crash.py and
+benchmarks/milvus_lite_kill.py (which loads it by its path).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
-__all__ = ["BATCH", "DIM", "MODEL", "WRITER", "expected_states", "matches", "op_for", "vectors_for"]
+from gallery import FaceRecord, open_gallery
+
+__all__ = ["BATCH", "DIM", "MODEL", "expected_states", "matches", "op_for", "vectors_for", "writer_command"]
 
 MODEL = "crash-model"
 DIM = 16
@@ -50,26 +54,32 @@ def expected_states(n_ops: int) -> list[dict[int, tuple[str, int]]]:
     return states
 
 
-WRITER = """
-from gallery.crash_workload import op_for, vectors_for, MODEL
-from gallery import FaceRecord, open_gallery
-g = open_gallery({path!r}, MODEL)
-log = open({log!r}, "a")
-log.write("ready\\n"); log.flush()
-for i in range(10**6):
-    op = op_for(i)
-    if op[0] == "add":
-        g.add(vectors_for(op[2]), [FaceRecord(op[1], f"{{op[2]}}-{{j}}.jpg", f"h{{op[2]}}-{{j}}", (0, 0, 1, 1))
-                                   for j in range(5)], model_id=MODEL)
-    elif op[0] == "rename":
-        g.rename_person(op[1], op[2])
-    else:
-        g.remove_person(op[1])
-    log.write(f"{{i}}\\n"); log.flush()  # written only after the change returned
-"""
+def writer_command(path: str, log: str) -> list[str]:
+    """The command that runs the writer on gallery `path`, logging to `log`."""
+    return [sys.executable, __file__, str(path), str(log)]
+
+
+def _write(path: str, log_path: str) -> None:
+    g = open_gallery(path, MODEL)
+    log = open(log_path, "a")
+    log.write("ready\n"); log.flush()
+    for i in range(10**6):
+        op = op_for(i)
+        if op[0] == "add":
+            g.add(vectors_for(op[2]), [FaceRecord(op[1], f"{op[2]}-{j}.jpg", f"h{op[2]}-{j}", (0, 0, 1, 1))
+                                       for j in range(BATCH)], model_id=MODEL)
+        elif op[0] == "rename":
+            g.rename_person(op[1], op[2])
+        else:
+            g.remove_person(op[1])
+        log.write(f"{i}\n"); log.flush()  # written only after the change returned
 
 
 def matches(actual: dict[int, tuple[str, np.ndarray]], want: dict[int, tuple[str, int]]) -> bool:
     if sorted(actual) != sorted(want) or any(actual[i][0] != want[i][0] for i in want):
         return False
     return all(np.allclose(actual[i][1], vectors_for(s)[i % BATCH], atol=1e-6) for i, (_, s) in want.items())
+
+
+if __name__ == "__main__":
+    _write(*sys.argv[1:3])
