@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
+if TYPE_CHECKING:
+    import faiss
+
 __all__ = ["DEFAULT_APPROX_THRESHOLD", "DEFAULT_K_FACTOR", "MIN_APPROX", "MIN_SHORTLIST", "TRAIN_POINTS",
-           "AllVectors", "add", "build", "configure", "kind", "pq_subquantizers", "remove", "search"]
+           "AllVectors", "add", "build", "configure", "kind", "pq_subquantizers", "read_index", "remove", "search",
+           "write_index"]
 
 DEFAULT_APPROX_THRESHOLD = 100_000
 DEFAULT_K_FACTOR = 10
@@ -37,7 +41,24 @@ MIN_APPROX = 1_000  # below this many faces there is too little to train codeboo
 AllVectors = Callable[[], tuple[np.ndarray, np.ndarray]]
 
 
+def _faiss():
+    """FAISS, loaded when an index is first built, read or searched: loading it takes about half a
+    second, which `import gallery` (every command, `--help` included) should not pay."""
+    import faiss  # heavy: loaded on first use (see above)
+
+    return faiss
+
+
+def read_index(path: str):
+    return _faiss().read_index(path)
+
+
+def write_index(index: faiss.Index, path: str) -> None:
+    _faiss().write_index(index, path)
+
+
 def _refine(index: faiss.Index) -> faiss.IndexRefine | None:
+    faiss = _faiss()
     if isinstance(index, faiss.IndexIDMap2):
         inner = faiss.downcast_index(index.index)
         if isinstance(inner, faiss.IndexRefine):
@@ -59,6 +80,7 @@ def configure(index: faiss.Index, k_factor: float | None = None) -> None:
 
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, ids), k per query; ids -1 where fewer than k are stored."""
+    faiss = _faiss()
     refine = _refine(index)
     if refine is None:
         return index.search(queries, k)
@@ -76,6 +98,7 @@ def pq_subquantizers(dim: int) -> int:
 
 
 def _new_pq(vectors: np.ndarray) -> faiss.Index:
+    faiss = _faiss()
     dim = vectors.shape[1]
     index = faiss.index_factory(dim, f"IDMap2,PQ{pq_subquantizers(dim)}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
     refine = faiss.downcast_index(index.index)
@@ -98,6 +121,7 @@ def _approximate(n: int, approx_threshold: int) -> bool:
 
 def build(vectors: np.ndarray, ids: np.ndarray, approx_threshold: int) -> faiss.Index:
     """A fresh index over these vectors: exact up to the threshold, "pq" above."""
+    faiss = _faiss()
     if _approximate(len(vectors), approx_threshold):
         index = _new_pq(vectors)
     else:
@@ -125,6 +149,7 @@ def _clear_padding(index: faiss.Index) -> None:
     """Zero the unused slots of the fast-scan index's last block of 32 codes: remove_ids leaves
     there the codes that were there (possibly a removed face's), which would be written to
     index.faiss. Costs well under a millisecond (benchmarks/results/implementation-choices.md)."""
+    faiss = _faiss()
     refine = _refine(index)
     if refine is None:
         return
@@ -145,6 +170,7 @@ def _clear_padding(index: faiss.Index) -> None:
 def _remove_refined(index: faiss.IndexIDMap2, ids: np.ndarray) -> int:
     """IndexRefine has no remove_ids; its two parts (codes, floats, in the same order) do: remove
     the same positions from each, then from the id map. Each compacts, so nothing removed is written."""
+    faiss = _faiss()
     refine = _refine(index)
     assert refine is not None
     id_map = faiss.vector_to_array(index.id_map)
@@ -167,6 +193,7 @@ def _remove_refined(index: faiss.IndexIDMap2, ids: np.ndarray) -> int:
 def remove(index: faiss.Index, ids: np.ndarray, approx_threshold: int, all_vectors: AllVectors) -> faiss.Index:
     """Index without `ids`. Falls back to the exact index once the gallery has shrunk to
     half the threshold (the gap avoids rebuilding back and forth around it)."""
+    faiss = _faiss()
     current = kind(index)
     if current != "flat" and index.ntotal - len(ids) <= approx_threshold // 2:
         old_ids, old_vecs = all_vectors()

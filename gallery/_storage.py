@@ -24,14 +24,16 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
-import faiss
 import numpy as np
 from filelock import FileLock, Timeout
 
 from gallery import _index
 from gallery.base import Gallery
+
+if TYPE_CHECKING:
+    import faiss
 from facecore.atomic import fsync_dir, sha256_file, write_json_atomic
 from facecore.errors import GalleryError
 
@@ -189,7 +191,7 @@ class GalleryStore(Gallery):
         if sha256_file(index_path) != meta_keys[2]:
             raise self._fail(f"{INDEX_NAME} does not match the checksum in {META_NAME} (damaged or truncated)")
         try:
-            index = faiss.read_index(str(index_path))
+            index = _index.read_index(str(index_path))
         except RuntimeError as e:
             raise self._fail(f"{INDEX_NAME} cannot be read ({str(e).splitlines()[0]})") from None
         if index.d != self.dim or index.ntotal != db_count or meta_keys[3] != db_count:
@@ -254,7 +256,7 @@ class GalleryStore(Gallery):
             # Created 0600 before faiss writes into it: the vectors are never world-readable.
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             try:
-                faiss.write_index(self._index, str(tmp))
+                _index.write_index(self._index, str(tmp))
             except RuntimeError as e:  # faiss reports write errors (disk full) as RuntimeError
                 raise OSError(f"faiss could not write {tmp.name}: {str(e).splitlines()[0]}") from None
             with open(tmp, "rb+") as f:
