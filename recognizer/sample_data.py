@@ -1,8 +1,5 @@
-"""The shared sample photos (where they live) and deepface-test-dataset's labelled pairs.
-
-The photos are in `../shared/data` beside the checkout unless FACES_DATA says otherwise; the pairs
-are scored or laid out in LFW's format.
-"""
+"""The shared sample photos (`../shared/data` beside the checkout, or $FACES_DATA) and deepface-test-dataset's
+labelled pairs, scored or laid out in LFW's format."""
 from __future__ import annotations
 
 import csv
