@@ -145,10 +145,7 @@ class FpirTable:
         for ki, w in self._k_weights(faces_per_person):
             f = np.log(np.maximum(self.fpir[ki], 1e-12))  # (G, T)
             ln = math.log(n_people)
-            if ln <= x[-1]:
-                j = int(np.clip(np.searchsorted(x, ln, side="right") - 1, 0, len(x) - 2))
-            else:
-                j = len(x) - 2
+            j = int(np.clip(np.searchsorted(x, ln, side="right") - 1, 0, len(x) - 2))  # beyond: the last step
             u = (ln - x[j]) / (x[j + 1] - x[j])
             val = np.exp(f[j] + u * (f[j + 1] - f[j]))
             val[self.fpir[ki, j + 1] <= 0] = 0.0
