@@ -40,8 +40,7 @@ def open(model_dir: PathLike, *, backbone: str | None = None, weights: str | Non
 
 def create(model_dir: PathLike, *, backbone: str | None = None, weights: str | None = None, weights_dir: PathLike | None = None,
            cache: bool | PathLike | CropCache | None = False, gallery: str | None = None) -> Recognizer:
-    """Open a model directory, created with `backbone` ("sface" or "facenet") if need be (an existing model's
-    backbone must match: ModelError)."""
+    """Open a model directory, created with `backbone` ("sface" or "facenet") if need be."""
     return Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=True,
                            cache=_crop_cache(cache), gallery=gallery)
 

@@ -75,8 +75,7 @@ def read_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def _resume(out: Path, paths: list[str], key: str) -> int:
-    """How many photos the output file already holds; cuts a last line left incomplete by a kill.
-    BulkError if the file was written for other inputs."""
+    """How many photos `out` already holds, cutting a last line left incomplete; BulkError if for other inputs."""
     if not out.exists():
         return 0
     data = out.read_bytes()

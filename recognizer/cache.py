@@ -53,8 +53,7 @@ def crop_hash(crop: np.ndarray) -> str:
 
 
 def weights_cache_dir() -> Path:
-    """$TORCH_HOME/checkpoints, else $XDG_CACHE_HOME/torch/checkpoints: where facenet-pytorch downloads to, so
-    a file it already fetched is reused."""
+    """$TORCH_HOME/checkpoints, else $XDG_CACHE_HOME/torch/checkpoints: where facenet-pytorch downloads to."""
     home = os.environ.get("TORCH_HOME") or os.path.join(_xdg_cache_home(), "torch")
     return Path(home).expanduser() / "checkpoints"
 

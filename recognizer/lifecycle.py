@@ -17,14 +17,12 @@ __all__ = ["candidate", "discard_candidate", "migrate", "read_archive", "rollbac
 
 
 def read_archive(path: str | os.PathLike) -> dict:
-    """The manifest of an export archive (e.g. its backbone, to create a model for it), every member checked
-    (ArchiveError otherwise)."""
+    """The manifest of an export archive, every member checked (ArchiveError otherwise)."""
     return archive.read_archive(path)[0]
 
 
 def rollback(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
-    """Return a model to the version before its last finetune or switch (kept in versions/): the faces
-    enrolled now are re-embedded from their chips with that version's network."""
+    """Return a model to the version before its last finetune or switch, re-embedding today's faces from chips."""
     return versions.rollback(model_dir, weights_dir=weights_dir, progress=progress)
 
 
@@ -39,8 +37,7 @@ def migrate(model_dir: str | os.PathLike, backbone: str, weights: str | None = N
 
 
 def switch(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
-    """Make the pending candidate the model in use, carrying over what changed since it was built; the replaced
-    version is kept for `rollback`."""
+    """Make the pending candidate the model in use, carrying over what changed since; the old one is kept."""
     return _candidate.switch(model_dir, weights_dir=weights_dir, progress=progress)
 
 

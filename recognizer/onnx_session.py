@@ -12,8 +12,7 @@ __all__ = ["cpu_session"]
 
 
 def cpu_session(model: bytes | str | Path, threads: int):
-    """An `onnxruntime.InferenceSession` on `model` (the file's bytes, or its path: from a path
-    ONNX Runtime holds the only copy of the weights)."""
+    """An `onnxruntime.InferenceSession` on `model` (bytes, or a path: then ORT holds the only copy of the weights)."""
     import onnxruntime as ort  # optional and slow to import: only where a network runs
 
     opts = ort.SessionOptions()

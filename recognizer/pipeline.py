@@ -64,8 +64,7 @@ class FacePipeline:
         self.crop_kind = f"{detector.settings.key()}-{detector.engine}-{embedder.name}{embedder.crop_size}"
 
     def detect_and_crop(self, src: ImageSource, *, threads: int | None = None) -> PhotoResult:
-        """Faces and crops of one photo (no embeddings yet); raises ImageError.
-        `threads`: torch threads for the detection (default: the detector's)."""
+        """Faces and crops of one photo (no embeddings yet; `threads`: the detector's override); raises ImageError."""
         use_cache = self.cache is not None and isinstance(src, (str, os.PathLike))
         if use_cache:
             # Hashing needs the bytes but not the decode, which is most of what a hit saves.

@@ -99,8 +99,7 @@ class Recognizer:
 
     @classmethod
     def pinned(cls, model_dir: str | Path, config: ModelConfig, *, weights_dir=None, cache: CropCache | None = None) -> "Recognizer":
-        """A read-only view of one model.json's model in `model_dir` (the one in use or a migration
-        candidate's), which never follows model.json: for comparing two versions side by side."""
+        """A read-only Recognizer of one model.json's model (in use or a candidate's) that never follows model.json."""
         d = Path(model_dir)
         embedder, classifier = open_network(d, config, weights_dir)
         gal = open_gallery(d / config.gallery, model_id=config.model_id)

@@ -64,8 +64,7 @@ def _network(model_dir: Path, cfg: ModelConfig, weights_dir, **embedder_kw) -> t
 
 
 def open_network(model_dir: str | Path, cfg: ModelConfig, weights_dir=None) -> tuple[Embedder, object]:
-    """(embedder, classifier or None) of a model.json other than the one in use (a candidate's
-    or a kept version's), checked against its model id."""
+    """(embedder, classifier or None) of a model.json other than the one in use, checked against its model id."""
     if cfg.checkpoint and not (Path(model_dir) / cfg.checkpoint).is_file():
         raise ModelError(f"{model_dir}: {cfg.checkpoint} is not there")
     embedder, classifier = _network(Path(model_dir), cfg, weights_dir)
@@ -93,8 +92,7 @@ def load_view(d: Path, weights_dir, embedder_kw: dict, cache, gallery_uri: str |
 
 
 def create_view(d: Path, backbone: str, weights, weights_dir, cache, embedder_kw: dict) -> View | None:
-    """Create a model directory of `backbone` at `d` and its view; None when another process
-    created one there meanwhile (open that one)."""
+    """Create a `backbone` model directory at `d` and its view; None when another process created one meanwhile."""
     embedder = make_embedder(backbone, weights, weights_dir, **embedder_kw)
     cfg = ModelConfig(backbone=backbone, weights=default_weights(backbone, weights), model_id=embedder.model_id,
                       dim=embedder.dim, threshold=DEFAULT_THRESHOLDS[backbone], target_fpir=DEFAULT_TARGET_FPIR)

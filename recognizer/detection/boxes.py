@@ -33,8 +33,7 @@ class Face:
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union (float64) of every box of `a` (n, 4) with every box of `b` (m, 4),
-    boxes as x1, y1, x2, y2; 0 where the union is empty."""
+    """IoU (float64) of every x1, y1, x2, y2 box of `a` (n, 4) with every one of `b` (m, 4); 0 for an empty union."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])

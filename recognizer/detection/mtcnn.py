@@ -117,8 +117,7 @@ class Detector:
         return scales[first:]
 
     def _mtcnn(self, arr: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-        """MTCNN's three stages on one uint8 photo: boxes (n, 5) with score, and points (n, 5, 2).
-        The network calls run on `threads` threads (see `_map`); the result does not depend on it."""
+        """MTCNN's three stages on one uint8 photo: boxes (n, 5) with score, points (n, 5, 2), whatever `threads`."""
         import cv2  # optional and slow to import: only where a photo is detected
 
         t1, t2, t3 = self.settings.thresholds

@@ -312,8 +312,7 @@ class SFaceEmbedder(Embedder):
 
 
 def default_weights(backbone: str, weights: str | None) -> str | None:
-    """The weights a `backbone` model is built with and records: `weights` or DEFAULT_WEIGHTS for facenet; None
-    for sface (it ships its own model)."""
+    """The weights a `backbone` model records: `weights` or DEFAULT_WEIGHTS for facenet; None for sface."""
     return (weights or DEFAULT_WEIGHTS) if backbone == "facenet" else None
 
 

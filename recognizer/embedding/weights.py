@@ -308,8 +308,7 @@ def _seeded_random_model(seed: int):
 
 def weights_tag(weights: str | WeightsSpec, weights_dir: str | Path | None = None, download: bool = True, *,
                 seed: int = 0, timeout: float = 60) -> tuple[str, str | None]:
-    """The tag `build_inception_resnet` gives these weights and the file's full sha256 (None for random weights),
-    without importing torch."""
+    """The tag `build_inception_resnet` gives these weights and their sha256 (None if random), without torch."""
     path, name, digest = _resolve(weights, weights_dir, download=download, timeout=timeout)
     if path is None:
         return f"random-seed{seed}", None
