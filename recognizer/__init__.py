@@ -12,9 +12,8 @@
     recognizer.finetune("photos/", "my-model", backbone="sface")      # DATA/train/<person>/*
     recognizer.evaluate("my-model", "photos/").markdown()
 
-Errors are `FaceToolError`s: `ImageError` (with `VideoError`), `ModelError`,
-`WeightsError`, `InvalidNameError` and `GalleryError` with `PersonNotFound` and `PersonExists`. Nothing heavy is imported here: the
-names load on first use, and models load when a model directory is opened.
+Errors are `FaceToolError`s: `ImageError` (with `VideoError`), `ModelError`, `WeightsError`, `InvalidNameError`
+and `GalleryError` (with `PersonNotFound`, `PersonExists`). Nothing heavy is imported here: names load on first use.
 """
 from __future__ import annotations
 
@@ -23,24 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from facecore.errors import FaceToolError, GalleryError, ImageError, InvalidNameError, ModelError, PersonExists, PersonNotFound, VideoError, WeightsError
 
-_LAZY = {
-    "open": "recognizer._api",
-    "create": "recognizer._api",
-    "finetune": "recognizer._api",
-    "evaluate": "recognizer._api",
-    "set_threshold": "recognizer._api",
-    "Recognizer": "recognizer.recognizer",
-    "PhotoIdentification": "recognizer.results",
-    "FaceIdentity": "recognizer.results",
-    "EnrollReport": "recognizer.results",
-    "list_images": "recognizer.image",
-    "expand_inputs": "recognizer.image",
-    "validate_name": "facecore.names",
-    "annotation_paths": "recognizer.annotate",
-    "save_annotated": "recognizer.annotate",
-    "VideoIdentification": "recognizer.video.analysis",
-    "is_video_input": "recognizer.video.reader",
-}
+_LAZY = {name: module for module, names in {
+    "recognizer._api": ("open", "create", "finetune", "evaluate", "set_threshold"),
+    "recognizer.recognizer": ("Recognizer",),
+    "recognizer.results": ("PhotoIdentification", "FaceIdentity", "EnrollReport"),
+    "recognizer.image": ("list_images", "expand_inputs"),
+    "facecore.names": ("validate_name",),
+    "recognizer.annotate": ("annotation_paths", "save_annotated"),
+    "recognizer.video.analysis": ("VideoIdentification",),
+    "recognizer.video.reader": ("is_video_input",),
+}.items() for name in names}
 
 if TYPE_CHECKING:
     from recognizer._api import create, evaluate, finetune, open, set_threshold  # noqa: F401
@@ -61,11 +52,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'recognizer' has no attribute {name!r}")
 
 
-__all__ = [
-    "EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError",
-    "ImageError", "InvalidNameError", "ModelError",
-    "PersonExists", "PersonNotFound", "PhotoIdentification", "Recognizer", "WeightsError", "create", "evaluate",
-    "expand_inputs", "finetune", "list_images", "open", "set_threshold",
-    "validate_name", "VideoError", "VideoIdentification", "is_video_input",
-]
+__all__ = ["EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError",
+           "ImageError", "InvalidNameError", "ModelError", "PersonExists", "PersonNotFound", "PhotoIdentification",
+           "Recognizer", "WeightsError", "create", "evaluate", "expand_inputs", "finetune", "list_images", "open",
+           "set_threshold", "validate_name", "VideoError", "VideoIdentification", "is_video_input"]
 __version__ = "0.1.0"

@@ -1,7 +1,4 @@
-"""Where `identify.py --annotate` writes annotated photos, and writing them.
-
-The drawing itself (boxes, names, colours) is recognizer.drawing, below the typed results.
-"""
+"""Where `identify.py --annotate` writes annotated photos (drawn by recognizer.drawing), and writing them."""
 from __future__ import annotations
 
 import os
@@ -42,14 +39,9 @@ def _mirrored_target(f: Path, inputs: list[Path], out: Path, taken: set[str]) ->
 
 
 def annotation_paths(inputs: list[Path], files: list[Path], out: Path) -> dict[str, Path]:
-    """Where `identify.py --annotate OUT` writes each photo of `files` (expanded from `inputs`).
-
-    One photo given as a file: OUT itself. Otherwise OUT is a folder mirroring the inputs: a
-    folder's photos keep their paths below it (under the folder's own name when several inputs
-    are given), so a/x.jpg and b/x.jpg stay apart. Every output is distinct, never an input
-    photo, and never inside an input folder (a rerun would read it as a photo): FaceToolError
-    before anything is written.
-    """
+    """Where `identify.py --annotate OUT` writes each photo of `files` (expanded from `inputs`): OUT itself for one
+    photo file, else below OUT as below their input folder (under its name when several inputs are given). Every
+    output is distinct, never an input photo nor inside an input folder: FaceToolError before anything is written."""
     photos = {_real(f) for f in files}
     single = len(inputs) == 1 and len(files) == 1 and not inputs[0].is_dir()
     if not single:

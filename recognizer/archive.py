@@ -8,12 +8,9 @@ The archive is a plain tar file (no pickle, nothing executable):
     vectors.npy            float32 (n, dim), read with allow_pickle=False
     chips/<sha256>.chip    the faces' chips (named by their own sha256)
 
-Importing reads and checks the whole archive before changing anything: a truncated or altered
-archive is refused with an error naming it and the member at fault, and the model is unchanged.
-Faces from a model with the same model id keep their vectors; any other model re-embeds them
-from their chips (another backbone, other weights, a finetuned network). A person whose name is
-already enrolled in the target is not merged silently: they are skipped and reported as a clash
-(rename one side and import again).
+Importing checks the whole archive first: a truncated or altered one is refused, naming the member at fault,
+and nothing changes. Faces keep their vectors in a model of the same model id; another model re-embeds them
+from their chips. A person already enrolled in the target is skipped and reported as a clash, not merged.
 """
 from __future__ import annotations
 

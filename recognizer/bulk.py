@@ -3,25 +3,18 @@
     with recognizer.open("model") as model:
         summary = model.identify_bulk(["photos/", "more.txt"], "out.jsonl", address="auto")
 
-A Ray Data pipeline reads the photo paths (folders, or list files of one path per line),
-and a pool of Ray actors, one CPU each, decodes, detects, crops and embeds them in batches
-(each actor holds its own detector and embedder, loaded once). The driver, this process,
-receives the results in input order, decides the names against the gallery (or adds the
-faces, with their chips, to it, as `Recognizer.enroll` does), and appends one JSON line per
-photo to the output file: exactly what `identify.py --json` prints for that photo, errors
-included.
+Ray actors (one CPU each, with their own detector and embedder) decode, detect, crop and embed the photos
+(folders, or list files of one path per line); this process receives the results in input order, decides
+the names (or enrols the faces with their chips) and appends one JSON line per photo: what
+`identify.py --json` prints for it, errors included.
 
-Resumable: the output file is a prefix of the inputs, in order. A rerun reads it, checks
-that its photos are the first inputs, drops a last line cut short by a kill, and sends only
-the remaining photos to Ray, so nothing is done twice and nothing is lost. Bulk enrolment
-adds faces before it writes their lines; a run killed in between finds them enrolled on the
-rerun (status "duplicate"), never twice.
+Resumable: the output file is a prefix of the inputs. A rerun checks that, drops a last line cut short by a
+kill and sends only the rest to Ray. Enrolment adds faces before writing their lines, so a run killed in
+between finds them enrolled on the rerun ("duplicate"), never twice.
 
-`address`: None or "auto" joins the Ray cluster this machine belongs to (RAY_ADDRESS, or one
-started with `ray start`) and otherwise starts a local one; "local" always starts a local one;
-anything else is a cluster address ("ray://head:10001" or "HOST:6379"). On a cluster, every
-node needs this package and the model directory at the same path (a shared file system), and
-the photo paths must be readable on every node.
+`address`: None or "auto" joins this machine's Ray cluster (RAY_ADDRESS or `ray start`), else starts a local
+one; "local" always starts one; else a cluster address ("ray://head:10001", "HOST:6379"), whose nodes all
+need this package, the model directory at the same path and the photo paths readable.
 """
 from __future__ import annotations
 
@@ -69,8 +62,8 @@ class BulkSummary:
 
 
 def read_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
-    """Photo paths, in order: folders expanded to their images (recursively, sorted), list
-    files (.txt, .lst) read as one path per line (blank lines and # comments skipped)."""
+    """Photo paths in order: folders' images (recursive, sorted), list files (.txt, .lst) one path per line
+    (blank lines and # comments skipped)."""
     out: list[str] = []
     for item in map(Path, inputs):
         if item.suffix.lower() in LIST_SUFFIXES and item.is_file():
@@ -82,8 +75,7 @@ def read_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def _resume(out: Path, paths: list[str], key: str) -> int:
-    """How many photos the output file already holds; cuts a last line left incomplete by a kill.
-    BulkError if the file was written for other inputs."""
+    """How many photos `out` already holds, cutting a last line left incomplete; BulkError if for other inputs."""
     if not out.exists():
         return 0
     data = out.read_bytes()
@@ -107,8 +99,7 @@ def _resume(out: Path, paths: list[str], key: str) -> int:
 
 
 def _inputs(inputs: Sequence[str | os.PathLike], out: Path, key: str) -> tuple[list[str], int]:
-    """The photo paths of `inputs` (BulkError when there are none) and how many of them `out`
-    already holds (see `_resume`)."""
+    """The photo paths of `inputs` (BulkError when none) and how many of them `out` already holds."""
     paths = read_inputs(inputs)
     if not paths:
         raise BulkError(f"no image files found in {', '.join(map(str, inputs))}")
@@ -116,8 +107,7 @@ def _inputs(inputs: Sequence[str | os.PathLike], out: Path, key: str) -> tuple[l
 
 
 def _encode(res, chip: bytes | str | None) -> dict[str, Any]:
-    """A PhotoResult (and its largest face's chip, or why there is none) as plain values for the
-    trip from a Ray actor (floats round-trip exactly)."""
+    """A PhotoResult and its chip (or why none) as plain values for the trip from an actor (floats exact)."""
     return {"source": res.source, "hash": res.content_hash, "size": list(res.size), "error": res.error,
             "faces": [{"box": [float(v) for v in f.box], "score": float(f.score),
                        "landmarks": np.asarray(f.landmarks, np.float64).tolist()} for f in res.faces],
@@ -147,8 +137,7 @@ class _Analyzer:
         self.chips = chips
 
     def _chip(self, path: str, res) -> bytes | str | None:
-        """For enrolment: the chip of the largest face, cut where the photo is (so it need not be
-        read twice over the network), or why it could not be."""
+        """The largest face's chip, cut where the photo is (not read twice over the network), or why not."""
         if not self.chips or res.skip_reason is not None:
             return None
         try:
@@ -182,13 +171,12 @@ def init_ray(address: str | None, workers: int | None) -> int:
 
 def analyze_bulk(rec, paths: list[str], *, address: str | None = "auto", workers: int | None = None,
                  chips: bool = False, batch_size: int = 4) -> Iterator[tuple[int, Any, bytes | str | None]]:
-    """(input index, PhotoResult, chip) for each path, in input order, analysed by Ray actors with
-    the networks of `rec` (a Recognizer); the chip (bytes, or why there is none) only with `chips`."""
+    """(input index, PhotoResult, chip) per path in input order, analysed by Ray actors with `rec`'s networks;
+    the chip (bytes, or why none) only with `chips`."""
     import ray.data  # heavy (seconds to import): only bulk runs need it
 
     actors = init_ray(address, workers)
-    # Ray Data logs every dataset's start and end at INFO on stderr; this tool's own progress
-    # bar and summary say the same.
+    # Ray Data logs every dataset's start and end at INFO on stderr; our progress bar says the same.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
@@ -208,8 +196,7 @@ def analyze_bulk(rec, paths: list[str], *, address: str | None = "auto", workers
 
 
 class _Appender:
-    """Appends JSON lines to the output file: flushed per line (a killed process loses none),
-    fsynced every SYNC_EVERY lines and at the end."""
+    """Appends JSON lines: flushed per line (a kill loses none), fsynced every SYNC_EVERY lines and at the end."""
 
     def __init__(self, out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,8 +224,7 @@ def _progress(total: int, initial: int, enabled: bool):
 
 def identify_bulk(rec, inputs: Sequence[str | os.PathLike], out: str | Path, *, address: str | None = "auto",
                   workers: int | None = None, threshold: float | None = None, progress: bool = False) -> BulkSummary:
-    """Identify every photo of `inputs` with the Recognizer `rec` into the JSON Lines file `out`
-    (see the module doc); `Recognizer.identify_bulk`."""
+    """Identify every photo of `inputs` with the Recognizer `rec` into the JSON Lines file `out`."""
     out = Path(out)
     paths, done = _inputs(inputs, out, "photo")
     failed = processed = 0
@@ -262,10 +248,8 @@ def identify_bulk(rec, inputs: Sequence[str | os.PathLike], out: str | Path, *, 
 def enroll_bulk(rec, name: str, inputs: Sequence[str | os.PathLike], out: str | Path, *, address: str | None = "auto",
                 workers: int | None = None, allow_similar: bool = False, chunk: int = 256,
                 progress: bool = False) -> BulkSummary:
-    """Enrol `name` from every photo of `inputs` into the Recognizer `rec` (one face per photo, the
-    largest, with its chip, as `Recognizer.enroll`), writing one line per photo ({"file",
-    "status", "detail"}, as `enroll.py --json` reports them) to `out`. Faces are added to the
-    gallery `chunk` photos at a time, each chunk before its lines; `Recognizer.enroll_bulk`."""
+    """Enrol `name` from every photo of `inputs` into `rec` as `Recognizer.enroll` does, writing one line per photo
+    ({"file", "status", "detail"}) to `out`; faces are added `chunk` photos at a time, each chunk before its lines."""
     name = validate_name(name)
     if not allow_similar:  # before any photo is read, as enroll does
         refuse_lookalikes([name], rec.people())

@@ -1,18 +1,11 @@
 """On-disk cache of detections and crops, so a second run over the same photos skips detection.
 
-The key is the photo's content hash plus the detector settings and the crop kind: renaming or
-moving a photo keeps its entry, editing it or changing a detector setting does not. Entries are
-`.npz` files read with `allow_pickle=False` and written atomically, so a crash leaves either no
-entry or a whole one. Each entry holds its own key and a sha256 of the key and its arrays: an
-entry that was damaged, edited, or copied over another photo's entry is a miss, and is rebuilt
-from the photo.
+Keyed by the photo's content hash, the detector settings and the crop kind (a moved photo keeps its entry, an
+edited one does not). Entries are `.npz` files (`allow_pickle=False`) written atomically, holding their key and
+a sha256 of key and arrays: a damaged, edited or misplaced entry is a miss, rebuilt from the photo.
 
-`forget_photos` is the one place that clears photos from every cache (crops and the finetuning
-trunk features made from them); every removal path calls it. The trunk cache's directory and
-key (`default_trunk_cache_dir`, `crop_hash`) are defined here for that reason: this module sits
-below the detector, the embedders, chips and training (it needs only two leaves: the `Face` record
-of `detection.boxes` and the chip layout of `chip_format`), and the trunk cache
-(`recognizer.network.trunk`) builds on it.
+`forget_photos` is the one place that clears photos from every cache (crops and the trunk features made from
+them); every removal path calls it, which is why the trunk cache's directory and key are defined here.
 """
 from __future__ import annotations
 
@@ -60,21 +53,14 @@ def crop_hash(crop: np.ndarray) -> str:
 
 
 def weights_cache_dir() -> Path:
-    """Where pretrained weights are kept: $TORCH_HOME/checkpoints, else
-    $XDG_CACHE_HOME/torch/checkpoints (~/.cache/torch/checkpoints).
-
-    The directory facenet-pytorch downloads to, so a file it already fetched is reused.
-    """
+    """$TORCH_HOME/checkpoints, else $XDG_CACHE_HOME/torch/checkpoints: where facenet-pytorch downloads to."""
     home = os.environ.get("TORCH_HOME") or os.path.join(_xdg_cache_home(), "torch")
     return Path(home).expanduser() / "checkpoints"
 
 
 def make_private_dirs(path: Path) -> None:
-    """`mkdir -p path`, every directory it creates being mode 0700 whatever the umask.
-
-    Directories that already exist are left alone, except by the caller: the cache holds face
-    crops, so its own root is made owner-only, but a FACETOOL_CACHE=/tmp must not chmod /tmp.
-    """
+    """`mkdir -p path`, each directory it creates mode 0700 whatever the umask; existing ones are left alone
+    (a FACETOOL_CACHE=/tmp must not chmod /tmp)."""
     missing = []
     p = path
     while not p.exists() and p != p.parent:
@@ -92,9 +78,8 @@ ENTRY_ARRAYS = ("boxes", "scores", "landmarks", "crops", "size")
 
 
 def save_checked(path: Path, blob: bytes, what: str) -> None:
-    """Cache `blob` at `path`, then its sha256 beside it (`<name>.sha256`), each atomically: while
-    the record is missing or stale the file is not used (`checked`). A cache that cannot be
-    written only costs time, so a failure is logged, not raised."""
+    """Cache `blob` at `path`, then its sha256 in `<name>.sha256`, each atomically (`checked` refuses the file
+    until the record matches). A cache that cannot be written only costs time: logged, not raised."""
     try:
         make_private_dirs(path.parent)
         with atomic_write(path, mode=0o644) as fh:
@@ -106,9 +91,8 @@ def save_checked(path: Path, blob: bytes, what: str) -> None:
 
 
 def checked(path: Path, what: str) -> bool:
-    """Whether a file cached by `save_checked` is there and matches its recorded sha256 (the
-    cache directory is the user's own, made owner-only: it is not expected to change between
-    here and the load). A mismatch is logged: the caller makes the file again."""
+    """Whether a file cached by `save_checked` is there and matches its recorded sha256 (a mismatch is logged;
+    the caller makes it again). The directory is owner-only: not expected to change before the load."""
     try:
         want = path.with_name(path.name + ".sha256").read_text().strip()
         ok = sha256_file(path) == want
@@ -131,15 +115,9 @@ def entry_checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
 
 def forget_photos(content_hashes: Iterable[str], crops_root: str | Path | None = None,
                   trunk_root: str | Path | None = None, *, chips: Iterable[bytes] = ()) -> dict[str, int]:
-    """Delete every cached trace of these photos: their detections and crops (all detector
-    settings and crop kinds) and the finetuning trunk features of those crops (all trunk
-    weights). Returns how many entries of each were deleted.
-
-    The trunk cache is keyed by crop, not by photo, so its entries are found through the crops
-    the crop cache holds; call this before anything else deletes those. `chips` (the removed
-    faces' chip bytes, `recognizer.chips`) reach the trunk entries of their crops too, when the
-    crop cache no longer holds them.
-    """
+    """Delete every cached trace of these photos (detections and crops of all kinds, and the trunk features of
+    those crops) and return how many entries of each went. The trunk cache is keyed by crop, so its entries are
+    found through the cached crops (call this before they go) and through `chips`, the removed faces' chips."""
     crops = CropCache(crops_root)
     # Beside the crops, as finetune.py --cache-dir lays them out.
     trunk = Path(trunk_root) if trunk_root else crops.root.parent / "trunk" if crops_root else default_trunk_cache_dir()

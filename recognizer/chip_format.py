@@ -1,9 +1,7 @@
 """The face chip's layout, and reading a chip back into its crops.
 
-A chip is one lossless PNG holding, side by side, the crop of each backbone (see
-`recognizer.chips`, which makes them). Reading one needs nothing of the project above
-`facecore`, so the crop cache (`recognizer.cache.forget_photos`, which finds a removed face's
-cached trunk features through its chip's crops) can read chips without importing detection.
+A chip is one lossless PNG holding each backbone's crop side by side (made by `recognizer.chips`). Reading one
+needs nothing above `facecore`, so the crop cache (`forget_photos`) reads chips without importing detection.
 """
 from __future__ import annotations
 

@@ -1,16 +1,10 @@
 """Face chips: both backbones' input crops of one enrolled face, kept to re-embed it without its photo.
 
-Chips serve finetuning, importing into another backbone and migrating.
-
-A chip is one lossless PNG holding, side by side, the 160x160 facenet crop (box plus margin) and
-the 112x112 SFace crop (5-point aligned), each cut from the full photo exactly as the embedder
-cuts it at enrolment. Re-embedding a chip with the network that enrolled the face therefore gives
-the enrolled vector again, bit for bit; another backbone gets the very crop it would have cut
-from the photo. (A single wider chip with landmarks would be smaller, but re-cutting the aligned
-crop from it does not reproduce the warp from the full photo exactly.)
-
-Chips are stored by `gallery.chip_store.ChipStore`; this module makes them and embeds them. Their
-layout and decoding are in `recognizer.chip_format`, below the crop cache that also reads them.
+A chip is one lossless PNG holding the 160x160 facenet crop and the 112x112 aligned SFace crop, each cut from
+the full photo exactly as at enrolment: re-embedding it with the enrolling network gives the enrolled vector
+bit for bit, and another backbone the very crop it would have cut (one wider chip with landmarks would be
+smaller, but re-cutting the aligned crop from it does not reproduce the warp exactly). Stored by
+`gallery.chip_store.ChipStore`; layout and decoding in `recognizer.chip_format`.
 """
 from __future__ import annotations
 
@@ -58,20 +52,15 @@ def _embed(crops: list, embedder) -> np.ndarray:
 
 
 def chip_vectors(chips, embedder) -> np.ndarray:
-    """The `embedder`'s vectors (n, dim) of chips given as bytes (e.g. from an archive or a
-    clustering run); ModelError when one is not a chip."""
+    """The `embedder`'s vectors (n, dim) of chips given as bytes; ModelError when one is not a chip."""
     return _embed([crop_for(c, embedder) for c in chips], embedder)
 
 
 def embed_chips(records, embedder, store, *, failure, no_chip: str = "enrolled before chips were kept",
                 spare=None, progress: bool = False, desc: str = "re-embedding") -> np.ndarray:
-    """The `embedder`'s vector of each face of `records` (gallery FaceRecords) from its chip in the
-    ChipStore `store`, one row a record, in their order.
-
-    A face with no chip, or whose chip is missing, damaged or unreadable, takes `spare(record)`
-    where `spare` is given (e.g. its old vector while the network is unchanged). Otherwise, before
-    anything is embedded, ModelError: `failure(n)` for the n faces that cannot be embedded, then
-    up to 50 of them, one "person (source): why" line each. `no_chip` says why a face has none."""
+    """The `embedder`'s vector of each of `records` (FaceRecords) from its chip in `store`, one row a record.
+    A face whose chip is missing or unreadable takes `spare(record)` where given; otherwise, before anything is
+    embedded, ModelError: `failure(n)`, then up to 50 "person (source): why" lines (`no_chip`: why none)."""
     crops, rows, spares, failed = [], [], {}, []
     for i, r in enumerate(tqdm(records, desc=desc, unit="face", disable=not progress, dynamic_ncols=True)):
         try:
@@ -97,10 +86,8 @@ def embed_chips(records, embedder, store, *, failure, no_chip: str = "enrolled b
 
 
 def chip_of(src, res, max_pixels: int, memory_budget: int) -> bytes:
-    """The chip of `res`'s largest face (face 0), cut from its photo `src` decoded again as the
-    pipeline decoded it (same pixel limit and memory budget), so the chip's crops are the very
-    crops that were embedded. ImageError when the photo cannot be read now or is no longer the
-    one analysed."""
+    """The chip of `res`'s largest face, cut from `src` decoded again as the pipeline decoded it (so its crops are
+    the ones embedded); ImageError when the photo cannot be read now or is no longer the one analysed."""
     photo = load_photo(src, max_pixels, memory_budget)
     if photo.content_hash != res.content_hash:
         raise ImageError(str(res.source), "the file changed while it was being enrolled")
@@ -108,10 +95,9 @@ def chip_of(src, res, max_pixels: int, memory_budget: int) -> bytes:
 
 
 def backfill_chips(model_dir, gallery, detector, store) -> list[str]:
-    """Give chips to faces enrolled before chips were kept (or whose chip file is lost), from their photos where those are
-    still there and unchanged (same sha256, the enrolled face found again by its box). Returns
-    one line per face that could not get one. Caller holds the model's writer lock. `store`: the
-    gallery's ChipStore; `model_dir` only names the model in the log."""
+    """Give chips to faces without one (enrolled before chips were kept, or lost) from their photos where still
+    there and unchanged, the face found again by its box; one line per face that could not get one. The caller
+    holds the writer lock; `model_dir` only names the model in the log."""
     have = store.ids()
     todo = [r for r in gallery.records() if not r.chip or r.chip not in have]  # never made, or lost
     if not todo:

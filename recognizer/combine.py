@@ -1,7 +1,6 @@
 """One decision from the classifier's probabilities and the gallery's nearest-neighbour vote.
 
-The classifier only knows the people it was trained on (its `classes`); the kNN vote covers
-everyone in the gallery, including people enrolled after finetuning. The rule:
+The classifier knows only the people it was trained on; the kNN vote covers everyone enrolled. The rule:
 
     m        = share of the kNN vote that went to people the classifier knows
     q(p)     = m * P_clf(p)   for p the classifier knows
@@ -10,16 +9,10 @@ everyone in the gallery, including people enrolled after finetuning. The rule:
 
 and the decision is the person with the highest score (ties: higher similarity, then name).
 
-Why: P_clf is a distribution *given that the face is one of its classes*; m is the vote's estimate
-of that probability. When the neighbours are all known people (m = 1) this is a plain mix of the
-two deciders. When the nearest faces belong to someone enrolled later, m shrinks and the
-classifier, forced to pick among people it knows, loses its say in proportion; with m = 0 the kNN
-vote decides alone. Both terms sum to 1 over the union of people, so `score` stays in [0, 1].
-
-`similarity` is the cosine similarity to the chosen person's closest face among the neighbours
-(0 when none of the k neighbours is theirs), so a face whose neighbours are all far away is still
-rejected as unknown by the caller's threshold: the classifier can reorder known candidates but
-cannot make a stranger look familiar.
+Why: P_clf is a distribution *given that the face is one of its classes*, m the vote's estimate of that
+probability: the classifier loses its say as the neighbours turn out to be people enrolled later (m = 0: the
+vote alone). Both terms sum to 1 over the people, so `score` is in [0, 1]. `similarity` is the cosine to the
+chosen person's closest neighbour (0 if none is theirs), so the classifier cannot make a stranger look familiar.
 """
 from __future__ import annotations
 
@@ -29,6 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from facecore.ranking import best_candidate
+
+__all__ = ["CLASSIFIER_WEIGHT", "Decision", "combine"]
 
 CLASSIFIER_WEIGHT = 0.5
 

@@ -1,17 +1,10 @@
 """What each decider (classifier, kNN vote, combined) says about a batch of faces: `decide`.
 
-`decide` is the one place the three deciders are run over a batch of faces: `identify` names
-faces with it, and `finetune.py`'s end-of-training report and `evaluate.py` (closed set in
-`recognizer.evaluation.closed_set`, open set in `recognizer.evaluation.open_set`) score its
-output, so the figures they print describe what identify does.
-
-Each decider gives, per face, a score for every person (the `scores` matrix: classifier
-probability, kNN vote share, combined score of `recognizer.combine`) and a name: the person with
-the highest score, ties going to the higher similarity and then to the name, the rule
-`KnnVote.best` and `combine` use. `similarity` is what `identify` compares with the model's
-threshold: the cosine similarity to the named person's closest face among the k neighbours, 0
-when none of them is theirs. The classifier alone is held to the same rule, so it cannot make a
-stranger look familiar either.
+`identify` names faces with it and the finetune report and evaluations score its output, so their figures
+describe what identify does. Each decider gives a score per face and person (classifier probability, kNN vote
+share, `recognizer.combine`'s score) and a name: the highest score, ties to the higher similarity, then the
+name. `similarity`, compared with the threshold, is the cosine to the named person's closest face among the k
+neighbours (0 if none is theirs), for the classifier alone too: it cannot make a stranger look familiar.
 """
 from __future__ import annotations
 
@@ -21,6 +14,8 @@ import numpy as np
 
 from facecore.ranking import rank_key
 from recognizer.combine import combine
+
+__all__ = ["DECIDERS", "Decisions", "decide"]
 
 DECIDERS = ("classifier", "knn", "combined")
 
@@ -76,10 +71,7 @@ def _with_classifier(out: Decisions, classifier, emb: np.ndarray, votes, col: di
 
 
 def decide(gallery, classifier, embeddings: np.ndarray, *, k: int, model_id: str) -> Decisions:
-    """Run the kNN vote, and the classifier and the combination when there is a classifier.
-
-    `classifier` may be None (a model that was never finetuned): then only the kNN vote runs.
-    """
+    """The kNN vote's decisions, and the classifier's and the combination's unless `classifier` is None."""
     emb = np.asarray(embeddings, np.float32).reshape(len(embeddings), -1)
     votes = gallery.knn_vote(emb, k, model_id=model_id) if len(emb) else []
     classes = [str(c) for c in classifier.classes_] if classifier is not None else []

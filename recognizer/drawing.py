@@ -1,8 +1,5 @@
-"""Draw boxes and names on a photo: known faces in green, unknown ones in red.
-
-Pure drawing on a PIL image, below the typed results (`PhotoIdentification.annotated()` uses it)
-so that results never import the annotation feature (paths, saving) that sits above them.
-"""
+"""Draw boxes and names on a photo: known faces in green, unknown ones in red. Below the typed results
+(`PhotoIdentification.annotated()`), so they never import the annotation feature above them."""
 from __future__ import annotations
 
 from typing import Iterable, Protocol

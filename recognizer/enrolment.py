@@ -68,8 +68,7 @@ def screen(name: str, st, items, labels: Sequence[str] | None) -> tuple[EnrollRe
 def commit(name: str, st, now, pending: Pending, store, allow_similar: bool) -> None:
     """Add the screened faces to the gallery of view `now` (the writer lock held), their chips to
     `store`; their outcomes say which were enrolled meanwhile. `st`: the view they were embedded with."""
-    # A finetune may have switched the model since the faces were embedded: the chips
-    # give the new network's vectors without the photos.
+    # A finetune may have switched the model since the faces were embedded: the chips give the new network's vectors.
     vectors = np.stack([p[2] for p in pending])
     if now.config.model_id != st.config.model_id:
         vectors = chip_vectors([p[3] for p in pending], now.embedder)
@@ -77,15 +76,13 @@ def commit(name: str, st, now, pending: Pending, store, allow_similar: bool) -> 
     for i, (outcome, rec, _, chip) in enumerate(pending):
         if now is not st and now.gallery.has_content(name, rec.content_hash):
             outcome.status, outcome.detail = "duplicate", f"already enrolled for {name}"
-            continue
-        keep.append(i)
+        else:
+            keep.append(i)
     if keep:
-        records = []
         for i in keep:
             pending[i][1].chip = store.put(pending[i][3])
-            records.append(pending[i][1])
+        records = [pending[i][1] for i in keep]
         now.gallery.add(vectors[keep], records, model_id=now.config.model_id, allow_similar=allow_similar)
-        for r in records:  # enrolled meanwhile by another process: stored once, not twice
+        for outcome, r, _, _ in (pending[i] for i in keep):  # enrolled meanwhile by another process: stored once
             if r.id < 0:
-                outcome = next(p[0] for p in pending if p[1] is r)
                 outcome.status, outcome.detail = "duplicate", f"already enrolled for {name}"

@@ -9,17 +9,11 @@ Every enrolled person is one more chance of that, so at a fixed t the share of s
                 for a person with n faces, a of them >= t)
     FPIR(N, k, t) = mean over stranger faces s of  1 - (1 - p_s(k, t)) ** N
 
-That is the chance that at least one of N people drawn from the cohort's population matches a
-stranger, with the people independent *given the stranger's face*. Some faces look like many
-people and most like nobody; a plain 1 - (1 - mean p) ** N treats every stranger as average and,
-1 - (1 - p) ** N being concave in p, overstates FPIR as N grows (a higher threshold than needed,
-paid for in DIR). Identification names the kNN vote's winner, which is at best the closest person, so
-the measured FPIR is at most this. The genuine side, FNIR(k, t), is the share of a known
-person's photos whose best similarity to k of their own enrolled faces is under t: the DIR
-that the threshold costs.
-
-`build_table` turns cohort embeddings into a `FpirTable` of numbers only (thresholds x faces per
-person x gallery sizes), saved as JSON; `FpirTable.threshold_for` inverts it for a target.
+People are independent *given the stranger's face*: some faces look like many people, most like nobody, and
+a plain 1 - (1 - mean p) ** N (concave in p) overstates FPIR as N grows, costing DIR. The kNN vote's winner is
+at best the closest person, so the measured FPIR is at most this. FNIR(k, t), the share of a known person's
+photos whose best similarity to k of their own faces is under t, is the DIR the threshold costs.
+`build_table` makes a `FpirTable` (saved as JSON); `FpirTable.threshold_for` inverts it for a target.
 """
 from __future__ import annotations
 
@@ -32,6 +26,10 @@ from typing import Sequence
 import numpy as np
 
 from facecore.atomic import write_json_atomic
+
+__all__ = ["DEFAULT_TARGET_FPIR", "FINE_STEP", "GALLERY_SIZES", "K_MAX", "TABLE_DIR", "TABLE_FORMAT", "THRESHOLDS",
+           "FpirTable", "build_table", "fpir_from_rates", "genuine_miss_rates", "shipped_table", "stranger_match_rates",
+           "table_path"]
 
 K_MAX = 8  # faces per person the table covers; cohort people have 5-10 photos
 THRESHOLDS = np.round(np.arange(0.20, 0.8001, 0.01), 2)
@@ -54,10 +52,8 @@ def _miss_ratio(n: np.ndarray, a: np.ndarray, k: int) -> np.ndarray:
 
 def stranger_match_rates(strangers: np.ndarray, stranger_people: Sequence, enrolled: np.ndarray, enrolled_people: Sequence,
                          ks: Sequence[int], thresholds: Sequence[float]) -> np.ndarray:
-    """p[s, ki, ti]: share of enrolled-side people (other than s's own) matched by stranger face s at k faces each.
-
-    People with fewer than k faces are left out of the share for that k.
-    """
+    """p[s, ki, ti]: share of enrolled-side people (not s's own; with at least k faces) matched by stranger face s
+    at k faces each."""
     s_people = np.asarray(stranger_people)
     e_people = np.asarray(enrolled_people)
     names, e_idx = np.unique(e_people, return_inverse=True)
@@ -77,11 +73,8 @@ def stranger_match_rates(strangers: np.ndarray, stranger_people: Sequence, enrol
 
 
 def genuine_miss_rates(faces: np.ndarray, people: Sequence, ks: Sequence[int], thresholds: Sequence[float]) -> np.ndarray:
-    """fnir[ki, ti]: share of photos whose best similarity to k other photos of their own person is under t.
-
-    Each photo is a probe against random k-subsets of its person's other photos (exact over
-    subsets); people with at most k photos are left out for that k.
-    """
+    """fnir[ki, ti]: share of photos whose best similarity to a random k of their person's other photos (exact
+    over subsets; people with at most k photos left out) is under t."""
     people = np.asarray(people)
     sim = np.asarray(faces, np.float32) @ np.asarray(faces, np.float32).T
     out = np.zeros((len(ks), len(thresholds)))
@@ -123,7 +116,6 @@ class FpirTable:
     fnir: np.ndarray  # (K, T)
     cohort: dict = field(default_factory=dict)  # what it was built from (counts only)
 
-    # ---- reading the model ----------------------------------------------------------------
     def _k_weights(self, k: float) -> list[tuple[int, float]]:
         k = float(np.clip(k, self.ks[0], self.ks[-1]))
         lo = int(np.searchsorted(self.ks, k, side="right") - 1)
@@ -134,19 +126,14 @@ class FpirTable:
         return [(lo, 1 - w), (lo + 1, w)]
 
     def fpir_curve(self, n_people: float, faces_per_person: float) -> np.ndarray:
-        """FPIR at each of `self.thresholds` for a gallery of `n_people` with `faces_per_person` each on average.
-
-        Between tabled sizes it interpolates log FPIR over log N; beyond the largest size it
-        extends the last step's slope (FPIR is at most N times the one-person rate, so this
-        grows no faster than the model allows).
-        """
+        """FPIR at each of `self.thresholds` for `n_people` with `faces_per_person` each on average: log FPIR
+        interpolated over log N, beyond the largest size along the last step's slope (at most linear in N)."""
         if n_people <= 0:
             return np.zeros(len(self.thresholds))
         top = int(self.ks[-1])
         if faces_per_person > top and top >= 2:
-            # More faces per person than the cohort shows: extend FPIR's growth with k as the power
-            # law it follows from K/2 to K faces, its exponent capped at 1 (the union bound: k faces
-            # are at most k times as many chances as one).
+            # More faces per person than the cohort shows: extend the power law FPIR follows from K/2 to K faces,
+            # its exponent capped at 1 (union bound: k faces are at most k times the chances of one).
             f_top = self.fpir_curve(n_people, top)
             f_half = self.fpir_curve(n_people, top / 2)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -158,10 +145,7 @@ class FpirTable:
         for ki, w in self._k_weights(faces_per_person):
             f = np.log(np.maximum(self.fpir[ki], 1e-12))  # (G, T)
             ln = math.log(n_people)
-            if ln <= x[-1]:
-                j = int(np.clip(np.searchsorted(x, ln, side="right") - 1, 0, len(x) - 2))
-            else:
-                j = len(x) - 2
+            j = int(np.clip(np.searchsorted(x, ln, side="right") - 1, 0, len(x) - 2))  # beyond: the last step
             u = (ln - x[j]) / (x[j + 1] - x[j])
             val = np.exp(f[j] + u * (f[j + 1] - f[j]))
             val[self.fpir[ki, j + 1] <= 0] = 0.0
@@ -198,7 +182,6 @@ class FpirTable:
         first = int(bad[-1] + 1) if len(bad) else 0
         return float(t[min(first, len(t) - 1)])
 
-    # ---- saving ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         def r(a):
             return [float(f"{v:.4g}") for v in np.asarray(a).ravel()]

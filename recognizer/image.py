@@ -1,8 +1,7 @@
 """Reading photos from anywhere into RGB PIL images, with errors that name the file.
 
-Photos come from phones (EXIF rotation), scanners (16-bit, CMYK), the web (PNG data behind a
-.jpg name, WebP, palettes, alpha) and from broken downloads. Everything past this module sees an
-upright 8-bit RGB image or a typed `ImageError`.
+Photos come from phones (EXIF rotation), scanners (16-bit, CMYK), the web (PNG behind a .jpg name, WebP,
+palettes, alpha) and broken downloads; everything past this module sees upright 8-bit RGB or an `ImageError`.
 """
 from __future__ import annotations
 
@@ -31,10 +30,8 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 DEFAULT_MAX_PIXELS = 150_000_000
 # Bigger than any camera's file; anything larger is refused before it is read into memory.
 MAX_FILE_BYTES = 200 * 1024 * 1024
-# What decoding one photo may cost in memory (`decode_cost`): the decoded image in its own mode,
-# the RGB image made from it, a rotated copy when EXIF says so. Pixels alone say little: a 44 KB
-# GIF of 59 Mpx decodes to 59 MB of palette indices and then to 236 MB of RGB. A 50-Mpx JPEG
-# fits (decoded reduced when need be, see `decode`); a 144-Mpx GIF does not.
+# What decoding one photo may cost in memory (`decode_cost`). Pixels alone say little: a 44 KB GIF of 59 Mpx
+# decodes to 59 MB of palette indices, then 236 MB of RGB. A 50-Mpx JPEG fits (decoded reduced if need be).
 DEFAULT_MEMORY_BUDGET = 384 * 1024 * 1024
 # Conversions to RGB run over strips of this many pixels, so they cost the output plus a strip.
 STRIP_PIXELS = 1 << 20
@@ -117,13 +114,9 @@ def _rgb_converter(img: Image.Image):
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB; alpha is composited on white, not dropped to black.
-
-    Large images are converted a strip of rows at a time into the RGB result, so the cost is
-    the result plus one strip, not the several full-size intermediates a direct conversion
-    makes (a palette image went through two RGBA copies). Every conversion is per pixel, so the
-    result is the same either way.
-    """
+    """Any PIL mode as 8-bit RGB; alpha is composited on white, not dropped to black. Large images are converted
+    a strip of rows at a time (per pixel, so the same result), costing the result plus one strip rather than
+    several full-size intermediates (a palette image went through two RGBA copies)."""
     if img.mode == "RGB":
         return img
     convert = _rgb_converter(img)
@@ -165,8 +158,7 @@ def _upright(rgb: Image.Image, orientation: int, owned: bool = True) -> Image.Im
 
 
 def pixels_sha256(img: Image.Image) -> str:
-    """sha256 of an image's raw pixel bytes (as `tobytes()`), hashed a strip at a time so a large
-    image is not copied whole."""
+    """sha256 of an image's `tobytes()`, hashed a strip at a time so a large image is not copied whole."""
     digest = hashlib.sha256()
     w, h = img.size
     rows = max(1, STRIP_PIXELS // max(w, 1))
@@ -197,9 +189,8 @@ _malloc_tuned = False
 
 
 def _tune_malloc() -> None:
-    """Have glibc give big freed blocks back to the system. By default its mmap threshold grows to
-    the size of the largest block freed (up to 32 MB), after which Pillow's 16 MB image blocks come
-    from the heap and stay in the process (figures: benchmarks/results/implementation-choices.md)."""
+    """Have glibc give big freed blocks back: its adaptive mmap threshold otherwise grows to 32 MB and Pillow's
+    16 MB image blocks stay in the heap (figures: benchmarks/results/implementation-choices.md)."""
     global _malloc_tuned
     if _malloc_tuned:
         return
@@ -220,13 +211,9 @@ def release_memory() -> None:
 
 def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS,
            memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Image.Image:
-    """Decode image bytes to an upright RGB image, or raise ImageError naming `source`.
-
-    Refused before decoding: more than `max_pixels`, or a decode that would cost more than
-    `memory_budget` bytes (`decode_cost`). A JPEG over the budget is first decoded reduced
-    (1/2, 1/4 or 1/8 of each side, Pillow's `draft`), which costs a fraction of a full decode;
-    its faces then come back in the reduced photo's pixels.
-    """
+    """Image bytes as an upright RGB image, or ImageError naming `source`. Refused before decoding: over
+    `max_pixels`, or costing over `memory_budget` bytes (`decode_cost`), except that a JPEG is first tried
+    decoded reduced (1/2, 1/4, 1/8 a side: Pillow's `draft`); its faces then come in the reduced pixels."""
     if not data:
         raise ImageError(source, "is empty (0 bytes)")
     _tune_malloc()
@@ -263,8 +250,7 @@ def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_P
         rgb = to_rgb(img)
         if rgb is not img:
             img.close()
-        # Rotated after the conversion: per-pixel conversion and transposition commute, and the
-        # rotated copy is then of the RGB image, not of a (possibly larger) source mode.
+        # Rotated after the conversion (they commute): the rotated copy is of RGB, not a possibly larger mode.
         return _upright(rgb, orientation)
     except ImageError:
         raise
@@ -282,8 +268,7 @@ def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_P
 def load_photo(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Photo:
     """Load a photo from a path, raw bytes or a PIL image."""
     if isinstance(src, Image.Image):
-        # No copy of an image that is already upright RGB (what `decode` returns): the server
-        # hands over photos it decoded, up to the memory budget in size.
+        # No copy of an image already upright RGB: the server hands over photos it decoded, up to the budget.
         rgb = to_rgb(src)
         rgb = _upright(rgb, _orientation(src), owned=rgb is not src)
         return Photo(rgb, "<image>", pixels_sha256(rgb))

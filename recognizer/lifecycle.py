@@ -1,9 +1,6 @@
-"""A model's versions over time: switch to a candidate built beside it, migrate to another
-network, roll back, and read an export archive's manifest before importing it.
-
-Plain functions over a model directory, not methods of `Recognizer`: they replace what a
-Recognizer has open, and an open Recognizer follows them (`Recognizer.refresh`).
-"""
+"""A model's versions: switch to a candidate built beside it, migrate to another network, roll back, read an
+export archive's manifest. Functions over a model directory, not `Recognizer` methods: they replace what a
+Recognizer has open, and an open one follows them (`Recognizer.refresh`)."""
 from __future__ import annotations
 
 import os
@@ -20,22 +17,19 @@ __all__ = ["candidate", "discard_candidate", "migrate", "read_archive", "rollbac
 
 
 def read_archive(path: str | os.PathLike) -> dict:
-    """The manifest of an export archive, every member checked (ArchiveError, a ModelError,
-    naming the archive otherwise): e.g. its backbone, to create a model for it."""
+    """The manifest of an export archive, every member checked (ArchiveError otherwise)."""
     return archive.read_archive(path)[0]
 
 
 def rollback(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
-    """Return a model to the version before its last finetune or switch (kept in versions/): the faces
-    enrolled now are re-embedded from their chips with that version's network."""
+    """Return a model to the version before its last finetune or switch, re-embedding today's faces from chips."""
     return versions.rollback(model_dir, weights_dir=weights_dir, progress=progress)
 
 
 def migrate(model_dir: str | os.PathLike, backbone: str, weights: str | None = None, *, data_dir=None, unknown_dir=None,
             switch: bool = False, weights_dir=None, cache_dir=None, progress: bool = False) -> dict:
-    """Re-embed every enrolled face from its chip with another network, as a candidate beside the
-    model in use; score both side by side on the labelled photos of `data_dir` (closed and open
-    set); switch only when `switch` (see `recognizer.training.candidate`)."""
+    """Re-embed every enrolled face from its chip with another network, as a candidate beside the model in use,
+    scored side by side with it on the labelled photos of `data_dir`; switch only when `switch`."""
     photos = labelled_photos(data_dir, model_dir) if data_dir is not None else None
     cache = CropCache(Path(cache_dir) / "crops") if cache_dir else CropCache()
     return _candidate.migrate(model_dir, backbone, weights, photos=photos, unknown_dir=unknown_dir, switch_now=switch,
@@ -43,9 +37,7 @@ def migrate(model_dir: str | os.PathLike, backbone: str, weights: str | None = N
 
 
 def switch(model_dir: str | os.PathLike, *, weights_dir=None, progress: bool = False) -> dict:
-    """Make the candidate built beside the model (finetune or migration) the model in use; what
-    was enrolled, removed or renamed since it was built is carried over. The replaced version
-    is kept for `rollback`."""
+    """Make the pending candidate the model in use, carrying over what changed since; the old one is kept."""
     return _candidate.switch(model_dir, weights_dir=weights_dir, progress=progress)
 
 

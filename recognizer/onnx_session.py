@@ -1,10 +1,8 @@
 """The one way the project opens an ONNX Runtime session (MTCNN's networks, facenet, SFace).
 
-Every session runs on the CPU with `threads` intra-op threads, one inter-op thread and sequential
-execution, its workers never spinning: on a shared machine spinning workers starve the other
-processes' threads (as with OpenMP's
-OMP_WAIT_POLICY, see recognizer/cli/_options.py). Detection asks for one thread
-per call so that a photo's result never depends on the thread count.
+CPU only, `threads` intra-op threads, one inter-op thread, sequential, workers never spinning: on a shared
+machine spinning workers starve other processes' threads (as OpenMP's OMP_WAIT_POLICY does, see
+recognizer/cli/_options.py).
 """
 from __future__ import annotations
 
@@ -14,8 +12,7 @@ __all__ = ["cpu_session"]
 
 
 def cpu_session(model: bytes | str | Path, threads: int):
-    """An `onnxruntime.InferenceSession` on `model` (the file's bytes, or its path: from a path
-    ONNX Runtime holds the only copy of the weights)."""
+    """An `onnxruntime.InferenceSession` on `model` (bytes, or a path: then ORT holds the only copy of the weights)."""
     import onnxruntime as ort  # optional and slow to import: only where a network runs
 
     opts = ort.SessionOptions()

@@ -1,8 +1,7 @@
 """Photo -> faces -> crops -> embeddings, for one photo or a stream of many.
 
-Faces from many photos are embedded together in batches, since a backbone runs several times
-faster per face on a batch than one face at a time; for a stream of photos, detection runs in
-worker threads ahead of the embedding (see `FacePipeline.analyze_many`).
+Faces of many photos are embedded together in batches (several times faster per face); for a stream of
+photos, detection runs in worker threads ahead of the embedding (`FacePipeline.analyze_many`).
 """
 from __future__ import annotations
 
@@ -21,6 +20,8 @@ from recognizer.embedding.backbones import Embedder
 from facecore.errors import ImageError
 from recognizer.image import DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_BUDGET, ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
 
+__all__ = ["FacePipeline", "PhotoResult"]
+
 log = logging.getLogger(__name__)
 
 
@@ -38,19 +39,15 @@ class PhotoResult:
 
     @property
     def skip_reason(self) -> str | None:
-        """Why this photo gives no face to enroll, train or evaluate on (why it could not be read,
-        or "no face"); None when it gives one: its largest, face 0, the one each of them uses."""
+        """Why this photo gives no face to enroll, train or evaluate on (its read error, or "no face"); None when
+        it gives one (face 0, the largest)."""
         if self.error is not None:
             return self.error
         return None if self.faces else "no face"
 
     def to_dict(self) -> dict:
-        return {
-            "photo": self.source,
-            "size": list(self.size),
-            "faces": [f.to_dict() for f in self.faces],
-            "error": self.error,
-        }
+        return {"photo": self.source, "size": list(self.size), "faces": [f.to_dict() for f in self.faces],
+                "error": self.error}
 
 
 class FacePipeline:
@@ -67,8 +64,7 @@ class FacePipeline:
         self.crop_kind = f"{detector.settings.key()}-{detector.engine}-{embedder.name}{embedder.crop_size}"
 
     def detect_and_crop(self, src: ImageSource, *, threads: int | None = None) -> PhotoResult:
-        """Faces and crops of one photo (no embeddings yet); raises ImageError.
-        `threads`: torch threads for the detection (default: the detector's)."""
+        """Faces and crops of one photo (no embeddings yet; `threads`: the detector's override); raises ImageError."""
         use_cache = self.cache is not None and isinstance(src, (str, os.PathLike))
         if use_cache:
             # Hashing needs the bytes but not the decode, which is most of what a hit saves.
@@ -99,17 +95,11 @@ class FacePipeline:
         result.embeddings = self.embedder.embed(result.crops)
         return result
 
-    def analyze_many(
-        self, sources: Iterable[ImageSource], *, progress: bool = False, total: int | None = None, workers: int | None = None
-    ) -> Iterator[PhotoResult]:
+    def analyze_many(self, sources: Iterable[ImageSource], *, progress: bool = False, total: int | None = None,
+                     workers: int | None = None) -> Iterator[PhotoResult]:
         """Results in input order; unreadable photos come back with `error` set instead of raising.
-
-        Reading, decoding, detecting and cropping run in `workers` threads (default: one per
-        core) while this thread embeds the faces of the photos before them, in batches of the
-        embedder's batch size, so the stages overlap: decoding and OpenCV release the GIL, and
-        the detector and the embedder run their networks outside it. The progress bar shows
-        photos/s.
-        """
+        Reading, decoding, detecting and cropping run in `workers` threads (default: one per core) while this
+        thread embeds the photos before them in batches: the stages overlap, the networks and decoders free the GIL."""
         from concurrent.futures import ThreadPoolExecutor
         from tqdm import tqdm
 
@@ -117,12 +107,10 @@ class FacePipeline:
         workers = max(1, workers or os.cpu_count() or 1)
         bar = tqdm(total=total if total is not None else len(sources), unit="photo", disable=not progress, dynamic_ncols=True)
         window: deque = deque()
-        # Enough photos in flight to keep the workers busy while a batch is embedded, few
-        # enough that decoded photos do not pile up in memory.
+        # Enough photos in flight to keep the workers busy while a batch is embedded, few enough not to pile up.
         ahead = 2 * workers + 2
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detect")
-        # Photos side by side, one core each, beat each photo on every core (less waiting at
-        # the end of each of MTCNN's small parallel steps).
+        # Photos side by side, one core each, beat each photo on every core (MTCNN's parallel steps are small).
         per_photo = 1 if workers > 1 else None
 
         def detected() -> Iterator[PhotoResult]:

@@ -1,10 +1,8 @@
 """The recognizer: a model directory opened for enrolling and identifying people.
 
-Identification names each face by a vote of its k nearest enrolled faces, weighted by
-similarity; the face is called unknown (name None) when its similarity to the winner's closest
-enrolled face is under the model's threshold: the one its target FPIR gives for the gallery as it
-is now (see `recognizer.threshold`), or its fixed one. Once `finetune.py` has trained a classifier, its
-prediction is combined with the vote (see `recognizer.combine`).
+A face is named by a similarity-weighted vote of its k nearest enrolled faces, and unknown (None) when its
+similarity to the winner's closest face is under the threshold (from the target FPIR for the gallery as it is
+now, `recognizer.threshold`, or fixed); a finetuned classifier's prediction joins the vote (`recognizer.combine`).
 """
 from __future__ import annotations
 
@@ -41,12 +39,9 @@ log = logging.getLogger(__name__)
 
 
 class Recognizer:
-    """One model directory: its config, embedder, gallery and (after finetuning) classifier.
-
-    It follows the directory: `refresh()` (called by every operation, and cheap when nothing
-    changed: one stat of model.json) reloads when a finetune, an import or a migration switched
-    model.json, so a long-lived Recognizer (the server's) never serves or writes a replaced model.
-    """
+    """One model directory: its config, embedder, gallery and (after finetuning) classifier. `refresh()` (run by
+    every operation; one stat of model.json) reloads when model.json was switched (finetune, import, migration),
+    so a long-lived Recognizer (the server's) never serves or writes a replaced model."""
 
     def __init__(self, model_dir: Path, view: View, cache: CropCache | None = None, *, weights_dir=None,
                  embedder_kw: dict | None = None, gallery_uri: str | None = None):
@@ -73,19 +68,13 @@ class Recognizer:
     def chips(self):
         return chip_store(self.dir, self.gallery_uri)
 
-    # ---- opening -------------------------------------------------------------------------
     @classmethod
     def open(cls, model_dir: str | Path, *, backbone: str | None = None, weights: str | None = None,
              weights_dir: str | Path | None = None, create: bool = False, cache: CropCache | None = None,
              gallery: str | None = None, **embedder_kw) -> "Recognizer":
-        """Open a model directory; with `create`, make it first when it does not exist yet.
-
-        `backbone`, when given for an existing model, must match the one it was built with.
-        `gallery`, a Milvus URI ("milvus://HOST:PORT/COLLECTION" or "milvus-lite:PATH.db"), keeps
-        the enrolled faces there instead of in the model directory (their chips stay in the model
-        directory, apart from its own gallery's); with `create` it is created on first use. It
-        must hold this model's embeddings.
-        """
+        """Open a model directory (with `create`, made first if need be); `backbone` must match an existing model's.
+        `gallery`, a Milvus URI ("milvus://HOST:PORT/COLLECTION" or "milvus-lite:PATH.db") holding this model's
+        embeddings, keeps the faces there (their chips stay in the model directory); `create` creates it."""
         d = Path(model_dir)
         if gallery is not None and not is_uri(gallery):
             raise ModelError(f"{gallery}: a gallery is milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db")
@@ -110,8 +99,7 @@ class Recognizer:
 
     @classmethod
     def pinned(cls, model_dir: str | Path, config: ModelConfig, *, weights_dir=None, cache: CropCache | None = None) -> "Recognizer":
-        """A read-only view of one model.json's model in `model_dir` (the one in use or a migration
-        candidate's), which never follows model.json: for comparing two versions side by side."""
+        """A read-only Recognizer of one model.json's model (in use or a candidate's) that never follows model.json."""
         d = Path(model_dir)
         embedder, classifier = open_network(d, config, weights_dir)
         gal = open_gallery(d / config.gallery, model_id=config.model_id)
@@ -131,28 +119,17 @@ class Recognizer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ---- limits a server sets (kept across reloads) --------------------------------------
-    @property
-    def max_pixels(self) -> int:
-        """Photos with more pixels are refused (ImageError) before they are decoded; a server lowers it."""
-        return self.pipeline.max_pixels
+    def _limit(field: str, doc: str):  # noqa: N805 - a property factory, run in the class body
+        def set_limit(self, value: int) -> None:  # kept in `_<field>` too, for the views loaded later
+            setattr(self, f"_{field}", int(value))
+            setattr(self.pipeline, field, int(value))
+        return property(lambda self: getattr(self.pipeline, field), set_limit, doc=doc)
 
-    @max_pixels.setter
-    def max_pixels(self, value: int) -> None:
-        self._max_pixels = int(value)
-        self.pipeline.max_pixels = int(value)
+    # Limits a server lowers, kept across reloads.
+    max_pixels = _limit("max_pixels", "Photos with more pixels are refused (ImageError) before they are decoded.")
+    memory_budget = _limit("memory_budget", "Bytes one photo's decode may take (`recognizer.image.decode_cost`).")
+    del _limit
 
-    @property
-    def memory_budget(self) -> int:
-        """Bytes one photo's decode may take (`recognizer.image.decode_cost`); a server lowers it."""
-        return self.pipeline.memory_budget
-
-    @memory_budget.setter
-    def memory_budget(self, value: int) -> None:
-        self._memory_budget = int(value)
-        self.pipeline.memory_budget = int(value)
-
-    # ---- people --------------------------------------------------------------------------
     def people(self) -> dict[str, int]:
         """Enrolled people and how many faces each has."""
         self.refresh()
@@ -167,7 +144,6 @@ class Recognizer:
         """The ids of the chips stored in the model directory."""
         return self.chips.ids()
 
-    # ---- following the model directory ---------------------------------------------------
     def refresh(self) -> bool:
         """Reload if model.json was switched since this view was loaded; returns whether it was."""
         if self._cur.pinned or config_stamp(self.dir) == self._cur.stamp:
@@ -190,8 +166,7 @@ class Recognizer:
                     self._cur.pipeline.memory_budget = self._memory_budget
                 log.info("%s: model.json switched to %s (gallery %s); reloaded", self.dir, self._cur.config.model_id,
                          self._cur.config.gallery)
-            # The replaced view's gallery is not closed here: a request on another thread may still
-            # be reading it. It closes when the last reference goes.
+            # The replaced view's gallery is left open: another thread may still read it.
             return True
 
     @contextmanager
@@ -201,7 +176,6 @@ class Recognizer:
             self.refresh()
             yield self._cur
 
-    # ---- the unknown threshold -------------------------------------------------------------
     @property
     def fpir_table(self):
         """The FPIR table of the current view's embeddings (reloaded when a finetune switches the model)."""
@@ -212,8 +186,7 @@ class Recognizer:
         return self._thresholds.info(self.dir, self.config, self.gallery.people(), override)
 
     def threshold_for(self, threshold: float | None = None) -> float:
-        """The similarity under which a face is unknown: `threshold` when given, else the model's
-        (derived from its target FPIR for the gallery as it is now, see `threshold_info`)."""
+        """The similarity under which a face is unknown: `threshold`, else the model's (see `threshold_info`)."""
         return self.threshold_info(threshold).threshold
 
     def set_target_fpir(self, target: float | None) -> None:
@@ -227,19 +200,11 @@ class Recognizer:
         """Enrolled faces of `people` that a photo of someone else would match (see `recognizer.threshold.confusions`)."""
         return confusions(self.gallery, self.threshold_info().threshold if threshold is None else threshold, people)
 
-    # ---- enrolling -----------------------------------------------------------------------
-    def enroll(
-        self, name: str, photos: ImageSource | Sequence[ImageSource], *, labels: Sequence[str] | None = None,
-        progress: bool = False, allow_similar: bool = False,
-    ) -> EnrollReport:
-        """Add one face per photo (the largest) of `name`; photos already enrolled for them are skipped.
-        A new name that looks like an enrolled person's is refused unless `allow_similar`.
-
-        `photos`: a folder (its image files, sorted), one photo (a path, bytes or a PIL image) or a
-        sequence of them. `labels`, one per photo, is what the report and the gallery call each
-        photo instead of its path (`"<bytes>"` / `"<image>"` for photos held in memory).
-        Each face's chip is stored in the model directory, so the face survives its photo.
-        """
+    def enroll(self, name: str, photos: ImageSource | Sequence[ImageSource], *, labels: Sequence[str] | None = None,
+               progress: bool = False, allow_similar: bool = False) -> EnrollReport:
+        """Add the largest face of each photo (a folder, one photo or a sequence) as `name`, skipping photos already
+        enrolled for them, and keep its chip; a name like an enrolled person's is refused unless `allow_similar`.
+        `labels`, one per photo, name the photos in the report and the gallery instead of their paths."""
         name = validate_name(name)
         if not allow_similar:  # before the photos are read; the gallery checks again under its lock
             refuse_lookalikes([name], self.gallery.people())
@@ -249,17 +214,16 @@ class Recognizer:
         self.refresh()
         st = self._cur
         results = st.pipeline.analyze_many(sources, progress=progress)
-        # The chip is cut from the photo itself (the crop cache holds one crop kind only), decoded
-        # as the pipeline decoded it, so the chip's crops are the very crops that were embedded.
+        # The chip is cut from the photo decoded as the pipeline decoded it (the crop cache holds one crop kind
+        # only), so the chip's crops are the very crops that were embedded.
         items = ((res, partial(chip_of, src, res, st.pipeline.max_pixels, st.pipeline.memory_budget))
                  for src, res in zip(sources, results))
         return self._enroll(name, st, items, labels, allow_similar)
 
     def enroll_results(self, name: str, results: Iterable[tuple[PhotoResult, bytes | str | None]], *,
                        labels: Sequence[str] | None = None, allow_similar: bool = False) -> EnrollReport:
-        """`enroll` for photos analysed elsewhere (Ray workers: `recognizer.bulk`): pairs of a
-        PhotoResult and the chip of its largest face (`recognizer.chips.chip_of`), or the reason
-        the chip could not be cut (a str), or None for a photo without a usable face."""
+        """`enroll` for photos analysed elsewhere (`recognizer.bulk`): pairs of a PhotoResult and its largest face's
+        chip (`chips.chip_of`), or why none could be cut (a str), or None for a photo without a usable face."""
         name = validate_name(name)
         if not allow_similar:
             refuse_lookalikes([name], self.gallery.people())
@@ -281,28 +245,22 @@ class Recognizer:
         return report
 
     def make_chips(self) -> list[str]:
-        """Chips for faces enrolled before chips were kept, from their photos where they are still
-        there; returns one line per face that cannot get one (see `recognizer.chips.backfill_chips`)."""
+        """Chips for faces enrolled before chips were kept, from their photos; one line per face that cannot get one."""
         with self._writing() as st:
             return backfill_chips(self.dir, st.gallery, st.pipeline.detector, store=self.chips)
 
     def rename(self, old: str, new: str, *, merge: bool = False, allow_similar: bool = False) -> None:
-        """Rename a person in every store of face data (`recognizer.modeldir.stores`): the gallery, the
-        clustering runs, the classifier's answers (model.json's class names). PersonNotFound when
-        `old` is not enrolled, PersonExists when `new` is (unless `merge`), InvalidNameError when
-        `new` looks like another enrolled person's name (unless `allow_similar`)."""
+        """Rename a person in every store of face data (`modeldir.stores`). PersonNotFound, PersonExists (unless
+        `merge`), InvalidNameError when `new` looks like another enrolled person's (unless `allow_similar`)."""
         old, new = validate_name(old), validate_name(new)
         stores.rename_person(self.model, old, new, self._writing, merge=merge, allow_similar=allow_similar,
                              save_config=partial(save_config, self.dir))
         self.refresh()
 
     def remove(self, name: str) -> int:
-        """Remove a person from every store of face data (`recognizer.modeldir.stores`; PersonNotFound
-        when no one of that name is enrolled): their faces from the gallery and any other gallery
-        of the model directory (a pending candidate's), their chips, the clustering runs, report
-        and split files, their photos' crops in the crop cache and their crops' features in the
-        trunk cache. The classifier, which cannot forget a class without retraining, stops naming
-        them (a class with no faces in the gallery is masked) until the next finetune."""
+        """Remove a person from every store of face data (`modeldir.stores`; PersonNotFound) and return how many
+        faces went. The classifier cannot forget a class without retraining: it stops naming them (a class with no
+        faces in the gallery is masked) until the next finetune."""
         name = validate_name(name)
         done = stores.remove_person(self.model, name, self._writing, gallery_uri=self.gallery_uri,
                                     cache_root=self.cache.root if self.cache else None)
@@ -310,7 +268,6 @@ class Recognizer:
                  done.counts["crops"], done.counts["trunk"])
         return done.faces_removed
 
-    # ---- identifying ---------------------------------------------------------------------
     def identify(self, src: ImageSource, *, threshold: float | None = None) -> PhotoIdentification:
         """Name every face of one photo (raises ImageError for an unreadable one)."""
         self.refresh()
@@ -322,22 +279,17 @@ class Recognizer:
         for res in self._cur.pipeline.analyze_many(sources, progress=progress):
             yield self.decide(res, threshold=threshold)
 
-    def analyze_and_identify(
-        self, sources: Iterable[ImageSource], *, threshold: float | None = None, progress: bool = False
-    ) -> Iterator[tuple[PhotoResult, PhotoIdentification]]:
-        """`identify_many` with each photo's faces, crops and embeddings beside its decisions
-        (face i of both is the same face): what clustering the unknown faces needs."""
+    def analyze_and_identify(self, sources: Iterable[ImageSource], *, threshold: float | None = None,
+                             progress: bool = False) -> Iterator[tuple[PhotoResult, PhotoIdentification]]:
+        """`identify_many` with each photo's PhotoResult beside its decisions (for clustering the unknown faces)."""
         self.refresh()
         for res in self._cur.pipeline.analyze_many(sources, progress=progress):
             yield res, self.decide(res, threshold=threshold)
 
     def identify_video(self, source, *, fps: float | None = None, threshold: float | None = None, seconds: float | None = None,
                        name: str | None = None, progress: bool = False, **limits):
-        """Follow and name the faces of a video file or a camera (`source` an int): a
-        VideoIdentification, one name per track (see recognizer.video). `fps`: frames analysed per
-        second (default 5); `seconds`: read no more than this much; `limits`: fields of
-        recognizer.video.reader.VideoLimits (max_bytes, max_pixels, max_duration, timeout_ms).
-        Raises VideoError for a file that is no video, cannot be opened or is over a limit."""
+        """A VideoIdentification (one name per track) of a video file or a camera (`source` an int), analysing `fps`
+        frames a second (default 5) for at most `seconds`; `limits`: VideoLimits fields. Raises VideoError."""
         bounds = VideoLimits(max_seconds=seconds, **limits)
         return identify_video(self, source, sample_fps=fps or DEFAULT_SAMPLE_FPS, threshold=threshold, limits=bounds,
                               name=name, progress=progress)

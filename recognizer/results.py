@@ -1,8 +1,5 @@
-"""What identifying and enrolling return: typed results with `to_dict()` for JSON.
-
-Below `Recognizer` and every feature that reads results (annotation, video, bulk, the server),
-so that none of them has to import the Recognizer to name a type.
-"""
+"""What identifying and enrolling return: typed results with `to_dict()` for JSON (below `Recognizer`, so the
+features that read results need not import it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,14 +23,9 @@ class FaceIdentity:
     classifier: dict | None = None
 
     def to_dict(self) -> dict:
-        out = {
-            "box": [round(v, 1) for v in self.box],
-            "detection_score": round(self.detection_score, 4),
-            "name": self.name,
-            "score": round(self.score, 4),
-            "similarity": round(self.similarity, 4),
-            "knn": self.knn,
-        }
+        out = {"box": [round(v, 1) for v in self.box], "detection_score": round(self.detection_score, 4),
+               "name": self.name, "score": round(self.score, 4), "similarity": round(self.similarity, 4),
+               "knn": self.knn}
         if self.classifier is not None:
             out["classifier"] = self.classifier
         return out
@@ -47,8 +39,7 @@ class PhotoIdentification:
     error: str | None = None
 
     def annotated(self, image: ImageSource | None = None) -> Image.Image:
-        """The photo (or `image`, the same photo already decoded) with boxes and names drawn:
-        known faces in green, unknown ones in red dashes."""
+        """The photo (or `image`, the same photo decoded) with boxes and names drawn (known green, unknown red)."""
         return draw_faces(self.photo if image is None else image, self.faces)
 
     def to_dict(self) -> dict:
@@ -82,9 +73,7 @@ class EnrollReport:
         return [f for f in self.files if f.status not in ("added", "several faces")]
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "added": self.added,
-            "skipped": [{"file": f.file, "reason": f.status + (f": {f.detail}" if f.detail else "")} for f in self.skipped],
-            "files": [f.to_dict() for f in self.files],
-        }
+        return {"name": self.name, "added": self.added,
+                "skipped": [{"file": f.file, "reason": f.status + (f": {f.detail}" if f.detail else "")}
+                            for f in self.skipped],
+                "files": [f.to_dict() for f in self.files]}

@@ -1,8 +1,5 @@
-"""The shared sample photos (where they live) and deepface-test-dataset's labelled pairs.
-
-The photos are in `../shared/data` beside the checkout unless FACES_DATA says otherwise; the pairs
-are scored or laid out in LFW's format.
-"""
+"""The shared sample photos (`../shared/data` beside the checkout, or $FACES_DATA) and deepface-test-dataset's
+labelled pairs, scored or laid out in LFW's format."""
 from __future__ import annotations
 
 import csv
@@ -19,8 +16,7 @@ def data_dir() -> Path:
 
 
 def pair_similarities(pipeline, data: str | Path) -> tuple[list[float], list[bool], int]:
-    """Cosine similarity of each labelled pair of deepface-test-dataset's master.csv whose two photos
-    both have a face (largest face each): (similarities, same-person flags, number of pairs listed)."""
+    """(similarities, same-person flags, pairs listed) of master.csv's pairs whose photos both have a face."""
     root = Path(data) / "deepface-test-dataset"
     where = {r["file"]: root / r["path"] for r in csv.DictReader(open(root / "identities.csv"))}
     pairs = [(r["file_x"], r["file_y"], r["Decision"] == "Yes") for r in csv.DictReader(open(root / "master.csv"))]

@@ -1,9 +1,8 @@
 """Which unknown threshold a model uses now, and what it costs.
 
-A model that stores a target FPIR (`model.json`'s `target_fpir`) derives its threshold from its
-FPIR table (`recognizer.fpir`) for the gallery as it is now: number of people and their mean
-number of faces. A model without a target, or whose embeddings have no table, uses its fixed
-`threshold`. `--threshold` (identify.py, the server's `?threshold=`) overrides both for one run.
+With a `target_fpir` in model.json, the threshold comes from the FPIR table (`recognizer.fpir`) for the gallery
+as it is now (people, mean faces each); without one, or without a table, the fixed `threshold`. `--threshold`
+(the server's `?threshold=`) overrides both for one run.
 """
 from __future__ import annotations
 
@@ -14,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from recognizer.fpir import FpirTable, shipped_table
+
+__all__ = ["Confusion", "ThresholdCache", "ThresholdInfo", "confusions", "gallery_shape", "load_table",
+           "threshold_info"]
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +102,8 @@ class Confusion:
 
 
 def confusions(gallery, threshold: float, people: list[str] | None = None) -> list[Confusion]:
-    """Faces of `people` (default: everyone) at least `threshold` similar to a face of someone else.
-
-    Such a pair is a likely mislabelled photo or two people the model confuses: a photo of one
-    would be named as the other. Each (person, other) pair is reported once, with its closest faces.
-    """
+    """Faces of `people` (default: everyone) at least `threshold` similar to someone else's (a mislabelled photo,
+    or two people the model confuses), once per (person, other) pair with its closest faces."""
     records = {r.id: r for r in gallery.records()}
     ids, vecs = gallery.vectors()
     if not len(ids):
@@ -127,8 +126,7 @@ def confusions(gallery, threshold: float, people: list[str] | None = None) -> li
 
 
 class ThresholdCache:
-    """A model view's FPIR table and unknown threshold, worked out once per model, table and
-    gallery shape (a Recognizer asks on every identify)."""
+    """A model's FPIR table and threshold, worked out once per model, table and gallery shape."""
 
     def __init__(self) -> None:
         self._table: tuple | None = None  # (model id, table file, table or None)

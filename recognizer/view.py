@@ -1,7 +1,5 @@
-"""One consistent view of a model directory: what its model.json named when it was read (config,
-embedder, gallery, classifier, pipeline). `Recognizer` holds one and swaps it when model.json is
-switched; operations take one view and use it throughout, so a reload by another thread never
-mixes two models. The classifier as identify sees it (`visible_classifier`) is here too.
+"""One consistent view of a model directory: what its model.json named when it was read. `Recognizer` swaps
+its view when model.json is switched; an operation uses one view throughout, so a reload never mixes two models.
 """
 from __future__ import annotations
 
@@ -52,29 +50,24 @@ def make_view(config: ModelConfig, embedder: Embedder, gallery, classifier, cach
 def open_embedder(model_dir: Path, cfg: ModelConfig, weights_dir: str | Path | None = None, **embedder_kw) -> tuple[Embedder, object]:
     """(embedder, classifier or None) of a model directory as model.json `cfg` names it; ModelError
     if the weights found now are not the ones the model was built with."""
-    classifier = None
-    if cfg.checkpoint:
-        embedder, classifier = load_finetuned(model_dir, cfg, weights_dir=weights_dir, **embedder_kw)
-    else:
-        embedder = make_embedder(cfg.backbone, cfg.weights, weights_dir, **embedder_kw)
+    embedder, classifier = _network(Path(model_dir), cfg, weights_dir, **embedder_kw)
     if embedder.model_id != cfg.model_id:
-        raise ModelError(
-            f"{model_dir}: the {cfg.backbone} weights found now (model id {embedder.model_id}) are not the ones "
-            f"this model was built with ({cfg.model_id})"
-        )
+        raise ModelError(f"{model_dir}: the {cfg.backbone} weights found now (model id {embedder.model_id}) are not "
+                         f"the ones this model was built with ({cfg.model_id})")
     return embedder, classifier
 
 
-def open_network(model_dir: str | Path, cfg: ModelConfig, weights_dir=None) -> tuple[Embedder, object]:
-    """(embedder, classifier or None) of a model.json other than the one in use (a candidate's
-    or a kept version's), checked against its model id."""
-    classifier = None
+def _network(model_dir: Path, cfg: ModelConfig, weights_dir, **embedder_kw) -> tuple[Embedder, object]:
     if cfg.checkpoint:
-        if not (Path(model_dir) / cfg.checkpoint).is_file():
-            raise ModelError(f"{model_dir}: {cfg.checkpoint} is not there")
-        embedder, classifier = load_finetuned(Path(model_dir), cfg, weights_dir=weights_dir)
-    else:
-        embedder = make_embedder(cfg.backbone, cfg.weights, weights_dir)
+        return load_finetuned(model_dir, cfg, weights_dir=weights_dir, **embedder_kw)
+    return make_embedder(cfg.backbone, cfg.weights, weights_dir, **embedder_kw), None
+
+
+def open_network(model_dir: str | Path, cfg: ModelConfig, weights_dir=None) -> tuple[Embedder, object]:
+    """(embedder, classifier or None) of a model.json other than the one in use, checked against its model id."""
+    if cfg.checkpoint and not (Path(model_dir) / cfg.checkpoint).is_file():
+        raise ModelError(f"{model_dir}: {cfg.checkpoint} is not there")
+    embedder, classifier = _network(Path(model_dir), cfg, weights_dir)
     if embedder.model_id != cfg.model_id:
         raise ModelError(f"{model_dir}: the {cfg.backbone} network found now has model id {embedder.model_id}, not "
                          f"{cfg.model_id} (other weights?); nothing was changed")
@@ -99,17 +92,10 @@ def load_view(d: Path, weights_dir, embedder_kw: dict, cache, gallery_uri: str |
 
 
 def create_view(d: Path, backbone: str, weights, weights_dir, cache, embedder_kw: dict) -> View | None:
-    """Create a model directory of `backbone` at `d` and its view; None when another process
-    created one there meanwhile (open that one)."""
+    """Create a `backbone` model directory at `d` and its view; None when another process created one meanwhile."""
     embedder = make_embedder(backbone, weights, weights_dir, **embedder_kw)
-    cfg = ModelConfig(
-        backbone=backbone,
-        weights=default_weights(backbone, weights),
-        model_id=embedder.model_id,
-        dim=embedder.dim,
-        threshold=DEFAULT_THRESHOLDS[backbone],
-        target_fpir=DEFAULT_TARGET_FPIR,
-    )
+    cfg = ModelConfig(backbone=backbone, weights=default_weights(backbone, weights), model_id=embedder.model_id,
+                      dim=embedder.dim, threshold=DEFAULT_THRESHOLDS[backbone], target_fpir=DEFAULT_TARGET_FPIR)
     if not create_model_dir(d, cfg):
         return None
     gal = open_gallery(d / GALLERY_DIR, model_id=cfg.model_id)
@@ -158,12 +144,10 @@ def decide_photo(st: View, res: PhotoResult, thr: float) -> PhotoIdentification:
     for i, face in enumerate(res.faces):
         knn_name = d.names["knn"][i]
         top = np.argsort(-d.scores["knn"][i])[:5]
-        knn = {
-            "name": knn_name,
-            "score": round(score("knn", i, knn_name), 4),
-            "similarity": round(float(d.similarity["knn"][i]), 4),
-            "scores": {d.people[j]: round(float(d.scores["knn"][i, j]), 4) for j in top if d.scores["knn"][i, j] > 0},
-        }
+        knn = {"name": knn_name, "score": round(score("knn", i, knn_name), 4),
+               "similarity": round(float(d.similarity["knn"][i]), 4),
+               "scores": {d.people[j]: round(float(d.scores["knn"][i, j]), 4) for j in top
+                          if d.scores["knn"][i, j] > 0}}
         clf = None
         if "classifier" in d.scores:
             clf_name = d.names["classifier"][i]

@@ -10,27 +10,18 @@ __all__ = ["ARCFACE_TEMPLATE", "crop_aligned", "crop_facenet"]
 
 # ArcFace's 5-point template for 112x112 crops (eyes, nose, mouth corners), the one SFace and
 # OpenCV's FaceRecognizerSF.alignCrop use.
-ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float32,
-)
+ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+                             [70.7299, 92.2041]], dtype=np.float32)
 
 
 def crop_facenet(img: Image.Image, face: Face, size: int = 160, margin: int = 14) -> np.ndarray:
-    """The crop Inception-ResNet-v1 was trained on: box plus margin, resized, uint8 RGB (size, size, 3).
-
-    The margin is in pixels of the output, as facenet-pytorch's `extract_face` counts it.
-    """
+    """The crop Inception-ResNet-v1 was trained on: box plus margin (in output pixels, as facenet-pytorch's
+    `extract_face` counts it), resized, uint8 RGB (size, size, 3)."""
     x1, y1, x2, y2 = (float(v) for v in face.box)
     mx = margin * (x2 - x1) / (size - margin)
     my = margin * (y2 - y1) / (size - margin)
     w, h = img.size
-    box = (
-        int(max(x1 - mx / 2, 0)),
-        int(max(y1 - my / 2, 0)),
-        int(min(x2 + mx / 2, w)),
-        int(min(y2 + my / 2, h)),
-    )
+    box = (int(max(x1 - mx / 2, 0)), int(max(y1 - my / 2, 0)), int(min(x2 + mx / 2, w)), int(min(y2 + my / 2, h)))
     return np.asarray(img.crop(box).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 

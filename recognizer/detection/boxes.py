@@ -1,11 +1,8 @@
 """Detected faces (`Face`) and box arithmetic in numpy, so detection needs neither torch nor torchvision.
 
-`Face` is what the detector returns and what the crop cache stores, so it sits here, below both.
-`iou_matrix` is the project's one IoU (video tracking, chips found again in their photos).
-The MTCNN helpers compute what their facenet-pytorch / torchvision counterparts do, in the same
-precision and order: `generate_boxes` (generateBoundingBox), `nms` (torchvision.ops.nms: IoU
-of the boxes as given, suppressed when above the threshold), `nms_min` (facenet-pytorch's
-nms_numpy with "Min": overlap over the smaller box, both "+1" pixel areas), `bbreg`, `rerec`.
+`Face` sits here, below both the detector that returns it and the crop cache that stores it. `iou_matrix` is
+the project's one IoU. The MTCNN helpers compute what their facenet-pytorch / torchvision counterparts do, in
+the same precision and order (`nms`: torchvision's; `nms_min`: facenet-pytorch's "Min", "+1" pixel areas).
 """
 from __future__ import annotations
 
@@ -31,16 +28,12 @@ class Face:
         return float(max(self.box[2] - self.box[0], 0) * max(self.box[3] - self.box[1], 0))
 
     def to_dict(self) -> dict:
-        return {
-            "box": [round(float(v), 1) for v in self.box],
-            "score": round(float(self.score), 4),
-            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
-        }
+        return {"box": [round(float(v), 1) for v in self.box], "score": round(float(self.score), 4),
+                "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks]}
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union (float64) of every box of `a` (n, 4) with every box of `b` (m, 4),
-    boxes as x1, y1, x2, y2; 0 where the union is empty."""
+    """IoU (float64) of every x1, y1, x2, y2 box of `a` (n, 4) with every one of `b` (m, 4); 0 for an empty union."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])
@@ -55,11 +48,8 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def generate_boxes(reg: np.ndarray, prob: np.ndarray, scale: float, thresh: float) -> np.ndarray:
-    """First-stage candidates of one pyramid level: (n, 9) float32 rows x1, y1, x2, y2, score, 4 offsets.
-
-    `reg` is PNet's (4, h, w) box regression and `prob` its (h, w) face probability; a cell at
-    (row r, column c) stands for the 12x12 window at (2c, 2r) of the level, mapped back to the photo.
-    """
+    """First-stage candidates of one pyramid level from PNet's (4, h, w) regression `reg` and (h, w) probability
+    `prob` (cell (r, c): the level's 12x12 window at (2c, 2r)): (n, 9) float32 x1, y1, x2, y2, score, 4 offsets."""
     rows, cols = np.nonzero(prob >= thresh)  # row-major, the order torch's nonzero gives
     score = prob[rows, cols]
     bb = np.stack([cols, rows], axis=1).astype(_F)

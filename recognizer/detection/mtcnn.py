@@ -1,10 +1,8 @@
 """Face detection with facenet-pytorch's MTCNN (the crops the backbones take are in `alignment`).
 
-`Detector.detect` returns every face in a photo as `Face` objects (box, score, 5 landmarks),
-an empty list when there is none. Large photos are detected on a downscaled copy and the boxes mapped back, so a
-20-megapixel phone photo costs about what a 2-megapixel one does; the smallest face looked for
-grows with the photo (a fraction of its short side), which spares the image pyramid's largest
-levels, where most of the first stage's work is.
+Large photos are detected on a downscaled copy and the boxes mapped back (a 20-megapixel photo costs about what a
+2-megapixel one does); the smallest face looked for grows with the photo (a fraction of its short side), which
+spares the pyramid's largest levels, where most of the first stage's work is.
 """
 from __future__ import annotations
 
@@ -26,47 +24,34 @@ __all__ = ["ACROSS_LEVELS_NMS", "ONET_CHUNK", "RNET_CHUNK", "Detector", "largest
 
 log = logging.getLogger(__name__)
 
-# IoU above which a first-stage candidate is dropped for a better-scoring one of another pyramid
-# level. MTCNN's usual 0.7 never drops anything: each level is already thinned at IoU 0.5, and
-# two windows of levels a factor 0.709 apart overlap by at most 0.709**2 = 0.503. At 0.5 a window
-# lying inside a better one of the next level goes, a quarter of the candidates the second and
-# third stages would otherwise see, with every face of tests/test_detection_recall.py still
-# found; at 0.4 some were lost (figures: benchmarks/results/implementation-choices.md).
+# IoU above which a first-stage candidate is dropped for a better one of another pyramid level. MTCNN's usual
+# 0.7 never drops anything (levels 0.709 apart overlap by at most 0.503); 0.5 drops a quarter of the candidates
+# with every face of tests/test_detection_recall.py still found; 0.4 lost some
+# (figures: benchmarks/results/implementation-choices.md).
 ACROSS_LEVELS_NMS = 0.5
 
-# Candidates per RNet / ONet call. Every network call of a detection runs on one thread, and a
-# photo's candidates are always cut into the same chunks, so the float sums behind a photo's
-# boxes and landmarks are the same whatever the thread count and however the photo arrived
-# (alone, in a folder, as bytes, through the server). Multi-threaded kernels may split
-# reductions by thread count (torch's did: ONet's 1152-input Linear summed differently on 2
-# threads than on 1), and a kernel may pick its blocking by batch size, so both are fixed.
-# Parallelism comes from running the independent calls (pyramid levels, chunks) side by side.
+# Candidates per RNet / ONet call. Each network call runs on one thread and a photo's candidates are always cut
+# into the same chunks, so its boxes and landmarks are the same whatever the thread count and however it arrived:
+# kernels may split reductions by thread count (torch's ONet Linear summed differently on 2 threads than on 1)
+# and pick their blocking by batch size. Parallelism comes from running independent calls side by side.
 RNET_CHUNK = 64
 ONET_CHUNK = 16
 
 
 @dataclass
 class Detector:
-    """MTCNN face detector. The networks load in the constructor, never at import.
+    """MTCNN face detector; the networks load in the constructor, never at import.
 
-    The three networks and their weights are facenet-pytorch's, run as ONNX files on ONNX
-    Runtime (recognizer/detection/networks.py), so detecting imports neither torch nor torchvision;
-    `engine="torch"` runs facenet-pytorch's torch modules instead, with the same pipeline.
-    The pipeline around them is ours, since facenet-pytorch's `detect_face` spends most of its
-    time outside the networks: it builds every pyramid level by area-resampling the whole photo,
-    and resamples each candidate box for the second and third stages with a separate torch
-    call. Here the pyramid starts from one downscaled copy, and all candidate crops of a stage
-    are cut at once from summed-area tables (`_crop_boxes`). A lone photo's independent network
-    calls (pyramid levels, candidate chunks) run side by side on every core; a folder
-    (FacePipeline.analyze_many) runs one photo per core.
+    facenet-pytorch's three networks run as ONNX files on ONNX Runtime (networks.py), so detecting imports no
+    torch (`engine="torch"` runs its torch modules instead). The pipeline around them is ours, since
+    facenet-pytorch's `detect_face` spends most of its time outside the networks: here the pyramid starts from
+    one downscaled copy and a stage's candidate crops are cut at once from a summed-area table (`_crop_boxes`).
     """
 
     settings: DetectorSettings = field(default_factory=DetectorSettings)
     device: str = "cpu"
-    # Threads a lone photo's independent network calls run on; None: one per core. Each call
-    # runs on one thread (see RNET_CHUNK), so the count changes the speed, never the result.
-    # FacePipeline.analyze_many detects several photos at once with one thread each, the better
-    # use of the cores for a folder.
+    # Threads a lone photo's independent network calls run on; None: one per core. Speed only, never the result
+    # (see RNET_CHUNK). FacePipeline.analyze_many rather detects several photos at once, one thread each.
     threads: int | None = None
     engine: str = "auto"  # "onnxruntime" ("auto" when installed) or "torch"
     _pools: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -116,13 +101,9 @@ class Detector:
         return np.array(small), 1.0 / scale
 
     def pyramid(self, width: int, height: int) -> list[float]:
-        """The first stage's scales for a photo of this size (as detected), largest first.
-
-        The scales are facenet-pytorch's (12 / min_face_size times powers of `factor`), less the
-        largest levels, whose 12-pixel window finds faces smaller than the smallest face looked
-        for. Keeping the same scales rather than starting a new sequence at the smallest face
-        keeps borderline faces (score near the threshold) found as before.
-        """
+        """The first stage's scales for a photo of this size (as detected), largest first: facenet-pytorch's
+        (12 / min_face_size times powers of `factor`; the same scales keep borderline faces found as before), less
+        the largest levels, whose 12-pixel window finds faces smaller than the smallest face looked for."""
         s = self.settings
         m = 12.0 / s.min_face_size
         scales, minl = [], min(width, height) * m
@@ -136,8 +117,7 @@ class Detector:
         return scales[first:]
 
     def _mtcnn(self, arr: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-        """MTCNN's three stages on one uint8 photo: boxes (n, 5) with score, and points (n, 5, 2).
-        The network calls run on `threads` threads (see `_map`); the result does not depend on it."""
+        """MTCNN's three stages on one uint8 photo: boxes (n, 5) with score, points (n, 5, 2), whatever `threads`."""
         import cv2  # optional and slow to import: only where a photo is detected
 
         t1, t2, t3 = self.settings.thresholds
@@ -166,17 +146,9 @@ class Detector:
         if len(boxes) == 0:
             return empty
         regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        boxes = np.stack(
-            [
-                boxes[:, 0] + boxes[:, 5] * regw,
-                boxes[:, 1] + boxes[:, 6] * regh,
-                boxes[:, 2] + boxes[:, 7] * regw,
-                boxes[:, 3] + boxes[:, 8] * regh,
-                boxes[:, 4],
-            ],
-            axis=1,
-        )
-        boxes = rerec(boxes)
+        boxes = rerec(np.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+                                boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
+                                boxes[:, 4]], axis=1))
 
         # Stage 2 (RNet) on 24x24 crops of the candidates.
         table = _summed_area(arr)
@@ -248,17 +220,13 @@ def _summed_area(arr: np.ndarray) -> np.ndarray:
 
 
 def _crop_boxes(table: np.ndarray, boxes, size: int):
-    """Candidate boxes cut from a photo (`table`: its `_summed_area`) and resampled to size x
-    size, as a normalised float32 (n, 3, size, size) array, and the mask of boxes with any
-    pixels inside the photo.
+    """Candidate boxes cut from a photo (`table`: its summed-area table) and resampled to size x size, as a
+    normalised float32 (n, 3, size, size) array, and the mask of boxes with any pixels inside the photo.
 
-    The box is clipped to the photo and the clipped part stretched to the square with area
-    averaging, exactly as facenet-pytorch's torch `interpolate(mode="area")` does it: output
-    cell k averages input pixels floor(k*n/size) to ceil((k+1)*n/size). Borderline faces (final
-    score near the threshold) depend on it: OpenCV's fractional-weight area resampling lost two
-    faces of tests/test_detection_recall.py. Each cell's sum is four lookups in the summed-area
-    table, done for all boxes at once by OpenCV's nearest-neighbour remap (a gather over three
-    channels, on every core), where a torch call per box took several times longer.
+    Area averaging exactly as facenet-pytorch's `interpolate(mode="area")` (cell k averages pixels floor(k*n/size)
+    to ceil((k+1)*n/size)): OpenCV's fractional-weight resampling lost two borderline faces of
+    tests/test_detection_recall.py. A cell's sum is four table lookups, for all boxes at once by OpenCV's
+    nearest-neighbour remap, where a torch call per box took several times longer.
     """
     import cv2  # OpenCV is slow to import: loaded where pixels are processed
 
@@ -276,8 +244,7 @@ def _crop_boxes(table: np.ndarray, boxes, size: int):
 
     sy, ey = cells(y0, y1)
     sx, ex = cells(x0, x1)
-    # The float64 sums are exact; rounded once to float32, the crops match torch's float32
-    # averages to one rounding (1.2e-7).
+    # The float64 sums are exact; rounded once to float32, the crops match torch's averages to 1.2e-7.
     x = np.empty((len(x0), size, size, 3), np.float32)
     # remap takes images under 32767 pixels a side: at most that many rows of boxes per call.
     step = (2**15 - 1) // size

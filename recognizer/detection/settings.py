@@ -16,9 +16,8 @@ class DetectorSettings:
     factor: float = 0.709  # image pyramid scale step
     score_threshold: float = 0.90  # faces below this final score are dropped
     max_side: int = 1600  # photos larger than this are detected on a downscaled copy
-    # The smallest face looked for, as a fraction of the photo's short side (bounded below by
-    # min_face_size). A face smaller than this is too small to be recognised anyway, and each
-    # halving of the smallest face quadruples the first stage's work.
+    # The smallest face looked for, as a fraction of the photo's short side (at least min_face_size): smaller ones
+    # are too small to recognise, and each halving quadruples the first stage's work.
     min_face_fraction: float = 0.05
 
     def __post_init__(self) -> None:

