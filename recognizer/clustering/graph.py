@@ -4,22 +4,14 @@
     labels   = agglomerate(X, nbr, sim, link_threshold, must_link=..., cannot_link=...)
     central  = central_faces(X, labels)          # the face nearest the rest of its cluster
 
-The rule ("average linkage on the kNN graph"): every face starts alone (or with the faces a
-must-link group says are the same person, e.g. one video track). Of the pairs of clusters that
-the kNN graph joins (some face of one is among the k nearest of some face of the other), the
-pair with the highest mean similarity over all their face pairs is merged, as long as that mean
-is at least `link_threshold` and no cannot-link pair (two faces of one photo) would end up
-together; repeat. The mean is exact, not estimated from the graph's edges: for unit rows it is
-S_A . S_B / (|A| |B|) with S the sum of a cluster's rows, so every face of both clusters has
-its say without any pair list. (A mean over the graph's edges alone is biased upwards between
-two people, since the edges that exist are their most alike faces: with 8 neighbours per face
-it merged people the exact mean keeps apart.) Single linkage (`linkage="single"`: merge on any
-one edge at or above the threshold) chains people together and is kept for comparison.
-
-Memory is linear in the number of faces: the graph is n x k, the clusters' sums n x d, their
-adjacency at most the graph's edges. FAISS's exact search works through the queries and the database in blocks.
-Deterministic: similarities are recomputed in float64 from the float32 embeddings, and ties
-are broken by face index, so the result does not depend on FAISS's or BLAS's thread count.
+Average linkage on the kNN graph: every face starts alone (or with its must-link group, e.g. one video
+track); of the cluster pairs the graph joins, the one with the highest mean similarity over all their face
+pairs is merged while that mean is >= `link_threshold` and no cannot-link pair (two faces of one photo)
+would end up together. The mean is exact (S_A . S_B / (|A| |B|), S a cluster's row sum): a mean over the
+graph's edges alone is biased upwards between two people (the edges are their most alike faces; with 8
+neighbours it merged people the exact mean keeps apart). `linkage="single"` chains people together and is
+kept for comparison. Memory is linear in the faces. Deterministic: similarities are recomputed in float64
+and ties broken by face index, whatever FAISS's or BLAS's thread count.
 """
 from __future__ import annotations
 

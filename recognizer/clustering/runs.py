@@ -1,23 +1,15 @@
-"""Saved clustering runs: kept in the model directory until their clusters are named or dismissed.
+"""Saved clustering runs, kept in the model directory until their clusters are named or dismissed.
 
     DIR/clusters/<run id>/run.json    photos, faces (photo, box), clusters and their state
-    DIR/clusters/<run id>/faces.npz   per face: its embedding, the crop it was embedded from and
-                                      its chip (`recognizer.chips`), so an enrolled face keeps one
+    DIR/clusters/<run id>/faces.npz   per face: embedding, the crop it was embedded from, its chip
 
-The crops are what naming a cluster needs without the photos (which may be gone, or be group
-photos whose other faces must not be enrolled): each is exactly the crop the embedder was given,
-so the model that made the run gets the stored embedding back from it, and a finetuned model of
-the same backbone gets its own. Everything is owner-only (0700 directories, 0600 files), since
-face crops are biometric data. A run is built in a temporary directory and renamed into place,
-so a crash leaves a whole run or none; changes to run.json are atomic and made under a lock,
-after checking that the run is still the one that was read. A run whose every cluster has been
-enrolled or dismissed is deleted, crops and all; `discard` deletes one at once.
-
-Removing a person (`Recognizer.remove`) reaches the runs: the faces of a cluster enrolled as
-them, and any face of a photo and box enrolled for them, lose their embedding, crop and chip
-(zeroed in faces.npz, rewritten) and their photo's name when no other face of it is left; their
-name goes from run.json (the cluster's person, "looks like", faces named at clustering time),
-and such a cluster is closed as "person removed". Renaming a person renames them in the runs.
+The crops let a cluster be named without the photos (which may be gone, or be group photos whose other
+faces must not be enrolled): the model that made the run gets the stored embedding back from each, a
+finetuned model of the same backbone its own. Everything is owner-only (0700/0600: face crops are biometric
+data). A run is built in a temporary directory and renamed in, so a crash leaves a whole run or none;
+run.json changes are atomic, under a lock, after checking the run is still the one read. A run with every
+cluster enrolled or dismissed is deleted. Removing a person zeroes their faces' embedding, crop and chip,
+drops their name from run.json and closes a cluster enrolled as them as "person removed".
 """
 from __future__ import annotations
 

@@ -4,15 +4,9 @@
     run_id = save(rec, run)                           # into DIR/clusters/ until named or dismissed
     enroll_cluster(rec, run_id, 3, "Grace")           # the cluster's stored crops, not the photos
 
-Each unknown face's chip (`recognizer.chips`) is cut from its photo when the run is made and kept
-in the run, so a face enrolled from a cluster gets its chip in the model directory like any
-enrolled face: a later finetune, migration or export re-embeds it without the photo.
-
-The linkage threshold is the model's decision threshold (plus `offset`, 0 by default): two groups
-of faces are called one person when they are on average as alike as identify demands of a face
-and the enrolled person it names. A wrong merge (two people under one name) costs the user more
-than a split they can fix by naming both parts alike; benchmarks/cluster_quality.py measures both
-on real photos at a range of offsets (the table is in benchmarks/results/).
+Each unknown face's chip is kept in the run, so a face enrolled from a cluster can be re-embedded later
+without its photo. The linkage threshold is the model's decision threshold plus `offset` (0): a wrong merge
+costs the user more than a split they can fix; benchmarks/cluster_quality.py measures both.
 """
 from __future__ import annotations
 

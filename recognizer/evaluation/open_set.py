@@ -1,15 +1,12 @@
 """Open-set identification: strangers must come back unknown, known people must still be named.
 
-A face is named when its decider gives a name whose similarity (see `recognizer.decision`) is at
-least the threshold t, else it is unknown. Over faces of people who are not enrolled and faces
-of people who are:
+A face is named when its decider's similarity (`recognizer.decision`) is >= the threshold t:
 
     FPIR(t) = share of unknown faces given a name (false-positive identification rate)
     DIR(t)  = share of known faces given their own name (detection and identification rate)
 
-Both fall as t rises. The recommended threshold for a target FPIR is the smallest one, on a grid
-of 1e-4, at which FPIR <= target: any higher one names fewer known people (DIR cannot rise).
-With N unknown faces FPIR moves in steps of 1/N, so a target under 1/N means "no stranger named".
+The recommended threshold for a target FPIR is the smallest on a 1e-4 grid with FPIR <= target (any higher
+names fewer known people). With N unknown faces FPIR moves in steps of 1/N.
 """
 from __future__ import annotations
 

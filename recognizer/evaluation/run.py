@@ -1,14 +1,10 @@
 """Evaluate a model directory on labelled photos: the library behind `evaluate.py`.
 
-Closed set (`recognizer.decision`), open set (`recognizer.evaluation.open_set`) and verification on pairs
-(`recognizer.evaluation.verification`) from one pass of detection and embedding per photo. Each photo is
-represented by its largest face, as in `enroll.py` and `finetune.py`; a photo with no detectable
-face is counted and listed in the section it belongs to.
-
-The user's model is only read. When no folder of unknown people is given, a share of the
-enrolled people is held out: their faces are removed from a temporary copy of the gallery, and
-their photos become the unknown faces. The classifier, if any, still knows them; the decision
-rule refuses its answer anyway, since none of the k neighbours is theirs (similarity 0).
+Closed set, open set and verification on pairs from one pass of detection and embedding per photo (its
+largest face; a photo with none is counted and listed). The model is only read. With no folder of unknown
+people, a share of the enrolled people is held out: removed from a temporary copy of the gallery, their
+photos become the unknown faces (a classifier that still knows them is refused by the decision rule, since
+none of the k neighbours is theirs).
 """
 from __future__ import annotations
 

@@ -4,17 +4,10 @@
                 matched     "name n1 n2"            -> <root>/name/name_0001.jpg ...
                 mismatched  "name1 n1 name2 n2"
 
-The score of a pair is the cosine similarity of the two faces' embeddings (the largest face of
-each photo). Figures, as published for LFW so a backbone can be compared with them:
-
-- 10-fold accuracy: for each fold, the threshold that maximises accuracy on the other folds
-  (the lowest one when several tie) classifies the fold's pairs (same when similarity >= t);
-  mean and standard deviation over folds.
-- TAR at FAR: the share of matched pairs accepted at the smallest threshold that accepts at most
-  FAR of the mismatched pairs (`recognizer.evaluation.open_set.threshold_for_rate`, the same rule as the
-  open-set recommendation).
-
-Pairs whose photo is missing, unreadable or has no detectable face are listed and left out.
+A pair's score is the cosine similarity of the two photos' largest faces. Figures as published for LFW:
+10-fold accuracy (per fold, the lowest threshold maximising accuracy on the other folds; mean and std) and
+TAR at FAR (by `open_set.threshold_for_rate`, the open-set rule). Pairs with a missing, unreadable or
+faceless photo are listed and left out.
 """
 from __future__ import annotations
 

@@ -1,17 +1,10 @@
-"""One carry-over and one rebuild: how every new gallery of a model directory is made.
+"""One carry-over and one rebuild: how every new gallery of a model directory is made (a finetune's
+commit, a switch to a candidate, a rollback). The new gallery is built outside the writer lock from what
+was enrolled when the build started; under the lock `carry_over` brings in what changed since and
+`build_gallery` writes the result, embedding from their chips the faces it has no vector for.
 
-A gallery is rebuilt whenever the network that embeds its faces changes: a finetune's commit, a
-switch to a candidate built beside the model (a finetune or a re-embed), a rollback. Each builds
-the new gallery outside the writer lock from what was enrolled when it started, so under the lock
-`carry_over` brings in what changed since (faces enrolled since, people removed or renamed since)
-and `build_gallery` writes the result, embedding from their chips the faces it has no vector for.
-
-    carry_over(d, base, built, current, reuse)  -> Carried (records, vectors, fate, counts)
-    build_gallery(d, name, model_id, embedder, records, vectors, ...)
-
-Faces are matched by a key the caller chooses: the gallery id when the gallery in use is the one
-the build started from (a finetune), `face_key` (photo and box) when it is another gallery (a
-candidate's: `gallery.base.face_key`).
+Faces are matched by a key the caller chooses: the gallery id when the gallery in use is the one the build
+started from (a finetune), `gallery.base.face_key` (photo and box) when it is another (a candidate's).
 """
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""The finetuned part of a model: `checkpoint.pt` in the model directory.
-
-It holds only what training changed, as tensors and plain Python values so that
-`torch.load(..., weights_only=True)` reads it back:
+"""The finetuned part of a model (checkpoint.pt): only what training changed, as tensors and plain
+values so `torch.load(..., weights_only=True)` reads it back:
 
     format, backbone, weights, base_model_id, base_seed, unfreeze (list of block names)
     tail        state_dict of the unfrozen blocks (facenet; empty for sface)
@@ -9,9 +7,8 @@ It holds only what training changed, as tensors and plain Python values so that
     classes     the people the head was trained on, in column order
     settings, metrics   plain dicts, for the record
 
-The base network is rebuilt from `weights` (and `base_seed` for random weights) and checked
-against `base_model_id`, so a checkpoint is never applied to weights it was not trained from.
-The model id of a finetuned model is `<base model id>-ft<sha256 of checkpoint.pt, 12 hex>`.
+The base network is rebuilt from `weights` (and `base_seed`) and checked against `base_model_id`, so a
+checkpoint is never applied to other weights. A finetuned model id is `<base id>-ft<sha256, 12 hex>`.
 """
 from __future__ import annotations
 

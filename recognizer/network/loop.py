@@ -1,17 +1,11 @@
 """The training loop shared by both backbones: a tail module and a cosine head on cached features.
 
-AdamW with a cosine learning-rate schedule over the planned epochs (the tail at a tenth of the
-head's rate: it starts from weights that already know faces and should move less), early
-stopping when the validation loss has not improved for `patience` epochs, and the best epoch's
-weights restored at the end. Each step draws one augmentation view per face at random.
-
-BatchNorm in the unfrozen blocks trains on batch statistics, and after every epoch its running
-statistics are recomputed exactly over all training views ("precise BN"). Once a block's
-weights move, the running statistics it came with no longer describe its activations, and the
-exponential average over a few small batches lags behind them: with random weights, validation
-in eval mode then saw near-identical embeddings for every face (mean cosine 0.9999) while the
-training loss fell. Keeping BatchNorm in eval mode instead would avoid the mismatch but leaves
-that collapse in place: nothing then removes the large component common to all faces.
+AdamW, cosine schedule (the tail at a tenth of the head's rate: it already knows faces), early stopping on
+val loss after `patience` epochs, best epoch restored; each step draws one view per face at random.
+BatchNorm in unfrozen blocks trains on batch statistics, and after every epoch its running statistics are
+recomputed over all training views ("precise BN"): the lagging running average made eval-mode embeddings
+collapse (mean cosine 0.9999 with random weights) while training loss fell, and BatchNorm kept in eval mode
+leaves that collapse in place (nothing removes the component common to all faces).
 """
 from __future__ import annotations
 

@@ -1,18 +1,11 @@
 """A backbone cut in two for finetuning on a CPU: a frozen trunk and a trainable tail.
 
-The trunk (everything before the first unfrozen block) never changes while training, so its
-output for a crop is computed once, per augmentation view, and cached: in memory for the run, and
-on disk as `.npz` keyed by the crop's content hash and a hash of the trunk's weights, so a rerun
-skips it entirely. Each epoch then runs only the tail, which for the default cut (`block8`
-onwards) is a few percent of Inception-ResNet-v1's compute.
-
-- facenet: `InceptionResnetV1` split at the first of the `--unfreeze` blocks; the named blocks
-  train, any other block in the tail stays frozen in eval mode.
-- sface: nothing to unfreeze. The trunk is the whole SFace network, its (normalised) embedding is
-  the cached feature and the tail is the identity, so both backbones train the same way.
-
-Views are (crop, horizontally flipped crop): the flip is the one augmentation that keeps a face a
-plausible face of the same person, and costs only one more trunk pass per face.
+The trunk's output for a crop never changes while training, so it is computed once per augmentation view
+and cached (in memory, and on disk as `.npz` keyed by crop hash and trunk-weights hash, so a rerun skips
+it): each epoch runs only the tail, a few percent of Inception-ResNet-v1's compute for the default cut.
+facenet is split at the first `--unfreeze` block (other tail blocks stay frozen in eval mode); sface has
+nothing to unfreeze: the trunk is the whole network and the tail the identity. Views are (crop, flipped
+crop): the one augmentation that keeps a plausible face of the same person, for one more trunk pass.
 """
 from __future__ import annotations
 
