@@ -17,15 +17,15 @@ OPENSET_PNG = "openset.png"
 VERIFICATION_PNG = "verification.png"
 
 __all__ = ["OPENSET_PNG", "REPORT_JSON", "REPORT_MD", "VERIFICATION_PNG", "confusion_png", "plot_confusion",
-           "plot_open_set", "plot_verification", "render_markdown", "write_report"]
+           "plot_open_set", "plot_verification", "pyplot", "render_markdown", "save_png", "write_report"]
 
 
 def confusion_png(decider: str) -> str:
     return f"confusion_{decider}.png"
 
 
-def _plt():
-    import matplotlib  # heavy (seconds to import): only written reports draw plots
+def pyplot():
+    import matplotlib  # heavy (seconds to import): only plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # after use("Agg"): no display is needed
@@ -33,19 +33,19 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     try:
         with atomic_write(path) as fh:
             fig.savefig(fh, format="png")
     finally:
-        _plt().close(fig)
+        pyplot().close(fig)
     return path
 
 
 def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path) -> Path:
     from sklearn.metrics import ConfusionMatrixDisplay  # heavy (pulls in scipy): only for this plot
 
-    plt = _plt()
+    plt = pyplot()
     size = max(4.0, 0.6 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size, size), dpi=100)
     ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
@@ -53,11 +53,11 @@ def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path)
     ax.set_ylabel("true person")
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_open_set(open_set, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     for d, s in open_set.deciders.items():
         # FPIR 0 cannot sit on a log axis: it is drawn at half the smallest non-zero step.
@@ -80,11 +80,11 @@ def plot_open_set(open_set, path: Path) -> Path:
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_verification(ver, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     bins = np.linspace(-0.3, 1.0, 53)
     ax.hist(ver.similarities[ver.same], bins=bins, alpha=0.6, label="matched pairs")
@@ -95,7 +95,7 @@ def plot_verification(ver, path: Path) -> Path:
     ax.set_ylabel("pairs")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

@@ -119,7 +119,17 @@ def _tree(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
 
 
-class _Candidate:
+class _Store:
+    """A store that keeps nothing to forget or rename unless it says otherwise."""
+
+    def forget(self, ctx):
+        pass
+
+    def rename(self, ctx, old, new):
+        pass
+
+
+class _Candidate(_Store):
     """A pending candidate: its gallery holds a copy of every face. Candidates are built from the model
     directory's own gallery, so a model whose gallery is in Milvus has none to reach."""
 
@@ -133,11 +143,10 @@ class _Candidate:
             ctx.cand_n, ctx.cand_chips = _resolve("recognizer.training.candidate:remove_person")(ctx.model.root, ctx.person)
             ctx.cand_keep = _resolve("recognizer.training.candidate:pending_chips")(ctx.model.root)
 
-    def rename(self, ctx, old, new):
-        pass  # a candidate's switch carries renames made since it was built over
+    # no rename: a candidate's switch carries renames made since it was built over
 
 
-class _OtherGalleries:
+class _OtherGalleries(_Store):
     """Every gallery directory of the model but the one in use: a candidate's, an old one left by a commit
     killed after model.json was switched, or a re-embed being built outside the writer lock (which removal
     cannot tell from a leftover, and deleting would break). Removing the person from each, under its own
@@ -170,11 +179,10 @@ class _OtherGalleries:
         if ctx.other:
             log.info("removed %d faces of %s from galleries no model.json names", len(ctx.other), ctx.person)
 
-    def rename(self, ctx, old, new):
-        pass  # builds carry renames over when they commit
+    # no rename: builds carry renames over when they commit
 
 
-class _ClusteringRuns:
+class _ClusteringRuns(_Store):
     """Saved clustering runs: scrubbed before the gallery in use may say PersonNotFound, since a run can
     outlive the person's removal by an older version, and naming them again is how it is reached."""
 
@@ -192,10 +200,10 @@ class _ClusteringRuns:
                                                                {(r.content_hash, r.box) for r in ctx.faces})
 
     def rename(self, ctx, old, new):
-        _resolve("recognizer.clustering.runs:rename_person")(ctx.model.root, old, new)  # a cluster enrolled as `old` now says `new`
+        _resolve("recognizer.clustering.runs:rename_person")(ctx.model.root, old, new)
 
 
-class _Split:
+class _Split(_Store):
     """split.json (a finetune's train/val photo paths and labels): the person's photos leave both lists."""
 
     name = "split file"
@@ -222,11 +230,10 @@ class _Split:
         if out != raw:
             write_json_atomic(ctx.model.split, out)
 
-    def rename(self, ctx, old, new):
-        pass  # labels are folder names of the training photos: a rename does not move them
+    # no rename: labels are the training photos' folder names, which a rename does not move
 
 
-class _Reports:
+class _Reports(_Store):
     """report.json and candidate-report.json: every mention of the person or their photos leaves them."""
 
     name = "reports"
@@ -241,11 +248,10 @@ class _Reports:
             if raw is not None and (out := _scrubbed(raw, ctx.mentions)) != raw:
                 write_json_atomic(path, out)
 
-    def rename(self, ctx, old, new):
-        pass  # a report describes the training as it was; removal still finds the old name
+    # no rename: a report describes the training as it was; removal still finds the old name
 
 
-class _Versions:
+class _Versions(_Store):
     """versions/: replaced model.json files, with no faces (a rollback re-embeds the faces enrolled now); their
     class names are the classifier's, which cannot forget a class without retraining."""
 
@@ -256,14 +262,8 @@ class _Versions:
         return _files_mentioning(sorted(ctx.model.versions.glob("v*.json")),
                                  sorted({ctx.person.encode(), json.dumps(ctx.person)[1:-1].encode()}))
 
-    def forget(self, ctx):
-        pass
 
-    def rename(self, ctx, old, new):
-        pass
-
-
-class _GalleryInUse:
+class _GalleryInUse(_Store):
     name = "gallery in use"
 
     def held(self, ctx):
@@ -279,7 +279,7 @@ class _GalleryInUse:
         ctx.view.gallery.rename_person(old, new, merge=ctx.merge, allow_similar=ctx.allow_similar)
 
 
-class _Chips:
+class _Chips(_Store):
     """The chips the removed faces named, unless a face left anywhere still names one."""
 
     name = "chips"
@@ -312,11 +312,10 @@ class _Chips:
                     ctx.chip_bytes.append(local.get(c))
             local.delete(local_gone)
 
-    def rename(self, ctx, old, new):
-        pass  # chips are named by their bytes
+    # no rename: chips are named by their bytes
 
 
-class _Caches:
+class _Caches(_Store):
     """The crop and trunk caches of the person's photos, once the locks are released. A group photo that
     still holds someone else's enrolled face stays cached."""
 
@@ -334,11 +333,10 @@ class _Caches:
     def forget(self, ctx):
         ctx.counts = forget_photos(self._photos(ctx), ctx.cache_root, chips=ctx.chip_bytes)
 
-    def rename(self, ctx, old, new):
-        pass  # keyed by photo content, not by name
+    # no rename: keyed by photo content, not by name
 
 
-class _ClassNames:
+class _ClassNames(_Store):
     """model.json's class names: a renamed person's class answers with the new name. A class cannot be
     forgotten without retraining: with no faces in the gallery it is masked until the next finetune."""
 
@@ -347,9 +345,6 @@ class _ClassNames:
     def held(self, ctx):
         names = ctx.model.config().class_names
         return [f"class {c!r} answers {n!r} (masked while they have no faces)" for c, n in names.items() if n == ctx.person]
-
-    def forget(self, ctx):
-        pass
 
     def rename(self, ctx, old, new):
         st = ctx.view

@@ -56,11 +56,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_finetuned(model_dir: str | Path, cfg, weights_dir: str | Path | None = None, **embedder_kw):
-    """(embedder, classifier) of a finetuned model directory.
-
-    The embedder's model id is recomputed from the base weights and the checkpoint file, so
-    `Recognizer.open` notices when either changed since the gallery was built.
-    """
+    """(embedder, classifier) of a finetuned model directory; the model id is recomputed from the base weights
+    and the checkpoint file, so `Recognizer.open` notices when either changed since the gallery was built."""
     path = Path(model_dir) / cfg.checkpoint
     ckpt = read_checkpoint(path)
     digest = sha256_file(path)
@@ -87,10 +84,8 @@ def load_finetuned(model_dir: str | Path, cfg, weights_dir: str | Path | None = 
 
 def _check_base(path: Path, base_id: str, ckpt: dict) -> None:
     if base_id != ckpt["base_model_id"]:
-        raise ModelError(
-            f"{path} was trained from {ckpt['base_model_id']}, but the base weights found now are {base_id}; "
-            "pass the same --weights (and --weights-dir) as when finetuning, or finetune again"
-        )
+        raise ModelError(f"{path} was trained from {ckpt['base_model_id']}, but the base weights found now are "
+                         f"{base_id}; pass the same --weights (and --weights-dir) as when finetuning, or finetune again")
 
 
 def apply_tail_state(module, tail_state: dict, path: Path | str = "checkpoint") -> None:

@@ -60,12 +60,8 @@ class TrainResult:
         return float(np.median([e.seconds for e in self.history])) if self.history else 0.0
 
     def to_dict(self) -> dict:
-        return {
-            "history": [e.to_dict() for e in self.history],
-            "best_epoch": self.best_epoch,
-            "stopped_early": self.stopped_early,
-            "seconds_per_epoch": round(self.seconds_per_epoch, 4),
-        }
+        return {"history": [e.to_dict() for e in self.history], "best_epoch": self.best_epoch,
+                "stopped_early": self.stopped_early, "seconds_per_epoch": round(self.seconds_per_epoch, 4)}
 
 
 def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -76,11 +72,8 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 def train(tail, head, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
           settings: TrainSettings, *, progress: bool = False) -> TrainResult:
-    """Train `tail` (its parameters with requires_grad) and `head` in place; returns the curves.
-
-    x_* are trunk features (n, views, ...); y_* class indices. Without validation data the last
-    epoch is kept and there is no early stopping.
-    """
+    """Train `tail` (its parameters with requires_grad) and `head` in place on trunk features (n, views, ...)
+    and class indices; returns the curves. Without val data the last epoch is kept (no early stopping)."""
     import torch  # heavy and optional: imported only where a network is built or trained
     from torch import nn
     from tqdm import tqdm

@@ -130,9 +130,6 @@ class SplitNet:
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def trainable_parameters(self) -> list:
-        return [p for p in self.tail.parameters() if p.requires_grad]
-
     def run_trunk(self, crops: np.ndarray) -> np.ndarray:
         """float32 trunk output for a batch of uint8 crops (no cache)."""
         if self.trunk is None:
