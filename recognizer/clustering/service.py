@@ -47,7 +47,6 @@ class ClusterResult:
     crops: np.ndarray
     chips: list = field(default_factory=list)  # per face: its chip's PNG bytes
     id: str | None = None
-    ignored: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.meta, id=self.id)

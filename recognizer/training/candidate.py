@@ -32,10 +32,8 @@ from recognizer.evaluation.run import EvaluationOptions
 from recognizer.modeldir.rebuild import build_gallery, carry_over, fresh_record, starting_point
 from recognizer.recognizer import Recognizer
 from recognizer.view import open_network
-from recognizer.training.versions import (
-    CANDIDATE_FILE, CANDIDATE_REPORT, Candidate, base_of, build_lease, load_candidate, pending_files, push_version,
-    remove_unused, write_candidate,
-)
+from recognizer.training.versions import (CANDIDATE_FILE, CANDIDATE_REPORT, Candidate, base_of, build_lease,
+                                          load_candidate, pending_files, push_version, remove_unused, write_candidate)
 
 __all__ = ["migrate", "pending", "pending_chips", "reembed", "remove_person", "side_by_side", "switch"]
 

@@ -50,9 +50,7 @@ from recognizer.training.dataset import load_split
 from recognizer.network.head import CosineClassifier, class_means, make_head
 from recognizer.network.loop import TrainSettings, train
 from recognizer.network.trunk import SplitNet, TrunkCache, parse_unfreeze
-from recognizer.training.versions import (
-    CANDIDATE_REPORT, Candidate, base_of, build_lease, remove_unused, write_candidate,
-)
+from recognizer.training.versions import CANDIDATE_REPORT, Candidate, base_of, build_lease, remove_unused, write_candidate
 
 __all__ = ["REPORT_FILE", "FinetuneOptions", "FinetuneReport", "finetune"]
 
@@ -381,13 +379,11 @@ def _compare_and_report(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions,
     gal.close()
     files = [str(p) for p in plot_curves(tr.result.history, d)]
     s = opts.settings
-    report = FinetuneReport(
-        str(d), opts.backbone, cfg.model_id, f.classes, len(f.y_tr), len(f.y_va), f.source, f.skipped,
-        {**tr.result.to_dict(), "unfreeze": list(tr.unfreeze), "settings": s.to_dict(),
-         "trunk_cache": {"hits": tr.cache.hits, "misses": tr.cache.misses}},
-        scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files, comparison, fpir_info,
-        switched, switch_info,
-    )
+    report = FinetuneReport(str(d), opts.backbone, cfg.model_id, f.classes, len(f.y_tr), len(f.y_va), f.source, f.skipped,
+                            {**tr.result.to_dict(), "unfreeze": list(tr.unfreeze), "settings": s.to_dict(),
+                             "trunk_cache": {"hits": tr.cache.hits, "misses": tr.cache.misses}},
+                            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files,
+                            comparison, fpir_info, switched, switch_info)
     # report.json describes the model in use: a candidate's waits beside it until the switch
     write_json_atomic(d / (REPORT_FILE if switched else CANDIDATE_REPORT), report.to_dict())
     return report
