@@ -27,11 +27,9 @@ __all__ = ["DEFAULT_UNFREEZE", "FACENET_BLOCKS", "N_VIEWS", "TRAINABLE_BLOCKS", 
 log = logging.getLogger(__name__)
 
 # InceptionResnetV1's children in forward order (logits excluded: it is the pretraining head).
-FACENET_BLOCKS = (
-    "conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
-    "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "avgpool_1a", "dropout",
-    "last_linear", "last_bn",
-)
+FACENET_BLOCKS = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b", "repeat_1",
+                  "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "avgpool_1a", "dropout", "last_linear",
+                  "last_bn")
 TRAINABLE_BLOCKS = tuple(b for b in FACENET_BLOCKS if b not in ("maxpool_3a", "avgpool_1a", "dropout"))
 DEFAULT_UNFREEZE = ("block8", "last_linear", "last_bn")
 N_VIEWS = 2  # the crop and its mirror image

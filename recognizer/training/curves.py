@@ -22,8 +22,7 @@ def plot_curves(history: list, out_dir: Path) -> list[Path]:
         val = [getattr(e, f"val_{metric}") for e in history]
         if any(v is not None for v in val):
             ax.plot(epochs, val, label="val")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
+        ax.set(xlabel="epoch", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()

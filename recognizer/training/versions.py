@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -190,8 +190,7 @@ class Candidate:
     report: dict = field(default_factory=dict)  # what built it (finetune figures, re-embed counts)
 
     def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "base": self.base, "base_faces": self.base_faces, "chips": self.chips,
-                "kind": self.kind, "built_at": self.built_at, "comparison": self.comparison, "report": self.report}
+        return asdict(self)
 
 
 def base_of(cfg: ModelConfig) -> dict:
