@@ -4,22 +4,14 @@
     labels   = agglomerate(X, nbr, sim, link_threshold, must_link=..., cannot_link=...)
     central  = central_faces(X, labels)          # the face nearest the rest of its cluster
 
-The rule ("average linkage on the kNN graph"): every face starts alone (or with the faces a
-must-link group says are the same person, e.g. one video track). Of the pairs of clusters that
-the kNN graph joins (some face of one is among the k nearest of some face of the other), the
-pair with the highest mean similarity over all their face pairs is merged, as long as that mean
-is at least `link_threshold` and no cannot-link pair (two faces of one photo) would end up
-together; repeat. The mean is exact, not estimated from the graph's edges: for unit rows it is
-S_A . S_B / (|A| |B|) with S the sum of a cluster's rows, so every face of both clusters has
-its say without any pair list. (A mean over the graph's edges alone is biased upwards between
-two people, since the edges that exist are their most alike faces: with 8 neighbours per face
-it merged people the exact mean keeps apart.) Single linkage (`linkage="single"`: merge on any
-one edge at or above the threshold) chains people together and is kept for comparison.
-
-Memory is linear in the number of faces: the graph is n x k, the clusters' sums n x d, their
-adjacency at most the graph's edges. FAISS's exact search works through the queries and the database in blocks.
-Deterministic: similarities are recomputed in float64 from the float32 embeddings, and ties
-are broken by face index, so the result does not depend on FAISS's or BLAS's thread count.
+Average linkage on the kNN graph: every face starts alone (or with its must-link group, e.g. one video
+track); of the cluster pairs the graph joins, the one with the highest mean similarity over all their face
+pairs is merged while that mean is >= `link_threshold` and no cannot-link pair (two faces of one photo)
+would end up together. The mean is exact (S_A . S_B / (|A| |B|), S a cluster's row sum): a mean over the
+graph's edges alone is biased upwards between two people (the edges are their most alike faces; with 8
+neighbours it merged people the exact mean keeps apart). `linkage="single"` chains people together and is
+kept for comparison. Memory is linear in the faces. Deterministic: similarities are recomputed in float64
+and ties broken by face index, whatever FAISS's or BLAS's thread count.
 """
 from __future__ import annotations
 
@@ -55,8 +47,7 @@ def normalize(X: np.ndarray) -> np.ndarray:
 
 
 def pair_similarity(X: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Dot products of rows i[t] and j[t] (cosine similarity for unit rows), in float64; in chunks
-    of pairs, so the float64 copies stay a few MiB whatever the number of pairs."""
+    """Dot products of rows i[t] and j[t] in float64, in chunks so the float64 copies stay a few MiB."""
     out = np.empty(len(i), np.float64)
     for s in range(0, len(i), chunk):
         a = X[i[s : s + chunk]].astype(np.float64)
@@ -66,11 +57,8 @@ def pair_similarity(X: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 40
 
 
 def knn_graph(X: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
-    """Each face's k nearest other faces by cosine similarity, exactly.
-
-    X: (n, d) unit rows. Returns (nbr, sim), both (n, min(k, n-1)): neighbour indices (int64) and
-    their similarities (float64), sorted by similarity then index. Faces never list themselves.
-    """
+    """Each face's k nearest other faces (exact cosine): (nbr int64, sim float64), both (n, min(k, n-1)),
+    sorted by similarity then index; a face never lists itself."""
     import faiss  # loaded only when faces are clustered
 
     X = _check_embeddings(X)
@@ -147,8 +135,7 @@ def _groups_to_labels(groups: Sequence[Sequence[int]] | None, n: int, what: str)
 
 
 class _Clusters:
-    """The clusters while merging: a union-find over the faces, and per cluster root the
-    cannot-link groups its faces belong to."""
+    """A union-find over the faces, and per cluster root the cannot-link groups its faces belong to."""
 
     def __init__(self, n: int, must_link, cannot_link) -> None:
         self.uf = _UnionFind(n)
@@ -181,32 +168,18 @@ def _check_graph(X: np.ndarray, nbr, sim, link_threshold: float, linkage: str) -
     if not -1.0 <= float(link_threshold) <= 1.0:
         raise ValueError(f"link_threshold {link_threshold} is not a cosine similarity in [-1, 1]")
     X = _check_embeddings(X)
-    nbr = np.asarray(nbr)
-    sim = np.asarray(sim)
+    nbr, sim = np.asarray(nbr), np.asarray(sim)
     if nbr.shape != sim.shape or nbr.ndim != 2 or nbr.shape[0] != len(X):
         raise ValueError(f"nbr and sim must be (faces, k) arrays for the {len(X)} faces, got {nbr.shape} and {sim.shape}")
     return X, nbr, sim
 
 
-def agglomerate(
-    X: np.ndarray,
-    nbr: np.ndarray,
-    sim: np.ndarray,
-    link_threshold: float,
-    *,
-    linkage: str = "average",
-    must_link: Sequence[Sequence[int]] | None = None,
-    cannot_link: Sequence[Sequence[int]] | None = None,
-) -> np.ndarray:
-    """Cluster labels (n,) of the unit rows X from their kNN graph (nbr, sim); see the module
-    docstring for the rule.
-
-    must_link: groups of faces known to be one person (each starts as one cluster).
-    cannot_link: groups of faces known to be different people (e.g. the faces of one photo);
-    no two faces of one group end up in one cluster. A must-link group holding two faces of one
-    cannot-link group is a ValueError.
-    Labels are 0..c-1, numbered by each cluster's smallest face index.
-    """
+def agglomerate(X: np.ndarray, nbr: np.ndarray, sim: np.ndarray, link_threshold: float, *, linkage: str = "average",
+                must_link: Sequence[Sequence[int]] | None = None,
+                cannot_link: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Cluster labels (n,) of the unit rows X from their kNN graph (nbr, sim), 0..c-1 numbered by each
+    cluster's smallest face index. must_link groups start as one cluster; no two faces of a cannot_link group
+    end up in one (ValueError when a must-link group holds two)."""
     X, nbr, sim = _check_graph(X, nbr, sim, link_threshold, linkage)
     n = len(X)
     t = float(link_threshold)
@@ -232,9 +205,7 @@ def _single_linkage(cl: _Clusters, a, b, s, roots: np.ndarray, t: float) -> None
 
 
 def _average_linkage(cl: _Clusters, X: np.ndarray, ra: np.ndarray, rb: np.ndarray, roots: np.ndarray, t: float) -> None:
-    """Average linkage, exact: the mean similarity over all pairs of A x B is S_A . S_B / (|A||B|)
-    with S the clusters' sums of unit rows, so it needs no pair list; the graph only says
-    which clusters are candidates."""
+    """Exact average linkage (S_A . S_B / (|A||B|)); the graph only says which clusters are candidates."""
     n = len(X)
     S = np.zeros((n, X.shape[1]), np.float64)
     np.add.at(S, roots, X.astype(np.float64))
@@ -266,7 +237,6 @@ def _average_linkage(cl: _Clusters, X: np.ndarray, ra: np.ndarray, rb: np.ndarra
 
 def _merge(cl: _Clusters, x: int, y: int, S: np.ndarray, size: np.ndarray, version: np.ndarray,
            adj: dict[int, set[int]]) -> int:
-    """Merge clusters x and y: their sums, sizes and graph neighbours go to the new root."""
     r = cl.join(x, y)
     gone = y if r == x else x
     S[r] += S[gone]
@@ -282,7 +252,6 @@ def _merge(cl: _Clusters, x: int, y: int, S: np.ndarray, size: np.ndarray, versi
 
 def _push_neighbours(heap: list, r: int, nb: set[int], S: np.ndarray, size: np.ndarray, version: np.ndarray,
                      t: float) -> None:
-    """Queue the merged cluster r with each neighbour whose mean similarity reaches t."""
     if not nb:
         return
     zs = np.array(sorted(nb), np.int64)
@@ -301,19 +270,10 @@ def _relabel(uf: _UnionFind, n: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def cluster_embeddings(
-    X: np.ndarray,
-    link_threshold: float,
-    *,
-    k: int = DEFAULT_K,
-    linkage: str = "average",
-    must_link: Sequence[Sequence[int]] | None = None,
-    cannot_link: Sequence[Sequence[int]] | None = None,
-) -> np.ndarray:
-    """Labels (n,) for embeddings X (n, d); the kNN graph and `agglomerate` in one call.
-
-    For callers holding faces known to belong together (a video track: `must_link`) or known
-    to be different people (the faces of one frame or photo: `cannot_link`)."""
+def cluster_embeddings(X: np.ndarray, link_threshold: float, *, k: int = DEFAULT_K, linkage: str = "average",
+                       must_link: Sequence[Sequence[int]] | None = None,
+                       cannot_link: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Labels (n,) for embeddings X (n, d): the kNN graph and `agglomerate` in one call."""
     X = normalize(X)
     if len(X) == 0:
         return np.zeros(0, np.int64)
@@ -322,11 +282,8 @@ def cluster_embeddings(
 
 
 def central_faces(X: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per cluster c (labels 0..c-1): the face with the highest summed similarity to its cluster
-    (ties: lowest index), and the cluster's mean pairwise similarity (1.0 for a singleton).
-
-    Summed similarity to all members is x_i . sum(X_c), so no pairwise matrix is formed; the
-    mean pairwise similarity is (|sum(X_c)|^2 - m) / (m (m - 1)) for unit rows."""
+    """Per cluster: the face with the highest summed similarity to it (ties: lowest index), and its mean
+    pairwise similarity (1.0 for a singleton), both from the cluster's row sum (no pairwise matrix)."""
     X = normalize(X)
     labels = np.asarray(labels, np.int64)
     if labels.shape != (len(X),):

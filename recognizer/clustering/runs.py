@@ -1,23 +1,15 @@
-"""Saved clustering runs: kept in the model directory until their clusters are named or dismissed.
+"""Saved clustering runs, kept in the model directory until their clusters are named or dismissed.
 
     DIR/clusters/<run id>/run.json    photos, faces (photo, box), clusters and their state
-    DIR/clusters/<run id>/faces.npz   per face: its embedding, the crop it was embedded from and
-                                      its chip (`recognizer.chips`), so an enrolled face keeps one
+    DIR/clusters/<run id>/faces.npz   per face: embedding, the crop it was embedded from, its chip
 
-The crops are what naming a cluster needs without the photos (which may be gone, or be group
-photos whose other faces must not be enrolled): each is exactly the crop the embedder was given,
-so the model that made the run gets the stored embedding back from it, and a finetuned model of
-the same backbone gets its own. Everything is owner-only (0700 directories, 0600 files), since
-face crops are biometric data. A run is built in a temporary directory and renamed into place,
-so a crash leaves a whole run or none; changes to run.json are atomic and made under a lock,
-after checking that the run is still the one that was read. A run whose every cluster has been
-enrolled or dismissed is deleted, crops and all; `discard` deletes one at once.
-
-Removing a person (`Recognizer.remove`) reaches the runs: the faces of a cluster enrolled as
-them, and any face of a photo and box enrolled for them, lose their embedding, crop and chip
-(zeroed in faces.npz, rewritten) and their photo's name when no other face of it is left; their
-name goes from run.json (the cluster's person, "looks like", faces named at clustering time),
-and such a cluster is closed as "person removed". Renaming a person renames them in the runs.
+The crops let a cluster be named without the photos (which may be gone, or be group photos whose other
+faces must not be enrolled): the model that made the run gets the stored embedding back from each, a
+finetuned model of the same backbone its own. Everything is owner-only (0700/0600: face crops are biometric
+data). A run is built in a temporary directory and renamed in, so a crash leaves a whole run or none;
+run.json changes are atomic, under a lock, after checking the run is still the one read. A run with every
+cluster enrolled or dismissed is deleted. Removing a person zeroes their faces' embedding, crop and chip,
+drops their name from run.json and closes a cluster enrolled as them as "person removed".
 """
 from __future__ import annotations
 
@@ -28,7 +20,7 @@ import re
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -108,8 +100,7 @@ class Run:
 
 
 def summary(model_dir: str | os.PathLike, run_id: str) -> dict:
-    """One line of a listing of the runs (`cluster.py --runs`, `GET /clusters`); faces scrubbed by
-    a removal are not counted."""
+    """One line of a listing of the runs, not counting faces scrubbed by a removal."""
     meta = load_run(model_dir, run_id).meta
     return {"run": run_id, "created": meta.get("created"),
             "faces": sum(not f.get("removed") for f in meta["faces"]), "clusters": len(meta["clusters"]),
@@ -141,8 +132,8 @@ def runs_lock(model_dir: str | os.PathLike) -> Iterator[None]:
 
 def save_run(model_dir: str | os.PathLike, meta: dict, embeddings: np.ndarray, crops: np.ndarray,
              chips: list[bytes | None] | None = None) -> str:
-    """Store a new run; returns its id (the UTC time it was saved, made unique). `chips`: one per
-    face (None where a face has none), stored as one byte array with offsets (no pickle)."""
+    """Store a new run; returns its id (the UTC time, made unique). `chips` (one per face, or None) are stored
+    as one byte array with offsets (no pickle)."""
     chips = list(chips) if chips is not None else [None] * len(embeddings)
     if len(chips) != len(embeddings):
         raise ValueError(f"got {len(chips)} chips for {len(embeddings)} faces")
@@ -179,11 +170,9 @@ def _write_faces(path: Path, embeddings: np.ndarray, crops: np.ndarray, chips: l
 def _sweep_tmp(root: Path) -> None:
     now = time.time()
     for p in root.glob(".new-*"):
-        try:
+        with suppress(FileNotFoundError):
             if now - p.stat().st_mtime > STALE_TMP_S:
                 shutil.rmtree(p, ignore_errors=True)
-        except FileNotFoundError:
-            pass
 
 
 def load_run(model_dir: str | os.PathLike, run_id: str) -> Run:
@@ -210,14 +199,12 @@ def load_run(model_dir: str | os.PathLike, run_id: str) -> Run:
 def list_runs(model_dir: str | os.PathLike) -> list[str]:
     """Ids of the saved runs, oldest first."""
     root = runs_root(model_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if RUN_ID.fullmatch(p.name) and (p / RUN_FILE).is_file())
+    return sorted(p.name for p in root.iterdir() if RUN_ID.fullmatch(p.name) and (p / RUN_FILE).is_file()) if root.is_dir() else []
 
 
 def replace_meta(run: Run, meta: dict) -> None:
-    """Write the run's new state; the caller holds `runs_lock`. Refuses when run.json changed
-    since `run` was read. A run with no open cluster left is deleted."""
+    """Write the run's new state (refused when run.json changed since `run` was read; deleted when no cluster
+    is left open). The caller holds `runs_lock`."""
     path = run.dir / RUN_FILE
     try:
         now = path.read_text(encoding="utf-8")
@@ -251,10 +238,7 @@ def _delete(d: Path) -> None:
 @contextmanager
 def runs_lock_if_any(model_dir: str | os.PathLike) -> Iterator[None]:
     """`runs_lock` when the model has a runs directory (none is made for a model never clustered)."""
-    if runs_root(model_dir).is_dir():
-        with runs_lock(model_dir):
-            yield
-    else:
+    with runs_lock(model_dir) if runs_root(model_dir).is_dir() else nullcontext():
         yield
 
 
@@ -262,28 +246,27 @@ def _renamed(meta: dict, old: str, new: str | None) -> dict:
     """run.json with every mention of person `old` renamed `new` (None: forgotten)."""
     meta = json.loads(json.dumps(meta))
     for c in meta["clusters"]:
-        if (c.get("looks_like") or {}).get("name") == old:
-            if new is None:
-                c["looks_like"] = None
-            else:
-                c["looks_like"]["name"] = new
+        _rename_guess(c, "looks_like", old, new)
         if c.get("person") == old and new is not None:
             c["person"] = new
     for f in meta["faces"]:
-        if (f.get("nearest") or {}).get("name") == old:
-            if new is None:
-                f["nearest"] = None
-            else:
-                f["nearest"]["name"] = new
+        _rename_guess(f, "nearest", old, new)
     for p in meta["photos"]:
         known = [dict(k, name=new) if k.get("name") == old else k for k in p.get("known", [])]
         p["known"] = [k for k in known if k.get("name") is not None]
     return meta
 
 
+def _rename_guess(item: dict, key: str, old: str, new: str | None) -> None:
+    if (item.get(key) or {}).get("name") == old:
+        if new is None:
+            item[key] = None
+        else:
+            item[key]["name"] = new
+
+
 def rename_person(model_dir: str | os.PathLike, old: str, new: str) -> int:
-    """Rename a person in every saved run (a cluster enrolled as them, "looks like", faces named
-    at clustering time); returns the runs changed. The caller holds `runs_lock`."""
+    """Rename a person in every saved run; returns the runs changed. The caller holds `runs_lock`."""
     changed = 0
     for rid in list_runs(model_dir):
         try:
@@ -361,13 +344,9 @@ def _forget_in_run(run: Run, name: str, faces: set[tuple]) -> int | None:
 
 
 def forget_person(model_dir: str | os.PathLike, name: str, faces: set[tuple] = frozenset()) -> int:
-    """Remove a person from every saved run: the faces of the clusters enrolled as `name`, and
-    the faces whose (content hash, box) is in `faces`, lose their embedding, crop,
-    chip, box and their photo's name and hash where no other face of that photo is left; every
-    mention of the name goes. A cluster enrolled as them is closed as PERSON_REMOVED, an open
-    cluster left with no face too; a run left with no open cluster is deleted. Returns the faces
-    scrubbed. The caller holds `runs_lock` (and the model's writer lock, so no enrolment from a
-    run is half way)."""
+    """Remove a person from every saved run (the faces of clusters enrolled as `name` and those whose
+    (content hash, box) is in `faces`, and every mention of the name); returns the faces scrubbed. The
+    caller holds `runs_lock` and the model's writer lock (so no enrolment from a run is half way)."""
     faces = {face_key(h, b) for h, b in faces}
     total = 0
     for rid in list_runs(model_dir):

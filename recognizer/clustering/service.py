@@ -4,15 +4,9 @@
     run_id = save(rec, run)                           # into DIR/clusters/ until named or dismissed
     enroll_cluster(rec, run_id, 3, "Grace")           # the cluster's stored crops, not the photos
 
-Each unknown face's chip (`recognizer.chips`) is cut from its photo when the run is made and kept
-in the run, so a face enrolled from a cluster gets its chip in the model directory like any
-enrolled face: a later finetune, migration or export re-embeds it without the photo.
-
-The linkage threshold is the model's decision threshold (plus `offset`, 0 by default): two groups
-of faces are called one person when they are on average as alike as identify demands of a face
-and the enrolled person it names. A wrong merge (two people under one name) costs the user more
-than a split they can fix by naming both parts alike; benchmarks/cluster_quality.py measures both
-on real photos at a range of offsets (the table is in benchmarks/results/).
+Each unknown face's chip is kept in the run, so a face enrolled from a cluster can be re-embedded later
+without its photo. The linkage threshold is the model's decision threshold plus `offset` (0): a wrong merge
+costs the user more than a split they can fix; benchmarks/cluster_quality.py measures both.
 """
 from __future__ import annotations
 
@@ -53,7 +47,6 @@ class ClusterResult:
     crops: np.ndarray
     chips: list = field(default_factory=list)  # per face: its chip's PNG bytes
     id: str | None = None
-    ignored: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.meta, id=self.id)
@@ -68,8 +61,7 @@ def _check_arguments(sources: Sequence, labels: Sequence[str] | None, linkage: s
 
 @dataclass
 class _Gathered:
-    """What cluster_photos collects photo by photo: run.json's photos and unknown faces, and per
-    face its embedding, crop and chip; `cannot` lists the faces that share a photo."""
+    """run.json's photos and unknown faces, per face its embedding, crop and chip; `cannot`: faces sharing a photo."""
 
     photos: list = field(default_factory=list)
     faces: list = field(default_factory=list)
@@ -136,20 +128,11 @@ def _gather(rec, sources: Sequence, labels: Sequence[str] | None, thr: float, pr
     return acc
 
 
-def cluster_photos(
-    rec,
-    sources: Sequence,
-    *,
-    labels: Sequence[str] | None = None,
-    k: int = DEFAULT_K,
-    linkage: str = "average",
-    offset: float = DEFAULT_LINK_OFFSET,
-    threshold: float | None = None,
-    progress: bool = False,
-) -> ClusterResult:
-    """Detect and embed every face of `sources`, set aside the faces `rec` names, and group the
-    rest. `labels` (one per source) is what the run calls each photo instead of its path.
-    `threshold`: the decision threshold (default: the model's)."""
+def cluster_photos(rec, sources: Sequence, *, labels: Sequence[str] | None = None, k: int = DEFAULT_K,
+                   linkage: str = "average", offset: float = DEFAULT_LINK_OFFSET, threshold: float | None = None,
+                   progress: bool = False) -> ClusterResult:
+    """Detect and embed every face of `sources`, set aside the faces `rec` names, and group the rest.
+    `labels` (one per source) name the photos in the run instead of their paths; `threshold` defaults to the model's."""
     _check_arguments(sources, labels, linkage)
     thr = rec.config.threshold if threshold is None else float(threshold)
     t_link = link_threshold(thr, offset)
@@ -167,25 +150,18 @@ def cluster_photos(
     for c in clusters:
         for fi in c["faces"]:
             acc.faces[fi]["cluster"] = c["id"]
-    meta = {
-        "model_id": rec.config.model_id,
-        "backbone": rec.config.backbone,
-        "crop_size": size,
-        "threshold": thr,
-        "linkage": {"rule": linkage, "k": k, "offset": offset, "link_threshold": round(t_link, 6)},
-        "photos": acc.photos,
-        "faces": acc.faces,
-        "clusters": clusters,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    meta = {"model_id": rec.config.model_id, "backbone": rec.config.backbone, "crop_size": size, "threshold": thr,
+            "linkage": {"rule": linkage, "k": k, "offset": offset, "link_threshold": round(t_link, 6)},
+            "photos": acc.photos, "faces": acc.faces, "clusters": clusters,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     log.info("clustered %d unknown faces of %d photos into %d clusters (embedding %.1f s, clustering %.2f s)",
              len(acc.faces), len(acc.photos), len(clusters), t_embed, t_cluster)
     return ClusterResult(meta, E, C, acc.chips)
 
 
 def describe_clusters(E: np.ndarray, labels: np.ndarray, faces: list[dict], threshold: float) -> list[dict]:
-    """Clusters numbered 1.. by size (largest first), then by their first face; each with its
-    faces, most central face, cohesion and the enrolled person it comes closest to."""
+    """Clusters numbered 1.. by size, then first face; each with its faces, most central face, cohesion and
+    the enrolled person it comes closest to."""
     if len(E) == 0:
         return []
     central, cohesion = central_faces(E, labels)
@@ -196,16 +172,11 @@ def describe_clusters(E: np.ndarray, labels: np.ndarray, faces: list[dict], thre
         idx = [int(i) for i in members[c]]
         guesses = [faces[i]["nearest"] for i in idx if faces[i].get("nearest")]
         looks = max(guesses, key=lambda g: (g["similarity"], g["name"])) if guesses else None
-        out.append({
-            "id": new_id,
-            "size": len(idx),
-            "faces": idx,
-            "central": int(central[c]),
-            "cohesion": round(float(cohesion[c]), 4),
-            "looks_like": None if looks is None else {
-                "name": looks["name"], "similarity": looks["similarity"], "below_threshold": looks["similarity"] < threshold},
-            "status": "open",
-        })
+        out.append({"id": new_id, "size": len(idx), "faces": idx, "central": int(central[c]),
+                    "cohesion": round(float(cohesion[c]), 4),
+                    "looks_like": None if looks is None else {"name": looks["name"], "similarity": looks["similarity"],
+                                                              "below_threshold": looks["similarity"] < threshold},
+                    "status": "open"})
     return out
 
 
@@ -243,8 +214,7 @@ class ClusterEnrollment:
 
 
 def _chosen_faces(run: runs_mod.Run, cluster_id: int, exclude: Iterable[int]) -> list[int]:
-    """The open cluster's faces less `exclude`; RunError when it is not open, `exclude` names
-    faces not in it, or nothing is left."""
+    """The open cluster's faces less `exclude` (RunError when not open, a stray exclude, or nothing left)."""
     cl = run.cluster(cluster_id)
     if cl["status"] != "open":
         who = f" as {cl['person']}" if cl.get("person") else ""
@@ -260,8 +230,8 @@ def _chosen_faces(run: runs_mod.Run, cluster_id: int, exclude: Iterable[int]) ->
 
 
 def _stored_faces(rec, run: runs_mod.Run, chosen: list[int]) -> tuple[list, bool, np.ndarray, np.ndarray]:
-    """(the run's chips, whether every chosen face has one, embeddings, crops); RunError when the
-    faces have no chips and the crops do not fit this model's backbone."""
+    """(the run's chips, whether every chosen face has one, embeddings, crops); RunError when chipless crops
+    do not fit this model's backbone."""
     meta = run.meta
     run_chips = run.chips()
     with_chips = all(run_chips[i] is not None for i in chosen)
@@ -311,10 +281,9 @@ def _mark_enrolled(run: runs_mod.Run, cluster_id: int, name: str, enrolled: list
 
 def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Iterable[int] = (),
                    allow_similar: bool = False) -> ClusterEnrollment:
-    """Enroll a cluster's faces as `name` (a new person, or merged into an enrolled one) from the
-    run's stored crops, leaving out the faces numbered in `exclude` (run face numbers). Faces of
-    a photo already enrolled for `name` are skipped; a new name that looks like an enrolled
-    person's is refused unless `allow_similar`. The cluster is then marked enrolled."""
+    """Enroll a cluster's faces (less the run face numbers in `exclude`) as `name` from the run's stored crops
+    and mark it enrolled. Faces of a photo already enrolled for `name` are skipped; a new name that looks like
+    an enrolled person's is refused unless `allow_similar`."""
     name = validate_name(name)
     run = runs_mod.load_run(rec.dir, run_id)
     with runs_mod.runs_lock(rec.dir):

@@ -19,11 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def split_people(root: Path, part: str = "calibration") -> tuple[list[str] | None, list[list[str]]]:
-    """People of `root` in one part of the split, and the label groups known to be one person.
-
-    The committed split names the default cohort's people; a cohort folder holding none of them
-    (one of the user's own) is used whole (None).
-    """
+    """(people of `root` in one part of the split, label groups known to be one person); a cohort folder with
+    none of the committed split's people (one of the user's own) is used whole (None)."""
     split = load_split()
     if not Path(root).is_dir():
         raise FileNotFoundError(f"{root}: no stranger cohort here (a folder of <person>/ photos; set FACETOOL_COHORT)")

@@ -66,10 +66,8 @@ def closed_set_from_decisions(decisions: Decisions, labels: Sequence[str], top_k
 
 def closed_set_scores(gallery, classifier, embeddings: np.ndarray, labels: Sequence[str], *, k: int, model_id: str,
                       top_k: Sequence[int] = TOP_K) -> ClosedSetScores:
-    """Predictions, accuracy and top-k accuracy of each decider for unit `embeddings` of faces named `labels`.
-
-    `classifier` may be None (a model that was never finetuned): then only the kNN vote is scored.
-    """
+    """Each decider's predictions and (top-k) accuracy for unit `embeddings` of faces named `labels` (with no
+    `classifier`, never finetuned: the kNN vote alone)."""
     return closed_set_from_decisions(decide(gallery, classifier, embeddings, k=k, model_id=model_id), labels, top_k)
 
 

@@ -49,9 +49,6 @@ class CohortFaces:
     def subset(self, keep: np.ndarray) -> "CohortFaces":
         return CohortFaces(self.embeddings[keep], self.people[keep], int(np.sum(keep)), 0)
 
-    def of_people(self, people: Sequence[str]) -> "CohortFaces":
-        return self.subset(np.isin(self.people, list(people)))
-
 
 def load_split(path: str | Path = SPLIT_FILE) -> dict:
     """{"calibration": [...], "evaluation": [...], "same_person": [[...], ...], ...} from the committed file."""
@@ -88,8 +85,7 @@ def embed_cohort(pipeline, root: str | Path, people: Sequence[str] | None = None
 
 
 def embed_photos(pipeline, paths: Sequence[str | Path], labels: Sequence[str], *, progress: bool = False) -> CohortFaces:
-    """The largest face of each photo of `paths` (whose person is the same item of `labels`), through the
-    project's own pipeline; photos without a face, or unreadable, are counted and left out."""
+    """The largest face of each photo (person: the same item of `labels`); photos without one are counted."""
     emb, who = [], []
     no_face = 0
     for res, label in zip(pipeline.analyze_many(paths, progress=progress), labels):
@@ -120,19 +116,11 @@ class Cleaning:
 
 
 def clean_labels(faces: CohortFaces, *, quantile: float = 0.05, impostor_quantile: float = 0.99) -> Cleaning:
-    """Find labelling errors from the embeddings alone, with levels taken from this embedding's own distributions.
-
-    - Two labels are one person when the median similarity between their faces is above the
-      `quantile` of the labels' own median within-label similarities: nearly every person
-      matches themselves that well, while two different people's medians sit far lower.
-    - A photo is mislabelled when its median similarity to some other label's faces is above
-      both its median similarity to its own label's other faces and the highest median
-      similarity seen between two labels that are different people (so it looks like that
-      other person, not like a stranger); such photos are dropped.
-    - A photo is not its label's person when even its best match among its own label's other
-      photos is under the `impostor_quantile` of different-person similarities (a bystander
-      taken as the largest face, or a wrong label); it is dropped too.
-    """
+    """Labelling errors found from the embeddings alone, with levels from their own distributions:
+    two labels are one person when their between-label median similarity is above the `quantile` of the
+    within-label medians; a photo is dropped when it looks more like another label's person (above its own
+    label's median and the highest median between different people), or when even its best match in its own
+    label is under the `impostor_quantile` of different-person similarities (a bystander, or a wrong label)."""
     x, y = faces.embeddings, faces.people
     labels = sorted(set(y))
     idx = {p: np.flatnonzero(y == p) for p in labels}
@@ -148,8 +136,7 @@ def clean_labels(faces: CohortFaces, *, quantile: float = 0.05, impostor_quantil
 
 
 def _label_medians(sim: np.ndarray, labels: list, idx: dict) -> np.ndarray:
-    """(L, L) median similarity between the faces of two labels (within a label: its distinct
-    pairs); NaN where a label has no such pair."""
+    """(L, L) median similarity between two labels' faces (within a label: distinct pairs; NaN: none)."""
     L = len(labels)
     med = np.zeros((L, L))
     for a, pa in enumerate(labels):
@@ -175,8 +162,8 @@ def _same_person_groups(off: np.ndarray, labels: list, level: float) -> list[set
 
 def _impostor_levels(sim: np.ndarray, off: np.ndarray, labels: list, idx: dict, group_of: dict,
                      impostor_quantile: float) -> tuple[float, float]:
-    """The highest median similarity between labels that remain different people, and the
-    `impostor_quantile` of the similarities between faces of different people."""
+    """(highest median similarity between labels of different people, `impostor_quantile` of different-person
+    face similarities)."""
     L = len(labels)
     diff = [off[a, b] for a in range(L) for b in range(a + 1, L)
             if group_of.get(labels[a], {labels[a]}) != group_of.get(labels[b], {labels[b]})]

@@ -1,13 +1,9 @@
 """Two versions of one model side by side on the same held-out faces: closed set and open set.
 
-Used before switching a model to a migration candidate (`recognizer.training.candidate`): each
-model is scored by `recognizer.evaluation.run.evaluate_recognizer`, the code behind evaluate.py,
-on the same labelled photos, with its own gallery, classifier and threshold (the one identify
-would use). The photos are restricted to people enrolled in both models or in neither, so both
-score the same faces: the same known faces in the closed set, and in the open set the same
-unknown faces — the photos of `unknown_dir` (strangers the user has), else the people
-evaluate.py holds out (the same people for both: the choice depends only on the people and the
-seed) from a temporary copy of each gallery, plus labelled people enrolled in neither.
+Used before switching to a candidate: each model is scored by `evaluate_recognizer` (evaluate.py's code)
+with its own gallery, classifier and threshold, on the photos of people enrolled in both models or in
+neither, so both score the same faces (the open set's unknown faces are `unknown_dir`'s, else the same
+people held out of a copy of each gallery: the choice depends only on the people and the seed).
 """
 from __future__ import annotations
 
@@ -23,8 +19,7 @@ SIDES = ("current", "candidate")
 
 
 def compare(current, candidate, photos: tuple[list[str], list[str], str], opts) -> dict:
-    """Side-by-side figures of two open Recognizer views (`Recognizer.pinned`) on `photos`
-    (paths, labels, description); `opts` an `EvaluationOptions`."""
+    """Side-by-side figures of two open Recognizer views on `photos` (paths, labels, description)."""
     paths, labels, desc = photos
     a, b = set(current.gallery.people()), set(candidate.gallery.people())
     keep = [i for i, lab in enumerate(labels) if (lab in a) == (lab in b)]

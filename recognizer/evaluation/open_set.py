@@ -1,15 +1,12 @@
 """Open-set identification: strangers must come back unknown, known people must still be named.
 
-A face is named when its decider gives a name whose similarity (see `recognizer.decision`) is at
-least the threshold t, else it is unknown. Over faces of people who are not enrolled and faces
-of people who are:
+A face is named when its decider's similarity (`recognizer.decision`) is >= the threshold t:
 
     FPIR(t) = share of unknown faces given a name (false-positive identification rate)
     DIR(t)  = share of known faces given their own name (detection and identification rate)
 
-Both fall as t rises. The recommended threshold for a target FPIR is the smallest one, on a grid
-of 1e-4, at which FPIR <= target: any higher one names fewer known people (DIR cannot rise).
-With N unknown faces FPIR moves in steps of 1/N, so a target under 1/N means "no stranger named".
+The recommended threshold for a target FPIR is the smallest on a 1e-4 grid with FPIR <= target (any higher
+names fewer known people). With N unknown faces FPIR moves in steps of 1/N.
 """
 from __future__ import annotations
 
@@ -29,12 +26,8 @@ CURVE_STEP = 0.01  # the curve in report.json is sampled every CURVE_STEP
 
 
 def threshold_for_rate(negatives: np.ndarray, n_total: int, target: float, grid: float = GRID) -> float:
-    """Smallest threshold on `grid` with #{negatives >= t} / n_total <= target.
-
-    `negatives` are the scores that would be false accepts at a threshold at or below them;
-    `n_total` the number of trials they are a share of (it may include trials that can never be
-    false accepts). Returns -1.0 when no threshold is needed.
-    """
+    """Smallest threshold on `grid` with #{negatives >= t} / n_total <= target (-1.0: none needed). `n_total`
+    counts every trial, including those that can never be false accepts."""
     neg = np.sort(np.asarray(negatives, np.float64))[::-1]
     allowed = math.floor(target * n_total + 1e-9)  # false accepts the target permits
     if allowed >= len(neg):
@@ -50,8 +43,7 @@ def threshold_for_rate(negatives: np.ndarray, n_total: int, target: float, grid:
 
 def rates_at(known_correct: np.ndarray, known_sim: np.ndarray, unknown_named: np.ndarray, unknown_sim: np.ndarray,
              thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FPIR, DIR) at each threshold. `known_correct`: the decider's name is the face's own;
-    `unknown_named`: the decider gave an unknown face some name (before the threshold)."""
+    """(FPIR, DIR) at each threshold; `unknown_named`: the decider named the unknown face (before the threshold)."""
     t = np.asarray(thresholds, np.float64)[:, None]
     fpir = ((unknown_sim[None, :] >= t) & unknown_named[None, :]).mean(axis=1) if len(unknown_sim) else np.zeros(len(t))
     dir_ = ((known_sim[None, :] >= t) & known_correct[None, :]).mean(axis=1) if len(known_sim) else np.zeros(len(t))
@@ -98,8 +90,6 @@ class OpenSetScores:
     deciders: dict[str, DeciderOpenSet] = field(default_factory=dict)
     deployed: str = "knn"  # the decider identify uses: combined once finetuned, else knn
     notes: list[str] = field(default_factory=list)
-    # How the current threshold was set for the gallery scored here, with the FPIR its table
-    # predicts (recognizer.threshold.ThresholdInfo.to_dict()); empty when not known.
     threshold_info: dict = field(default_factory=dict)
 
     @property

@@ -17,15 +17,15 @@ OPENSET_PNG = "openset.png"
 VERIFICATION_PNG = "verification.png"
 
 __all__ = ["OPENSET_PNG", "REPORT_JSON", "REPORT_MD", "VERIFICATION_PNG", "confusion_png", "plot_confusion",
-           "plot_open_set", "plot_verification", "render_markdown", "write_report"]
+           "plot_open_set", "plot_verification", "pyplot", "render_markdown", "save_png", "write_report"]
 
 
 def confusion_png(decider: str) -> str:
     return f"confusion_{decider}.png"
 
 
-def _plt():
-    import matplotlib  # heavy (seconds to import): only written reports draw plots
+def pyplot():
+    import matplotlib  # heavy (seconds to import): only plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # after use("Agg"): no display is needed
@@ -33,31 +33,29 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     try:
         with atomic_write(path) as fh:
             fig.savefig(fh, format="png")
     finally:
-        _plt().close(fig)
+        pyplot().close(fig)
     return path
 
 
 def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path) -> Path:
     from sklearn.metrics import ConfusionMatrixDisplay  # heavy (pulls in scipy): only for this plot
 
-    plt = _plt()
+    plt = pyplot()
     size = max(4.0, 0.6 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size, size), dpi=100)
     ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
-    ax.set_xlabel("answer")
-    ax.set_ylabel("true person")
-    ax.set_title(title)
+    ax.set(xlabel="answer", ylabel="true person", title=title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_open_set(open_set, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     for d, s in open_set.deciders.items():
         # FPIR 0 cannot sit on a log axis: it is drawn at half the smallest non-zero step.
@@ -66,36 +64,31 @@ def plot_open_set(open_set, path: Path) -> Path:
         line, = ax1.plot(np.maximum(s.curve_fpir[::-1], floor), s.curve_dir[::-1], label=d)
         ax2.plot(s.curve_thresholds, s.curve_fpir, color=line.get_color(), linestyle="--", label=f"{d} FPIR")
         ax2.plot(s.curve_thresholds, s.curve_dir, color=line.get_color(), label=f"{d} DIR")
-    ax1.set_xscale("log")
-    ax1.set_xlabel("FPIR (unknown faces named)")
-    ax1.set_ylabel("DIR (known faces named correctly)")
+    ax1.set(xscale="log", xlabel="FPIR (unknown faces named)", ylabel="DIR (known faces named correctly)")
     ax1.axvline(open_set.target_fpir, color="grey", linestyle=":", label=f"target FPIR {open_set.target_fpir:g}")
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=8)
     ax2.axvline(open_set.threshold, color="black", linestyle=":", label=f"current {open_set.threshold:.3f}")
     ax2.axvline(open_set.recommended_threshold, color="red", linestyle=":", label=f"recommended {open_set.recommended_threshold:.4f}")
-    ax2.set_xlim(-0.2, 1.0)
-    ax2.set_xlabel("threshold (cosine similarity)")
-    ax2.set_ylabel("rate")
+    ax2.set(xlim=(-0.2, 1.0), xlabel="threshold (cosine similarity)", ylabel="rate")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_verification(ver, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     bins = np.linspace(-0.3, 1.0, 53)
     ax.hist(ver.similarities[ver.same], bins=bins, alpha=0.6, label="matched pairs")
     ax.hist(ver.similarities[~ver.same], bins=bins, alpha=0.6, label="mismatched pairs")
     if ver.fold_threshold:
         ax.axvline(float(np.mean(ver.fold_threshold)), color="black", linestyle=":", label="mean 10-fold threshold")
-    ax.set_xlabel("cosine similarity")
-    ax.set_ylabel("pairs")
+    ax.set(xlabel="cosine similarity", ylabel="pairs")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

@@ -1,14 +1,10 @@
 """Evaluate a model directory on labelled photos: the library behind `evaluate.py`.
 
-Closed set (`recognizer.decision`), open set (`recognizer.evaluation.open_set`) and verification on pairs
-(`recognizer.evaluation.verification`) from one pass of detection and embedding per photo. Each photo is
-represented by its largest face, as in `enroll.py` and `finetune.py`; a photo with no detectable
-face is counted and listed in the section it belongs to.
-
-The user's model is only read. When no folder of unknown people is given, a share of the
-enrolled people is held out: their faces are removed from a temporary copy of the gallery, and
-their photos become the unknown faces. The classifier, if any, still knows them; the decision
-rule refuses its answer anyway, since none of the k neighbours is theirs (similarity 0).
+Closed set, open set and verification on pairs from one pass of detection and embedding per photo (its
+largest face; a photo with none is counted and listed). The model is only read. With no folder of unknown
+people, a share of the enrolled people is held out: removed from a temporary copy of the gallery, their
+photos become the unknown faces (a classifier that still knows them is refused by the decision rule, since
+none of the k neighbours is theirs).
 """
 from __future__ import annotations
 
@@ -85,12 +81,8 @@ def embed_labelled(pipeline, paths: list[str], labels: list[str], progress: bool
 
 
 def labelled_photos(data_dir: str | Path, model_dir: str | Path) -> tuple[list[str], list[str], str]:
-    """(paths, labels, description) of the evaluation photos in `data_dir`.
-
-    DATA_DIR/val/<person>/* when there is a val/ folder; for a finetuning folder without one
-    (train/ only), the validation photos finetune.py held out (its split.json); else
-    DATA_DIR/<person>/*.
-    """
+    """(paths, labels, description) of the evaluation photos: DATA_DIR/val/<person>/*, else for train/ alone
+    the val photos finetune.py held out (split.json), else DATA_DIR/<person>/*."""
     data = Path(data_dir)
     if (data / "val").is_dir():
         s = list_people(data / "val")
@@ -123,14 +115,12 @@ class EvaluationReport:
     threshold_set: float | None = None  # written into model.json by --set-threshold
 
     def to_dict(self) -> dict:
-        return {
-            "model_dir": self.model_dir, "backbone": self.backbone, "model_id": self.model_id,
-            "has_classifier": self.has_classifier, "threshold": self.threshold, "knn_k": self.knn_k, "data": self.data,
-            "closed_set": self.closed.to_dict() if self.closed is not None else None,
-            "open_set": self.open.to_dict() if self.open is not None else None,
-            "verification": self.verification.to_dict() if self.verification is not None else None,
-            "undetected": self.undetected, "notes": self.notes, "threshold_set": self.threshold_set,
-        }
+        return {"model_dir": self.model_dir, "backbone": self.backbone, "model_id": self.model_id,
+                "has_classifier": self.has_classifier, "threshold": self.threshold, "knn_k": self.knn_k, "data": self.data,
+                "closed_set": self.closed.to_dict() if self.closed is not None else None,
+                "open_set": self.open.to_dict() if self.open is not None else None,
+                "verification": self.verification.to_dict() if self.verification is not None else None,
+                "undetected": self.undetected, "notes": self.notes, "threshold_set": self.threshold_set}
 
     def markdown(self) -> str:
         """The report as Markdown (what `evaluate.py` prints)."""
@@ -151,8 +141,7 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: Eva
 
 
 def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, opts: EvaluationOptions) -> EvaluationReport:
-    """`evaluate_model` on an open Recognizer (e.g. a migration candidate's pinned view), on
-    `photos` = (paths, labels, description) of labelled photos (None: only the pairs, if any)."""
+    """`evaluate_model` on an open Recognizer, on `photos` = (paths, labels, description) (None: pairs only)."""
     cfg = rec.config
     report = EvaluationReport(str(rec.dir), cfg.backbone, cfg.model_id, rec.classifier is not None,
                               rec.threshold_info().threshold, cfg.knn_k, "")
@@ -216,8 +205,8 @@ def _open_set_on_unknown_dir(rec, faces: FaceSet, kf: FaceSet, known_dec, strang
 
 def _open_set_held_out(rec, faces: FaceSet, kf: FaceSet, strangers: list[str], opts: EvaluationOptions, report,
                        uf_parts: list[FaceSet]):
-    """Open set without an unknown folder: a share of the enrolled people held out of a temporary
-    copy of the gallery (None, with a note, when fewer than 3 people are enrolled in the data)."""
+    """Open set with a share of the enrolled people held out of a copy of the gallery (None, with a note, when
+    fewer than 3 are in the data)."""
     people = sorted(set(kf.labels))
     if len(people) < 3:
         report.notes.append("open set skipped: holding people out needs at least 3 enrolled people in the data "
@@ -234,14 +223,13 @@ def _open_set_held_out(rec, faces: FaceSet, kf: FaceSet, strangers: list[str], o
 
 
 def _decide_without(rec, kf: FaceSet, held: list[str], uf_parts: list[FaceSet], dim: int):
-    """(the known faces left, their decisions, the unknown faces' decisions, the threshold) against
-    a temporary copy of the gallery without the `held` people."""
+    """(known faces left, their decisions, the unknown faces' decisions, the threshold) against a temporary
+    copy of the gallery without the `held` people."""
     cfg = rec.config
     with tempfile.TemporaryDirectory(prefix="facetool-eval-") as tmp:
         copy = Path(tmp) / "gallery"
         shutil.copytree(rec.gallery.path, copy)
-        gal = open_gallery(copy, model_id=cfg.model_id)
-        try:
+        with open_gallery(copy, model_id=cfg.model_id) as gal:
             for p in held:
                 gal.remove_person(p)
             is_held = np.array([lab in held for lab in kf.labels], bool)
@@ -251,8 +239,6 @@ def _decide_without(rec, kf: FaceSet, held: list[str], uf_parts: list[FaceSet], 
             un_dec = decide(gal, rec.classifier, unknown.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
             # The threshold identify would use with this smaller gallery.
             info = threshold_info(cfg, rec.fpir_table, gal.people())
-        finally:
-            gal.close()
     return kn, kn_dec, un_dec, info
 
 

@@ -4,17 +4,10 @@
                 matched     "name n1 n2"            -> <root>/name/name_0001.jpg ...
                 mismatched  "name1 n1 name2 n2"
 
-The score of a pair is the cosine similarity of the two faces' embeddings (the largest face of
-each photo). Figures, as published for LFW so a backbone can be compared with them:
-
-- 10-fold accuracy: for each fold, the threshold that maximises accuracy on the other folds
-  (the lowest one when several tie) classifies the fold's pairs (same when similarity >= t);
-  mean and standard deviation over folds.
-- TAR at FAR: the share of matched pairs accepted at the smallest threshold that accepts at most
-  FAR of the mismatched pairs (`recognizer.evaluation.open_set.threshold_for_rate`, the same rule as the
-  open-set recommendation).
-
-Pairs whose photo is missing, unreadable or has no detectable face are listed and left out.
+A pair's score is the cosine similarity of the two photos' largest faces. Figures as published for LFW:
+10-fold accuracy (per fold, the lowest threshold maximising accuracy on the other folds; mean and std) and
+TAR at FAR (by `open_set.threshold_for_rate`, the open-set rule). Pairs with a missing, unreadable or
+faceless photo are listed and left out.
 """
 from __future__ import annotations
 
@@ -73,11 +66,8 @@ def read_pairs(pairs_file: str | Path, root: str | Path) -> tuple[int, int, list
 
 
 def best_threshold(sims: np.ndarray, same: np.ndarray) -> float:
-    """The threshold with the highest accuracy on (sims, same), the lowest of equals.
-
-    Candidates are the midpoints between consecutive distinct similarities, plus one below all
-    and one above all: every distinct classification of the pairs is reached by one of them.
-    """
+    """The threshold with the highest accuracy on (sims, same), the lowest of equals. Candidates: the midpoints
+    of consecutive distinct similarities, one below all and one above (every distinct classification)."""
     u = np.unique(sims)
     cand = np.concatenate([[u[0] - 1e-6], (u[:-1] + u[1:]) / 2, [u[-1] + 1e-6]]) if len(u) else np.array([0.0])
     acc = ((sims[None, :] >= cand[:, None]) == same[None, :]).mean(axis=1) if len(sims) else np.zeros(1)
@@ -129,17 +119,15 @@ class VerificationScores:
         return float(np.std(self.fold_accuracy)) if self.fold_accuracy else 0.0
 
     def to_dict(self) -> dict:
-        return {
-            "pairs_file": self.pairs_file, "folds": self.n_folds, "pairs_per_class": self.per_class,
-            "pairs_in_file": self.n_pairs, "pairs_scored": int(len(self.similarities)),
-            "matched_scored": int(self.same.sum()), "mismatched_scored": int((~self.same).sum()),
-            "accuracy_mean": round(self.accuracy_mean, 4), "accuracy_std": round(self.accuracy_std, 4),
-            "fold_accuracy": [round(a, 4) for a in self.fold_accuracy],
-            "fold_threshold": [round(t, 4) for t in self.fold_threshold],
-            "tar_at_far": {f"{far:g}": {"tar": round(v[0], 4), "threshold": round(v[1], 4), "far": round(v[2], 4)}
-                           for far, v in self.tar.items()},
-            "skipped": self.skipped, "notes": self.notes,
-        }
+        return {"pairs_file": self.pairs_file, "folds": self.n_folds, "pairs_per_class": self.per_class,
+                "pairs_in_file": self.n_pairs, "pairs_scored": int(len(self.similarities)),
+                "matched_scored": int(self.same.sum()), "mismatched_scored": int((~self.same).sum()),
+                "accuracy_mean": round(self.accuracy_mean, 4), "accuracy_std": round(self.accuracy_std, 4),
+                "fold_accuracy": [round(a, 4) for a in self.fold_accuracy],
+                "fold_threshold": [round(t, 4) for t in self.fold_threshold],
+                "tar_at_far": {f"{far:g}": {"tar": round(v[0], 4), "threshold": round(v[1], 4), "far": round(v[2], 4)}
+                               for far, v in self.tar.items()},
+                "skipped": self.skipped, "notes": self.notes}
 
 
 def score_pairs(similarities: np.ndarray, same: np.ndarray, folds: np.ndarray, *, pairs_file: str, n_folds: int,
@@ -161,10 +149,8 @@ def verify_pairs(pipeline, pairs_file: str | Path, root: str | Path, *, progress
     n_folds, per_class, pairs = read_pairs(pairs_file, root)
     photos = sorted({p.a for p in pairs} | {p.b for p in pairs})
     emb: dict[str, np.ndarray] = {}
-    why: dict[str, str] = {}
     existing = [p for p in photos if Path(p).is_file()]
-    for p in set(photos) - set(existing):
-        why[p] = "missing"
+    why = {p: "missing" for p in set(photos) - set(existing)}
     for res in pipeline.analyze_many(existing, progress=progress):
         if res.skip_reason is not None:
             why[res.source] = res.skip_reason

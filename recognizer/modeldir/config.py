@@ -19,21 +19,16 @@ __all__ = ["DEFAULT_THRESHOLDS", "FORMAT_VERSION", "ModelConfig", "config_stamp"
 
 FORMAT_VERSION = 1
 
-# Cosine similarity below which the nearest enrolled face is "not this person". Chosen per backbone
-# on labelled pairs (benchmarks/calibrate_threshold.py prints the figures):
-# - sface: inside the gap between the two classes of the 300 labelled pairs of
-#   deepface-test-dataset (different-person pairs reach at most 0.343, same-person pairs are at
-#   least 0.551), a little below its middle (0.447) to leave room for hard photos of known
-#   people: 0.43. It sits above OpenCV's published 1:1 verification threshold (0.363)
-#   because identification compares a stranger with every enrolled face and keeps the best, which
-#   pushes strangers' similarities up: at 0.363, 6 of 62 strangers (deepface people) got a name
-#   from a 5-celebrity gallery; at 0.43 none did, while the weakest correct match on
-#   5-celebrity-faces val is 0.49 (evaluate.py's open-set report).
-# - facenet (VGGFace2): facenet-pytorch's LFW evaluation separates pairs at a Euclidean distance
-#   of about 1.1 between unit vectors, i.e. cosine 1 - 1.1**2 / 2 = 0.40.
-# These are the fallback: a model with a target FPIR derives its threshold from the FPIR table of
-# its embeddings for the gallery it has (recognizer.threshold). `evaluate.py --set-threshold`
-# fixes one measured on the user's own people instead.
+# Cosine similarity below which the nearest enrolled face is "not this person", per backbone
+# (benchmarks/calibrate_threshold.py prints the figures):
+# - sface 0.43: in the gap of deepface-test-dataset's 300 labelled pairs (different people <= 0.343,
+#   same >= 0.551), below its middle (0.447) to leave room for hard photos of known people; above
+#   OpenCV's 1:1 threshold (0.363) because identification keeps a stranger's best match over every
+#   enrolled face: at 0.363, 6 of 62 strangers got a name from a 5-celebrity gallery, at 0.43 none
+#   did, while the weakest correct match on 5-celebrity-faces val is 0.49.
+# - facenet (VGGFace2) 0.40: facenet-pytorch's LFW split at Euclidean 1.1, i.e. cosine 1 - 1.1**2 / 2.
+# The fallback: with a target FPIR the threshold comes from the FPIR table (recognizer.threshold);
+# `evaluate.py --set-threshold` fixes one measured on the user's own people.
 DEFAULT_THRESHOLDS = {"sface": 0.43, "facenet": 0.40}
 
 

@@ -25,14 +25,9 @@ def has_model(d: Path) -> bool:
 
 
 def create_model_dir(d: Path, cfg: ModelConfig) -> bool:
-    """Make `d` a model directory of `cfg` with an empty gallery; False when another process
-    created it since the caller looked (then open that one). ModelError when `d` is something else.
-
-    The model is built in a private temporary directory beside `d`, then renamed into place: a
-    crash part-way leaves `d` as it was (absent or empty), never a half-made model that blocks
-    the next attempt; two processes creating the same model at once both end up using the one
-    whose rename won.
-    """
+    """Make `d` a model directory of `cfg` with an empty gallery; False when another process created it
+    since the caller looked (then open that one); ModelError when `d` is something else. Built beside `d` and
+    renamed in, so a crash never leaves a half-made model, and of two creators the one whose rename won is used."""
     if d.exists() and (not d.is_dir() or any(d.iterdir())):
         if has_model(d):  # another process created it since the caller looked
             return False

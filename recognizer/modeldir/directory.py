@@ -9,21 +9,8 @@ from pathlib import Path
 
 from gallery.chip_store import ChipStore
 from recognizer.modeldir.config import ModelConfig, config_stamp, load_config, save_config
-from recognizer.modeldir.layout import (
-    CANDIDATE_FILE,
-    CANDIDATE_REPORT,
-    CHIPS_DIR,
-    GALLERY_DIR,
-    GALLERY_NAME,
-    LOCK_FILE,
-    MODEL_FILE,
-    OTHER_CHIPS_DIR,
-    REPORT_FILE,
-    RUNS_DIR,
-    SPLIT_FILE,
-    VERSIONS_DIR,
-    chip_store,
-)
+from recognizer.modeldir.layout import (CANDIDATE_FILE, CANDIDATE_REPORT, CHIPS_DIR, GALLERY_DIR, GALLERY_NAME,
+                                        OTHER_CHIPS_DIR, REPORT_FILE, RUNS_DIR, SPLIT_FILE, VERSIONS_DIR, chip_store)
 from recognizer.modeldir.lock import writer_lock
 
 __all__ = ["ModelDir"]
@@ -41,8 +28,6 @@ class ModelDir:
     def __fspath__(self) -> str:
         return str(self.root)
 
-    model_file = property(lambda self: self.root / MODEL_FILE)
-    lock_file = property(lambda self: self.root / LOCK_FILE)
     report = property(lambda self: self.root / REPORT_FILE)
     candidate_report = property(lambda self: self.root / CANDIDATE_REPORT)
     candidate_file = property(lambda self: self.root / CANDIDATE_FILE)
@@ -52,12 +37,10 @@ class ModelDir:
     chips_root = property(lambda self: self.root / CHIPS_DIR)
     other_chips_root = property(lambda self: self.root / OTHER_CHIPS_DIR)
 
-    def config(self) -> ModelConfig:
-        """model.json, checked (ModelError naming what is wrong)."""
+    def config(self) -> ModelConfig:  # checked: ModelError naming what is wrong
         return load_config(self.root)
 
-    def save_config(self, cfg: ModelConfig) -> None:
-        """Replace model.json atomically. Caller holds the writer lock."""
+    def save_config(self, cfg: ModelConfig) -> None:  # atomically, under the writer lock
         save_config(self.root, cfg)
 
     def stamp(self) -> tuple[int, int, int] | None:

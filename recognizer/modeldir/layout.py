@@ -25,11 +25,9 @@ from pathlib import Path
 from gallery.chip_store import ChipStore
 from gallery.milvus_store import parse
 
-__all__ = [
-    "CANDIDATE_FILE", "CANDIDATE_REPORT", "CHECKPOINT_NAME", "CHIPS_DIR", "FPIR_TABLE_NAME", "GALLERY_DIR", "GALLERY_NAME",
-    "LOCK_FILE", "MODEL_FILE", "OTHER_CHIPS_DIR", "REPORT_FILE", "RUNS_DIR", "SPLIT_FILE", "VERSIONS_DIR",
-    "chip_store", "ensure_private_dir",
-]
+__all__ = ["CANDIDATE_FILE", "CANDIDATE_REPORT", "CHECKPOINT_NAME", "CHIPS_DIR", "FPIR_TABLE_NAME", "GALLERY_DIR",
+           "GALLERY_NAME", "LOCK_FILE", "MODEL_FILE", "OTHER_CHIPS_DIR", "REPORT_FILE", "RUNS_DIR", "SPLIT_FILE",
+           "VERSIONS_DIR", "chip_store", "ensure_private_dir"]
 
 MODEL_FILE = "model.json"
 GALLERY_DIR = "gallery"
@@ -50,10 +48,8 @@ FPIR_TABLE_NAME = re.compile(r"fpir(-[0-9a-f]{6,64})?\.json")  # a finetuned mod
 
 
 def chip_store(model_dir: str | Path, gallery: str | None = None) -> ChipStore:
-    """The chips of the model directory's own gallery, or of the gallery elsewhere (Milvus) that
-    `gallery` names. Each gallery's chips are kept apart (the others' under
-    DIR/gallery-chips/<key>/), so removing a person from one of them, or a finetune's sweep of
-    the chips its gallery no longer names, never deletes a chip another gallery still names."""
+    """The chips of the model directory's own galleries, or of the Milvus gallery `gallery`, kept apart (under
+    DIR/gallery-chips/<key>/) so a removal or sweep in one never deletes a chip another still names."""
     if gallery is None:
         return ChipStore(Path(model_dir) / CHIPS_DIR)
     key = hashlib.sha256("\0".join(parse(gallery)).encode()).hexdigest()[:16]

@@ -1,17 +1,10 @@
-"""One carry-over and one rebuild: how every new gallery of a model directory is made.
+"""One carry-over and one rebuild: how every new gallery of a model directory is made (a finetune's
+commit, a switch to a candidate, a rollback). The new gallery is built outside the writer lock from what
+was enrolled when the build started; under the lock `carry_over` brings in what changed since and
+`build_gallery` writes the result, embedding from their chips the faces it has no vector for.
 
-A gallery is rebuilt whenever the network that embeds its faces changes: a finetune's commit, a
-switch to a candidate built beside the model (a finetune or a re-embed), a rollback. Each builds
-the new gallery outside the writer lock from what was enrolled when it started, so under the lock
-`carry_over` brings in what changed since (faces enrolled since, people removed or renamed since)
-and `build_gallery` writes the result, embedding from their chips the faces it has no vector for.
-
-    carry_over(d, base, built, current, reuse)  -> Carried (records, vectors, fate, counts)
-    build_gallery(d, name, model_id, embedder, records, vectors, ...)
-
-Faces are matched by a key the caller chooses: the gallery id when the gallery in use is the one
-the build started from (a finetune), `face_key` (photo and box) when it is another gallery (a
-candidate's: `gallery.base.face_key`).
+Faces are matched by a key the caller chooses: the gallery id when the gallery in use is the one the build
+started from (a finetune), `gallery.base.face_key` (photo and box) when it is another (a candidate's).
 """
 from __future__ import annotations
 
@@ -56,15 +49,12 @@ class Carried:
 
 def carry_over(d: Path, base: Sequence[tuple[Hashable, str]], built: Sequence[tuple[FaceRecord, np.ndarray]],
                current: Sequence[tuple[Hashable, FaceRecord]], reuse: dict) -> Carried:
-    """Carry what changed since a build started into the gallery it built.
-
-    `base`: (key, person) of each face enrolled when the build started; `built`: (record, vector)
-    of the build's own faces (training faces), named as at its start; `current`: (key, record) of
-    each face enrolled now; `reuse`: key -> the build's vector of a face enrolled at its start.
-    A person gone since the start whose faces live on under one name was renamed, else removed:
-    the build's faces follow the rename, and are left out when removed (removal wins over a
-    training folder). Every face enrolled now is kept, with the build's vector when it has one,
-    except a face of the same person and photo as one of the build's."""
+    """Carry what changed since a build started into the gallery it built. `base`: (key, person) of each face
+    enrolled at the start; `built`: (record, vector) of the build's own faces, named as at the start;
+    `current`: (key, record) of each face enrolled now; `reuse`: key -> the build's vector of a face.
+    A person gone since whose faces live on under one name was renamed, else removed (removal wins over a
+    training folder). Every face enrolled now is kept (with the build's vector when it has one) unless one
+    of the build's has the same person and photo."""
     now_people: dict = {}
     for k, r in current:
         now_people.setdefault(k, set()).add(r.person)
@@ -96,11 +86,9 @@ def carry_over(d: Path, base: Sequence[tuple[Hashable, str]], built: Sequence[tu
 def build_gallery(d: Path, name: str, model_id: str, embedder, records: list, vectors: list | None = None, *,
                   failure: Callable[[int], str], put_chips: Sequence[bytes] = (), progress: bool = False,
                   desc: str = "re-embedding", no_chip: str = "enrolled before chips were kept") -> None:
-    """Write the gallery `d/name` of `records` (FaceRecords with no id), with `vectors` (one a
-    record; None, or no `vectors` at all: embedded by `embedder` from the record's chip, ModelError
-    `failure(n)` before anything is written when n of them cannot be). `put_chips` (chips the
-    records name that are not in the chip store yet, e.g. training faces') are stored once every
-    face is embedded. A failure leaves no gallery behind."""
+    """Write the gallery `d/name` of `records` (no ids) with `vectors` (None: embedded from the record's chip;
+    ModelError `failure(n)` before anything is written when n cannot be). `put_chips` (not yet in the chip
+    store) are stored once every face is embedded. A failure leaves no gallery behind."""
     vectors = [None] * len(records) if vectors is None else list(vectors)
     todo = [i for i, v in enumerate(vectors) if v is None]
     if todo:
@@ -122,8 +110,7 @@ def build_gallery(d: Path, name: str, model_id: str, embedder, records: list, ve
 
 
 def check_none_lost(d: Path, current, records) -> None:
-    """ModelError unless every face of `current` (the records of the model in use) is, by person
-    and photo, in `records` (those of a gallery about to replace it)."""
+    """ModelError unless every face of `current` (the model in use) is, by person and photo, in `records`."""
     have = {(x.person, x.content_hash) for x in records}
     missing = [(r.person, r.content_hash) for r in current if (r.person, r.content_hash) not in have]
     if missing:  # cannot happen by construction; never switch to a gallery that lost a face

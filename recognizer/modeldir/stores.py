@@ -1,18 +1,11 @@
 """The face-data store registry: every place a model directory keeps something of a person.
 
-A store says what it holds for a person (`held`), forgets them (`forget`) and renames them
-(`rename`). `remove_person` and `rename_person` walk the registry in order, so a feature that
-keeps face data registers its store once and removal reaches it. Stores of a higher layer
-(training, clustering) are named by "module:attr" strings resolved when a removal runs, like
-entry points: this core imports no feature module.
-
-A store kept by a feature module is one more "module:attr" line in `_REGISTRY` below (an
-entry in the core's list, so removal reaches it even in a process that never imported the
-feature). The order is the one removal needs (see `remove_person`): a pending candidate, the model
-directory's other galleries, clustering runs, split and report files, kept versions (before the
-gallery in use, which goes last: a failure part way leaves the person enrolled, so the removal
-can simply be run again), then the chips the removed faces named (their bytes read first: the
-trunk cache is keyed by their crops), and, once the locks are released, the crop and trunk caches.
+A store answers `held`, `forget` and `rename`; `remove_person` and `rename_person` walk the registry in
+order. Stores of a higher layer are "module:attr" strings in `_REGISTRY`, resolved when a removal runs
+(so this core imports no feature module, and removal reaches a store its process never imported).
+The order is the one removal needs: the gallery in use goes after every other store of faces (a failure
+part way leaves the person enrolled, so the removal can simply be run again), then the chips (their bytes
+read first: the trunk cache is keyed by their crops) and, once the locks are released, the caches.
 """
 from __future__ import annotations
 
@@ -41,8 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Removal:
-    """One person's removal as it walks the stores: what the stores before found and removed
-    (the faces, their chips and photos), for the stores after. `held` asks the same questions."""
+    """One person's removal as it walks the stores: what the stores before found and removed, for those after."""
 
     model: ModelDir
     person: str
@@ -53,9 +45,9 @@ class Removal:
     records: list = field(default_factory=list)  # the person's faces in the gallery in use, read first
     other: list = field(default_factory=list)  # their faces removed from the directory's other galleries
     other_still: set[str] = field(default_factory=set)  # chips the faces left in those galleries name
-    cand_n: int = 0
+    cand_n: int = 0  # faces removed from the pending candidate, and their chips
     cand_chips: set[str] = field(default_factory=set)
-    cand_keep: set[str] | None = field(default_factory=set)  # None: candidate.json is damaged
+    cand_keep: set[str] | None = field(default_factory=set)  # chips the candidate still names; None: damaged
     paths: set[str] = field(default_factory=set)  # the person's photo paths (sources, training files)
     removed: int = 0  # faces removed from the gallery in use
     rest: list | None = None  # the gallery in use's faces after the removal
@@ -71,12 +63,9 @@ class Removal:
     own = property(lambda self: self.gallery_uri is None)
     faces = property(lambda self: self.records + self.other)
 
-    @property
-    def faces_removed(self) -> int:
-        return self.removed or self.cand_n or len(self.other)
+    faces_removed = property(lambda self: self.removed or self.cand_n or len(self.other))
 
-    def others(self) -> list:
-        """The faces of everyone else in the gallery in use."""
+    def others(self) -> list:  # everyone else's faces in the gallery in use
         return [r for r in self.gallery.records() if r.person != self.person]
 
     def still_hashes(self) -> set[str]:
@@ -84,8 +73,7 @@ class Removal:
         return {r.content_hash for r in rest}
 
     def mentions(self, text: str) -> bool:
-        """Whether a string names the person or one of their photos (a known path, or a photo in a
-        folder named after them, as training photos are: train/<person>/...)."""
+        """Whether `text` names the person or one of their photos (known, or in a folder named after them)."""
         return text == self.person or text in self.paths or (os.sep in text and Path(text).parent.name == self.person)
 
     def needles(self) -> list[bytes]:
@@ -106,14 +94,11 @@ class Change:
 class FaceStore(Protocol):
     name: str
 
-    def held(self, ctx: Removal) -> list[str]:
-        """What the store holds of `ctx.person` (one line each; [] when nothing)."""
+    def held(self, ctx: Removal) -> list[str]: ...  # what it holds of `ctx.person`, one line each
 
-    def forget(self, ctx: Removal) -> None:
-        """Remove everything of `ctx.person` (adding what later stores need to `ctx`)."""
+    def forget(self, ctx: Removal) -> None: ...  # adding to `ctx` what later stores need
 
-    def rename(self, ctx: Change, old: str, new: str) -> None:
-        """Call `old` `new` from now on."""
+    def rename(self, ctx: Change, old: str, new: str) -> None: ...
 
 
 def _resolve(spec: str) -> Any:
@@ -134,9 +119,18 @@ def _tree(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
 
 
-class _Candidate:
-    """A pending migration or finetune candidate: its gallery holds a copy of every face (and
-    candidate.json its base faces and figures). Candidates are built from the model
+class _Store:
+    """A store that keeps nothing to forget or rename unless it says otherwise."""
+
+    def forget(self, ctx):
+        pass
+
+    def rename(self, ctx, old, new):
+        pass
+
+
+class _Candidate(_Store):
+    """A pending candidate: its gallery holds a copy of every face. Candidates are built from the model
     directory's own gallery, so a model whose gallery is in Milvus has none to reach."""
 
     name = "candidate"
@@ -149,20 +143,14 @@ class _Candidate:
             ctx.cand_n, ctx.cand_chips = _resolve("recognizer.training.candidate:remove_person")(ctx.model.root, ctx.person)
             ctx.cand_keep = _resolve("recognizer.training.candidate:pending_chips")(ctx.model.root)
 
-    def rename(self, ctx, old, new):
-        pass  # a candidate's switch carries renames made since it was built over
+    # no rename: a candidate's switch carries renames made since it was built over
 
 
-class _OtherGalleries:
-    """Every gallery directory of the model but the one in use: a pending candidate's (which
-    `candidate.remove_person` has already done), a finetune's or switch's old one whose commit was
-    killed after model.json was switched (deleted by the next build, switch or rollback), or a
-    re-embed (`finetune.py --reembed`) being built by another process: the one build made outside
-    the writer lock, so removal cannot tell such a gallery from a leftover. Deleting them would
-    break that build (its candidate.json would name a missing gallery); removing the person from
-    each, under the gallery's own lock, is right for all three: the build sees the person gone
-    when it commits under the writer lock. A gallery that cannot be opened (being created this
-    instant, or damaged) is reported, not skipped silently."""
+class _OtherGalleries(_Store):
+    """Every gallery directory of the model but the one in use: a candidate's, an old one left by a commit
+    killed after model.json was switched, or a re-embed being built outside the writer lock (which removal
+    cannot tell from a leftover, and deleting would break). Removing the person from each, under its own
+    lock, is right for all three. One that cannot be opened is reported, not skipped silently."""
 
     name = "other galleries"
 
@@ -191,14 +179,12 @@ class _OtherGalleries:
         if ctx.other:
             log.info("removed %d faces of %s from galleries no model.json names", len(ctx.other), ctx.person)
 
-    def rename(self, ctx, old, new):
-        pass  # builds carry renames over when they commit
+    # no rename: builds carry renames over when they commit
 
 
-class _ClusteringRuns:
-    """Saved clustering runs (recognizer.clustering.runs): scrubbed before the gallery in use may
-    say PersonNotFound, since a run can outlive the person's removal by an older version, and
-    naming them again is how it is reached."""
+class _ClusteringRuns(_Store):
+    """Saved clustering runs: scrubbed before the gallery in use may say PersonNotFound, since a run can
+    outlive the person's removal by an older version, and naming them again is how it is reached."""
 
     name = "clustering runs"
 
@@ -214,12 +200,11 @@ class _ClusteringRuns:
                                                                {(r.content_hash, r.box) for r in ctx.faces})
 
     def rename(self, ctx, old, new):
-        _resolve("recognizer.clustering.runs:rename_person")(ctx.model.root, old, new)  # a cluster enrolled as `old` now says `new`
+        _resolve("recognizer.clustering.runs:rename_person")(ctx.model.root, old, new)
 
 
-class _Split:
-    """split.json: the train/val split a finetune held out, photo paths and their labels. The
-    person's photos leave both lists (a later finetune over the same photos splits again)."""
+class _Split(_Store):
+    """split.json (a finetune's train/val photo paths and labels): the person's photos leave both lists."""
 
     name = "split file"
 
@@ -245,13 +230,11 @@ class _Split:
         if out != raw:
             write_json_atomic(ctx.model.split, out)
 
-    def rename(self, ctx, old, new):
-        pass  # labels are folder names of the training photos: a rename does not move them
+    # no rename: labels are the training photos' folder names, which a rename does not move
 
 
-class _Reports:
-    """report.json (and candidate-report.json): a finetune's figures per person, its classes,
-    the photos it skipped. Every mention of the person or their photos leaves them."""
+class _Reports(_Store):
+    """report.json and candidate-report.json: every mention of the person or their photos leaves them."""
 
     name = "reports"
 
@@ -265,32 +248,22 @@ class _Reports:
             if raw is not None and (out := _scrubbed(raw, ctx.mentions)) != raw:
                 write_json_atomic(path, out)
 
-    def rename(self, ctx, old, new):
-        pass  # a report describes the training as it was; removal still finds the old name
+    # no rename: a report describes the training as it was; removal still finds the old name
 
 
-class _Versions:
-    """versions/: the model.json of replaced versions. No faces are kept there (a rollback
-    re-embeds the faces enrolled now), so nothing of a removed person comes back; a version's
+class _Versions(_Store):
+    """versions/: replaced model.json files, with no faces (a rollback re-embeds the faces enrolled now); their
     class names are the classifier's, which cannot forget a class without retraining."""
 
     name = "kept versions"
 
     def held(self, ctx):
-        # model.json copies: no faces, photos or sources; a class renamed to them names them
-        return _files_mentioning(sorted(ctx.model.versions.glob("v*.json")), sorted({ctx.person.encode(), json.dumps(ctx.person)[1:-1].encode()}))
-
-    def forget(self, ctx):
-        pass
-
-    def rename(self, ctx, old, new):
-        pass
+        # a class renamed to them names them (as written, or JSON-escaped)
+        return _files_mentioning(sorted(ctx.model.versions.glob("v*.json")),
+                                 sorted({ctx.person.encode(), json.dumps(ctx.person)[1:-1].encode()}))
 
 
-class _GalleryInUse:
-    """The gallery in use: last of the stores that hold faces, so a failure before it leaves the
-    person enrolled and the removal can be run again."""
-
+class _GalleryInUse(_Store):
     name = "gallery in use"
 
     def held(self, ctx):
@@ -306,9 +279,8 @@ class _GalleryInUse:
         ctx.view.gallery.rename_person(old, new, merge=ctx.merge, allow_similar=ctx.allow_similar)
 
 
-class _Chips:
-    """The chips the removed faces named, unless a face left anywhere still names one. Their
-    bytes are read before they go: the trunk cache is keyed by their crops."""
+class _Chips(_Store):
+    """The chips the removed faces named, unless a face left anywhere still names one."""
 
     name = "chips"
 
@@ -340,14 +312,12 @@ class _Chips:
                     ctx.chip_bytes.append(local.get(c))
             local.delete(local_gone)
 
-    def rename(self, ctx, old, new):
-        pass  # chips are named by their bytes
+    # no rename: chips are named by their bytes
 
 
-class _Caches:
-    """The crop cache's detections and crops of the person's photos, and the trunk cache's
-    features of their crops. Run once the locks are released. A group photo may still hold
-    someone else's enrolled face: its crops stay cached."""
+class _Caches(_Store):
+    """The crop and trunk caches of the person's photos, once the locks are released. A group photo that
+    still holds someone else's enrolled face stays cached."""
 
     name = "crop and trunk caches"
     after_locks = True
@@ -363,23 +333,18 @@ class _Caches:
     def forget(self, ctx):
         ctx.counts = forget_photos(self._photos(ctx), ctx.cache_root, chips=ctx.chip_bytes)
 
-    def rename(self, ctx, old, new):
-        pass  # keyed by photo content, not by name
+    # no rename: keyed by photo content, not by name
 
 
-class _ClassNames:
-    """The classifier's answers (model.json's class names): a renamed person's class answers
-    with the new name. It cannot forget a class without retraining: a class with no faces in the
-    gallery is masked until the next finetune."""
+class _ClassNames(_Store):
+    """model.json's class names: a renamed person's class answers with the new name. A class cannot be
+    forgotten without retraining: with no faces in the gallery it is masked until the next finetune."""
 
     name = "classifier names"
 
     def held(self, ctx):
         names = ctx.model.config().class_names
         return [f"class {c!r} answers {n!r} (masked while they have no faces)" for c, n in names.items() if n == ctx.person]
-
-    def forget(self, ctx):
-        pass
 
     def rename(self, ctx, old, new):
         st = ctx.view
@@ -392,9 +357,7 @@ class _ClassNames:
 
 
 _LIVE = _GalleryInUse()
-# The stores, in walking order. A feature that keeps face data adds one line here: its store as
-# "module:attr" (resolved when a removal runs, so this core imports no feature module), before
-# the gallery in use. `register` does the same at run time (plug-ins, tests).
+# The stores, in walking order; a feature's store goes before the gallery in use (`register` at run time).
 _REGISTRY: list[FaceStore | str] = [
     _Candidate(), _OtherGalleries(), _ClusteringRuns(), _Split(), _Reports(), _Versions(),
     _LIVE, _ClassNames(), _Chips(), _Caches(),
@@ -402,9 +365,7 @@ _REGISTRY: list[FaceStore | str] = [
 
 
 def register(store: FaceStore | str, *, before: str = _LIVE.name) -> None:
-    """Add a store (an object, or "module:attr" naming one, resolved when a removal runs). It is
-    walked before the store named `before` (default: the gallery in use, so it sees the faces
-    found and is done before the gallery in use goes last)."""
+    """Add a store (or "module:attr" naming one), walked before the store named `before`."""
     names = [s if isinstance(s, str) else s.name for s in _REGISTRY]
     _REGISTRY.insert(names.index(before), store)
 
@@ -414,32 +375,25 @@ def unregister(store: FaceStore | str) -> None:
 
 
 def registered() -> list[FaceStore]:
-    """The stores, in walking order, resolved."""
     return [_resolve(s) if isinstance(s, str) else s for s in _REGISTRY]
 
 
 def held(ctx: Removal) -> dict[str, list[str]]:
-    """What each store still holds of `ctx.person` (stores holding nothing are left out)."""
+    """What each store still holds of `ctx.person` (stores holding nothing left out)."""
     return {s.name: h for s in registered() if (h := s.held(ctx))}
 
 
 def remove_person(model: ModelDir, person: str, writing: Callable[[], AbstractContextManager[Any]], *,
                   gallery_uri: str | None, cache_root: Path | None) -> Removal:
-    """Walk the stores to forget `person`: under the stores' own locks (taken first, as their
-    writers take them) and the writer lock (`writing()`, which yields the current view), then
-    the stores that run once the locks are released. PersonNotFound when no one of that name is
-    enrolled anywhere."""
+    """Walk the stores to forget `person`, under the stores' own locks and the writer lock (`writing()`, which
+    yields the current view), then the `after_locks` ones. PersonNotFound when no one of that name is anywhere."""
     stores = registered()
-    with ExitStack() as locks:
+    with _store_locks(stores, model), writing() as st:
+        live = st.config.gallery if gallery_uri is None else None
+        ctx = Removal.of(model, person, st.gallery, live, gallery_uri, cache_root)
         for s in stores:
-            if hasattr(s, "lock"):
-                locks.enter_context(s.lock(model))
-        with writing() as st:
-            own = gallery_uri is None
-            ctx = Removal.of(model, person, st.gallery, st.config.gallery if own else None, gallery_uri, cache_root)
-            for s in stores:
-                if not getattr(s, "after_locks", False):
-                    s.forget(ctx)
+            if not getattr(s, "after_locks", False):
+                s.forget(ctx)
     for s in stores:
         if getattr(s, "after_locks", False):
             s.forget(ctx)
@@ -448,18 +402,21 @@ def remove_person(model: ModelDir, person: str, writing: Callable[[], AbstractCo
 
 def rename_person(model: ModelDir, old: str, new: str, writing: Callable[[], AbstractContextManager[Any]], *,
                   merge: bool = False, allow_similar: bool = False, save_config: Callable[[Any], None]) -> None:
-    """Walk the stores to call `old` `new`: the gallery in use first (PersonNotFound, PersonExists
-    or InvalidNameError before anything else changes), then the others."""
+    """Walk the stores to call `old` `new`: the gallery in use first (its errors before anything changes)."""
     stores = registered()
-    order = [s for s in stores if s is _LIVE] + [s for s in stores if s is not _LIVE]
-    with ExitStack() as locks:
+    with _store_locks(stores, model), writing() as st:
+        ctx = Change(model, st, merge, allow_similar, save_config)
+        for s in [s for s in stores if s is _LIVE] + [s for s in stores if s is not _LIVE]:
+            s.rename(ctx, old, new)
+
+
+@contextlib.contextmanager
+def _store_locks(stores: list, model: ModelDir):
+    with ExitStack() as locks:  # taken before the writer lock, as the stores' writers take them
         for s in stores:
             if hasattr(s, "lock"):
                 locks.enter_context(s.lock(model))
-        with writing() as st:
-            ctx = Change(model, st, merge, allow_similar, save_config)
-            for s in order:
-                s.rename(ctx, old, new)
+        yield
 
 
 def _read_json(path: Path) -> Any:
@@ -473,7 +430,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _about(value: Any, mentions: Callable[[str], bool]) -> bool:
-    """A value that is about the person: their name or photo, or a record naming them at its top."""
+    """A string naming the person or a photo, or a record naming one at its top."""
     if isinstance(value, str):
         return mentions(value)
     if isinstance(value, dict):
@@ -482,8 +439,7 @@ def _about(value: Any, mentions: Callable[[str], bool]) -> bool:
 
 
 def _scrubbed(obj: Any, mentions: Callable[[str], bool]) -> Any:
-    """JSON data with every mention of the person left out: keys, values and list items that
-    name them or their photos, and records (dicts) that do."""
+    """JSON data without the keys, values, list items and records that `mentions`."""
     if isinstance(obj, dict):
         return {k: _scrubbed(v, mentions) for k, v in obj.items() if not mentions(k) and not _about(v, mentions)}
     if isinstance(obj, list):

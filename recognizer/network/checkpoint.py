@@ -1,7 +1,5 @@
-"""The finetuned part of a model: `checkpoint.pt` in the model directory.
-
-It holds only what training changed, as tensors and plain Python values so that
-`torch.load(..., weights_only=True)` reads it back:
+"""The finetuned part of a model (checkpoint.pt): only what training changed, as tensors and plain
+values so `torch.load(..., weights_only=True)` reads it back:
 
     format, backbone, weights, base_model_id, base_seed, unfreeze (list of block names)
     tail        state_dict of the unfrozen blocks (facenet; empty for sface)
@@ -9,9 +7,8 @@ It holds only what training changed, as tensors and plain Python values so that
     classes     the people the head was trained on, in column order
     settings, metrics   plain dicts, for the record
 
-The base network is rebuilt from `weights` (and `base_seed` for random weights) and checked
-against `base_model_id`, so a checkpoint is never applied to weights it was not trained from.
-The model id of a finetuned model is `<base model id>-ft<sha256 of checkpoint.pt, 12 hex>`.
+The base network is rebuilt from `weights` (and `base_seed`) and checked against `base_model_id`, so a
+checkpoint is never applied to other weights. A finetuned model id is `<base id>-ft<sha256, 12 hex>`.
 """
 from __future__ import annotations
 
@@ -59,11 +56,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_finetuned(model_dir: str | Path, cfg, weights_dir: str | Path | None = None, **embedder_kw):
-    """(embedder, classifier) of a finetuned model directory.
-
-    The embedder's model id is recomputed from the base weights and the checkpoint file, so
-    `Recognizer.open` notices when either changed since the gallery was built.
-    """
+    """(embedder, classifier) of a finetuned model directory; the model id is recomputed from the base weights
+    and the checkpoint file, so `Recognizer.open` notices when either changed since the gallery was built."""
     path = Path(model_dir) / cfg.checkpoint
     ckpt = read_checkpoint(path)
     digest = sha256_file(path)
@@ -90,10 +84,8 @@ def load_finetuned(model_dir: str | Path, cfg, weights_dir: str | Path | None = 
 
 def _check_base(path: Path, base_id: str, ckpt: dict) -> None:
     if base_id != ckpt["base_model_id"]:
-        raise ModelError(
-            f"{path} was trained from {ckpt['base_model_id']}, but the base weights found now are {base_id}; "
-            "pass the same --weights (and --weights-dir) as when finetuning, or finetune again"
-        )
+        raise ModelError(f"{path} was trained from {ckpt['base_model_id']}, but the base weights found now are "
+                         f"{base_id}; pass the same --weights (and --weights-dir) as when finetuning, or finetune again")
 
 
 def apply_tail_state(module, tail_state: dict, path: Path | str = "checkpoint") -> None:

@@ -52,14 +52,10 @@ def class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 class CosineClassifier:
-    """A classifier over unit embeddings with scikit-learn's interface: `fit(X, y)`, `predict(X)`,
-    `predict_proba(X)` (columns follow `classes_`). Not derived from scikit-learn's base classes:
-    identify loads a finetuned model's classifier, and scikit-learn (with scipy) would double the
-    start-up of a fresh identify.
-
-    `fit` trains the head alone with the same loop `finetune.py` uses (see `recognizer.network.loop`);
-    a head trained jointly with the network's tail is wrapped with `from_head`.
-    """
+    """A classifier over unit embeddings with scikit-learn's interface (`fit`, `predict`,
+    `predict_proba`, `classes_`) but not its base classes: identify loads a finetuned model's
+    classifier, and scikit-learn (with scipy) would double a fresh identify's start-up. `fit` trains
+    the head alone with finetune.py's loop; a head trained jointly with the tail is wrapped with `from_head`."""
 
     def __init__(self, scale: float = 16.0, epochs: int = 60, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> None:
         self.scale = scale
@@ -76,22 +72,19 @@ class CosineClassifier:
         head = make_head(X.shape[1], len(self.classes_), self.scale, class_means(X, yi, len(self.classes_)))
         settings = TrainSettings(epochs=self.epochs, head_lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, augment=False)
         self.history_ = train(nn.Identity(), head, X[:, None], yi, None, None, settings).to_dict()
-        self._take(head)
-        return self
+        return self._set(head.weight.detach().cpu().numpy(), head.scale.detach())
 
     @classmethod
     def from_head(cls, classes: Sequence[str], weight: np.ndarray, scale: float) -> "CosineClassifier":
         clf = cls(scale=float(scale))
         clf.classes_ = np.asarray(list(classes))
-        clf.weight_ = l2_normalize(np.asarray(weight, np.float32))
-        clf.scale_ = float(scale)
-        clf.n_features_in_ = clf.weight_.shape[1]
-        return clf
+        return clf._set(weight, scale)
 
-    def _take(self, head) -> None:
-        self.weight_ = l2_normalize(head.weight.detach().cpu().numpy())
-        self.scale_ = float(head.scale.detach())
+    def _set(self, weight: np.ndarray, scale) -> "CosineClassifier":
+        self.weight_ = l2_normalize(np.asarray(weight, np.float32))
+        self.scale_ = float(scale)
         self.n_features_in_ = self.weight_.shape[1]
+        return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return self.scale_ * l2_normalize(np.asarray(X, np.float32)) @ self.weight_.T

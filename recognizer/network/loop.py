@@ -1,17 +1,11 @@
 """The training loop shared by both backbones: a tail module and a cosine head on cached features.
 
-AdamW with a cosine learning-rate schedule over the planned epochs (the tail at a tenth of the
-head's rate: it starts from weights that already know faces and should move less), early
-stopping when the validation loss has not improved for `patience` epochs, and the best epoch's
-weights restored at the end. Each step draws one augmentation view per face at random.
-
-BatchNorm in the unfrozen blocks trains on batch statistics, and after every epoch its running
-statistics are recomputed exactly over all training views ("precise BN"). Once a block's
-weights move, the running statistics it came with no longer describe its activations, and the
-exponential average over a few small batches lags behind them: with random weights, validation
-in eval mode then saw near-identical embeddings for every face (mean cosine 0.9999) while the
-training loss fell. Keeping BatchNorm in eval mode instead would avoid the mismatch but leaves
-that collapse in place: nothing then removes the large component common to all faces.
+AdamW, cosine schedule (the tail at a tenth of the head's rate: it already knows faces), early stopping on
+val loss after `patience` epochs, best epoch restored; each step draws one view per face at random.
+BatchNorm in unfrozen blocks trains on batch statistics, and after every epoch its running statistics are
+recomputed over all training views ("precise BN"): the lagging running average made eval-mode embeddings
+collapse (mean cosine 0.9999 with random weights) while training loss fell, and BatchNorm kept in eval mode
+leaves that collapse in place (nothing removes the component common to all faces).
 """
 from __future__ import annotations
 
@@ -66,12 +60,8 @@ class TrainResult:
         return float(np.median([e.seconds for e in self.history])) if self.history else 0.0
 
     def to_dict(self) -> dict:
-        return {
-            "history": [e.to_dict() for e in self.history],
-            "best_epoch": self.best_epoch,
-            "stopped_early": self.stopped_early,
-            "seconds_per_epoch": round(self.seconds_per_epoch, 4),
-        }
+        return {"history": [e.to_dict() for e in self.history], "best_epoch": self.best_epoch,
+                "stopped_early": self.stopped_early, "seconds_per_epoch": round(self.seconds_per_epoch, 4)}
 
 
 def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -82,11 +72,8 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 def train(tail, head, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
           settings: TrainSettings, *, progress: bool = False) -> TrainResult:
-    """Train `tail` (its parameters with requires_grad) and `head` in place; returns the curves.
-
-    x_* are trunk features (n, views, ...); y_* class indices. Without validation data the last
-    epoch is kept and there is no early stopping.
-    """
+    """Train `tail` (its parameters with requires_grad) and `head` in place on trunk features (n, views, ...)
+    and class indices; returns the curves. Without val data the last epoch is kept (no early stopping)."""
     import torch  # heavy and optional: imported only where a network is built or trained
     from torch import nn
     from tqdm import tqdm

@@ -1,18 +1,11 @@
 """A backbone cut in two for finetuning on a CPU: a frozen trunk and a trainable tail.
 
-The trunk (everything before the first unfrozen block) never changes while training, so its
-output for a crop is computed once, per augmentation view, and cached: in memory for the run, and
-on disk as `.npz` keyed by the crop's content hash and a hash of the trunk's weights, so a rerun
-skips it entirely. Each epoch then runs only the tail, which for the default cut (`block8`
-onwards) is a few percent of Inception-ResNet-v1's compute.
-
-- facenet: `InceptionResnetV1` split at the first of the `--unfreeze` blocks; the named blocks
-  train, any other block in the tail stays frozen in eval mode.
-- sface: nothing to unfreeze. The trunk is the whole SFace network, its (normalised) embedding is
-  the cached feature and the tail is the identity, so both backbones train the same way.
-
-Views are (crop, horizontally flipped crop): the flip is the one augmentation that keeps a face a
-plausible face of the same person, and costs only one more trunk pass per face.
+The trunk's output for a crop never changes while training, so it is computed once per augmentation view
+and cached (in memory, and on disk as `.npz` keyed by crop hash and trunk-weights hash, so a rerun skips
+it): each epoch runs only the tail, a few percent of Inception-ResNet-v1's compute for the default cut.
+facenet is split at the first `--unfreeze` block (other tail blocks stay frozen in eval mode); sface has
+nothing to unfreeze: the trunk is the whole network and the tail the identity. Views are (crop, flipped
+crop): the one augmentation that keeps a plausible face of the same person, for one more trunk pass.
 """
 from __future__ import annotations
 
@@ -34,11 +27,9 @@ __all__ = ["DEFAULT_UNFREEZE", "FACENET_BLOCKS", "N_VIEWS", "TRAINABLE_BLOCKS", 
 log = logging.getLogger(__name__)
 
 # InceptionResnetV1's children in forward order (logits excluded: it is the pretraining head).
-FACENET_BLOCKS = (
-    "conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
-    "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "avgpool_1a", "dropout",
-    "last_linear", "last_bn",
-)
+FACENET_BLOCKS = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b", "repeat_1",
+                  "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "avgpool_1a", "dropout", "last_linear",
+                  "last_bn")
 TRAINABLE_BLOCKS = tuple(b for b in FACENET_BLOCKS if b not in ("maxpool_3a", "avgpool_1a", "dropout"))
 DEFAULT_UNFREEZE = ("block8", "last_linear", "last_bn")
 N_VIEWS = 2  # the crop and its mirror image
@@ -136,9 +127,6 @@ class SplitNet:
                 h.update(name.encode())
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
-
-    def trainable_parameters(self) -> list:
-        return [p for p in self.tail.parameters() if p.requires_grad]
 
     def run_trunk(self, crops: np.ndarray) -> np.ndarray:
         """float32 trunk output for a batch of uint8 crops (no cache)."""

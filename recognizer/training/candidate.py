@@ -1,22 +1,12 @@
-"""A migration candidate: a new version of a model built beside the one in use, switched to only when asked.
+"""A migration candidate (DIR/candidate.json): a new version of a model built beside the one in use,
+switched to only when asked.
 
-    DIR/candidate.json   the candidate's model.json (its own gallery-<token>/, checkpoint and FPIR
-                         table), what it was built beside (the model in use then and its faces),
-                         the chips its gallery names, and the side-by-side figures
-
-`finetune.py` builds one (a finetune, possibly on another backbone or weights) and
-`finetune.py --reembed` too (no training: every enrolled face re-embedded from its chip with
-another network). The model in use (model.json, its gallery and checkpoint) is not touched, so
-identify and running servers go on with it. `switch` makes the candidate the model in use:
-under the writer lock it carries over what changed since the candidate was built, exactly as a
-finetune's commit does for what changed while it trained (faces enrolled since are embedded
-from their chips with the candidate's network, people removed since are left out, training
-faces included, people renamed keep their new name, in the classifier's answers too), keeps
-the replaced model.json as a version (`versions.py`, for `--rollback`) and deletes the
-candidate file. A candidate is not a version: it is never counted in `keep_versions`, and
-there is at most one: building another replaces it, and a switch made another way (a finetune
-that switches, a rollback) discards it, since it was built beside a model that is gone.
-Removing a person removes them from the candidate too (gallery rows and chips).
+`finetune.py` builds one (possibly on another backbone or weights), `finetune.py --reembed` too (every
+enrolled face re-embedded from its chip). The model in use is not touched, so identify and running servers
+go on with it. `switch`, under the writer lock, carries over what changed since the build (as a finetune's
+commit does), keeps the replaced model.json as a version (for `--rollback`) and deletes candidate.json.
+A candidate is not a version (never counted in `keep_versions`); there is at most one, and a switch made
+another way (a finetune that switches, a rollback) discards it, since the model it was built beside is gone.
 """
 from __future__ import annotations
 
@@ -25,6 +15,7 @@ import logging
 import os
 import secrets
 import shutil
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,13 +31,11 @@ from recognizer.evaluation.compare import compare
 from recognizer.evaluation.run import EvaluationOptions
 from recognizer.modeldir.rebuild import build_gallery, carry_over, fresh_record, starting_point
 from recognizer.recognizer import Recognizer
-from recognizer.network.checkpoint import load_finetuned
-from recognizer.training.versions import (
-    CANDIDATE_FILE, CANDIDATE_REPORT, Candidate, base_of, build_lease, load_candidate, pending_files, push_version,
-    remove_unused, write_candidate,
-)
+from recognizer.view import open_network
+from recognizer.training.versions import (CANDIDATE_FILE, CANDIDATE_REPORT, Candidate, base_of, build_lease,
+                                          load_candidate, pending_files, push_version, remove_unused, write_candidate)
 
-__all__ = ["migrate", "network_for", "pending", "pending_chips", "reembed", "remove_person", "side_by_side", "switch"]
+__all__ = ["migrate", "pending", "pending_chips", "reembed", "remove_person", "side_by_side", "switch"]
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +47,6 @@ def pending_chips(model_dir: str | Path) -> set[str] | None:
     except ModelError:
         return None
     return set(cand.chips) if cand else set()
-
-
-def network_for(model_dir: str | Path, cfg: ModelConfig, weights_dir=None):
-    """(embedder, classifier or None) of a model.json, checked against its model id."""
-    classifier = None
-    if cfg.checkpoint:
-        if not (Path(model_dir) / cfg.checkpoint).is_file():
-            raise ModelError(f"{model_dir}: {cfg.checkpoint} is not there")
-        embedder, classifier = load_finetuned(Path(model_dir), cfg, weights_dir=weights_dir)
-    else:
-        embedder = make_embedder(cfg.backbone, cfg.weights, weights_dir)
-    if embedder.model_id != cfg.model_id:
-        raise ModelError(f"{model_dir}: the {cfg.backbone} network found now has model id {embedder.model_id}, not "
-                         f"{cfg.model_id} (other weights?); nothing was changed")
-    return embedder, classifier
 
 
 def switch(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -> dict:
@@ -88,7 +62,7 @@ def switch(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -
             raise ModelError(f"{d}: the candidate was built beside model {cand.base['model_id']} (gallery "
                              f"{cand.base['gallery']}), but {MODEL_FILE} now names {live.model_id} (gallery "
                              f"{live.gallery}): the model was switched since; build the candidate again. Nothing was changed")
-        embedder, _ = network_for(d, cand.config, weights_dir)
+        embedder, _ = open_network(d, cand.config, weights_dir)
         info, name, chips = _carry_over(d, cand, live, embedder, progress)
         cfg = replace(cand.config, gallery=name, keep_versions=live.keep_versions)
         if live.backbone == cfg.backbone:  # set since the build (e.g. evaluate.py --set-threshold)
@@ -111,8 +85,8 @@ def switch(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -
 
 
 def _carry_over(d: Path, cand: Candidate, live: ModelConfig, embedder, progress: bool):
-    """Build the gallery the switch installs: the candidate's, with what changed in the model in
-    use since the candidate was built. Returns (counts, its name, its chips)."""
+    """The candidate's gallery with what changed in the model in use since the build; returns (counts, its
+    name, its chips)."""
     with open_gallery(d / cand.config.gallery, model_id=cand.config.model_id) as g:
         c_records = g.records()
         ids, vecs = g.vectors()
@@ -131,9 +105,8 @@ def _carry_over(d: Path, cand: Candidate, live: ModelConfig, embedder, progress:
     carried = carry_over(d, base, built, [(face_key(r.content_hash, r.box), r) for r in current], cand_vec)
     name = f"{GALLERY_DIR}-{secrets.token_hex(6)}"
     build_gallery(d, name, cand.config.model_id, embedder, carried.records, carried.vectors, progress=progress,
-                  desc="faces enrolled since",
-                  failure=lambda n: f"{d}: {n} faces enrolled since the candidate was built cannot be "
-                                    "re-embedded; nothing was changed")
+                  desc="faces enrolled since", failure=lambda n: f"{d}: {n} faces enrolled since the candidate was "
+                                                                 "built cannot be re-embedded; nothing was changed")
     # Classes of the classifier follow people renamed since the build.
     fate = carried.fate
     names = dict(cand.config.class_names)
@@ -149,8 +122,7 @@ def _carry_over(d: Path, cand: Candidate, live: ModelConfig, embedder, progress:
 
 
 def remove_person(model_dir: str | Path, name: str) -> tuple[int, set[str]]:
-    """Remove `name` from the pending candidate's gallery; returns (faces removed, their chips).
-    Caller holds the writer lock."""
+    """Remove `name` from the pending candidate; returns (faces removed, their chips). Caller holds the writer lock."""
     d = Path(model_dir)
     cand = load_candidate(d)
     if cand is None or not (d / cand.config.gallery).is_dir():
@@ -185,8 +157,8 @@ def _without(obj, name: str):
 
 def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weights_dir=None,
             progress: bool = False) -> tuple[Candidate, ModelConfig]:
-    """Build a candidate with no training: every enrolled face re-embedded from its chip with the
-    `backbone`/`weights` network. Returns (the candidate, the model in use it was built beside)."""
+    """A candidate with every enrolled face re-embedded from its chip by another network; returns (the
+    candidate, the model in use it was built beside)."""
     d = Path(model_dir)
     live = starting_point(d)
     if live is None:
@@ -223,8 +195,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
 
 
 def _commit_reembed(d: Path, cand: Candidate, live: ModelConfig) -> None:
-    """Under the writer lock: make the re-embedded gallery the pending candidate, without the
-    people removed while it was built."""
+    """Under the writer lock: the re-embedded gallery made the candidate, without people removed meanwhile."""
     cfg = cand.config
     if base_of(load_config(d)) != cand.base:
         raise ModelError(f"{d}: the model was switched while re-embedding; nothing was changed, run it again")
@@ -243,21 +214,17 @@ def _commit_reembed(d: Path, cand: Candidate, live: ModelConfig) -> None:
 
 def side_by_side(model_dir: str | Path, current: ModelConfig, candidate: ModelConfig, photos, *, unknown_dir=None,
                  weights_dir=None, cache=None, progress: bool = False) -> dict:
-    """The model in use and the candidate scored on the same held-out `photos` ((paths, labels,
-    description); see `recognizer.evaluation.compare`), kept in candidate.json for a later switch.
-    A failure to score is reported in the result ({"error": ...}), never raised: the candidate stands."""
+    """The model in use and the candidate scored on the same held-out `photos` ((paths, labels, description)),
+    kept in candidate.json. A failure to score is returned as {"error": ...}, never raised: the candidate stands."""
     d = Path(model_dir)
     try:
-        cur = Recognizer.pinned(d, current, weights_dir=weights_dir, cache=cache)
-        try:
+        with ExitStack() as opened:
+            cur = Recognizer.pinned(d, current, weights_dir=weights_dir, cache=cache)
+            opened.callback(cur.gallery.close)
             new = Recognizer.pinned(d, candidate, weights_dir=weights_dir, cache=cache)
-            try:
-                out = compare(cur, new, photos, EvaluationOptions(unknown_dir=str(unknown_dir) if unknown_dir else None,
-                                                                  progress=progress))
-            finally:
-                new.gallery.close()
-        finally:
-            cur.gallery.close()
+            opened.callback(new.gallery.close)
+            out = compare(cur, new, photos, EvaluationOptions(unknown_dir=str(unknown_dir) if unknown_dir else None,
+                                                              progress=progress))
     except (FaceToolError, ValueError, OSError) as exc:
         log.warning("could not score the two models side by side: %s", exc)
         return {"error": str(exc)}
@@ -271,8 +238,7 @@ def side_by_side(model_dir: str | Path, current: ModelConfig, candidate: ModelCo
 
 def migrate(model_dir: str | Path, backbone: str, weights: str | None, *, photos=None, unknown_dir=None,
             switch_now: bool = False, weights_dir=None, cache=None, progress: bool = False) -> dict:
-    """Re-embed every enrolled face with another network as a candidate (`reembed`), score it
-    beside the model in use on `photos` when given, and switch to it only when `switch_now`."""
+    """`reembed`, scored beside the model in use on `photos` when given, switched to when `switch_now`."""
     d = Path(model_dir)
     cand, live = reembed(d, backbone, weights, weights_dir=weights_dir, progress=progress)
     out = {"model_dir": str(d), "kind": "reembed", "current": {"model_id": live.model_id, "backbone": live.backbone},

@@ -45,13 +45,8 @@ class Split:
 
 
 def list_people(folder: Path) -> LabelledSet:
-    """Every image under folder/<person>/ (the files enroll reads from a folder), sorted, labelled
-    by its folder name.
-
-    Folder names are person names and follow the gallery's rules (`gallery.validate_name`): a
-    folder "madonna " is the person "madonna", as enroll.py would store her, so the classifier
-    and the gallery agree; two folders whose names look alike are refused.
-    """
+    """Every image under folder/<person>/, sorted, labelled by its folder name as the gallery would store it
+    (`validate_name`, so the classifier and the gallery agree); folders whose names look alike are refused."""
     out = LabelledSet()
     labels: dict[str, str] = {}
     for person_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):

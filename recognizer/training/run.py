@@ -1,29 +1,16 @@
 """Finetune a model directory on a folder of labelled photos (the library behind `finetune.py`).
 
-Steps: split train/val -> detect and crop the largest face of each photo (crop cache) -> run the
-frozen trunk once per face and view (trunk cache) -> train the tail and a cosine head (early
-stopping on val loss) -> save `checkpoint.pt` -> rebuild the gallery with the finetuned network
--> calibrate the FPIR table of the new embeddings on the stranger cohort -> write `model.json`
--> score classifier, kNN and combined on val -> curves and `report.json`.
+Split train/val -> crop the largest face of each photo (crop cache) -> run the frozen trunk once per face
+(trunk cache) -> train the tail and a cosine head (early stopping on val loss) -> checkpoint -> rebuild the
+gallery: the training faces plus every enrolled face re-embedded from its chip (a face with no chip and no
+photo keeps its vector only when the network does not change, sface; otherwise the finetune stops before
+changing anything) -> FPIR table on the stranger cohort -> model.json -> val scores, curves, report.json.
 
-Rerunning on an existing model directory retrains from the base weights and rebuilds the gallery:
-the training faces plus every enrolled face, re-embedded with the new network from its chip
-(`recognizer.chips`: stored at enrolment, so uploads, imports and moved photo folders are all
-kept). Faces enrolled before chips existed get theirs from their photos first; one whose photo is
-gone keeps its old vector when the embedding network does not change (sface), and otherwise the
-finetune stops before changing anything and names it.
-
-Changes made while it trains are not lost: the commit takes the model's writer lock, reads the
-gallery again, and carries over what changed since the start (faces enrolled are embedded from
-their chips, people removed are left out, training faces included, people renamed keep their new
-name, in the classifier's answers too). It refuses to replace a model it did not start from: a
-model.json switched meanwhile (another finetune), or a directory that holds faces but no
-model.json, or a model.json naming a gallery that is not there (restored from a backup).
-The new checkpoint and gallery are written beside the old ones as a candidate
-(`recognizer.training.candidate`), scored side by side with the model in use on the val faces
-(closed and open set), and model.json is switched to them in one atomic rename: by default for a
-retrain on the same backbone and weights, only when asked (`switch`) for another backbone or
-weights. A crash leaves the old model, or the new one, or the old one with the candidate pending.
+The commit takes the writer lock and carries over what changed while it trained (enrolled, removed, renamed),
+and refuses to replace a model it did not start from. The new checkpoint and gallery are written beside the
+old ones as a candidate (`recognizer.training.candidate`), scored side by side on the val faces, and switched
+to in one atomic rename of model.json: by default for a retrain on the same network, only when asked
+(`switch`) for another. A crash leaves the old model, the new one, or the old one with the candidate pending.
 """
 from __future__ import annotations
 
@@ -63,9 +50,7 @@ from recognizer.training.dataset import load_split
 from recognizer.network.head import CosineClassifier, class_means, make_head
 from recognizer.network.loop import TrainSettings, train
 from recognizer.network.trunk import SplitNet, TrunkCache, parse_unfreeze
-from recognizer.training.versions import (
-    CANDIDATE_REPORT, Candidate, base_of, build_lease, remove_unused, write_candidate,
-)
+from recognizer.training.versions import CANDIDATE_REPORT, Candidate, base_of, build_lease, remove_unused, write_candidate
 
 __all__ = ["REPORT_FILE", "FinetuneOptions", "FinetuneReport", "finetune"]
 
@@ -83,8 +68,7 @@ class FinetuneOptions:
     trunk_cache_dir: str | None = None  # default: beside the crop cache
     progress: bool = False
     cohort: str | None = None  # stranger cohort for the FPIR table; default FACETOOL_COHORT or the shared cohort-celeba
-    # Switch the model to the result? None: yes for the same backbone and weights (a retrain), no
-    # for another backbone or weights (a migration: built beside, compared, switched on request).
+    # None: switch for a retrain on the same backbone and weights, not for a migration to another
     switch: bool | None = None
     unknown_dir: str | None = None  # strangers' photos (<person>/) for the side-by-side open-set figures
 
@@ -104,8 +88,6 @@ class FinetuneReport:
     gallery: dict
     timings: dict
     files: list[str]
-    # the model in use's closed-set and open-set figures beside this one's, on the same val faces
-    # (recognizer.evaluation.compare); None for a new model
     comparison: dict | None = None
     fpir: dict = field(default_factory=dict)  # how the FPIR table of the new embeddings was made
     switched: bool = True  # False: built as a candidate beside the model in use (finetune.py --switch switches)
@@ -167,9 +149,7 @@ def _snapshot(d: Path, cfg: ModelConfig, detector) -> _Start:
 
 
 def _embed_enrolled(start: _Start, embedder, reuse_vectors: bool, progress: bool) -> dict[int, np.ndarray]:
-    """id -> the new network's vector of every enrolled face, from its chip (or its old vector
-    when the network is unchanged and the chip is missing). Faces that can be neither stop the
-    finetune here, before anything is changed."""
+    """id -> the new network's vector of every enrolled face (ModelError, before any change, when one has none)."""
     vectors = embed_chips(start.records, embedder, chip_store(start.dir), progress=progress, desc="enrolled faces",
                           no_chip="enrolled before chips were kept, and its photo is gone or changed",
                           spare=(lambda r: start.vectors[r.id]) if reuse_vectors else None,
@@ -182,8 +162,6 @@ def _embed_enrolled(start: _Start, embedder, reuse_vectors: bool, progress: bool
 
 @dataclass
 class _Faces:
-    """The faces a finetune trains and validates on, and the model it starts from."""
-
     old_cfg: ModelConfig | None
     source: str  # where the train/val split came from
     weights: str | None
@@ -206,8 +184,6 @@ class _Faces:
 
 @dataclass
 class _Trained:
-    """What training made: the network split at its frozen trunk, its cache, and the head."""
-
     unfreeze: tuple
     net: SplitNet
     cache: TrunkCache
@@ -219,7 +195,7 @@ class _Trained:
 
 
 def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions) -> FinetuneReport:
-    """Finetune `model_dir` on the labelled photos of `data_dir` (see the module docstring)."""
+    """Finetune `model_dir` on the labelled photos of `data_dir`."""
     timings: dict[str, float] = {}
     d = Path(model_dir)
     faces = _read_faces(data_dir, d, opts, timings)
@@ -254,8 +230,8 @@ def _read_faces(data_dir: str | Path, d: Path, opts: FinetuneOptions, timings: d
                          "the new network cannot embed them and finetuning would drop them; nothing was changed. Put "
                          "their photos back where they were enrolled from (or remove those people with enroll.py "
                          "--remove) and run again; they cannot be re-embedded:\n  " + "\n  ".join(start.no_chip[:50]))
-    x_tr, y_tr, rec_tr, skipped = _largest_crops(pipeline, split.train.paths, split.train.labels, opts.progress, "train photos",
-                                                 with_chips=True)
+    x_tr, y_tr, rec_tr, skipped = _largest_crops(pipeline, split.train.paths, split.train.labels, opts.progress,
+                                                 "train photos", with_chips=True)
     x_va, y_va, rec_va, skipped_va = _largest_crops(pipeline, split.val.paths, split.val.labels, opts.progress, "val photos")
     timings["detect_s"] = time.perf_counter() - t
     faces = _Faces(old_cfg, split.source, weights, base, detector, pipeline, start, reuse_vectors, x_tr, y_tr, rec_tr,
@@ -299,11 +275,8 @@ def _train(f: _Faces, opts: FinetuneOptions, timings: dict) -> _Trained:
 
 
 def _build(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions, timings: dict) -> FinetuneReport:
-    """Write the checkpoint, FPIR table and gallery beside the model in use, commit them (as the
-    model for a new one, else as a candidate), then compare, maybe switch, and report."""
-    # The new checkpoint and gallery go beside the ones in use, under fresh names; model.json is
-    # switched to them in one atomic rename, so a crash or a failure before that leaves the old
-    # model whole, and one after it the new model whole.
+    """Write the checkpoint, FPIR table and gallery beside the model in use under fresh names (so a failure
+    before the commit leaves the old model whole), commit them (the model, or a candidate), then report."""
     token = secrets.token_hex(6)
     ckpt_name, gallery_name, fpir_name = f"checkpoint-{token}.pt", f"{GALLERY_DIR}-{token}", f"fpir-{token}.json"
     committed = False
@@ -375,23 +348,19 @@ def _new_config(f: _Faces, opts: FinetuneOptions, model_id: str, ckpt_name: str,
     """The finetuned model's model.json: the starting model's settings where they still apply."""
     old_cfg = f.old_cfg
     same_backbone = old_cfg is not None and old_cfg.backbone == opts.backbone
-    return ModelConfig(
-        backbone=opts.backbone, weights=f.weights, model_id=model_id, dim=f.base.dim,
-        threshold=old_cfg.threshold if same_backbone else DEFAULT_THRESHOLDS[opts.backbone],
-        knn_k=old_cfg.knn_k if old_cfg else ModelConfig.knn_k,
-        detector=dict(old_cfg.detector) if old_cfg else asdict(f.detector.settings),
-        checkpoint=ckpt_name,
-        gallery=gallery_name,
-        keep_versions=old_cfg.keep_versions if old_cfg else ModelConfig.keep_versions,
-        target_fpir=old_cfg.target_fpir if old_cfg is not None else DEFAULT_TARGET_FPIR,
-        fpir_table=fpir_table,
-    )
+    return ModelConfig(backbone=opts.backbone, weights=f.weights, model_id=model_id, dim=f.base.dim,
+                       threshold=old_cfg.threshold if same_backbone else DEFAULT_THRESHOLDS[opts.backbone],
+                       knn_k=old_cfg.knn_k if old_cfg else ModelConfig.knn_k,
+                       detector=dict(old_cfg.detector) if old_cfg else asdict(f.detector.settings),
+                       checkpoint=ckpt_name, gallery=gallery_name,
+                       keep_versions=old_cfg.keep_versions if old_cfg else ModelConfig.keep_versions,
+                       target_fpir=old_cfg.target_fpir if old_cfg is not None else DEFAULT_TARGET_FPIR,
+                       fpir_table=fpir_table)
 
 
 def _compare_and_report(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions, cfg: ModelConfig, gallery_info: dict,
                         fpir_info: dict, timings: dict) -> FinetuneReport:
-    """After the commit: score a candidate beside the model in use, switch to it when asked (by
-    default for a retrain), score the new gallery on val and write the report."""
+    """After the commit: compare a candidate with the model in use, maybe switch, score on val, write the report."""
     old_cfg, gallery_name = f.old_cfg, cfg.gallery
     comparison, switched, switch_info = None, old_cfg is None, None
     if old_cfg is not None:
@@ -410,26 +379,20 @@ def _compare_and_report(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions,
     gal.close()
     files = [str(p) for p in plot_curves(tr.result.history, d)]
     s = opts.settings
-    report = FinetuneReport(
-        str(d), opts.backbone, cfg.model_id, f.classes, len(f.y_tr), len(f.y_va), f.source, f.skipped,
-        {**tr.result.to_dict(), "unfreeze": list(tr.unfreeze), "settings": s.to_dict(),
-         "trunk_cache": {"hits": tr.cache.hits, "misses": tr.cache.misses}},
-        scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files, comparison, fpir_info,
-        switched, switch_info,
-    )
+    report = FinetuneReport(str(d), opts.backbone, cfg.model_id, f.classes, len(f.y_tr), len(f.y_va), f.source, f.skipped,
+                            {**tr.result.to_dict(), "unfreeze": list(tr.unfreeze), "settings": s.to_dict(),
+                             "trunk_cache": {"hits": tr.cache.hits, "misses": tr.cache.misses}},
+                            scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files,
+                            comparison, fpir_info, switched, switch_info)
     # report.json describes the model in use: a candidate's waits beside it until the switch
     write_json_atomic(d / (REPORT_FILE if switched else CANDIDATE_REPORT), report.to_dict())
     return report
 
 
 def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: str, pipeline) -> dict:
-    """Write the FPIR table of the finetuned embeddings to `path`; says what was done.
-
-    sface finetuning trains the head alone, so its embeddings are the base model's: the shipped
-    table of the base model is the right one, copied under the new model id. Otherwise the
-    calibration part of the cohort is embedded with the new network. Without a cohort the model
-    keeps its fixed threshold, and the report says so.
-    """
+    """Write the FPIR table of the finetuned embeddings to `path`; says what was done. sface finetuning trains
+    the head alone, so the base model's shipped table is copied; else the cohort is embedded with the new
+    network, and without a cohort the model keeps its fixed threshold."""
     if tuned is base:
         table = shipped_table(base.model_id)
         if table is not None:
@@ -450,9 +413,8 @@ def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: st
 
 def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, train_emb, train_labels, train_records,
             enrolled: dict[int, np.ndarray]):
-    """Under the writer lock: carry over what changed since the start and build the new gallery
-    (`cfg.gallery`), for the caller to switch model.json to. Returns (report info, its chips, the
-    records of the model in use)."""
+    """Under the writer lock: build `cfg.gallery` with what changed since the start carried over. Returns
+    (report info, its chips, the records of the model in use)."""
     current = _current_faces(d, old_cfg, cfg)
     # A training folder's name -> the person's name in the gallery: people renamed since the last
     # finetune (model.json's class names) or while this one ran keep their new name; people
@@ -479,8 +441,7 @@ def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, 
 
 
 def _class_name(old_cfg: ModelConfig | None, label: str, gallery_people: set[str]) -> str:
-    """The gallery's name of training folder `label` when the commit starts: model.json's class
-    name (renamed since the last finetune) unless that name has no face now."""
+    """Training folder `label`'s name in the gallery: model.json's class name unless that name has no face now."""
     name = old_cfg.class_names.get(label, label) if old_cfg is not None else label
     if old_cfg is not None and name != label and name not in gallery_people:
         name = label  # renamed, then the new name was removed or renamed again: back to the folder's
@@ -488,8 +449,8 @@ def _class_name(old_cfg: ModelConfig | None, label: str, gallery_people: set[str
 
 
 def _current_faces(d: Path, old_cfg: ModelConfig | None, cfg: ModelConfig) -> list:
-    """The records of the model in use, once it is checked to be the one the finetune started
-    from (ModelError otherwise, nothing changed); settings changed meanwhile go into `cfg`."""
+    """The records of the model in use, checked to be the one the finetune started from (else ModelError);
+    settings changed meanwhile go into `cfg`."""
     if cfg.checkpoint and not (d / cfg.checkpoint).is_file():
         # deleted as unused by another finetune's commit that ran meanwhile
         raise ModelError(f"{d}: {cfg.checkpoint} was removed while this finetune ran (another finetune finished "

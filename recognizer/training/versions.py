@@ -1,25 +1,15 @@
-"""Earlier versions of a model directory, for rolling back a finetune or a migration.
+"""Earlier versions of a model directory (DIR/versions/v000001.json ..., oldest first), for rollback.
 
-    DIR/versions/v000001.json ...   the model.json of each replaced version, oldest first
+A finetune or a switch to a candidate keeps the replaced model.json here with its checkpoint, but not its
+gallery (kept aside, it would go stale and keep the faces of people removed since). `rollback` re-embeds the
+faces enrolled *now* from their chips with the kept version's network, so it loses no enrolment and brings
+back no one removed since; the version left is kept in turn. At most `keep_versions` are kept; a pending
+candidate is not counted, and its files are kept while it is pending.
 
-When a finetune or a switch to a migration candidate (`candidate.py`) replaces model.json, the
-replaced model.json is kept here with its checkpoint
-(its gallery is not: a gallery kept aside would go stale, and would keep the faces of people
-removed since). `rollback` returns to the newest kept version by re-embedding the faces enrolled
-*now* from their chips with that version's network, so a rollback loses no enrolment made since
-and brings back no one removed since. The version left is kept in turn (roll forward = roll
-back again). At most `keep_versions` (model.json, default 2) are kept; older ones are pruned
-with the checkpoints no kept version names. A pending candidate is not a version: it is not
-counted, and its files are kept while it is pending.
-
-A finetune or a re-embed builds its checkpoint-<token>.pt and gallery-<token>/ before it takes the
-writer lock for its commit, so it holds a build lease on its token meanwhile (`build_lease`):
-`remove_unused` leaves a leased token's files alone, and deletes them once no live process holds
-the lease (the OS releases it when the builder dies).
-
-The pending candidate's file (candidate.json, `Candidate`) is read and written here too: deleting
-unused files must know what it names, and a rollback discards it. What builds and switches to a
-candidate is `candidate.py`, above this module.
+A finetune or re-embed builds checkpoint-<token>.pt and gallery-<token>/ before taking the writer lock, under
+a build lease on its token (`build_lease`): `remove_unused` leaves a leased token's files alone until no live
+process holds it (the OS releases it when the builder dies). candidate.json (`Candidate`) is read and written
+here because deleting unused files must know what it names; `candidate.py` builds and switches to it.
 """
 from __future__ import annotations
 
@@ -32,8 +22,8 @@ import secrets
 import shutil
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -47,11 +37,9 @@ from recognizer.embedding.backbones import make_embedder
 from recognizer.modeldir.rebuild import build_gallery, fresh_record
 from recognizer.network.checkpoint import load_finetuned
 
-__all__ = [
-    "CANDIDATE_FILE", "CANDIDATE_REPORT", "Candidate", "LEASE_NAME", "VERSIONS_DIR", "base_of", "build_lease",
-    "config_from", "discard_candidate", "kept_checkpoints", "list_versions", "load_candidate", "load_version",
-    "pending_files", "push_version", "remove_unused", "rollback", "write_candidate",
-]
+__all__ = ["CANDIDATE_FILE", "CANDIDATE_REPORT", "Candidate", "LEASE_NAME", "VERSIONS_DIR", "base_of", "build_lease",
+           "config_from", "discard_candidate", "kept_checkpoints", "list_versions", "load_candidate", "load_version",
+           "pending_files", "push_version", "remove_unused", "rollback", "write_candidate"]
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +53,8 @@ def _lease_path(d: Path, token: str) -> Path:
 
 @contextmanager
 def build_lease(model_dir: str | Path, token: str) -> Iterator[None]:
-    """Hold the build lease of `token` while its gallery-<token>/ and checkpoint-<token>.pt are
-    built outside the writer lock: `remove_unused` keeps them meanwhile. Take it before creating
-    any of them, and leave it once they are committed (named by model.json or candidate.json) or
-    deleted."""
+    """Hold `token`'s build lease (so `remove_unused` keeps its files): taken before creating them, left once
+    they are committed (named by model.json or candidate.json) or deleted."""
     path = _lease_path(model_dir, token)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -111,9 +97,7 @@ def _take_dead_lease(d: Path, token: str, held: ExitStack) -> bool:
 
 def list_versions(d: Path) -> list[Path]:
     root = Path(d) / VERSIONS_DIR
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if _VERSION.fullmatch(p.name)), key=lambda p: p.name)
+    return sorted((p for p in root.iterdir() if _VERSION.fullmatch(p.name)), key=lambda p: p.name) if root.is_dir() else []
 
 
 def load_version(path: Path) -> ModelConfig:
@@ -138,8 +122,7 @@ def config_from(raw, path: Path) -> ModelConfig:
 
 
 def push_version(d: Path, cfg: ModelConfig) -> None:
-    """Keep `cfg` (the model.json being replaced) as the newest version; prune to `keep_versions`.
-    Caller holds the writer lock."""
+    """Keep `cfg` (the model.json being replaced) as the newest version, pruned to `keep_versions`. Under the writer lock."""
     root = Path(d) / VERSIONS_DIR
     ensure_private_dir(root)
     existing = list_versions(d)
@@ -153,29 +136,21 @@ def push_version(d: Path, cfg: ModelConfig) -> None:
 def kept_checkpoints(d: Path) -> set[str]:
     out = set()
     for p in list_versions(d):
-        try:
-            ckpt = load_version(p).checkpoint
-        except ModelError:
-            continue
-        if ckpt:
-            out.add(ckpt)
-    return out
+        with suppress(ModelError):
+            out.add(load_version(p).checkpoint or "")
+    return out - {""}
 
 
 def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
-    """Delete the galleries and checkpoints neither model.json, a kept version, the pending
-    candidate (`candidate.py`) nor `keep` names: replaced ones, and any left by an interrupted run
-    (they hold face data, so they must not linger), but not those of a live build (`build_lease`).
-    Caller holds the writer lock."""
+    """Delete the galleries and checkpoints that neither model.json, a kept version, the pending candidate nor
+    `keep` names (they hold face data, so they must not linger), but not a live build's. Under the writer lock."""
     pending = pending_files(d)
     if pending is None:  # a damaged candidate.json: it might name any of them
         return
     keep = set(keep) | kept_checkpoints(d) | pending
-    try:
+    with suppress(ModelError):
         cur = load_config(d)
         keep |= {cur.gallery, cur.checkpoint or ""}
-    except ModelError:
-        pass
     with ExitStack() as held:
         live: dict[str, bool] = {}
 
@@ -215,8 +190,7 @@ class Candidate:
     report: dict = field(default_factory=dict)  # what built it (finetune figures, re-embed counts)
 
     def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "base": self.base, "base_faces": self.base_faces, "chips": self.chips,
-                "kind": self.kind, "built_at": self.built_at, "comparison": self.comparison, "report": self.report}
+        return asdict(self)
 
 
 def base_of(cfg: ModelConfig) -> dict:
@@ -254,16 +228,15 @@ def pending_files(model_dir: str | Path) -> set[str] | None:
 
 
 def write_candidate(model_dir: str | Path, cand: Candidate) -> None:
-    """Make `cand` the pending candidate, replacing (and deleting the files of) any other one.
-    Caller holds the writer lock."""
+    """Make `cand` the pending candidate, deleting any other one's files. Under the writer lock."""
     d = Path(model_dir)
     write_json_atomic(d / CANDIDATE_FILE, cand.to_dict())
     remove_unused(d)
 
 
 def discard_candidate(model_dir: str | Path, reason: str) -> bool:
-    """Delete the pending candidate and its files; returns whether there was one. Caller holds the
-    writer lock and has saved model.json."""
+    """Delete the pending candidate and its files; returns whether there was one. Under the writer lock, after
+    model.json is saved."""
     d = Path(model_dir)
     path = d / CANDIDATE_FILE
     if not path.exists():
@@ -276,7 +249,7 @@ def discard_candidate(model_dir: str | Path, reason: str) -> bool:
 
 
 def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -> dict:
-    """Return the model to its newest kept version (see the module docstring); returns a summary."""
+    """Return the model to its newest kept version; returns a summary."""
     d = Path(model_dir)
     with writer_lock(d):
         versions = list_versions(d)
@@ -289,8 +262,8 @@ def rollback(model_dir: str | Path, *, weights_dir=None, progress: bool = False)
             records = g.records()
         name = f"{GALLERY_DIR}-{secrets.token_hex(6)}"
         build_gallery(d, name, prev.model_id, embedder, [fresh_record(r) for r in records], progress=progress,
-                      failure=lambda n: f"{d}: {n} enrolled faces have no usable chip, so the earlier "
-                                        "network cannot embed them; nothing was changed")
+                      failure=lambda n: f"{d}: {n} enrolled faces have no usable chip, so the earlier network cannot "
+                                        "embed them; nothing was changed")
         restored = replace(prev, gallery=name, keep_versions=cur.keep_versions)
         versions[-1].unlink()
         push_version(d, cur)  # the version left, so it can be returned to
