@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facecore.errors import FaceToolError, ImageError
+from facecore.extras import require_extra
 from facecore.names import refuse_lookalikes, validate_name
 from recognizer.cache import CropCache
 from recognizer.chips import chip_of
@@ -166,6 +167,7 @@ class _Analyzer:
 
 def init_ray(address: str | None, workers: int | None) -> int:
     """Connect to (or start) Ray; returns how many analysing actors to run."""
+    require_extra("ray", "--ray")
     import ray  # heavy (seconds to import): only bulk runs need it
 
     if not ray.is_initialized():
@@ -184,6 +186,7 @@ def analyze_bulk(rec, paths: list[str], *, address: str | None = "auto", workers
                  chips: bool = False, batch_size: int = 4) -> Iterator[tuple[int, Any, bytes | str | None]]:
     """(input index, PhotoResult, chip) for each path, in input order, analysed by Ray actors with
     the networks of `rec` (a Recognizer); the chip (bytes, or why there is none) only with `chips`."""
+    require_extra("ray", "--ray")
     import ray.data  # heavy (seconds to import): only bulk runs need it
 
     actors = init_ray(address, workers)

@@ -23,6 +23,8 @@ import sys
 
 import click
 
+from facecore.extras import MissingExtra, require_extra
+
 
 @click.command(help=__doc__.split("\n\n")[0])
 @click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
@@ -62,6 +64,10 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
     from recognizer.cli._options import passive_openmp
 
     passive_openmp()
+    try:
+        require_extra("train", "facetool finetune")
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
 
     import torch
 
