@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import os
-import pickle
+import struct
 import subprocess
 import sys
 import warnings
@@ -52,29 +52,39 @@ def test_reader_shapes():
     assert shapes["prelu5.weight"] == (256,) and len(shapes) == 21
 
 
-class _Boom:
-    def __reduce__(self):
-        return (os.system, ("touch /tmp/facetool-reader-ran-code",))
+# Pickles written out opcode by opcode (the project imports no pickle module, tests included).
+def _str(text: str) -> bytes:
+    return b"X" + struct.pack("<I", len(text.encode())) + text.encode()  # BINUNICODE
 
 
-def _legacy(obj, protocol: int = 2) -> bytes:
-    """A legacy torch file's layout around `obj` (magic, version, sys info, obj, no storages)."""
-    buf = io.BytesIO()
-    for x in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}, obj, []):
-        pickle.dump(x, buf, protocol=protocol)
-    return buf.getvalue()
+def _p(body: bytes, protocol: int = 2) -> bytes:
+    return b"\x80" + bytes([protocol]) + body + b"."  # PROTO ... STOP
+
+
+_HEADER = (_p(b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little"))  # LONG1 magic
+           + _p(b"M" + struct.pack("<H", 1001))  # BININT2 protocol version
+           + _p(b"}(" + _str("little_endian") + b"\x88u"))  # {little_endian: True}
+_SYSTEM = b"cos\nsystem\n" + _str("touch /tmp/facetool-reader-ran-code") + b"\x85R"  # os.system(...)
+
+
+def _legacy(body: bytes, protocol: int = 2) -> bytes:
+    """A legacy torch file's layout around the pickle `body`: header pickles, it, no storages."""
+    return _HEADER + _p(body, protocol) + _p(b"]")
 
 
 @pytest.mark.parametrize("payload", [
-    _legacy(_Boom()),  # a global outside the allow-list
-    _legacy({"w": _Boom()}),
-    _legacy({"w": 1.5}, protocol=4),  # another protocol
-    _legacy({"w": 1.5}),  # an entry that is not a tensor
-    _legacy([1, 2]),  # not a dict
+    _legacy(_SYSTEM),  # a global outside the allow-list
+    _legacy(b"}" + _str("w") + _SYSTEM + b"s"),  # {"w": os.system(...)}
+    _legacy(b"}" + _str("w") + b"G" + struct.pack(">d", 1.5) + b"s", protocol=4),  # another protocol
+    _legacy(b"}" + _str("w") + b"G" + struct.pack(">d", 1.5) + b"s"),  # an entry that is not a tensor
+    _legacy(b"](K\x01K\x02e"),  # [1, 2]: not a dict
+    _legacy(b"ccollections\nOrderedDict\n" + _str("x") + b"\x85R"),  # OrderedDict("x"): only () is allowed
+    _legacy(b"\x93"),  # STACK_GLOBAL: not on the allow-list
     b"\x80\x02}q\x00.",  # one pickle, then nothing
     b"",
     b"not a pickle at all",
-])
+], ids=["os-system", "os-system-in-dict", "protocol-4", "not-a-tensor", "not-a-dict", "ordereddict-args", "stack-global",
+        "one-pickle", "empty", "text"])
 def test_reader_refuses_what_is_not_a_plain_state_dict(tmp_path, payload):
     marker = Path("/tmp/facetool-reader-ran-code")
     marker.unlink(missing_ok=True)

@@ -106,49 +106,78 @@ def _setitems(stack: list, items: list) -> None:
         target[k] = v
 
 
-def _step(op: str, arg, stack: list, memo: dict) -> None:  # noqa: C901 - one branch per allowed opcode
-    if op in _CONSTANTS:
-        stack.append(arg)
-    elif op in _SINGLETONS:
-        stack.append(_SINGLETONS[op])
-    elif op in ("EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"):
-        stack.append({"EMPTY_DICT": {}, "EMPTY_LIST": [], "EMPTY_TUPLE": ()}[op])
-    elif op == "MARK":
-        stack.append(_MARK)
-    elif op in ("BINPUT", "LONG_BINPUT"):
-        memo[arg] = stack[-1]
-    elif op in ("BINGET", "LONG_BINGET"):
-        stack.append(memo[arg])
-    elif op == "TUPLE":
+def _op_tuple(op, arg, stack, memo):
+    if op == "TUPLE":
         stack.append(tuple(_pop_mark(stack)))
-    elif op in _TUPLES:
-        n = _TUPLES[op]
-        items = tuple(stack[-n:])
-        del stack[-n:]
-        stack.append(items)
-    elif op in ("SETITEM", "SETITEMS"):
-        items = [stack.pop() for _ in range(2)][::-1] if op == "SETITEM" else _pop_mark(stack)
-        _setitems(stack, items)
-    elif op in ("APPEND", "APPENDS"):
-        items = [stack.pop()] if op == "APPEND" else _pop_mark(stack)
-        if not isinstance(stack[-1], list):
-            raise WeightsError("pickle: APPEND(S) on a non-list")
-        stack[-1].extend(items)
-    elif op == "GLOBAL":
-        if arg not in _GLOBALS:
-            raise WeightsError(f"pickle: global {arg!r} is not allowed")
-        stack.append(_GLOBALS[arg])
-    elif op == "REDUCE":
-        args = stack.pop()
-        stack.append(_reduce(stack.pop(), args))
-    elif op == "BINPERSID":
-        stack.append(_persistent(stack.pop()))
-    elif op == "BUILD":  # OrderedDict's state: the `_metadata` attribute (module versions), dropped
-        state = stack.pop()
-        if not (isinstance(stack[-1], dict) and isinstance(state, dict)):
-            raise WeightsError("pickle: BUILD on something other than a dict")
-    else:
+        return
+    n = _TUPLES[op]
+    items = tuple(stack[-n:])
+    if len(items) != n:
+        raise WeightsError(f"pickle: {op} on a short stack")
+    del stack[-n:]
+    stack.append(items)
+
+
+def _op_setitems(op, arg, stack, memo):
+    items = [stack.pop() for _ in range(2)][::-1] if op == "SETITEM" else _pop_mark(stack)
+    _setitems(stack, items)
+
+
+def _op_appends(op, arg, stack, memo):
+    items = [stack.pop()] if op == "APPEND" else _pop_mark(stack)
+    if not isinstance(stack[-1], list):
+        raise WeightsError("pickle: APPEND(S) on a non-list")
+    stack[-1].extend(items)
+
+
+def _op_global(op, arg, stack, memo):
+    if arg not in _GLOBALS:
+        raise WeightsError(f"pickle: global {arg!r} is not allowed")
+    stack.append(_GLOBALS[arg])
+
+
+def _op_reduce(op, arg, stack, memo):
+    args = stack.pop()
+    stack.append(_reduce(stack.pop(), args))
+
+
+def _op_build(op, arg, stack, memo):
+    """OrderedDict's state: the `_metadata` attribute (module versions), dropped."""
+    state = stack.pop()
+    if not (isinstance(stack[-1], dict) and isinstance(state, dict)):
+        raise WeightsError("pickle: BUILD on something other than a dict")
+
+
+def _op_put(op, arg, stack, memo):
+    memo[arg] = stack[-1]
+
+
+# The allowed opcodes (besides PROTO and STOP) and what each does to the stack and memo.
+_OPS = {
+    **{op: lambda op, arg, stack, memo: stack.append(arg) for op in _CONSTANTS},
+    **{op: lambda op, arg, stack, memo: stack.append(_SINGLETONS[op]) for op in _SINGLETONS},
+    "EMPTY_DICT": lambda op, arg, stack, memo: stack.append({}),
+    "EMPTY_LIST": lambda op, arg, stack, memo: stack.append([]),
+    "EMPTY_TUPLE": lambda op, arg, stack, memo: stack.append(()),
+    "MARK": lambda op, arg, stack, memo: stack.append(_MARK),
+    "BINPUT": _op_put, "LONG_BINPUT": _op_put,
+    "BINGET": lambda op, arg, stack, memo: stack.append(memo[arg]),
+    "LONG_BINGET": lambda op, arg, stack, memo: stack.append(memo[arg]),
+    "TUPLE": _op_tuple, **{op: _op_tuple for op in _TUPLES},
+    "SETITEM": _op_setitems, "SETITEMS": _op_setitems,
+    "APPEND": _op_appends, "APPENDS": _op_appends,
+    "GLOBAL": _op_global,
+    "REDUCE": _op_reduce,
+    "BINPERSID": lambda op, arg, stack, memo: stack.append(_persistent(stack.pop())),
+    "BUILD": _op_build,
+}
+
+
+def _step(op: str, arg, stack: list, memo: dict) -> None:
+    handler = _OPS.get(op)
+    if handler is None:
         raise WeightsError(f"pickle: opcode {op} is not allowed")
+    handler(op, arg, stack, memo)
 
 
 def _read_pickle(fh: io.BytesIO):
@@ -166,7 +195,7 @@ def _read_pickle(fh: io.BytesIO):
                 return stack[0]
             else:
                 _step(op, arg, stack, memo)
-    except (ValueError, KeyError, IndexError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise WeightsError(f"pickle: malformed ({type(exc).__name__}: {exc})") from None
     raise WeightsError("pickle: no STOP")
 
@@ -206,6 +235,24 @@ def _tensor(ref, storages: dict[str, np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(view, dtype=np.float32)
 
 
+def _header(fh: io.BytesIO, path: Path) -> None:
+    magic, protocol, info = (_read_pickle(fh) for _ in range(3))
+    if magic != _MAGIC or protocol != _PROTOCOL or not isinstance(info, dict) or info.get("little_endian") is not True:
+        raise WeightsError(f"{path}: not a little-endian legacy torch file")
+
+
+def _tensor_refs(state, keys, path: Path) -> dict:
+    """The state dict's tensor references, checked to be all of it and to match the storage keys."""
+    if not isinstance(state, dict) or not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise WeightsError(f"{path}: not a state dict")
+    refs = {k: v for k, v in state.items() if isinstance(v, tuple) and v[:1] == ("tensor",)}
+    if len(refs) != len(state) or not refs:
+        raise WeightsError(f"{path}: a state dict entry is not a tensor")
+    if sorted({v[1].key for v in refs.values()}) != sorted(keys):
+        raise WeightsError(f"{path}: the storage keys do not match the tensors'")
+    return refs
+
+
 def read_state_dict(path: str | Path, sha256: str | None = None) -> dict[str, np.ndarray]:
     """The float32 arrays of a legacy torch state-dict file, by name, in the file's order; with
     `sha256`, the file's bytes are checked against it first."""
@@ -216,19 +263,9 @@ def read_state_dict(path: str | Path, sha256: str | None = None) -> dict[str, np
     if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
         raise WeightsError(f"{path}: sha256 does not match the expected {sha256[:16]}...")
     fh = io.BytesIO(blob)
-    header = [_read_pickle(fh) for _ in range(3)]
-    if header[0] != _MAGIC or header[1] != _PROTOCOL or not isinstance(header[2], dict) \
-            or header[2].get("little_endian") is not True:
-        raise WeightsError(f"{path}: not a little-endian legacy torch file")
+    _header(fh, path)
     state = _read_pickle(fh)
     keys = _read_pickle(fh)
-    if not isinstance(state, dict) or not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise WeightsError(f"{path}: not a state dict")
-    refs = {k: v for k, v in state.items() if isinstance(v, tuple) and v[:1] == ("tensor",)}
-    if len(refs) != len(state) or not refs:
-        raise WeightsError(f"{path}: a state dict entry is not a tensor")
-    wanted = {v[1].key: v[1].numel for v in refs.values()}
-    if sorted(wanted) != sorted(keys):
-        raise WeightsError(f"{path}: the storage keys do not match the tensors'")
-    storages = _storages(fh, keys, wanted)
+    refs = _tensor_refs(state, keys, path)
+    storages = _storages(fh, keys, {v[1].key: v[1].numel for v in refs.values()})
     return {name: _tensor(ref, storages) for name, ref in refs.items()}
