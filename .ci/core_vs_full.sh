@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CORE=$(cd "$1" && pwd); FULL=$2; OUT=$(mkdir -p "$3" && cd "$3" && pwd)
 DATA=${FACES_DATA:-$ROOT/../shared/data}
 CELEB=$DATA/5-celebrity-faces
-GROUPS=("$DATA"/face_recognition-examples/group "$DATA"/facenet-pytorch-test-images/group "$DATA"/deepface-test-dataset/group)
+GROUP_DIRS=("$DATA"/face_recognition-examples/group "$DATA"/facenet-pytorch-test-images/group "$DATA"/deepface-test-dataset/group)
 VIDEO=$DATA/video-hamilton/short_hamilton_clip.mp4
 ! "$CORE/bin/python" -c "import torch" 2>/dev/null || { echo "torch is importable in $CORE"; exit 1; }
 
@@ -30,9 +30,9 @@ for which in core full; do
     for person in "$CELEB"/train/*/; do
         run $which enroll "$person" --name "$(basename "$person")" --model "model-$which" --backbone sface --json > /dev/null
     done
-    run $which identify "$CELEB/val" "${GROUPS[@]}" --model "model-$which" --json > "photos-$which.json"
+    run $which identify "$CELEB/val" "${GROUP_DIRS[@]}" --model "model-$which" --json > "photos-$which.json"
     run $which identify "$VIDEO" --model "model-$which" --json > "video-$which.json"
-    run $which cluster "${GROUPS[@]}" --model "model-$which" --json > "cluster-$which.json"
+    run $which cluster "${GROUP_DIRS[@]}" --model "model-$which" --json > "cluster-$which.json"
     port=$((18700 + RANDOM % 500))
     run $which serve --model "model-$which" --port $port > "serve-$which.log" 2>&1 &
     pid=$!
