@@ -42,6 +42,7 @@ _NEEDS_EXTRA = {
         "tests/test_face_stores.py::test_removal_after_a_finetune_leaves_nothing_of_the_person",
         "tests/test_hardening.py::test_removal_clears_crop_and_trunk_caches_on_every_path",
         "tests/test_hardening.py::test_full_disk_during_finetune_is_one_line_and_keeps_the_old_model",
+        "tests/test_reliability_crash.py::test_killed_finetune_leaves_a_model_that_loads_with_every_enrolment",
         "tests/test_reliability_privacy.py::test_model_directory_is_owner_only",
         "tests/test_reliability_privacy.py::test_removing_a_person_leaves_no_trace_in_the_model_directory",
         "tests/test_startup.py::test_enroll_and_identify_with_an_existing_model_import_no_torch[facenet]",
