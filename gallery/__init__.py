@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from facecore.errors import GalleryError
+from facecore.extras import require_extra
 from gallery.base import FaceRecord, Gallery, Hit, KnnVote
 from gallery.faiss_store import FaissGallery
 from gallery.milvus_store import MilvusGallery
@@ -32,6 +33,7 @@ def create_gallery(path: str | os.PathLike[str], model_id: str, dim: int, **opts
     "HNSW"), lock_timeout, hold_s (how long Milvus Lite stays open after the last call),
     search_params."""
     if is_uri(path):
+        require_extra("milvus", "a Milvus gallery (--gallery milvus...)")
         return MilvusGallery.create(str(path), model_id, dim, **opts)  # pymilvus loads only here
     return FaissGallery.create(path, model_id, dim, **opts)
 
@@ -40,6 +42,7 @@ def open_gallery(path: str | os.PathLike[str], model_id: str | None = None, **op
     """Open an existing gallery; with `model_id`, fail unless it was built with that model.
     Options: see create_gallery."""
     if is_uri(path):
+        require_extra("milvus", "a Milvus gallery (--gallery milvus...)")
         return MilvusGallery.open(str(path), model_id, **opts)
     return FaissGallery.open(path, model_id, **opts)
 

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facecore.errors import FaceToolError, ImageError
+from facecore.extras import require_extra
 from facecore.names import refuse_lookalikes, validate_name
 from recognizer.cache import CropCache
 from recognizer.chips import chip_of
@@ -155,6 +156,7 @@ class _Analyzer:
 
 def init_ray(address: str | None, workers: int | None) -> int:
     """Connect to (or start) Ray; returns how many analysing actors to run."""
+    require_extra("ray", "--ray")
     import ray  # heavy (seconds to import): only bulk runs need it
 
     if not ray.is_initialized():
@@ -173,6 +175,7 @@ def analyze_bulk(rec, paths: list[str], *, address: str | None = "auto", workers
                  chips: bool = False, batch_size: int = 4) -> Iterator[tuple[int, Any, bytes | str | None]]:
     """(input index, PhotoResult, chip) per path in input order, analysed by Ray actors with `rec`'s networks;
     the chip (bytes, or why none) only with `chips`."""
+    require_extra("ray", "--ray")
     import ray.data  # heavy (seconds to import): only bulk runs need it
 
     actors = init_ray(address, workers)

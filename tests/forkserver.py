@@ -19,9 +19,13 @@ import sys
 
 import click
 import cv2  # noqa: F401
-import facenet_pytorch  # noqa: F401
 import faiss  # noqa: F401
-import torch  # noqa: F401
+
+try:  # the [train] extra: absent from the core install, where the forked runs do not need it
+    import facenet_pytorch  # noqa: F401
+    import torch  # noqa: F401
+except ImportError:
+    pass
 
 import gallery.faiss_store  # noqa: F401
 import recognizer.training.run  # noqa: F401

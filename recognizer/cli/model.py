@@ -77,6 +77,10 @@ def start_torch(threads: int | None) -> None:
     passive_openmp()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if threads is not None:
+        try:
+            require_extra("train", "facetool finetune")
+        except MissingExtra as exc:
+            raise click.ClickException(str(exc)) from None
         import torch  # seconds to import: only the commands that may run a torch network load it
 
         torch.set_num_threads(threads)

@@ -1,25 +1,24 @@
 """MTCNN's three networks (facenet-pytorch's PNet, RNet, ONet) as ONNX files run by ONNX Runtime.
 
-Identifying a photo must not import torch: importing torch and torchvision was most of what a
-one-photo `identify.py` spent (figures: benchmarks/results/implementation-choices.md). The networks are exported once from facenet-pytorch's weights
-(`export`, which does import torch) into the cache directory, under a name made of the weight
-files' sha256, with a manifest of the exported files' own sha256 that every load checks; the
-export is compared with the torch networks before it is saved. `make install` runs it, and a
-process that finds no export makes it (once: the files are written atomically).
+Detecting faces needs no torch at all (the core install has none): the weights are
+facenet-pytorch's files, vendored byte for byte in `mtcnn_weights/` and read by a restricted
+reader that never unpickles (`legacy_weights`); `graphs` builds the ONNX graphs from those arrays,
+node for node what torch's exporter wrote before (tests/test_core_install.py checks `==`).
+`export` writes them once into the cache directory, under a name made of the weight files'
+sha256, with a manifest of the ONNX files' own sha256 that every load checks. `make install`
+runs it, and a process that finds no export makes it (once: the files are written atomically).
 
 `MtcnnNets` runs them: every call on one ONNX Runtime thread (the caller's), so a photo's result
 does not depend on how many calls run side by side (`mtcnn.Detector` spreads them over threads).
-`TorchNets` runs the torch networks behind the same interface, for the check and as the fallback
-where ONNX Runtime cannot be had.
+`TorchNets` runs facenet-pytorch's torch networks behind the same interface (the [train] extra),
+for the tests that compare the two.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import threading
-import warnings
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -29,37 +28,30 @@ import numpy as np
 from facecore.atomic import atomic_write, write_json_atomic
 from facecore.errors import WeightsError
 from recognizer.cache import cache_root as default_cache_root
+from recognizer.detection.graphs import OPSET, build_model
+from recognizer.detection.legacy_weights import MTCNN_SHA256, read_state_dict, weights_dir
 from recognizer.onnx_session import cpu_session
 
-__all__ = ["EXPORT_TOLERANCE", "MANIFEST", "NETS", "MtcnnNets", "TorchNets", "export", "export_dir", "load_nets",
-           "torch_threads", "weight_files", "weights_digest"]
+__all__ = ["EXPORT_TOLERANCE", "MANIFEST", "NETS", "MtcnnNets", "TorchNets", "check_inputs", "export", "export_dir",
+           "load_nets", "torch_threads", "weight_files", "weights_digest"]
 
 log = logging.getLogger(__name__)
 
 NETS = ("pnet", "rnet", "onet")
-# Input sizes: PNet takes any (n, 3, h, w) pyramid level, RNet 24x24 and ONet 48x48 crops.
-_INPUT = {"pnet": (1, 3, 48, 64), "rnet": (2, 3, 24, 24), "onet": (2, 3, 48, 48)}
-_DYNAMIC = {"pnet": {0: "n", 2: "h", 3: "w"}, "rnet": {0: "n"}, "onet": {0: "n"}}
-_OUTPUTS = {"pnet": ["reg", "prob"], "rnet": ["reg", "prob"], "onet": ["reg", "points", "prob"]}
-# Largest difference from the torch networks an export may show on the check inputs.
+# Largest difference ONNX Runtime may show from the torch networks (tests/test_startup.py).
 EXPORT_TOLERANCE = 1e-5
-OPSET = 17
-FORMAT = 2  # bump when `export` changes what it writes: older exports are then made again
+FORMAT = 3  # bump when `export` changes what it writes: older exports are then made again
 MANIFEST = "manifest.json"
 
 _lock = threading.Lock()
 
 
 def weight_files() -> dict[str, Path]:
-    """facenet-pytorch's MTCNN weight files, found without importing the package (it imports torch)."""
-    spec = find_spec("facenet_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError("MTCNN's weights come with facenet-pytorch: pip install --no-deps facenet-pytorch==2.6.0")
-    root = Path(list(spec.submodule_search_locations)[0]) / "data"
-    files = {n: root / f"{n}.pt" for n in NETS}
+    """MTCNN's weight files: facenet-pytorch's, vendored in this package (mtcnn_weights/)."""
+    files = {n: weights_dir() / f"{n}.pt" for n in NETS}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
-        raise WeightsError(f"MTCNN weights missing: {', '.join(missing)}; reinstall facenet-pytorch==2.6.0")
+        raise WeightsError(f"MTCNN weights missing: {', '.join(missing)}; reinstall facetool")
     return files
 
 
@@ -89,7 +81,7 @@ class MtcnnNets:
 
     @classmethod
     def load(cls, cache_root: str | Path | None = None, *, build: bool = True) -> "MtcnnNets":
-        """The cached export; with `build`, made first when there is none (which imports torch once)."""
+        """The cached export; with `build`, made first when there is none."""
         d = export_dir(cache_root)
         if not (d / MANIFEST).is_file():
             if not build:
@@ -164,7 +156,7 @@ def torch_threads(n: int):
 
 
 def load_nets(engine: str = "auto", cache_root: str | Path | None = None):
-    """MtcnnNets (engine "onnxruntime"; "auto" when ONNX Runtime is installed) or TorchNets ("torch")."""
+    """MtcnnNets (engine "onnxruntime"; "auto" when ONNX Runtime is installed) or TorchNets ("torch", [train])."""
     if engine not in ("auto", "onnxruntime", "torch"):
         raise ValueError(f"engine must be auto, onnxruntime or torch, not {engine!r}")
     if engine == "auto":
@@ -173,7 +165,7 @@ def load_nets(engine: str = "auto", cache_root: str | Path | None = None):
 
 
 def _torch_modules():
-    import torch  # heavy, and not needed to identify on ONNX Runtime
+    import torch  # heavy and optional ([train]): only TorchNets, for the tests, runs torch networks
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
     files = weight_files()
@@ -185,67 +177,29 @@ def _torch_modules():
     return nets
 
 
-def _exportable(net):
-    """`net` with each PReLU written as max(x, 0) + a * min(x, 0), which is the same number
-    (one of the two terms is zero) but runs faster on ONNX Runtime (figures:
-    benchmarks/results/implementation-choices.md): its PRelu operator is a generic broadcast,
-    and it keeps the convolutions out of the blocked layout."""
-    import torch  # heavy, and not needed to identify on ONNX Runtime
-
-    class ClampPReLU(torch.nn.Module):
-        def __init__(self, prelu: torch.nn.PReLU) -> None:
-            super().__init__()
-            self.weight = prelu.weight
-
-        def forward(self, x):
-            a = self.weight.view(1, -1, *([1] * (x.dim() - 2)))
-            return torch.clamp(x, min=0) + a * torch.clamp(x, max=0)
-
-    for name, mod in list(net.named_children()):
-        if isinstance(mod, torch.nn.PReLU):
-            setattr(net, name, ClampPReLU(mod))
-    return net
-
-
-def _check_inputs(name: str) -> list[np.ndarray]:
-    """Inputs the export is compared on: face-like noise at the shapes detection uses."""
+def check_inputs(name: str) -> list[np.ndarray]:
+    """Face-like noise at the shapes detection uses: what the exports are compared on."""
     rng = np.random.default_rng(0)
     shapes = {"pnet": [(1, 3, 12, 12), (1, 3, 61, 83), (1, 3, 240, 320)], "rnet": [(1, 3, 24, 24), (64, 3, 24, 24)],
               "onet": [(1, 3, 48, 48), (16, 3, 48, 48)]}[name]
     return [rng.uniform(-1, 1, s).astype(np.float32) for s in shapes]
 
 
-def export(directory: str | Path, *, check_inputs: dict[str, list[np.ndarray]] | None = None) -> Path:
-    """Export the three networks into `directory` (atomically, with a checksummed manifest), each
-    checked against torch to EXPORT_TOLERANCE; returns the directory."""
-    import torch  # heavy and optional: exporting is the one step of detection that needs it
-
+def export(directory: str | Path) -> Path:
+    """Build the three ONNX graphs from the vendored weights (no torch) and write them into
+    `directory` (atomically, with a checksummed manifest); returns the directory."""
     directory = Path(directory)
     with _lock:
-        manifest = {"format": FORMAT, "opset": OPSET, "weights_sha256": weights_digest(), "torch": torch.__version__, "files": {}}
+        manifest = {"format": FORMAT, "opset": OPSET, "weights_sha256": weights_digest(), "files": {}}
         blobs = {}
-        for name, net in zip(NETS, _torch_modules()):
-            net = _exportable(net)
-            buf = io.BytesIO()
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # the exporter's deprecation notices
-                torch.onnx.export(
-                    net, torch.zeros(_INPUT[name]), buf, input_names=["x"], output_names=_OUTPUTS[name],
-                    dynamic_axes={"x": _DYNAMIC[name]}, opset_version=OPSET, dynamo=False,
-                )
-            blob = buf.getvalue()
-            session = cpu_session(blob, 1)
-            err = 0.0
-            for x in (check_inputs or {}).get(name) or _check_inputs(name):
-                with torch.inference_mode():
-                    want = [t.numpy() for t in net(torch.from_numpy(x))]
-                got = session.run(None, {"x": x})
-                err = max(err, *(float(np.abs(g - w).max()) for g, w in zip(got, want)))
-            if not err <= EXPORT_TOLERANCE:
-                raise WeightsError(f"MTCNN {name} on ONNX Runtime differs from torch by {err:.2g} (> {EXPORT_TOLERANCE})")
+        for name, path in weight_files().items():
+            blob = build_model(name, read_state_dict(path, MTCNN_SHA256[name]))
+            session = cpu_session(blob, 1)  # it loads and runs, before anything is written
+            for x in check_inputs(name)[:1]:
+                session.run(None, {"x": x})
             blobs[name] = blob
             manifest["files"][f"{name}.onnx"] = hashlib.sha256(blob).hexdigest()
-            log.info("exported MTCNN %s (max difference from torch %.2g)", name, err)
+            log.info("built MTCNN %s for ONNX Runtime", name)
         directory.mkdir(parents=True, exist_ok=True)
         for name, blob in blobs.items():
             with atomic_write(directory / f"{name}.onnx", mode=0o644) as fh:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from facecore.errors import WeightsError
+from facecore.extras import require_extra
 from recognizer.cache import cache_root, checked, save_checked
 from recognizer.detection.alignment import crop_aligned, crop_facenet
 from recognizer.detection.boxes import Face
@@ -319,6 +320,7 @@ def default_weights(backbone: str, weights: str | None) -> str | None:
 def make_embedder(backbone: str, weights: str | None = None, weights_dir: str | Path | None = None, **kw) -> Embedder:
     """Build an embedder by backbone name; `weights` applies to facenet only."""
     if backbone == "facenet":
+        require_extra("train", "the facenet backbone")
         return FacenetEmbedder(default_weights(backbone, weights), weights_dir, **kw)
     if backbone == "sface":
         if weights not in (None, "", "sface"):
