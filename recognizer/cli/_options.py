@@ -12,8 +12,8 @@ from facecore.errors import FaceToolError
 
 __all__ = [
     "allow_similar_option", "friendly_errors", "gallery_option", "json_option", "model_option", "no_cache_option",
-    "passive_openmp", "ray_option", "ray_out_option", "ray_workers_option", "setup_logging", "start",
-    "verbose_option", "weights_dir_option",
+    "options", "passive_openmp", "ray_option", "ray_out_option", "ray_workers_option", "setup_logging", "start",
+    "subcommand", "verbose_option", "weights_dir_option",
 ]
 
 
@@ -83,3 +83,24 @@ ray_out_option = click.option(
     help="With --ray: append one JSON line per photo here; a rerun skips the photos already in it.")
 ray_workers_option = click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="With --ray: analysing workers (default: one per CPU).")
+
+
+def options(*decorators):
+    """One decorator applying `decorators` as if stacked in this order (the first is the top one)."""
+
+    def wrap(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return wrap
+
+
+def subcommand(group: click.Group, name: str, help: str, *decorators):
+    """A subcommand of `group` taking `decorators`' options, with typed errors as one-line messages."""
+
+    def wrap(fn):
+        return group.command(name, help=help, context_settings={"help_option_names": ["-h", "--help"]})(
+            friendly_errors(options(*decorators)(fn)))
+
+    return wrap

@@ -27,41 +27,15 @@ import sys
 import click
 
 from recognizer.cli import model
-from recognizer.cli.model import (
-    backbone_option,
-    cache_dir_option,
-    cohort_option,
-    epochs_option,
-    json_option,
-    model_option,
-    patience_option,
-    quiet_option,
-    seed_option,
-    switch_option,
-    threads_option,
-    unfreeze_option,
-    unknown_option,
-    weights_dir_option,
-    weights_option,
-)
 from recognizer.cli._options import friendly_errors
+from recognizer.cli.model import json_option, quiet_option, switch_option, train_options, unknown_option
 
 __all__ = ["main"]
 
 
 @click.command(help=__doc__.split("\n\n")[0])
 @click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
-@model_option
-@backbone_option
-@weights_option
-@weights_dir_option
-@unfreeze_option
-@epochs_option
-@seed_option
-@patience_option
-@threads_option
-@cache_dir_option
-@cohort_option
+@train_options
 @click.option("--rollback", is_flag=True, help="Return the model to the version before the last finetune or switch (no DATA_DIR): "
               "the faces enrolled now are re-embedded from their chips with that version's network.")
 @switch_option

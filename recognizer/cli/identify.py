@@ -17,18 +17,8 @@ import click
 
 import recognizer
 from recognizer import bulk
-from recognizer.cli._options import (
-    friendly_errors,
-    gallery_option,
-    model_option,
-    no_cache_option,
-    ray_option,
-    ray_out_option,
-    ray_workers_option,
-    start,
-    verbose_option,
-    weights_dir_option,
-)
+from recognizer.cli._options import (friendly_errors, gallery_option, model_option, no_cache_option, ray_option,
+                                     ray_out_option, ray_workers_option, start, verbose_option, weights_dir_option)
 from recognizer.cli._video import identify_one_video, quiet_decoders, wants_video_file
 
 __all__ = ["main", "report"]

@@ -22,14 +22,13 @@ import click
 import recognizer
 from recognizer import lifecycle
 from recognizer.cli import _options
-from recognizer.cli._options import friendly_errors, passive_openmp
+from recognizer.cli._options import friendly_errors, options, passive_openmp
 from recognizer.evaluation.compare import side_by_side_text
 
 __all__ = [
     "backbone_option", "cache_dir_option", "cohort_option", "discard", "epochs_option", "json_option", "main",
     "model_option", "patience_option", "quiet_option", "rollback", "reembed", "seed_option", "show_candidate",
-    "show_threshold", "target_fpir_option",
-    "start_torch", "switch", "switch_option", "threads_option", "train", "unfreeze_option", "unknown_option",
+    "show_threshold", "target_fpir_option", "train_options", "start_torch", "switch", "switch_option", "threads_option", "train", "unfreeze_option", "unknown_option",
     "weights_dir_option", "weights_option",
 ]
 
@@ -69,6 +68,9 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar
 target_fpir_option = click.option(
     "--target-fpir", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
     help="Share of strangers the model may name (e.g. 0.01); the threshold is derived from it for the current gallery.")
+# The options of a training run, shared by `facetool model finetune` and finetune.py (in this order in their --help).
+train_options = options(model_option, backbone_option, weights_option, weights_dir_option, unfreeze_option, epochs_option,
+                        seed_option, patience_option, threads_option, cache_dir_option, cohort_option)
 
 
 def start_torch(threads: int | None) -> None:
@@ -202,6 +204,7 @@ def _print_switch(out, model_dir) -> None:
 # ---- the commands ---------------------------------------------------------------------------------
 _errors = friendly_errors(also=(ValueError,))  # lifecycle's ValueErrors are the user's mistakes, said in words
 _ctx = {"help_option_names": ["-h", "--help"]}
+_version_options = options(model_option, weights_dir_option, threads_option, json_option, quiet_option)  # switch, rollback
 
 
 @click.group(context_settings=_ctx)
@@ -211,21 +214,8 @@ def main() -> None:
 
 @main.command("finetune", context_settings=_ctx)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@model_option
-@backbone_option
-@weights_option
-@weights_dir_option
-@unfreeze_option
-@epochs_option
-@seed_option
-@patience_option
-@threads_option
-@cache_dir_option
-@cohort_option
-@switch_option
-@unknown_option
-@json_option
-@quiet_option
+@train_options
+@options(switch_option, unknown_option, json_option, quiet_option)
 @_errors
 def _finetune(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, seed, patience, threads, cache_dir,
               cohort, switch, unknown_dir, as_json, quiet):
@@ -243,14 +233,9 @@ def _finetune(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epo
 @click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @model_option
 @click.option("--backbone", type=click.Choice(["facenet", "sface"]), required=True, help="The network to re-embed with.")
-@weights_option
-@weights_dir_option
+@options(weights_option, weights_dir_option)
 @click.option("--switch", "switch_now", is_flag=True, help="Switch to the result now (default: build it beside, switch later).")
-@unknown_option
-@threads_option
-@cache_dir_option
-@json_option
-@quiet_option
+@options(unknown_option, threads_option, cache_dir_option, json_option, quiet_option)
 @_errors
 def _reembed(data_dir, model_dir, backbone, weights, weights_dir, switch_now, unknown_dir, threads, cache_dir, as_json, quiet):
     """Migrate without training: re-embed every enrolled face from its chip with --backbone/--weights,
@@ -261,11 +246,7 @@ def _reembed(data_dir, model_dir, backbone, weights, weights_dir, switch_now, un
 
 
 @main.command("switch", context_settings=_ctx)
-@model_option
-@weights_dir_option
-@threads_option
-@json_option
-@quiet_option
+@_version_options
 @_errors
 def _switch(model_dir, weights_dir, threads, as_json, quiet):
     """Switch to the candidate built beside the model; what was enrolled, removed or renamed since
@@ -275,11 +256,7 @@ def _switch(model_dir, weights_dir, threads, as_json, quiet):
 
 
 @main.command("rollback", context_settings=_ctx)
-@model_option
-@weights_dir_option
-@threads_option
-@json_option
-@quiet_option
+@_version_options
 @_errors
 def _rollback(model_dir, weights_dir, threads, as_json, quiet):
     """Return to the version before the last finetune or switch: the faces enrolled now are
@@ -289,8 +266,7 @@ def _rollback(model_dir, weights_dir, threads, as_json, quiet):
 
 
 @main.command("candidate", context_settings=_ctx)
-@model_option
-@json_option
+@options(model_option, json_option)
 @_errors
 def _candidate(model_dir, as_json):
     """Show the candidate pending beside the model (what `switch` would switch to) and its figures."""
@@ -299,8 +275,7 @@ def _candidate(model_dir, as_json):
 
 
 @main.command("discard", context_settings=_ctx)
-@model_option
-@json_option
+@options(model_option, json_option)
 @_errors
 def _discard(model_dir, as_json):
     """Delete the candidate built beside the model, and its files."""
@@ -309,11 +284,7 @@ def _discard(model_dir, as_json):
 
 
 @main.command("threshold", context_settings=_ctx)
-@_options.model_option
-@target_fpir_option
-@_options.json_option
-@_options.gallery_option
-@_options.verbose_option
+@options(_options.model_option, target_fpir_option, _options.json_option, _options.gallery_option, _options.verbose_option)
 @friendly_errors
 def _threshold(model_dir, target_fpir, as_json, gallery, verbose):
     """Show the unknown threshold the model uses now; with --target-fpir, derive it from that share

@@ -10,14 +10,8 @@ import click
 import uvicorn
 
 import recognizer
-from recognizer.cli._options import (
-    friendly_errors,
-    gallery_option,
-    model_option,
-    start,
-    verbose_option,
-    weights_dir_option,
-)
+from recognizer.cli._options import (friendly_errors, gallery_option, model_option, start, verbose_option,
+                                     weights_dir_option)
 from web.app import create_app
 from web.guard import GuardSettings, protocol_with
 from web.settings import Settings
