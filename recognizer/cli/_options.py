@@ -18,14 +18,11 @@ __all__ = [
 
 
 def passive_openmp() -> None:
-    """Make torch's OpenMP threads wait passively; call before torch is imported.
+    """Make torch's OpenMP threads wait passively (a value the user set is kept); call before torch loads.
 
-    torch's OpenMP threads spin while they wait for work by default. When other processes share
-    the cores, a spinning thread holds a core the thread it waits for needs, which slowed
-    detection several times over (figures: benchmarks/results/implementation-choices.md);
-    passive waiting costs microseconds per parallel region. The variable is read once, when torch
-    loads its OpenMP runtime, so the command-line tools set it first thing; a value the user set
-    is kept. A program that imports the library decides this for itself.
+    Spinning threads hold the cores that the threads they wait for need, when other processes share
+    them: detection ran several times slower (benchmarks/results/implementation-choices.md); passive
+    waiting costs microseconds per parallel region. The variable is read once, when OpenMP loads.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

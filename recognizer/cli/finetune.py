@@ -66,8 +66,6 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
             raise click.UsageError("DATA_DIR is required (unless --rollback, --switch or --discard-candidate)")
         model.switch(model_dir, weights_dir=weights_dir, as_json=as_json, progress=progress)
     else:
-        if backbone == "sface" and unfreeze:
-            raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
         model.train(data_dir, model_dir, as_json=as_json, progress=progress, backbone=backbone, weights=weights,
                     weights_dir=weights_dir, unfreeze=unfreeze, epochs=epochs, seed=seed, patience=patience,
                     cache_dir=cache_dir, cohort=cohort, switch=switch, unknown_dir=unknown_dir)

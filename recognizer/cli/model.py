@@ -87,6 +87,8 @@ def start_torch(threads: int | None) -> None:
 # ---- the jobs, shared with finetune.py's flags ----------------------------------------------------
 def train(data_dir, model_dir, *, as_json: bool, progress: bool, **options) -> None:
     """Finetune on DATA_DIR (see `recognizer.finetune` for `options`) and print the report."""
+    if options["backbone"] == "sface" and options["unfreeze"]:
+        raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
     try:
         report = recognizer.finetune(data_dir, model_dir, progress=progress, **options)
     except OSError as exc:  # disk full, read-only: the new files were removed, the old model stands
@@ -221,8 +223,6 @@ def _finetune(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epo
               cohort, switch, unknown_dir, as_json, quiet):
     """Finetune on DATA_DIR/train/<person>/* (and val/<person>/*); on an existing model the result
     is built beside the model in use and scored side by side with it."""
-    if backbone == "sface" and unfreeze:
-        raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
     start_torch(threads)
     train(data_dir, model_dir, as_json=as_json, progress=not quiet and not as_json, backbone=backbone, weights=weights,
           weights_dir=weights_dir, unfreeze=unfreeze, epochs=epochs, seed=seed, patience=patience, cache_dir=cache_dir,
