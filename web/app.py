@@ -234,8 +234,8 @@ def create_app(recognizer: Recognizer, settings: Settings) -> ASGIApp:
     """
     recognizer.max_pixels = min(recognizer.max_pixels, settings.max_pixels)
     recognizer.memory_budget = min(recognizer.memory_budget, settings.max_photo_bytes)
-    app = FastAPI(title="facetool", summary="Name the faces in photos, using the people enrolled in one model.", version="1",
-                  lifespan=lifespan)
+    app = FastAPI(title="facetool", summary="Name the faces in photos, using the people enrolled in one model.",
+                  version="1", lifespan=lifespan)
     app.state.recognizer = recognizer
     app.state.settings = settings
     app.state.model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")

@@ -126,7 +126,8 @@ def discard(rec, ref: str, as_json: bool) -> None:
 
 def _runs_command(name: str, help: str):
     """A `clusters` subcommand: --model, --json, --weights-dir, --gallery, -v."""
-    return subcommand(clusters, name, help, model_option, json_option, weights_dir_option, gallery_option, verbose_option)
+    return subcommand(clusters, name, help, model_option, json_option, weights_dir_option, gallery_option,
+                      verbose_option)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

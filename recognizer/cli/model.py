@@ -27,9 +27,9 @@ from recognizer.evaluation.compare import side_by_side_text
 
 __all__ = [
     "backbone_option", "cache_dir_option", "cohort_option", "discard", "epochs_option", "json_option", "main",
-    "model_option", "patience_option", "quiet_option", "rollback", "reembed", "seed_option", "show_candidate",
-    "show_threshold", "target_fpir_option", "train_options", "start_torch", "switch", "switch_option", "threads_option", "train", "unfreeze_option", "unknown_option",
-    "weights_dir_option", "weights_option",
+    "model_option", "patience_option", "quiet_option", "reembed", "rollback", "seed_option", "show_candidate",
+    "show_threshold", "start_torch", "switch", "switch_option", "target_fpir_option", "threads_option", "train",
+    "train_options", "unfreeze_option", "unknown_option", "weights_dir_option", "weights_option",
 ]
 
 model_option = click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
@@ -69,8 +69,8 @@ target_fpir_option = click.option(
     "--target-fpir", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
     help="Share of strangers the model may name (e.g. 0.01); the threshold is derived from it for the current gallery.")
 # The options of a training run, shared by `facetool model finetune` and finetune.py (in this order in their --help).
-train_options = options(model_option, backbone_option, weights_option, weights_dir_option, unfreeze_option, epochs_option,
-                        seed_option, patience_option, threads_option, cache_dir_option, cohort_option)
+train_options = options(model_option, backbone_option, weights_option, weights_dir_option, unfreeze_option,
+                        epochs_option, seed_option, patience_option, threads_option, cache_dir_option, cohort_option)
 
 
 def start_torch(threads: int | None) -> None:
@@ -206,7 +206,8 @@ def _print_switch(out, model_dir) -> None:
 # ---- the commands ---------------------------------------------------------------------------------
 _errors = friendly_errors(also=(ValueError,))  # lifecycle's ValueErrors are the user's mistakes, said in words
 _ctx = {"help_option_names": ["-h", "--help"]}
-_version_options = options(model_option, weights_dir_option, threads_option, json_option, quiet_option)  # switch, rollback
+# switch, rollback
+_version_options = options(model_option, weights_dir_option, threads_option, json_option, quiet_option)
 
 
 @click.group(context_settings=_ctx)
@@ -284,7 +285,8 @@ def _discard(model_dir, as_json):
 
 
 @main.command("threshold", context_settings=_ctx)
-@options(_options.model_option, target_fpir_option, _options.json_option, _options.gallery_option, _options.verbose_option)
+@options(_options.model_option, target_fpir_option, _options.json_option, _options.gallery_option,
+         _options.verbose_option)
 @friendly_errors
 def _threshold(model_dir, target_fpir, as_json, gallery, verbose):
     """Show the unknown threshold the model uses now; with --target-fpir, derive it from that share

@@ -114,7 +114,7 @@ def make_chips(rec, as_json: bool) -> None:
 
 # ---- the commands ---------------------------------------------------------------------------------
 def _model_command(name: str, help: str):
-    """A `people` subcommand with the options every one takes (--model, --json, --weights-dir, --gallery, --no-cache, -v)."""
+    """A `people` subcommand with the options all take (--model, --json, --weights-dir, --gallery, --no-cache, -v)."""
     return subcommand(main, name, help, model_option, json_option, weights_dir_option, gallery_option, no_cache_option,
                       verbose_option)
 
