@@ -7,10 +7,8 @@ operations (listing, removing, renaming) run on Starlette's thread pool: the gal
 in-process mutex and inter-process file lock, and reloads by itself when another process has
 changed it, so they need not queue behind a slow identification.
 
-The routes are module-level functions on `router` (and `web.clusters.router`). `create_app` puts
-the recognizer, the settings and the model thread on `app.state`; a route reaches them through
-the dependencies of `web.deps` (`Model`, `Config`, and the token checks `TOKEN_REQUIRED` and
-`READ_ACCESS`), so the check runs before the handler reads any of the upload.
+The routes are module-level functions on `router` (and `web.clusters.router`); they reach what
+`create_app` puts on `app.state` through the dependencies of `web.deps`.
 
 Modules, each importing only those below it: app (routes, create_app) -> clusters (the unknown
 faces panel's routes) -> deps (dependencies), uploads (reading bodies), body_limit -> errors,
@@ -69,12 +67,7 @@ def identify_uploaded_video(recognizer: Recognizer, settings: Settings, name: st
                                                max_duration=settings.max_video_seconds)
         except VideoError as exc:  # its path is our temporary file: the client knows the upload by its own name
             raise ApiError(413 if exc.too_large else 400, f"{name}: {exc.reason}") from None
-    jpeg = None
-    if annotate:
-        buf = io.BytesIO()
-        result.contact_sheet().save(buf, format="JPEG", quality=90)
-        jpeg = buf.getvalue()
-    return result.to_dict(), jpeg
+    return result.to_dict(), _encoded(result.contact_sheet(), "JPEG", quality=90) if annotate else None
 
 
 def identify_bytes(recognizer: Recognizer, name: str, data: bytes, threshold: float | None,
@@ -84,12 +77,13 @@ def identify_bytes(recognizer: Recognizer, name: str, data: bytes, threshold: fl
     except ImageError as exc:  # named after the upload, as the client knows it
         raise ImageError(name, exc.reason) from None
     result.photo = name
-    png = None
-    if annotate:
-        buf = io.BytesIO()
-        result.annotated(data).save(buf, format="PNG")
-        png = buf.getvalue()
-    return result.to_dict(), png
+    return result.to_dict(), _encoded(result.annotated(data), "PNG") if annotate else None
+
+
+def _encoded(image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **params)
+    return buf.getvalue()
 
 
 def enroll_uploads(recognizer: Recognizer, name: str, uploads: list[tuple[str, bytes, str]]) -> dict:
@@ -119,14 +113,11 @@ async def health(recognizer: Model) -> dict:
 
 
 @router.post(
-    "/identify",
-    summary="Name every face in one uploaded photo, or every face track in one short video",
+    "/identify", summary="Name every face in one uploaded photo, or every face track in one short video",
     description="The same JSON as `identify.py --json` gives per photo or video; with `annotate=1`, the photo as a PNG "
     "with boxes and names drawn, or the video's tracks as a JPEG contact sheet. `fps`: video frames analysed per second.",
     openapi_extra=multipart_doc(many=False),
-    responses={200: {"content": {"application/json": {}, "image/png": {}, "image/jpeg": {}}}},
-    dependencies=READ_ACCESS,
-)
+    responses={200: {"content": {"application/json": {}, "image/png": {}, "image/jpeg": {}}}}, dependencies=READ_ACCESS)
 async def identify(request: Request, recognizer: Model, settings: Config, annotate: bool = False,
                    threshold: float | None = None, fps: float | None = None) -> Response:
     if threshold is not None and not -1.0 <= threshold <= 1.0:
@@ -144,9 +135,7 @@ async def identify(request: Request, recognizer: Model, settings: Config, annota
         result, jpeg = await on_model_thread(request, video)
         return Response(jpeg, media_type="image/jpeg") if jpeg is not None else JSONResponse(result)
     result, png = await on_model_thread(request, identify_bytes, recognizer, name, data, threshold, annotate)
-    if png is not None:
-        return Response(png, media_type="image/png")
-    return JSONResponse(result)
+    return Response(png, media_type="image/png") if png is not None else JSONResponse(result)
 
 
 @router.get("/people", summary="Enrolled people and how many faces each has, and the unknown threshold for them",
@@ -162,12 +151,9 @@ async def people(recognizer: Model) -> dict:
 
 
 @router.post(
-    "/people/{name:path}/photos",
-    summary="Enroll photos of a person (one face per photo, the largest)",
+    "/people/{name:path}/photos", summary="Enroll photos of a person (one face per photo, the largest)",
     description="Repeat the `file` field for several photos. Reports an outcome per uploaded file, as `enroll.py --json` does.",
-    openapi_extra=multipart_doc(many=True),
-    dependencies=TOKEN_REQUIRED,
-)
+    openapi_extra=multipart_doc(many=True), dependencies=TOKEN_REQUIRED)
 async def enroll(request: Request, name: str, recognizer: Model, settings: Config) -> dict:
     name = validate_name(name)
     uploads = await uploaded_images(request, settings)
@@ -248,12 +234,8 @@ def create_app(recognizer: Recognizer, settings: Settings) -> ASGIApp:
     """
     recognizer.max_pixels = min(recognizer.max_pixels, settings.max_pixels)
     recognizer.memory_budget = min(recognizer.memory_budget, settings.max_photo_bytes)
-    app = FastAPI(
-        title="facetool",
-        summary="Name the faces in photos, using the people enrolled in one model.",
-        version="1",
-        lifespan=lifespan,
-    )
+    app = FastAPI(title="facetool", summary="Name the faces in photos, using the people enrolled in one model.",
+                  version="1", lifespan=lifespan)
     app.state.recognizer = recognizer
     app.state.settings = settings
     app.state.model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")

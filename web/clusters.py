@@ -4,11 +4,8 @@ clusters as face thumbnails, name one (enrolling its stored face crops) or dismi
 Clustering saves a run into the model directory and enrolling changes the gallery, so both need
 the token; listing runs and fetching thumbnails are reads (token only when reads are protected).
 Uploaded photos are clustered from memory: the run keeps the faces' crops and the uploads' file
-names, never the photos. The routes are on `router`, which `web.app.create_app` includes; they
-reach the model and the token check through `web.deps`, as web.app's routes do.
-
-Clustering is used through its public modules' functions (recognizer.clustering.runs, .service,
-.sheets), the same ones cluster.py uses.
+names, never the photos. The routes reach the model and the token check through `web.deps`, as
+web.app's routes do, and clustering through the same functions as cluster.py.
 """
 from __future__ import annotations
 
@@ -49,13 +46,10 @@ async def list_runs(recognizer: Model) -> dict:
 
 
 @router.post(
-    "/clusters",
-    summary="Group the unknown faces of uploaded photos into candidate people",
+    "/clusters", summary="Group the unknown faces of uploaded photos into candidate people",
     description="Repeat the `file` field for several photos. Faces the model already names are set aside; "
     "the rest are clustered and saved as a run, as `cluster.py` does. Returns the run.",
-    openapi_extra=multipart_doc(many=True),
-    dependencies=TOKEN_REQUIRED,
-)
+    openapi_extra=multipart_doc(many=True), dependencies=TOKEN_REQUIRED)
 async def make_run(request: Request, recognizer: Model, settings: Config) -> dict:
     uploads = await uploaded_images(request, settings)
 
@@ -73,8 +67,7 @@ async def make_run(request: Request, recognizer: Model, settings: Config) -> dic
             dependencies=READ_ACCESS)
 async def get_run(run_id: str, recognizer: Model) -> dict:
     def summary() -> dict:
-        meta = runs.load_run(recognizer.dir, run_id).meta
-        return dict(meta, id=run_id)
+        return dict(runs.load_run(recognizer.dir, run_id).meta, id=run_id)
 
     return await run_in_threadpool(lambda: run_or_404(summary))
 
@@ -94,12 +87,9 @@ async def face_png(run_id: str, face: int, recognizer: Model) -> Response:
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.post(
-    "/clusters/{run_id}/{cluster_id}/enroll",
-    summary="Enroll a cluster's faces as a person (new, or merged into an enrolled one)",
-    openapi_extra=json_body_doc(ClusterEnrollBody),
-    dependencies=TOKEN_REQUIRED,
-)
+@router.post("/clusters/{run_id}/{cluster_id}/enroll",
+             summary="Enroll a cluster's faces as a person (new, or merged into an enrolled one)",
+             openapi_extra=json_body_doc(ClusterEnrollBody), dependencies=TOKEN_REQUIRED)
 async def enroll(request: Request, run_id: str, cluster_id: int, recognizer: Model) -> dict:
     body = await json_body(request, ClusterEnrollBody, 'send a JSON body {"name": "...", "exclude": [face numbers]}',
                            {"exclude": "exclude must be a list of face numbers"})

@@ -38,20 +38,12 @@ async def api_error(request: Request, exc: ApiError) -> JSONResponse:
     return error_response(exc.status, exc.message, exc.headers)
 
 
-async def bad_name(request: Request, exc: InvalidNameError) -> JSONResponse:
-    return error_response(422, str(exc))
+def _answer(status: int, message: Callable[[Exception], str] = str) -> Callable:
+    """A handler answering `status` with `message(exc)`."""
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(status, message(exc))
 
-
-async def bad_image(request: Request, exc: ImageError) -> JSONResponse:
-    return error_response(400, str(exc))
-
-
-async def no_such_person(request: Request, exc: PersonNotFound) -> JSONResponse:
-    return error_response(404, f"no person named {exc.name!r} is enrolled")
-
-
-async def person_exists(request: Request, exc: PersonExists) -> JSONResponse:
-    return error_response(409, f"cannot rename {exc.old!r} to {exc.new!r}: {exc.new!r} is already enrolled")
+    return handler
 
 
 async def gallery_error(request: Request, exc: GalleryError) -> JSONResponse:
@@ -79,10 +71,10 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
 # PersonExists are answered by their own handlers before their base GalleryError's.
 EXCEPTION_HANDLERS: list[tuple[type[Exception], Callable]] = [
     (ApiError, api_error),
-    (InvalidNameError, bad_name),
-    (ImageError, bad_image),
-    (PersonNotFound, no_such_person),
-    (PersonExists, person_exists),
+    (InvalidNameError, _answer(422)),
+    (ImageError, _answer(400)),
+    (PersonNotFound, _answer(404, lambda exc: f"no person named {exc.name!r} is enrolled")),
+    (PersonExists, _answer(409, lambda e: f"cannot rename {e.old!r} to {e.new!r}: {e.new!r} is already enrolled")),
     (GalleryError, gallery_error),
     (StarletteHTTPException, http_error),
     (RequestValidationError, validation_error),

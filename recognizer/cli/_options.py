@@ -12,20 +12,17 @@ from facecore.errors import FaceToolError
 
 __all__ = [
     "allow_similar_option", "friendly_errors", "gallery_option", "json_option", "model_option", "no_cache_option",
-    "passive_openmp", "ray_option", "ray_out_option", "ray_workers_option", "setup_logging", "start",
-    "verbose_option", "weights_dir_option",
+    "options", "passive_openmp", "ray_option", "ray_out_option", "ray_workers_option", "setup_logging", "start",
+    "subcommand", "verbose_option", "weights_dir_option",
 ]
 
 
 def passive_openmp() -> None:
-    """Make torch's OpenMP threads wait passively; call before torch is imported.
+    """Make torch's OpenMP threads wait passively (a value the user set is kept); call before torch loads.
 
-    torch's OpenMP threads spin while they wait for work by default. When other processes share
-    the cores, a spinning thread holds a core the thread it waits for needs, which slowed
-    detection several times over (figures: benchmarks/results/implementation-choices.md);
-    passive waiting costs microseconds per parallel region. The variable is read once, when torch
-    loads its OpenMP runtime, so the command-line tools set it first thing; a value the user set
-    is kept. A program that imports the library decides this for itself.
+    Spinning threads hold the cores that the threads they wait for need, when other processes share
+    them: detection ran several times slower (benchmarks/results/implementation-choices.md); passive
+    waiting costs microseconds per parallel region. The variable is read once, when OpenMP loads.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -83,3 +80,24 @@ ray_out_option = click.option(
     help="With --ray: append one JSON line per photo here; a rerun skips the photos already in it.")
 ray_workers_option = click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="With --ray: analysing workers (default: one per CPU).")
+
+
+def options(*decorators):
+    """One decorator applying `decorators` as if stacked in this order (the first is the top one)."""
+
+    def wrap(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return wrap
+
+
+def subcommand(group: click.Group, name: str, help: str, *decorators):
+    """A subcommand of `group` taking `decorators`' options, with typed errors as one-line messages."""
+
+    def wrap(fn):
+        return group.command(name, help=help, context_settings={"help_option_names": ["-h", "--help"]})(
+            friendly_errors(options(*decorators)(fn)))
+
+    return wrap

@@ -13,17 +13,8 @@ import json
 import click
 
 import recognizer
-from recognizer.cli._options import (
-    allow_similar_option,
-    friendly_errors,
-    gallery_option,
-    json_option,
-    model_option,
-    no_cache_option,
-    start,
-    verbose_option,
-    weights_dir_option,
-)
+from recognizer.cli._options import (allow_similar_option, friendly_errors, gallery_option, json_option, model_option,
+                                     no_cache_option, start, subcommand, verbose_option, weights_dir_option)
 from recognizer.clustering import runs, service
 from recognizer.clustering.graph import DEFAULT_K
 from recognizer.clustering.sheets import write_report
@@ -134,15 +125,9 @@ def discard(rec, ref: str, as_json: bool) -> None:
 
 
 def _runs_command(name: str, help: str):
-    """A `clusters` subcommand: --model, --json, --weights-dir, --gallery, -v, and typed errors as one line."""
-
-    def wrap(fn):
-        for option in reversed((model_option, json_option, weights_dir_option, gallery_option, verbose_option)):
-            fn = option(fn)
-        return clusters.command(name, help=help, context_settings={"help_option_names": ["-h", "--help"]})(
-            friendly_errors(fn))
-
-    return wrap
+    """A `clusters` subcommand: --model, --json, --weights-dir, --gallery, -v."""
+    return subcommand(clusters, name, help, model_option, json_option, weights_dir_option, gallery_option,
+                      verbose_option)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

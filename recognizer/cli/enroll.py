@@ -26,19 +26,9 @@ import click
 import recognizer
 from recognizer import bulk
 from recognizer.cli import cluster, model, people
-from recognizer.cli._options import (
-    allow_similar_option,
-    friendly_errors,
-    gallery_option,
-    model_option,
-    no_cache_option,
-    ray_option,
-    ray_out_option,
-    ray_workers_option,
-    start,
-    verbose_option,
-    weights_dir_option,
-)
+from recognizer.cli._options import (allow_similar_option, friendly_errors, gallery_option, model_option,
+                                     no_cache_option, ray_option, ray_out_option, ray_workers_option, start,
+                                     verbose_option, weights_dir_option)
 
 __all__ = ["enroll_on_ray", "main"]
 

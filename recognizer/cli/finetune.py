@@ -27,41 +27,15 @@ import sys
 import click
 
 from recognizer.cli import model
-from recognizer.cli.model import (
-    backbone_option,
-    cache_dir_option,
-    cohort_option,
-    epochs_option,
-    json_option,
-    model_option,
-    patience_option,
-    quiet_option,
-    seed_option,
-    switch_option,
-    threads_option,
-    unfreeze_option,
-    unknown_option,
-    weights_dir_option,
-    weights_option,
-)
 from recognizer.cli._options import friendly_errors
+from recognizer.cli.model import json_option, quiet_option, switch_option, train_options, unknown_option
 
 __all__ = ["main"]
 
 
 @click.command(help=__doc__.split("\n\n")[0])
 @click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
-@model_option
-@backbone_option
-@weights_option
-@weights_dir_option
-@unfreeze_option
-@epochs_option
-@seed_option
-@patience_option
-@threads_option
-@cache_dir_option
-@cohort_option
+@train_options
 @click.option("--rollback", is_flag=True, help="Return the model to the version before the last finetune or switch (no DATA_DIR): "
               "the faces enrolled now are re-embedded from their chips with that version's network.")
 @switch_option
@@ -92,8 +66,6 @@ def main(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, 
             raise click.UsageError("DATA_DIR is required (unless --rollback, --switch or --discard-candidate)")
         model.switch(model_dir, weights_dir=weights_dir, as_json=as_json, progress=progress)
     else:
-        if backbone == "sface" and unfreeze:
-            raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
         model.train(data_dir, model_dir, as_json=as_json, progress=progress, backbone=backbone, weights=weights,
                     weights_dir=weights_dir, unfreeze=unfreeze, epochs=epochs, seed=seed, patience=patience,
                     cache_dir=cache_dir, cohort=cohort, switch=switch, unknown_dir=unknown_dir)

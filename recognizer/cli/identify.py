@@ -3,9 +3,6 @@
     identify.py --model DIR PHOTO_VIDEO_OR_FOLDER... [--json] [--annotate OUT] [--threshold T] [--fps F]
     identify.py --model DIR --camera 0 [--seconds S] [--annotate DIR]
     identify.py --model DIR FOLDER_OR_LIST.txt... --ray [auto|ADDRESS] [--out RESULTS.jsonl] [--json]   (photos only)
-
-Three code paths, chosen by the options: Ray bulk (`_identify_on_ray`), the camera (`_identify_camera`),
-and files (`_identify_files`: the videos among them, then the photos).
 """
 from __future__ import annotations
 
@@ -17,18 +14,8 @@ import click
 
 import recognizer
 from recognizer import bulk
-from recognizer.cli._options import (
-    friendly_errors,
-    gallery_option,
-    model_option,
-    no_cache_option,
-    ray_option,
-    ray_out_option,
-    ray_workers_option,
-    start,
-    verbose_option,
-    weights_dir_option,
-)
+from recognizer.cli._options import (friendly_errors, gallery_option, model_option, no_cache_option, ray_option,
+                                     ray_out_option, ray_workers_option, start, verbose_option, weights_dir_option)
 from recognizer.cli._video import identify_one_video, quiet_decoders, wants_video_file
 
 __all__ = ["main", "report"]
@@ -80,10 +67,7 @@ def main(model_dir, inputs, as_json, annotate_out, threshold, sample_fps, camera
         results = _identify_camera(model_dir, open_model, camera, annotate, video, as_json)
     else:
         results = _identify_files(model_dir, open_model, inputs, annotate, video, as_json)
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
-    if all("error" in r for r in results):
-        raise SystemExit(1)
+    report(results, as_json, printed=True)
 
 
 def _check_local(inputs, out_path, workers, sample_fps, seconds, camera) -> None:
@@ -175,11 +159,11 @@ def _identify_on_ray(model_dir, open_model: dict, inputs, out_path, address, wor
             return [json.loads(line) for line in fh]
 
 
-def report(results: list[dict], as_json: bool) -> None:
-    """Print results (as JSON, or a line per photo); exit 1 when every one failed."""
+def report(results: list[dict], as_json: bool, printed: bool = False) -> None:
+    """Print results (as JSON, or a line per photo unless `printed` already); exit 1 when every one failed."""
     if as_json:
         click.echo(json.dumps(results, indent=2))
-    else:
+    elif not printed:
         for res in results:
             _print_photo(res)
     if all("error" in r for r in results):

@@ -22,15 +22,14 @@ import click
 import recognizer
 from recognizer import lifecycle
 from recognizer.cli import _options
-from recognizer.cli._options import friendly_errors, passive_openmp
+from recognizer.cli._options import friendly_errors, options, passive_openmp
 from recognizer.evaluation.compare import side_by_side_text
 
 __all__ = [
     "backbone_option", "cache_dir_option", "cohort_option", "discard", "epochs_option", "json_option", "main",
-    "model_option", "patience_option", "quiet_option", "rollback", "reembed", "seed_option", "show_candidate",
-    "show_threshold", "target_fpir_option",
-    "start_torch", "switch", "switch_option", "threads_option", "train", "unfreeze_option", "unknown_option",
-    "weights_dir_option", "weights_option",
+    "model_option", "patience_option", "quiet_option", "reembed", "rollback", "seed_option", "show_candidate",
+    "show_threshold", "start_torch", "switch", "switch_option", "target_fpir_option", "threads_option", "train",
+    "train_options", "unfreeze_option", "unknown_option", "weights_dir_option", "weights_option",
 ]
 
 model_option = click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
@@ -69,6 +68,9 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar
 target_fpir_option = click.option(
     "--target-fpir", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
     help="Share of strangers the model may name (e.g. 0.01); the threshold is derived from it for the current gallery.")
+# The options of a training run, shared by `facetool model finetune` and finetune.py (in this order in their --help).
+train_options = options(model_option, backbone_option, weights_option, weights_dir_option, unfreeze_option,
+                        epochs_option, seed_option, patience_option, threads_option, cache_dir_option, cohort_option)
 
 
 def start_torch(threads: int | None) -> None:
@@ -89,6 +91,8 @@ def start_torch(threads: int | None) -> None:
 # ---- the jobs, shared with finetune.py's flags ----------------------------------------------------
 def train(data_dir, model_dir, *, as_json: bool, progress: bool, **options) -> None:
     """Finetune on DATA_DIR (see `recognizer.finetune` for `options`) and print the report."""
+    if options["backbone"] == "sface" and options["unfreeze"]:
+        raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
     try:
         report = recognizer.finetune(data_dir, model_dir, progress=progress, **options)
     except OSError as exc:  # disk full, read-only: the new files were removed, the old model stands
@@ -206,6 +210,8 @@ def _print_switch(out, model_dir) -> None:
 # ---- the commands ---------------------------------------------------------------------------------
 _errors = friendly_errors(also=(ValueError,))  # lifecycle's ValueErrors are the user's mistakes, said in words
 _ctx = {"help_option_names": ["-h", "--help"]}
+# switch, rollback
+_version_options = options(model_option, weights_dir_option, threads_option, json_option, quiet_option)
 
 
 @click.group(context_settings=_ctx)
@@ -215,28 +221,13 @@ def main() -> None:
 
 @main.command("finetune", context_settings=_ctx)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@model_option
-@backbone_option
-@weights_option
-@weights_dir_option
-@unfreeze_option
-@epochs_option
-@seed_option
-@patience_option
-@threads_option
-@cache_dir_option
-@cohort_option
-@switch_option
-@unknown_option
-@json_option
-@quiet_option
+@train_options
+@options(switch_option, unknown_option, json_option, quiet_option)
 @_errors
 def _finetune(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epochs, seed, patience, threads, cache_dir,
               cohort, switch, unknown_dir, as_json, quiet):
     """Finetune on DATA_DIR/train/<person>/* (and val/<person>/*); on an existing model the result
     is built beside the model in use and scored side by side with it."""
-    if backbone == "sface" and unfreeze:
-        raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
     start_torch(threads)
     train(data_dir, model_dir, as_json=as_json, progress=not quiet and not as_json, backbone=backbone, weights=weights,
           weights_dir=weights_dir, unfreeze=unfreeze, epochs=epochs, seed=seed, patience=patience, cache_dir=cache_dir,
@@ -247,14 +238,9 @@ def _finetune(data_dir, model_dir, backbone, weights, weights_dir, unfreeze, epo
 @click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @model_option
 @click.option("--backbone", type=click.Choice(["facenet", "sface"]), required=True, help="The network to re-embed with.")
-@weights_option
-@weights_dir_option
+@options(weights_option, weights_dir_option)
 @click.option("--switch", "switch_now", is_flag=True, help="Switch to the result now (default: build it beside, switch later).")
-@unknown_option
-@threads_option
-@cache_dir_option
-@json_option
-@quiet_option
+@options(unknown_option, threads_option, cache_dir_option, json_option, quiet_option)
 @_errors
 def _reembed(data_dir, model_dir, backbone, weights, weights_dir, switch_now, unknown_dir, threads, cache_dir, as_json, quiet):
     """Migrate without training: re-embed every enrolled face from its chip with --backbone/--weights,
@@ -265,11 +251,7 @@ def _reembed(data_dir, model_dir, backbone, weights, weights_dir, switch_now, un
 
 
 @main.command("switch", context_settings=_ctx)
-@model_option
-@weights_dir_option
-@threads_option
-@json_option
-@quiet_option
+@_version_options
 @_errors
 def _switch(model_dir, weights_dir, threads, as_json, quiet):
     """Switch to the candidate built beside the model; what was enrolled, removed or renamed since
@@ -279,11 +261,7 @@ def _switch(model_dir, weights_dir, threads, as_json, quiet):
 
 
 @main.command("rollback", context_settings=_ctx)
-@model_option
-@weights_dir_option
-@threads_option
-@json_option
-@quiet_option
+@_version_options
 @_errors
 def _rollback(model_dir, weights_dir, threads, as_json, quiet):
     """Return to the version before the last finetune or switch: the faces enrolled now are
@@ -293,8 +271,7 @@ def _rollback(model_dir, weights_dir, threads, as_json, quiet):
 
 
 @main.command("candidate", context_settings=_ctx)
-@model_option
-@json_option
+@options(model_option, json_option)
 @_errors
 def _candidate(model_dir, as_json):
     """Show the candidate pending beside the model (what `switch` would switch to) and its figures."""
@@ -303,8 +280,7 @@ def _candidate(model_dir, as_json):
 
 
 @main.command("discard", context_settings=_ctx)
-@model_option
-@json_option
+@options(model_option, json_option)
 @_errors
 def _discard(model_dir, as_json):
     """Delete the candidate built beside the model, and its files."""
@@ -313,11 +289,8 @@ def _discard(model_dir, as_json):
 
 
 @main.command("threshold", context_settings=_ctx)
-@_options.model_option
-@target_fpir_option
-@_options.json_option
-@_options.gallery_option
-@_options.verbose_option
+@options(_options.model_option, target_fpir_option, _options.json_option, _options.gallery_option,
+         _options.verbose_option)
 @friendly_errors
 def _threshold(model_dir, target_fpir, as_json, gallery, verbose):
     """Show the unknown threshold the model uses now; with --target-fpir, derive it from that share

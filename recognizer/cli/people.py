@@ -20,17 +20,8 @@ import click
 
 import recognizer
 from recognizer import archive, lifecycle
-from recognizer.cli._options import (
-    allow_similar_option,
-    friendly_errors,
-    gallery_option,
-    json_option,
-    model_option,
-    no_cache_option,
-    start,
-    verbose_option,
-    weights_dir_option,
-)
+from recognizer.cli._options import (allow_similar_option, gallery_option, json_option, model_option, no_cache_option,
+                                     start, subcommand, verbose_option, weights_dir_option)
 
 __all__ = ["export_people", "import_people", "main", "make_chips", "model_for_import", "remove_person",
            "rename_person", "show_people"]
@@ -123,16 +114,9 @@ def make_chips(rec, as_json: bool) -> None:
 
 # ---- the commands ---------------------------------------------------------------------------------
 def _model_command(name: str, help: str):
-    """A `people` subcommand with the options every one takes (--model, --json, --weights-dir,
-    --gallery, --no-cache, -v) and typed errors as one-line messages."""
-
-    def wrap(fn):
-        for option in reversed((model_option, json_option, weights_dir_option, gallery_option, no_cache_option,
-                                verbose_option)):
-            fn = option(fn)
-        return main.command(name, help=help, context_settings={"help_option_names": ["-h", "--help"]})(friendly_errors(fn))
-
-    return wrap
+    """A `people` subcommand with the options all take (--model, --json, --weights-dir, --gallery, --no-cache, -v)."""
+    return subcommand(main, name, help, model_option, json_option, weights_dir_option, gallery_option, no_cache_option,
+                      verbose_option)
 
 
 def _open(model_dir, weights_dir, gallery, no_cache, verbose):

@@ -10,14 +10,8 @@ import click
 import uvicorn
 
 import recognizer
-from recognizer.cli._options import (
-    friendly_errors,
-    gallery_option,
-    model_option,
-    start,
-    verbose_option,
-    weights_dir_option,
-)
+from recognizer.cli._options import (friendly_errors, gallery_option, model_option, start, verbose_option,
+                                     weights_dir_option)
 from web.app import create_app
 from web.guard import GuardSettings, protocol_with
 from web.settings import Settings
@@ -29,11 +23,9 @@ __all__ = ["main"]
 @model_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 exposes it to the network).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option(
-    "--token", envvar="FACETOOL_TOKEN", show_envvar=True, default=None,
-    help="Bearer token that enroll/remove/rename requests must send. Prefer the environment variable: "
-    "a command-line argument is visible to other users in the process list.",
-)
+@click.option("--token", envvar="FACETOOL_TOKEN", show_envvar=True, default=None,
+              help="Bearer token that enroll/remove/rename requests must send. Prefer the environment variable: "
+                   "a command-line argument is visible to other users in the process list.")
 @click.option("--protect-reads", is_flag=True, help="Require the token for /identify and /people too.")
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest request body (all files of one upload together).")
 @click.option("--max-pixels", default=60_000_000, show_default=True, type=click.IntRange(min=1), help="Largest image, in pixels, that will be decoded.")
@@ -67,12 +59,9 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
                         max_photo_bytes=int(max_photo_mb * 1024 * 1024), guard=guard,
                         max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_seconds=max_video_seconds)
     app = create_app(rec, settings)
-    click.echo(
-        f"serving {model_dir} ({rec.config.backbone}, {len(rec.people())} people) on http://{host}:{port}/ ; "
-        f"changes {'need the token' if token else 'are disabled (no token)'}"
-        + ("; reads need the token" if protect_reads else ""),
-        err=True,
-    )
+    click.echo(f"serving {model_dir} ({rec.config.backbone}, {len(rec.people())} people) on http://{host}:{port}/ ; "
+               f"changes {'need the token' if token else 'are disabled (no token)'}"
+               + ("; reads need the token" if protect_reads else ""), err=True)
     uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=bool(verbose),
                 http=protocol_with(guard.header_timeout))
 
