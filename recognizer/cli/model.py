@@ -20,6 +20,7 @@ import logging
 import click
 
 import recognizer
+from facecore.extras import MissingExtra, require_extra
 from recognizer import lifecycle
 from recognizer.cli import _options
 from recognizer.cli._options import friendly_errors, options, passive_openmp

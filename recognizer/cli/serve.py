@@ -7,14 +7,10 @@ Changes (enroll, remove, rename) need `Authorization: Bearer T`; without a token
 from __future__ import annotations
 
 import click
-import uvicorn
 
 import recognizer
 from recognizer.cli._options import (friendly_errors, gallery_option, model_option, start, verbose_option,
                                      weights_dir_option)
-from web.app import create_app
-from web.guard import GuardSettings, protocol_with
-from web.settings import Settings
 
 __all__ = ["main"]
 
@@ -46,6 +42,14 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
          weights_dir, gallery, verbose):
     """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
     start(verbose)
+    # The server's modules pull in FastAPI, Starlette and uvicorn (a third of a second): only serving
+    # loads them, not `serve.py --help` (tests/test_architecture.py lists this as the one allowed lazy import of ours).
+    import uvicorn
+
+    from web.app import create_app
+    from web.guard import GuardSettings, protocol_with
+    from web.settings import Settings
+
     token = token or None
     if protect_reads and not token:
         raise click.UsageError("--protect-reads needs a token (--token or FACETOOL_TOKEN)")
