@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from recognizer.decision import Decisions, decide
+from recognizer.evaluation.metrics import classification_report, confusion_matrix
 
 __all__ = ["TOP_K", "ClosedSetScores", "closed_set_from_decisions", "closed_set_scores"]
 TOP_K = (1, 3)
@@ -26,18 +27,14 @@ class ClosedSetScores:
         return float(np.mean([p == t for p, t in zip(pred, self.labels)])) if self.labels else 0.0
 
     def classification_report(self, decider: str) -> dict:
-        """scikit-learn's per-person precision, recall, f1 and support (as a dict)."""
-        from sklearn.metrics import classification_report  # heavy (pulls in scipy): only reports need it
-
+        """Per-person precision, recall, f1 and support (scikit-learn's dict, from recognizer.evaluation.metrics)."""
         if not self.labels:
             return {}
         pred = [p if p is not None else "(none)" for p in self.predictions[decider]]
-        return classification_report(self.labels, pred, labels=sorted(set(self.labels)), output_dict=True, zero_division=0)
+        return classification_report(self.labels, pred, labels=sorted(set(self.labels)))
 
     def confusion(self, decider: str) -> tuple[list[str], np.ndarray]:
         """(names, matrix): rows are the true person, columns the answer (other names included)."""
-        from sklearn.metrics import confusion_matrix  # heavy (pulls in scipy): only reports need it
-
         pred = [p if p is not None else "(none)" for p in self.predictions[decider]]
         names = sorted(set(self.labels)) + sorted(set(pred) - set(self.labels))
         return names, confusion_matrix(self.labels, pred, labels=names) if self.labels else np.zeros((0, 0), int)

@@ -43,15 +43,34 @@ def save_png(fig, path: Path) -> Path:
 
 
 def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path) -> Path:
-    from sklearn.metrics import ConfusionMatrixDisplay  # heavy (pulls in scipy): only for this plot
-
+    """Counts in the cells, names on both axes: what scikit-learn's ConfusionMatrixDisplay draws (with
+    cmap="Blues", no colour bar, x labels at 45°), drawn here so the core install needs no scikit-learn."""
     plt = pyplot()
     size = max(4.0, 0.6 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size, size), dpi=100)
-    ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
+    matrix = np.asarray(matrix)
+    n = len(names)
+    image = ax.imshow(matrix, interpolation="nearest", cmap="Blues")
+    if matrix.size:
+        # Dark text on light cells, light text on dark ones.
+        low, high = image.cmap(0), image.cmap(1.0)
+        middle = (matrix.max() + matrix.min()) / 2.0
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                ax.text(j, i, _cell_text(matrix[i, j]), ha="center", va="center",
+                        color=high if matrix[i, j] < middle else low)
+    ax.set(xticks=np.arange(n), yticks=np.arange(n), xticklabels=names, yticklabels=names)
+    ax.set_ylim((n - 0.5, -0.5))
+    plt.setp(ax.get_xticklabels(), rotation=45)
     ax.set(xlabel="answer", ylabel="true person", title=title)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def _cell_text(value) -> str:
+    if np.issubdtype(np.asarray(value).dtype, np.integer):
+        return format(int(value), "d")
+    return format(value, ".2g")
 
 
 def plot_open_set(open_set, path: Path) -> Path:
