@@ -20,7 +20,7 @@ import logging
 import click
 
 import recognizer
-from facecore.extras import MissingExtra, require_extra
+from facecore.extras import MissingExtra, missing_modules, require_extra
 from recognizer import lifecycle
 from recognizer.cli import _options
 from recognizer.cli._options import friendly_errors, options, passive_openmp
@@ -79,11 +79,9 @@ def start_torch(threads: int | None) -> None:
     may run a network (`threads` given) torch's thread count."""
     passive_openmp()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    if threads is not None:
-        try:
-            require_extra("train", "facetool finetune")
-        except MissingExtra as exc:
-            raise click.ClickException(str(exc)) from None
+    # Without torch (the core install) there is nothing to set: an sface re-embed, switch or
+    # rollback runs without it, and training says which extra it needs (`train`).
+    if threads is not None and "torch" not in missing_modules("train"):
         import torch  # seconds to import: only the commands that may run a torch network load it
 
         torch.set_num_threads(threads)
@@ -92,6 +90,10 @@ def start_torch(threads: int | None) -> None:
 # ---- the jobs, shared with finetune.py's flags ----------------------------------------------------
 def train(data_dir, model_dir, *, as_json: bool, progress: bool, **options) -> None:
     """Finetune on DATA_DIR (see `recognizer.finetune` for `options`) and print the report."""
+    try:
+        require_extra("train", "facetool finetune")
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
     if options["backbone"] == "sface" and options["unfreeze"]:
         raise click.UsageError("--unfreeze applies to facenet only: sface has no trainable blocks")
     try:
