@@ -130,7 +130,7 @@ def _notes(notes: list[str]) -> list[str]:
     return [f"- {n}" for n in notes] + ([""] if notes else [])
 
 
-def _closed_set_md(rep) -> list[str]:
+def _closed_set_md(rep, plots: frozenset[str]) -> list[str]:
     c = rep.closed
     deciders = list(c.predictions)
     L = ["## Closed set", "", f"{len(c.labels)} faces of enrolled people from `{rep.data}`; no threshold applies.", ""]
@@ -145,7 +145,7 @@ def _closed_set_md(rep) -> list[str]:
                 [[p, int(reports[deciders[0]][p]["support"]),
                   *[f"{reports[d][p]['precision']:.2f} / {reports[d][p]['recall']:.2f} / {reports[d][p]['f1-score']:.2f}"
                     for d in deciders]] for p in people])
-    L += [" ".join(f"![confusion matrix, {d}]({confusion_png(d)})" for d in deciders), ""]
+    L += _images([(f"confusion matrix, {d}", confusion_png(d)) for d in deciders], plots)
     return L + _undetected(rep.undetected.get("closed_set", []))
 
 
@@ -156,30 +156,48 @@ def _current_threshold_md(o) -> list[str]:
         return []
     measured = o.deciders[o.deployed].at_current.fpir
     pred = "no FPIR table for this model" if o.predicted_fpir is None else f"{o.predicted_fpir:.4f}"
-    return [f"Current threshold {o.threshold:.4f} ({ti['source']}"
+    return [f"Threshold in use {o.threshold:.4f} ({ti['source']}"
             + (f" {ti['target_fpir']:g}" if ti["source"] == "target FPIR" else "")
             + f", for {ti['people']} people with {ti['faces_per_person']:.1f} faces each): FPIR predicted from the "
             f"stranger cohort {pred}, measured here {measured:.4f} ({o.deployed}, {o.n_unknown} unknown faces).", ""]
 
 
-def _open_set_md(rep) -> list[str]:
+def _stored_threshold_md(rep, o) -> list[str]:
+    """The threshold `--set-threshold` may store: FPIR's upper bound under the target, or why there is none."""
+    conf = f"{o.to_dict()['confidence']:.0%}"
+    if o.bounded_threshold is None:
+        return [f"No threshold may be stored from these figures: showing FPIR ≤ {o.target_fpir:g} at {conf} confidence "
+                f"needs at least {o.strangers_needed} unknown faces with none named ({o.n_unknown} here); "
+                "`--set-threshold` refuses.", ""]
+    b = o.deciders[o.deployed].bounded
+    return [f"Threshold with FPIR ≤ {o.target_fpir:g} at {conf} confidence: **{b.threshold:.4f}** "
+            f"(FPIR here {b.fpir:.4f}, DIR {b.dir:.4f})"
+            + ("; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
+
+
+def _open_set_md(rep, plots: frozenset[str]) -> list[str]:
     o = rep.open
     L = ["## Open set", "", f"{o.n_known} faces of known people, {o.n_unknown} faces of unknown people ({o.unknown_source}).",
          "FPIR: unknown faces given a name. DIR: known faces given their own name.", ""]
-    L += _table(["decider", f"FPIR @ {o.threshold:.4f} (current)", f"DIR @ {o.threshold:.4f}",
+    L += _table(["decider", f"FPIR @ {o.threshold:.4f} (in use)", f"DIR @ {o.threshold:.4f}",
                  f"threshold for FPIR ≤ {o.target_fpir:g}", "FPIR there", "DIR there"],
                 [[d + (" (identify uses this)" if d == o.deployed else ""), f"{s.at_current.fpir:.4f}", f"{s.at_current.dir:.4f}",
                   f"{s.recommended.threshold:.4f}", f"{s.recommended.fpir:.4f}", f"{s.recommended.dir:.4f}"]
                  for d, s in o.deciders.items()])
-    L += [f"**Recommended threshold: {o.recommended_threshold:.4f}** ({o.deployed}, target FPIR {o.target_fpir:g})"
-          + ("; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
+    L += [f"**Recommended threshold: {o.recommended_threshold:.4f}** ({o.deployed}, target FPIR {o.target_fpir:g}, "
+          f"measured on these {o.n_unknown} unknown faces).", ""]
+    L += _stored_threshold_md(rep, o)
     L += _current_threshold_md(o)
+    if o.threshold_info and round(o.threshold, 4) != round(rep.threshold, 4):
+        L += [f"The threshold in use here, {o.threshold:.4f}, is the one identify would use for the "
+              f"{o.threshold_info['people']} people left once some are held out; with all its people the model uses "
+              f"{rep.threshold:.4f} (the header's).", ""]
     L += _notes(o.notes)
-    L += [f"![FPIR and DIR]({OPENSET_PNG})", ""]
+    L += _images([("FPIR and DIR", OPENSET_PNG)], plots)
     return L + _undetected(rep.undetected.get("unknown", []))
 
 
-def _verification_md(v) -> list[str]:
+def _verification_md(v, plots: frozenset[str]) -> list[str]:
     L = ["## Verification on pairs", "",
          f"`{v.pairs_file}`: {v.n_folds} folds × {v.per_class} matched + {v.per_class} mismatched pairs; "
          f"{len(v.similarities)} of {v.n_pairs} pairs scored ({int(v.same.sum())} matched, {int((~v.same).sum())} mismatched).", ""]
@@ -187,22 +205,29 @@ def _verification_md(v) -> list[str]:
     rows += [[f"TAR @ FAR {far:g}", f"{t[0]:.4f} (threshold {t[1]:.4f}, FAR reached {t[2]:.4f})"] for far, t in v.tar.items()]
     L += _table(["figure", "value"], rows)
     L += _notes(v.notes)
-    L += [f"![similarities of pairs]({VERIFICATION_PNG})", ""]
+    L += _images([("similarities of pairs", VERIFICATION_PNG)], plots)
     return L + _undetected(v.skipped)
 
 
-def render_markdown(rep) -> str:
-    """An EvaluationReport as Markdown: a header, then each section that was scored."""
+def _images(images: list[tuple[str, str]], plots: frozenset[str]) -> list[str]:
+    """Links to the plots among `images` (alt text, file name) that were written beside the report."""
+    shown = [f"![{alt}]({name})" for alt, name in images if name in plots]
+    return [" ".join(shown), ""] if shown else []
+
+
+def render_markdown(rep, plots: frozenset[str] = frozenset()) -> str:
+    """An EvaluationReport as Markdown: a header, then each section that was scored; `plots`: the names of the
+    plot files written beside it (only those are linked: printed without --out, none is)."""
     L = [f"# Evaluation of `{rep.model_dir}`", "",
-         f"backbone **{rep.backbone}**, model id `{rep.model_id}`, k = {rep.knn_k}, threshold {rep.threshold:.4f}"
+         f"backbone **{rep.backbone}**, model id `{rep.model_id}`, k = {rep.knn_k}, threshold in use {rep.threshold:.4f}"
          + ("" if rep.has_classifier else " — no classifier: kNN only"), ""]
     L += _notes(rep.notes)
     if rep.closed is not None:
-        L += _closed_set_md(rep)
+        L += _closed_set_md(rep, plots)
     if rep.open is not None:
-        L += _open_set_md(rep)
+        L += _open_set_md(rep, plots)
     if rep.verification is not None:
-        L += _verification_md(rep.verification)
+        L += _verification_md(rep.verification, plots)
     return "\n".join(L)
 
 
@@ -221,6 +246,6 @@ def write_report(rep, out_dir: str | Path) -> list[Path]:
         files.append(plot_verification(rep.verification, out / VERIFICATION_PNG))
     md = out / REPORT_MD
     with atomic_write(md) as fh:
-        fh.write(render_markdown(rep).encode("utf-8"))
+        fh.write(render_markdown(rep, frozenset(f.name for f in files)).encode("utf-8"))
     write_json_atomic(out / REPORT_JSON, rep.to_dict())
     return [md, out / REPORT_JSON, *files]
