@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from facecore.errors import FaceToolError
+from facecore.names import match_folders
 from gallery import open_gallery
 from recognizer.modeldir.config import load_config, save_config
 from recognizer.modeldir.lock import writer_lock
@@ -149,8 +150,9 @@ def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, op
         report.notes.append("this model has no classifier (it was never finetuned): the kNN vote alone is reported")
     if photos is not None:
         paths, labels, report.data = photos
-        faces = embed_labelled(rec.pipeline, paths, labels, opts.progress)
         enrolled = set(rec.gallery.people())
+        labels = _as_enrolled(labels, enrolled, report)
+        faces = embed_labelled(rec.pipeline, paths, labels, opts.progress)
         known = np.array([lab in enrolled for lab in faces.labels], bool)
         strangers = sorted(set(faces.labels) - enrolled)
         if strangers:
@@ -161,15 +163,34 @@ def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, op
                                 "so the figures are optimistic")
         kf = faces.subset(known)
         report.undetected["closed_set"] = [u for u in faces.undetected if u["person"] in enrolled]
-        dec = decide(rec.gallery, rec.classifier, kf.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
-        report.closed = closed_set_from_decisions(dec, kf.labels)
-        report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
+        if len(kf.labels):
+            dec = decide(rec.gallery, rec.classifier, kf.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
+            report.closed = closed_set_from_decisions(dec, kf.labels)
+            report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
+        else:
+            report.notes.append("no face of an enrolled person was found in the data: nothing to score")
     if opts.pairs_file:
         if not opts.pairs_root:
             raise FaceToolError("--pairs needs --pairs-root, the folder holding <name>/<name>_0001.jpg")
         report.verification = verify_pairs(rec.pipeline, opts.pairs_file, opts.pairs_root, progress=opts.progress)
         report.undetected["verification"] = report.verification.skipped
     return report
+
+
+def _as_enrolled(labels: list[str], enrolled: set[str], report) -> list[str]:
+    """Folder names as the enrolled people they name (`match_folders`, with a note for each loose match);
+    FaceToolError, listing both sides, when no folder is anyone enrolled."""
+    match = match_folders(labels, enrolled)
+    if labels and not match.people:
+        raise FaceToolError(f"{report.data}: none of its folders ({', '.join(sorted(set(labels)))}) is an enrolled person "
+                            f"({', '.join(sorted(enrolled)) or 'nobody is enrolled'}); rename the folders or the people "
+                            "(enroll.py --rename OLD NEW)")
+    if match.loose:
+        report.notes.append("folders matched to enrolled people by name: "
+                            + ", ".join(f"{f} → {p}" for f, p in match.loose))
+    for f, p in match.near.items():
+        report.notes.append(f"folder {f} is nobody enrolled, so its photos count as a stranger's; did you mean {p}?")
+    return [match.people.get(lab, lab) for lab in labels]
 
 
 def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str], opts: EvaluationOptions, report):
@@ -186,6 +207,8 @@ def _open_set_on_unknown_dir(rec, faces: FaceSet, kf: FaceSet, known_dec, strang
     cfg = rec.config
     s = list_people(Path(opts.unknown_dir))
     enrolled = set(rec.gallery.people())
+    as_enrolled = match_folders(s.labels, enrolled).people  # a folder of an enrolled person is not unknown
+    s.labels = [as_enrolled.get(lab, lab) for lab in s.labels]
     clash = sorted(set(s.labels) & enrolled)
     if clash:
         report.notes.append(f"{opts.unknown_dir}: {', '.join(clash)} are enrolled, so their photos are not unknown; left out")
