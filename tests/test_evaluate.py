@@ -403,3 +403,50 @@ def test_help_is_fast_and_imports_nothing_heavy():
     code = "import sys; sys.argv=['evaluate.py','--help']; import evaluate\ntry: evaluate.main()\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "--target-fpir" in out.stdout and out.stdout.strip().endswith("False False")
+
+
+def test_report_lists_every_mistake_with_unknown_in_the_open_set_confusion(report):
+    """Issue 27: the report a person can act on — every wrong answer (photo, expected, got, similarity), an
+    "unknown" row and column, thumbnails linked only where written."""
+    rep, out = report
+    names, m = rep["open_set_confusion"]["names"], np.array(rep["open_set_confusion"]["matrix"])
+    o = rep["open_set"]
+    assert "unknown" in names and m.sum() == o["n_known"] + o["n_unknown"]
+    u = names.index("unknown")
+    assert m[u].sum() == o["n_unknown"]  # every stranger's face is in the unknown row
+    dep = o["deciders"][o["deployed"]]["at_current"]
+    assert m[u].sum() - m[u, u] == round(dep["fpir"] * o["n_unknown"])  # strangers named = FPIR's count
+    wrong = rep["mistakes"]["open_set"]
+    assert len(wrong) == m.sum() - np.trace(m)
+    for w in wrong:
+        assert w["expected"] != w["got"] and Path(w["photo"]).is_file() and -1 <= w["similarity"] <= 1
+    sims = [w["similarity"] for w in wrong]
+    assert sims == sorted(sims, reverse=True)
+    md = (out / "report.md").read_text()
+    for i in range(min(len(wrong), 50)):
+        name = f"mistakes/open_set-{i:03d}.jpg"
+        assert f"]({name})" in md and (out / name).stat().st_size > 500
+    for link in __import__("re").findall(r"\]\(([^)]+)\)", md):
+        assert (out / link).is_file(), link  # no link to a file that was not written
+
+
+def test_mistakes_and_unknown_confusion_match_brute_force():
+    from recognizer.evaluation.mistakes import answers, confusion_with_unknown, find_mistakes
+
+    rng = np.random.default_rng(5)
+    people = ["ada", "bo", "cy"]
+    for _ in range(20):
+        n = int(rng.integers(0, 30))
+        expected = [str(x) for x in rng.choice(people + ["unknown"], n)]
+        named = [None if rng.random() < 0.2 else str(rng.choice(people + ["dee"])) for _ in range(n)]
+        sims = rng.uniform(-1, 1, n)
+        got = answers(named, sims, 0.3)
+        assert got == [x if x is not None and s >= 0.3 else "unknown" for x, s in zip(named, sims)]
+        photos = [f"p{i}.jpg" for i in range(n)]
+        wrong = find_mistakes(expected, got, sims, photos)
+        assert {w.photo for w in wrong} == {photos[i] for i in range(n) if expected[i] != got[i]}
+        names, m = confusion_with_unknown(expected, got)
+        for i, e in enumerate(names):
+            for j, g in enumerate(names):
+                assert m[i, j] == sum(1 for a, b in zip(expected, got) if (a, b) == (e, g))
+        assert m.sum() == n and "unknown" in names

@@ -10,13 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from facecore.atomic import atomic_write, write_json_atomic
+from recognizer.image import load_image
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 OPENSET_PNG = "openset.png"
 VERIFICATION_PNG = "verification.png"
+OPENSET_CONFUSION_PNG = "confusion_openset.png"
+MISTAKES_SHOWN = 50  # per section in report.md (report.json lists them all), each with a thumbnail under --out
+THUMB = 96  # pixels, the longer side of a mistake's thumbnail
 
-__all__ = ["OPENSET_PNG", "REPORT_JSON", "REPORT_MD", "VERIFICATION_PNG", "confusion_png", "plot_confusion",
+__all__ = ["MISTAKES_SHOWN", "OPENSET_CONFUSION_PNG", "OPENSET_PNG", "REPORT_JSON", "REPORT_MD", "VERIFICATION_PNG", "confusion_png", "plot_confusion",
            "plot_open_set", "plot_verification", "pyplot", "render_markdown", "save_png", "write_report"]
 
 
@@ -193,7 +197,8 @@ def _open_set_md(rep, plots: frozenset[str]) -> list[str]:
               f"{o.threshold_info['people']} people left once some are held out; with all its people the model uses "
               f"{rep.threshold:.4f} (the header's).", ""]
     L += _notes(o.notes)
-    L += _images([("FPIR and DIR", OPENSET_PNG)], plots)
+    L += _images([("FPIR and DIR", OPENSET_PNG), ("open-set confusion matrix, with unknown", OPENSET_CONFUSION_PNG)],
+                 plots)
     return L + _undetected(rep.undetected.get("unknown", []))
 
 
@@ -215,6 +220,55 @@ def _images(images: list[tuple[str, str]], plots: frozenset[str]) -> list[str]:
     return [" ".join(shown), ""] if shown else []
 
 
+def thumbnail_name(section: str, i: int) -> str:
+    return f"mistakes/{section}-{i:03d}.jpg"
+
+
+def _mistakes_md(rep, plots: frozenset[str]) -> list[str]:
+    """The wrong answers of each section, most confident first, with their thumbnails where written."""
+    L = []
+    titles = {"closed_set": "closed set, no threshold", "open_set": "open set, at the threshold in use"}
+    for section, items in rep.mistakes.items():
+        if not L:
+            L = ["## Mistakes", "", "Faces given a wrong name, known people called unknown, strangers named "
+                 "(similarity: to the name given, or to the nearest person when the answer is unknown).", ""]
+        L += [f"### {titles.get(section, section)}: {len(items)}", ""]
+        if not items:
+            continue
+        rows = []
+        for i, m in enumerate(items[:MISTAKES_SHOWN]):
+            thumb = thumbnail_name(section, i)
+            rows.append([f"![]({thumb})" if thumb in plots else "", f"`{m.photo}`", m.expected, m.got, f"{m.similarity:.4f}"])
+        L += _table(["face", "photo", "expected", "got", "similarity"], rows)
+        if len(items) > MISTAKES_SHOWN:
+            L += [f"… and {len(items) - MISTAKES_SHOWN} more (report.json lists them all).", ""]
+    return L
+
+
+def _write_thumbnails(rep, out: Path) -> list[Path]:
+    """A small crop of each mistake's face shown in report.md; a photo that cannot be read gets none."""
+    written = []
+    for section, items in rep.mistakes.items():
+        for i, m in enumerate(items[:MISTAKES_SHOWN]):
+            if m.box is None:
+                continue
+            try:
+                img = load_image(m.photo)
+            except (OSError, ValueError):
+                continue
+            x1, y1, x2, y2 = m.box
+            pad = 0.2 * max(x2 - x1, y2 - y1)
+            crop = img.crop((int(max(0, x1 - pad)), int(max(0, y1 - pad)), int(min(img.width, x2 + pad)),
+                             int(min(img.height, y2 + pad))))
+            crop.thumbnail((THUMB, THUMB))
+            path = out / thumbnail_name(section, i)
+            path.parent.mkdir(exist_ok=True)
+            with atomic_write(path) as fh:
+                crop.save(fh, format="JPEG", quality=85)
+            written.append(path)
+    return written
+
+
 def render_markdown(rep, plots: frozenset[str] = frozenset()) -> str:
     """An EvaluationReport as Markdown: a header, then each section that was scored; `plots`: the names of the
     plot files written beside it (only those are linked: printed without --out, none is)."""
@@ -228,6 +282,7 @@ def render_markdown(rep, plots: frozenset[str] = frozenset()) -> str:
         L += _open_set_md(rep, plots)
     if rep.verification is not None:
         L += _verification_md(rep.verification, plots)
+    L += _mistakes_md(rep, plots)
     return "\n".join(L)
 
 
@@ -242,10 +297,14 @@ def write_report(rep, out_dir: str | Path) -> list[Path]:
             files.append(plot_confusion(names, m, f"{d} ({rep.closed.accuracy(d):.3f})", out / confusion_png(d)))
     if rep.open is not None:
         files.append(plot_open_set(rep.open, out / OPENSET_PNG))
+    if rep.open_confusion is not None:
+        names, m = rep.open_confusion
+        files.append(plot_confusion(names, m, f"open set at {rep.open.threshold:.4f}", out / OPENSET_CONFUSION_PNG))
+    files += _write_thumbnails(rep, out)
     if rep.verification is not None and len(rep.verification.similarities):
         files.append(plot_verification(rep.verification, out / VERIFICATION_PNG))
     md = out / REPORT_MD
     with atomic_write(md) as fh:
-        fh.write(render_markdown(rep, frozenset(f.name for f in files)).encode("utf-8"))
+        fh.write(render_markdown(rep, frozenset(f.relative_to(out).as_posix() for f in files)).encode("utf-8"))
     write_json_atomic(out / REPORT_JSON, rep.to_dict())
     return [md, out / REPORT_JSON, *files]
