@@ -12,16 +12,18 @@ Also the rules a person name must meet (`validate_name`) and the refusal of look
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.util
 import os
 import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from facecore.errors import InvalidNameError
 
-__all__ = ["MAX_NAME_LENGTH", "UNKNOWN", "invisible_chars", "is_reserved", "lookalike_key", "normal_form",
-           "refuse_lookalikes", "same_looking", "skeleton", "validate_name"]
+__all__ = ["MAX_NAME_LENGTH", "UNKNOWN", "FolderMatch", "folder_key", "invisible_chars", "is_reserved", "lookalike_key",
+           "match_folders", "normal_form", "refuse_lookalikes", "same_looking", "skeleton", "validate_name"]
 
 # The word printed for a face nobody matched; a person with a name that looks like it would be
 # indistinguishable from a stranger in every report.
@@ -163,3 +165,56 @@ def refuse_lookalikes(names: Sequence[str], existing: Iterable[str]) -> None:
             raise InvalidNameError(
                 f"person name {name!r} looks the same as {similar[0]!r} ({where}); use that name, or "
                 "allow similar names explicitly (--allow-similar) if they are different people")
+
+
+def folder_key(name: str) -> str:
+    """Equal for a folder name and the person it names when they differ only in case, accents, look-alike
+    letters or word separators ("jerry_seinfeld", "Jerry Seinfeld", "Jérry-Seinfeld")."""
+    text = unicodedata.normalize("NFKD", name)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = " ".join(text.replace("_", " ").replace("-", " ").replace(".", " ").split())
+    return lookalike_key(text)
+
+
+@dataclass
+class FolderMatch:
+    """Which enrolled person each folder name is (`people`), and how each was found."""
+
+    people: dict[str, str]  # folder name -> enrolled person (exact and loose matches)
+    loose: list[tuple[str, str]]  # (folder, person) matched other than exactly: print them
+    unmatched: list[str]  # folder names that are nobody enrolled
+    near: dict[str, str]  # unmatched folder -> the enrolled person its name is close to (a misspelling?)
+
+
+def match_folders(folders: Iterable[str], enrolled: Iterable[str]) -> FolderMatch:
+    """The one rule mapping folder names to enrolled people: the exact name, else the one person whose
+    `folder_key` is the folder's; InvalidNameError when several people fit one folder (or one person several
+    folders), listing both sides."""
+    enrolled = sorted(set(enrolled))
+    by_key: dict[str, list[str]] = {}
+    for p in enrolled:
+        by_key.setdefault(folder_key(p), []).append(p)
+    out = FolderMatch({}, [], [], {})
+    for f in sorted(set(folders)):
+        if f in enrolled:
+            out.people[f] = f
+            continue
+        fits = by_key.get(folder_key(f), [])
+        if len(fits) > 1:
+            raise InvalidNameError(f"folder {f!r} could be any of the enrolled people {', '.join(map(repr, fits))}; "
+                                   "rename the folder to one of them exactly")
+        if fits:
+            out.people[f] = fits[0]
+            out.loose.append((f, fits[0]))
+        else:
+            out.unmatched.append(f)
+    for f in out.unmatched:  # a misspelt folder of an enrolled person would train or count as a second person
+        close = difflib.get_close_matches(folder_key(f), list(by_key), n=1, cutoff=0.8)
+        if close:
+            out.near[f] = by_key[close[0]][0]
+    seen: dict[str, str] = {}
+    for f, p in out.people.items():
+        if p in seen:
+            raise InvalidNameError(f"folders {seen[p]!r} and {f!r} are both the enrolled person {p!r}; merge them into one")
+        seen[p] = f
+    return out

@@ -278,20 +278,67 @@ def test_finetune_report_is_the_same_closed_set_computation(report, model):
         assert ft[dec]["per_person"] == rep["closed_set"][dec]["per_person"]
 
 
-def test_set_threshold_stores_the_recommendation(model, data, tmp_path):
+def test_set_threshold_stores_the_bounded_threshold(model, data, tmp_path):
+    """With enough strangers for the target, the stored threshold is the one whose FPIR upper bound is under it."""
     import shutil
 
+    from recognizer.evaluation.open_set import fpir_upper_bound
     from recognizer.modeldir.config import load_config
 
     d, _ = model
     m = tmp_path / "m"
     shutil.copytree(d, m)
     res = CliRunner().invoke(evaluate_cli.main, ["--model", str(m), str(data / CELEB), "--unknown",
-                                                 str(data / "deepface-test-dataset/people"), "--set-threshold", "--json"])
+                                                 str(data / "deepface-test-dataset/people"), "--set-threshold",
+                                                 "--target-fpir", "0.05", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
-    assert load_config(m).threshold == out["threshold_set"] == out["open_set"]["recommended_threshold"] != out["threshold"]
+    o = out["open_set"]
+    assert load_config(m).threshold == out["threshold_set"] == o["bounded_threshold"] != out["threshold"]
     assert load_config(d).threshold == out["threshold"]
+    b = o["deciders"][o["deployed"]]["bounded"]
+    named = round(b["fpir"] * o["n_unknown"])
+    assert fpir_upper_bound(named, o["n_unknown"]) <= 0.05 < fpir_upper_bound(named + 1, o["n_unknown"])
+    assert b["threshold"] >= o["deciders"][o["deployed"]]["recommended"]["threshold"]
+
+
+def test_set_threshold_on_too_few_strangers_is_refused(model, data, tmp_path):
+    """Without --unknown, a held-out person's few faces cannot show FPIR <= 0.01: refused, model.json untouched.
+    (Before: a threshold that named 93 % of strangers was stored.)"""
+    import shutil
+
+    d, _ = model
+    m = tmp_path / "m"
+    shutil.copytree(d, m)
+    before = (m / "model.json").read_bytes()
+    res = CliRunner().invoke(evaluate_cli.main, ["--model", str(m), str(data / CELEB), "--set-threshold"])
+    assert res.exit_code == 1, res.output
+    assert "threshold not set" in res.output and "at least 299" in res.output and "--target-fpir" in res.output
+    assert "No threshold may be stored" in res.output  # the report itself says so too
+    assert (m / "model.json").read_bytes() == before
+
+
+def test_fpir_upper_bound_is_clopper_pearson():
+    """Checked against the binomial CDF summed exactly with math.comb, and the closed form for none named."""
+    import math
+
+    from recognizer.evaluation.open_set import allowed_false_accepts, fpir_upper_bound, strangers_needed
+
+    def cdf(k, n, p):
+        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+
+    for k, n in [(0, 5), (0, 299), (3, 62), (10, 400), (1, 2)]:
+        ub = fpir_upper_bound(k, n)
+        assert cdf(k, n, ub) == pytest.approx(0.05, abs=1e-9)
+        assert ub > k / n
+    assert fpir_upper_bound(0, 100) == pytest.approx(1 - 0.05 ** (1 / 100), rel=1e-9)
+    assert fpir_upper_bound(5, 5) == 1.0
+    assert strangers_needed(0.01) == 299 and strangers_needed(0.05) == 59
+    assert fpir_upper_bound(0, 299) <= 0.01 < fpir_upper_bound(0, 298)
+    assert allowed_false_accepts(298, 0.01) is None and allowed_false_accepts(299, 0.01) == 0
+    for n in (300, 1000, 5000):
+        k = allowed_false_accepts(n, 0.01)
+        assert fpir_upper_bound(k, n) <= 0.01 < fpir_upper_bound(k + 1, n)
 
 
 def test_knn_only_model_with_held_out_people(data, tmp_path, crop_cache):
@@ -356,3 +403,50 @@ def test_help_is_fast_and_imports_nothing_heavy():
     code = "import sys; sys.argv=['evaluate.py','--help']; import evaluate\ntry: evaluate.main()\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "--target-fpir" in out.stdout and out.stdout.strip().endswith("False False")
+
+
+def test_report_lists_every_mistake_with_unknown_in_the_open_set_confusion(report):
+    """Issue 27: the report a person can act on — every wrong answer (photo, expected, got, similarity), an
+    "unknown" row and column, thumbnails linked only where written."""
+    rep, out = report
+    names, m = rep["open_set_confusion"]["names"], np.array(rep["open_set_confusion"]["matrix"])
+    o = rep["open_set"]
+    assert "unknown" in names and m.sum() == o["n_known"] + o["n_unknown"]
+    u = names.index("unknown")
+    assert m[u].sum() == o["n_unknown"]  # every stranger's face is in the unknown row
+    dep = o["deciders"][o["deployed"]]["at_current"]
+    assert m[u].sum() - m[u, u] == round(dep["fpir"] * o["n_unknown"])  # strangers named = FPIR's count
+    wrong = rep["mistakes"]["open_set"]
+    assert len(wrong) == m.sum() - np.trace(m)
+    for w in wrong:
+        assert w["expected"] != w["got"] and Path(w["photo"]).is_file() and -1 <= w["similarity"] <= 1
+    sims = [w["similarity"] for w in wrong]
+    assert sims == sorted(sims, reverse=True)
+    md = (out / "report.md").read_text()
+    for i in range(min(len(wrong), 50)):
+        name = f"mistakes/open_set-{i:03d}.jpg"
+        assert f"]({name})" in md and (out / name).stat().st_size > 500
+    for link in __import__("re").findall(r"\]\(([^)]+)\)", md):
+        assert (out / link).is_file(), link  # no link to a file that was not written
+
+
+def test_mistakes_and_unknown_confusion_match_brute_force():
+    from recognizer.evaluation.mistakes import answers, confusion_with_unknown, find_mistakes
+
+    rng = np.random.default_rng(5)
+    people = ["ada", "bo", "cy"]
+    for _ in range(20):
+        n = int(rng.integers(0, 30))
+        expected = [str(x) for x in rng.choice(people + ["unknown"], n)]
+        named = [None if rng.random() < 0.2 else str(rng.choice(people + ["dee"])) for _ in range(n)]
+        sims = rng.uniform(-1, 1, n)
+        got = answers(named, sims, 0.3)
+        assert got == [x if x is not None and s >= 0.3 else "unknown" for x, s in zip(named, sims)]
+        photos = [f"p{i}.jpg" for i in range(n)]
+        wrong = find_mistakes(expected, got, sims, photos)
+        assert {w.photo for w in wrong} == {photos[i] for i in range(n) if expected[i] != got[i]}
+        names, m = confusion_with_unknown(expected, got)
+        for i, e in enumerate(names):
+            for j, g in enumerate(names):
+                assert m[i, j] == sum(1 for a, b in zip(expected, got) if (a, b) == (e, g))
+        assert m.sum() == n and "unknown" in names

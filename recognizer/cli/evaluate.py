@@ -30,7 +30,7 @@ __all__ = ["main"]
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--target-fpir", default=0.01, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Share of unknown faces allowed to be named, for the recommended threshold.")
-@click.option("--set-threshold", is_flag=True, help="Store the recommended threshold in the model (model.json).")
+@click.option("--set-threshold", is_flag=True, help="Store the threshold whose FPIR upper bound (95% confidence) is under --target-fpir in the model (model.json); refused when the unknown faces are too few to show it.")
 @click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
               help="Share of people held out as unknown when --unknown is not given.")
 @no_cache_option
@@ -49,17 +49,26 @@ def main(model_dir, data_dir, unknown_dir, pairs_file, pairs_root, out_dir, as_j
         raise click.UsageError("--set-threshold needs DATA_DIR: the threshold is chosen on its open-set figures")
     rep = recognizer.evaluate(model_dir, data_dir, unknown_dir=unknown_dir, pairs_file=pairs_file, pairs_root=pairs_root,
                               target_fpir=target_fpir, holdout=holdout, cache=not no_cache, progress=not quiet and not as_json)
-    if set_threshold:
-        if rep.open is None:
-            raise click.ClickException("no open-set figures, so no threshold to set (see the notes with --json)")
-        recognizer.set_threshold(model_dir, rep.open.recommended_threshold)
-        rep.threshold_set = rep.open.recommended_threshold
+    refused = _store_threshold(rep, model_dir, target_fpir) if set_threshold else None
     if out_dir:
         rep.write(out_dir)
-    if as_json:
-        click.echo(json.dumps(rep.to_dict(), indent=2))
-        return
-    click.echo(rep.markdown())
+    click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.markdown())
+    if refused:  # after the report, which says why in its open-set section
+        raise click.ClickException(refused)
+
+
+def _store_threshold(rep, model_dir: str, target_fpir: float) -> str | None:
+    """Store the bounded threshold in model.json; the reason when it may not be stored."""
+    if rep.open is None:
+        return "no open-set figures, so no threshold to set (see the notes with --json)"
+    if rep.open.bounded_threshold is None:
+        return (f"threshold not set: {rep.open.n_unknown} unknown faces cannot show an FPIR of at most {target_fpir:g} "
+                f"(that needs at least {rep.open.strangers_needed} with none named); pass --unknown DIR with more "
+                f"strangers' photos, or use `enroll.py --model {model_dir} --target-fpir {target_fpir:g}`, which takes "
+                "the threshold from the stranger cohort")
+    recognizer.set_threshold(model_dir, rep.open.bounded_threshold)
+    rep.threshold_set = rep.open.bounded_threshold
+    return None
 
 
 if __name__ == "__main__":

@@ -106,6 +106,9 @@ def train(data_dir, model_dir, *, as_json: bool, progress: bool, **options) -> N
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     tr = report.training
+    for folder, person in report.matched_folders:
+        click.echo(f"training folder {folder} is the enrolled {person}" if person else
+                   f"training folder {folder} is nobody enrolled (a new person); if it is someone enrolled, rename it")
     click.echo(f"{report.backbone}: {report.n_train} training faces of {len(report.classes)} people, {report.n_val} val faces ({report.split})")
     click.echo(f"best epoch {tr['best_epoch']} of {len(tr['history'])}{' (early stop)' if tr['stopped_early'] else ''}, "
                f"{tr['seconds_per_epoch'] * 1000:.0f} ms/epoch")
@@ -122,6 +125,8 @@ def train(data_dir, model_dir, *, as_json: bool, progress: bool, **options) -> N
         click.echo(f"  skipped {s['file']}: {s['reason']}", err=True)
     if report.switched:
         click.echo(f"model {report.model_id} in {report.model_dir}" + (" (switched to it)" if report.switch else ""))
+    elif report.held_back:
+        click.echo(f"model {report.model_id} built as a candidate, NOT switched to: {report.held_back}")
     else:
         click.echo(f"model {report.model_id} built as a candidate beside the model in use, which is unchanged; "
                    f"switch with: finetune.py --model {report.model_dir} --switch")

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from facecore.names import UNKNOWN
 from recognizer.decision import Decisions, decide
 from recognizer.evaluation.metrics import classification_report, confusion_matrix
 
@@ -30,12 +31,12 @@ class ClosedSetScores:
         """Per-person precision, recall, f1 and support (scikit-learn's dict, from recognizer.evaluation.metrics)."""
         if not self.labels:
             return {}
-        pred = [p if p is not None else "(none)" for p in self.predictions[decider]]
+        pred = [p if p is not None else UNKNOWN for p in self.predictions[decider]]
         return classification_report(self.labels, pred, labels=sorted(set(self.labels)))
 
     def confusion(self, decider: str) -> tuple[list[str], np.ndarray]:
         """(names, matrix): rows are the true person, columns the answer (other names included)."""
-        pred = [p if p is not None else "(none)" for p in self.predictions[decider]]
+        pred = [p if p is not None else UNKNOWN for p in self.predictions[decider]]
         names = sorted(set(self.labels)) + sorted(set(pred) - set(self.labels))
         return names, confusion_matrix(self.labels, pred, labels=names) if self.labels else np.zeros((0, 0), int)
 

@@ -10,13 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from facecore.atomic import atomic_write, write_json_atomic
+from recognizer.image import load_image
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 OPENSET_PNG = "openset.png"
 VERIFICATION_PNG = "verification.png"
+OPENSET_CONFUSION_PNG = "confusion_openset.png"
+MISTAKES_SHOWN = 50  # per section in report.md (report.json lists them all), each with a thumbnail under --out
+THUMB = 96  # pixels, the longer side of a mistake's thumbnail
 
-__all__ = ["OPENSET_PNG", "REPORT_JSON", "REPORT_MD", "VERIFICATION_PNG", "confusion_png", "plot_confusion",
+__all__ = ["MISTAKES_SHOWN", "OPENSET_CONFUSION_PNG", "OPENSET_PNG", "REPORT_JSON", "REPORT_MD", "VERIFICATION_PNG", "confusion_png", "plot_confusion",
            "plot_open_set", "plot_verification", "pyplot", "render_markdown", "save_png", "write_report"]
 
 
@@ -130,7 +134,7 @@ def _notes(notes: list[str]) -> list[str]:
     return [f"- {n}" for n in notes] + ([""] if notes else [])
 
 
-def _closed_set_md(rep) -> list[str]:
+def _closed_set_md(rep, plots: frozenset[str]) -> list[str]:
     c = rep.closed
     deciders = list(c.predictions)
     L = ["## Closed set", "", f"{len(c.labels)} faces of enrolled people from `{rep.data}`; no threshold applies.", ""]
@@ -145,7 +149,7 @@ def _closed_set_md(rep) -> list[str]:
                 [[p, int(reports[deciders[0]][p]["support"]),
                   *[f"{reports[d][p]['precision']:.2f} / {reports[d][p]['recall']:.2f} / {reports[d][p]['f1-score']:.2f}"
                     for d in deciders]] for p in people])
-    L += [" ".join(f"![confusion matrix, {d}]({confusion_png(d)})" for d in deciders), ""]
+    L += _images([(f"confusion matrix, {d}", confusion_png(d)) for d in deciders], plots)
     return L + _undetected(rep.undetected.get("closed_set", []))
 
 
@@ -156,30 +160,49 @@ def _current_threshold_md(o) -> list[str]:
         return []
     measured = o.deciders[o.deployed].at_current.fpir
     pred = "no FPIR table for this model" if o.predicted_fpir is None else f"{o.predicted_fpir:.4f}"
-    return [f"Current threshold {o.threshold:.4f} ({ti['source']}"
+    return [f"Threshold in use {o.threshold:.4f} ({ti['source']}"
             + (f" {ti['target_fpir']:g}" if ti["source"] == "target FPIR" else "")
             + f", for {ti['people']} people with {ti['faces_per_person']:.1f} faces each): FPIR predicted from the "
             f"stranger cohort {pred}, measured here {measured:.4f} ({o.deployed}, {o.n_unknown} unknown faces).", ""]
 
 
-def _open_set_md(rep) -> list[str]:
+def _stored_threshold_md(rep, o) -> list[str]:
+    """The threshold `--set-threshold` may store: FPIR's upper bound under the target, or why there is none."""
+    conf = f"{o.to_dict()['confidence']:.0%}"
+    if o.bounded_threshold is None:
+        return [f"No threshold may be stored from these figures: showing FPIR ≤ {o.target_fpir:g} at {conf} confidence "
+                f"needs at least {o.strangers_needed} unknown faces with none named ({o.n_unknown} here); "
+                "`--set-threshold` refuses.", ""]
+    b = o.deciders[o.deployed].bounded
+    return [f"Threshold with FPIR ≤ {o.target_fpir:g} at {conf} confidence: **{b.threshold:.4f}** "
+            f"(FPIR here {b.fpir:.4f}, DIR {b.dir:.4f})"
+            + ("; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
+
+
+def _open_set_md(rep, plots: frozenset[str]) -> list[str]:
     o = rep.open
     L = ["## Open set", "", f"{o.n_known} faces of known people, {o.n_unknown} faces of unknown people ({o.unknown_source}).",
          "FPIR: unknown faces given a name. DIR: known faces given their own name.", ""]
-    L += _table(["decider", f"FPIR @ {o.threshold:.4f} (current)", f"DIR @ {o.threshold:.4f}",
+    L += _table(["decider", f"FPIR @ {o.threshold:.4f} (in use)", f"DIR @ {o.threshold:.4f}",
                  f"threshold for FPIR ≤ {o.target_fpir:g}", "FPIR there", "DIR there"],
                 [[d + (" (identify uses this)" if d == o.deployed else ""), f"{s.at_current.fpir:.4f}", f"{s.at_current.dir:.4f}",
                   f"{s.recommended.threshold:.4f}", f"{s.recommended.fpir:.4f}", f"{s.recommended.dir:.4f}"]
                  for d, s in o.deciders.items()])
-    L += [f"**Recommended threshold: {o.recommended_threshold:.4f}** ({o.deployed}, target FPIR {o.target_fpir:g})"
-          + ("; written to model.json." if rep.threshold_set is not None else "; `--set-threshold` stores it in model.json."), ""]
+    L += [f"**Recommended threshold: {o.recommended_threshold:.4f}** ({o.deployed}, target FPIR {o.target_fpir:g}, "
+          f"measured on these {o.n_unknown} unknown faces).", ""]
+    L += _stored_threshold_md(rep, o)
     L += _current_threshold_md(o)
+    if o.threshold_info and round(o.threshold, 4) != round(rep.threshold, 4):
+        L += [f"The threshold in use here, {o.threshold:.4f}, is the one identify would use for the "
+              f"{o.threshold_info['people']} people left once some are held out; with all its people the model uses "
+              f"{rep.threshold:.4f} (the header's).", ""]
     L += _notes(o.notes)
-    L += [f"![FPIR and DIR]({OPENSET_PNG})", ""]
+    L += _images([("FPIR and DIR", OPENSET_PNG), ("open-set confusion matrix, with unknown", OPENSET_CONFUSION_PNG)],
+                 plots)
     return L + _undetected(rep.undetected.get("unknown", []))
 
 
-def _verification_md(v) -> list[str]:
+def _verification_md(v, plots: frozenset[str]) -> list[str]:
     L = ["## Verification on pairs", "",
          f"`{v.pairs_file}`: {v.n_folds} folds × {v.per_class} matched + {v.per_class} mismatched pairs; "
          f"{len(v.similarities)} of {v.n_pairs} pairs scored ({int(v.same.sum())} matched, {int((~v.same).sum())} mismatched).", ""]
@@ -187,22 +210,79 @@ def _verification_md(v) -> list[str]:
     rows += [[f"TAR @ FAR {far:g}", f"{t[0]:.4f} (threshold {t[1]:.4f}, FAR reached {t[2]:.4f})"] for far, t in v.tar.items()]
     L += _table(["figure", "value"], rows)
     L += _notes(v.notes)
-    L += [f"![similarities of pairs]({VERIFICATION_PNG})", ""]
+    L += _images([("similarities of pairs", VERIFICATION_PNG)], plots)
     return L + _undetected(v.skipped)
 
 
-def render_markdown(rep) -> str:
-    """An EvaluationReport as Markdown: a header, then each section that was scored."""
+def _images(images: list[tuple[str, str]], plots: frozenset[str]) -> list[str]:
+    """Links to the plots among `images` (alt text, file name) that were written beside the report."""
+    shown = [f"![{alt}]({name})" for alt, name in images if name in plots]
+    return [" ".join(shown), ""] if shown else []
+
+
+def thumbnail_name(section: str, i: int) -> str:
+    return f"mistakes/{section}-{i:03d}.jpg"
+
+
+def _mistakes_md(rep, plots: frozenset[str]) -> list[str]:
+    """The wrong answers of each section, most confident first, with their thumbnails where written."""
+    L = []
+    titles = {"closed_set": "closed set, no threshold", "open_set": "open set, at the threshold in use"}
+    for section, items in rep.mistakes.items():
+        if not L:
+            L = ["## Mistakes", "", "Faces given a wrong name, known people called unknown, strangers named "
+                 "(similarity: to the name given, or to the nearest person when the answer is unknown).", ""]
+        L += [f"### {titles.get(section, section)}: {len(items)}", ""]
+        if not items:
+            continue
+        rows = []
+        for i, m in enumerate(items[:MISTAKES_SHOWN]):
+            thumb = thumbnail_name(section, i)
+            rows.append([f"![]({thumb})" if thumb in plots else "", f"`{m.photo}`", m.expected, m.got, f"{m.similarity:.4f}"])
+        L += _table(["face", "photo", "expected", "got", "similarity"], rows)
+        if len(items) > MISTAKES_SHOWN:
+            L += [f"… and {len(items) - MISTAKES_SHOWN} more (report.json lists them all).", ""]
+    return L
+
+
+def _write_thumbnails(rep, out: Path) -> list[Path]:
+    """A small crop of each mistake's face shown in report.md; a photo that cannot be read gets none."""
+    written = []
+    for section, items in rep.mistakes.items():
+        for i, m in enumerate(items[:MISTAKES_SHOWN]):
+            if m.box is None:
+                continue
+            try:
+                img = load_image(m.photo)
+            except (OSError, ValueError):
+                continue
+            x1, y1, x2, y2 = m.box
+            pad = 0.2 * max(x2 - x1, y2 - y1)
+            crop = img.crop((int(max(0, x1 - pad)), int(max(0, y1 - pad)), int(min(img.width, x2 + pad)),
+                             int(min(img.height, y2 + pad))))
+            crop.thumbnail((THUMB, THUMB))
+            path = out / thumbnail_name(section, i)
+            path.parent.mkdir(exist_ok=True)
+            with atomic_write(path) as fh:
+                crop.save(fh, format="JPEG", quality=85)
+            written.append(path)
+    return written
+
+
+def render_markdown(rep, plots: frozenset[str] = frozenset()) -> str:
+    """An EvaluationReport as Markdown: a header, then each section that was scored; `plots`: the names of the
+    plot files written beside it (only those are linked: printed without --out, none is)."""
     L = [f"# Evaluation of `{rep.model_dir}`", "",
-         f"backbone **{rep.backbone}**, model id `{rep.model_id}`, k = {rep.knn_k}, threshold {rep.threshold:.4f}"
+         f"backbone **{rep.backbone}**, model id `{rep.model_id}`, k = {rep.knn_k}, threshold in use {rep.threshold:.4f}"
          + ("" if rep.has_classifier else " — no classifier: kNN only"), ""]
     L += _notes(rep.notes)
     if rep.closed is not None:
-        L += _closed_set_md(rep)
+        L += _closed_set_md(rep, plots)
     if rep.open is not None:
-        L += _open_set_md(rep)
+        L += _open_set_md(rep, plots)
     if rep.verification is not None:
-        L += _verification_md(rep.verification)
+        L += _verification_md(rep.verification, plots)
+    L += _mistakes_md(rep, plots)
     return "\n".join(L)
 
 
@@ -217,10 +297,14 @@ def write_report(rep, out_dir: str | Path) -> list[Path]:
             files.append(plot_confusion(names, m, f"{d} ({rep.closed.accuracy(d):.3f})", out / confusion_png(d)))
     if rep.open is not None:
         files.append(plot_open_set(rep.open, out / OPENSET_PNG))
+    if rep.open_confusion is not None:
+        names, m = rep.open_confusion
+        files.append(plot_confusion(names, m, f"open set at {rep.open.threshold:.4f}", out / OPENSET_CONFUSION_PNG))
+    files += _write_thumbnails(rep, out)
     if rep.verification is not None and len(rep.verification.similarities):
         files.append(plot_verification(rep.verification, out / VERIFICATION_PNG))
     md = out / REPORT_MD
     with atomic_write(md) as fh:
-        fh.write(render_markdown(rep).encode("utf-8"))
+        fh.write(render_markdown(rep, frozenset(f.relative_to(out).as_posix() for f in files)).encode("utf-8"))
     write_json_atomic(out / REPORT_JSON, rep.to_dict())
     return [md, out / REPORT_JSON, *files]

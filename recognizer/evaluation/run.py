@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from facecore.errors import FaceToolError
+from facecore.names import UNKNOWN, match_folders
 from gallery import open_gallery
 from recognizer.modeldir.config import load_config, save_config
 from recognizer.modeldir.lock import writer_lock
 from recognizer.decision import decide
+from recognizer.evaluation.mistakes import Mistake, answers, confusion_with_unknown, find_mistakes
 from recognizer.evaluation.closed_set import ClosedSetScores, closed_set_from_decisions
 from recognizer.evaluation.open_set import OpenSetScores, open_set_scores
 from recognizer.evaluation.report import render_markdown, write_report
@@ -58,16 +60,17 @@ class FaceSet:
     paths: list[str]
     hashes: list[str]
     undetected: list[dict] = field(default_factory=list)  # {"file", "person", "reason"}
+    boxes: list = field(default_factory=list)  # the face's box in each photo (for the mistakes' thumbnails)
 
     def subset(self, keep: np.ndarray) -> "FaceSet":
         """The faces where `keep` is true (the photos without a face stay with the caller)."""
         idx = np.flatnonzero(keep)
         return FaceSet(self.embeddings[idx], [self.labels[i] for i in idx], [self.paths[i] for i in idx],
-                       [self.hashes[i] for i in idx])
+                       [self.hashes[i] for i in idx], boxes=[self.boxes[i] for i in idx] if self.boxes else [])
 
 
 def embed_labelled(pipeline, paths: list[str], labels: list[str], progress: bool = False) -> FaceSet:
-    emb, kept, kept_paths, hashes, undetected = [], [], [], [], []
+    emb, kept, kept_paths, hashes, undetected, boxes = [], [], [], [], [], []
     for res, label in zip(pipeline.analyze_many(paths, progress=progress), labels):
         if res.skip_reason is not None:
             undetected.append({"file": res.source, "person": label, "reason": res.skip_reason})
@@ -76,8 +79,9 @@ def embed_labelled(pipeline, paths: list[str], labels: list[str], progress: bool
         kept.append(label)
         kept_paths.append(res.source)
         hashes.append(res.content_hash)
+        boxes.append(tuple(float(v) for v in res.faces[0].box))
     dim = pipeline.embedder.dim
-    return FaceSet(np.stack(emb) if emb else np.zeros((0, dim), np.float32), kept, kept_paths, hashes, undetected)
+    return FaceSet(np.stack(emb) if emb else np.zeros((0, dim), np.float32), kept, kept_paths, hashes, undetected, boxes)
 
 
 def labelled_photos(data_dir: str | Path, model_dir: str | Path) -> tuple[list[str], list[str], str]:
@@ -113,6 +117,8 @@ class EvaluationReport:
     undetected: dict[str, list[dict]] = field(default_factory=dict)  # section -> photos without a face
     notes: list[str] = field(default_factory=list)
     threshold_set: float | None = None  # written into model.json by --set-threshold
+    mistakes: dict[str, list[Mistake]] = field(default_factory=dict)  # "closed_set" / "open_set" -> wrong answers
+    open_confusion: tuple[list[str], np.ndarray] | None = None  # at the threshold in use, with an "unknown" row/column
 
     def to_dict(self) -> dict:
         return {"model_dir": self.model_dir, "backbone": self.backbone, "model_id": self.model_id,
@@ -120,7 +126,10 @@ class EvaluationReport:
                 "closed_set": self.closed.to_dict() if self.closed is not None else None,
                 "open_set": self.open.to_dict() if self.open is not None else None,
                 "verification": self.verification.to_dict() if self.verification is not None else None,
-                "undetected": self.undetected, "notes": self.notes, "threshold_set": self.threshold_set}
+                "undetected": self.undetected, "notes": self.notes, "threshold_set": self.threshold_set,
+                "mistakes": {k: [m.to_dict() for m in v] for k, v in self.mistakes.items()},
+                "open_set_confusion": None if self.open_confusion is None else
+                {"names": self.open_confusion[0], "matrix": self.open_confusion[1].tolist()}}
 
     def markdown(self) -> str:
         """The report as Markdown (what `evaluate.py` prints)."""
@@ -149,8 +158,9 @@ def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, op
         report.notes.append("this model has no classifier (it was never finetuned): the kNN vote alone is reported")
     if photos is not None:
         paths, labels, report.data = photos
-        faces = embed_labelled(rec.pipeline, paths, labels, opts.progress)
         enrolled = set(rec.gallery.people())
+        labels = _as_enrolled(labels, enrolled, report)
+        faces = embed_labelled(rec.pipeline, paths, labels, opts.progress)
         known = np.array([lab in enrolled for lab in faces.labels], bool)
         strangers = sorted(set(faces.labels) - enrolled)
         if strangers:
@@ -161,15 +171,56 @@ def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, op
                                 "so the figures are optimistic")
         kf = faces.subset(known)
         report.undetected["closed_set"] = [u for u in faces.undetected if u["person"] in enrolled]
-        dec = decide(rec.gallery, rec.classifier, kf.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
-        report.closed = closed_set_from_decisions(dec, kf.labels)
-        report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
+        if len(kf.labels):
+            dec = decide(rec.gallery, rec.classifier, kf.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
+            report.closed = closed_set_from_decisions(dec, kf.labels)
+            d = _deployed(dec)
+            report.mistakes["closed_set"] = find_mistakes(kf.labels, answers(dec.names[d], dec.similarity[d]),
+                                                          dec.similarity[d], kf.paths, kf.boxes)
+            report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
+        else:
+            report.notes.append("no face of an enrolled person was found in the data: nothing to score")
     if opts.pairs_file:
         if not opts.pairs_root:
             raise FaceToolError("--pairs needs --pairs-root, the folder holding <name>/<name>_0001.jpg")
         report.verification = verify_pairs(rec.pipeline, opts.pairs_file, opts.pairs_root, progress=opts.progress)
         report.undetected["verification"] = report.verification.skipped
     return report
+
+
+def _has_boxes(faces: FaceSet) -> bool:
+    return len(faces.boxes) == len(faces.labels)
+
+
+def _deployed(dec) -> str:
+    return "combined" if "combined" in dec.deciders else "knn"
+
+
+def _open_mistakes(report, out, known: FaceSet, known_dec, unknown: FaceSet, unknown_dec) -> None:
+    """The open set's wrong answers at the threshold in use, and its confusion matrix with "unknown"."""
+    d, t = _deployed(known_dec), out.threshold
+    expected = list(known.labels) + [UNKNOWN] * len(unknown.labels)
+    got = answers(known_dec.names[d], known_dec.similarity[d], t) + answers(unknown_dec.names[d], unknown_dec.similarity[d], t)
+    sims = np.concatenate([known_dec.similarity[d], unknown_dec.similarity[d]])
+    report.mistakes["open_set"] = find_mistakes(expected, got, sims, known.paths + unknown.paths,
+                                                known.boxes + unknown.boxes if _has_boxes(known) and _has_boxes(unknown) else None)
+    report.open_confusion = confusion_with_unknown(expected, got)
+
+
+def _as_enrolled(labels: list[str], enrolled: set[str], report) -> list[str]:
+    """Folder names as the enrolled people they name (`match_folders`, with a note for each loose match);
+    FaceToolError, listing both sides, when no folder is anyone enrolled."""
+    match = match_folders(labels, enrolled)
+    if labels and not match.people:
+        raise FaceToolError(f"{report.data}: none of its folders ({', '.join(sorted(set(labels)))}) is an enrolled person "
+                            f"({', '.join(sorted(enrolled)) or 'nobody is enrolled'}); rename the folders or the people "
+                            "(enroll.py --rename OLD NEW)")
+    if match.loose:
+        report.notes.append("folders matched to enrolled people by name: "
+                            + ", ".join(f"{f} → {p}" for f, p in match.loose))
+    for f, p in match.near.items():
+        report.notes.append(f"folder {f} is nobody enrolled, so its photos count as a stranger's; did you mean {p}?")
+    return [match.people.get(lab, lab) for lab in labels]
 
 
 def _open_set(rec, faces: FaceSet, kf: FaceSet, known_dec, strangers: list[str], opts: EvaluationOptions, report):
@@ -186,6 +237,8 @@ def _open_set_on_unknown_dir(rec, faces: FaceSet, kf: FaceSet, known_dec, strang
     cfg = rec.config
     s = list_people(Path(opts.unknown_dir))
     enrolled = set(rec.gallery.people())
+    as_enrolled = match_folders(s.labels, enrolled).people  # a folder of an enrolled person is not unknown
+    s.labels = [as_enrolled.get(lab, lab) for lab in s.labels]
     clash = sorted(set(s.labels) & enrolled)
     if clash:
         report.notes.append(f"{opts.unknown_dir}: {', '.join(clash)} are enrolled, so their photos are not unknown; left out")
@@ -200,6 +253,7 @@ def _open_set_on_unknown_dir(rec, faces: FaceSet, kf: FaceSet, known_dec, strang
     out = open_set_scores(known_dec, kf.labels, unk_dec, threshold=info.threshold, target_fpir=opts.target_fpir,
                           unknown_source=source)
     out.threshold_info = info.to_dict()
+    _open_mistakes(report, out, kf, known_dec, unknown, unk_dec)
     return out
 
 
@@ -214,17 +268,18 @@ def _open_set_held_out(rec, faces: FaceSet, kf: FaceSet, strangers: list[str], o
         return None
     n_hold = min(len(people) - 2, max(1, round(opts.holdout_share * len(people))))
     held = sorted(np.random.default_rng(opts.seed).choice(people, n_hold, replace=False).tolist())
-    kn, kn_dec, un_dec, info = _decide_without(rec, kf, held, uf_parts, faces.embeddings.shape[1])
+    kn, kn_dec, unknown, un_dec, info = _decide_without(rec, kf, held, uf_parts, faces.embeddings.shape[1])
     report.undetected["unknown"] = [u for u in faces.undetected if u["person"] in set(held) | set(strangers)]
     source = f"held out of a copy of the gallery: {', '.join(held)}" + (f"; not enrolled: {', '.join(strangers)}" if strangers else "")
     out = open_set_scores(kn_dec, kn.labels, un_dec, threshold=info.threshold, target_fpir=opts.target_fpir, unknown_source=source)
     out.threshold_info = info.to_dict()
+    _open_mistakes(report, out, kn, kn_dec, unknown, un_dec)
     return out
 
 
 def _decide_without(rec, kf: FaceSet, held: list[str], uf_parts: list[FaceSet], dim: int):
-    """(known faces left, their decisions, the unknown faces' decisions, the threshold) against a temporary
-    copy of the gallery without the `held` people."""
+    """(known faces left, their decisions, the unknown faces, their decisions, the threshold) against a
+    temporary copy of the gallery without the `held` people."""
     cfg = rec.config
     with tempfile.TemporaryDirectory(prefix="facetool-eval-") as tmp:
         copy = Path(tmp) / "gallery"
@@ -239,14 +294,15 @@ def _decide_without(rec, kf: FaceSet, held: list[str], uf_parts: list[FaceSet], 
             un_dec = decide(gal, rec.classifier, unknown.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
             # The threshold identify would use with this smaller gallery.
             info = threshold_info(cfg, rec.fpir_table, gal.people())
-    return kn, kn_dec, un_dec, info
+    return kn, kn_dec, unknown, un_dec, info
 
 
 def _concat(parts: list[FaceSet], dim: int) -> FaceSet:
     if not parts:
         return FaceSet(np.zeros((0, dim), np.float32), [], [], [])
     return FaceSet(np.concatenate([p.embeddings for p in parts]), sum((p.labels for p in parts), []),
-                   sum((p.paths for p in parts), []), sum((p.hashes for p in parts), []), sum((p.undetected for p in parts), []))
+                   sum((p.paths for p in parts), []), sum((p.hashes for p in parts), []), sum((p.undetected for p in parts), []),
+                   sum((p.boxes for p in parts), []) if all(_has_boxes(p) for p in parts) else [])
 
 
 def set_threshold(model_dir: str | Path, threshold: float) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from facecore.atomic import write_json_atomic
 from facecore.errors import ImageError, ModelError
-from facecore.names import refuse_lookalikes
+from facecore.names import match_folders
 from gallery import FaceRecord, open_gallery
 from gallery.chip_store import chip_id
 from recognizer.cache import CropCache
@@ -92,13 +92,17 @@ class FinetuneReport:
     fpir: dict = field(default_factory=dict)  # how the FPIR table of the new embeddings was made
     switched: bool = True  # False: built as a candidate beside the model in use (finetune.py --switch switches)
     switch: dict | None = None  # what the switch carried over since the build (recognizer.training.candidate)
+    matched_folders: list = field(default_factory=list)  # [folder, enrolled person] matched other than exactly
+    # ([folder, None]: nobody enrolled, but close to someone's name)
+    held_back: str | None = None  # why a build that would have switched did not
 
     def to_dict(self) -> dict:
         return {**self.scores, "model_dir": self.model_dir, "backbone": self.backbone, "model_id": self.model_id,
                 "classes": self.classes, "n_train": self.n_train, "n_val": self.n_val, "split": self.split,
                 "skipped": self.skipped, "training": self.training, "gallery": self.gallery,
                 "timings": self.timings, "files": self.files, "comparison": self.comparison,
-                "fpir_table": self.fpir, "switched": self.switched, "switch": self.switch}
+                "fpir_table": self.fpir, "switched": self.switched, "switch": self.switch,
+                "matched_folders": self.matched_folders, "held_back": self.held_back}
 
 
 def _largest_crops(pipeline, paths: list[str], labels: list[str], progress: bool, desc: str, with_chips: bool = False):
@@ -180,6 +184,7 @@ class _Faces:
     classes: list[str] = field(default_factory=list)
     yi_tr: np.ndarray = None
     yi_va: np.ndarray = None
+    matched: list = field(default_factory=list)  # (folder, enrolled person) matched other than exactly
 
 
 @dataclass
@@ -210,11 +215,10 @@ def _read_faces(data_dir: str | Path, d: Path, opts: FinetuneOptions, timings: d
     ensure_private_dir(d)
     s = opts.settings
     split = load_split(data_dir, d, seed=s.seed)
+    matched = []
     if old_cfg is not None and (d / old_cfg.gallery).exists():
-        # A training folder "Madonna" beside an enrolled "madonna" would become two people who
-        # print alike: refused before any training, like the same name given to enroll.py.
         with open_gallery(d / old_cfg.gallery) as old:
-            refuse_lookalikes(sorted(set(split.train.labels)), old.people())
+            matched = _as_enrolled(split, old_cfg, old.people())
 
     weights = default_weights(opts.backbone, opts.weights)
     base = make_embedder(opts.backbone, weights, opts.weights_dir, seed=s.seed)
@@ -235,9 +239,22 @@ def _read_faces(data_dir: str | Path, d: Path, opts: FinetuneOptions, timings: d
     x_va, y_va, rec_va, skipped_va = _largest_crops(pipeline, split.val.paths, split.val.labels, opts.progress, "val photos")
     timings["detect_s"] = time.perf_counter() - t
     faces = _Faces(old_cfg, split.source, weights, base, detector, pipeline, start, reuse_vectors, x_tr, y_tr, rec_tr,
-                   skipped=skipped + skipped_va)
+                   skipped=skipped + skipped_va, matched=matched)
     _label(data_dir, faces, x_va, y_va, rec_va)
     return faces
+
+
+def _as_enrolled(split, old_cfg: ModelConfig, enrolled) -> list:
+    """Name the training folders as the enrolled people they match (`match_folders`: a folder "madonna" trains
+    the enrolled "Madonna", not a second person who prints alike); folders of classes renamed since the last
+    finetune keep their name (model.json's class names map them)."""
+    folders = sorted(set(split.train.labels) | set(split.val.labels))
+    match = match_folders([f for f in folders if f not in old_cfg.class_names], enrolled)
+    for f, p in match.near.items():
+        log.warning("training folder %s is nobody enrolled, so it trains a new person; did you mean %s?", f, p)
+    for part in (split.train, split.val):
+        part.labels = [match.people.get(lab, lab) for lab in part.labels]
+    return [*match.loose, *((f, None) for f in match.near)]
 
 
 def _label(data_dir, faces: _Faces, x_va, y_va, rec_va) -> None:
@@ -362,14 +379,16 @@ def _compare_and_report(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions,
                         fpir_info: dict, timings: dict) -> FinetuneReport:
     """After the commit: compare a candidate with the model in use, maybe switch, score on val, write the report."""
     old_cfg, gallery_name = f.old_cfg, cfg.gallery
-    comparison, switched, switch_info = None, old_cfg is None, None
+    comparison, switched, switch_info, held_back = None, old_cfg is None, None, None
     if old_cfg is not None:
         t = time.perf_counter()
         comparison = side_by_side(d, old_cfg, cfg, (f.val_paths, f.y_va, f"the val faces ({f.source})"),
                                   unknown_dir=opts.unknown_dir, weights_dir=opts.weights_dir, cache=f.pipeline.cache)
         timings["compare_s"] = time.perf_counter() - t
         network_changed = (old_cfg.backbone, old_cfg.weights) != (cfg.backbone, cfg.weights)
-        if opts.switch if opts.switch is not None else not network_changed:
+        wanted = opts.switch if opts.switch is not None else not network_changed
+        held_back = _hold_back(d, comparison, opts.switch) if wanted else None
+        if wanted and held_back is None:
             switch_info = {k: v for k, v in switch(d, weights_dir=opts.weights_dir).items() if k != "comparison"}
             gallery_name, switched = switch_info["gallery"], True
     gal = open_gallery(d / gallery_name, model_id=cfg.model_id)
@@ -383,10 +402,39 @@ def _compare_and_report(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions,
                             {**tr.result.to_dict(), "unfreeze": list(tr.unfreeze), "settings": s.to_dict(),
                              "trunk_cache": {"hits": tr.cache.hits, "misses": tr.cache.misses}},
                             scores.to_dict(), gallery_info, {k: round(v, 3) for k, v in timings.items()}, files,
-                            comparison, fpir_info, switched, switch_info)
+                            comparison, fpir_info, switched, switch_info, [list(m) for m in f.matched],
+                            held_back)
     # report.json describes the model in use: a candidate's waits beside it until the switch
     write_json_atomic(d / (REPORT_FILE if switched else CANDIDATE_REPORT), report.to_dict())
     return report
+
+
+def _deployed(side: dict) -> str:
+    return "combined" if side["classifier"] else "knn"
+
+
+def _hold_back(d: Path, cmp: dict, asked: bool | None) -> str | None:
+    """Why the build must not replace the model in use on its own (None: it may). A build that names none of
+    the held-out faces right never switches; one that scores worse than the model in use on the same faces
+    switches only when asked (--switch). Without figures (the scoring failed: cmp["error"]) nothing is held back."""
+    if "current" not in cmp or "candidate" not in cmp:
+        return None
+    cur, new = cmp["current"], cmp["candidate"]
+    new_acc = new["closed_set"].get(_deployed(new), {}).get("accuracy")
+    if new["closed_set"]["n"] and not new_acc:
+        return f"it names none of the {new['closed_set']['n']} held-out faces right"
+    if asked or not cmp.get("same_faces"):
+        return None
+    cur_acc = cur["closed_set"].get(_deployed(cur), {}).get("accuracy", 0.0)
+    co, no = cur["open_set"], new["open_set"]
+    if new_acc is not None and new_acc < cur_acc:
+        why = f"it names {new_acc:.3f} of the held-out faces right against {cur_acc:.3f} for the model in use"
+    elif co and no and no["dir"] < co["dir"] and no["fpir"] >= co["fpir"]:
+        why = (f"at its threshold it names fewer known faces (DIR {no['dir']:.3f} against {co['dir']:.3f}) and no "
+               f"fewer strangers (FPIR {no['fpir']:.3f} against {co['fpir']:.3f})")
+    else:
+        return None
+    return f"{why}; switch anyway with: finetune.py --model {d} --switch"
 
 
 def _calibrate_fpir(path: Path, opts: FinetuneOptions, base, tuned, model_id: str, pipeline) -> dict:
