@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -23,9 +24,6 @@ import numpy as np
 import pytest
 
 from reliability_util import face_image, one_person_model
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def bomb_png(side: int = 16000) -> bytes:
     """A valid 1-bit grey PNG of side x side pixels, all black: ~30 KB on disk, 768 MB as the BGR an
@@ -41,15 +39,20 @@ def bomb_png(side: int = 16000) -> bytes:
 
 
 def peak_mb_of(code: str, *args: str) -> tuple[float, float, str]:
-    """(peak RSS before, peak RSS after `code` ran, its output) in a fresh interpreter with this process's
-    PYTHONPATH (so on old code too); `code` sees `args` as sys.argv[1:]."""
+    """(peak RSS before, peak RSS after `code` ran, its output) in a fresh interpreter running the code this
+    process imported; `code` sees `args` as sys.argv[1:]."""
     prog = ("import resource, sys\n"
             "import recognizer.archive, recognizer.chip_format\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
             "try:\n" + "".join(f"    {line}\n" for line in code.splitlines()) +
             "except Exception as exc:\n    print('ERROR', type(exc).__name__, exc)\n"
             "print('PEAK', before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
-    out = subprocess.run([sys.executable, "-c", prog, *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    import recognizer
+
+    here = str(Path(recognizer.__file__).resolve().parent.parent)  # the code under test, in the child too
+    env = dict(os.environ, PYTHONPATH=here)
+    out = subprocess.run([sys.executable, "-c", prog, *args], capture_output=True, text=True, cwd=here, env=env,
+                         timeout=600)
     text = out.stdout + out.stderr
     peak = [line.split() for line in text.splitlines() if line.startswith("PEAK")]
     assert peak, text
