@@ -295,45 +295,50 @@ def _records(take: list, shas: list[str]) -> list[FaceRecord]:
                        added_at=float(f["added_at"]), chip=sha) for f, sha in zip(take, shas)]
 
 
+def _take(path, manifest: dict, st) -> tuple[list, list[str]]:
+    """(the faces to import, the people skipped as clashes): every refusal that depends on the target model
+    (look-alike names, faces another model cannot embed) raised here, before anything is written."""
+    faces = manifest["faces"]
+    present = set(st.gallery.people())
+    take = [f for f in faces if f["person"] not in present]
+    try:
+        refuse_lookalikes(sorted({f["person"] for f in take}), present)
+    except InvalidNameError as exc:
+        raise ArchiveError(f"{path}: {exc}; nothing was imported") from None
+    no_chip = [f for f in take if not f.get("chip")]
+    if no_chip and manifest["model_id"] != st.config.model_id:
+        raise ArchiveError(f"{path}: {len(no_chip)} faces have no chip (e.g. {no_chip[0]['person']}, "
+                           f"{no_chip[0]['source']}) and the archive's model {manifest['model_id']} is not "
+                           f"this model's ({st.config.model_id}), so they cannot be embedded; nothing was imported")
+    return take, sorted({f["person"] for f in faces} & present)
+
+
 def import_archive(rec, path: str | Path) -> ImportReport:
     """Merge the archive at `path` into the model `rec` has open (see the module's docstring). Everything is checked
     before anything is written, and a change refused even so (by the gallery, under its lock) takes the chips it
     stored back with it: a refused import leaves the model as it was, chips included."""
     manifest, vectors, chips = read_archive(path)
     report = ImportReport(str(path))
-    faces = manifest["faces"]
-    for f in faces:
+    for f in manifest["faces"]:
         f["person"] = validate_name(f["person"])
     with rec._writing() as st:
-        present = set(st.gallery.people())
-        report.clashes = sorted({f["person"] for f in faces} & present)
-        take = [f for f in faces if f["person"] not in present]
-        try:
-            refuse_lookalikes(sorted({f["person"] for f in take}), present)
-        except InvalidNameError as exc:
-            raise ArchiveError(f"{path}: {exc}; nothing was imported") from None
-        same = manifest["model_id"] == st.config.model_id
-        if not same:
-            no_chip = [f for f in take if not f.get("chip")]
-            if no_chip:
-                raise ArchiveError(f"{path}: {len(no_chip)} faces have no chip (e.g. {no_chip[0]['person']}, "
-                                   f"{no_chip[0]['source']}) and the archive's model {manifest['model_id']} is not "
-                                   f"this model's ({st.config.model_id}), so they cannot be embedded; nothing was imported")
-        if take:
-            if same:
-                vecs = vectors[[int(f["row"]) for f in take]]
-                report.reused_vectors = len(take)
-            else:
-                # Re-embedding from chips: where the one rebuild-from-chips (recognizer/modeldir/rebuild.py) belongs.
-                try:
-                    vecs = chip_vectors([chips[f["chip"]] for f in take], st.embedder)
-                except ModelError as exc:
-                    raise ArchiveError(f"{path}: {exc}; nothing was imported") from None
-                report.reembedded = len(take)
-            with_chip = [f for f in take if f.get("chip")]
-            with rec.chips.adding([chips[f["chip"]] for f in with_chip]) as shas:
-                by_face = {id(f): sha for f, sha in zip(with_chip, shas)}
-                st.gallery.add(vecs, _records(take, [by_face.get(id(f), "") for f in take]), model_id=st.config.model_id)
-            for f in take:
-                report.added[f["person"]] = report.added.get(f["person"], 0) + 1
+        take, report.clashes = _take(path, manifest, st)
+        if not take:
+            return report
+        if manifest["model_id"] == st.config.model_id:
+            vecs = vectors[[int(f["row"]) for f in take]]
+            report.reused_vectors = len(take)
+        else:
+            # Re-embedding from chips: where the one rebuild-from-chips (recognizer/modeldir/rebuild.py) belongs.
+            try:
+                vecs = chip_vectors([chips[f["chip"]] for f in take], st.embedder)
+            except ModelError as exc:
+                raise ArchiveError(f"{path}: {exc}; nothing was imported") from None
+            report.reembedded = len(take)
+        with_chip = [f for f in take if f.get("chip")]
+        with rec.chips.adding([chips[f["chip"]] for f in with_chip]) as shas:
+            by_face = {id(f): sha for f, sha in zip(with_chip, shas)}
+            st.gallery.add(vecs, _records(take, [by_face.get(id(f), "") for f in take]), model_id=st.config.model_id)
+        for f in take:
+            report.added[f["person"]] = report.added.get(f["person"], 0) + 1
     return report

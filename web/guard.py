@@ -116,9 +116,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         s = self.settings
-        if self.uploads >= s.max_uploads or self.upload_bytes + declared > s.max_upload_disk:
-            log.warning("refused an upload: %d uploads (%d bytes) in flight", self.uploads, self.upload_bytes)
-            await _answer(send, 503, _BUSY, {"Retry-After": "2"})
+        if not await self._admit(send, declared):
             return
         self.uploads += 1
         held = declared
@@ -147,10 +145,8 @@ class RequestGuard:
                 if not declared and received > held:  # chunked: count what came, against the same cap
                     self.upload_bytes += received - held
                     held = received
-                    if self.upload_bytes > s.max_upload_disk:
-                        log.warning("refused a chunked upload at %d bytes: %d bytes of uploads in flight", received,
-                                    self.upload_bytes)
-                        refused = _Refused(503, _BUSY, {"Retry-After": "2"})
+                    refused = self._over_cap(received)
+                    if refused:
                         raise refused
                 if boundary:
                     tail = (tail + chunk)[-(len(boundary) + 64):]
@@ -178,6 +174,23 @@ class RequestGuard:
             self.upload_bytes -= held
         if refused is not None and not started:
             await _answer(send, refused.status, refused.message, refused.headers)
+
+
+    async def _admit(self, send: Send, declared: int) -> bool:
+        """Whether one more upload (of `declared` bytes; 0 when chunked) may start; else answers 503."""
+        s = self.settings
+        if self.uploads >= s.max_uploads or self.upload_bytes + declared > s.max_upload_disk:
+            log.warning("refused an upload: %d uploads (%d bytes) in flight", self.uploads, self.upload_bytes)
+            await _answer(send, 503, _BUSY, {"Retry-After": "2"})
+            return False
+        return True
+
+    def _over_cap(self, received: int) -> _Refused | None:
+        """The 503 for a chunked upload whose bytes so far (counted in) take the uploads in flight over the cap."""
+        if self.upload_bytes <= self.settings.max_upload_disk:
+            return None
+        log.warning("refused a chunked upload at %d bytes: %d bytes of uploads in flight", received, self.upload_bytes)
+        return _Refused(503, _BUSY, {"Retry-After": "2"})
 
 
 def _boundary(content_type: str) -> bytes | None:
