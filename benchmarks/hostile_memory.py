@@ -255,9 +255,14 @@ def archive_server(srv, archives: list[Path], token: str) -> None:
 
 
 def archive_cli(model: Path, tmp: Path, archives: list[Path], good: Path) -> None:
-    code, ref, out = run_enroll(["--model", str(tmp / "fresh"), "--import", str(good)])
+    code, full, out = run_enroll(["--model", str(tmp / "fresh"), "--import", str(good)])
     assert code == 0, out
-    print(f"cli: enroll.py --import of the model's own export peaks at {ref:.0f} MB")
+    junk = tmp / "not-a-tar.tar"
+    junk.write_bytes(b"not a tar" * 100)
+    code, ref, out = run_enroll(["--model", str(model), "--import", str(junk)])
+    assert code != 0, out
+    print(f"cli: enroll.py --import of the model's own export peaks at {full:.0f} MB; of a file that is no tar "
+          f"(refused before any model is opened, as a hostile archive should be) at {ref:.0f} MB: the reference")
     for p in archives:
         code, peak, out = run_enroll(["--model", str(model), "--import", str(p)])
         why = next((line for line in out.splitlines() if "nothing was imported" in line), out.strip()[-150:])

@@ -72,6 +72,31 @@ def test_a_chip_that_is_a_decompression_bomb_is_refused_from_its_header(tmp_path
     assert after - before < 48, f"reading a 16000x16000 chip took {after - before:.0f} MB"
 
 
+def test_a_chip_with_a_compressed_metadata_bomb_is_refused_cheaply():
+    """A chip-sized PNG whose iCCP and zTXt chunks inflate to 64 MB each: refused without inflating them."""
+    import resource
+
+    from facecore.errors import ModelError
+    from recognizer.chip_format import check_chip, chip_crops
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    inflating = zlib.compress(b"\x00" * (64 << 20), 9)
+    rows = zlib.compress(b"".join(b"\x00" + b"\x00" * 272 * 3 for _ in range(160)))
+    for kind, body in ((b"iCCP", b"icc\x00\x00" + inflating), (b"zTXt", b"Comment\x00\x00" + inflating)):
+        png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 272, 160, 8, 2, 0, 0, 0))
+               + chunk(kind, body) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+        assert len(png) < (1 << 20)  # within an archive's chip limit
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        for read in (lambda: check_chip(png, "c"), lambda: chip_crops(png, ["sface112"], "c")):
+            try:
+                read()
+            except ModelError as exc:
+                assert "not a face chip" in str(exc)
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before < 48, kind
+
+
 def test_chip_crops_read_a_real_chip_exactly(data):
     """The chip decoder (PIL now, under the decode rule) gives the very pixels OpenCV's PNG decoder gives."""
     import cv2
