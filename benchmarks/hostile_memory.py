@@ -101,7 +101,7 @@ def post_all(url: str, images: list[Path], parallel: int = 4, rounds: int = 2) -
     return statuses
 
 
-# The CLI's own peak: VmHWM of its process as it exits (the kernel's high-water mark of this
+# The CLI's own peak (the script at the repository's root, as a user runs it): VmHWM of its process as it exits (the kernel's high-water mark of this
 # program alone; ru_maxrss of a child also counts the parent's pages it shared before exec).
 _CLI = ("import atexit, runpy, sys\n"
         "def peak():\n"
@@ -109,8 +109,8 @@ _CLI = ("import atexit, runpy, sys\n"
         "        if line.startswith('VmHWM:'):\n"
         "            sys.stderr.write('PEAK_KB %s\\n' % line.split()[1])\n"
         "atexit.register(peak)\n"
-        "sys.argv = ['identify'] + sys.argv[1:]\n"
-        "runpy.run_module('recognizer.cli.identify', run_name='__main__')\n")
+        "sys.argv = ['identify.py'] + sys.argv[1:]\n"
+        "runpy.run_path('identify.py', run_name='__main__')\n")
 
 
 def run_cli(args: list[str]) -> tuple[int, float, str]:
@@ -225,7 +225,7 @@ def chunked_uploads(url: str, pid: int, n: int = 8, mb: int = 40) -> tuple[dict[
     return statuses, peak
 
 
-_ENROLL = _CLI.replace("'identify'", "'enroll'").replace("recognizer.cli.identify", "recognizer.cli.enroll")
+_ENROLL = _CLI.replace("identify.py", "enroll.py")
 
 
 def run_enroll(args: list[str]) -> tuple[int, float, str]:
