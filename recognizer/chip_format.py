@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from facecore.errors import ImageError, ModelError
-from recognizer.image import check_decode, decode
+from recognizer.image import check_decode, decode, decode_cost
 
 __all__ = ["CHIP_MEMORY_BUDGET", "HEIGHT", "LAYOUT", "WIDTH", "check_chip", "chip_crops"]
 
@@ -52,11 +52,12 @@ def check_chip(data: bytes, source: str = "chip") -> None:
     try:
         with Image.open(io.BytesIO(data)) as img:
             w, h, fmt = *img.size, img.format
-    except Exception as exc:  # PIL raises many types for malformed headers
-        raise ModelError(f"not a face chip: {source} cannot be read ({type(exc).__name__}: {exc})") from None
-    try:
-        check_decode(source, w, h, 0, max_pixels=WIDTH * HEIGHT, what="chip")
+            check_decode(source, w, h, decode_cost(img), WIDTH * HEIGHT, CHIP_MEMORY_BUDGET, what="chip", mode=img.mode)
     except ImageError as exc:
         raise ModelError(f"not a face chip: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise ModelError(f"not a face chip: {source} is over the limit of {WIDTH * HEIGHT} pixels ({exc})") from None
+    except Exception as exc:  # PIL raises many types for malformed headers
+        raise ModelError(f"not a face chip: {source} cannot be read ({type(exc).__name__}: {exc})") from None
     if fmt != "PNG" or (w, h) != (WIDTH, HEIGHT):
         raise ModelError(f"not a face chip: {source} is a {w}x{h} {fmt}, not a {WIDTH}x{HEIGHT} PNG")

@@ -243,7 +243,17 @@ def _nan(manifest, vectors, chips):
     vectors[0, :] = np.nan
 
 
+def _bomb(manifest, vectors, chips):
+    import hashlib
+
+    bomb = bomb_png()
+    chips.clear()
+    chips[hashlib.sha256(bomb).hexdigest()] = bomb
+    manifest["faces"][0]["chip"] = hashlib.sha256(bomb).hexdigest()
+
+
 CASES = {
+    "chip bomb": (_bomb, "not a face chip: member 'chips/"),
     "look-alike name": (_set("person", "p\u0430ul"), "looks the same as 'paul'"),  # Cyrillic a
     "NaN vector": (_nan, "NaN, infinite or zero"),
     "box of letters": (_set("box", ["a", "b", "c", "d"]), "face entry 0 of facetool-export.json: box"),
@@ -296,7 +306,7 @@ def test_a_damaged_archive_field_is_a_4xx_over_http(tmp_path, model_and_archive)
     rec, archive = model_and_archive
     with TestClient(create_app(rec, Settings(token="t0ken-0123456789")), raise_server_exceptions=False,
                     base_url="http://127.0.0.1") as client:
-        for case in ("NaN vector", "box of letters", "added_at a word"):
+        for case in ("NaN vector", "box of letters", "added_at a word", "chip bomb"):
             bad = rewritten(archive, tmp_path / f"{case}.tar", CASES[case][0])
             res = client.post("/import", files={"file": ("faces.tar", bad.read_bytes())},
                               headers={"Authorization": "Bearer t0ken-0123456789"})
