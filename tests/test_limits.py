@@ -168,6 +168,12 @@ def test_too_many_members_negative_sizes_and_compressed_archives_are_refused(tmp
     many.write_bytes(_tar({f"chips/{i:064x}.chip": b"" for i in range(MAX_MEMBERS + 1)}))
     with pytest.raises(ArchiveError, match=f"more than {MAX_MEMBERS} members"):
         read_archive(many)
+    # A header declaring more than the file holds (a chip of 900 KB in a file of 10 KB).
+    short = bytearray(_tar({"chips/" + "a" * 64 + ".chip": b"x" * (900 << 10)}))[: 10 << 10]
+    truncated = tmp_path / "short.tar"
+    truncated.write_bytes(bytes(short))
+    with pytest.raises(ArchiveError, match="more than the file's 10240 bytes hold"):
+        read_archive(truncated)
     # A header whose size field is base-256 negative.
     blob = bytearray(_tar({"vectors.npy": b"x" * 10}))
     assert blob[:11] == b"vectors.npy"  # a short name: no PAX header before it
