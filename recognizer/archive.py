@@ -9,7 +9,10 @@ The archive is a plain tar file (no pickle, nothing executable):
     chips/<sha256>.chip    the faces' chips (named by their own sha256)
 
 Importing checks the whole archive first: a truncated or altered one is refused, naming the member at fault,
-and nothing changes. Faces keep their vectors in a model of the same model id; another model re-embeds them
+and nothing changes. An archive is untrusted input: its size, member count and every member's name, type and
+size are checked from the tar headers before any member is read (`_headers`); then checksums, every manifest
+field (`_face_error` names the entry and the field), every chip's header (`chip_format.check_chip`, under the one
+decode rule) and the names; a change the gallery still refuses takes its new chips back (`ChipStore.adding`). Faces keep their vectors in a model of the same model id; another model re-embeds them
 from their chips. A person already enrolled in the target is skipped and reported as a clash, not merged.
 """
 from __future__ import annotations

@@ -20,8 +20,8 @@ from PIL import Image, UnidentifiedImageError
 from facecore.errors import ImageError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MEMORY_BUDGET", "IMAGE_SUFFIXES", "MAX_FILE_BYTES", "STRIP_PIXELS",
-           "ImageSource", "Photo", "check_decode", "decode", "decode_cost", "frame_cost", "expand_inputs", "list_images", "load_image",
-           "load_photo", "pixels_sha256", "read_bytes", "release_memory", "sha256_bytes", "to_rgb"]
+           "ImageSource", "Photo", "check_decode", "decode", "decode_cost", "expand_inputs", "frame_cost", "list_images",
+           "load_image", "load_photo", "pixels_sha256", "read_bytes", "release_memory", "sha256_bytes", "to_rgb"]
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -201,8 +201,9 @@ def check_decode(source: str, width: int, height: int, cost: int, max_pixels: in
     if width * height > max_pixels:
         raise ImageError(source, f"is {width}x{height} pixels, over the limit of {max_pixels} pixels")
     if cost > memory_budget:
-        raise ImageError(source, f"is {width}x{height} pixels{f' ({mode})' if mode else ''}, which would take about {cost / 2**20:.0f} MB to decode, "
-                                 f"over the memory budget of {memory_budget / 2**20:.0f} MB per {what}")
+        kind = f" ({mode})" if mode else ""
+        raise ImageError(source, f"is {width}x{height} pixels{kind}, which would take about {cost / 2**20:.0f} MB to "
+                                 f"decode, over the memory budget of {memory_budget / 2**20:.0f} MB per {what}")
 
 
 _malloc_tuned = False
