@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from facecore.atomic import atomic_write, fsync_dir
@@ -65,6 +65,30 @@ class ChipStore:
             fh.write(data)
         fsync_dir(path.parent)
         return sha
+
+    @contextlib.contextmanager
+    def adding(self, chips: Iterable[bytes]) -> Iterator[list[str]]:
+        """Store `chips` for a change that may still be refused (a gallery add): yields their ids. When the block
+        raises, the chips this call stored (not those already there) are deleted again, and the folders it made,
+        so a refused change leaves the store as it was."""
+        made: list[str] = []
+        new_dirs: list[Path] = []
+        try:
+            ids = []
+            for data in chips:
+                sha = chip_id(data)
+                path = self._path(sha)
+                if not path.is_file():
+                    new_dirs += [d for d in (self.root, path.parent) if not d.is_dir() and d not in new_dirs]
+                    made.append(sha)
+                ids.append(self.put(data))
+            yield ids
+        except BaseException:
+            self.delete(made)
+            for d in reversed(new_dirs):
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only when empty
+            raise
 
     def get(self, sha: str) -> bytes:
         """The chip's bytes; GalleryError naming the file when it is missing or damaged."""

@@ -9,7 +9,10 @@ The archive is a plain tar file (no pickle, nothing executable):
     chips/<sha256>.chip    the faces' chips (named by their own sha256)
 
 Importing checks the whole archive first: a truncated or altered one is refused, naming the member at fault,
-and nothing changes. Faces keep their vectors in a model of the same model id; another model re-embeds them
+and nothing changes. An archive is untrusted input: its size, member count and every member's name, type and
+size are checked from the tar headers before any member is read (`_headers`); then checksums, every manifest
+field (`_face_error` names the entry and the field), every chip's header (`chip_format.check_chip`, under the one
+decode rule) and the names; a change the gallery still refuses takes its new chips back (`ChipStore.adding`). Faces keep their vectors in a model of the same model id; another model re-embeds them
 from their chips. A person already enrolled in the target is skipped and reported as a clash, not merged.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import re
 import tarfile
 import time
@@ -27,12 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from facecore.atomic import atomic_write
-from facecore.errors import ArchiveError
-from facecore.names import validate_name
+from facecore.errors import ArchiveError, InvalidNameError, ModelError
+from facecore.names import refuse_lookalikes, validate_name
 from gallery import FaceRecord
+from recognizer.chip_format import check_chip
 from recognizer.chips import chip_vectors
 
-__all__ = ["FORMAT", "MANIFEST", "VECTORS", "VERSION", "ImportReport", "export_model", "import_archive", "read_archive"]
+__all__ = ["FORMAT", "MANIFEST", "MAX_ARCHIVE_BYTES", "MAX_CHIP_BYTES", "MAX_FACES", "MAX_MANIFEST_BYTES", "MAX_MEMBERS",
+           "MAX_VECTORS_BYTES", "VECTORS", "VERSION", "ImportReport", "export_model", "import_archive", "read_archive"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +47,13 @@ VERSION = 1
 MANIFEST = "facetool-export.json"
 VECTORS = "vectors.npy"
 _CHIP_MEMBER = re.compile(r"chips/([0-9a-f]{64})\.chip")
-MAX_MEMBER_BYTES = 64 << 20  # a chip is ~70 KB; vectors of 100k faces at dim 512 are 200 MB: refuse beyond
-MAX_MANIFEST_BYTES = 256 << 20
+# Limits read from the tar headers before any member is read (an archive is untrusted input).
+MAX_ARCHIVE_BYTES = 1 << 30  # the file; its members' sizes must also add up to no more than it holds
+MAX_FACES = 50_000
+MAX_MEMBERS = MAX_FACES + 2  # a chip per face, the manifest, the vectors
+MAX_CHIP_BYTES = 1 << 20  # a chip is ~70 KB
+MAX_VECTORS_BYTES = 128 << 20  # MAX_FACES vectors of dim 512 are 100 MB
+MAX_MANIFEST_BYTES = 64 << 20  # ~300 bytes per face
 
 
 @dataclass
@@ -101,60 +112,112 @@ def _fail(path: Path, what: str) -> ArchiveError:
     return ArchiveError(f"{path}: {what}; nothing was imported")
 
 
-def _open_tar(path: Path) -> tarfile.TarFile:
+def _open_tar(path: Path) -> tuple[tarfile.TarFile, int]:
+    """The archive opened as a plain tar (a compressed one is refused: nothing can expand), and its size."""
     try:
-        return tarfile.open(path, mode="r:")
+        size = path.stat().st_size
+        if size > MAX_ARCHIVE_BYTES:
+            raise _fail(path, f"is {size} bytes, over the archive limit of {MAX_ARCHIVE_BYTES} bytes")
+        return tarfile.open(path, mode="r:"), size
     except FileNotFoundError:
         raise _fail(path, "no such file") from None
     except (tarfile.TarError, OSError) as exc:
         raise _fail(path, f"not a facetool export archive ({exc})") from None
 
 
-def _read_member(path: Path, tar: tarfile.TarFile, m: tarfile.TarInfo, data: dict[str, bytes]) -> bytes:
-    """The bytes of member `m`, once it is known to be an expected plain file, within its limit and new."""
-    if not m.isfile():
-        raise _fail(path, f"member {m.name!r} is not a plain file")
-    limit = MAX_MANIFEST_BYTES if m.name == MANIFEST else MAX_MEMBER_BYTES
-    if m.name != MANIFEST and m.name != VECTORS and not _CHIP_MEMBER.fullmatch(m.name):
+def _member_limit(name: str) -> int | None:
+    """The most bytes member `name` may hold; None for a name an export never writes."""
+    if name == MANIFEST:
+        return MAX_MANIFEST_BYTES
+    if name == VECTORS:
+        return MAX_VECTORS_BYTES
+    return MAX_CHIP_BYTES if _CHIP_MEMBER.fullmatch(name) else None
+
+
+def _check_header(path: Path, m: tarfile.TarInfo, seen: set[str]) -> None:
+    """Member `m`, from its header alone: an expected name, a plain file (not sparse: holes would expand), within
+    its limit, not seen before."""
+    limit = _member_limit(m.name)
+    if limit is None:
         raise _fail(path, f"unexpected member {m.name!r}")
-    if m.size > limit:
+    if not m.isfile() or m.issparse():
+        raise _fail(path, f"member {m.name!r} is not a plain file")
+    if not 0 <= m.size <= limit:
         raise _fail(path, f"member {m.name!r} is {m.size} bytes (limit {limit})")
-    if m.name in data:
+    if m.name in seen:
         raise _fail(path, f"member {m.name!r} appears twice")
-    f = tar.extractfile(m)
-    blob = f.read() if f else b""
-    if len(blob) != m.size:
-        raise _fail(path, f"member {m.name!r} is truncated")
-    return blob
+
+
+def _headers(path: Path, tar: tarfile.TarFile, file_size: int) -> list[tarfile.TarInfo]:
+    """Every member's header, checked before any member is read: at most MAX_MEMBERS of them, each by
+    `_check_header`, their sizes adding up to no more than the file holds (a plain tar stores every byte)."""
+    members: list[tarfile.TarInfo] = []
+    seen: set[str] = set()
+    total = 0
+    for m in tar:  # headers only: tarfile seeks past each member's data
+        if len(members) >= MAX_MEMBERS:
+            raise _fail(path, f"holds more than {MAX_MEMBERS} members (the limit: {MAX_FACES} faces' chips, "
+                              f"{MANIFEST} and {VECTORS})")
+        _check_header(path, m, seen)
+        total += m.size
+        if total > file_size:
+            raise _fail(path, f"its members declare over {total} bytes, more than the file's {file_size} bytes hold")
+        members.append(m)
+        seen.add(m.name)
+    return members
 
 
 def _read_members(path: Path) -> dict[str, bytes]:
-    """Every member of the archive by name, each checked by `_read_member`."""
+    """Every member of the archive by name, all headers checked by `_headers` first."""
     data: dict[str, bytes] = {}
-    with _open_tar(path) as tar:
+    tar, size = _open_tar(path)
+    with tar:
         try:
-            for m in tar:
-                data[m.name] = _read_member(path, tar, m, data)
-        except (tarfile.TarError, OSError, EOFError) as exc:
+            for m in _headers(path, tar, size):
+                f = tar.extractfile(m)
+                blob = f.read(m.size) if f else b""
+                if len(blob) != m.size:
+                    raise _fail(path, f"member {m.name!r} is truncated")
+                data[m.name] = blob
+        except (tarfile.TarError, OSError, EOFError, ValueError, OverflowError) as exc:
             raise _fail(path, f"truncated or damaged ({exc})") from None
     return data
 
 
 def _read_manifest(path: Path, data: dict[str, bytes]) -> tuple[dict, dict, list, int]:
-    """(manifest, the members it lists with their sha256, its faces, dim), taken out of `data`."""
+    """(manifest, the members it lists with their sha256, its faces, dim), taken out of `data`; every field
+    but the faces' checked (those by `_check_faces`)."""
     if MANIFEST not in data:
         raise _fail(path, f"{MANIFEST} is missing (truncated, or not a facetool export)")
     try:
         manifest = json.loads(data.pop(MANIFEST))
-        if manifest.get("format") != FORMAT:
-            raise _fail(path, f"{MANIFEST} is not a facetool export manifest")
-        if int(manifest["version"]) > VERSION:
-            raise _fail(path, f"written by a newer facetool (export version {manifest['version']} > {VERSION})")
-        return manifest, dict(manifest["members"]), list(manifest["faces"]), int(manifest["dim"])
-    except ArchiveError:
-        raise
-    except (ValueError, KeyError, TypeError) as exc:
-        raise _fail(path, f"{MANIFEST} is damaged ({exc!r})") from None
+    except ValueError as exc:
+        raise _fail(path, f"{MANIFEST} is not JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise _fail(path, f"{MANIFEST} is not a facetool export manifest")
+    version, dim, members, faces = (manifest.get(k) for k in ("version", "dim", "members", "faces"))
+    if not _is_int(version) or version < 1:
+        raise _fail(path, f"{MANIFEST}: version {version!r} is not an export version")
+    if version > VERSION:
+        raise _fail(path, f"written by a newer facetool (export version {version} > {VERSION})")
+    if not _is_int(dim) or not 0 < dim <= 4096:
+        raise _fail(path, f"{MANIFEST}: dim {dim!r} is not an embedding size (1..4096)")
+    for key in ("model_id", "backbone"):
+        if not isinstance(manifest.get(key), str) or not manifest[key]:
+            raise _fail(path, f"{MANIFEST}: {key} {manifest.get(key)!r} is not a name")
+    if not isinstance(members, dict) or not all(isinstance(v, str) for v in members.values()):
+        raise _fail(path, f"{MANIFEST}: members is not a table of member names and their sha256")
+    if not isinstance(faces, list) or len(faces) > MAX_FACES:
+        raise _fail(path, f"{MANIFEST}: faces is not a list of at most {MAX_FACES} face entries")
+    return manifest, members, faces, dim
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_members(path: Path, listed: dict, data: dict[str, bytes]) -> None:
@@ -170,72 +233,115 @@ def _check_members(path: Path, listed: dict, data: dict[str, bytes]) -> None:
 def _read_vectors(path: Path, blob: bytes, n_faces: int, dim: int) -> np.ndarray:
     try:
         vectors = np.load(io.BytesIO(blob), allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError, OSError) as exc:
         raise _fail(path, f"{VECTORS} is damaged ({exc})") from None
     if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) != n_faces:
         raise _fail(path, f"{VECTORS} holds {vectors.shape} {vectors.dtype}, the manifest {n_faces} faces of dim {dim}")
+    bad = ~np.isfinite(vectors).all(axis=1) | ~(np.abs(vectors).max(axis=1, initial=0.0) > 0)
+    if bad.any():
+        raise _fail(path, f"{VECTORS}: rows {np.flatnonzero(bad)[:10].tolist()} are NaN, infinite or zero, not embeddings")
     return vectors
+
+
+def _face_error(f, n_vectors: int, chips: dict[str, bytes]) -> str | None:
+    """What is wrong with face entry `f` of the manifest, or None: each field is checked, and named."""
+    if not isinstance(f, dict):
+        return "is not an object"
+    for key in ("person", "source", "content_hash"):
+        if not isinstance(f.get(key), str):
+            return f"{key} {f.get(key)!r} is not a string"
+    row, box, added_at, chip = f.get("row"), f.get("box"), f.get("added_at"), f.get("chip", "")
+    if not _is_int(row) or not 0 <= row < n_vectors:
+        return f"row {row!r} is not a row of {VECTORS} (0..{n_vectors - 1})"
+    if not isinstance(box, list) or len(box) != 4 or not all(map(_is_number, box)):
+        return f"box {str(box)[:80]} is not 4 finite numbers"
+    if not _is_number(added_at) or added_at < 0:
+        return f"added_at {str(added_at)[:80]!r} is not a time (seconds since 1970)"
+    if not isinstance(chip, str) or (chip and not re.fullmatch(r"[0-9a-f]{64}", chip)):
+        return f"chip {str(chip)[:80]!r} is not a chip id (64 hex digits)"
+    if chip and chip not in chips:
+        return f"names chip {chip[:12]}..., which is not in the archive"
+    try:
+        validate_name(f["person"])
+    except InvalidNameError as exc:
+        return f"person: {exc}"
+    return None
 
 
 def _check_faces(path: Path, faces: list, n_vectors: int, chips: dict[str, bytes]) -> None:
     """Each face entry has its fields, a row of the vectors, and its chip in the archive."""
     for i, f in enumerate(faces):
-        try:
-            ok = (isinstance(f["person"], str) and 0 <= int(f["row"]) < n_vectors and len(f["box"]) == 4
-                  and isinstance(f["source"], str) and isinstance(f["content_hash"], str))
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise _fail(path, f"face entry {i} of {MANIFEST} is damaged")
-        if f.get("chip") and f["chip"] not in chips:
-            raise _fail(path, f"face entry {i} names chip {f['chip'][:12]}..., which is not in the archive")
+        why = _face_error(f, n_vectors, chips)
+        if why:
+            raise _fail(path, f"face entry {i} of {MANIFEST}: {why}")
 
 
 def read_archive(path: str | Path) -> tuple[dict, np.ndarray, dict[str, bytes]]:
-    """(manifest, vectors, chips by id), every member checked; ArchiveError naming the problem."""
+    """(manifest, vectors, chips by id), every member and field checked; ArchiveError naming the problem."""
     path = Path(path)
     data = _read_members(path)
     manifest, listed, faces, dim = _read_manifest(path, data)
     _check_members(path, listed, data)
     vectors = _read_vectors(path, data.pop(VECTORS), len(faces), dim)
     chips = {_CHIP_MEMBER.fullmatch(n).group(1): b for n, b in data.items()}
+    for name, blob in data.items():
+        try:
+            check_chip(blob, f"member {name!r}")
+        except ModelError as exc:
+            raise _fail(path, str(exc)) from None
     _check_faces(path, faces, len(vectors), chips)
     return manifest, vectors, chips
 
 
+def _records(take: list, shas: list[str]) -> list[FaceRecord]:
+    return [FaceRecord(f["person"], f["source"], f["content_hash"], tuple(float(v) for v in f["box"]),
+                       added_at=float(f["added_at"]), chip=sha) for f, sha in zip(take, shas)]
+
+
+def _take(path, manifest: dict, st) -> tuple[list, list[str]]:
+    """(the faces to import, the people skipped as clashes): every refusal that depends on the target model
+    (look-alike names, faces another model cannot embed) raised here, before anything is written."""
+    faces = manifest["faces"]
+    present = set(st.gallery.people())
+    take = [f for f in faces if f["person"] not in present]
+    try:
+        refuse_lookalikes(sorted({f["person"] for f in take}), present)
+    except InvalidNameError as exc:
+        raise ArchiveError(f"{path}: {exc}; nothing was imported") from None
+    no_chip = [f for f in take if not f.get("chip")]
+    if no_chip and manifest["model_id"] != st.config.model_id:
+        raise ArchiveError(f"{path}: {len(no_chip)} faces have no chip (e.g. {no_chip[0]['person']}, "
+                           f"{no_chip[0]['source']}) and the archive's model {manifest['model_id']} is not "
+                           f"this model's ({st.config.model_id}), so they cannot be embedded; nothing was imported")
+    return take, sorted({f["person"] for f in faces} & present)
+
+
 def import_archive(rec, path: str | Path) -> ImportReport:
-    """Merge the archive at `path` into the model `rec` has open (see the module's docstring)."""
+    """Merge the archive at `path` into the model `rec` has open (see the module's docstring). Everything is checked
+    before anything is written, and a change refused even so (by the gallery, under its lock) takes the chips it
+    stored back with it: a refused import leaves the model as it was, chips included."""
     manifest, vectors, chips = read_archive(path)
     report = ImportReport(str(path))
-    faces = manifest["faces"]
-    for f in faces:
+    for f in manifest["faces"]:
         f["person"] = validate_name(f["person"])
     with rec._writing() as st:
-        present = set(st.gallery.people())
-        report.clashes = sorted({f["person"] for f in faces} & present)
-        take = [f for f in faces if f["person"] not in present]
-        same = manifest["model_id"] == st.config.model_id
-        if not same:
-            no_chip = [f for f in take if not f.get("chip")]
-            if no_chip:
-                raise ArchiveError(f"{path}: {len(no_chip)} faces have no chip (e.g. {no_chip[0]['person']}, "
-                                   f"{no_chip[0]['source']}) and the archive's model {manifest['model_id']} is not "
-                                   f"this model's ({st.config.model_id}), so they cannot be embedded; nothing was imported")
-        if take:
-            if same:
-                vecs = vectors[[int(f["row"]) for f in take]]
-                report.reused_vectors = len(take)
-            else:
-                # Re-embedding from chips: where the one rebuild-from-chips (recognizer/modeldir/rebuild.py) belongs.
+        take, report.clashes = _take(path, manifest, st)
+        if not take:
+            return report
+        if manifest["model_id"] == st.config.model_id:
+            vecs = vectors[[int(f["row"]) for f in take]]
+            report.reused_vectors = len(take)
+        else:
+            # Re-embedding from chips: where the one rebuild-from-chips (recognizer/modeldir/rebuild.py) belongs.
+            try:
                 vecs = chip_vectors([chips[f["chip"]] for f in take], st.embedder)
-                report.reembedded = len(take)
-            store = rec.chips
-            records = []
-            for f in take:
-                sha = store.put(chips[f["chip"]]) if f.get("chip") else ""
-                records.append(FaceRecord(f["person"], str(f["source"]), str(f["content_hash"]),
-                                          tuple(float(v) for v in f["box"]), added_at=float(f["added_at"]), chip=sha))
-            st.gallery.add(vecs, records, model_id=st.config.model_id)
-            for f in take:
-                report.added[f["person"]] = report.added.get(f["person"], 0) + 1
+            except ModelError as exc:
+                raise ArchiveError(f"{path}: {exc}; nothing was imported") from None
+            report.reembedded = len(take)
+        with_chip = [f for f in take if f.get("chip")]
+        with rec.chips.adding([chips[f["chip"]] for f in with_chip]) as shas:
+            by_face = {id(f): sha for f, sha in zip(with_chip, shas)}
+            st.gallery.add(vecs, _records(take, [by_face.get(id(f), "") for f in take]), model_id=st.config.model_id)
+        for f in take:
+            report.added[f["person"]] = report.added.get(f["person"], 0) + 1
     return report

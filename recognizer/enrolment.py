@@ -79,10 +79,12 @@ def commit(name: str, st, now, pending: Pending, store, allow_similar: bool) -> 
         else:
             keep.append(i)
     if keep:
-        for i in keep:
-            pending[i][1].chip = store.put(pending[i][3])
-        records = [pending[i][1] for i in keep]
-        now.gallery.add(vectors[keep], records, model_id=now.config.model_id, allow_similar=allow_similar)
+        # a refused add (a look-alike name, a bad vector) takes its new chips back with it
+        with store.adding([pending[i][3] for i in keep]) as shas:
+            for i, sha in zip(keep, shas):
+                pending[i][1].chip = sha
+            records = [pending[i][1] for i in keep]
+            now.gallery.add(vectors[keep], records, model_id=now.config.model_id, allow_similar=allow_similar)
         for outcome, r, _, _ in (pending[i] for i in keep):  # enrolled meanwhile by another process: stored once
             if r.id < 0:
                 outcome.status, outcome.detail = "duplicate", f"already enrolled for {name}"

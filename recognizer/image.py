@@ -20,8 +20,8 @@ from PIL import Image, UnidentifiedImageError
 from facecore.errors import ImageError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MEMORY_BUDGET", "IMAGE_SUFFIXES", "MAX_FILE_BYTES", "STRIP_PIXELS",
-           "ImageSource", "Photo", "decode", "decode_cost", "expand_inputs", "list_images", "load_image",
-           "load_photo", "pixels_sha256", "read_bytes", "release_memory", "sha256_bytes", "to_rgb"]
+           "ImageSource", "Photo", "check_decode", "decode", "decode_cost", "expand_inputs", "frame_cost", "list_images",
+           "load_image", "load_photo", "pixels_sha256", "read_bytes", "release_memory", "sha256_bytes", "to_rgb"]
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -185,6 +185,27 @@ def decode_cost(img: Image.Image, full_size: tuple[int, int] | None = None) -> i
     return cost
 
 
+def frame_cost(width: int, height: int) -> int:
+    """Bytes a decoded video frame takes at its peak: OpenCV's BGR frame, its RGB conversion (3 bytes a pixel
+    each) and the PIL image made of it (PIL keeps 4 bytes per RGB pixel)."""
+    return width * height * (3 + 3 + 4)
+
+
+def check_decode(source: str, width: int, height: int, cost: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, what: str = "photo", mode: str = "") -> None:
+    """The one rule for every image decode (photos, chips, archive members, video frames), applied to what a
+    header declares before anything is decoded: ImageError naming `source` when `width` x `height` is not a
+    positive size, is over `max_pixels`, or decoding it would take `cost` bytes, over `memory_budget`."""
+    if width <= 0 or height <= 0:
+        raise ImageError(source, f"has an invalid size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageError(source, f"is {width}x{height} pixels, over the limit of {max_pixels} pixels")
+    if cost > memory_budget:
+        kind = f" ({mode})" if mode else ""
+        raise ImageError(source, f"is {width}x{height} pixels{kind}, which would take about {cost / 2**20:.0f} MB to "
+                                 f"decode, over the memory budget of {memory_budget / 2**20:.0f} MB per {what}")
+
+
 _malloc_tuned = False
 
 
@@ -226,10 +247,7 @@ def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_P
     except Exception as exc:  # PIL raises many types for malformed headers
         raise ImageError(source, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
     w, h = img.size
-    if w <= 0 or h <= 0:
-        raise ImageError(source, f"has an invalid size {w}x{h}")
-    if w * h > max_pixels:
-        raise ImageError(source, f"is {w}x{h} pixels, over the limit of {max_pixels} pixels")
+    check_decode(source, w, h, 0, max_pixels, memory_budget)
     big = False
     try:
         cost = decode_cost(img)
@@ -239,9 +257,7 @@ def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_P
                 cost = decode_cost(img, (w, h))
                 if cost <= memory_budget:
                     break
-        if cost > memory_budget:
-            raise ImageError(source, f"is {w}x{h} pixels ({img.mode}), which would take about {cost / 2**20:.0f} MB "
-                                     f"to decode, over the memory budget of {memory_budget / 2**20:.0f} MB per photo")
+        check_decode(source, w, h, cost, max_pixels, memory_budget, mode=img.mode)
         big = cost > 64 * 1024 * 1024
         # Animated images: the first frame is the photo.
         img.seek(0)

@@ -290,6 +290,7 @@ class Recognizer:
                        name: str | None = None, progress: bool = False, **limits):
         """A VideoIdentification (one name per track) of a video file or a camera (`source` an int), analysing `fps`
         frames a second (default 5) for at most `seconds`; `limits`: VideoLimits fields. Raises VideoError."""
+        limits.setdefault("memory_budget", self.memory_budget)  # a frame is decoded under a photo's budget
         bounds = VideoLimits(max_seconds=seconds, **limits)
         return identify_video(self, source, sample_fps=fps or DEFAULT_SAMPLE_FPS, threshold=threshold, limits=bounds,
                               name=name, progress=progress)

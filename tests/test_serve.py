@@ -373,7 +373,7 @@ def test_protect_reads_without_a_token_is_refused(tmp_path):
 
 
 def test_unknown_faces_routes(server, guarded, open_, data):
-    """The panel's API: clustering needs the token, runs and thumbnails are reads, bad references are 404."""
+    """The panel's API: clustering and thumbnails (face pixels) need the token, runs are reads, bad references are 404."""
     photos = [data / FR / "group" / TWO_PEOPLE, data / FR / "group/kit_harington+rose_leslie__kit_with_rose.jpg"]
     files = [("file", (p.name, p.read_bytes(), "application/octet-stream")) for p in photos]
     assert "token" in error_of(server.post("/clusters", files=files), 401)
@@ -387,9 +387,10 @@ def test_unknown_faces_routes(server, guarded, open_, data):
     assert len(run["faces"]) == 2 and [c["size"] for c in run["clusters"]] == [1, 1]  # Kit, Rose: two people
     assert run["id"] in [r["run"] for r in server.get("/clusters").json()["runs"]]
     assert server.get(f"/clusters/{run['id']}").json()["clusters"] == run["clusters"]
-    png = server.get(f"/clusters/{run['id']}/faces/0.png")
+    error_of(server.get(f"/clusters/{run['id']}/faces/0.png"), 401)  # face pixels: never without the token
+    png = server.get(f"/clusters/{run['id']}/faces/0.png", headers=AUTH)
     assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
-    error_of(server.get(f"/clusters/{run['id']}/faces/7.png"), 404)
+    error_of(server.get(f"/clusters/{run['id']}/faces/7.png", headers=AUTH), 404)
     error_of(server.get("/clusters/20000101-000000"), 404)
     error_of(server.post(f"/clusters/{run['id']}/1/enroll", json={"name": "X"}), 401)
     error_of(server.post(f"/clusters/{run['id']}/1/enroll", json={"nom": "X"}, headers=AUTH), 422)
@@ -409,7 +410,7 @@ def test_removal_through_the_server_reaches_the_runs(server, data):
     run = res.json()
     assert [c["size"] for c in run["clusters"]] == [1, 1]
     face = run["clusters"][0]["faces"][0]
-    before = server.get(f"/clusters/{run['id']}/faces/{face}.png")
+    before = server.get(f"/clusters/{run['id']}/faces/{face}.png", headers=AUTH)
     assert before.status_code == 200
     res = server.post(f"/clusters/{run['id']}/1/enroll", json={"name": "Sven Testperson"}, headers=AUTH)
     assert res.status_code == 200 and res.json()["added"] == 1, res.text
@@ -417,6 +418,6 @@ def test_removal_through_the_server_reaches_the_runs(server, data):
     after = server.get(f"/clusters/{run['id']}").json()
     assert after["clusters"][0]["status"] == "person removed" and "Sven" not in str(after)
     assert after["clusters"][1]["status"] == "open"
-    assert "was removed" in error_of(server.get(f"/clusters/{run['id']}/faces/{face}.png"), 404)
+    assert "was removed" in error_of(server.get(f"/clusters/{run['id']}/faces/{face}.png", headers=AUTH), 404)
     assert server.post(f"/clusters/{run['id']}/2/dismiss", headers=AUTH).status_code == 200
     error_of(server.get(f"/clusters/{run['id']}"), 404)

@@ -84,3 +84,21 @@ def test_reads_are_open_and_changes_need_the_token_without_protect_reads(client_
     with client_for() as client:
         assert client.delete("/people/paul").status_code == 403
         assert client.get("/people").json()["people"] == {"paul": 1}
+
+
+def test_every_route_answering_face_pixels_needs_the_token_even_with_reads_open(client_for):
+    """SECURITY.md, "Reads": face pixels (thumbnails, chips, exports) never go without the token; the routes are
+    found by what they answer (an image or an archive), so a new one is held to the rule too."""
+    import web.app
+    import web.clusters
+
+    faces = []
+    for route in web.app.router.routes + web.clusters.router.routes:
+        kinds = {k for r in (getattr(route, "responses", None) or {}).values() for k in r.get("content", {})}
+        if "GET" in route.methods and any(k.startswith("image/") or k == "application/x-tar" for k in kinds):
+            faces.append(re.sub(r"\{[^}]+\}", "0", route.path))
+    assert "/clusters/0/faces/0.png" in faces and "/export" in faces
+    with client_for(token=TOKEN) as client:
+        for path in faces:
+            res = client.get(path)
+            assert res.status_code == 401, (path, res.status_code, res.text)

@@ -2,7 +2,8 @@
 clusters as face thumbnails, name one (enrolling its stored face crops) or dismiss it.
 
 Clustering saves a run into the model directory and enrolling changes the gallery, so both need
-the token; listing runs and fetching thumbnails are reads (token only when reads are protected).
+the token; listing runs is a read (token only when reads are protected); a face thumbnail is face
+pixels, which need the token always (`FACE_ACCESS`, the read rule of web.deps).
 Uploaded photos are clustered from memory: the run keeps the faces' crops and the uploads' file
 names, never the photos. The routes reach the model and the token check through `web.deps`, as
 web.app's routes do, and clustering through the same functions as cluster.py.
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from recognizer import validate_name
 from recognizer.clustering import runs, service
 from recognizer.clustering.sheets import face_png as png
-from web.deps import READ_ACCESS, TOKEN_REQUIRED, Config, Model, on_model_thread
+from web.deps import FACE_ACCESS, READ_ACCESS, TOKEN_REQUIRED, Config, Model, on_model_thread
 from web.errors import ApiError
 from web.uploads import ClusterEnrollBody, json_body, json_body_doc, multipart_doc, uploaded_images
 
@@ -73,7 +74,7 @@ async def get_run(run_id: str, recognizer: Model) -> dict:
 
 
 @router.get("/clusters/{run_id}/faces/{face}.png", summary="One face of a run, as the crop it was embedded from",
-            response_class=Response, responses={200: {"content": {"image/png": {}}}}, dependencies=READ_ACCESS)
+            response_class=Response, responses={200: {"content": {"image/png": {}}}}, dependencies=FACE_ACCESS)
 async def face_png(run_id: str, face: int, recognizer: Model) -> Response:
     def work() -> bytes:
         run = runs.load_run(recognizer.dir, run_id)

@@ -3,8 +3,12 @@ model thread, and the token checks.
 
 `web.app.create_app` puts the recognizer, the settings and the model thread on `app.state`; a
 route reaches them through `Model` and `Config`, and declares the token check it needs as a
-dependency (`TOKEN_REQUIRED` for changes, `READ_ACCESS` for reads, which need the token only with
-`--protect-reads`), so the check runs before the handler reads any of the upload. The route
+dependency, so the check runs before the handler reads any of the upload. The one read-access rule
+(SECURITY.md, "Reads"): `TOKEN_REQUIRED` for changes and for every route that answers face pixels
+or face data (`FACE_ACCESS`: chips, crops, thumbnails, exports; the token always, whatever
+`--protect-reads` says); `READ_ACCESS` for identify and the routes that answer names and counts
+(the token only with `--protect-reads`: identify tells who is in a photo, so names are what a
+client that may identify already learns). The route
 modules (web.app, web.clusters) import this one and not each other.
 """
 from __future__ import annotations
@@ -20,7 +24,7 @@ from recognizer import Recognizer
 from web.errors import ApiError
 from web.settings import Settings
 
-__all__ = ["READ_ACCESS", "TOKEN_REQUIRED", "Config", "Credentials", "Model", "bearer", "check_token", "get_recognizer", "get_settings",
+__all__ = ["FACE_ACCESS", "READ_ACCESS", "TOKEN_REQUIRED", "Config", "Credentials", "Model", "bearer", "check_token", "get_recognizer", "get_settings",
            "on_model_thread", "require_read_access", "require_token"]
 
 T = TypeVar("T")
@@ -80,4 +84,5 @@ async def require_read_access(request: Request, settings: Config) -> None:
 
 
 TOKEN_REQUIRED = [Depends(require_token)]
+FACE_ACCESS = TOKEN_REQUIRED  # face pixels: never without the token (`tests/test_web_routes.py` checks every route)
 READ_ACCESS = [Depends(require_read_access)]

@@ -14,9 +14,11 @@ at once.
   of the previous response), and the body must keep coming: no gap longer than `body_timeout`
   seconds. A body that stops short of its Content-Length gets a 400 saying how much came.
 - Uploads in flight: at most `max_uploads` request bodies are being received at once, and at
-  most `max_upload_disk` bytes of them (Content-Length announced, or bytes received when
-  chunked) are held at once, since multipart parts over 1 MB spool to temporary files; over
-  either, 503 with Retry-After, before any of the body is read.
+  most `max_upload_disk` bytes of them are held at once, since multipart parts over 1 MB spool
+  to temporary files; over either, 503 with Retry-After. An upload with a Content-Length holds
+  its announced size from the start (refused before any of its body is read); a chunked one
+  holds the bytes received so far, counted as they arrive, and is cut off with the 503 as soon
+  as they would take the total over the cap.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ __all__ = ["LOCAL_NAMES", "GuardSettings", "RequestGuard", "TimedH11Protocol", "
 log = logging.getLogger(__name__)
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+_BUSY = "the server is receiving too many uploads at once; try again shortly"
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         s = self.settings
-        if self.uploads >= s.max_uploads or self.upload_bytes + declared > s.max_upload_disk:
-            log.warning("refused an upload: %d uploads (%d bytes) in flight", self.uploads, self.upload_bytes)
-            await _answer(send, 503, "the server is receiving too many uploads at once; try again shortly",
-                          {"Retry-After": "2"})
+        if not await self._admit(send, declared):
             return
         self.uploads += 1
         held = declared
@@ -142,9 +142,12 @@ class RequestGuard:
             if message["type"] == "http.request":
                 chunk = message.get("body", b"")
                 received += len(chunk)
-                if not declared and received > held:  # chunked: count what came
+                if not declared and received > held:  # chunked: count what came, against the same cap
                     self.upload_bytes += received - held
                     held = received
+                    refused = self._over_cap(received)
+                    if refused:
+                        raise refused
                 if boundary:
                     tail = (tail + chunk)[-(len(boundary) + 64):]
                     if not message.get("more_body", False) and b"--" + boundary + b"--" not in tail:
@@ -171,6 +174,23 @@ class RequestGuard:
             self.upload_bytes -= held
         if refused is not None and not started:
             await _answer(send, refused.status, refused.message, refused.headers)
+
+
+    async def _admit(self, send: Send, declared: int) -> bool:
+        """Whether one more upload (of `declared` bytes; 0 when chunked) may start; else answers 503."""
+        s = self.settings
+        if self.uploads >= s.max_uploads or self.upload_bytes + declared > s.max_upload_disk:
+            log.warning("refused an upload: %d uploads (%d bytes) in flight", self.uploads, self.upload_bytes)
+            await _answer(send, 503, _BUSY, {"Retry-After": "2"})
+            return False
+        return True
+
+    def _over_cap(self, received: int) -> _Refused | None:
+        """The 503 for a chunked upload whose bytes so far (counted in) take the uploads in flight over the cap."""
+        if self.upload_bytes <= self.settings.max_upload_disk:
+            return None
+        log.warning("refused a chunked upload at %d bytes: %d bytes of uploads in flight", received, self.upload_bytes)
+        return _Refused(503, _BUSY, {"Retry-After": "2"})
 
 
 def _boundary(content_type: str) -> bytes | None:

@@ -16,7 +16,8 @@ from PIL import Image
 from pydantic import BaseModel, StrictInt, StrictStr, ValidationError
 from starlette.datastructures import UploadFile
 
-from recognizer import is_video_input
+from recognizer import ImageError, is_video_input
+from recognizer.image import check_decode
 from web.errors import ApiError
 from web.settings import Settings
 
@@ -125,8 +126,10 @@ def check_pixels(name: str, data: bytes, max_pixels: int) -> None:
         raise ApiError(413, f"{name}: too many pixels ({exc})") from None
     except Exception:
         return  # a damaged header: the decoder reports it, as a 400 or an 'unreadable' outcome
-    if w * h > max_pixels:
-        raise ApiError(413, f"{name}: {w}x{h} pixels is over the limit of {max_pixels} pixels")
+    try:
+        check_decode(name, w, h, 0, max_pixels)  # the decoder's own rule, early: before the model thread
+    except ImageError as exc:
+        raise ApiError(413, str(exc)) from None
 
 
 def multipart_doc(many: bool) -> dict:

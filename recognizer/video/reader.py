@@ -19,7 +19,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from facecore.errors import VideoError
+from facecore.errors import ImageError, VideoError
+from recognizer.image import DEFAULT_MEMORY_BUDGET, check_decode, frame_cost
 
 __all__ = ["DEFAULT_SAMPLE_FPS", "VIDEO_SUFFIXES", "Frame", "VideoInfo", "VideoLimits", "VideoReader", "is_video_file",
            "is_video_input", "sniff_video"]
@@ -84,13 +85,14 @@ class VideoLimits:
     """Bounds on one video's decoding; a video over them is refused or cut short, never decoded whole."""
 
     max_bytes: int = 4 * 1024**3  # a file larger than this is refused before it is opened
-    max_pixels: int = 8192 * 4320  # per frame (8K); each decoded frame is width * height * 3 bytes
+    max_pixels: int = 8192 * 4320  # per frame (8K)
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # per frame, as `recognizer.image.frame_cost` counts it
     max_seconds: float | None = None  # of video read (a camera: of wall-clock time); None: all of it
     max_duration: float | None = None  # a file whose container declares a longer video is refused
     timeout_ms: int = 10_000  # for opening the file and for each frame read, inside FFmpeg
 
     def __post_init__(self) -> None:
-        if self.max_bytes <= 0 or self.max_pixels <= 0 or self.timeout_ms <= 0:
+        if self.max_bytes <= 0 or self.max_pixels <= 0 or self.memory_budget <= 0 or self.timeout_ms <= 0:
             raise ValueError(f"video limits must be positive: {self}")
         for name in ("max_seconds", "max_duration"):
             value = getattr(self, name)
@@ -171,11 +173,18 @@ class VideoReader:
         # decoder's timestamps instead.
         return VideoInfo(self.name, fps if 0 < fps <= 1000 else 0.0, max(count, 0), w, h)
 
+    def _check_frame(self, w: int, h: int, what: str) -> None:
+        """VideoError (too large) when a `w` x `h` frame is over the one decode rule (`recognizer.image.check_decode`)."""
+        try:
+            check_decode(what, w, h, frame_cost(w, h), self.limits.max_pixels, self.limits.memory_budget, what="frame")
+        except ImageError as exc:
+            self.close()
+            raise VideoError(self.name, f"{exc.path} {exc.reason}", too_large=True) from None
+
     def _check_frame_size_and_duration(self) -> None:
         w, h, limits = self.info.width, self.info.height, self.limits
-        if w * h > limits.max_pixels:
-            self.close()
-            raise VideoError(self.name, f"frames are {w}x{h} pixels, over the limit of {limits.max_pixels} pixels", too_large=True)
+        if w and h:  # a camera or a container may not say; each frame is checked as it comes
+            self._check_frame(w, h, "each frame")
         if limits.max_duration is not None and self.info.duration > limits.max_duration:
             self.close()
             raise VideoError(self.name, f"the video lasts {self.info.duration:.1f} s, over the limit of {limits.max_duration:g} s", too_large=True)
@@ -237,8 +246,7 @@ class VideoReader:
                 self._ended = True
                 break
             h, w = pixels.shape[:2]
-            if w * h > self.limits.max_pixels:  # a stream may change size midway
-                raise VideoError(self.name, f"frame {index} is {w}x{h} pixels, over the limit of {self.limits.max_pixels} pixels", too_large=True)
+            self._check_frame(w, h, f"frame {index}")  # a stream may change size midway
             next_time += step
             if next_time <= now:  # behind (a slow camera, a jump in timestamps): sample from here on
                 next_time = now + step
