@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from recognizer.image import ImageSource, load_image
 
-__all__ = ["KNOWN", "UNKNOWN", "draw_faces"]
+__all__ = ["KNOWN", "UNKNOWN", "draw_faces", "label_text"]
 
 KNOWN = (40, 200, 80)
 UNKNOWN = (230, 50, 50)
@@ -20,6 +20,12 @@ class _Face(Protocol):
     name: str | None
     score: float
     similarity: float
+
+
+def label_text(name: str | None, similarity: float) -> str:
+    """A face's or track's label: the name (or unknown) and one number, the similarity to the named person (to
+    the nearest person when unknown): what every photo, video and page label shows (README)."""
+    return f"{name or 'unknown'} {similarity:.2f}"
 
 
 def draw_faces(photo: ImageSource, faces: Iterable[_Face]) -> Image.Image:
@@ -36,7 +42,7 @@ def draw_faces(photo: ImageSource, faces: Iterable[_Face]) -> Image.Image:
         colour = KNOWN if face.name else UNKNOWN
         x1, y1, x2, y2 = face.box
         draw.rectangle([x1, y1, x2, y2], outline=colour, width=max(2, unit))
-        label = f"{face.name} {face.score:.2f}" if face.name else f"unknown {face.similarity:.2f}"
+        label = label_text(face.name, face.similarity)
         tx1, ty1, tx2, ty2 = draw.textbbox((x1, y1), label, font=font)
         ty = y1 - (ty2 - ty1) - 2 * unit if y1 - (ty2 - ty1) - 2 * unit > 0 else y2
         draw.rectangle([x1, ty, x1 + (tx2 - tx1) + 2 * unit, ty + (ty2 - ty1) + 2 * unit], fill=colour)

@@ -17,14 +17,18 @@ class FaceIdentity:
     box: list[float]
     detection_score: float
     name: str | None  # None: unknown
-    score: float  # confidence of the decision, in [0, 1]
-    similarity: float  # cosine similarity to the closest enrolled face of `name` (or of the best guess)
+    # The two numbers of a face (README, "What the numbers mean"): `similarity`, the cosine to the closest
+    # enrolled face of `name`, or of the nearest person when unknown, is what labels show; `score`, the
+    # decision's share for `name` (vote share, or the classifier-and-vote combination), exists only for a name.
+    score: float | None
+    similarity: float
     knn: dict = field(default_factory=dict)
     classifier: dict | None = None
 
     def to_dict(self) -> dict:
         out = {"box": [round(v, 1) for v in self.box], "detection_score": round(self.detection_score, 4),
-               "name": self.name, "score": round(self.score, 4), "similarity": round(self.similarity, 4),
+               "name": self.name, "score": None if self.score is None else round(self.score, 4),
+               "similarity": round(self.similarity, 4),
                "knn": self.knn}
         if self.classifier is not None:
             out["classifier"] = self.classifier

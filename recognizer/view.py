@@ -155,7 +155,9 @@ def decide_photo(st: View, res: PhotoResult, thr: float) -> PhotoIdentification:
         name = d.names[final][i]
         sim = float(d.similarity[final][i])
         conf = score(final, i, name)
+        if name is None:  # no candidate: the similarity is the nearest person's
+            sim = float(d.neighbour_similarity[i].max(initial=0.0))
         if name is None or sim < thr:
-            name = None
+            name, conf = None, None
         out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, conf, sim, knn, clf))
     return out

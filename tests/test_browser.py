@@ -81,7 +81,8 @@ def test_identify_group_photo_and_enroll_from_the_page(site, browser, data, tmp_
     labels = [f.find_element(By.CLASS_NAME, "face-label").text for f in faces]
     assert sum(t.startswith("barack_obama ") for t in labels) == 1, labels
     assert sum(t.startswith("joe_biden ") for t in labels) == 1, labels
-    assert all(t.startswith(("barack_obama ", "joe_biden ")) or t == "unknown" for t in labels), labels
+    # every label: a name (or unknown) and the similarity, one number meaning one thing (issue 27)
+    assert all(__import__("re").fullmatch(r"(barack_obama|joe_biden|unknown) -?[01]\.\d\d", t) for t in labels), labels
 
     # Boxes lie on the displayed photo, known ones solid, unknown ones dashed, scores on hover.
     img = browser.find_element(By.ID, "photo").rect
@@ -89,10 +90,10 @@ def test_identify_group_photo_and_enroll_from_the_page(site, browser, data, tmp_
         r = face.rect
         assert img["x"] - 4 <= r["x"] and r["x"] + r["width"] <= img["x"] + img["width"] + 4, (r, img)
         assert img["y"] - 4 <= r["y"] and r["y"] + r["height"] <= img["y"] + img["height"] + 4, (r, img)
-        assert face.value_of_css_property("border-top-style") == ("dashed" if label == "unknown" else "solid")
+        assert face.value_of_css_property("border-top-style") == ("dashed" if label.startswith("unknown") else "solid")
         assert "similarity" in face.get_attribute("title")
     obama = faces[labels.index(next(t for t in labels if t.startswith("barack_obama")))]
-    assert obama.get_attribute("title").startswith("barack_obama\nscore ")
+    assert obama.get_attribute("title").startswith("barack_obama\nsimilarity ")
     shot = screenshot(browser, "browser-identify.png", tmp_path)
     print(f"screenshot: {shot}")
 

@@ -76,7 +76,7 @@ def test_enroll_finetune_identify_loses_no_one(tmp_path, data, train_dir, fast_o
             photo = data / FR / "barack_obama" / "examples__obama.jpg"
             r = c.post("/identify", files={"file": (photo.name, photo.read_bytes())})
             assert r.status_code == 200, r.text
-            face = max(r.json()["faces"], key=lambda f: f["score"])
+            face = max(r.json()["faces"], key=lambda f: f["similarity"])
             assert face["name"] == "Barack Obama" and "classifier" in face
             biden = data / FR / "joe_biden"
             r = c.post("/people/Joe%20Biden/photos", headers=AUTH,

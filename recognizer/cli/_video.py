@@ -53,6 +53,7 @@ def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: floa
         click.echo(f"{name}: {len(result.tracks)} track(s) in {result.video_seconds:.1f} s of video{note}")
         for t in result.tracks:
             who = t.name or "unknown"
-            click.echo(f"  #{t.id} {who}: {t.first.time:.1f}-{t.last.time:.1f} s (frames {t.first.frame}-{t.last.frame}), "
-                       f"{len(t.faces)} face(s), score {t.score:.2f}")
+            share = f", vote share {t.score:.2f}" if t.name else ""
+            click.echo(f"  track {t.id} {who}: {t.first.time:.1f}-{t.last.time:.1f} s (frames {t.first.frame}-{t.last.frame}), "
+                       f"{len(t.faces)} face(s), similarity {t.similarity:.2f}{share}")
     return result.to_dict()

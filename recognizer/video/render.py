@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facecore.atomic import atomic_path
 from facecore.errors import VideoError
-from recognizer.drawing import KNOWN, UNKNOWN
+from recognizer.drawing import KNOWN, UNKNOWN, label_text
 from recognizer.video.reader import VideoInfo, VideoLimits, VideoReader
 from recognizer.video.tracking import Track
 
@@ -33,7 +33,7 @@ class TrackedVideo(Protocol):
 
 
 def track_label(track: Track) -> str:
-    return f"{track.name} {track.score:.2f}" if track.name else f"unknown #{track.id}"
+    return label_text(track.name, track.similarity)
 
 
 def boxes_at(track: Track, frame: int, hold: int) -> np.ndarray | None:
@@ -117,7 +117,8 @@ def contact_sheet(result: TrackedVideo, *, thumb: int = 80, per_row: int = 8) ->
         y = 24 + pad + r * (thumb + pad)
         colour = KNOWN if track.name else UNKNOWN
         draw.rectangle([pad, y, pad + 6, y + thumb], fill=colour)
-        lines = [track.name or f"unknown #{track.id}", f"track {track.id}, score {track.score:.2f}",
+        lines = [track.name or "unknown", f"track {track.id}, similarity {track.similarity:.2f}"
+                 + (f", vote share {track.score:.2f}" if track.name else ""),
                  f"{track.first.time:.1f}-{track.last.time:.1f} s, frames {track.first.frame}-{track.last.frame}",
                  f"{len(track.faces)} face(s)"]
         for k, line in enumerate(lines):

@@ -75,7 +75,7 @@ class Track:
         return [kept[round(i * (len(kept) - 1) / (n - 1))] for i in range(n)] if n > 1 else kept[:1]
 
     def to_dict(self) -> dict:
-        return {"track": self.id, "name": self.name, "score": round(self.score, 4),
+        return {"track": self.id, "name": self.name, "score": round(self.score, 4) if self.name else None,
                 "similarity": round(self.similarity, 4), "first_frame": self.first.frame,
                 "last_frame": self.last.frame, "first_time": round(self.first.time, 3),
                 "last_time": round(self.last.time, 3), "faces": [f.to_dict() for f in self.faces]}
