@@ -192,8 +192,9 @@ class _ClusteringRuns(_Store):
         # the runs' lock before the writer lock, as enrolling a cluster takes them
         return _resolve("recognizer.clustering.runs:runs_lock_if_any")(model.root)
 
-    def held(self, ctx):
-        return _files_mentioning(_tree(ctx.model.runs), ctx.needles())
+    def held(self, ctx):  # their name, photo paths and their faces' photo hashes
+        hashes = sorted({r.content_hash.encode() for r in ctx.faces if r.content_hash})
+        return _files_mentioning(_tree(ctx.model.runs), ctx.needles() + hashes)
 
     def forget(self, ctx):
         _resolve("recognizer.clustering.runs:forget_person")(ctx.model.root, ctx.person,
