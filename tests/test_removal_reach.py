@@ -1,0 +1,91 @@
+"""Removal's reach (issue #25, item 5): a person's removal reaches the clustering runs that saw their enrolled
+photos, and every model directory's chips of a gallery that several model directories share."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recognizer.cli import cluster, enroll
+
+FR = "face_recognition-examples/people"
+OBAMA2 = "barack_obama/examples__obama2.jpg"  # one face only: nobody else's face keeps the photo in a run
+
+
+def run(cmd, args, code=0):
+    res = CliRunner().invoke(cmd.main, [str(a) for a in args], catch_exceptions=False)
+    assert res.exit_code == code, res.output
+    return res
+
+
+def test_removal_scrubs_a_clustering_runs_enrolled_photos(tmp_path, data, fast_open):
+    """A clustering run over photos, one of them enrolled as Obama (so a known face in the run, not a cluster's):
+    after `--remove Obama`, run.json keeps neither that photo's path nor its sha256, and the run's other
+    clusters stay open and readable."""
+    from recognizer.clustering import runs
+    from recognizer.modeldir import stores
+    from recognizer.modeldir.directory import ModelDir
+    from recognizer.recognizer import Recognizer
+
+    model, folder = tmp_path / "model", tmp_path / "obama"
+    folder.mkdir()
+    photo = data / FR / OBAMA2
+    (folder / photo.name).symlink_to(photo)
+    run(enroll, ["--model", model, "--backbone", "sface", "--name", "Obama", folder])
+    others = [*sorted((data / FR / "joe_biden").iterdir()), *sorted((data / FR / "kit_harington").iterdir())]
+    run(cluster, ["--model", model, photo, *others, "--out", tmp_path / "sheets", "--json"])
+    [run_file] = (model / "clusters").glob("*/run.json")
+    digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+    before = run_file.read_text()
+    assert str(photo) in before and digest in before and '"Obama"' in before
+
+    with Recognizer.open(model) as rec:
+        ctx = stores.Removal.of(ModelDir(model), "Obama", rec.gallery, rec.config.gallery)
+        assert "clustering runs" in stores.held(ctx)
+        run(enroll, ["--model", model, "--remove", "Obama"])
+        rec.refresh()
+        ctx.gallery = rec.gallery
+        assert stores.held(ctx) == {}
+
+    after = run_file.read_text()
+    assert str(photo) not in after and digest not in after and '"Obama"' not in after
+    meta = runs.load_run(model, "latest").meta
+    assert sum(c["status"] == "open" for c in meta["clusters"]) >= 2
+    kept = {meta["photos"][f["photo"]]["photo"] for f in meta["faces"] if not f.get("removed")}
+    assert kept == {str(p) for p in others}
+
+
+def test_removal_reaches_every_model_directory_sharing_a_milvus_gallery(tmp_path, data, fast_open):
+    """Two model directories on one Milvus Lite gallery: a person enrolled through B and removed through A
+    leaves no chip of theirs in B's gallery-chips/; a recorded directory that is gone is skipped; another
+    person's chips in B stay."""
+    pytest.importorskip("milvus_lite", reason="Milvus Lite cannot run on this platform")
+    from recognizer.recognizer import Recognizer
+
+    uri = f"milvus-lite:{tmp_path / 'faces.db'}"
+    a, b, gone = tmp_path / "A", tmp_path / "B", tmp_path / "C"
+    with Recognizer.open(gone, backbone="sface", create=True, gallery=uri) as rc:
+        rc.enroll("Rose", sorted((data / FR / "rose_leslie").iterdir())[:1])
+    import shutil
+
+    shutil.rmtree(gone)  # recorded, then deleted: skipped
+    with Recognizer.open(b, backbone="sface", create=True, gallery=uri) as rb:
+        assert rb.enroll("Kit", sorted((data / FR / "kit_harington").iterdir())).added == 3
+        assert rb.enroll("Biden", sorted((data / FR / "joe_biden").iterdir())).added == 2
+        kit = {r.chip for r in rb.records("Kit")}
+        biden = {r.chip for r in rb.records("Biden")}
+        b_chips = rb.chips
+    assert kit and kit <= b_chips.ids() and biden <= b_chips.ids()
+
+    with Recognizer.open(a, backbone="sface", create=True, gallery=uri) as ra:
+        assert ra.remove("Kit") == 3
+        assert "Kit" not in ra.people()
+    assert b_chips.ids() == biden
+    from recognizer.modeldir import shared  # the record removal walks (checked after the behaviour above)
+
+    assert {p.name for p in shared.attached(uri)} == {"A", "B", "C"}
+    assert json.loads(Path(str(tmp_path / "faces.db") + shared.MODELS_SUFFIX).read_text()) == sorted(
+        str(d.resolve()) for d in (a, b, gone))
