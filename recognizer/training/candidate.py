@@ -49,11 +49,15 @@ def pending_chips(model_dir: str | Path) -> set[str] | None:
     return set(cand.chips) if cand else set()
 
 
-def switch(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -> dict:
-    """Make the pending candidate the model in use (see the module docstring); returns a summary."""
+def switch(model_dir: str | Path, *, weights_dir=None, progress: bool = False, expect: str | None = None) -> dict:
+    """Make the pending candidate the model in use (see the module docstring); returns a summary. `expect`: the
+    gallery of the candidate the caller built (a finetune switching to its own build); another is refused."""
     d = Path(model_dir)
     with writer_lock(d):
         cand = load_candidate(d)
+        if expect is not None and (cand is None or cand.config.gallery != expect):
+            raise ModelError(f"{d}: the candidate this build made ({expect}) was replaced or switched to by another "
+                             "build meanwhile (two finetunes or re-embeds at once); nothing was switched by this one")
         if cand is None:
             raise ModelError(f"{d}: no candidate to switch to (build one with finetune.py DATA --backbone/--weights "
                              "..., or finetune.py --reembed; both leave the model in use as it is)")

@@ -31,7 +31,8 @@ from facecore.atomic import write_json_atomic
 from facecore.errors import ModelError
 from gallery import open_gallery
 from recognizer.modeldir.config import load_config, ModelConfig, save_config
-from recognizer.modeldir.layout import CANDIDATE_FILE, CANDIDATE_REPORT, CHECKPOINT_NAME, GALLERY_DIR, GALLERY_NAME, VERSIONS_DIR, ensure_private_dir
+from recognizer.modeldir.layout import (CANDIDATE_FILE, CANDIDATE_REPORT, CHECKPOINT_NAME, FPIR_TABLE_NAME, GALLERY_DIR,
+                                        GALLERY_NAME, VERSIONS_DIR, ensure_private_dir)
 from recognizer.modeldir.lock import writer_lock
 from recognizer.embedding.backbones import make_embedder
 from recognizer.modeldir.rebuild import build_gallery, fresh_record
@@ -134,15 +135,17 @@ def push_version(d: Path, cfg: ModelConfig) -> None:
 
 
 def kept_checkpoints(d: Path) -> set[str]:
+    """The checkpoints and FPIR tables the kept versions name (a rollback needs both)."""
     out = set()
     for p in list_versions(d):
         with suppress(ModelError):
-            out.add(load_version(p).checkpoint or "")
+            v = load_version(p)
+            out |= {v.checkpoint or "", v.fpir_table or ""}
     return out - {""}
 
 
 def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
-    """Delete the galleries and checkpoints that neither model.json, a kept version, the pending candidate nor
+    """Delete the galleries, checkpoints and FPIR tables that neither model.json, a kept version, the pending candidate nor
     `keep` names (they hold face data, so they must not linger), but not a live build's. Under the writer lock."""
     pending = pending_files(d)
     if pending is None:  # a damaged candidate.json: it might name any of them
@@ -150,7 +153,7 @@ def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
     keep = set(keep) | kept_checkpoints(d) | pending
     with suppress(ModelError):
         cur = load_config(d)
-        keep |= {cur.gallery, cur.checkpoint or ""}
+        keep |= {cur.gallery, cur.checkpoint or "", cur.fpir_table or ""}
     with ExitStack() as held:
         live: dict[str, bool] = {}
 
@@ -163,7 +166,7 @@ def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
         for p in sorted(Path(d).iterdir()):
             if p.name in keep:
                 continue
-            if m := GALLERY_NAME.fullmatch(p.name) or CHECKPOINT_NAME.fullmatch(p.name):
+            if m := GALLERY_NAME.fullmatch(p.name) or CHECKPOINT_NAME.fullmatch(p.name) or FPIR_TABLE_NAME.fullmatch(p.name):
                 if m.group(1) and live_build(m.group(1)[1:]):
                     continue
                 if p.is_dir():
