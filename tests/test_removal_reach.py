@@ -89,3 +89,41 @@ def test_removal_reaches_every_model_directory_sharing_a_milvus_gallery(tmp_path
     assert {p.name for p in shared.attached(uri)} == {"A", "B", "C"}
     assert json.loads(Path(str(tmp_path / "faces.db") + shared.MODELS_SUFFIX).read_text()) == sorted(
         str(d.resolve()) for d in (a, b, gone))
+
+
+def test_a_cluster_enrolment_racing_a_removal_enrols_nothing_of_the_removed(tmp_path, data, fast_open, monkeypatch):
+    """A run holds an open cluster of Kit's faces; Kit is then enrolled from those photos, and removed just as
+    someone (the web page, enroll.py --cluster) enrols that cluster under another name, between reading the run
+    and taking the runs' lock: the enrolment sees the run as the removal left it, and adds none of Kit's faces."""
+    from recognizer.clustering import runs, service
+    from recognizer.clustering.runs import RunError
+    from recognizer.recognizer import Recognizer
+
+    model, kit = tmp_path / "model", data / FR / "kit_harington"
+    others = [*sorted((data / FR / "rose_leslie").iterdir()), *sorted((data / FR / "joe_biden").iterdir())]
+    with Recognizer.open(model, backbone="sface", create=True) as rec:
+        rec.enroll("Alex", sorted((data / FR / "alex_lacamoire").iterdir()))
+        result = service.cluster_photos(rec, [*sorted(kit.iterdir()), *others])
+        run_id = service.save(rec, result)
+        meta = runs.load_run(model, run_id).meta
+        kit_faces = {i for i, f in enumerate(meta["faces"]) if meta["photos"][f["photo"]]["photo"].startswith(str(kit))}
+        [cluster] = [c for c in meta["clusters"] if set(c["faces"]) & kit_faces]
+        assert set(cluster["faces"]) == kit_faces and sum(c["status"] == "open" for c in meta["clusters"]) >= 2
+        assert rec.enroll("Kit", sorted(kit.iterdir())).added == 3
+
+        real, calls = runs.runs_lock, []
+
+        def removal_first(d):
+            calls.append(d)
+            if len(calls) == 1:  # the enrolment's lock: the removal runs (taking the lock itself) just before
+                assert rec.remove("Kit") == 3
+            return real(d)
+
+        monkeypatch.setattr(runs, "runs_lock", removal_first)
+        with pytest.raises(RunError, match="person removed|not in|every face"):
+            service.enroll_cluster(rec, run_id, cluster["id"], "Jon Snow")
+        monkeypatch.setattr(runs, "runs_lock", real)
+        assert set(rec.people()) == {"Alex"}
+        kit_hashes = {hashlib.sha256(p.read_bytes()).hexdigest() for p in kit.iterdir()}
+        assert not {r.content_hash for r in rec.records()} & kit_hashes
+        assert runs.load_run(model, run_id).cluster(cluster["id"])["status"] == runs.PERSON_REMOVED
