@@ -33,7 +33,8 @@ from recognizer.modeldir.rebuild import build_gallery, carry_over, fresh_record,
 from recognizer.recognizer import Recognizer
 from recognizer.view import open_network
 from recognizer.training.versions import (CANDIDATE_FILE, CANDIDATE_REPORT, Candidate, base_of, build_lease,
-                                          load_candidate, pending_files, push_version, remove_unused, write_candidate)
+                                          check_no_other_build, load_candidate, pending_files, pending_stamp,
+                                          push_version, remove_unused, write_candidate)
 
 __all__ = ["migrate", "pending", "pending_chips", "reembed", "remove_person", "side_by_side", "switch"]
 
@@ -164,6 +165,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
     """A candidate with every enrolled face re-embedded from its chip by another network; returns (the
     candidate, the model in use it was built beside)."""
     d = Path(model_dir)
+    stamp = pending_stamp(d)  # before model.json: a candidate committed after it is seen at the commit
     live = starting_point(d)
     if live is None:
         raise ModelError(f"{d}: no model here to re-embed")
@@ -190,6 +192,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
                              sorted({r.chip for r in records if r.chip}), "reembed",
                              report={"faces": len(records), "people": sorted({r.person for r in records})})
             with writer_lock(d):
+                check_no_other_build(d, stamp)
                 _commit_reembed(d, cand, live)
         except BaseException:
             if (pending_files(d) or set()).isdisjoint({name}):

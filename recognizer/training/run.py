@@ -32,7 +32,7 @@ from gallery.chip_store import chip_id
 from recognizer.cache import CropCache
 from recognizer.chips import backfill_chips, embed_chips, make_chip
 from recognizer.modeldir.config import config_stamp, DEFAULT_THRESHOLDS, load_config, ModelConfig, save_config
-from recognizer.modeldir.layout import CANDIDATE_FILE, GALLERY_DIR, MODEL_FILE, REPORT_FILE, chip_store, ensure_private_dir
+from recognizer.modeldir.layout import GALLERY_DIR, MODEL_FILE, REPORT_FILE, chip_store, ensure_private_dir
 from recognizer.modeldir.lock import writer_lock
 from recognizer.detection.mtcnn import Detector
 from recognizer.embedding.backbones import FacenetEmbedder, default_weights, make_embedder
@@ -50,7 +50,8 @@ from recognizer.training.dataset import load_split
 from recognizer.network.head import CosineClassifier, class_means, make_head
 from recognizer.network.loop import TrainSettings, train
 from recognizer.network.trunk import SplitNet, TrunkCache, parse_unfreeze
-from recognizer.training.versions import CANDIDATE_REPORT, Candidate, base_of, build_lease, remove_unused, write_candidate
+from recognizer.training.versions import (CANDIDATE_REPORT, Candidate, base_of, build_lease, check_no_other_build,
+                                         pending_stamp, remove_unused, write_candidate)
 
 __all__ = ["REPORT_FILE", "FinetuneOptions", "FinetuneReport", "finetune"]
 
@@ -207,7 +208,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
 def _read_faces(data_dir: str | Path, d: Path, opts: FinetuneOptions, timings: dict) -> _Faces:
     """Split, detect and crop the training and val photos; snapshot the enrolled faces."""
     t = time.perf_counter()
-    pending = _pending_stamp(d)  # read before model.json: a candidate written after it is seen at the commit
+    pending = pending_stamp(d)  # read before model.json: a candidate written after it is seen at the commit
     old_cfg = starting_point(d)
     ensure_private_dir(d)
     s = opts.settings
@@ -303,7 +304,7 @@ def _build(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions, timings: dic
         cfg = _new_config(f, opts, model_id, ckpt_name, gallery_name, fpir_name if fpir_info["calibrated"] else None)
         t = time.perf_counter()
         with writer_lock(d):
-            _check_no_other_build(d, f.pending)
+            check_no_other_build(d, f.pending)
             gallery_info, keep_chips, current = _commit(d, f.old_cfg, f.start, cfg, tuned, train_emb, f.y_tr, f.rec_tr,
                                                         enrolled)
             if f.old_cfg is None:  # a new model: nothing to compare with or keep beside
@@ -442,22 +443,6 @@ def _commit(d: Path, old_cfg, start: _Start | None, cfg: ModelConfig, embedder, 
             "removed_during_finetune": carried.removed(), "renamed_during_finetune": carried.renamed(),
             "covered_by_training_photos": len(current) - carried.reused - carried.new, "dropped_enrolled": []}
     return info, {r.chip for r in carried.records if r.chip}, current
-
-
-def _pending_stamp(d: Path) -> bytes | None:
-    try:
-        return (d / CANDIDATE_FILE).read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _check_no_other_build(d: Path, pending: bytes | None) -> None:
-    """Under the writer lock, before the commit: ModelError when another build (a finetune or re-embed started
-    with this one) made a candidate since this finetune started, so that of two builds at once one commits and
-    the other changes nothing (a candidate pending at the start is replaced, as asked)."""
-    if _pending_stamp(d) not in (pending, None):
-        raise ModelError(f"{d}: another finetune or re-embed built a candidate while this finetune ran; nothing was "
-                         "changed by this one (switch to or discard that candidate, then run it again)")
 
 
 def _class_name(old_cfg: ModelConfig | None, label: str, gallery_people: set[str]) -> str:

@@ -39,8 +39,9 @@ from recognizer.modeldir.rebuild import build_gallery, fresh_record
 from recognizer.network.checkpoint import load_finetuned
 
 __all__ = ["CANDIDATE_FILE", "CANDIDATE_REPORT", "Candidate", "LEASE_NAME", "VERSIONS_DIR", "base_of", "build_lease",
-           "config_from", "discard_candidate", "kept_checkpoints", "list_versions", "load_candidate", "load_version",
-           "pending_files", "push_version", "remove_unused", "rollback", "write_candidate"]
+           "check_no_other_build", "config_from", "discard_candidate", "kept_checkpoints", "list_versions",
+           "load_candidate", "load_version", "pending_files", "pending_stamp", "push_version", "remove_unused", "rollback",
+           "write_candidate"]
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,23 @@ def pending_files(model_dir: str | Path) -> set[str] | None:
     if cand is None:
         return set()
     return {n for n in (cand.config.gallery, cand.config.checkpoint, cand.config.fpir_table) if n}
+
+
+def pending_stamp(model_dir: str | Path) -> bytes | None:
+    """candidate.json as it is now (None: no candidate pending), read when a build starts."""
+    try:
+        return (Path(model_dir) / CANDIDATE_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def check_no_other_build(model_dir: str | Path, stamp: bytes | None) -> None:
+    """Under the writer lock, before a build (finetune or re-embed) commits: ModelError when another build made a
+    candidate since this one started (`stamp`), so that of two builds at once one commits and the other changes
+    nothing. A candidate pending when it started is replaced, as asked."""
+    if pending_stamp(model_dir) not in (stamp, None):
+        raise ModelError(f"{model_dir}: another finetune or re-embed committed a candidate while this build ran; "
+                         "nothing was changed by this one (run it again once that one is done)")
 
 
 def write_candidate(model_dir: str | Path, cand: Candidate) -> None:
