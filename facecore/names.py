@@ -22,12 +22,15 @@ from dataclasses import dataclass
 
 from facecore.errors import InvalidNameError
 
-__all__ = ["MAX_NAME_LENGTH", "UNKNOWN", "FolderMatch", "folder_key", "invisible_chars", "is_reserved", "lookalike_key",
-           "match_folders", "normal_form", "refuse_lookalikes", "same_looking", "skeleton", "validate_name"]
+__all__ = ["MAX_NAME_LENGTH", "RESERVED_WORDS", "UNKNOWN", "FolderMatch", "folder_key", "invisible_chars", "is_reserved",
+           "lookalike_key", "match_folders", "normal_form", "refuse_lookalikes", "reserved_word", "same_looking", "skeleton",
+           "validate_name"]
 
 # The word printed for a face nobody matched; a person with a name that looks like it would be
 # indistinguishable from a stranger in every report.
 UNKNOWN = "unknown"
+# Words the output prints for no name (JSON null, Python None): a person called so would read as no one.
+RESERVED_WORDS = (UNKNOWN, "null", "none")
 
 # Default_Ignorable_Code_Point characters that are not in category C* (those are refused
 # anyway): fillers and variation selectors that render as nothing, so "Ada" and "Ada" followed
@@ -101,9 +104,21 @@ def lookalike_key(name: str) -> str:
     return skeleton(key).casefold()
 
 
+def _bare_key(name: str) -> str:
+    """The look-alike key with every space and punctuation mark left out ("un known", "unknown." -> "unknown")."""
+    return "".join(c for c in lookalike_key(name) if not unicodedata.category(c).startswith(("P", "S", "Z")))
+
+
+def reserved_word(name: str) -> str | None:
+    """The word of the output that `name` reads as (in any case, spacing or punctuation, or with look-alike
+    letters), or None: the word for an unrecognised face, or one that JSON, CSV or Python print for no name."""
+    bare = _bare_key(name)
+    return next((w for w in RESERVED_WORDS if bare == _bare_key(w)), None)
+
+
 def is_reserved(name: str) -> bool:
-    """Whether `name` reads as the word reports use for an unrecognised face."""
-    return lookalike_key(name) == lookalike_key(UNKNOWN)
+    """Whether `name` reads as a word the output uses for no one (`reserved_word`)."""
+    return reserved_word(name) is not None
 
 
 MAX_NAME_LENGTH = 100
@@ -114,7 +129,8 @@ def validate_name(name: str) -> str:
 
     Names become labels in reports and may become directory names in exports, so anything that
     could escape a directory or corrupt a terminal line is refused, and so is anything that prints
-    like something else (invisible characters, the word for an unrecognised face).
+    like something else (invisible characters, the words the output uses for no one: "unknown", "null",
+    "None", in any case, spacing or punctuation).
     """
     if not isinstance(name, str):
         raise InvalidNameError(f"person name must be a string, got {type(name).__name__}: {name!r}")
@@ -140,8 +156,11 @@ def validate_name(name: str) -> str:
     hidden = invisible_chars(stripped)
     if hidden:
         raise InvalidNameError(f"person name {name!r} contains invisible characters {hidden!r}")
-    if is_reserved(stripped):
+    word = reserved_word(stripped)
+    if word == UNKNOWN:
         raise InvalidNameError(f"person name {name!r} reads as {UNKNOWN!r}, the word for an unrecognised face")
+    if word is not None:
+        raise InvalidNameError(f"person name {name!r} reads as {word!r}, a word the output uses for no name")
     return stripped
 
 

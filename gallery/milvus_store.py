@@ -170,8 +170,9 @@ class _Connection:
         if self.kind == "lite":
             self._acquire_flock()
             try:
-                Path(self.target).mkdir(parents=True, exist_ok=True, mode=0o700)
-                os.chmod(self.target, 0o700)  # biometric data: owner only, whatever the umask
+                if not os.path.isdir(self.target):  # made here: an existing one is left as it is (a read changes nothing)
+                    Path(self.target).mkdir(parents=True, exist_ok=True, mode=0o700)
+                    os.chmod(self.target, 0o700)  # biometric data: owner only, whatever the umask
                 marker = Path(self.target + INUSE_SUFFIX)
                 self.crashed = marker.exists()
                 if not self.crashed:
@@ -244,6 +245,25 @@ class _Connection:
         with self.mutex:
             self._cancel_timer()
             self._release()
+
+
+def _check_lite_dir(spec: str, *, creating: bool) -> None:
+    """GalleryError, before anything is created or changed, when a Milvus Lite path is an existing directory that
+    is not a Milvus Lite data directory (a user's own folder): opening it would create Milvus's files in it. An
+    empty directory may become a new gallery (made owner-only)."""
+    kind, target, _ = parse(spec)
+    if kind != "lite" or not os.path.exists(target):
+        return
+    if not os.path.isdir(target):
+        raise GalleryError(f"{spec}: {target} is a file, not a Milvus Lite gallery; it was left as it is")
+    entries = set(os.listdir(target))
+    if {"collections", "databases"} <= entries and all(os.path.isdir(os.path.join(target, e)) for e in ("collections", "databases")):
+        return
+    if creating and not entries:
+        os.chmod(target, 0o700)  # biometric data: owner only
+        return
+    raise GalleryError(f"{spec}: {target} is an existing directory that is not a Milvus Lite gallery (no collections/ "
+                       "and databases/ in it); it was left as it is: name a new path ending in .db")
 
 
 def _ledger_ids(led: dict[str, Any]) -> set[int]:
@@ -569,6 +589,7 @@ class MilvusGallery(Gallery):
         from pymilvus import DataType  # optional and heavy: only a Milvus gallery loads it
 
         cls._check_new(spec, model_id, dim)
+        _check_lite_dir(spec, creating=True)
         if index not in INDEXES:
             raise GalleryError(f"{spec}: index must be one of {sorted(INDEXES)}, got {index!r}")
         self = cls(spec, **opts)
@@ -611,6 +632,7 @@ class MilvusGallery(Gallery):
         kind, target, _ = parse(spec)
         if kind == "lite" and not os.path.isdir(target):
             raise GalleryError(f"{spec}: no gallery here ({target} does not exist)")
+        _check_lite_dir(spec, creating=False)
         self = cls(spec, **opts)
         try:
             with self._use() as client:

@@ -26,6 +26,7 @@ from recognizer.modeldir.create import has_model
 from recognizer.modeldir.directory import ModelDir
 from recognizer.modeldir.layout import chip_store
 from recognizer.modeldir.lock import writer_lock
+from recognizer.modeldir.shared import attach
 from recognizer.pipeline import PhotoResult
 from recognizer.results import EnrollReport, PhotoIdentification
 from recognizer.threshold import Confusion, ThresholdCache, ThresholdInfo, confusions
@@ -173,6 +174,8 @@ class Recognizer:
     def _writing(self) -> Iterator[View]:
         """The writer lock, and the current view under it."""
         with writer_lock(self.dir):
+            if self.gallery_uri is not None:  # a shared gallery: removal through another directory reaches ours
+                attach(self.gallery_uri, self.dir)
             self.refresh()
             yield self._cur
 

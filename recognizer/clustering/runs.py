@@ -9,7 +9,9 @@ finetuned model of the same backbone its own. Everything is owner-only (0700/060
 data). A run is built in a temporary directory and renamed in, so a crash leaves a whole run or none;
 run.json changes are atomic, under a lock, after checking the run is still the one read. A run with every
 cluster enrolled or dismissed is deleted. Removing a person zeroes their faces' embedding, crop and chip,
-drops their name from run.json and closes a cluster enrolled as them as "person removed".
+drops their name from run.json, the path and hash of their photos (found by the faces they are known by, or
+by their enrolled faces' photo hashes) unless someone else's face is in one, and closes a cluster enrolled as
+them as "person removed".
 """
 from __future__ import annotations
 
@@ -307,9 +309,16 @@ def _close_clusters(meta: dict, name: str, drop: set[int]) -> None:
             c["status"] = PERSON_REMOVED
 
 
-def _scrub_faces_and_photos(meta: dict, drop: set[int]) -> None:
-    """The `drop` faces keep only their photo index; a photo with no other face left loses its name and hash."""
-    hit_photos = {meta["faces"][i]["photo"] for i in drop}
+def _their_photos(meta: dict, name: str, hashes: set[str]) -> set[int]:
+    """Indices of the photos where `name` was a known face, or whose content hash is one of their faces'."""
+    return {pi for pi, p in enumerate(meta["photos"])
+            if any(k.get("name") == name for k in p.get("known", [])) or (p.get("content_hash") or None) in hashes}
+
+
+def _scrub_faces_and_photos(meta: dict, drop: set[int], photos: set[int] = frozenset()) -> None:
+    """The `drop` faces keep only their photo index; a photo with no other face left loses its name and hash,
+    and so does each of `photos` (the person's own, enrolled ones) with no one else's face in it."""
+    hit_photos = {meta["faces"][i]["photo"] for i in drop} | set(photos)
     for i in drop:
         f = meta["faces"][i]
         meta["faces"][i] = {"photo": f["photo"], "removed": True}
@@ -333,10 +342,13 @@ def _forget_in_run(run: Run, name: str, faces: set[tuple]) -> int | None:
     """forget_person for one run: the faces scrubbed, or None when the run never mentioned them."""
     meta = _renamed(run.meta, name, None)
     drop = _faces_to_drop(meta, name, faces)
-    if not drop and meta == run.meta:
+    photos = _their_photos(run.meta, name, {h for h, _ in faces})
+    if not drop and not photos and meta == run.meta:
         return None
     _close_clusters(meta, name, drop)
-    _scrub_faces_and_photos(meta, drop)
+    _scrub_faces_and_photos(meta, drop, photos)
+    if not drop and meta == run.meta:
+        return None  # their photos hold someone else's faces too: they stay
     if drop and any(c["status"] == "open" for c in meta["clusters"]):
         _zero_faces(run, drop)  # before run.json: the faces go first
     replace_meta(run, meta)  # deletes the run when no cluster is left open

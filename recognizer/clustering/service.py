@@ -285,8 +285,9 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
     and mark it enrolled. Faces of a photo already enrolled for `name` are skipped; a new name that looks like
     an enrolled person's is refused unless `allow_similar`."""
     name = validate_name(name)
-    run = runs_mod.load_run(rec.dir, run_id)
+    runs_mod.load_run(rec.dir, run_id)  # RunNotFound before a runs directory is made for a model never clustered
     with runs_mod.runs_lock(rec.dir):
+        run = runs_mod.load_run(rec.dir, run_id)  # under the lock: as a removal that ran meanwhile left it
         chosen = _chosen_faces(run, cluster_id, exclude)
         meta = run.meta
         run_chips, with_chips, emb, crops = _stored_faces(rec, run, chosen)
@@ -308,8 +309,9 @@ def enroll_cluster(rec, run_id: str, cluster_id: int, name: str, *, exclude: Ite
 
 def dismiss_cluster(rec, run_id: str, cluster_id: int) -> None:
     """Mark a cluster as not to be enrolled (the run goes once none is left open)."""
-    run = runs_mod.load_run(rec.dir, run_id)
+    runs_mod.load_run(rec.dir, run_id)
     with runs_mod.runs_lock(rec.dir):
+        run = runs_mod.load_run(rec.dir, run_id)
         cl = run.cluster(cluster_id)
         if cl["status"] != "open":
             raise RunError(f"cluster {run.id}:{cluster_id} is already {cl['status']}")

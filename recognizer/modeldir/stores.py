@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from facecore.atomic import write_json_atomic
-from facecore.errors import GalleryError, PersonNotFound
+from facecore.errors import GalleryError, ModelError, PersonNotFound
 from gallery import open_gallery
 from recognizer.cache import CropCache, forget_photos
 from recognizer.modeldir.directory import ModelDir
@@ -192,8 +192,9 @@ class _ClusteringRuns(_Store):
         # the runs' lock before the writer lock, as enrolling a cluster takes them
         return _resolve("recognizer.clustering.runs:runs_lock_if_any")(model.root)
 
-    def held(self, ctx):
-        return _files_mentioning(_tree(ctx.model.runs), ctx.needles())
+    def held(self, ctx):  # their name, photo paths and their faces' photo hashes
+        hashes = sorted({r.content_hash.encode() for r in ctx.faces if r.content_hash})
+        return _files_mentioning(_tree(ctx.model.runs), ctx.needles() + hashes)
 
     def forget(self, ctx):
         _resolve("recognizer.clustering.runs:forget_person")(ctx.model.root, ctx.person,
@@ -315,6 +316,41 @@ class _Chips(_Store):
     # no rename: chips are named by their bytes
 
 
+class _SharedGalleryChips(_Store):
+    """The chips the removed faces named in the other model directories sharing the gallery in use (a Milvus
+    gallery, `modeldir.shared`), each under its own writer lock once this one's is released (one lock at a time:
+    two removals through two directories never wait on each other), unless a face left still names one."""
+
+    name = "shared gallery's chips"
+    after_locks = True
+
+    def _dirs(self, ctx) -> list[Path]:
+        return [] if ctx.own else _resolve("recognizer.modeldir.shared:sharing")(ctx.gallery_uri, ctx.model.root)
+
+    def _gone(self, ctx, still: set[str]) -> set[str]:
+        return {r.chip for r in ctx.records if r.chip} - still
+
+    def held(self, ctx):
+        still = {r.chip for r in ctx.others() if r.chip}
+        return [f"chip {c[:12]} in {d}" for d in self._dirs(ctx) for c in self._gone(ctx, still)
+                if c in ModelDir(d).chips(ctx.gallery_uri)]
+
+    def forget(self, ctx):
+        for d in self._dirs(ctx):
+            try:
+                with ModelDir(d).writer_lock():  # none of its enrolments is half way
+                    still = {r.chip for r in ctx.gallery.records() if r.chip}
+                    n = ModelDir(d).chips(ctx.gallery_uri).delete(self._gone(ctx, still))
+            except (GalleryError, ModelError, OSError) as exc:
+                log.warning("%s: its chips of %s's faces could not be deleted (%s); remove them again through it",
+                            d, ctx.person, exc)
+                continue
+            if n:
+                log.info("%s: deleted %d chips of %s's faces from the shared gallery's chips", d, n, ctx.person)
+
+    # no rename: chips are named by their bytes
+
+
 class _Caches(_Store):
     """The crop and trunk caches of the person's photos, once the locks are released. A group photo that
     still holds someone else's enrolled face stays cached."""
@@ -360,7 +396,7 @@ _LIVE = _GalleryInUse()
 # The stores, in walking order; a feature's store goes before the gallery in use (`register` at run time).
 _REGISTRY: list[FaceStore | str] = [
     _Candidate(), _OtherGalleries(), _ClusteringRuns(), _Split(), _Reports(), _Versions(),
-    _LIVE, _ClassNames(), _Chips(), _Caches(),
+    _LIVE, _ClassNames(), _Chips(), _SharedGalleryChips(), _Caches(),
 ]
 
 

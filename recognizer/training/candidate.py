@@ -33,7 +33,8 @@ from recognizer.modeldir.rebuild import build_gallery, carry_over, fresh_record,
 from recognizer.recognizer import Recognizer
 from recognizer.view import open_network
 from recognizer.training.versions import (CANDIDATE_FILE, CANDIDATE_REPORT, Candidate, base_of, build_lease,
-                                          load_candidate, pending_files, push_version, remove_unused, write_candidate)
+                                          check_no_other_build, load_candidate, pending_files, pending_stamp,
+                                          push_version, remove_unused, write_candidate)
 
 __all__ = ["migrate", "pending", "pending_chips", "reembed", "remove_person", "side_by_side", "switch"]
 
@@ -49,11 +50,15 @@ def pending_chips(model_dir: str | Path) -> set[str] | None:
     return set(cand.chips) if cand else set()
 
 
-def switch(model_dir: str | Path, *, weights_dir=None, progress: bool = False) -> dict:
-    """Make the pending candidate the model in use (see the module docstring); returns a summary."""
+def switch(model_dir: str | Path, *, weights_dir=None, progress: bool = False, expect: str | None = None) -> dict:
+    """Make the pending candidate the model in use (see the module docstring); returns a summary. `expect`: the
+    gallery of the candidate the caller built (a finetune switching to its own build); another is refused."""
     d = Path(model_dir)
     with writer_lock(d):
         cand = load_candidate(d)
+        if expect is not None and (cand is None or cand.config.gallery != expect):
+            raise ModelError(f"{d}: the candidate this build made ({expect}) was replaced or switched to by another "
+                             "build meanwhile (two finetunes or re-embeds at once); nothing was switched by this one")
         if cand is None:
             raise ModelError(f"{d}: no candidate to switch to (build one with finetune.py DATA --backbone/--weights "
                              "..., or finetune.py --reembed; both leave the model in use as it is)")
@@ -160,6 +165,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
     """A candidate with every enrolled face re-embedded from its chip by another network; returns (the
     candidate, the model in use it was built beside)."""
     d = Path(model_dir)
+    stamp = pending_stamp(d)  # before model.json: a candidate committed after it is seen at the commit
     live = starting_point(d)
     if live is None:
         raise ModelError(f"{d}: no model here to re-embed")
@@ -186,6 +192,7 @@ def reembed(model_dir: str | Path, backbone: str, weights: str | None, *, weight
                              sorted({r.chip for r in records if r.chip}), "reembed",
                              report={"faces": len(records), "people": sorted({r.person for r in records})})
             with writer_lock(d):
+                check_no_other_build(d, stamp)
                 _commit_reembed(d, cand, live)
         except BaseException:
             if (pending_files(d) or set()).isdisjoint({name}):

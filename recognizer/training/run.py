@@ -50,7 +50,8 @@ from recognizer.training.dataset import load_split
 from recognizer.network.head import CosineClassifier, class_means, make_head
 from recognizer.network.loop import TrainSettings, train
 from recognizer.network.trunk import SplitNet, TrunkCache, parse_unfreeze
-from recognizer.training.versions import CANDIDATE_REPORT, Candidate, base_of, build_lease, remove_unused, write_candidate
+from recognizer.training.versions import (CANDIDATE_REPORT, Candidate, base_of, build_lease, check_no_other_build,
+                                         pending_stamp, remove_unused, write_candidate)
 
 __all__ = ["REPORT_FILE", "FinetuneOptions", "FinetuneReport", "finetune"]
 
@@ -185,6 +186,7 @@ class _Faces:
     yi_tr: np.ndarray = None
     yi_va: np.ndarray = None
     matched: list = field(default_factory=list)  # (folder, enrolled person) matched other than exactly
+    pending: bytes | None = None  # candidate.json when the finetune started (None: none was pending)
 
 
 @dataclass
@@ -211,6 +213,7 @@ def finetune(data_dir: str | Path, model_dir: str | Path, opts: FinetuneOptions)
 def _read_faces(data_dir: str | Path, d: Path, opts: FinetuneOptions, timings: dict) -> _Faces:
     """Split, detect and crop the training and val photos; snapshot the enrolled faces."""
     t = time.perf_counter()
+    pending = pending_stamp(d)  # read before model.json: a candidate written after it is seen at the commit
     old_cfg = starting_point(d)
     ensure_private_dir(d)
     s = opts.settings
@@ -239,7 +242,7 @@ def _read_faces(data_dir: str | Path, d: Path, opts: FinetuneOptions, timings: d
     x_va, y_va, rec_va, skipped_va = _largest_crops(pipeline, split.val.paths, split.val.labels, opts.progress, "val photos")
     timings["detect_s"] = time.perf_counter() - t
     faces = _Faces(old_cfg, split.source, weights, base, detector, pipeline, start, reuse_vectors, x_tr, y_tr, rec_tr,
-                   skipped=skipped + skipped_va, matched=matched)
+                   skipped=skipped + skipped_va, matched=matched, pending=pending)
     _label(data_dir, faces, x_va, y_va, rec_va)
     return faces
 
@@ -318,6 +321,7 @@ def _build(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions, timings: dic
         cfg = _new_config(f, opts, model_id, ckpt_name, gallery_name, fpir_name if fpir_info["calibrated"] else None)
         t = time.perf_counter()
         with writer_lock(d):
+            check_no_other_build(d, f.pending)
             gallery_info, keep_chips, current = _commit(d, f.old_cfg, f.start, cfg, tuned, train_emb, f.y_tr, f.rec_tr,
                                                         enrolled)
             if f.old_cfg is None:  # a new model: nothing to compare with or keep beside
@@ -389,7 +393,8 @@ def _compare_and_report(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions,
         wanted = opts.switch if opts.switch is not None else not network_changed
         held_back = _hold_back(d, comparison, opts.switch) if wanted else None
         if wanted and held_back is None:
-            switch_info = {k: v for k, v in switch(d, weights_dir=opts.weights_dir).items() if k != "comparison"}
+            switch_info = {k: v for k, v in switch(d, weights_dir=opts.weights_dir, expect=gallery_name).items()
+                           if k != "comparison"}
             gallery_name, switched = switch_info["gallery"], True
     gal = open_gallery(d / gallery_name, model_id=cfg.model_id)
     gallery_info = {"faces": len(gal), "people": gal.people(), **gallery_info}

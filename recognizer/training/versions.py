@@ -31,15 +31,17 @@ from facecore.atomic import write_json_atomic
 from facecore.errors import ModelError
 from gallery import open_gallery
 from recognizer.modeldir.config import load_config, ModelConfig, save_config
-from recognizer.modeldir.layout import CANDIDATE_FILE, CANDIDATE_REPORT, CHECKPOINT_NAME, GALLERY_DIR, GALLERY_NAME, VERSIONS_DIR, ensure_private_dir
+from recognizer.modeldir.layout import (CANDIDATE_FILE, CANDIDATE_REPORT, CHECKPOINT_NAME, FPIR_TABLE_NAME, GALLERY_DIR,
+                                        GALLERY_NAME, VERSIONS_DIR, ensure_private_dir)
 from recognizer.modeldir.lock import writer_lock
 from recognizer.embedding.backbones import make_embedder
 from recognizer.modeldir.rebuild import build_gallery, fresh_record
 from recognizer.network.checkpoint import load_finetuned
 
 __all__ = ["CANDIDATE_FILE", "CANDIDATE_REPORT", "Candidate", "LEASE_NAME", "VERSIONS_DIR", "base_of", "build_lease",
-           "config_from", "discard_candidate", "kept_checkpoints", "list_versions", "load_candidate", "load_version",
-           "pending_files", "push_version", "remove_unused", "rollback", "write_candidate"]
+           "check_no_other_build", "config_from", "discard_candidate", "kept_checkpoints", "list_versions",
+           "load_candidate", "load_version", "pending_files", "pending_stamp", "push_version", "remove_unused", "rollback",
+           "write_candidate"]
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +136,17 @@ def push_version(d: Path, cfg: ModelConfig) -> None:
 
 
 def kept_checkpoints(d: Path) -> set[str]:
+    """The checkpoints and FPIR tables the kept versions name (a rollback needs both)."""
     out = set()
     for p in list_versions(d):
         with suppress(ModelError):
-            out.add(load_version(p).checkpoint or "")
+            v = load_version(p)
+            out |= {v.checkpoint or "", v.fpir_table or ""}
     return out - {""}
 
 
 def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
-    """Delete the galleries and checkpoints that neither model.json, a kept version, the pending candidate nor
+    """Delete the galleries, checkpoints and FPIR tables that neither model.json, a kept version, the pending candidate nor
     `keep` names (they hold face data, so they must not linger), but not a live build's. Under the writer lock."""
     pending = pending_files(d)
     if pending is None:  # a damaged candidate.json: it might name any of them
@@ -150,7 +154,7 @@ def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
     keep = set(keep) | kept_checkpoints(d) | pending
     with suppress(ModelError):
         cur = load_config(d)
-        keep |= {cur.gallery, cur.checkpoint or ""}
+        keep |= {cur.gallery, cur.checkpoint or "", cur.fpir_table or ""}
     with ExitStack() as held:
         live: dict[str, bool] = {}
 
@@ -163,7 +167,7 @@ def remove_unused(d: Path, keep: set[str] = frozenset()) -> None:
         for p in sorted(Path(d).iterdir()):
             if p.name in keep:
                 continue
-            if m := GALLERY_NAME.fullmatch(p.name) or CHECKPOINT_NAME.fullmatch(p.name):
+            if m := GALLERY_NAME.fullmatch(p.name) or CHECKPOINT_NAME.fullmatch(p.name) or FPIR_TABLE_NAME.fullmatch(p.name):
                 if m.group(1) and live_build(m.group(1)[1:]):
                     continue
                 if p.is_dir():
@@ -225,6 +229,23 @@ def pending_files(model_dir: str | Path) -> set[str] | None:
     if cand is None:
         return set()
     return {n for n in (cand.config.gallery, cand.config.checkpoint, cand.config.fpir_table) if n}
+
+
+def pending_stamp(model_dir: str | Path) -> bytes | None:
+    """candidate.json as it is now (None: no candidate pending), read when a build starts."""
+    try:
+        return (Path(model_dir) / CANDIDATE_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def check_no_other_build(model_dir: str | Path, stamp: bytes | None) -> None:
+    """Under the writer lock, before a build (finetune or re-embed) commits: ModelError when another build made a
+    candidate since this one started (`stamp`), so that of two builds at once one commits and the other changes
+    nothing. A candidate pending when it started is replaced, as asked."""
+    if pending_stamp(model_dir) not in (stamp, None):
+        raise ModelError(f"{model_dir}: another finetune or re-embed committed a candidate while this build ran; "
+                         "nothing was changed by this one (run it again once that one is done)")
 
 
 def write_candidate(model_dir: str | Path, cand: Candidate) -> None:
