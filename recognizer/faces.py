@@ -7,16 +7,19 @@ The CLI (`facetool people faces`) and the server (`GET /people/NAME`, `GET /face
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from facecore.errors import FaceNotFound, GalleryError, ModelError, PersonNotFound
+from facecore.errors import FaceNotFound, FaceToolError, GalleryError, ModelError, PersonNotFound
 from facecore.names import validate_name
 from recognizer.chip_format import chip_crops
 from recognizer.clustering.sheets import contact_sheet
+from recognizer.training.dataset import list_people
 
-__all__ = ["THUMB_KIND", "correction_summary", "face_listing", "face_thumbnail", "faces_sheet"]
+__all__ = ["THUMB_KIND", "correction_summary", "face_listing", "face_thumbnail", "faces_sheet", "people_folders"]
 
 THUMB_KIND = "sface112"  # the chip's crop shown: the one every chip holds, aligned as it was embedded
 
@@ -73,3 +76,21 @@ def correction_summary(rec, what: dict) -> dict:
     """`what` (a correction's result) with the people and the threshold as they are after it: the expected
     FPIR changes with the gallery's size."""
     return {**what, "people": rec.people(), "threshold": rec.threshold_info().to_dict()}
+
+
+def people_folders(folder: str | os.PathLike) -> dict[str, list[Path]]:
+    """A folder of person folders (`folder/<person>/*`, the layout finetune reads: names checked, look-alike
+    folders refused) as person -> their photos; a person folder with no image file is listed empty, so the
+    enrolment reports it. FaceToolError naming the folder when it holds no person folder."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FaceToolError(f"{root}: not a folder of person folders (no such directory)")
+    labelled = list_people(root)
+    out: dict[str, list[Path]] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        out[validate_name(d.name)] = []
+    for path, label in zip(labelled.paths, labelled.labels):
+        out[label].append(Path(path))
+    if not out:
+        raise FaceToolError(f"{root}: no person folders in it (expected {root}/<person>/<photos>)")
+    return out
