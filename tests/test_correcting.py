@@ -268,4 +268,7 @@ def test_http_enrolling_no_face_is_422_naming_each_file(client, with_bad):
     res = client.post("/people/sky/photos", headers=AUTH, files=bad)
     assert res.status_code == 422, res.text
     assert "sky.jpg (no face)" in res.json()["error"] and "notes.txt (refused: not an image" in res.json()["error"]
+    # not one photo among the uploads: the refusal's own answer
+    res = client.post("/people/sky/photos", headers=AUTH, files=bad[1:] * 2)
+    assert res.status_code == 415 and res.json()["error"].count("notes.txt: not an image") == 2, res.text
     assert "sky" not in client.get("/people").json()["people"]

@@ -92,7 +92,11 @@ def _encoded(image, fmt: str, **params) -> bytes:
 def enroll_uploads(recognizer: Recognizer, name: str, uploads: list[tuple[str, bytes, str]],
                    rejects: list[tuple[str, ApiError]] = ()) -> dict:
     """The enrolment's report, with each refused upload (`rejects`: not an image, too large) as a skipped
-    file; ApiError 422 (naming each file and why) when no face was enrolled."""
+    file; ApiError 422 (naming each file and why) when no face was enrolled, or the refusals' own status
+    when no upload was a photo."""
+    if rejects and not uploads:  # not one photo to look at: the refusal itself (415, 413...) when all agree
+        statuses = {exc.status for _, exc in rejects}
+        raise ApiError(statuses.pop() if len(statuses) == 1 else 422, "; ".join(exc.message for _, exc in rejects))
     # The photos are enrolled from memory and never written to disk: the gallery keeps
     # embeddings, not photos, and records the client's file name as each face's source.
     report = recognizer.enroll(name, [u[1] for u in uploads], labels=[u[0] for u in uploads]) if uploads else EnrollReport(name)

@@ -120,7 +120,10 @@ def _photos(paths) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise recognizer.ImageError(p, "no such file or directory")
-    return recognizer.expand_inputs(list(paths))
+    files = recognizer.expand_inputs(list(paths))
+    if not files:
+        raise click.ClickException(f"{', '.join(map(str, paths))}: no image files found")
+    return files
 
 
 def _people_action(rec, model_dir, list_people, remove, rename, merge, faces_of, sheet, remove_face, move_face,
