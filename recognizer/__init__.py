@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from facecore.errors import FaceConflict, FaceNotFound, FaceToolError, GalleryError, ImageError, InvalidNameError, ModelError, PersonExists, PersonNotFound, VideoError, WeightsError
+from facecore.errors import FaceToolError, GalleryError, ImageError, InvalidNameError, ModelError, PersonExists, PersonNotFound, VideoError, WeightsError
 
 _LAZY = {name: module for module, names in {
     "recognizer._api": ("open", "create", "finetune", "evaluate", "set_threshold"),
@@ -53,7 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["EnrollReport", "FaceIdentity", "annotation_paths", "save_annotated", "FaceToolError", "GalleryError",
-           "FaceConflict", "FaceNotFound", "ImageError", "InvalidNameError", "ModelError", "PersonExists", "PersonNotFound", "PhotoIdentification",
+           "ImageError", "InvalidNameError", "ModelError", "PersonExists", "PersonNotFound", "PhotoIdentification",
            "Recognizer", "WeightsError", "create", "evaluate", "expand_inputs", "finetune", "list_images", "open",
            "set_threshold", "validate_name", "VideoError", "VideoIdentification", "is_video_input"]
 __version__ = "0.1.0"

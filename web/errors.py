@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from recognizer import FaceConflict, FaceNotFound, GalleryError, ImageError, InvalidNameError, PersonExists, PersonNotFound
+from facecore.errors import FaceConflict, FaceNotFound
+from recognizer import GalleryError, ImageError, InvalidNameError, PersonExists, PersonNotFound
 
 __all__ = ["EXCEPTION_HANDLERS", "ApiError", "error_response"]
 

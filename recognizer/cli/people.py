@@ -23,6 +23,7 @@ import click
 
 import recognizer
 from facecore.atomic import atomic_write
+from facecore.errors import FaceConflict
 from recognizer import archive, lifecycle
 from recognizer.faces import correction_summary, face_listing, faces_sheet
 from recognizer.cli._options import (allow_similar_option, gallery_option, json_option, model_option, no_cache_option,
@@ -113,7 +114,7 @@ def move_face(rec, face_id: int, name: str, *, allow_similar: bool, as_json: boo
     named when `name` has that photo enrolled already."""
     try:
         r = rec.move_face(face_id, name, allow_similar=allow_similar)
-    except recognizer.FaceConflict as exc:
+    except FaceConflict as exc:
         raise click.ClickException(f"cannot move face {face_id} to {exc.person!r}: that photo is enrolled for "
                                    f"them already; to drop this copy: {remove_hint.format(id=face_id)}") from None
     to = recognizer.validate_name(name)
