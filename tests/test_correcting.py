@@ -118,6 +118,36 @@ def test_remove_one_face_reaches_every_store_and_keeps_the_others(model, tmp_pat
     assert code == 1 and f"no enrolled face has id {wrong['id']}" in out and "Traceback" not in out
 
 
+def test_removing_a_face_enrolled_from_a_clustering_run_scrubs_it_there(tmp_path, data):
+    """A face enrolled by naming a cluster is in the saved run too: removing the face removes it there."""
+    import recognizer
+    from recognizer.cli import cluster
+    from recognizer.clustering import runs
+    from recognizer.modeldir import stores
+
+    fr = data / "face_recognition-examples"
+    model = tmp_path / "model"
+    ok_json(enroll.main, "--model", model, "--backbone", "sface", "--name", "madonna", *photos(data, "madonna", 2))
+    rose = sorted((fr / "people/rose_leslie").iterdir())
+    meta = ok_json(cluster.main, "--model", model, *rose, fr / "group/kit_harington+rose_leslie__kit_with_rose.jpg",
+                   fr / "group/barack_obama+joe_biden__obama_and_biden.jpg", "--out", tmp_path / "sheets")
+    first = meta["clusters"][0]
+    assert first["size"] == 3 and len(meta["clusters"]) > 1  # Rose; the others keep the run saved
+    ok_json(enroll.main, "--model", model, "--name", "Rose Leslie", "--cluster", f"{meta['id']}:{first['id']}")
+    face = next(f for f in faces_of(model, "Rose Leslie") if f["photo"] == str(rose[0]))
+    with recognizer.open(model) as rec:
+        ctx = stores.Removal.of_faces(rec.model, {face["id"]}, rec.gallery, rec.config.gallery)
+        assert "clustering runs" in stores.held(ctx)
+    assert ok_json(facetool, "people", "remove-face", "--model", model, face["id"])["people"]["Rose Leslie"] == 2
+    with recognizer.open(model) as rec:
+        assert "clustering runs" not in stores.held(dataclasses.replace(ctx, gallery=rec.gallery))
+        run = runs.load_run(rec.dir, meta["id"])
+    mine = [i for i, f in enumerate(meta["faces"]) if meta["photos"][f["photo"]]["photo"] == str(rose[0])]
+    assert mine and all(run.meta["faces"][i].get("removed") for i in mine)
+    assert sum(bool(f.get("removed")) for f in run.meta["faces"]) == len(mine)  # Rose's other faces stay
+    assert str(rose[1]) in json.dumps(run.meta)
+
+
 def test_move_a_face_to_the_right_person_and_merge_two_people(model):
     madonna, elton = faces_of(model, "madonna"), faces_of(model, "elton_john")
     face = madonna[0]

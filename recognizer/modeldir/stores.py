@@ -162,6 +162,10 @@ class _Candidate(_Store):
     name = "candidate"
 
     def held(self, ctx):
+        if not ctx.whole:  # the person stays: their faces' photos (content hashes) are what must go
+            still = {r.content_hash for r in ctx.others()}
+            return _files_mentioning([ctx.model.candidate_file], [r.content_hash.encode() for r in ctx.faces
+                                                                  if r.content_hash not in still])
         return _files_mentioning([ctx.model.candidate_file], [ctx.person.encode()])
 
     def forget(self, ctx):
