@@ -118,6 +118,22 @@ def test_remove_one_face_reaches_every_store_and_keeps_the_others(model, tmp_pat
     assert code == 1 and f"no enrolled face has id {wrong['id']}" in out and "Traceback" not in out
 
 
+def test_removing_one_face_scrubs_its_photo_only_from_split_and_report(model):
+    """split.json and report.json lose the removed face's photo; the person's other photos stay."""
+    from recognizer.modeldir.directory import ModelDir
+
+    md = ModelDir(model)
+    mine, elton = faces_of(model, "madonna"), faces_of(model, "elton_john")
+    paths = [mine[0]["photo"], mine[1]["photo"], elton[0]["photo"]]
+    labels = ["madonna", "madonna", "elton_john"]
+    md.split.write_text(json.dumps({"train": {"paths": paths, "labels": labels}, "val": {"paths": [], "labels": []}}))
+    md.report.write_text(json.dumps({"skipped": [{"file": p, "reason": "x"} for p in paths], "classes": ["madonna"]}))
+    ok_json(facetool, "people", "remove-face", "--model", model, mine[0]["id"])
+    assert json.loads(md.split.read_text())["train"] == {"paths": paths[1:], "labels": labels[1:]}
+    assert json.loads(md.report.read_text()) == {"skipped": [{"file": p, "reason": "x"} for p in paths[1:]],
+                                                 "classes": ["madonna"]}
+
+
 def test_removing_a_face_enrolled_from_a_clustering_run_scrubs_it_there(tmp_path, data):
     """A face enrolled by naming a cluster is in the saved run too: removing the face removes it there."""
     import recognizer

@@ -279,7 +279,8 @@ class _Split(_Store):
             if not isinstance(s, dict) or not isinstance(s.get("paths"), list) or not isinstance(s.get("labels"), list):
                 continue
             keep = list(zip(s["paths"], s["labels"]))
-            ctx.paths |= {p for p, lab in keep if lab == ctx.person and isinstance(p, str)}
+            if ctx.whole:  # every training photo of theirs is theirs (one face's removal names its photo only)
+                ctx.paths |= {p for p, lab in keep if lab == ctx.person and isinstance(p, str)}
             keep = [(p, lab) for p, lab in keep
                     if not (ctx.whole and lab == ctx.person) and not (isinstance(p, str) and ctx.mentions(p))]
             out[k] = {**s, "paths": [p for p, _ in keep], "labels": [lab for _, lab in keep]}
