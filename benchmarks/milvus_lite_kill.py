@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/milvus_lite_kill.py --trials 40            # Milvus Lite
     .venv/bin/python benchmarks/milvus_lite_kill.py --trials 40 --backend faiss
 
-Runs the writer tests/test_gallery_crash.py runs (tests/crash_workload.py: add, add, rename,
-remove, ...), kills it after a random 0-3 s, reopens the gallery through the project's API and
+Runs the writer tests/test_gallery_crash.py runs (tests/crash_workload.py: add, add, rename, remove a face,
+move a face, remove, ...), kills it after a random 0-3 s, reopens the gallery through the project's API and
 checks that count (len), field queries (records, people), vector reads (vectors) and vector
 search agree, that no removed person's face comes back from any of them, and that the gallery is
 before or after the change in flight. Prints one line per failing trial and the failure count.

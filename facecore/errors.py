@@ -29,6 +29,22 @@ class PersonExists(GalleryError):
         self.old, self.new = old, new
 
 
+class FaceNotFound(GalleryError):
+    """No enrolled face has one of these ids (the request's fault: a server answers 404)."""
+
+    def __init__(self, message: str, ids: list[int]) -> None:
+        super().__init__(message)
+        self.ids = list(ids)
+
+
+class FaceConflict(GalleryError):
+    """A face cannot be moved to a person who has that photo enrolled already (a server answers 409)."""
+
+    def __init__(self, message: str, person: str, sources: list[str]) -> None:
+        super().__init__(message)
+        self.person, self.sources = person, list(sources)
+
+
 class InvalidNameError(FaceToolError):
     """A person name is not acceptable (empty, too long, control characters, path separators)."""
 
@@ -64,5 +80,5 @@ class VideoError(ImageError):
         self.too_large = too_large
 
 
-__all__ = ["ArchiveError", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
+__all__ = ["ArchiveError", "FaceConflict", "FaceNotFound", "FaceToolError", "GalleryError", "ImageError", "InvalidNameError", "ModelError",
            "PersonExists", "PersonNotFound", "VideoError", "WeightsError"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from facecore.errors import GalleryError, PersonExists, PersonNotFound
+from facecore.errors import FaceConflict, FaceNotFound, GalleryError, PersonExists, PersonNotFound
 from facecore.names import refuse_lookalikes, same_looking, validate_name
 from facecore.ranking import best_candidate, rank_key
 
@@ -169,6 +169,26 @@ class Gallery(ABC):
             refuse_lookalikes([new], others())
         return True
 
+    def _check_move(self, faces: Sequence["FaceRecord"], ids: Sequence[int], person: str, held: set[str], others,
+                    *, allow_similar: bool) -> list["FaceRecord"]:
+        """The move rule every backend follows: the faces of `ids` (FaceNotFound for an unknown one) that
+        are not `person`'s already; FaceConflict when `person` has one of their photos (`held`: the
+        content hashes enrolled for `person`); a new `person` like an enrolled one unless `allow_similar`."""
+        self._check_ids(faces, ids)
+        moving = [r for r in faces if r.person != person]
+        clash = [r.source for r in moving if r.content_hash in held]
+        if clash:
+            raise self._fail(f"{person!r} has the photo of face(s) {', '.join(clash)} enrolled already; remove "
+                             "the face instead", FaceConflict, person=person, sources=clash)
+        if moving and not held and not allow_similar:
+            refuse_lookalikes([person], others())
+        return moving
+
+    def _check_ids(self, faces: Sequence["FaceRecord"], ids: Sequence[int]) -> None:
+        missing = sorted(set(ids) - {r.id for r in faces})
+        if missing:
+            raise self._fail(f"no enrolled face has id {', '.join(map(str, missing[:10]))}", FaceNotFound, ids=missing)
+
     def _check_queries(self, queries: np.ndarray, k: int, model_id: str) -> np.ndarray:
         """`search`'s arguments checked: unit float32 queries of this gallery's model, k >= 1."""
         q = self._check_vectors(queries, model_id, "queries")
@@ -209,6 +229,15 @@ class Gallery(ABC):
     @abstractmethod
     def rename_person(self, old: str, new: str, *, merge: bool = False) -> None:
         """Rename `old` to `new`; onto an enrolled `new` only with merge=True. Unknown `old` -> PersonNotFound."""
+
+    @abstractmethod
+    def remove_faces(self, ids: Iterable[int]) -> list[FaceRecord]:
+        """Remove the faces of `ids`; returns their records. An unknown id -> FaceNotFound, nothing removed."""
+
+    @abstractmethod
+    def move_faces(self, ids: Iterable[int], person: str, *, allow_similar: bool = False) -> list[FaceRecord]:
+        """Make the faces of `ids` `person`'s (ids kept); returns the records moved, as they were. An unknown
+        id -> FaceNotFound, a photo `person` has already -> FaceConflict; nothing changed then."""
 
     @abstractmethod
     def set_chips(self, chips: dict[int, str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,56 @@ class FaissGallery(GalleryStore):
                                "(secure_delete) and are dropped by the next VACUUM", self.path, name, e)
         logger.info("%s: removed %d faces of %r", self.path, len(ids), name)
         return len(ids)
+
+    def _rows(self, ids: Sequence[int]) -> list[FaceRecord]:
+        assert self._db is not None
+        out = []
+        for s in range(0, len(ids), 900):  # stay under SQLite's bound-parameter limit
+            chunk = list(ids[s:s + 900])
+            out += [FaceRecord(person=p, source=src, content_hash=h, box=(x1, y1, x2, y2), added_at=t, id=i, chip=c)
+                    for i, p, src, h, x1, y1, x2, y2, t, c in self._db.execute(
+                        "SELECT id, person, source, content_hash, x1, y1, x2, y2, added_at, chip FROM faces "
+                        f"WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)]
+        return out
+
+    def remove_faces(self, ids: Iterable[int]) -> list[FaceRecord]:
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return []
+        with self._change():
+            assert self._db is not None and self._index is not None
+            gone = self._rows(wanted)
+            self._check_ids(gone, wanted)
+            index = _index.remove(self._index, np.array(wanted, dtype=np.int64), self.approx_threshold,
+                                  lambda: self._all_vectors(None))
+            self._set_index(index)
+            tmp = self._write_index_tmp()
+
+            def apply(db: sqlite3.Connection) -> None:
+                db.executemany("DELETE FROM vectors WHERE id = ?", [(i,) for i in wanted])
+                db.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in wanted])
+
+            self._commit(apply, tmp)
+            try:
+                self._db.execute("VACUUM")
+            except sqlite3.Error as e:  # as in remove_person: the removal stands
+                logger.warning("%s: removed faces %s, but VACUUM failed (%s)", self.path, wanted, e)
+        logger.info("%s: removed faces %s", self.path, wanted)
+        return gone
+
+    def move_faces(self, ids: Iterable[int], person: str, *, allow_similar: bool = False) -> list[FaceRecord]:
+        person = validate_name(person)
+        wanted = sorted({int(i) for i in ids})
+        with self._change():
+            assert self._db is not None
+            held = {h for (h,) in self._db.execute("SELECT content_hash FROM faces WHERE person = ?", (person,))}
+            others = lambda: [p for (p,) in self._db.execute("SELECT DISTINCT person FROM faces")]  # noqa: E731
+            moving = self._check_move(self._rows(wanted), wanted, person, held, others, allow_similar=allow_similar)
+            if moving:
+                self._commit(lambda db: db.executemany("UPDATE faces SET person = ? WHERE id = ?",
+                                                       [(person, r.id) for r in moving]), None)
+        logger.info("%s: moved faces %s to %r", self.path, [r.id for r in moving], person)
+        return moving
 
     def rename_person(self, old: str, new: str, *, merge: bool = False, allow_similar: bool = False) -> None:
         """Rename `old` to `new`. Onto an enrolled `new` only with merge=True (a silent merge of two

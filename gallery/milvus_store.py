@@ -434,6 +434,11 @@ class MilvusGallery(Gallery):
             client.delete(self.collection, filter=f"person == {_quote(change['name'])}")
         elif change["op"] == "rename":
             self._apply_rename(client, change["old"], change["new"])
+        elif change["op"] == "remove faces":
+            self._note(removed=change["ids"])
+            client.delete(self.collection, filter=_id_filter(change["ids"]))
+        elif change["op"] == "move faces":
+            self._apply_move(client, [int(i) for i in change["ids"]], change["person"])
         self._end(client)
 
     # ---- the Milvus Lite ledger -----------------------------------------------------
@@ -694,6 +699,42 @@ class MilvusGallery(Gallery):
         logger.info("%s: removed %d faces of %r", self.path, n, name)
         return n
 
+    def remove_faces(self, ids: Iterable[int]) -> list[FaceRecord]:
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return []
+        with self._use(write=True) as client:
+            gone = self._records(client, _id_filter(wanted))
+            self._check_ids(gone, wanted)
+            self._note(removed=wanted)
+            self._begin(client, {"op": "remove faces", "ids": wanted})
+            client.delete(self.collection, filter=_id_filter(wanted))
+            self._end(client)
+        logger.info("%s: removed faces %s", self.path, wanted)
+        return gone
+
+    def _apply_move(self, client: Any, ids: list[int], person: str) -> None:
+        rows = self._scan(client, _id_filter(ids), ["*"])
+        self._note(person={r["id"]: person for r in rows})
+        for chunk in _pages(rows):
+            client.upsert(self.collection, [{**r, "person": person} for r in chunk])
+
+    def move_faces(self, ids: Iterable[int], person: str, *, allow_similar: bool = False) -> list[FaceRecord]:
+        person = validate_name(person)
+        wanted = sorted({int(i) for i in ids})
+        with self._use(write=True) as client:
+            held = {r["content_hash"] for r in self._scan(client, f"person == {_quote(person)}", ["content_hash"])}
+            faces = self._records(client, _id_filter(wanted))
+            others = lambda: {r["person"] for r in self._scan(client, "id >= 0", ["person"])}  # noqa: E731
+            moving = self._check_move(faces, wanted, person, held, others, allow_similar=allow_similar)
+            if moving:
+                ids = [r.id for r in moving]
+                self._begin(client, {"op": "move faces", "ids": ids, "person": person})
+                self._apply_move(client, ids, person)
+                self._end(client)
+        logger.info("%s: moved faces %s to %r", self.path, [r.id for r in moving], person)
+        return moving
+
     def _apply_rename(self, client: Any, old: str, new: str) -> None:
         rows = self._scan(client, f"person == {_quote(old)}", ["*"])
         self._note(person={r["id"]: new for r in rows})
@@ -740,9 +781,11 @@ class MilvusGallery(Gallery):
 
     def records(self, person: str | None = None) -> list[FaceRecord]:
         flt = "id >= 0" if person is None else f"person == {_quote(validate_name(person))}"
-        fields = ["id", "person", "source", "content_hash", "x1", "y1", "x2", "y2", "added_at", "attrs"]
         with self._use() as client:
-            rows = self._scan(client, flt, fields)
+            return self._records(client, flt)
+
+    def _records(self, client: Any, flt: str) -> list[FaceRecord]:
+        rows = self._scan(client, flt, ["id", "person", "source", "content_hash", "x1", "y1", "x2", "y2", "added_at", "attrs"])
         known = {f.name for f in dataclasses.fields(FaceRecord)}
         return [FaceRecord(person=r["person"], source=r["source"], content_hash=r["content_hash"],
                            box=(r["x1"], r["y1"], r["x2"], r["y2"]), added_at=r["added_at"], id=int(r["id"]),

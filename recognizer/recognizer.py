@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from facecore.errors import ImageError, ModelError
+from facecore.errors import ImageError, ModelError, PersonNotFound
 from facecore.names import refuse_lookalikes, validate_name
 from gallery import create_gallery, is_uri, open_gallery
 from recognizer.cache import CropCache
@@ -270,6 +270,29 @@ class Recognizer:
         log.info("removed %d faces of %s; deleted %d crop and %d trunk cache entries", done.faces_removed, name,
                  done.counts["crops"], done.counts["trunk"])
         return done.faces_removed
+
+    def remove_face(self, face_id: int):
+        """Remove one enrolled face (a wrongly enrolled photo) from every store of face data, as `remove` does for a
+        person (`modeldir.stores.remove_faces`); returns its record. FaceNotFound for an id not enrolled."""
+        done = stores.remove_faces(self.model, {int(face_id)}, self._writing, gallery_uri=self.gallery_uri,
+                                   cache_root=self.cache.root if self.cache else None)
+        log.info("removed face %d of %s", face_id, done.person)
+        return done.records[0]
+
+    def move_face(self, face_id: int, person: str, *, allow_similar: bool = False):
+        """Make one enrolled face `person`'s (enrolled or new; its id, chip and vector stay); returns its record as
+        it was. FaceNotFound, FaceConflict (`person` has that photo), InvalidNameError (a look-alike name)."""
+        person = validate_name(person)
+        with self._writing() as st:
+            moved = st.gallery.move_faces([int(face_id)], person, allow_similar=allow_similar)
+        self.refresh()
+        return moved[0] if moved else next(r for r in self.records(person) if r.id == int(face_id))
+
+    def merge(self, old: str, new: str) -> None:
+        """Merge two enrolled people: `old`'s faces become `new`'s (`rename` with merge); PersonNotFound unless both are."""
+        if validate_name(new) not in self.people():
+            raise PersonNotFound(f"no person named {new!r} to merge {old!r} into", name=new)
+        self.rename(old, new, merge=True)
 
     def identify(self, src: ImageSource, *, threshold: float | None = None) -> PhotoIdentification:
         """Name every face of one photo (raises ImageError for an unreadable one)."""

@@ -76,8 +76,19 @@ class EnrollReport:
     def skipped(self) -> list[FileOutcome]:
         return [f for f in self.files if f.status not in ("added", "several faces")]
 
+    @property
+    def failed(self) -> bool:
+        """No face was enrolled and some photo was skipped for more than being enrolled already (no face, unreadable):
+        the CLI exits non-zero and the server answers 422, naming each file and why."""
+        return self.added == 0 and (not self.files or any(f.status != "duplicate" for f in self.files))
+
+    def why_not(self) -> str:
+        """One line naming each skipped file and why."""
+        return f"{self.name}: no face enrolled: " + ("; ".join(
+            f"{f.file} ({f.status}{': ' + f.detail if f.detail else ''})" for f in self.skipped) or "no image files")
+
     def to_dict(self) -> dict:
-        return {"name": self.name, "added": self.added,
+        return {"name": self.name, "added": self.added, "failed": self.failed,
                 "skipped": [{"file": f.file, "reason": f.status + (f": {f.detail}" if f.detail else "")}
                             for f in self.skipped],
                 "files": [f.to_dict() for f in self.files]}

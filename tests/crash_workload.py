@@ -1,7 +1,7 @@
 """A deterministic gallery writer workload, for checking what a SIGKILL leaves.
 
 The writer (this file run as a script: `writer_command`) applies change after change (add p0,
-add p1, rename p1 to q1, remove p0, ...) and logs each one after it returned; `expected_states`
+add p1, rename p1 to q1, remove one face of q1, move one to p0, remove p0, ...) and logs each one after it returned; `expected_states`
 says what the gallery holds after any number of completed changes, and `matches` compares a
 reopened gallery with one of them. Shared by tests/test_gallery_crash.py and
 benchmarks/milvus_lite_kill.py (which loads it by its path).
@@ -22,13 +22,19 @@ BATCH = 5
 
 
 def op_for(i: int) -> tuple:
-    """The i-th change of the writer: add p{4m}, add p{4m+1}, rename p{4m+1}, remove p{4m}."""
-    m, r = divmod(i, 4)
+    """The i-th change of the writer: add p{4m}, add p{4m+1}, rename p{4m+1}, remove the lowest id of
+    q{4m+1}, move its next lowest to p{4m}, remove p{4m}."""
+    m, r = divmod(i, 6)
+    a = 4 * m
     if r in (0, 1):
-        return ("add", f"p{4 * m + r}", i)
+        return ("add", f"p{a + r}", i)
     if r == 2:
-        return ("rename", f"p{4 * m + 1}", f"q{4 * m + 1}")
-    return ("remove", f"p{4 * m}")
+        return ("rename", f"p{a + 1}", f"q{a + 1}")
+    if r == 3:
+        return ("remove face", f"q{a + 1}")
+    if r == 4:
+        return ("move face", f"q{a + 1}", f"p{a}")
+    return ("remove", f"p{a}")
 
 
 def vectors_for(seed: int) -> np.ndarray:
@@ -48,6 +54,11 @@ def expected_states(n_ops: int) -> list[dict[int, tuple[str, int]]]:
             next_id += BATCH
         elif op[0] == "rename":
             state = {k: (op[2] if p == op[1] else p, s) for k, (p, s) in state.items()}
+        elif op[0] == "remove face":
+            del state[min(k for k, (p, _) in state.items() if p == op[1])]
+        elif op[0] == "move face":
+            k = min(k for k, (p, _) in state.items() if p == op[1])
+            state[k] = (op[2], state[k][1])
         else:
             state = {k: v for k, v in state.items() if v[0] != op[1]}
         states.append(dict(state))
@@ -70,6 +81,10 @@ def _write(path: str, log_path: str) -> None:
                                        for j in range(BATCH)], model_id=MODEL)
         elif op[0] == "rename":
             g.rename_person(op[1], op[2])
+        elif op[0] == "remove face":
+            g.remove_faces([min(r.id for r in g.records(op[1]))])
+        elif op[0] == "move face":
+            g.move_faces([min(r.id for r in g.records(op[1]))], op[2])
         else:
             g.remove_person(op[1])
         log.write(f"{i}\n"); log.flush()  # written only after the change returned

@@ -25,7 +25,7 @@ LAYERS = {
     "recognizer.pipeline": 4, "recognizer.view": 4, "recognizer.enrolment": 4, "recognizer.video": 4,
     "recognizer.recognizer": 5,
     "recognizer.training": 6, "recognizer.evaluation": 6, "recognizer.clustering": 6, "recognizer.bulk": 6,
-    "recognizer.archive": 6, "recognizer.annotate": 6, "recognizer.lifecycle": 6,
+    "recognizer.archive": 6, "recognizer.annotate": 6, "recognizer.faces": 6, "recognizer.lifecycle": 6,
     "recognizer": 7, "recognizer._api": 7, "recognizer.cli": 7, "web": 7,
 }
 MAX_LINES = 80

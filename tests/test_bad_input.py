@@ -266,12 +266,15 @@ def check_clis(name: str, path: Path, expect: str, model) -> None:
     if not entry.is_symlink():
         entry.symlink_to(path)
     res = invoke(enroll, ["--model", model.dir, "--name", "bad input", "--json", folder])
-    if res.exit_code == 0:
+    if res.stdout.startswith("{"):
         report = json.loads(res.stdout)
         (file,) = report["files"]
         assert file["file"] == str(entry)
         if expect == ERROR:
             assert file["status"] == "unreadable" and file["detail"], f"{name}: enroll.py {file}"
+        # no face enrolled (unreadable, no face): exit 1, naming the file (issue 27)
+        assert res.exit_code == (1 if report["failed"] else 0), res.output
+        assert not report["failed"] or str(entry) in res.stderr, res.output
     else:
         # list_images skips what is not a file (a folder, a dangling link): "no image files found".
         assert expect in (ERROR, ANY), f"{name}: enroll.py failed: {res.output}"

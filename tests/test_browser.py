@@ -113,7 +113,7 @@ def test_identify_group_photo_and_enroll_from_the_page(site, browser, data, tmp_
     browser.find_element(By.ID, "enroll-button").click()
     wait.until(lambda d: "added" in d.find_element(By.ID, "enroll-status").text)
     assert browser.find_element(By.ID, "enroll-status").text.startswith("Kit Harington: added 2, 2 enrolled in total")
-    wait.until(lambda d: "Kit Harington\n2 photos\nremove" in people())
+    wait.until(lambda d: "Kit Harington\n2 photos\nfaces\nremove" in people())
     screenshot(browser, "browser-enroll.png", tmp_path)
 
 
@@ -152,7 +152,7 @@ def test_unknown_faces_panel_clusters_and_enrolls(site, browser, data, tmp_path)
     first.find_element(By.CLASS_NAME, "cluster-name").send_keys("Rose Leslie")
     first.find_element(By.CLASS_NAME, "cluster-enroll").click()
     wait.until(lambda d: "Rose Leslie" in people())
-    assert "Rose Leslie\n3 photos" in [t.split("\nremove")[0] for t in listed()]
+    assert "Rose Leslie\n3 photos" in [t.split("\nfaces")[0] for t in listed()]
     assert "added 3, 3 enrolled in total" in first.text
     # the other clusters can be dismissed; nothing failed on the page
     others = browser.find_elements(By.CSS_SELECTOR, "#clusters .cluster-dismiss")
@@ -162,3 +162,51 @@ def test_unknown_faces_panel_clusters_and_enrolls(site, browser, data, tmp_path)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#clusters .cluster")) == n - 1)
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
+
+
+def test_faces_panel_moves_and_removes_one_face(site, browser, tmp_path):
+    """A person's faces with their thumbnails; one moved to the right person, then removed (issue 27)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 120)
+    browser.get(site + "/")
+    browser.find_element(By.ID, "token").send_keys(TOKEN + Keys.TAB)  # leaving the field lists people with the buttons
+    wait.until(lambda d: d.find_elements(By.XPATH, "//ul[@id='people']//button[text()='faces']"))
+
+    def counts():
+        rows = browser.execute_script("return [...document.querySelectorAll('#people li')].map(li => li.innerText)")
+        return {t.split("\n")[0]: int(t.split("\n")[1].split()[0]) for t in rows}
+
+    def open_faces(name):
+        wait.until(lambda d: name in counts())
+        row = next(li for li in browser.find_elements(By.CSS_SELECTOR, "#people li") if li.text.startswith(name + "\n"))
+        row.find_element(By.XPATH, ".//button[text()='faces']").click()
+        wait.until(lambda d: d.find_element(By.ID, "faces-title").text.startswith(f"{name}: "))
+        n = int(browser.find_element(By.ID, "faces-title").text.split(": ")[1].split()[0])
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#faces figure")) == n and all(
+            i.get_attribute("naturalWidth") not in (None, "0") for i in d.find_elements(By.CSS_SELECTOR, "#faces img")))
+        return browser.find_elements(By.CSS_SELECTOR, "#faces figure")
+
+    faces = open_faces("joe_biden")
+    before = counts()
+    assert len(faces) == before["joe_biden"] and all(f.text.startswith("#") for f in faces)
+    screenshot(browser, "browser-faces.png", tmp_path)
+    moved = faces[0].get_attribute("data-face")
+    browser.execute_script("window.prompt = () => 'barack_obama'; window.confirm = () => true;")
+    faces[0].find_element(By.XPATH, ".//button[text()='move…']").click()
+    wait.until(lambda d: f"Moved face #{moved} to barack_obama" in d.find_element(By.ID, "people-status").text)
+    assert "unknown threshold" in browser.find_element(By.ID, "people-status").text
+    wait.until(lambda d: counts().get("barack_obama") == before["barack_obama"] + 1)
+    assert counts().get("joe_biden", 0) == before["joe_biden"] - 1
+    # the moved face is barack_obama's now, with the same id: remove it from there
+    faces = open_faces("barack_obama")
+    face = next(f for f in faces if f.get_attribute("data-face") == moved)
+    face.find_element(By.XPATH, ".//button[text()='remove']").click()
+    wait.until(lambda d: f"Removed face #{moved} of barack_obama" in d.find_element(By.ID, "people-status").text)
+    wait.until(lambda d: counts().get("barack_obama") == before["barack_obama"])
+    assert moved not in [f.get_attribute("data-face") for f in browser.find_elements(By.CSS_SELECTOR, "#faces figure")]
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+

@@ -46,7 +46,8 @@ def test_help_names_the_groups_and_their_commands():
     assert code == 0
     for group in ("people", "model", "clusters", "enroll", "identify", "finetune"):
         assert f"  {group} " in out, out
-    for group, commands in (("people", ("list", "rename", "merge", "remove", "export", "import", "make-chips")),
+    for group, commands in (("people", ("list", "rename", "merge", "remove", "faces", "remove-face", "move-face", "export", "import",
+                                        "make-chips")),
                             ("model", ("finetune", "reembed", "candidate", "switch", "discard", "rollback")),
                             ("clusters", ("list", "name", "dismiss", "discard"))):
         code, out = run(facetool, group, "--help")
@@ -79,11 +80,14 @@ def test_people_rename_refuses_an_enrolled_name_and_names_merge(model):
 def test_people_merge_and_enroll_rename_merge_join_two_names(model):
     before = ok_json(facetool, "people", "list", "--model", model)["people"]
     code, out = run(facetool, "people", "merge", "--model", model, "kit_harington", "rose_leslie")
-    assert code == 0 and out == "renamed kit_harington -> rose_leslie\n", out
     after = ok_json(facetool, "people", "list", "--model", model)["people"]
     assert after == {"rose_leslie": before["kit_harington"] + before["rose_leslie"], "alex_lacamoire": before["alex_lacamoire"]}
-    assert ok_json(enroll.main, "--model", model, "--rename", "alex_lacamoire", "rose_leslie", "--merge") == \
-        {"renamed": "alex_lacamoire", "to": "rose_leslie"}
+    # the merge and, as after every change of who is enrolled, the threshold for the gallery as it is now
+    assert code == 0 and out.startswith(f"merged kit_harington into rose_leslie ({after['rose_leslie']} faces)\n"
+                                        "unknown threshold "), out
+    merged = ok_json(enroll.main, "--model", model, "--rename", "alex_lacamoire", "rose_leslie", "--merge")
+    assert merged["renamed"] == "alex_lacamoire" and merged["to"] == "rose_leslie" and merged["merged"]
+    assert merged["people"] == {"rose_leslie": sum(before.values())} and merged["threshold"]["people"] == 1
     assert ok_json(facetool, "people", "list", "--model", model)["people"] == {"rose_leslie": sum(before.values())}
 
 

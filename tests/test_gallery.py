@@ -22,7 +22,7 @@ from facecore.names import validate_name
 from gallery import FaceRecord, Gallery, create_gallery, open_gallery
 from gallery_backends import BACKENDS, gallery_spec
 from gallery.base import Hit, vote
-from facecore.errors import GalleryError, InvalidNameError
+from facecore.errors import FaceConflict, FaceNotFound, GalleryError, InvalidNameError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "test-model"
@@ -355,3 +355,31 @@ def test_name_rules_and_one_face_per_person_and_photo(spec: str | Path) -> None:
     assert g.people() == {"José": 2, "Obama": 1, "\u041ebama": 1}
     assert g.remove_person(unicodedata.normalize("NFD", "José")) == 2
     g.close()
+
+
+def test_remove_and_move_single_faces(filled: tuple[Gallery, np.ndarray, list[str]]) -> None:
+    """One face at a time (issue 27): removed by id, or moved to another person keeping its id and vector;
+    an unknown id or a photo the person has already changes nothing."""
+    g, x, _ = filled
+    ids = [r.id for r in g.records("person1")]
+    n = len(ids)
+    gone = g.remove_faces([ids[0]])
+    assert [(r.id, r.person) for r in gone] == [(ids[0], "person1")] and g.people()["person1"] == n - 1
+    assert all(h.id != ids[0] for hs in g.search(x, 60, model_id=MODEL) for h in hs)
+    with pytest.raises(FaceNotFound, match=str(ids[0])):
+        g.remove_faces([ids[1], ids[0]])
+    assert g.people()["person1"] == n - 1
+    moved = g.move_faces([ids[1]], "person2")
+    assert [(r.id, r.person) for r in moved] == [(ids[1], "person1")]
+    assert g.people()["person1"] == n - 2 and ids[1] in {r.id for r in g.records("person2")}
+    top = g.search(x[ids[1]:ids[1] + 1], 1, model_id=MODEL)[0][0]
+    assert (top.id, top.person) == (ids[1], "person2")
+    other = g.records("person1")[0]
+    g.add(unit(np.random.default_rng(1), 1), [FaceRecord("person3", "/x.jpg", other.content_hash, (1.0, 2.0, 3.0, 4.0))],
+          model_id=MODEL)
+    with pytest.raises(FaceConflict):
+        g.move_faces([other.id], "person3")
+    with pytest.raises(InvalidNameError):  # a new name like an enrolled one
+        g.move_faces([other.id], "Person3")
+    assert other.id in {r.id for r in g.records("person1")}
+    assert open_gallery(g.path).people() == g.people()

@@ -25,10 +25,13 @@ from typing import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
-from recognizer import ImageError, ModelError, Recognizer, VideoError, archive, validate_name
+from recognizer import EnrollReport, ImageError, ModelError, PersonExists, Recognizer, VideoError, archive, validate_name
+from recognizer.faces import correction_summary, face_listing, face_thumbnail
+from recognizer.results import FileOutcome
 from web.body_limit import BodyLimit
 from web.clusters import router as cluster_router
 from web.deps import READ_ACCESS, TOKEN_REQUIRED, Config, Model, on_model_thread
@@ -37,7 +40,7 @@ from web.guard import RequestGuard
 from web.settings import Settings
 from web.uploads import RenameBody, json_body, json_body_doc, multipart_doc, uploaded_archive, uploaded_images
 
-__all__ = ["PAGE", "PAGE_CSP", "create_app", "enroll_uploads", "identify_bytes", "identify_uploaded_video", "router"]
+__all__ = ["PAGE", "PAGE_CSP", "MergeBody", "MoveBody", "create_app", "enroll_uploads", "identify_bytes", "identify_uploaded_video", "router"]
 
 PAGE = Path(__file__).resolve().parent / "index.html"
 
@@ -86,10 +89,20 @@ def _encoded(image, fmt: str, **params) -> bytes:
     return buf.getvalue()
 
 
-def enroll_uploads(recognizer: Recognizer, name: str, uploads: list[tuple[str, bytes, str]]) -> dict:
+def enroll_uploads(recognizer: Recognizer, name: str, uploads: list[tuple[str, bytes, str]],
+                   rejects: list[tuple[str, ApiError]] = ()) -> dict:
+    """The enrolment's report, with each refused upload (`rejects`: not an image, too large) as a skipped
+    file; ApiError 422 (naming each file and why) when no face was enrolled, or the refusals' own status
+    when no upload was a photo."""
+    if rejects and not uploads:  # not one photo to look at: the refusal itself (415, 413...) when all agree
+        statuses = {exc.status for _, exc in rejects}
+        raise ApiError(statuses.pop() if len(statuses) == 1 else 422, "; ".join(exc.message for _, exc in rejects))
     # The photos are enrolled from memory and never written to disk: the gallery keeps
     # embeddings, not photos, and records the client's file name as each face's source.
-    report = recognizer.enroll(name, [u[1] for u in uploads], labels=[u[0] for u in uploads])
+    report = recognizer.enroll(name, [u[1] for u in uploads], labels=[u[0] for u in uploads]) if uploads else EnrollReport(name)
+    report.files += [FileOutcome(file, "refused", exc.message.removeprefix(f"{file}: ")) for file, exc in rejects]
+    if report.failed:
+        raise ApiError(422, report.why_not())
     out = report.to_dict()
     out["enrolled"] = recognizer.people().get(report.name, 0)
     out["threshold"] = recognizer.threshold_info().to_dict()
@@ -152,12 +165,15 @@ async def people(recognizer: Model) -> dict:
 
 @router.post(
     "/people/{name:path}/photos", summary="Enroll photos of a person (one face per photo, the largest)",
-    description="Repeat the `file` field for several photos. Reports an outcome per uploaded file, as `enroll.py --json` does.",
+    description="Repeat the `file` field for several photos. Reports an outcome per uploaded file, as `enroll.py --json` does: "
+                "a file that is not an image, or too large, is reported and the others are enrolled. 422, naming each file "
+                "and why, when no face was enrolled (no face, unreadable, not an image).",
     openapi_extra=multipart_doc(many=True), dependencies=TOKEN_REQUIRED)
 async def enroll(request: Request, name: str, recognizer: Model, settings: Config) -> dict:
     name = validate_name(name)
-    uploads = await uploaded_images(request, settings)
-    return await on_model_thread(request, enroll_uploads, recognizer, name, uploads)
+    rejects: list[tuple[str, ApiError]] = []
+    uploads = await uploaded_images(request, settings, rejects=rejects)
+    return await on_model_thread(request, enroll_uploads, recognizer, name, uploads, rejects)
 
 
 @router.delete("/people/{name:path}", summary="Remove a person and all their faces", dependencies=TOKEN_REQUIRED)
@@ -211,8 +227,81 @@ async def rename(request: Request, name: str, recognizer: Model) -> dict:
     body = await json_body(request, RenameBody, 'send a JSON body {"name": "new name"}')
     new = validate_name(body.name)
     old = validate_name(name)
-    await run_in_threadpool(recognizer.rename, old, new)
+    try:
+        await run_in_threadpool(recognizer.rename, old, new)
+    except PersonExists:
+        raise ApiError(409, f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled; to make them one person: "
+                            f"POST /people/{old}/merge with {{\"into\": \"{new}\"}}") from None
     return {"renamed": old, "to": new}
+
+
+# ---- one face at a time: list, look, remove, move; merge two people --------------------------
+
+
+class MoveBody(BaseModel):
+    """POST /faces/{id}/move: the person the face is of."""
+
+    name: StrictStr
+
+
+class MergeBody(BaseModel):
+    """POST /people/{name}/merge: the enrolled person whose faces theirs join."""
+
+    into: StrictStr
+
+
+@router.get("/people/{name:path}", summary="One person's faces: ids, photos and boxes, and the unknown threshold",
+            description="The ids are the gallery's own and stay the same; `DELETE /faces/{id}` and `POST /faces/{id}/move` "
+                        "take them. `chip`: whether the face's image is kept (`GET /faces/{id}/chip.png`).",
+            dependencies=READ_ACCESS)
+async def person_faces(name: str, recognizer: Model) -> dict:
+    return await run_in_threadpool(face_listing, recognizer, validate_name(name))
+
+
+# Chips are face images: never without the token, whatever --protect-reads says.
+@router.get("/faces/{face_id}/chip.png", summary="One enrolled face's aligned crop, as a PNG (token required)",
+            response_class=Response, responses={200: {"content": {"image/png": {}}}}, dependencies=TOKEN_REQUIRED)
+async def face_chip(face_id: int, recognizer: Model) -> Response:
+    data = await run_in_threadpool(face_thumbnail, recognizer, face_id)
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@router.delete("/faces/{face_id}", summary="Remove one enrolled face (a wrong photo); the person keeps the others",
+               description="Reaches every copy, as removing a person does: the gallery, its chip, cached crops, a pending "
+                           "candidate, saved clustering runs. Answers with the people and the threshold after it.",
+               dependencies=TOKEN_REQUIRED)
+async def remove_face(face_id: int, recognizer: Model) -> dict:
+    def work() -> dict:
+        r = recognizer.remove_face(face_id)
+        return correction_summary(recognizer, {"removed_face": face_id, "person": r.person, "photo": r.source})
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/faces/{face_id}/move", summary="Make one enrolled face another person's (enrolled or new)",
+             openapi_extra=json_body_doc(MoveBody), dependencies=TOKEN_REQUIRED)
+async def move_face(request: Request, face_id: int, recognizer: Model) -> dict:
+    body = await json_body(request, MoveBody, 'send a JSON body {"name": "the person the face is of"}')
+    to = validate_name(body.name)
+
+    def work() -> dict:
+        r = recognizer.move_face(face_id, to)
+        return correction_summary(recognizer, {"moved_face": face_id, "from": r.person, "to": to, "photo": r.source})
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/people/{name:path}/merge", summary="Merge two enrolled people: NAME's faces join `into`'s",
+             openapi_extra=json_body_doc(MergeBody), dependencies=TOKEN_REQUIRED)
+async def merge(request: Request, name: str, recognizer: Model) -> dict:
+    body = await json_body(request, MergeBody, 'send a JSON body {"into": "the enrolled person they are"}')
+    old, into = validate_name(name), validate_name(body.into)
+
+    def work() -> dict:
+        recognizer.merge(old, into)
+        return correction_summary(recognizer, {"merged": old, "into": into})
+
+    return await run_in_threadpool(work)
 
 
 # ---- the app ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from facecore.errors import FaceConflict, FaceNotFound
 from recognizer import GalleryError, ImageError, InvalidNameError, PersonExists, PersonNotFound
 
 __all__ = ["EXCEPTION_HANDLERS", "ApiError", "error_response"]
@@ -75,6 +76,9 @@ EXCEPTION_HANDLERS: list[tuple[type[Exception], Callable]] = [
     (ImageError, _answer(400)),
     (PersonNotFound, _answer(404, lambda exc: f"no person named {exc.name!r} is enrolled")),
     (PersonExists, _answer(409, lambda e: f"cannot rename {e.old!r} to {e.new!r}: {e.new!r} is already enrolled")),
+    (FaceNotFound, _answer(404, lambda e: f"no enrolled face has id {', '.join(map(str, e.ids))}")),
+    (FaceConflict, _answer(409, lambda e: f"{e.person!r} has the photo of this face enrolled already "
+                                          f"({', '.join(e.sources)}); remove the face instead (DELETE /faces/ID)")),
     (GalleryError, gallery_error),
     (StarletteHTTPException, http_error),
     (RequestValidationError, validation_error),

@@ -61,10 +61,12 @@ def safe_filename(name: str | None) -> str:
     return base or "upload"
 
 
-async def uploaded_images(request: Request, settings: Settings, allow_video: bool = False) -> list[tuple[str, bytes, str]]:
+async def uploaded_images(request: Request, settings: Settings, allow_video: bool = False,
+                          rejects: list[tuple[str, ApiError]] | None = None) -> list[tuple[str, bytes, str]]:
     """(client file name, bytes, suffix) of every `file` field, each checked to be an image
     of acceptable size before any model work; with `allow_video`, a video (suffix `video`)
-    within the video limit is accepted too."""
+    within the video limit is accepted too. With `rejects`, a file refused (not an image, too
+    large...) is added to it with its error instead of failing the request."""
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         raise ApiError(422, "send the photo as multipart/form-data in a field named 'file'")
@@ -78,7 +80,12 @@ async def uploaded_images(request: Request, settings: Settings, allow_video: boo
             if not isinstance(field, UploadFile):
                 raise ApiError(422, "the 'file' field must be a file upload, not text")
             name = safe_filename(field.filename)
-            out.append(checked_upload(name, await field.read(), settings, allow_video))
+            try:
+                out.append(checked_upload(name, await field.read(), settings, allow_video))
+            except ApiError as exc:
+                if rejects is None:
+                    raise
+                rejects.append((name, exc))
         return out
     finally:
         await form.close()

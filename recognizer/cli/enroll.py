@@ -1,14 +1,17 @@
-"""Enroll a person from a folder of photos, without retraining.
+"""Enroll people from their photos, without retraining.
 
-    enroll.py --model DIR --name NAME FOLDER [--backbone sface|facenet] [--json]
+    enroll.py --model DIR --name NAME FOLDER_OR_PHOTO... [--backbone sface|facenet] [--json]
+    enroll.py --model DIR --people DIR                   (DIR/<person>/<photos>, the layout finetune reads)
     enroll.py --model DIR --name NAME FOLDER_OR_LIST.txt --ray [auto|ADDRESS] [--out OUTCOMES.jsonl]
     enroll.py --model DIR --list | --remove NAME | --rename OLD NEW [--merge]       (facetool people ...)
+    enroll.py --model DIR --faces NAME [--sheet F.png] | --remove-face ID | --move-face ID NAME
     enroll.py --model DIR --export FILE | --import FILE | --make-chips               (facetool people ...)
     enroll.py --model DIR --name NAME --cluster RUN:ID [--exclude 4,7]   (a cluster made by cluster.py; facetool clusters name)
     enroll.py --model DIR --discard RUN | RUN:ID                         (facetool clusters discard | dismiss)
     enroll.py --model DIR --target-fpir 0.01                             (facetool model threshold)
 
-After enrolling it says which unknown threshold the model now uses, how many strangers that is
+After enrolling it gives a line per person, exits 1 when a person got no face (naming each file and
+why it was skipped: no face, unreadable...), says which unknown threshold the model now uses, how many strangers that is
 expected to let through (FPIR) and what it costs known people (DIR), and warns about enrolled
 photos that match another person at that threshold (a mislabelled photo, or two look-alikes).
 The actions about people and clusters run the same functions as `facetool people` and
@@ -24,7 +27,7 @@ from pathlib import Path
 import click
 
 import recognizer
-from recognizer import bulk
+from recognizer import bulk, faces
 from recognizer.cli import cluster, model, people
 from recognizer.cli._options import (allow_similar_option, friendly_errors, gallery_option, model_option,
                                      no_cache_option, ray_option, ray_out_option, ray_workers_option, start,
@@ -32,14 +35,17 @@ from recognizer.cli._options import (allow_similar_option, friendly_errors, gall
 
 __all__ = ["enroll_on_ray", "main"]
 
-ACTIONS = ("FOLDER (with --name), --cluster RUN:ID (with --name), --list, --remove NAME, --rename OLD NEW, "
-           "--export FILE, --import FILE, --make-chips, --discard RUN[:ID] (or --target-fpir alone)")
+ACTIONS = ("FOLDER/PHOTO... (with --name), --people DIR, --cluster RUN:ID (with --name), --list, --remove NAME, "
+           "--rename OLD NEW, --faces NAME, --remove-face ID, --move-face ID NAME, --export FILE, --import FILE, "
+           "--make-chips, --discard RUN[:ID] (or --target-fpir alone)")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @model_option
 @click.option("--name", help="The person's name.")
-@click.argument("folder", required=False, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--people", "people_dir", metavar="DIR", type=click.Path(),
+              help="Enroll everyone of DIR/<person>/<photos> (the layout finetune reads), one person per folder.")
 @click.option("--backbone", type=click.Choice(["sface", "facenet"]), help="Backbone for a new model (must match an existing one).")
 @click.option("--weights", help="facenet weights: vggface2, casia-webface, random or a .pt file (new models only).")
 @weights_dir_option
@@ -47,6 +53,10 @@ ACTIONS = ("FOLDER (with --name), --cluster RUN:ID (with --name), --list, --remo
 @click.option("--remove", metavar="NAME", help="Remove a person and all their faces.")
 @click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
 @click.option("--merge", is_flag=True, help="With --rename: NEW is enrolled already and OLD's faces join theirs (one person under two names).")
+@click.option("--faces", "faces_of", metavar="NAME", help="List NAME's faces with their ids (for --remove-face, --move-face).")
+@click.option("--sheet", type=click.Path(dir_okay=False), help="With --faces: also write a PNG contact sheet labelled by id.")
+@click.option("--remove-face", type=int, metavar="ID", help="Remove one wrongly enrolled face (id from --faces).")
+@click.option("--move-face", nargs=2, type=(int, str), metavar="ID NAME", help="Make one face (id from --faces) NAME's.")
 @click.option("--export", "export_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write every enrolled face (names, chips, vectors) to one archive FILE.")
 @click.option("--import", "import_file", metavar="FILE", type=click.Path(dir_okay=False),
@@ -68,15 +78,18 @@ ACTIONS = ("FOLDER (with --name), --cluster RUN:ID (with --name), --list, --remo
 @ray_workers_option
 @verbose_option
 @friendly_errors
-def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, merge, export_file, import_file,
-         make_chips, target_fpir, allow_similar, cluster_ref, exclude, discard, as_json, no_cache, gallery, ray_address,
-         out_path, workers, verbose):
-    """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
+def main(model_dir, name, paths, people_dir, backbone, weights, weights_dir, list_people, remove, rename, merge, faces_of,
+         sheet, remove_face, move_face, export_file, import_file, make_chips, target_fpir, allow_similar, cluster_ref, exclude,
+         discard, as_json, no_cache, gallery, ray_address, out_path, workers, verbose):
+    """Add NAME's faces from FOLDER/PHOTO... (one face per photo, the largest), or everyone's of --people DIR, to the
+    model's gallery."""
     start(verbose)
-    actions = sum(bool(x) for x in (folder, list_people, remove, rename, export_file, import_file, make_chips, cluster_ref, discard))
-    excluded = _check(actions, target_fpir, name, folder, cluster_ref, exclude, rename, merge, ray_address, out_path, workers)
+    actions = sum(bool(x) for x in (paths, people_dir, list_people, remove, rename, faces_of, remove_face is not None,
+                                    move_face, export_file, import_file, make_chips, cluster_ref, discard))
+    excluded = _check(actions, target_fpir, name, paths, people_dir, cluster_ref, exclude, rename, merge, sheet, faces_of,
+                      ray_address, out_path, workers)
     if ray_address is not None:
-        enroll_on_ray(model_dir, name, folder, backbone, weights, weights_dir, gallery, ray_address, out_path, workers,
+        enroll_on_ray(model_dir, name, paths, backbone, weights, weights_dir, gallery, ray_address, out_path, workers,
                       no_cache, allow_similar, as_json)
         return
     if discard or cluster_ref:  # a saved cluster.py run (--target-fpir is not applied here)
@@ -86,40 +99,73 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
             else:
                 cluster.name_cluster(rec, cluster_ref, name, excluded, allow_similar, as_json)
         return
-    files = recognizer.list_images(folder) if folder else []  # before creating a model: a typo makes nothing
+    # before creating a model: a typo makes nothing
+    groups = faces.people_folders(people_dir) if people_dir else {name: _photos(paths)} if paths else {}
     if import_file:
         backbone, weights = people.model_for_import(import_file, backbone, weights)
-    make = recognizer.create if folder or import_file else recognizer.open
+    make = recognizer.create if groups or import_file else recognizer.open
     with make(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache,
               gallery=gallery) as rec:
         if target_fpir is not None:
             rec.set_target_fpir(target_fpir)
-        if list_people:
-            people.show_people(rec, as_json)
-        elif remove:
-            people.remove_person(rec, remove, as_json)
-        elif rename:
-            merge_hint = f"enroll.py --model {shlex.quote(model_dir)} --rename {{old}} {{new}} --merge"
-            people.rename_person(rec, *rename, merge=merge, allow_similar=allow_similar, as_json=as_json,
-                                 merge_hint=merge_hint)
-        elif export_file:
-            people.export_people(rec, export_file, as_json)
-        elif import_file:
-            people.import_people(rec, import_file, as_json)
-        elif make_chips:
-            people.make_chips(rec, as_json)
-        elif folder:
-            _enroll(rec, name, files, folder, allow_similar, as_json)
-        else:  # --target-fpir alone (facetool model threshold)
-            model.show_threshold(rec, as_json)
+        if groups:
+            _enroll(rec, groups, allow_similar, as_json, single=not people_dir)
+        elif not _people_action(rec, model_dir, list_people, remove, rename, merge, faces_of, sheet, remove_face,
+                                move_face, export_file, import_file, make_chips, allow_similar, as_json):
+            model.show_threshold(rec, as_json)  # --target-fpir alone (facetool model threshold)
 
 
-def _check(actions, target_fpir, name, folder, cluster_ref, exclude, rename, merge, ray_address, out_path, workers) -> list[int]:
+def _photos(paths) -> list[Path]:
+    """The photos of FOLDER/PHOTO... (folders expanded to their image files); ImageError naming a path that is not there."""
+    for p in map(Path, paths):
+        if not p.exists():
+            raise recognizer.ImageError(p, "no such file or directory")
+    files = recognizer.expand_inputs(list(paths))
+    if not files:
+        raise click.ClickException(f"{', '.join(map(str, paths))}: no image files found")
+    return files
+
+
+def _people_action(rec, model_dir, list_people, remove, rename, merge, faces_of, sheet, remove_face, move_face,
+                   export_file, import_file, make_chips, allow_similar, as_json) -> bool:
+    """The actions about people (facetool people ...); False when none was asked for."""
+    q = shlex.quote(model_dir)
+    if list_people:
+        people.show_people(rec, as_json)
+    elif remove:
+        people.remove_person(rec, remove, as_json)
+    elif rename:
+        people.rename_person(rec, *rename, merge=merge, allow_similar=allow_similar, as_json=as_json,
+                             merge_hint=f"enroll.py --model {q} --rename {{old}} {{new}} --merge")
+    elif faces_of:
+        people.show_faces(rec, faces_of, sheet, as_json)
+    elif remove_face is not None:
+        people.remove_face(rec, remove_face, as_json)
+    elif move_face:
+        people.move_face(rec, *move_face, allow_similar=allow_similar, as_json=as_json,
+                         remove_hint=f"enroll.py --model {q} --remove-face {{id}}")
+    elif export_file:
+        people.export_people(rec, export_file, as_json)
+    elif import_file:
+        people.import_people(rec, import_file, as_json)
+    elif make_chips:
+        people.make_chips(rec, as_json)
+    else:
+        return False
+    return True
+
+
+def _check(actions, target_fpir, name, paths, people_dir, cluster_ref, exclude, rename, merge, sheet, faces_of, ray_address,
+           out_path, workers) -> list[int]:
     """The usage rules of the flags; the face numbers of --exclude."""
     if actions != 1 and not (actions == 0 and target_fpir is not None):
         raise click.UsageError(f"give exactly one of: {ACTIONS}")
-    if (folder or cluster_ref) and not name:
-        raise click.UsageError("--name is required to enroll a folder or a cluster")
+    if (paths or cluster_ref) and not name:
+        raise click.UsageError("--name is required to enroll photos or a cluster (or --people DIR: a folder per person)")
+    if people_dir and name:
+        raise click.UsageError("--people names each person by their folder; leave out --name")
+    if sheet and not faces_of:
+        raise click.UsageError("--sheet goes with --faces NAME")
     if exclude and not cluster_ref:
         raise click.UsageError("--exclude goes with --cluster")
     if merge and not rename:
@@ -127,39 +173,50 @@ def _check(actions, target_fpir, name, folder, cluster_ref, exclude, rename, mer
     excluded = cluster.parse_exclude(exclude)
     if (out_path or workers) and ray_address is None:
         raise click.UsageError("--out and --workers go with --ray")
-    if ray_address is not None and not folder:
-        raise click.UsageError("--ray enrolls a FOLDER (or a list file of photo paths)")
+    if ray_address is not None and not paths:
+        raise click.UsageError("--ray enrolls FOLDER... (or list files of photo paths) with --name")
     return excluded
 
 
-def _enroll(rec, name, files, folder, allow_similar, as_json) -> None:
-    if not files:
-        raise click.ClickException(f"{folder}: no image files found")
-    report = rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar)
+def _enroll(rec, groups: dict, allow_similar: bool, as_json: bool, single: bool) -> None:
+    """Enroll each person of `groups` (name -> photos): a line per skipped file and a summary per person, then the
+    threshold; exit 1 naming the files when a person got no face (the others are enrolled)."""
+    reports = [rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar) if files
+               else recognizer.EnrollReport(name) for name, files in groups.items()]
     info = rec.threshold_info()
-    warnings = rec.confusions([report.name]) if report.added else []
+    added = [r.name for r in reports if r.added]
+    warnings = rec.confusions(added) if added else []
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "threshold": info.to_dict(), "warnings": [w.to_dict() for w in warnings]}, indent=2))
-        return
-    for f in report.files:
-        if f.status != "added":
-            click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
-    click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
-               f"{rec.people().get(report.name, 0)} enrolled in total")
-    click.echo(info.describe())
-    for w in warnings:
-        click.echo(f"warning: {w.person}'s photo {w.photo} matches {w.other}'s photo {w.other_photo} "
-                   f"(similarity {w.similarity:.3f} >= {info.threshold:.3f}): a mislabelled photo, or two people the model confuses")
+        out = [r.to_dict() for r in reports]
+        body = out[0] if single else {"people": out}
+        click.echo(json.dumps({**body, "threshold": info.to_dict(), "warnings": [w.to_dict() for w in warnings]}, indent=2))
+    else:
+        enrolled = rec.people()
+        for report in reports:
+            for f in report.files:
+                if f.status != "added":
+                    click.echo(f"{f.status:>13}  {f.file}" + (f"  ({f.detail})" if f.detail else ""))
+            click.echo(f"{report.name}: added {report.added} face(s), skipped {len(report.skipped)} file(s); "
+                       f"{enrolled.get(report.name, 0)} enrolled in total")
+        click.echo(info.describe())
+        for w in warnings:
+            click.echo(f"warning: {w.person}'s photo {w.photo} matches {w.other}'s photo {w.other_photo} (similarity "
+                       f"{w.similarity:.3f} >= {info.threshold:.3f}): a mislabelled photo, or two people the model confuses")
+    failed = [r for r in reports if r.failed]
+    for r in failed:
+        click.echo(f"error: {r.why_not()}", err=True)
+    if failed:
+        raise SystemExit(1)
 
 
-def enroll_on_ray(model_dir, name, folder, backbone, weights, weights_dir, gallery, address, out_path, workers, no_cache,
+def enroll_on_ray(model_dir, name, paths, backbone, weights, weights_dir, gallery, address, out_path, workers, no_cache,
                   allow_similar, as_json):
     """`--ray`: enroll FOLDER (or a list file) on Ray workers, one outcome per photo (see recognizer.bulk)."""
     with tempfile.TemporaryDirectory(prefix="facetool-ray-") as tmp, \
             recognizer.create(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=not no_cache,
                               gallery=gallery) as rec:
         out = Path(out_path) if out_path else Path(tmp) / "outcomes.jsonl"
-        summary = bulk.enroll_bulk(rec, name, [folder], out, address=address, workers=workers, allow_similar=allow_similar,
+        summary = bulk.enroll_bulk(rec, name, list(paths), out, address=address, workers=workers, allow_similar=allow_similar,
                                    progress=not as_json)
         with open(out, encoding="utf-8") as fh:
             files = [json.loads(line) for line in fh]

@@ -4,12 +4,15 @@
     facetool people rename --model DIR OLD NEW [--allow-similar]
     facetool people merge --model DIR OLD NEW            (OLD's faces join NEW, who is enrolled already)
     facetool people remove --model DIR NAME
+    facetool people faces --model DIR NAME [--sheet FILE.png]     (each face's id and photo)
+    facetool people remove-face --model DIR ID                    (one wrongly enrolled face)
+    facetool people move-face --model DIR ID NAME                 (one face to the right person)
     facetool people export --model DIR FILE
     facetool people import --model DIR FILE [--backbone B --weights W]
     facetool people make-chips --model DIR
 
-The same jobs as enroll.py's --list, --rename, --remove, --export, --import and --make-chips,
-which call the functions here.
+The same jobs as enroll.py's --list, --rename, --remove, --faces, --remove-face, --move-face, --export,
+--import and --make-chips, which call the functions here.
 """
 from __future__ import annotations
 
@@ -19,12 +22,15 @@ import shlex
 import click
 
 import recognizer
+from facecore.atomic import atomic_write
+from facecore.errors import FaceConflict
 from recognizer import archive, lifecycle
+from recognizer.faces import correction_summary, face_listing, faces_sheet
 from recognizer.cli._options import (allow_similar_option, gallery_option, json_option, model_option, no_cache_option,
                                      start, subcommand, verbose_option, weights_dir_option)
 
-__all__ = ["export_people", "import_people", "main", "make_chips", "model_for_import", "remove_person",
-           "rename_person", "show_people"]
+__all__ = ["export_people", "import_people", "main", "make_chips", "model_for_import", "move_face", "remove_face",
+           "remove_person", "rename_person", "show_faces", "show_people"]
 
 
 # ---- the jobs, shared with enroll.py's flags ---------------------------------------------------
@@ -57,12 +63,64 @@ def rename_person(rec, old: str, new: str, *, merge: bool, allow_similar: bool, 
     """Rename `old` to `new` (onto an enrolled `new` only when `merge`). `merge_hint`: the command
     that merges, with {old} and {new} to fill in, named when `new` is enrolled already."""
     try:
-        rec.rename(old, new, merge=merge, allow_similar=allow_similar)
+        if merge:
+            rec.merge(old, new)
+        else:
+            rec.rename(old, new, allow_similar=allow_similar)
     except recognizer.PersonExists as exc:
         hint = merge_hint.format(old=shlex.quote(exc.old), new=shlex.quote(exc.new))
         raise click.ClickException(f"cannot rename {exc.old!r} to {exc.new!r}: {exc.new!r} is enrolled already; "
                                    f"to make them one person: {hint}") from None
-    click.echo(json.dumps({"renamed": old, "to": new}) if as_json else f"renamed {old} -> {new}")
+    if merge:
+        _corrected(rec, {"renamed": old, "to": new, "merged": True},
+                   f"merged {old} into {new} ({rec.people().get(new, 0)} faces)", as_json)
+    else:
+        click.echo(json.dumps({"renamed": old, "to": new}) if as_json else f"renamed {old} -> {new}")
+
+
+def show_faces(rec, name: str, sheet: str | None, as_json: bool) -> None:
+    """`name`'s faces, one a line with the id that remove-face and move-face take; `sheet`: also a PNG
+    contact sheet of them, each labelled with its id."""
+    listing = face_listing(rec, name)
+    if sheet:
+        with atomic_write(sheet, 0o644) as fh:
+            fh.write(faces_sheet(rec, name))
+    if as_json:
+        click.echo(json.dumps({**listing, "sheet": sheet}, indent=2))
+        return
+    for f in listing["faces"]:
+        click.echo(f"{f['id']:6d}  {f['photo']}" + ("" if f["chip"] else "  (no chip)"))
+    click.echo(f"{listing['person']}: {len(listing['faces'])} faces" + (f"; contact sheet written to {sheet}" if sheet else ""))
+
+
+def _corrected(rec, what: dict, line: str, as_json: bool) -> None:
+    out = correction_summary(rec, what)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(line)
+    click.echo(rec.threshold_info().describe())
+
+
+def remove_face(rec, face_id: int, as_json: bool) -> None:
+    r = rec.remove_face(face_id)
+    left = rec.people().get(r.person, 0)
+    _corrected(rec, {"removed_face": face_id, "person": r.person, "photo": r.source},
+               f"removed face {face_id} of {r.person} ({r.source}); {left} faces of {r.person} left", as_json)
+
+
+def move_face(rec, face_id: int, name: str, *, allow_similar: bool, as_json: bool, remove_hint: str) -> None:
+    """Make face `face_id` `name`'s. `remove_hint`: the command that removes a face, with {id} to fill in,
+    named when `name` has that photo enrolled already."""
+    try:
+        r = rec.move_face(face_id, name, allow_similar=allow_similar)
+    except FaceConflict as exc:
+        raise click.ClickException(f"cannot move face {face_id} to {exc.person!r}: that photo is enrolled for "
+                                   f"them already; to drop this copy: {remove_hint.format(id=face_id)}") from None
+    to = recognizer.validate_name(name)
+    line = (f"face {face_id} ({r.source}) is {to}'s already; nothing changed" if r.person == to else
+            f"moved face {face_id} ({r.source}) from {r.person} to {to}")
+    _corrected(rec, {"moved_face": face_id, "from": r.person, "to": to, "photo": r.source}, line, as_json)
 
 
 def export_people(rec, path: str, as_json: bool) -> None:
@@ -158,6 +216,32 @@ def _merge(model_dir, as_json, weights_dir, gallery, no_cache, verbose, old, new
 def _remove(model_dir, as_json, weights_dir, gallery, no_cache, verbose, name):
     with _open(model_dir, weights_dir, gallery, no_cache, verbose) as rec:
         remove_person(rec, name, as_json)
+
+
+@_model_command("faces", "List NAME's faces with their ids (what remove-face and move-face take).")
+@click.argument("name")
+@click.option("--sheet", type=click.Path(dir_okay=False), help="Also write a PNG contact sheet of the faces, labelled by id.")
+def _faces(model_dir, as_json, weights_dir, gallery, no_cache, verbose, name, sheet):
+    with _open(model_dir, weights_dir, gallery, no_cache, verbose) as rec:
+        show_faces(rec, name, sheet, as_json)
+
+
+@_model_command("remove-face", "Remove one enrolled face (its id from `people faces`), with its chip and cached crops; "
+                               "the person keeps their other faces.")
+@click.argument("face_id", metavar="ID", type=int)
+def _remove_face(model_dir, as_json, weights_dir, gallery, no_cache, verbose, face_id):
+    with _open(model_dir, weights_dir, gallery, no_cache, verbose) as rec:
+        remove_face(rec, face_id, as_json)
+
+
+@_model_command("move-face", "Make one enrolled face (its id from `people faces`) NAME's: enrolled under the wrong person.")
+@click.argument("face_id", metavar="ID", type=int)
+@click.argument("name")
+@allow_similar_option
+def _move_face(model_dir, as_json, weights_dir, gallery, no_cache, verbose, face_id, name, allow_similar):
+    with _open(model_dir, weights_dir, gallery, no_cache, verbose) as rec:
+        move_face(rec, face_id, name, allow_similar=allow_similar, as_json=as_json,
+                  remove_hint=f"facetool people remove-face --model {shlex.quote(model_dir)} {{id}}")
 
 
 @_model_command("export", "Write every enrolled face (names, chips, vectors) to one archive FILE.")

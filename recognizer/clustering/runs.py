@@ -36,7 +36,7 @@ from gallery.base import face_key
 from recognizer.modeldir.layout import RUNS_DIR, ensure_private_dir
 
 __all__ = ["FACES_FILE", "PERSON_REMOVED", "RUNS_DIR", "RUN_FILE", "Run", "RunError", "RunNotFound", "discard_run",
-           "forget_person", "list_runs", "load_run", "rename_person", "replace_meta", "runs_lock", "runs_lock_if_any",
+           "forget_faces", "forget_person", "list_runs", "load_run", "rename_person", "replace_meta", "runs_lock", "runs_lock_if_any",
            "runs_root", "save_run", "summary"]
 
 log = logging.getLogger(__name__)
@@ -283,19 +283,19 @@ def rename_person(model_dir: str | os.PathLike, old: str, new: str) -> int:
     return changed
 
 
-def _faces_to_drop(meta: dict, name: str, faces: set[tuple]) -> set[int]:
+def _faces_to_drop(meta: dict, name: str | None, faces: set[tuple]) -> set[int]:
     """Indices of the faces of the clusters enrolled as `name`, and of the faces whose face_key is in `faces`."""
-    drop = {i for c in meta["clusters"] if c.get("person") == name for i in c["faces"]}
+    drop = {i for c in meta["clusters"] if name is not None and c.get("person") == name for i in c["faces"]}
     for i, f in enumerate(meta["faces"]):
         if "box" in f and face_key(meta["photos"][f["photo"]].get("content_hash", ""), f["box"]) in faces:
             drop.add(i)
     return drop
 
 
-def _close_clusters(meta: dict, name: str, drop: set[int]) -> None:
+def _close_clusters(meta: dict, name: str | None, drop: set[int]) -> None:
     """Take the `drop` faces out of the clusters; one enrolled as `name`, or left empty, is PERSON_REMOVED."""
     for c in meta["clusters"]:
-        mine = c.get("person") == name
+        mine = name is not None and c.get("person") == name
         left = [i for i in c["faces"] if i not in drop]
         if not mine and left == c["faces"]:
             continue
@@ -338,9 +338,10 @@ def _zero_faces(run: Run, drop: set[int]) -> None:
     _write_faces(run.dir / FACES_FILE, emb, crops, chips)
 
 
-def _forget_in_run(run: Run, name: str, faces: set[tuple]) -> int | None:
-    """forget_person for one run: the faces scrubbed, or None when the run never mentioned them."""
-    meta = _renamed(run.meta, name, None)
+def _forget_in_run(run: Run, name: str | None, faces: set[tuple]) -> int | None:
+    """forget_person for one run (`name` None: only the `faces`, `forget_faces`): the faces scrubbed, or None
+    when the run never mentioned them."""
+    meta = _renamed(run.meta, name, None) if name is not None else json.loads(json.dumps(run.meta))
     drop = _faces_to_drop(meta, name, faces)
     photos = _their_photos(run.meta, name, {h for h, _ in faces})
     if not drop and not photos and meta == run.meta:
@@ -372,4 +373,19 @@ def forget_person(model_dir: str | os.PathLike, name: str, faces: set[tuple] = f
             continue
         total += scrubbed
         log.info("clustering run %s: removed %d faces and every mention of %s", rid, scrubbed, name)
+    return total
+
+
+def forget_faces(model_dir: str | os.PathLike, faces: set[tuple]) -> int:
+    """Remove the faces whose (content hash, box) is in `faces` from every saved run (one wrongly enrolled
+    face: its person stays); returns the faces scrubbed. The caller holds the locks forget_person needs."""
+    keys = {face_key(h, b) for h, b in faces}
+    total = 0
+    for rid in list_runs(model_dir):
+        try:
+            run = load_run(model_dir, rid)
+        except RunError as exc:
+            log.warning("%s; it may still hold a removed face (discard it: enroll.py --discard %s)", exc, rid)
+            continue
+        total += _forget_in_run(run, None, keys) or 0
     return total

@@ -21,8 +21,10 @@ COLS = 8
 MAX_ON_SHEET = 64  # a sheet of a huge cluster shows its first faces and says how many more
 
 
-def contact_sheet(crops: np.ndarray, faces: list[int], central: int) -> bytes:
-    """PNG bytes: the cluster's crops in a grid, the central face first, framed."""
+def contact_sheet(crops: np.ndarray, faces: list[int], central: int, *, labels: list[str] | None = None,
+                  frame: bool = True) -> bytes:
+    """PNG bytes: the cluster's crops in a grid, the central face first, framed (unless not `frame`); each
+    labelled with its index, or with `labels[index]`."""
     shown = [central] + [i for i in faces if i != central]
     more = max(0, len(shown) - MAX_ON_SHEET)
     shown = shown[:MAX_ON_SHEET]
@@ -34,8 +36,8 @@ def contact_sheet(crops: np.ndarray, faces: list[int], central: int) -> bytes:
     for n, i in enumerate(shown):
         x, y = pad + (n % cols) * (THUMB + pad), pad + (n // cols) * (THUMB + pad)
         sheet.paste(Image.fromarray(crops[i]).resize((THUMB, THUMB), Image.BILINEAR), (x, y))
-        draw.text((x + 3, y + 2), str(i), fill=(255, 255, 0))
-        if i == central:
+        draw.text((x + 3, y + 2), str(i) if labels is None else labels[i], fill=(255, 255, 0))
+        if i == central and frame:
             draw.rectangle([x - 2, y - 2, x + THUMB + 1, y + THUMB + 1], outline=(0, 160, 0), width=3)
     if more:
         draw.text((pad, sheet.height - 14), f"... and {more} more", fill=(0, 0, 0))

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from facecore.atomic import write_json_atomic
-from facecore.errors import GalleryError, ModelError, PersonNotFound
+from facecore.errors import FaceNotFound, GalleryError, ModelError, PersonNotFound
 from gallery import open_gallery
+from gallery.base import face_key
 from recognizer.cache import CropCache, forget_photos
 from recognizer.modeldir.directory import ModelDir
 
-__all__ = ["Change", "FaceStore", "Removal", "held", "register", "registered", "remove_person", "rename_person",
+__all__ = ["Change", "FaceStore", "Removal", "held", "register", "registered", "remove_faces", "remove_person", "rename_person",
            "unregister"]
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Removal:
     rest: list | None = None  # the gallery in use's faces after the removal
     chip_bytes: list[bytes] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    ids: frozenset[int] | None = None  # one face or a few of the person's (`remove_faces`); None: the whole person
 
     @classmethod
     def of(cls, model: ModelDir, person: str, gallery, live: str | None, gallery_uri: str | None = None,
@@ -60,13 +62,30 @@ class Removal:
         records = gallery.records(person) if person in gallery.people() else []
         return cls(model, person, gallery, live, gallery_uri, cache_root, records, paths={r.source for r in records})
 
+    @classmethod
+    def of_faces(cls, model: ModelDir, ids: set[int], gallery, live: str | None, gallery_uri: str | None = None,
+                 cache_root: Path | None = None) -> "Removal":
+        """The removal of the faces `ids` (one person's; FaceNotFound for an id not in the gallery in use)."""
+        every = gallery.records()
+        records = [r for r in every if r.id in ids]
+        missing = sorted(set(ids) - {r.id for r in records})
+        if missing:
+            raise FaceNotFound(f"no enrolled face has id {', '.join(map(str, missing))}", ids=missing)
+        people = sorted({r.person for r in records})
+        if len(people) != 1:
+            raise ValueError(f"faces {sorted(ids)} are of {len(people)} people; remove one person's faces at a time")
+        paths = {r.source for r in records} - {r.source for r in every if r.id not in ids}  # a shared photo stays
+        return cls(model, people[0], gallery, live, gallery_uri, cache_root, records, paths=paths, ids=frozenset(ids))
+
     own = property(lambda self: self.gallery_uri is None)
+    whole = property(lambda self: self.ids is None)
+    keys = property(lambda self: {face_key(r.content_hash, r.box) for r in self.records})
     faces = property(lambda self: self.records + self.other)
 
     faces_removed = property(lambda self: self.removed or self.cand_n or len(self.other))
 
-    def others(self) -> list:  # everyone else's faces in the gallery in use
-        return [r for r in self.gallery.records() if r.person != self.person]
+    def others(self) -> list:  # everyone else's faces in the gallery in use (the person's other faces too, per face)
+        return [r for r in self.gallery.records() if (r.person != self.person if self.whole else r.id not in self.ids)]
 
     def still_hashes(self) -> set[str]:
         rest = self.rest if self.rest is not None else self.gallery.records()
@@ -74,10 +93,12 @@ class Removal:
 
     def mentions(self, text: str) -> bool:
         """Whether `text` names the person or one of their photos (known, or in a folder named after them)."""
+        if not self.whole:
+            return text in self.paths
         return text == self.person or text in self.paths or (os.sep in text and Path(text).parent.name == self.person)
 
     def needles(self) -> list[bytes]:
-        return [self.person.encode(), *(p.encode() for p in self.paths)]
+        return ([self.person.encode()] if self.whole else []) + [p.encode() for p in self.paths]
 
 
 @dataclass
@@ -97,6 +118,8 @@ class FaceStore(Protocol):
     def held(self, ctx: Removal) -> list[str]: ...  # what it holds of `ctx.person`, one line each
 
     def forget(self, ctx: Removal) -> None: ...  # adding to `ctx` what later stores need
+
+    def forget_faces(self, ctx: Removal) -> None: ...  # `forget` for the faces `ctx.ids` only: the person stays
 
     def rename(self, ctx: Change, old: str, new: str) -> None: ...
 
@@ -125,6 +148,9 @@ class _Store:
     def forget(self, ctx):
         pass
 
+    def forget_faces(self, ctx):
+        pass
+
     def rename(self, ctx, old, new):
         pass
 
@@ -136,11 +162,21 @@ class _Candidate(_Store):
     name = "candidate"
 
     def held(self, ctx):
+        if not ctx.whole:  # the person stays: their faces' photos (content hashes) are what must go
+            still = {r.content_hash for r in ctx.others()}
+            return _files_mentioning([ctx.model.candidate_file], [r.content_hash.encode() for r in ctx.faces
+                                                                  if r.content_hash not in still])
         return _files_mentioning([ctx.model.candidate_file], [ctx.person.encode()])
 
     def forget(self, ctx):
         if ctx.own:
             ctx.cand_n, ctx.cand_chips = _resolve("recognizer.training.candidate:remove_person")(ctx.model.root, ctx.person)
+            ctx.cand_keep = _resolve("recognizer.training.candidate:pending_chips")(ctx.model.root)
+
+    def forget_faces(self, ctx):
+        if ctx.own:
+            ctx.cand_n, ctx.cand_chips = _resolve("recognizer.training.candidate:remove_faces")(
+                ctx.model.root, ctx.person, ctx.keys)
             ctx.cand_keep = _resolve("recognizer.training.candidate:pending_chips")(ctx.model.root)
 
     # no rename: a candidate's switch carries renames made since it was built over
@@ -158,9 +194,25 @@ class _OtherGalleries(_Store):
         out = []
         for p in ctx.model.gallery_dirs(but=ctx.live):
             with contextlib.suppress(GalleryError), open_gallery(p) as g:
-                if ctx.person in g.people():
-                    out.append(f"{g.people()[ctx.person]} faces in {p.name}")
+                n = len(self._faces(ctx, g)) if ctx.person in g.people() else 0
+                if n:
+                    out.append(f"{n} faces in {p.name}")
         return out
+
+    @staticmethod
+    def _faces(ctx, g) -> list:
+        mine = g.records(ctx.person)
+        return mine if ctx.whole else [r for r in mine if face_key(r.content_hash, r.box) in ctx.keys]
+
+    def forget_faces(self, ctx):
+        for p in ctx.model.gallery_dirs(but=ctx.live):
+            try:
+                with open_gallery(p) as g:
+                    if ctx.person in g.people():
+                        ctx.other += g.remove_faces([r.id for r in self._faces(ctx, g)])
+                    ctx.other_still |= {r.chip for r in g.records() if r.chip}
+            except GalleryError as exc:
+                log.warning("%s; it may still hold a removed face of %s", exc, ctx.person)
 
     def forget(self, ctx):
         for p in ctx.model.gallery_dirs(but=ctx.live):
@@ -200,6 +252,9 @@ class _ClusteringRuns(_Store):
         _resolve("recognizer.clustering.runs:forget_person")(ctx.model.root, ctx.person,
                                                                {(r.content_hash, r.box) for r in ctx.faces})
 
+    def forget_faces(self, ctx):
+        _resolve("recognizer.clustering.runs:forget_faces")(ctx.model.root, {(r.content_hash, r.box) for r in ctx.faces})
+
     def rename(self, ctx, old, new):
         _resolve("recognizer.clustering.runs:rename_person")(ctx.model.root, old, new)
 
@@ -213,7 +268,7 @@ class _Split(_Store):
         raw = _read_json(ctx.model.split)
         sets = [raw.get(k) or {} for k in ("train", "val")] if isinstance(raw, dict) else []
         return [f"{ctx.model.split.name}: {path}" for s in sets for path, label in zip(s.get("paths", []), s.get("labels", []))
-                if label == ctx.person or ctx.mentions(path)]
+                if (ctx.whole and label == ctx.person) or ctx.mentions(path)]
 
     def forget(self, ctx):
         raw = _read_json(ctx.model.split)
@@ -225,11 +280,15 @@ class _Split(_Store):
             if not isinstance(s, dict) or not isinstance(s.get("paths"), list) or not isinstance(s.get("labels"), list):
                 continue
             keep = list(zip(s["paths"], s["labels"]))
-            ctx.paths |= {p for p, lab in keep if lab == ctx.person and isinstance(p, str)}
-            keep = [(p, lab) for p, lab in keep if lab != ctx.person and not (isinstance(p, str) and ctx.mentions(p))]
+            if ctx.whole:  # every training photo of theirs is theirs (one face's removal names its photo only)
+                ctx.paths |= {p for p, lab in keep if lab == ctx.person and isinstance(p, str)}
+            keep = [(p, lab) for p, lab in keep
+                    if not (ctx.whole and lab == ctx.person) and not (isinstance(p, str) and ctx.mentions(p))]
             out[k] = {**s, "paths": [p for p, _ in keep], "labels": [lab for _, lab in keep]}
         if out != raw:
             write_json_atomic(ctx.model.split, out)
+
+    forget_faces = forget  # `ctx.mentions` names only the faces' photos then
 
     # no rename: labels are the training photos' folder names, which a rename does not move
 
@@ -249,6 +308,8 @@ class _Reports(_Store):
             if raw is not None and (out := _scrubbed(raw, ctx.mentions)) != raw:
                 write_json_atomic(path, out)
 
+    forget_faces = forget  # `ctx.mentions` names only the faces' photos then
+
     # no rename: a report describes the training as it was; removal still finds the old name
 
 
@@ -259,6 +320,8 @@ class _Versions(_Store):
     name = "kept versions"
 
     def held(self, ctx):
+        if not ctx.whole:  # they stay enrolled: their class stays
+            return []
         # a class renamed to them names them (as written, or JSON-escaped)
         return _files_mentioning(sorted(ctx.model.versions.glob("v*.json")),
                                  sorted({ctx.person.encode(), json.dumps(ctx.person)[1:-1].encode()}))
@@ -268,12 +331,18 @@ class _GalleryInUse(_Store):
     name = "gallery in use"
 
     def held(self, ctx):
+        if not ctx.whole:
+            return [f"face {r.id} in the gallery in use" for r in ctx.gallery.records() if r.id in ctx.ids]
         people = ctx.gallery.people()
         return [f"{people[ctx.person]} faces in the gallery in use"] if ctx.person in people else []
 
     def forget(self, ctx):
         if ctx.records or not (ctx.cand_n or ctx.other):  # PersonNotFound when no one of that name is anywhere
             ctx.removed = ctx.gallery.remove_person(ctx.person)
+        ctx.rest = ctx.gallery.records()
+
+    def forget_faces(self, ctx):
+        ctx.removed = len(ctx.gallery.remove_faces(ctx.ids))
         ctx.rest = ctx.gallery.records()
 
     def rename(self, ctx, old, new):
@@ -313,6 +382,8 @@ class _Chips(_Store):
                     ctx.chip_bytes.append(local.get(c))
             local.delete(local_gone)
 
+    forget_faces = forget
+
     # no rename: chips are named by their bytes
 
 
@@ -348,6 +419,8 @@ class _SharedGalleryChips(_Store):
             if n:
                 log.info("%s: deleted %d chips of %s's faces from the shared gallery's chips", d, n, ctx.person)
 
+    forget_faces = forget  # `ctx.records` are then the faces removed, and `still` keeps the person's others
+
     # no rename: chips are named by their bytes
 
 
@@ -369,6 +442,8 @@ class _Caches(_Store):
     def forget(self, ctx):
         ctx.counts = forget_photos(self._photos(ctx), ctx.cache_root, chips=ctx.chip_bytes)
 
+    forget_faces = forget
+
     # no rename: keyed by photo content, not by name
 
 
@@ -379,7 +454,7 @@ class _ClassNames(_Store):
     name = "classifier names"
 
     def held(self, ctx):
-        names = ctx.model.config().class_names
+        names = ctx.model.config().class_names if ctx.whole else {}
         return [f"class {c!r} answers {n!r} (masked while they have no faces)" for c, n in names.items() if n == ctx.person]
 
     def rename(self, ctx, old, new):
@@ -423,16 +498,34 @@ def remove_person(model: ModelDir, person: str, writing: Callable[[], AbstractCo
                   gallery_uri: str | None, cache_root: Path | None) -> Removal:
     """Walk the stores to forget `person`, under the stores' own locks and the writer lock (`writing()`, which
     yields the current view), then the `after_locks` ones. PersonNotFound when no one of that name is anywhere."""
+    return _walk(model, writing, gallery_uri,
+                 lambda st, live: Removal.of(model, person, st.gallery, live, gallery_uri, cache_root))
+
+
+def remove_faces(model: ModelDir, ids: set[int], writing: Callable[[], AbstractContextManager[Any]], *,
+                 gallery_uri: str | None, cache_root: Path | None) -> Removal:
+    """`remove_person` for a few faces of one person (ids of the gallery in use; FaceNotFound): each store's
+    `forget_faces` takes out those faces and what was made of their photos; the person stays enrolled."""
+    lacking = [s.name for s in registered() if not callable(getattr(s, "forget_faces", None))]
+    if lacking:  # a store that cannot forget one face would keep it: refused before anything changes
+        raise ModelError(f"the face-data stores {', '.join(lacking)} cannot forget one face; remove the whole person")
+    ids = {int(i) for i in ids}
+    return _walk(model, writing, gallery_uri,
+                 lambda st, live: Removal.of_faces(model, ids, st.gallery, live, gallery_uri, cache_root))
+
+
+def _walk(model: ModelDir, writing, gallery_uri: str | None, make: Callable[[Any, str | None], Removal]) -> Removal:
+    """Walk the stores with the removal `make(view, live)` builds under the locks, then the `after_locks` ones."""
     stores = registered()
     with _store_locks(stores, model), writing() as st:
-        live = st.config.gallery if gallery_uri is None else None
-        ctx = Removal.of(model, person, st.gallery, live, gallery_uri, cache_root)
+        ctx = make(st, st.config.gallery if gallery_uri is None else None)
+        forget = "forget" if ctx.whole else "forget_faces"
         for s in stores:
             if not getattr(s, "after_locks", False):
-                s.forget(ctx)
+                getattr(s, forget)(ctx)
     for s in stores:
         if getattr(s, "after_locks", False):
-            s.forget(ctx)
+            getattr(s, forget)(ctx)
     return ctx
 
 

@@ -36,7 +36,7 @@ from recognizer.training.versions import (CANDIDATE_FILE, CANDIDATE_REPORT, Cand
                                           check_no_other_build, load_candidate, pending_files, pending_stamp,
                                           push_version, remove_unused, write_candidate)
 
-__all__ = ["migrate", "pending", "pending_chips", "reembed", "remove_person", "side_by_side", "switch"]
+__all__ = ["migrate", "pending", "pending_chips", "reembed", "remove_faces", "remove_person", "side_by_side", "switch"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,25 @@ def remove_person(model_dir: str | Path, name: str) -> tuple[int, set[str]]:
                                     "build the candidate again to score it"}
     write_json_atomic(d / CANDIDATE_FILE, cand.to_dict())
     return n, {r.chip for r in gone if r.chip}
+
+
+def remove_faces(model_dir: str | Path, person: str, keys: set[tuple]) -> tuple[int, set[str]]:
+    """Remove `person`'s faces whose face_key is in `keys` from the pending candidate; returns (faces removed,
+    their chips). Caller holds the writer lock."""
+    d = Path(model_dir)
+    cand = load_candidate(d)
+    if cand is None or not (d / cand.config.gallery).is_dir():
+        return 0, set()
+    with open_gallery(d / cand.config.gallery, model_id=cand.config.model_id) as g:
+        gone = g.remove_faces([r.id for r in g.records() if r.person == person and face_key(r.content_hash, r.box) in keys]
+                              ) if person in g.people() else []
+        still = {r.chip for r in g.records() if r.chip}
+    base = [f for f in cand.base_faces if not (f[2] == person and face_key(f[0], f[1]) in keys)]
+    if not gone and base == cand.base_faces:
+        return 0, set()
+    cand.chips, cand.base_faces = sorted(still), base
+    write_json_atomic(d / CANDIDATE_FILE, cand.to_dict())
+    return len(gone), {r.chip for r in gone if r.chip}
 
 
 def _without(obj, name: str):
