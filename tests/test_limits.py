@@ -216,7 +216,7 @@ def rewritten(path: Path, out: Path, edit) -> Path:
     with tarfile.open(path) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar}
     manifest = json.loads(members.pop("facetool-export.json"))
-    vectors = np.load(io.BytesIO(members.pop("vectors.npy")))
+    vectors = np.load(io.BytesIO(members.pop("vectors.npy")), allow_pickle=False)
     chips = {}
     for name, blob in members.items():
         img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)

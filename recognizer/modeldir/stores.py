@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
@@ -96,6 +97,14 @@ class Removal:
         if not self.whole:
             return text in self.paths
         return text == self.person or text in self.paths or (os.sep in text and Path(text).parent.name == self.person)
+
+    def redacted(self, text: str) -> str:
+        """`text` with the person's name (a whole removal) and their photos' paths, where it names them among
+        other words (a report's note listing people), replaced by "(removed)"."""
+        for needle in sorted(self.paths, key=len, reverse=True) + ([self.person] if self.whole else []):
+            # not part of a longer word or path: "home" in "/home/u/x.jpg" is someone else's photo's folder
+            text = re.sub(rf"(?<![\w/\\.-]){re.escape(needle)}(?![\w/\\-]|\.[\w/\\])", "(removed)", text)
+        return text
 
     def needles(self) -> list[bytes]:
         return ([self.person.encode()] if self.whole else []) + [p.encode() for p in self.paths]
@@ -300,12 +309,13 @@ class _Reports(_Store):
 
     def held(self, ctx):
         reports = ((p, _read_json(p)) for p in (ctx.model.report, ctx.model.candidate_report))
-        return [f"{p.name} mentions them" for p, raw in reports if raw is not None and _scrubbed(raw, ctx.mentions) != raw]
+        return [f"{p.name} mentions them" for p, raw in reports
+                if raw is not None and _scrubbed(raw, ctx.mentions, ctx.redacted) != raw]
 
     def forget(self, ctx):
         for path in (ctx.model.report, ctx.model.candidate_report):
             raw = _read_json(path)
-            if raw is not None and (out := _scrubbed(raw, ctx.mentions)) != raw:
+            if raw is not None and (out := _scrubbed(raw, ctx.mentions, ctx.redacted)) != raw:
                 write_json_atomic(path, out)
 
     forget_faces = forget  # `ctx.mentions` names only the faces' photos then
@@ -567,11 +577,14 @@ def _about(value: Any, mentions: Callable[[str], bool]) -> bool:
     return False
 
 
-def _scrubbed(obj: Any, mentions: Callable[[str], bool]) -> Any:
-    """JSON data without the keys, values, list items and records that `mentions`."""
+def _scrubbed(obj: Any, mentions: Callable[[str], bool], redact: Callable[[str], str] | None = None) -> Any:
+    """JSON data without the keys, values, list items and records that `mentions`; with `redact`, the other
+    strings with what names them among other words taken out (a note listing several people)."""
     if isinstance(obj, dict):
-        return {k: _scrubbed(v, mentions) for k, v in obj.items() if not mentions(k) and not _about(v, mentions)}
+        return {k: _scrubbed(v, mentions, redact) for k, v in obj.items() if not mentions(k) and not _about(v, mentions)}
     if isinstance(obj, list):
-        return [_scrubbed(v, mentions) for v in obj if not _about(v, mentions)]
+        return [_scrubbed(v, mentions, redact) for v in obj if not _about(v, mentions)]
+    if isinstance(obj, str) and redact is not None:
+        return redact(obj)
     return obj
 
