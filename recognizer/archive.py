@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facecore.atomic import atomic_write
 from facecore.errors import ArchiveError
+from facecore.outputs import check_output, output_file, special_file
 from facecore.names import validate_name
 from gallery import FaceRecord
 from recognizer.chips import chip_vectors
@@ -63,7 +63,9 @@ def _sha(data: bytes) -> str:
 
 
 def export_model(rec, path: str | Path) -> dict:
-    """Write `rec`'s enrolled faces to `path` (atomically); returns a summary."""
+    """Write `rec`'s enrolled faces to `path` by the outputs rule (facecore.outputs: atomically, never inside the
+    model directory nor over a file that is not an earlier output of the tool); returns a summary."""
+    out = check_output(path, [rec.dir], what="export archive")  # before anything is read
     st = rec._cur
     records = st.gallery.records()
     ids, vecs = st.gallery.vectors()
@@ -85,7 +87,8 @@ def export_model(rec, path: str | Path) -> dict:
     manifest = {"format": FORMAT, "version": VERSION, "backbone": st.config.backbone, "weights": st.config.weights,
                 "model_id": st.config.model_id, "dim": st.config.dim, "faces": faces,
                 "members": {name: _sha(data) for name, data in members.items()}}
-    with atomic_write(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with output_file(out, [rec.dir], what="export archive") as tmp, open(tmp, "wb") as fh, \
+            tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in [(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())] + sorted(members.items()):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
@@ -102,6 +105,8 @@ def _fail(path: Path, what: str) -> ArchiveError:
 
 
 def _open_tar(path: Path) -> tarfile.TarFile:
+    if (special := special_file(path)) is not None:  # before any open: a FIFO's open blocks
+        raise _fail(path, special)
     try:
         return tarfile.open(path, mode="r:")
     except FileNotFoundError:
