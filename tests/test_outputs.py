@@ -332,3 +332,35 @@ def test_every_reader_refuses_special_files_by_name(tmp_path):
             with pytest.raises(FaceToolError) as err:
                 read(path)
             assert str(path.name) in str(err.value) and ("FIFO" in str(err.value) or "device" in str(err.value))
+
+
+# ---- the demo's folder ----------------------------------------------------------------------------
+
+
+def test_demo_never_deletes_a_folder_that_is_not_an_earlier_demos(data, tmp_path):
+    """`demo.py --out DIR` removed DIR whatever it held (shutil.rmtree) before writing the demo there."""
+    import recognizer
+
+    code = Path(recognizer.__file__).resolve().parent.parent
+    mine = tmp_path / "my-folder"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    res = subprocess.run([sys.executable, str(code / "demo.py"), "--out", str(mine), "--backbone", "sface",
+                          "--data", str(data)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(code)},
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "my-folder" in res.stderr, res.stderr[-2000:]
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_demo_replaces_an_earlier_demos_folder(data, tmp_path):
+    import demo
+    from facecore.outputs import output_file
+
+    out = tmp_path / "demo"
+    with output_file(out / demo.RESULTS, [data]) as tmp:
+        tmp.write_text("[]")
+    (out / "model").mkdir()
+    demo._clear_previous_demo(out, data)
+    assert not out.exists()
+    with pytest.raises(Exception, match="input"):
+        demo._clear_previous_demo(data / FR, data)  # the sample photos are never the demo's folder
