@@ -316,6 +316,7 @@ def test_a_fifo_in_a_folder_is_skipped_and_the_rest_identified(model, data, fast
 def test_every_reader_refuses_special_files_by_name(tmp_path):
     from facecore.errors import FaceToolError
     from recognizer.archive import read_archive
+    from recognizer.evaluation.verification import read_pairs
     from recognizer.image import read_bytes
     from recognizer.modeldir.config import load_config
     from recognizer.video.reader import VideoReader, is_video_input
@@ -324,11 +325,12 @@ def test_every_reader_refuses_special_files_by_name(tmp_path):
     os.mkfifo(tmp_path / "faces.tar")
     (tmp_path / "m").mkdir()
     os.mkfifo(tmp_path / "m" / "model.json")
+    os.mkfifo(tmp_path / "pairs.txt")
     with deadline(30):
         assert not is_video_input(tmp_path / "clip.mp4")
         for read, path in ((read_bytes, tmp_path / "clip.mp4"), (VideoReader, tmp_path / "clip.mp4"),
                            (read_archive, tmp_path / "faces.tar"), (load_config, tmp_path / "m"),
-                           (read_bytes, Path("/dev/null"))):
+                           (lambda p: read_pairs(p, tmp_path), tmp_path / "pairs.txt"), (read_bytes, Path("/dev/null"))):
             with pytest.raises(FaceToolError) as err:
                 read(path)
             assert str(path.name) in str(err.value) and ("FIFO" in str(err.value) or "device" in str(err.value))
