@@ -9,7 +9,7 @@ Outputs:
 - distinct across one run, case-insensitively (`unique`);
 - written atomically (a temporary file beside the target, renamed over it);
 - an existing file is replaced only when it is provably the tool's own: its directory's ledger
-  (`.facetool-outputs.json`, written by this module) names it with the SHA-256 it had when the
+  (`.facetool-outputs.jsonl`, appended to by this module only) names it with the SHA-256 it had when the
   tool wrote it. Anything else (a user's photo, an index.html, a file edited since) is refused,
   before any byte changes. Files that are appended to (bulk JSON lines) carry a header line
   instead, checked by their owner before anything is cut or appended.
@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from facecore.atomic import atomic_path, sha256_file, write_json_atomic
+from facecore.atomic import atomic_path, sha256_file
 from facecore.errors import FaceToolError
 
 __all__ = ["LEDGER", "InputSet", "OutputError", "check_not_input", "check_output", "check_output_dir", "is_ours", "output_file", "record_output",
@@ -36,8 +36,8 @@ __all__ = ["LEDGER", "InputSet", "OutputError", "check_not_input", "check_output
 
 log = logging.getLogger(__name__)
 
-LEDGER = ".facetool-outputs.json"
-_LEDGER_FORMAT = "facetool-outputs/1"
+LEDGER = ".facetool-outputs.jsonl"
+_LEDGER_HEADER = b'{"format": "facetool-outputs/1"}\n'  # the ledger's first line
 
 
 class OutputError(FaceToolError):
@@ -188,20 +188,46 @@ def _locked_ledger(folder: Path) -> Iterator[Path]:
         os.close(fd)
 
 
+_parsed: dict[str, tuple[int, int, dict[str, str]]] = {}  # ledger path -> (inode, bytes read, {name: sha256})
+
+
+def _ledger_lines(path: Path, chunk: bytes, first: bool) -> list[bytes]:
+    """The complete lines of `chunk` (read from the ledger), its header line checked and left out when `first`."""
+    lines = chunk[:chunk.rfind(b"\n") + 1].splitlines()
+    if first:
+        if not (lines[:1] == [_LEDGER_HEADER.strip()] or (not lines and _LEDGER_HEADER.startswith(chunk))):
+            raise OutputError(f"{path}: is not this tool's record of its outputs; move it away to write here")
+        lines = lines[1:]
+    return lines
+
+
 def _read_ledger(path: Path) -> dict[str, str]:
-    """{file name: sha256} of the ledger at `path` ({} when there is none); OutputError if it is not ours."""
-    if not os.path.lexists(path):
-        return {}
+    """{file name: sha256} of the ledger at `path` ({} when there is none); OutputError if it is not ours.
+    Append-only (a line per file written; the last line of a name wins), read incrementally: a run that
+    writes thousands of files into one folder reads each line once."""
     try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            raise ValueError
-        with open(path, encoding="utf-8") as fh:
-            raw = json.load(fh)
-        if raw.get("format") != _LEDGER_FORMAT or not isinstance(raw.get("files"), dict):
-            raise ValueError
-    except (OSError, ValueError, AttributeError):
-        raise OutputError(f"{path}: is not this tool's record of its outputs; move it away to write here") from None
-    return {str(k): str(v) for k, v in raw["files"].items()}
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {}
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{path}: is not this tool's record of its outputs; move it away to write here")
+    key = os.path.abspath(path)
+    ino, done, files = _parsed.get(key, (-1, 0, {}))
+    if ino != st.st_ino or st.st_size < done:
+        done, files = 0, {}
+    with open(path, "rb") as fh:
+        fh.seek(done)
+        chunk = fh.read()
+    lines = _ledger_lines(path, chunk, first=done == 0)
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            files[str(entry["name"])] = str(entry["sha256"])
+        except (ValueError, KeyError, TypeError):  # a line torn by a kill (then ended by the next append)
+            continue
+    read = chunk.rfind(b"\n") + 1
+    _parsed[key] = (st.st_ino, done + read, files)
+    return files
 
 
 def is_ours(target: str | os.PathLike) -> bool:
@@ -227,13 +253,22 @@ def _check_replaceable(target: Path, what: str) -> None:
 
 
 def record_output(target: str | os.PathLike) -> None:
-    """Note in `target`'s folder's ledger that the tool wrote `target` as it is now."""
+    """Note in `target`'s folder's ledger that the tool wrote `target` as it is now (one line appended;
+    not fsynced: a line lost to a power cut only makes a rerun refuse to replace that file)."""
     target = Path(target)
+    line = (json.dumps({"name": target.name, "sha256": sha256_file(target)}, ensure_ascii=False) + "\n").encode()
     with _locked_ledger(target.parent) as ledger:
-        files = _read_ledger(ledger)
-        files = {k: v for k, v in files.items() if os.path.lexists(target.parent / k)}  # forget removed files
-        files[target.name] = sha256_file(target)
-        write_json_atomic(ledger, {"format": _LEDGER_FORMAT, "files": files})
+        _read_ledger(ledger)  # never appended to a file that is not ours
+        fd = os.open(ledger, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                line = _LEDGER_HEADER + line
+            elif os.pread(fd, 1, size - 1) != b"\n":  # a line torn by a kill: end it first
+                line = b"\n" + line
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
 
 @contextmanager
@@ -245,7 +280,8 @@ def output_file(target: str | os.PathLike, inputs: Sequence[str | os.PathLike] =
     file that is not the tool's own."""
     target = check_output(target, inputs, what=what)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked_ledger(target.parent):
+    with _locked_ledger(target.parent) as ledger:
+        _read_ledger(ledger)  # a folder whose ledger is not ours gets nothing
         _check_replaceable(target, what)  # again, under the lock: nothing changed it since
     with atomic_path(target, mode) as tmp:
         yield tmp

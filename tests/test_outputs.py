@@ -366,3 +366,34 @@ def test_demo_replaces_an_earlier_demos_folder(data, tmp_path):
     assert not out.exists()
     with pytest.raises(Exception, match="input"):
         demo._clear_previous_demo(data / FR, data)  # the sample photos are never the demo's folder
+
+
+# ---- the ledger that proves a file the tool's own -------------------------------------------------
+
+
+def test_ledger_survives_a_torn_line_and_a_foreign_one_is_never_written(tmp_path):
+    from facecore.outputs import LEDGER, OutputError, is_ours, output_file
+
+    folder = tmp_path / "out"
+    for _ in range(2):
+        with output_file(folder / "a.txt") as tmp:
+            tmp.write_text("first")
+    ledger = folder / LEDGER
+    with open(ledger, "ab") as fh:
+        fh.write(b'{"name": "b.t')  # a kill in the middle of an append
+    with output_file(folder / "b.txt") as tmp:
+        tmp.write_text("second")
+    assert is_ours(folder / "a.txt") and is_ours(folder / "b.txt")
+    (folder / "b.txt").write_text("edited by the user")
+    assert not is_ours(folder / "b.txt")
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / LEDGER).write_text("my own notes that happen to have this name\n")
+    (other / "a.txt").write_text("mine")
+    for target in (other / "a.txt", other / "new.txt", other / LEDGER):
+        with pytest.raises(OutputError, match=str(other)):
+            with output_file(target) as tmp:
+                tmp.write_text("x")
+    assert snapshot(other) == {LEDGER: hashlib.sha256(b"my own notes that happen to have this name\n").hexdigest(),
+                               "a.txt": hashlib.sha256(b"mine").hexdigest()}
