@@ -24,14 +24,15 @@ import json
 import logging
 import os
 import stat
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from facecore.atomic import atomic_path, sha256_file
+from facecore.atomic import sha256_file
 from facecore.errors import FaceToolError
 
-__all__ = ["LEDGER", "InputSet", "OutputError", "check_not_input", "check_output", "check_output_dir", "is_ours", "output_file", "record_output",
+__all__ = ["LEDGER", "InputSet", "OutputError", "check_not_input", "check_output", "check_output_dir", "is_ours", "output_file",
            "refuse_special", "special_file", "unique"]
 
 log = logging.getLogger(__name__)
@@ -243,47 +244,56 @@ def is_ours(target: str | os.PathLike) -> bool:
 
 
 def _check_replaceable(target: Path, what: str) -> None:
-    if not os.path.lexists(target):
-        return
     if target.name == LEDGER:
         raise OutputError(f"{target}: is this tool's record of its outputs, not an {what}")
+    if not os.path.lexists(target):
+        return
     if not is_ours(target):
         raise OutputError(f"{target}: exists and is not an earlier {what} of this tool (or was changed since); "
                           "it is left as it is: choose another name or move it away")
 
 
-def record_output(target: str | os.PathLike) -> None:
-    """Note in `target`'s folder's ledger that the tool wrote `target` as it is now (one line appended;
-    not fsynced: a line lost to a power cut only makes a rerun refuse to replace that file)."""
-    target = Path(target)
-    line = (json.dumps({"name": target.name, "sha256": sha256_file(target)}, ensure_ascii=False) + "\n").encode()
-    with _locked_ledger(target.parent) as ledger:
-        _read_ledger(ledger)  # never appended to a file that is not ours
-        fd = os.open(ledger, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            size = os.fstat(fd).st_size
-            if size == 0:
-                line = _LEDGER_HEADER + line
-            elif os.pread(fd, 1, size - 1) != b"\n":  # a line torn by a kill: end it first
-                line = b"\n" + line
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+def _append(ledger: Path, name: str, digest: str) -> None:
+    """One line appended to `ledger` (the caller holds the folder's lock): `name` was written with `digest`.
+    Not fsynced: a line lost to a power cut only makes a rerun refuse to replace that file."""
+    line = (json.dumps({"name": name, "sha256": digest}, ensure_ascii=False) + "\n").encode()
+    fd = os.open(ledger, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            line = _LEDGER_HEADER + line
+        elif os.pread(fd, 1, size - 1) != b"\n":  # a line torn by a kill: end it first
+            line = b"\n" + line
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
-def output_file(target: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), *, what: str = "output",
-                mode: int = 0o600) -> Iterator[Path]:
-    """A temporary path beside `target` (same suffix) to write the output to; on a clean exit it
-    replaces `target` and is recorded as the tool's own. Checked first (`check_output`): OutputError
-    before anything is written when `target` is an input, inside an input folder, or an existing
-    file that is not the tool's own."""
+def output_file(target: str | os.PathLike, inputs: InputSet | Sequence[str | os.PathLike] = (), *,
+                what: str = "output", mode: int = 0o600) -> Iterator[Path]:
+    """A temporary path beside `target` (same suffix) to write the output to; on a clean exit it is
+    fsynced and renamed over `target`, and recorded in the folder's ledger as the tool's own. Checked
+    first (`check_output`, and the folder's ledger is ours): OutputError before anything is written
+    when `target` is an input, inside an input folder, or an existing file that is not the tool's own;
+    checked again under the folder's lock just before the rename."""
     target = check_output(target, inputs, what=what)
+    _read_ledger(target.parent / LEDGER)  # a folder whose ledger is not ours gets nothing
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked_ledger(target.parent) as ledger:
-        _read_ledger(ledger)  # a folder whose ledger is not ours gets nothing
-        _check_replaceable(target, what)  # again, under the lock: nothing changed it since
-    with atomic_path(target, mode) as tmp:
-        yield tmp
-    record_output(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        digest = sha256_file(tmp)
+        with _locked_ledger(target.parent) as ledger:
+            _read_ledger(ledger)
+            _check_replaceable(target, what)  # nothing put a file there since the first check
+            os.replace(tmp, target)
+            _append(ledger, target.name, digest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     log.debug("wrote %s", target)
