@@ -397,3 +397,17 @@ def test_ledger_survives_a_torn_line_and_a_foreign_one_is_never_written(tmp_path
                 tmp.write_text("x")
     assert snapshot(other) == {LEDGER: hashlib.sha256(b"my own notes that happen to have this name\n").hexdigest(),
                                "a.txt": hashlib.sha256(b"mine").hexdigest()}
+
+
+def test_evaluation_report_never_lands_in_the_data_it_evaluates(model, data, fast_open, tmp_path):
+    """`evaluate.py --out` inside DATA_DIR is refused by name before the evaluation runs."""
+    from recognizer.cli import evaluate
+
+    people = tmp_path / "people"
+    photos(data, people / "Joe", 2)
+    for src in sorted((data / FR / "barack_obama").glob("*.jp*g"))[:3]:
+        shutil.copy(src, (people / "Obama").mkdir(exist_ok=True) or people / "Obama" / src.name)
+    before = snapshot(people)
+    res = run(evaluate.main, ["--model", model, people, "--out", people / "report", "--quiet"])
+    assert res.exit_code != 0 and "input folder" in res.output and "report" in res.output, res.output
+    assert snapshot(people) == before and not (people / "report").exists()
