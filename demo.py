@@ -20,6 +20,8 @@ import click
 
 import recognizer
 from facecore.errors import WeightsError
+from facecore.outputs import check_output_dir, is_ours, output_file
+from recognizer.annotate import save_annotated
 from recognizer.cli._options import passive_openmp
 from recognizer.embedding.weights import resolve_weights
 from recognizer.sample_data import data_dir
@@ -27,6 +29,8 @@ from recognizer.sample_data import data_dir
 __all__ = ["main", "pick_backbone"]
 
 log = logging.getLogger("demo")
+
+RESULTS = "group_results.json"
 
 
 def pick_backbone(requested: str) -> tuple[str, str]:
@@ -42,6 +46,17 @@ def pick_backbone(requested: str) -> tuple[str, str]:
                          "sface ships inside its package and works offline")
 
 
+def _clear_previous_demo(out: Path, data: Path) -> None:
+    """Remove OUT only when it is absent, empty, or an earlier demo's folder (its group_results.json provably
+    the tool's own: facecore.outputs); never the sample photos or a folder of the user's."""
+    check_output_dir(out, [data], what="demo folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_ours(out / RESULTS):
+            raise click.ClickException(f"{out}: is not empty and not an earlier demo's folder; it is left as it is: "
+                                       "give --out a new or empty folder")
+        shutil.rmtree(out)
+
+
 @click.command()
 @click.option("--data", type=click.Path(file_okay=False), help="Sample photos (default ../shared/data or $FACES_DATA).")
 @click.option("--out", default="out/demo", show_default=True, type=click.Path(file_okay=False))
@@ -54,7 +69,7 @@ def main(data, out, backbone):
         raise click.ClickException(f"sample photos not found in {data}; pass --data or set FACES_DATA")
     backbone, why = pick_backbone(backbone)
     click.echo(f"backbone: {backbone} ({why})")
-    shutil.rmtree(out, ignore_errors=True)
+    _clear_previous_demo(out, data)
 
     # 1. Finetune on five celebrities (for sface, the classifier head alone: it has no trainable blocks).
     model = out / "model"
@@ -78,12 +93,13 @@ def main(data, out, backbone):
     ann.mkdir(parents=True, exist_ok=True)
     results = []
     for res in rec.identify_many(groups):
-        res.annotated().save(ann / (Path(res.photo).stem + ".png"))
+        save_annotated(res, ann / (Path(res.photo).stem + ".png"))
         results.append(res.to_dict())
         names = [f.name or "unknown" for f in res.faces]
         click.echo(f"  {Path(res.photo).name}: {', '.join(names)}")
-    (out / "group_results.json").write_text(json.dumps(results, indent=2))
-    click.echo(f"annotated photos in {ann}/, JSON in {out / 'group_results.json'}")
+    with output_file(out / RESULTS, [data], what="demo results") as tmp:
+        tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    click.echo(f"annotated photos in {ann}/, JSON in {out / RESULTS}")
 
 
 if __name__ == "__main__":

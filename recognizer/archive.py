@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facecore.atomic import atomic_write
 from facecore.errors import ArchiveError, InvalidNameError, ModelError
 from facecore.names import refuse_lookalikes, validate_name
+from facecore.outputs import check_output, output_file, special_file
 from gallery import FaceRecord
 from recognizer.chip_format import check_chip
 from recognizer.chips import chip_vectors
@@ -74,7 +74,9 @@ def _sha(data: bytes) -> str:
 
 
 def export_model(rec, path: str | Path) -> dict:
-    """Write `rec`'s enrolled faces to `path` (atomically); returns a summary."""
+    """Write `rec`'s enrolled faces to `path` by the outputs rule (facecore.outputs: atomically, never inside the
+    model directory nor over a file that is not an earlier output of the tool); returns a summary."""
+    out = check_output(path, [rec.dir], what="export archive")  # before anything is read
     st = rec._cur
     records = st.gallery.records()
     ids, vecs = st.gallery.vectors()
@@ -96,7 +98,8 @@ def export_model(rec, path: str | Path) -> dict:
     manifest = {"format": FORMAT, "version": VERSION, "backbone": st.config.backbone, "weights": st.config.weights,
                 "model_id": st.config.model_id, "dim": st.config.dim, "faces": faces,
                 "members": {name: _sha(data) for name, data in members.items()}}
-    with atomic_write(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with output_file(out, [rec.dir], what="export archive") as tmp, open(tmp, "wb") as fh, \
+            tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in [(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())] + sorted(members.items()):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
@@ -114,6 +117,8 @@ def _fail(path: Path, what: str) -> ArchiveError:
 
 def _open_tar(path: Path) -> tuple[tarfile.TarFile, int]:
     """The archive opened as a plain tar (a compressed one is refused: nothing can expand), and its size."""
+    if (special := special_file(path)) is not None:  # before any open: a FIFO's open blocks
+        raise _fail(path, special)
     try:
         size = path.stat().st_size
         if size > MAX_ARCHIVE_BYTES:

@@ -8,8 +8,9 @@ Ray actors (one CPU each, with their own detector and embedder) decode, detect, 
 the names (or enrols the faces with their chips) and appends one JSON line per photo: what
 `identify.py --json` prints for it, errors included.
 
-Resumable: the output file is a prefix of the inputs. A rerun checks that, drops a last line cut short by a
-kill and sends only the rest to Ray. Enrolment adds faces before writing their lines, so a run killed in
+Resumable: the output file is a header line (it says the file is this tool's) and then a prefix of the inputs. A
+rerun checks the whole file first (any other file is refused, untouched), then drops a last line cut short by a kill
+and sends only the rest to Ray. The file is never an input nor inside an input folder (facecore.outputs). Enrolment adds faces before writing their lines, so a run killed in
 between finds them enrolled on the rerun ("duplicate"), never twice.
 
 `address`: None or "auto" joins this machine's Ray cluster (RAY_ADDRESS or `ray start`), else starts a local
@@ -22,6 +23,7 @@ import base64
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -29,9 +31,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from facecore.atomic import atomic_write
 from facecore.errors import FaceToolError, ImageError
 from facecore.extras import require_extra
 from facecore.names import refuse_lookalikes, validate_name
+from facecore.outputs import check_not_input, special_file
 from recognizer.cache import CropCache
 from recognizer.chips import chip_of
 from recognizer.modeldir.config import load_config
@@ -41,7 +45,7 @@ from recognizer.image import expand_inputs
 from recognizer.pipeline import FacePipeline, PhotoResult
 from recognizer.view import open_embedder
 
-__all__ = ["BulkError", "BulkSummary", "analyze_bulk", "enroll_bulk", "identify_bulk", "init_ray", "read_inputs"]
+__all__ = ["BulkError", "BulkSummary", "analyze_bulk", "enroll_bulk", "identify_bulk", "init_ray", "read_inputs", "read_results"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,8 @@ def read_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     (blank lines and # comments skipped)."""
     out: list[str] = []
     for item in map(Path, inputs):
+        if (special := special_file(item)) is not None:  # before any open: a FIFO's open blocks
+            raise BulkError(f"{item}: {special}")
         if item.suffix.lower() in LIST_SUFFIXES and item.is_file():
             with open(item, encoding="utf-8") as fh:
                 out.extend(line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#"))
@@ -75,35 +81,68 @@ def read_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
-def _resume(out: Path, paths: list[str], key: str) -> int:
-    """How many photos `out` already holds, cutting a last line left incomplete; BulkError if for other inputs."""
-    if not out.exists():
-        return 0
-    data = out.read_bytes()
+def _header(key: str) -> bytes:
+    """The first line of every bulk results file: it says the file is this tool's, and of which kind."""
+    return (json.dumps({"facetool": "bulk-results", "format": 1, "key": key}, sort_keys=True) + "\n").encode()
+
+
+def read_results(out: str | Path) -> list[dict[str, Any]]:
+    """The result lines of a bulk results file (its header line left out)."""
+    with open(out, encoding="utf-8") as fh:
+        return [json.loads(line) for n, line in enumerate(fh) if n and line.strip()]
+
+
+def _check_results(out: Path, data: bytes, paths: list[str], key: str) -> int:
+    """How many complete result lines `data` (the bytes of `out`) holds; BulkError when it does not start with
+    this tool's header line of this kind, or a line is no result line, or is for another input."""
+    header = _header(key)
+    if not data.startswith(header):
+        raise BulkError(f"{out}: is not a results file of this tool (its first line is not the header "
+                        f"{header.decode().strip()}); it is left as it is: choose another output file")
     end = data.rfind(b"\n") + 1
-    if end < len(data):
-        log.warning("%s: dropping an incomplete last line (the previous run was interrupted)", out)
-        with open(out, "r+b") as fh:
-            fh.truncate(end)
-            os.fsync(fh.fileno())
-    lines = data[:end].splitlines()
+    lines = data[len(header):end].splitlines()
     for n, line in enumerate(lines):
         try:
             got = json.loads(line)[key]
         except (ValueError, KeyError, TypeError):
-            raise BulkError(f"{out}: line {n + 1} is not a result line of this tool; choose another output file") from None
+            raise BulkError(f"{out}: line {n + 2} is not a result line of this tool; it is left as it is: "
+                            "choose another output file") from None
         if n >= len(paths) or got != paths[n]:
-            raise BulkError(f"{out}: line {n + 1} is for {got!r}, but input {n + 1} is "
+            raise BulkError(f"{out}: line {n + 2} is for {got!r}, but input {n + 1} is "
                             f"{paths[n] if n < len(paths) else 'missing'!r}: this file was written for other "
-                            "inputs; choose another output file")
+                            "inputs; it is left as it is: choose another output file")
     return len(lines)
 
 
+def _resume(out: Path, paths: list[str], key: str) -> int:
+    """How many photos `out` already holds (0: none there yet). The whole file is checked first (the tool's
+    header, then result lines for these inputs, in order); only then is a last line left incomplete by a
+    kill cut off. BulkError, with `out` untouched, for any other file."""
+    if not os.path.lexists(out):
+        return 0
+    if not stat.S_ISREG(os.stat(out).st_mode):
+        raise BulkError(f"{out}: is not a regular file; choose another output file")
+    data = out.read_bytes()
+    done = _check_results(out, data, paths, key)
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        log.warning("%s: dropping an incomplete last line (the previous run was interrupted)", out)
+        with open(out, "r+b") as fh:
+            if fh.read() != data:  # changed since it was checked: cut nothing
+                raise BulkError(f"{out}: changed while it was being read; run again")
+            fh.truncate(end)
+            os.fsync(fh.fileno())
+    return done
+
+
 def _inputs(inputs: Sequence[str | os.PathLike], out: Path, key: str) -> tuple[list[str], int]:
-    """The photo paths of `inputs` (BulkError when none) and how many of them `out` already holds."""
+    """The photo paths of `inputs` (BulkError when none) and how many of them `out` already holds; `out`
+    is never an input nor inside an input folder (facecore.outputs)."""
     paths = read_inputs(inputs)
     if not paths:
         raise BulkError(f"no image files found in {', '.join(map(str, inputs))}")
+    name = out.name.casefold()
+    check_not_input(out, [*inputs, *(p for p in paths if Path(p).name.casefold() == name)], what="results file")
     return paths, _resume(out, paths, key)
 
 
@@ -199,10 +238,14 @@ def analyze_bulk(rec, paths: list[str], *, address: str | None = "auto", workers
 
 
 class _Appender:
-    """Appends JSON lines: flushed per line (a kill loses none), fsynced every SYNC_EVERY lines and at the end."""
+    """Appends JSON lines: flushed per line (a kill loses none), fsynced every SYNC_EVERY lines and at the end.
+    A new file starts with the header line (`_header`), written atomically, so the file is never without it."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, key: str) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.lexists(out):
+            with atomic_write(out, sync_dir=True) as fh:  # results name people: owner only
+                fh.write(_header(key))
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # results name people: owner only
         self.fh = os.fdopen(fd, "a", encoding="utf-8")
         self.pending = 0
@@ -233,7 +276,7 @@ def identify_bulk(rec, inputs: Sequence[str | os.PathLike], out: str | Path, *, 
     failed = processed = 0
     todo = paths[done:]
     if todo:
-        writer, bar = _Appender(out), _progress(len(paths), done, progress)
+        writer, bar = _Appender(out, "photo"), _progress(len(paths), done, progress)
         try:
             for _, res, _ in analyze_bulk(rec, todo, address=address, workers=workers):
                 ident = rec.decide(res, threshold=threshold)
@@ -260,7 +303,7 @@ def enroll_bulk(rec, name: str, inputs: Sequence[str | os.PathLike], out: str | 
     paths, done = _inputs(inputs, out, "file")
     processed = failed = 0
     todo = paths[done:]
-    writer, bar = _Appender(out), _progress(len(paths), done, progress)
+    writer, bar = _Appender(out, "file"), _progress(len(paths), done, progress)
 
     def flush(results: list) -> None:
         nonlocal failed

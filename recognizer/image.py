@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import io
+import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -18,10 +19,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from facecore.errors import ImageError
+from facecore.outputs import special_file
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MEMORY_BUDGET", "IMAGE_SUFFIXES", "MAX_FILE_BYTES", "STRIP_PIXELS",
            "ImageSource", "Photo", "check_decode", "decode", "decode_cost", "expand_inputs", "frame_cost", "list_images",
            "load_image", "load_photo", "pixels_sha256", "read_bytes", "release_memory", "sha256_bytes", "to_rgb"]
+
+log = logging.getLogger(__name__)
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -66,6 +70,8 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     try:
         if p.is_dir():
             raise ImageError(p, "is a directory, not an image file")
+        if (special := special_file(p)) is not None:  # before any open: a FIFO's open blocks
+            raise ImageError(p, special)
         size = p.stat().st_size
         if size == 0:
             raise ImageError(p, "is empty (0 bytes)")
@@ -309,7 +315,11 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     if not root.is_dir():
         raise ImageError(root, "is not a directory")
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+    for p in found:
+        if (special := special_file(p)) is not None:
+            log.warning("%s: %s (skipped)", p, special)
+    return [p for p in found if p.is_file()]
 
 
 def expand_inputs(paths: list[str | os.PathLike], recursive: bool = False) -> list[Path]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 import recognizer
+from recognizer.annotate import SHEET_SUFFIX
 
 __all__ = ["identify_one_video", "quiet_decoders", "wants_video_file"]
 
@@ -32,9 +33,10 @@ def wants_video_file(out: Path) -> bool:
 
 
 def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: float | None, threshold, seconds: float | None,
-                       annotate_out: Path | None, as_json: bool) -> dict:
-    """Identify one video or camera and draw what was asked; returns its JSON object (with
-    `error` instead of tracks when it could not be read)."""
+                       target: Path | None, as_json: bool) -> dict:
+    """Identify one video or camera and draw it to `target` (a `.tracks.jpg` contact sheet, else the
+    annotated video; planned by recognizer.annotate); returns its JSON object (with `error` instead
+    of tracks when it could not be read)."""
     name = f"camera {source}" if isinstance(source, int) else str(source)
     try:
         result = rec.identify_video(source, fps=sample_fps, threshold=threshold, seconds=seconds, progress=not as_json)
@@ -42,12 +44,11 @@ def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: floa
         if not as_json:
             click.echo(f"{name}: error: {exc.reason}")
         return {"video": name, "error": exc.reason}
-    if annotate_out is not None:
-        if wants_video_file(annotate_out):
-            result.write_annotated(annotate_out)
+    if target is not None:
+        if target.name.endswith(SHEET_SUFFIX):
+            result.write_contact_sheet(target.parent, target.name)
         else:
-            annotate_out.mkdir(parents=True, exist_ok=True)
-            result.write_contact_sheet(annotate_out)
+            result.write_annotated(target)
     if not as_json:
         note = " (truncated or damaged: stopped early)" if result.truncated else ""
         click.echo(f"{name}: {len(result.tracks)} track(s) in {result.video_seconds:.1f} s of video{note}")

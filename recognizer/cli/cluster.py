@@ -13,6 +13,7 @@ import json
 import click
 
 import recognizer
+from facecore.outputs import check_output_dir
 from recognizer.cli._options import (allow_similar_option, friendly_errors, gallery_option, json_option, model_option,
                                      no_cache_option, start, subcommand, verbose_option, weights_dir_option)
 from recognizer.clustering import runs, service
@@ -49,11 +50,14 @@ def main(model_dir, inputs, as_json, out_dir, k, linkage, offset, list_runs, wei
     files = recognizer.expand_inputs(list(inputs), recursive=True)
     if not files:
         raise click.ClickException(f"no image files found in {', '.join(inputs)}")
+    if out_dir:  # before any photo is read: never among the photos (facecore.outputs)
+        check_output_dir(out_dir, [*inputs, *files], what="cluster sheets folder")
     with recognizer.open(model_dir, weights_dir=weights_dir, cache=not no_cache) as rec:
-        _cluster(rec, files, as_json, out_dir, k, linkage, offset, model_dir)
+        _cluster(rec, files, as_json, (out_dir, [*inputs, *files]), k, linkage, offset, model_dir)
 
 
-def _cluster(rec, files, as_json, out_dir, k, linkage, offset, model_dir) -> None:
+def _cluster(rec, files, as_json, out, k, linkage, offset, model_dir) -> None:
+    out_dir, inputs = out  # the sheets' folder (or None) and what it must keep clear of
     result = service.cluster_photos(rec, files, k=k or DEFAULT_K, linkage=linkage,
                                     offset=service.DEFAULT_LINK_OFFSET if offset is None else offset,
                                     progress=not as_json and len(files) > 1)
@@ -61,7 +65,7 @@ def _cluster(rec, files, as_json, out_dir, k, linkage, offset, model_dir) -> Non
         service.save(rec, result)
     meta = result.meta
     if out_dir:
-        index = write_report(out_dir, meta, result.crops, result.id)
+        index = write_report(out_dir, meta, result.crops, result.id, inputs)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -218,8 +218,7 @@ def enroll_on_ray(model_dir, name, paths, backbone, weights, weights_dir, galler
         out = Path(out_path) if out_path else Path(tmp) / "outcomes.jsonl"
         summary = bulk.enroll_bulk(rec, name, list(paths), out, address=address, workers=workers, allow_similar=allow_similar,
                                    progress=not as_json)
-        with open(out, encoding="utf-8") as fh:
-            files = [json.loads(line) for line in fh]
+        files = bulk.read_results(out)
     added = sum(f["status"] in ("added", "several faces") for f in files)
     if as_json:
         click.echo(json.dumps({"name": name, "added": added, "files": files, "done_before": summary.done_before}, indent=2))

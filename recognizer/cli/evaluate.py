@@ -14,6 +14,7 @@ import json
 import click
 
 import recognizer
+from facecore.outputs import check_output_dir
 from recognizer.cli._options import friendly_errors, model_option, no_cache_option, start, verbose_option
 
 __all__ = ["main"]
@@ -47,11 +48,14 @@ def main(model_dir, data_dir, unknown_dir, pairs_file, pairs_root, out_dir, as_j
         raise click.UsageError("--pairs needs --pairs-root")
     if set_threshold and data_dir is None:
         raise click.UsageError("--set-threshold needs DATA_DIR: the threshold is chosen on its open-set figures")
+    inputs = [p for p in (model_dir, data_dir, unknown_dir, pairs_file, pairs_root) if p]
+    if out_dir:  # before the (long) evaluation: the report folder is never among the inputs
+        check_output_dir(out_dir, inputs, what="report folder")
     rep = recognizer.evaluate(model_dir, data_dir, unknown_dir=unknown_dir, pairs_file=pairs_file, pairs_root=pairs_root,
                               target_fpir=target_fpir, holdout=holdout, cache=not no_cache, progress=not quiet and not as_json)
     refused = _store_threshold(rep, model_dir, target_fpir) if set_threshold else None
     if out_dir:
-        rep.write(out_dir)
+        rep.write(out_dir, inputs)
     click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.markdown())
     if refused:  # after the report, which says why in its open-set section
         raise click.ClickException(refused)

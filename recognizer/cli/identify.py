@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 import recognizer
+from facecore.outputs import check_output, check_output_dir
 from recognizer import bulk
 from recognizer.cli._options import (friendly_errors, gallery_option, model_option, no_cache_option, ray_option,
                                      ray_out_option, ray_workers_option, start, verbose_option, weights_dir_option)
@@ -86,11 +87,15 @@ def _check_local(inputs, out_path, workers, sample_fps, seconds, camera) -> None
 
 def _identify_camera(model_dir, open_model: dict, camera: int, annotate: Path | None, video: dict, as_json: bool) -> list[dict]:
     """Camera N until Ctrl-C or --seconds: one result, its tracks (a contact sheet with --annotate)."""
-    if annotate is not None and wants_video_file(annotate):
-        raise click.BadParameter("a camera's frames are not kept for an annotated video; give a folder for a contact sheet",
-                                 param_hint="--annotate")
+    targets = {}
+    if annotate is not None:
+        if wants_video_file(annotate):
+            raise click.BadParameter("a camera's frames are not kept for an annotated video; give a folder for a "
+                                     "contact sheet", param_hint="--annotate")
+        sheet = check_output_dir(annotate, []) / f"camera {camera}.tracks.jpg"
+        targets[camera] = check_output(sheet, [], what="contact sheet")
     with recognizer.open(model_dir, **open_model) as rec:
-        return _identify_videos(rec, [camera], annotate, video, as_json)
+        return _identify_videos(rec, [camera], targets, video, as_json)
 
 
 def _identify_files(model_dir, open_model: dict, inputs, annotate: Path | None, video: dict, as_json: bool) -> list[dict]:
@@ -100,9 +105,10 @@ def _identify_files(model_dir, open_model: dict, inputs, annotate: Path | None, 
         raise click.ClickException(f"no image or video files found in {', '.join(inputs)}")
     if annotate is not None and len(files) > 1 and wants_video_file(annotate):
         raise click.BadParameter(f"{annotate}: several inputs are annotated into a folder, not one video file", param_hint="--annotate")
-    targets = recognizer.annotation_paths([Path(p) for p in inputs], photos, annotate) if annotate and photos else {}
+    # every output checked before anything is read or written (facecore.outputs)
+    targets = recognizer.annotation_paths([Path(p) for p in inputs], photos, annotate, videos) if annotate else {}
     with recognizer.open(model_dir, **open_model) as rec:
-        results = _identify_videos(rec, videos, annotate, video, as_json) if videos else []
+        results = _identify_videos(rec, videos, targets, video, as_json) if videos else []
         return results + _identify_photos(rec, photos, targets, video["threshold"], as_json)
 
 
@@ -118,11 +124,12 @@ def _sort_inputs(inputs) -> tuple[list, list, list]:
     return files, videos, photos
 
 
-def _identify_videos(rec, sources: list, annotate: Path | None, video: dict, as_json: bool) -> list[dict]:
-    """Each video (or camera number) tracked and named; printed unless `as_json`."""
+def _identify_videos(rec, sources: list, targets: dict, video: dict, as_json: bool) -> list[dict]:
+    """Each video (or camera number) tracked and named, drawn where `targets` says; printed unless `as_json`."""
     quiet_decoders(video["verbose"])
     return [identify_one_video(rec, source, sample_fps=video["sample_fps"], threshold=video["threshold"],
-                               seconds=video["seconds"], annotate_out=annotate, as_json=as_json) for source in sources]
+                               seconds=video["seconds"], target=targets.get(source if isinstance(source, int) else str(source)),
+                               as_json=as_json) for source in sources]
 
 
 def _identify_photos(rec, photos: list, targets: dict, threshold, as_json: bool) -> list[dict]:
@@ -155,8 +162,7 @@ def _identify_on_ray(model_dir, open_model: dict, inputs, out_path, address, wor
         if summary.done_before:
             click.echo(f"{out}: {summary.done_before} photo(s) were already done; analysed {summary.processed}",
                        err=True)
-        with open(out, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh]
+        return bulk.read_results(out)
 
 
 def report(results: list[dict], as_json: bool, printed: bool = False) -> None:

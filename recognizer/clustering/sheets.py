@@ -7,17 +7,19 @@ from __future__ import annotations
 import html
 import io
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from facecore.atomic import atomic_write
+from facecore.outputs import InputSet, check_output, check_output_dir, output_file
 from recognizer.clustering.service import looks_like_text
 
-__all__ = ["contact_sheet", "face_png", "write_report"]
+__all__ = ["INDEX", "contact_sheet", "face_png", "sheet_name", "write_report"]
 
 THUMB = 96
 COLS = 8
+INDEX = "index.html"
 MAX_ON_SHEET = 64  # a sheet of a huge cluster shows its first faces and says how many more
 
 
@@ -46,23 +48,33 @@ def contact_sheet(crops: np.ndarray, faces: list[int], central: int, *, labels: 
     return buf.getvalue()
 
 
+def sheet_name(cluster: int) -> str:
+    """The file name of a cluster's contact sheet."""
+    return f"cluster-{cluster:04d}.png"
+
+
 def face_png(crop: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def write_report(out_dir: str | Path, meta: dict, crops: np.ndarray, run_id: str | None) -> Path:
-    """Sheets and index.html under `out_dir`; returns the index path."""
-    out = Path(out_dir)
+def write_report(out_dir: str | Path, meta: dict, crops: np.ndarray, run_id: str | None,
+                 inputs: Sequence[str | Path] = ()) -> Path:
+    """Sheets and index.html under `out_dir` by the outputs rule (facecore.outputs: never an input nor inside
+    an input folder, replacing only the tool's own files, every one checked before any is written); returns
+    the index path."""
+    out, inputs = check_output_dir(out_dir, inputs, what="cluster sheets folder"), InputSet(inputs)
+    for target in [out / INDEX, *(out / sheet_name(c["id"]) for c in meta["clusters"])]:
+        check_output(target, inputs, what="cluster sheet")
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     thr = meta["threshold"]
     e = html.escape
     rows = []
     for c in meta["clusters"]:
-        sheet = f"cluster-{c['id']:04d}.png"
-        with atomic_write(out / sheet) as fh:
-            fh.write(contact_sheet(crops, c["faces"], c["central"]))
+        sheet = sheet_name(c["id"])
+        with output_file(out / sheet, inputs, what="cluster sheet") as tmp:
+            tmp.write_bytes(contact_sheet(crops, c["faces"], c["central"]))
         items = []
         for fi in c["faces"]:
             f = meta["faces"][fi]
@@ -87,7 +99,7 @@ def write_report(out_dir: str | Path, meta: dict, crops: np.ndarray, run_id: str
         f"{len(meta['clusters'])} clusters. Linkage: {e(link['rule'])}, threshold {link['link_threshold']:.3f} "
         f"(the model's {thr:.3f} {link['offset']:+.2f}), k = {link['k']}.</p>"
         + "".join(rows) + "</body></html>")
-    index = out / "index.html"
-    with atomic_write(index, mode=0o600) as fh:
-        fh.write(page.encode("utf-8"))
+    index = out / INDEX
+    with output_file(index, inputs, what="cluster index") as tmp:
+        tmp.write_bytes(page.encode("utf-8"))
     return index

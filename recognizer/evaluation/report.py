@@ -5,11 +5,14 @@ Plots use matplotlib's Agg backend (no display needed) and are written atomicall
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from facecore.atomic import atomic_write, write_json_atomic
+from facecore.atomic import atomic_write
+from facecore.outputs import check_output, check_output_dir, output_file
 from recognizer.image import load_image
 
 REPORT_MD = "report.md"
@@ -37,16 +40,22 @@ def pyplot():
     return plt
 
 
-def save_png(fig, path: Path) -> Path:
+def save_png(fig, path: Path, inputs: Sequence[str | Path] | None = None) -> Path:
+    """Save `fig` as a PNG at `path`, atomically; with `inputs`, as a user's output (facecore.outputs: never
+    among the inputs, replacing only the tool's own file)."""
     try:
-        with atomic_write(path) as fh:
-            fig.savefig(fh, format="png")
+        if inputs is None:
+            with atomic_write(path) as fh:
+                fig.savefig(fh, format="png")
+        else:
+            with output_file(path, inputs, what="evaluation report") as tmp:
+                fig.savefig(tmp, format="png")
     finally:
         pyplot().close(fig)
     return path
 
 
-def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path) -> Path:
+def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path, inputs: Sequence | None = None) -> Path:
     """Counts in the cells, names on both axes: what scikit-learn's ConfusionMatrixDisplay draws (with
     cmap="Blues", no colour bar, x labels at 45°), drawn here so the core install needs no scikit-learn."""
     plt = pyplot()
@@ -68,7 +77,7 @@ def plot_confusion(names: list[str], matrix: np.ndarray, title: str, path: Path)
     plt.setp(ax.get_xticklabels(), rotation=45)
     ax.set(xlabel="answer", ylabel="true person", title=title)
     fig.tight_layout()
-    return save_png(fig, path)
+    return save_png(fig, path, inputs)
 
 
 def _cell_text(value) -> str:
@@ -77,7 +86,7 @@ def _cell_text(value) -> str:
     return format(value, ".2g")
 
 
-def plot_open_set(open_set, path: Path) -> Path:
+def plot_open_set(open_set, path: Path, inputs: Sequence | None = None) -> Path:
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     for d, s in open_set.deciders.items():
@@ -97,10 +106,10 @@ def plot_open_set(open_set, path: Path) -> Path:
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    return save_png(fig, path)
+    return save_png(fig, path, inputs)
 
 
-def plot_verification(ver, path: Path) -> Path:
+def plot_verification(ver, path: Path, inputs: Sequence | None = None) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     bins = np.linspace(-0.3, 1.0, 53)
@@ -111,7 +120,7 @@ def plot_verification(ver, path: Path) -> Path:
     ax.set(xlabel="cosine similarity", ylabel="pairs")
     ax.legend()
     fig.tight_layout()
-    return save_png(fig, path)
+    return save_png(fig, path, inputs)
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -245,7 +254,7 @@ def _mistakes_md(rep, plots: frozenset[str]) -> list[str]:
     return L
 
 
-def _write_thumbnails(rep, out: Path) -> list[Path]:
+def _write_thumbnails(rep, out: Path, inputs: Sequence[str | Path] = ()) -> list[Path]:
     """A small crop of each mistake's face shown in report.md; a photo that cannot be read gets none."""
     written = []
     for section, items in rep.mistakes.items():
@@ -262,9 +271,8 @@ def _write_thumbnails(rep, out: Path) -> list[Path]:
                              int(min(img.height, y2 + pad))))
             crop.thumbnail((THUMB, THUMB))
             path = out / thumbnail_name(section, i)
-            path.parent.mkdir(exist_ok=True)
-            with atomic_write(path) as fh:
-                crop.save(fh, format="JPEG", quality=85)
+            with output_file(path, inputs, what="evaluation report") as tmp:
+                crop.save(tmp, format="JPEG", quality=85)
             written.append(path)
     return written
 
@@ -286,25 +294,29 @@ def render_markdown(rep, plots: frozenset[str] = frozenset()) -> str:
     return "\n".join(L)
 
 
-def write_report(rep, out_dir: str | Path) -> list[Path]:
-    """Write report.md, report.json and the plots into `out_dir`; returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
+def write_report(rep, out_dir: str | Path, inputs: Sequence[str | Path] = ()) -> list[Path]:
+    """Write report.md, report.json and the plots into `out_dir` by the outputs rule (facecore.outputs:
+    never among `inputs`, replacing only the tool's own files, every file checked before any is written);
+    returns the paths."""
+    out = check_output_dir(out_dir, inputs, what="report folder")
+    plots = []
     if rep.closed is not None:
-        for d in rep.closed.predictions:
-            names, m = rep.closed.confusion(d)
-            files.append(plot_confusion(names, m, f"{d} ({rep.closed.accuracy(d):.3f})", out / confusion_png(d)))
+        plots += [(plot_confusion, (*rep.closed.confusion(d), f"{d} ({rep.closed.accuracy(d):.3f})"), out / confusion_png(d))
+                  for d in rep.closed.predictions]
     if rep.open is not None:
-        files.append(plot_open_set(rep.open, out / OPENSET_PNG))
+        plots.append((plot_open_set, (rep.open,), out / OPENSET_PNG))
     if rep.open_confusion is not None:
-        names, m = rep.open_confusion
-        files.append(plot_confusion(names, m, f"open set at {rep.open.threshold:.4f}", out / OPENSET_CONFUSION_PNG))
-    files += _write_thumbnails(rep, out)
+        plots.append((plot_confusion, (*rep.open_confusion, f"open set at {rep.open.threshold:.4f}"),
+                      out / OPENSET_CONFUSION_PNG))
     if rep.verification is not None and len(rep.verification.similarities):
-        files.append(plot_verification(rep.verification, out / VERIFICATION_PNG))
-    md = out / REPORT_MD
-    with atomic_write(md) as fh:
-        fh.write(render_markdown(rep, frozenset(f.relative_to(out).as_posix() for f in files)).encode("utf-8"))
-    write_json_atomic(out / REPORT_JSON, rep.to_dict())
-    return [md, out / REPORT_JSON, *files]
+        plots.append((plot_verification, (rep.verification,), out / VERIFICATION_PNG))
+    md, js = out / REPORT_MD, out / REPORT_JSON
+    for target in [md, js, *(p for _, _, p in plots)]:
+        check_output(target, inputs, what="evaluation report")
+    files = [plot(*args, path, inputs=inputs) for plot, args, path in plots]
+    files += _write_thumbnails(rep, out, inputs)
+    with output_file(md, inputs, what="evaluation report") as tmp:
+        tmp.write_bytes(render_markdown(rep, frozenset(f.relative_to(out).as_posix() for f in files)).encode("utf-8"))
+    with output_file(js, inputs, what="evaluation report") as tmp:
+        tmp.write_text(json.dumps(rep.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+    return [md, js, *files]

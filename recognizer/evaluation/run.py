@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -135,9 +136,9 @@ class EvaluationReport:
         """The report as Markdown (what `evaluate.py` prints)."""
         return render_markdown(self)
 
-    def write(self, out_dir: str | Path) -> list[Path]:
-        """report.md, report.json and the plots into `out_dir`; the paths written."""
-        return write_report(self, out_dir)
+    def write(self, out_dir: str | Path, inputs: Sequence[str | Path] = ()) -> list[Path]:
+        """report.md, report.json and the plots into `out_dir` (never among `inputs`: facecore.outputs); the paths written."""
+        return write_report(self, out_dir, inputs)
 
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path | None, opts: EvaluationOptions, cache=None) -> EvaluationReport:

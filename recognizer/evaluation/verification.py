@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facecore.errors import FaceToolError
+from facecore.outputs import refuse_special
 from recognizer.evaluation.open_set import threshold_for_rate
 
 __all__ = ["FARS", "Pair", "VerificationScores", "best_threshold", "kfold_accuracy", "lfw_path", "read_pairs",
@@ -44,6 +45,7 @@ def lfw_path(root: Path, name: str, n: str) -> str:
 def read_pairs(pairs_file: str | Path, root: str | Path) -> tuple[int, int, list[Pair]]:
     """(folds, pairs per class per fold, pairs) of an LFW pairs.txt; raises FaceToolError on a malformed file."""
     path = Path(pairs_file)
+    refuse_special(path)  # before any open: a FIFO's open blocks
     lines = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines()]
     try:
         folds, per_class = (int(x) for x in lines[0])

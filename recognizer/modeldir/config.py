@@ -12,6 +12,7 @@ from typing import Any
 
 from facecore.atomic import write_json_atomic
 from facecore.errors import ModelError
+from facecore.outputs import special_file
 from recognizer.detection.settings import DetectorSettings
 from recognizer.modeldir.layout import CHECKPOINT_NAME, FPIR_TABLE_NAME, GALLERY_DIR, GALLERY_NAME, MODEL_FILE
 
@@ -67,6 +68,8 @@ def load_config(model_dir: str | Path) -> ModelConfig:
     path = d / MODEL_FILE
     if not d.is_dir():
         raise ModelError(f"{d}: no such model directory (create one with enroll.py --backbone ... or finetune.py)")
+    if (special := special_file(path)) is not None:  # before any open: a FIFO's open blocks
+        raise ModelError(f"{path}: {special}")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         cfg = ModelConfig(**raw)

@@ -18,6 +18,7 @@ from typing import Any
 
 from facecore.atomic import atomic_write, sha256_file
 from facecore.errors import ModelError
+from facecore.outputs import special_file
 from recognizer.embedding.backbones import FacenetEmbedder, SFaceEmbedder
 from recognizer.network.head import CosineClassifier
 
@@ -44,6 +45,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> str:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     import torch  # heavy: imported only where a checkpoint is read or written
 
+    if (special := special_file(path)) is not None:  # before any open: a FIFO's open blocks
+        raise ModelError(f"{path}: {special}")
     try:
         ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:

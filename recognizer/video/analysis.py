@@ -54,9 +54,9 @@ class VideoIdentification:
         """A PIL image: one row per track, its name and span, and faces spread over its length."""
         return render.contact_sheet(self)
 
-    def write_contact_sheet(self, out_dir: str | os.PathLike) -> Path:
-        """Save the contact sheet as OUT_DIR/<video name>.tracks.jpg; returns its path."""
-        return render.write_contact_sheet(self, out_dir)
+    def write_contact_sheet(self, out_dir: str | os.PathLike, name: str | None = None) -> Path:
+        """Save the contact sheet as OUT_DIR/<video name>.tracks.jpg (or OUT_DIR/`name`); returns its path."""
+        return render.write_contact_sheet(self, out_dir, name)
 
     def to_dict(self) -> dict:
         out = {"video": self.source, **self.info.to_dict(), "sample_fps": self.sample_fps,

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from facecore.errors import ImageError, VideoError
+from facecore.outputs import special_file
 from recognizer.image import DEFAULT_MEMORY_BUDGET, check_decode, frame_cost
 
 __all__ = ["DEFAULT_SAMPLE_FPS", "VIDEO_SUFFIXES", "Frame", "VideoInfo", "VideoLimits", "VideoReader", "is_video_file",
@@ -55,7 +56,10 @@ def sniff_video(head: bytes) -> str | None:
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
-    """True when the file's content starts like a video container (its name does not matter)."""
+    """True when the file's content starts like a video container (its name does not matter); never
+    opens a FIFO, device or socket (the readers refuse those by name)."""
+    if special_file(path) is not None:
+        return False
     try:
         with open(path, "rb") as fh:
             return sniff_video(fh.read(512)) is not None
@@ -69,6 +73,8 @@ def is_video_input(source: str | os.PathLike | bytes) -> bool:
     or when it does not exist yet (an output name). A photo named `.mp4` is still a photo."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return sniff_video(bytes(source[:512])) is not None
+    if special_file(source) is not None:  # a FIFO is opened by no one: the photo reader refuses it by name
+        return False
     if is_video_file(source):
         return True
     if Path(source).suffix.lower() not in VIDEO_SUFFIXES:
@@ -193,6 +199,8 @@ class VideoReader:
         try:
             if path.is_dir():
                 raise VideoError(self.name, "is a directory, not a video file")
+            if (special := special_file(path)) is not None:  # before any open: a FIFO's open blocks
+                raise VideoError(self.name, special)
             size = path.stat().st_size
             with open(path, "rb") as fh:
                 head = fh.read(512)

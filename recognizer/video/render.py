@@ -13,8 +13,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from facecore.atomic import atomic_path
 from facecore.errors import VideoError
+from facecore.outputs import output_file
 from recognizer.drawing import KNOWN, UNKNOWN, label_text
 from recognizer.video.reader import VideoInfo, VideoLimits, VideoReader
 from recognizer.video.tracking import Track
@@ -55,7 +55,8 @@ def boxes_at(track: Track, frame: int, hold: int) -> np.ndarray | None:
 def write_annotated_video(source: str | os.PathLike, result: TrackedVideo, out: str | os.PathLike,
                           limits: VideoLimits = VideoLimits()) -> int:
     """Write `source` with each track's box and name drawn on every frame it spans, as MPEG-4
-    video at the source's frame rate. Returns the number of frames written."""
+    video at the source's frame rate (never over `source` or another file that is not the tool's own:
+    facecore.outputs). Returns the number of frames written."""
     import cv2  # OpenCV is heavy and only needed to write a video
 
     fps = result.info.fps or result.sample_fps
@@ -65,7 +66,7 @@ def write_annotated_video(source: str | os.PathLike, result: TrackedVideo, out: 
         w, h = reader.info.width, reader.info.height
         thick = max(2, round(max(w, h) / 400))
         scale = max(0.4, max(w, h) / 1400)
-        with atomic_path(out) as tmp:
+        with output_file(out, [source], what="annotated video") as tmp:
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             if not writer.isOpened():
                 raise VideoError(out, "cannot be written as an MPEG-4 video (OpenCV has no mp4v encoder here)")
@@ -130,8 +131,10 @@ def contact_sheet(result: TrackedVideo, *, thumb: int = 80, per_row: int = 8) ->
 
 
 def write_contact_sheet(result: TrackedVideo, out_dir: str | os.PathLike, name: str | None = None) -> Path:
-    """Save the contact sheet as OUT_DIR/<video name>.tracks.jpg; returns its path."""
+    """Save the contact sheet as OUT_DIR/<video name>.tracks.jpg (or OUT_DIR/`name`) by the outputs
+    rule (facecore.outputs: never the video, only replacing the tool's own file); returns its path."""
     target = Path(out_dir) / (name or f"{Path(result.source).stem}.tracks.jpg")
-    with atomic_path(target) as tmp:
+    source = [] if result.source is None or isinstance(getattr(result, "path", None), int) else [result.source]
+    with output_file(target, source, what="contact sheet") as tmp:
         contact_sheet(result).save(tmp, format="JPEG", quality=90)
     return target
