@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import gallery
 from gallery import FaceRecord, create_gallery, open_gallery
 from gallery_backends import BACKENDS, MILVUS_SERVER, gallery_spec, server_uri
 
@@ -50,14 +51,16 @@ g.add(x, [FaceRecord("Ada", "Ada/%d.jpg" % j, "h-Ada-%d" % j, (0, 0, 1, 1)) for 
 
 
 def other_machine(cache: Path) -> dict[str, str]:
-    return {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": os.pathsep.join(sys.path)}
+    """The environment of a process on another machine (its own lock files), running the code this test runs."""
+    code = str(Path(gallery.__file__).resolve().parents[1])
+    return {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": os.pathsep.join([code, os.environ.get("PYTHONPATH", "")])}
 
 
 @pytest.mark.parametrize("backend", BACKENDS[1:])
 def test_an_add_killed_after_milvus_accepted_it_is_kept_and_a_rerun_says_so(tmp_path: Path, backend: str) -> None:
     spec = gallery_spec(backend, tmp_path)
     create_gallery(spec, MODEL, DIM).close()
-    run = subprocess.run([sys.executable, "-c", KILLED_ADD.format(spec=str(spec), model=MODEL, dim=DIM)], cwd=ROOT,
+    run = subprocess.run([sys.executable, "-c", KILLED_ADD.format(spec=str(spec), model=MODEL, dim=DIM)], cwd=tmp_path,
                          env=other_machine(tmp_path / "machine-a"), capture_output=True, text=True, timeout=120)
     assert run.returncode == -signal.SIGKILL, run.stderr
     x = np.random.default_rng(7).standard_normal((4, DIM)).astype(np.float32)
@@ -102,7 +105,7 @@ def test_writers_on_two_machines_lose_nothing_and_duplicate_nothing(tmp_path: Pa
     n = 12
     procs = [subprocess.Popen([sys.executable, "-c", WRITER.format(spec=s, model=MODEL, seed=seed, n=n, dim=DIM,
                                                                    prefix=prefix)],
-                              cwd=ROOT, env=other_machine(tmp_path / f"machine-{prefix}"), stdout=subprocess.PIPE,
+                              cwd=tmp_path, env=other_machine(tmp_path / f"machine-{prefix}"), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
              for s, seed, prefix in zip(spellings, (1, 2), "ab")]
     outs = [p.communicate(timeout=300) for p in procs]
