@@ -473,22 +473,24 @@ class MilvusGallery(Gallery):
         return dict(sorted(out.items()))
 
     def _settle(self, client: Any, names: Iterable[str]) -> None:
-        """Write each person's face count into the summary until a recount agrees with it."""
-        for name in sorted(set(names)):
-            written = None
-            for _ in range(10):
-                n = self._count(client, f"person == {_quote(name)}", strong=True)
-                if n == written:
-                    break
-                self._set_meta(client, {_summary_key(name): json.dumps({"person": name, "faces": n})})
-                written = n
+        """Write each person's face count into the summary until a recount agrees with it (one query
+        of their rows' person field and one upsert per round, however many people)."""
+        names = sorted(set(names))
+        written: dict[str, int] | None = None
+        for _ in range(10):
+            counts = {n: 0 for n in names}
+            for chunk in _pages(names):
+                counts.update(Counter(r["person"] for r in self._scan(
+                    client, f"person in [{', '.join(map(_quote, chunk))}]", ["person"])))
+            if counts == written:
+                return
+            for chunk in _pages(names):
+                self._set_meta(client, {_summary_key(n): json.dumps({"person": n, "faces": counts[n]}) for n in chunk})
+            written = counts
 
     def _rebuild_summary(self, client: Any) -> None:
         """A gallery made before the summary existed: count everyone once (one scan)."""
         counts = Counter(r["person"] for r in self._scan(client, "id >= 0", ["person"]))
-        rows = {_summary_key(p): json.dumps({"person": p, "faces": n}) for p, n in counts.items()}
-        for chunk in _pages(sorted(rows)):
-            self._set_meta(client, {k: rows[k] for k in chunk})
         self._settle(client, counts)
         self._set_meta(client, {"summary": "1"})
         logger.info("%s: wrote the people summary (%d people)", self.path, len(counts))
