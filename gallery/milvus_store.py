@@ -526,6 +526,7 @@ class MilvusGallery(Gallery):
         now = time.time()
         for key, change in sorted(self._records(client).items(), key=lambda kv: kv[1].get("at", 0)):
             if change["op"] != "add" and self.kind == "server" and now - float(change.get("at", 0)) < STALE_S:
+                self._settle(client, _names_of(change))  # its writer may be at work: only recount
                 continue
             logger.warning("%s: a change was interrupted (%s of %s); %s", self.path, change["op"],
                            ", ".join(map(repr, _names_of(change))),
