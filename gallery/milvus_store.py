@@ -635,6 +635,8 @@ class MilvusGallery(Gallery):
             logger.warning("%s: Milvus Lite reads %d faces other than its completed changes left them (after a "
                            "crash); deleting them again and writing back the ones that stay", self.path, len(bad))
             self._rewrite(client, bad, rows)
+        if crashed:  # the summary's rows may have come back stale too: count everyone again (one more scan)
+            self._rebuild_summary(client)
         if not crashed:  # (the loop above ends with nothing bad, or raises)
             # The last holder closed cleanly (everything flushed) and every read agrees: done with the ledger.
             client.flush(self.collection)
