@@ -6,6 +6,7 @@ and its own spelling of the server's address.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -163,4 +164,10 @@ def test_the_model_remembers_its_gallery_and_never_answers_from_an_empty_local_o
         os.rename(p, p.with_name("moved-" + p.name))
     res = CliRunner().invoke(identify.main, ["--model", str(model), str(photos[0]), "--json"])
     assert res.exit_code != 0 and "faces.db" in res.output and '"Kit"' not in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    cfg = json.loads((model / "model.json").read_text())
+    assert cfg["gallery_uri"] == db
+    (model / "model.json").write_text(json.dumps({**cfg, "gallery_uri": "milvus://127.0.0.1:1/faces"}))
+    res = CliRunner().invoke(identify.main, ["--model", str(model), str(photos[0]), "--json"])  # no server there
+    assert res.exit_code != 0 and "milvus://127.0.0.1:1/faces" in res.output and "MILVUS_TOKEN" in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
