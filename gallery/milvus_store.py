@@ -451,8 +451,8 @@ class MilvusGallery(Gallery):
     # identify needs the people and their face counts (the unknown threshold, the vote's columns)
     # for every photo: a scan of the person field would cost seconds at 10^5 faces, so writers keep
     # one summary row per person in the meta collection ("n:<hash of the name>" -> name, faces).
-    # A writer recounts a person it changed (count(*), Strong: it must read its own write and every
-    # other writer's before it) and writes the count, until a recount agrees with what it wrote:
+    # A writer recounts the people it changed (a query of their rows, Strong: it must read its own
+    # write and every other writer's before it) and writes the counts, until a recount agrees:
     # whoever writes a person's row last then wrote a count that includes every change finished
     # before it, so writers on several machines need no lock between them.
     #
