@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,3 +172,18 @@ def test_the_model_remembers_its_gallery_and_never_answers_from_an_empty_local_o
     res = CliRunner().invoke(identify.main, ["--model", str(model), str(photos[0]), "--json"])  # no server there
     assert res.exit_code != 0 and "milvus://127.0.0.1:1/faces" in res.output and "MILVUS_TOKEN" in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_a_build_refuses_a_model_whose_faces_are_in_milvus(tmp_path: Path) -> None:
+    """Finetuning and re-embedding start from the model directory's own gallery: for a model whose
+    faces are in Milvus they would start from its empty one, so they are refused, naming the gallery."""
+    from facecore.errors import ModelError
+    from recognizer.modeldir.config import ModelConfig
+    from recognizer.modeldir.create import create_model_dir
+    from recognizer.modeldir.rebuild import starting_point
+
+    d, uri = tmp_path / "m", f"milvus-lite:{tmp_path / 'faces.db'}"
+    assert create_model_dir(d, ModelConfig(backbone="sface", weights=None, model_id="x", dim=DIM, threshold=0.4,
+                                           gallery_uri=uri))
+    with pytest.raises(ModelError, match=re.escape(uri)):
+        starting_point(d)
