@@ -6,16 +6,23 @@
 One collection holds the faces (int64 id, unit vector, person, source, content hash, box,
 added_at, and a JSON `attrs` field carrying every other `FaceRecord` field, so fields added later
 need no schema change); COLLECTION__meta holds key/value rows: model id, dimension, format
-version, the next id, and the pending-change journal.
+version, the next id (Milvus Lite), one summary row per person (its face count) and one record
+per change under way.
 
 Milvus has no multi-row transactions and no conditional writes, so the project adds:
-  * one writer at a time: a file lock (for Milvus Lite beside the data directory, which also
-    serialises readers, since only one process may open it at a time; for a server, on this
-    machine, so writers on other machines are NOT excluded: see the README);
-  * a journal row written before each multi-row change and cleared after it; whoever takes the
-    lock next finishes (remove, rename) or undoes (add) a change a killed writer left half done;
-  * ids from a counter in the meta collection, reserved before the faces are written, so they
-    are never reused, even after a crash;
+  * writers that cannot collide on a server, on any number of machines: a face's id comes from
+    (person, photo) (`content_id`) and is upserted, so two writers never take one id and a rerun
+    stores the same row again; each person's count in the summary is recounted (Strong) after a
+    change until it agrees (`_settle`). A file lock on this machine (keyed by the server's one
+    spelling of its address) only keeps this machine's writers from doing the work twice.
+    Milvus Lite lets one process open a data directory at a time: its file lock serialises
+    everyone, and its ids come from a counter reserved before the faces are written;
+  * a record row written before each change and deleted after it; whoever opens the gallery next,
+    a reader too, recounts its people and finishes a removal or rename a killed writer left half
+    done (an add's stored faces stay: a rerun adds what is missing and truly reports the rest as
+    enrolled);
+  * reads that cost one search: identify's people and counts come from the summary, not a scan,
+    and searches read at "Session" consistency (`READ_LEVEL`), not "Strong";
   * for Milvus Lite, a ledger (PATH.db.changes, fsynced, written before the change) of what each
     removal, rename and chip change must leave, checked on every open. Milvus Lite 3.2.2 sometimes
     reopens after a SIGKILL replaying a log it had already flushed, so rows a completed delete
@@ -31,8 +38,11 @@ import contextlib
 import dataclasses
 import json
 import logging
+import hashlib
 import os
 import threading
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -47,14 +57,15 @@ from facecore.names import refuse_lookalikes, validate_name
 from gallery.base import FaceRecord, Gallery, Hit, check_records, first_of_each_photo
 from facecore.errors import GalleryError, PersonNotFound
 
-__all__ = ["CORE_FIELDS", "DEFAULT_HOLD_S", "DEFAULT_LOCK_TIMEOUT", "FORMAT_VERSION", "INDEXES",
-           "INUSE_SUFFIX", "LEDGER_SUFFIX", "LITE_COLLECTION", "MAX_VARCHAR", "PAGE", "WINDOW",
-           "MilvusGallery", "parse"]
+__all__ = ["CORE_FIELDS", "DEFAULT_HOLD_S", "DEFAULT_LOCK_TIMEOUT", "FORMAT_VERSION", "ID_BITS", "INDEXES",
+           "INUSE_SUFFIX", "LEDGER_SUFFIX", "LITE_COLLECTION", "MAX_VARCHAR", "PAGE", "READ_LEVEL", "STALE_S",
+           "SUMMARY_PREFIX", "TOKEN_ENV", "WINDOW", "WRITER_PREFIX", "MilvusGallery", "canonical", "content_id", "parse"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 LITE_PREFIX, SERVER_PREFIX = "milvus-lite:", "milvus://"
+TOKEN_ENV = "MILVUS_TOKEN"  # a server's credentials ("USER:PASSWORD" or an API key), never in a URI or file
 LITE_COLLECTION = "faces"
 CORE_FIELDS = ("person", "source", "content_hash", "box", "added_at", "id")
 MAX_VARCHAR = 65_535
@@ -65,6 +76,15 @@ DEFAULT_HOLD_S = 1.0
 INDEXES = {"FLAT": {}, "HNSW": {"M": 16, "efConstruction": 200}}
 LEDGER_SUFFIX = ".changes"  # Milvus Lite: what recent changes must leave, beside PATH.db
 INUSE_SUFFIX = ".inuse"  # Milvus Lite: exists while a process has the data directory open
+SUMMARY_PREFIX = "n:"  # meta rows: one per person, its name and face count (see `_settle`)
+WRITER_PREFIX = "w:"  # meta rows: one per change under way (see `_recover`)
+STALE_S = 60.0  # a server's change record older than this is a killed writer's, finished by whoever opens
+# Reads that need not see other processes' latest writes (a search, the people summary): "Session"
+# sees this process's own writes at once and others' within Milvus's bounded staleness, without
+# waiting for every write everywhere as "Strong" does (~0.2 s a read on a server). Writers read
+# "Strong" where they must see every write before theirs (duplicates, ids, counts).
+READ_LEVEL = "Session"
+ID_BITS = 53  # a server gallery's ids, from (person, photo): exact in JSON numbers (JavaScript's doubles)
 
 
 def parse(spec: str) -> tuple[str, str, str]:
@@ -85,7 +105,36 @@ def parse(spec: str) -> tuple[str, str, str]:
     if not collection.replace("_", "a").isalnum() or collection[0].isdigit():
         raise GalleryError(f"{spec}: collection name {collection!r} must be letters, digits and '_', "
                            "not starting with a digit")
-    return "server", f"http://{parts.hostname}:{port}", collection
+    if parts.username is not None or parts.password is not None:
+        raise GalleryError(f"milvus://...@{parts.hostname}:{port}/{collection}: credentials do not go in the "
+                           f"gallery URI (it is stored in model.json); set {TOKEN_ENV}=USER:PASSWORD instead")
+    host = parts.hostname.lower()
+    # One server, one name: the lock file, the chip folder and model.json must not depend on the spelling.
+    host = "127.0.0.1" if host == "localhost" else host
+    return "server", f"http://{host}:{port}", collection
+
+
+def canonical(spec: str) -> str:
+    """The one spelling of a Milvus gallery URI (what model.json records): an absolute Milvus Lite
+    path; a server's host as `parse` names it. GalleryError if malformed."""
+    kind, target, collection = parse(spec)
+    return LITE_PREFIX + target if kind == "lite" else f"{SERVER_PREFIX}{target.split('//', 1)[1]}/{collection}"
+
+
+def _summary_key(person: str) -> str:
+    return SUMMARY_PREFIX + hashlib.sha256(person.encode("utf-8")).hexdigest()[:40]
+
+
+def _names_of(change: dict[str, Any]) -> list[str]:
+    """The people a recorded change touches."""
+    return list(change.get("names", ())) + [change[k] for k in ("name", "old", "new") if k in change]
+
+
+def content_id(person: str, content_hash: str, attempt: int = 0) -> int:
+    """A server gallery's id for a face: the same on every machine for the same person and photo, so
+    writers need no shared counter (`attempt` > 0: the next candidates, if one is taken)."""
+    digest = hashlib.sha256(f"{person}\0{content_hash}".encode("utf-8")).digest()
+    return (int.from_bytes(digest[:8], "big") + attempt) % (1 << ID_BITS)
 
 
 def _quote(value: str) -> str:
@@ -121,7 +170,7 @@ class _Connection:
     _shared_lock = threading.Lock()
 
     def __init__(self, kind: str, target: str, collection: str, lock_timeout: float, hold_s: float) -> None:
-        self.kind, self.target = kind, target
+        self.kind, self.target, self.collection = kind, target, collection
         self.mutex = threading.RLock()
         if kind == "lite":
             lock_path = target + ".lock"
@@ -184,7 +233,13 @@ class _Connection:
                 self.flock.release()
                 raise
         else:
-            self.client = MilvusClient(uri=self.target)
+            try:
+                self.client = MilvusClient(uri=self.target, token=os.environ.get(TOKEN_ENV, ""))
+            except Exception as e:  # pymilvus raises its own types and grpc's: one line, whatever it was
+                detail = getattr(e, "message", None) or str(e) or type(e).__name__
+                raise GalleryError(f"milvus://{self.target.split('//', 1)[1]}/{self.collection}: cannot use the "
+                                   f"Milvus server ({detail}); is it running and reachable from here? (credentials, "
+                                   f"if it needs them, are taken from ${TOKEN_ENV})") from None
             self.opens += 1
 
     def _release(self) -> None:
@@ -307,6 +362,7 @@ class MilvusGallery(Gallery):
         self.meta_collection = self.collection + "__meta"
         self.search_params = dict(search_params or {})
         self._seen_opens = 0
+        self._opened_meta: dict[str, str] | None = None  # the meta read on opening, for `_load_meta`
         self._conn: _Connection | None = _Connection.get(self.kind, target, self.collection, lock_timeout, hold_s)
 
     # ---- plumbing -----------------------------------------------------------------
@@ -328,10 +384,10 @@ class MilvusGallery(Gallery):
                 exists = (fresh or write) and client.has_collection(self.meta_collection)
                 if fresh and exists:  # Milvus Lite opens its collections released
                     self._load_collections(client)
-                # Writers on a server, and whoever opens Milvus Lite (which excludes every other
-                # process), first repair what a killed writer left.
-                if exists and (write or self.kind == "lite"):
-                    self._recover(client)
+                # Writers, and every process when it opens the gallery (readers too), first settle
+                # what a killed writer left (`_recover`).
+                if exists:
+                    self._recover(client, fresh)
                 if fresh and exists and self.kind == "lite":
                     self._heal(client, self._conn.crashed)
                 yield client
@@ -361,7 +417,8 @@ class MilvusGallery(Gallery):
             client.load_collection(self.collection)
 
     def _meta(self, client: Any) -> dict[str, str]:
-        rows = client.query(self.meta_collection, filter='key != ""', output_fields=["key", "value"])
+        rows = client.query(self.meta_collection, filter=f'key != "" and not (key like "{SUMMARY_PREFIX}%")',
+                            output_fields=["key", "value"], limit=WINDOW, consistency_level="Strong")
         kv = {r["key"]: r["value"] for r in rows}
         # Two values under one key: a stale version Milvus Lite let reappear after a crash. Which is
         # current cannot be told (an old journal entry or id counter would undo or reuse), so refuse.
@@ -377,7 +434,7 @@ class MilvusGallery(Gallery):
     def _load_meta(self, client: Any) -> None:
         if not client.has_collection(self.collection) or not client.has_collection(self.meta_collection):
             raise self._fail("no gallery here (no such collection)")
-        kv = self._meta(client)
+        kv, self._opened_meta = self._opened_meta or self._meta(client), None
         try:
             version = int(kv["format_version"])
             self.model_id, self.dim = kv["model_id"], int(kv["dim"])
@@ -386,17 +443,22 @@ class MilvusGallery(Gallery):
             raise self._fail(f"{self.meta_collection} is damaged ({e!r})") from None
         if version != FORMAT_VERSION:
             raise self._fail(f"format version {version}, this program reads {FORMAT_VERSION}")
+        if "summary" not in kv:
+            self._rebuild_summary(client)
 
-    def _count(self, client: Any, flt: str = "") -> int:
-        return int(client.query(self.collection, filter=flt, output_fields=["count(*)"])[0]["count(*)"])
+    def _count(self, client: Any, flt: str = "", *, strong: bool = True) -> int:
+        return int(client.query(self.collection, filter=flt, output_fields=["count(*)"],
+                                consistency_level="Strong" if strong else READ_LEVEL)[0]["count(*)"])
 
-    def _scan(self, client: Any, flt: str, fields: list[str]) -> list[dict[str, Any]]:
+    def _scan(self, client: Any, flt: str, fields: list[str], level: str = "Strong") -> list[dict[str, Any]]:
         """Every row matching `flt`, ordered by id (past Milvus's 16,384-row window, by a query iterator)."""
-        out = list(client.query(self.collection, filter=flt, output_fields=fields, limit=WINDOW))
+        out = list(client.query(self.collection, filter=flt, output_fields=fields, limit=WINDOW,
+                                consistency_level=level))
         if len(out) < WINDOW:
             return sorted(out, key=lambda r: r["id"])
         out = []
-        it = client.query_iterator(self.collection, batch_size=PAGE, filter=flt, output_fields=fields)
+        it = client.query_iterator(self.collection, batch_size=PAGE, filter=flt, output_fields=fields,
+                                   consistency_level=level)
         try:
             while batch := it.next():
                 out.extend(batch)
@@ -405,41 +467,108 @@ class MilvusGallery(Gallery):
         out.sort(key=lambda r: r["id"])
         return out
 
-    # ---- the pending-change journal -----------------------------------------------
+    # ---- the people summary and the writers' change records ------------------------
+    #
+    # identify needs the people and their face counts (the unknown threshold, the vote's columns)
+    # for every photo: a scan of the person field would cost seconds at 10^5 faces, so writers keep
+    # one summary row per person in the meta collection ("n:<hash of the name>" -> name, faces).
+    # A writer recounts the people it changed (a query of their rows, Strong: it must read its own
+    # write and every other writer's before it) and writes the counts, until a recount agrees:
+    # whoever writes a person's row last then wrote a count that includes every change finished
+    # before it, so writers on several machines need no lock between them.
+    #
+    # Each change is recorded first ("w:<uuid>" -> the change) and the record deleted after the
+    # summary is settled. Whoever opens the gallery next (a reader too) settles the people of a
+    # record left behind by a killed writer and finishes its removal or rename: faces an add got
+    # stored stay stored (an add is idempotent: rerunning it stores what is missing, and says
+    # "duplicate" only for faces that are there).
 
-    def _begin(self, client: Any, change: dict[str, Any], **kv: str) -> None:
-        self._set_meta(client, {"pending": json.dumps(change), **kv})
+    def _summary(self, client: Any, *, strong: bool = False) -> dict[str, int]:
+        rows = client.query(self.meta_collection, filter=f'key like "{SUMMARY_PREFIX}%"', output_fields=["value"],
+                            limit=WINDOW, consistency_level="Strong" if strong else READ_LEVEL)
+        out: dict[str, int] = {}
+        for r in rows:
+            v = json.loads(r["value"])
+            if int(v["faces"]) > 0:
+                out[str(v["person"])] = int(v["faces"])
+        return dict(sorted(out.items()))
 
-    def _end(self, client: Any) -> None:
-        self._set_meta(client, {"pending": ""})
+    def _settle(self, client: Any, names: Iterable[str]) -> None:
+        """Write each person's face count into the summary until a recount agrees with it (one query
+        of their rows' person field and one upsert per round, however many people)."""
+        names = sorted(set(names))
+        written: dict[str, int] | None = None
+        for _ in range(10):
+            counts = {n: 0 for n in names}
+            for chunk in _pages(names):
+                counts.update(Counter(r["person"] for r in self._scan(
+                    client, f"person in [{', '.join(map(_quote, chunk))}]", ["person"])))
+            if counts == written:
+                return
+            for chunk in _pages(names):
+                self._set_meta(client, {_summary_key(n): json.dumps({"person": n, "faces": counts[n]}) for n in chunk})
+            written = counts
+
+    def _rebuild_summary(self, client: Any) -> None:
+        """A gallery made before the summary existed: count everyone once (one scan)."""
+        counts = Counter(r["person"] for r in self._scan(client, "id >= 0", ["person"]))
+        self._settle(client, counts)
+        self._set_meta(client, {"summary": "1"})
+        logger.info("%s: wrote the people summary (%d people)", self.path, len(counts))
+
+    def _begin(self, client: Any, change: dict[str, Any], **kv: str) -> str:
+        key = WRITER_PREFIX + uuid.uuid4().hex
+        self._set_meta(client, {key: json.dumps({**change, "at": time.time()}), **kv})
+        return key
+
+    def _end(self, client: Any, key: str, names: Iterable[str]) -> None:
+        self._settle(client, names)
+        client.delete(self.meta_collection, filter=f"key == {_quote(key)}")
         if self.kind == "lite":
             # Milvus Lite searches rows still in its memory table by brute force in Python, ten times
             # slower than flushed (benchmarks/results/implementation-choices.md), and a flush moves them
             # into fsynced segment files. A server flushes on its own schedule and rate-limits flushes.
             client.flush(self.collection)
 
-    def _recover(self, client: Any) -> None:
-        """Finish or undo a change a killed writer left half done. Caller holds the write lock."""
-        pending = self._meta(client).get("pending", "")
-        if not pending:
-            return
-        change = json.loads(pending)
-        logger.warning("%s: a change was interrupted (%s); %s", self.path, change["op"],
-                       "undoing it" if change["op"] == "add" else "finishing it")
-        if change["op"] == "add":
-            self._note(removed=range(int(change["first"]), int(change["end"])))
-            client.delete(self.collection, filter=f"id >= {int(change['first'])} and id < {int(change['end'])}")
-        elif change["op"] == "remove":
+    def _recover(self, client: Any, opening: bool = False) -> None:
+        """Settle and finish what killed writers left (see above). On a server another writer may still
+        be running a change: its add is only recounted (harmless), its removal or rename finished once
+        the record is older than STALE_S."""
+        # One Strong read of the meta rows (~0.2 s on a server) serves this and, on opening, `_load_meta`.
+        kv = self._meta(client)
+        self._opened_meta = kv if opening else None
+        legacy = kv.get("pending", "")
+        if legacy:  # written by the version before the change records (one writer at a time)
+            self._apply(client, json.loads(legacy))
+            self._set_meta(client, {"pending": ""})
+            self._rebuild_summary(client)
+        now = time.time()
+        records = {k: json.loads(v) for k, v in kv.items() if k.startswith(WRITER_PREFIX)}
+        for key, change in sorted(records.items(), key=lambda kv: kv[1].get("at", 0)):
+            if change["op"] != "add" and self.kind == "server" and now - float(change.get("at", 0)) < STALE_S:
+                self._settle(client, _names_of(change))  # its writer may be at work: only recount
+                continue
+            logger.warning("%s: a change was interrupted (%s of %s); %s", self.path, change["op"],
+                           ", ".join(map(repr, _names_of(change))),
+                           "recounting its people" if change["op"] == "add" else "finishing it")
+            self._apply(client, change)
+            if self.kind == "lite" or now - float(change.get("at", 0)) >= STALE_S:
+                self._end(client, key, _names_of(change))
+            else:
+                self._settle(client, _names_of(change))
+
+    def _apply(self, client: Any, change: dict[str, Any]) -> None:
+        """Finish a recorded removal or rename (an add needs nothing: what it stored stays)."""
+        if change["op"] == "remove":
             self._note(removed=[r["id"] for r in self._scan(client, f"person == {_quote(change['name'])}", ["id"])])
             client.delete(self.collection, filter=f"person == {_quote(change['name'])}")
         elif change["op"] == "rename":
             self._apply_rename(client, change["old"], change["new"])
         elif change["op"] == "remove faces":
-            self._note(removed=change["ids"])
+            self._note(removed=[int(i) for i in change["ids"]])
             client.delete(self.collection, filter=_id_filter(change["ids"]))
         elif change["op"] == "move faces":
             self._apply_move(client, [int(i) for i in change["ids"]], change["person"])
-        self._end(client)
 
     # ---- the Milvus Lite ledger -----------------------------------------------------
 
@@ -531,6 +660,8 @@ class MilvusGallery(Gallery):
             logger.warning("%s: Milvus Lite reads %d faces other than its completed changes left them (after a "
                            "crash); deleting them again and writing back the ones that stay", self.path, len(bad))
             self._rewrite(client, bad, rows)
+        if crashed:  # the summary's rows may have come back stale too: count everyone again (one more scan)
+            self._rebuild_summary(client)
         if not crashed:  # (the loop above ends with nothing bad, or raises)
             # The last holder closed cleanly (everything flushed) and every read agrees: done with the ledger.
             client.flush(self.collection)
@@ -611,7 +742,7 @@ class MilvusGallery(Gallery):
             params = client.prepare_index_params()
             params.add_index("v", index_type="FLAT", metric_type="IP")
             client.create_collection(self.meta_collection, schema=meta, index_params=params,
-                                     consistency_level="Strong")
+                                     consistency_level="Bounded")  # each call names its own level
             faces = client.create_schema(auto_id=False, enable_dynamic_field=False)
             faces.add_field("id", DataType.INT64, is_primary=True)
             faces.add_field("vector", DataType.FLOAT_VECTOR, dim=int(dim))
@@ -623,10 +754,10 @@ class MilvusGallery(Gallery):
             faces.add_field("attrs", DataType.JSON)
             params = client.prepare_index_params()
             params.add_index("vector", index_type=index, metric_type="IP", params=INDEXES[index])
-            client.create_collection(self.collection, schema=faces, index_params=params, consistency_level="Strong")
+            client.create_collection(self.collection, schema=faces, index_params=params, consistency_level="Bounded")
             # Written last: a gallery whose creation was interrupted has no format_version and
             # is reported as damaged rather than used half made.
-            self._set_meta(client, {"model_id": model_id, "dim": str(int(dim)), "next_id": "0", "pending": "",
+            self._set_meta(client, {"model_id": model_id, "dim": str(int(dim)), "next_id": "0", "summary": "1",
                                     "index": index, "format_version": str(FORMAT_VERSION)})
             self._load_meta(client)
         logger.info("created Milvus gallery %s for model %s (dim %d)", spec, model_id, dim)
@@ -660,9 +791,8 @@ class MilvusGallery(Gallery):
             return []
         extra = [f.name for f in dataclasses.fields(FaceRecord) if f.name not in CORE_FIELDS]
         with self._use(write=True) as client:
-            people = {r["person"] for r in self._scan(client, "id >= 0", ["person"])}
             if not allow_similar:
-                refuse_lookalikes(sorted({row[0] for row in rows}), people)
+                refuse_lookalikes(sorted({row[0] for row in rows}), self._summary(client, strong=True))
             hashes = sorted({row[2] for row in rows})
             stored = {(r["person"], r["content_hash"]) for r in self._scan(
                 client, f"content_hash in [{', '.join(map(_quote, hashes))}]", ["person", "content_hash"])}
@@ -670,16 +800,21 @@ class MilvusGallery(Gallery):
             if not keep:
                 return []
             x, rows, kept = x[keep], [rows[i] for i in keep], [records[i] for i in keep]
-            first = int(self._meta(client)["next_id"])
-            ids = list(range(first, first + len(x)))
-            # Ids are reserved together with the journal entry, before any face is written.
-            self._begin(client, {"op": "add", "first": first, "end": first + len(x)}, next_id=str(first + len(x)))
-            client.insert(self.collection, [
+            names = sorted({row[0] for row in rows})
+            if self.kind == "lite":  # one process at a time (the file lock): a counter, reserved first
+                first = int(self._meta(client)["next_id"])
+                ids = list(range(first, first + len(x)))
+                key = self._begin(client, {"op": "add", "names": names}, next_id=str(first + len(x)))
+            else:  # any number of writers on any number of machines: ids from the faces themselves
+                ids = self._content_ids(client, rows)
+                key = self._begin(client, {"op": "add", "names": names})
+            # On a server an upsert: a rerun (or another machine) storing the same face writes the same row.
+            (client.insert if self.kind == "lite" else client.upsert)(self.collection, [
                 {"id": i, "vector": v.tolist(), "person": row[0], "source": row[1], "content_hash": row[2],
                  "x1": row[3], "y1": row[4], "x2": row[5], "y2": row[6], "added_at": row[7],
                  "attrs": {name: getattr(r, name) for name in extra}}
                 for i, v, row, r in zip(ids, x, rows, kept)])
-            self._end(client)
+            self._end(client, key, names)
         for r, i, row in zip(kept, ids, rows):
             r.id, r.person = int(i), row[0]
         logger.info("%s: added %d faces (ids %d..%d)", self.path, len(ids), ids[0], ids[-1])
@@ -693,9 +828,9 @@ class MilvusGallery(Gallery):
             if n == 0:
                 raise self._fail(f"no person named {name!r} in the gallery", PersonNotFound, name=name)
             self._note(removed=ids)
-            self._begin(client, {"op": "remove", "name": name})
+            key = self._begin(client, {"op": "remove", "name": name})
             client.delete(self.collection, filter=f"person == {_quote(name)}")
-            self._end(client)
+            self._end(client, key, [name])
         logger.info("%s: removed %d faces of %r", self.path, n, name)
         return n
 
@@ -704,12 +839,13 @@ class MilvusGallery(Gallery):
         if not wanted:
             return []
         with self._use(write=True) as client:
-            gone = self._records(client, _id_filter(wanted))
+            gone = self._records(client, _id_filter(wanted), "Strong")
             self._check_ids(gone, wanted)
             self._note(removed=wanted)
-            self._begin(client, {"op": "remove faces", "ids": wanted})
+            names = sorted({r.person for r in gone})
+            key = self._begin(client, {"op": "remove faces", "ids": wanted, "names": names})
             client.delete(self.collection, filter=_id_filter(wanted))
-            self._end(client)
+            self._end(client, key, names)
         logger.info("%s: removed faces %s", self.path, wanted)
         return gone
 
@@ -724,16 +860,32 @@ class MilvusGallery(Gallery):
         wanted = sorted({int(i) for i in ids})
         with self._use(write=True) as client:
             held = {r["content_hash"] for r in self._scan(client, f"person == {_quote(person)}", ["content_hash"])}
-            faces = self._records(client, _id_filter(wanted))
-            others = lambda: {r["person"] for r in self._scan(client, "id >= 0", ["person"])}  # noqa: E731
+            faces = self._records(client, _id_filter(wanted), "Strong")
+            others = lambda: set(self._summary(client, strong=True))  # noqa: E731
             moving = self._check_move(faces, wanted, person, held, others, allow_similar=allow_similar)
             if moving:
                 ids = [r.id for r in moving]
-                self._begin(client, {"op": "move faces", "ids": ids, "person": person})
+                names = sorted({r.person for r in moving} | {person})
+                key = self._begin(client, {"op": "move faces", "ids": ids, "person": person, "names": names})
                 self._apply_move(client, ids, person)
-                self._end(client)
+                self._end(client, key, names)
         logger.info("%s: moved faces %s to %r", self.path, [r.id for r in moving], person)
         return moving
+
+    def _content_ids(self, client: Any, rows: list[tuple]) -> list[int]:
+        """`content_id` of each (person, photo) row, the next candidate where an id holds another face."""
+        ids = [content_id(row[0], row[2]) for row in rows]
+        for attempt in range(1, 64):
+            held = {int(r["id"]): (r["person"], r["content_hash"]) for r in client.query(
+                self.collection, filter=_id_filter(ids), output_fields=["id", "person", "content_hash"],
+                limit=WINDOW, consistency_level="Strong")}
+            clash = [j for j, (i, row) in enumerate(zip(ids, rows)) if held.get(i, (row[0], row[2])) != (row[0], row[2])]
+            clash += [j for j, i in enumerate(ids) if ids.index(i) != j]  # two new faces, one id
+            if not clash:
+                return ids
+            for j in clash:
+                ids[j] = content_id(rows[j][0], rows[j][2], attempt)
+        raise self._fail("could not find free ids for the new faces")
 
     def _apply_rename(self, client: Any, old: str, new: str) -> None:
         rows = self._scan(client, f"person == {_quote(old)}", ["*"])
@@ -746,13 +898,13 @@ class MilvusGallery(Gallery):
         old, new = validate_name(old), validate_name(new)
         with self._use(write=True) as client:
             count = lambda n: len(client.query(self.collection, filter=f"person == {_quote(n)}",  # noqa: E731
-                                               output_fields=["id"], limit=1))
-            others = lambda: {r["person"] for r in self._scan(client, f"person != {_quote(old)}", ["person"])}  # noqa: E731
+                                               output_fields=["id"], limit=1, consistency_level="Strong"))
+            others = lambda: set(self._summary(client, strong=True)) - {old}  # noqa: E731
             if not self._check_rename(old, new, count, others, merge=merge, allow_similar=allow_similar):
                 return
-            self._begin(client, {"op": "rename", "old": old, "new": new})
+            key = self._begin(client, {"op": "rename", "old": old, "new": new})
             self._apply_rename(client, old, new)
-            self._end(client)
+            self._end(client, key, [old, new])
         logger.info("%s: renamed %r to %r", self.path, old, new)
 
     def set_chips(self, chips: dict[int, str]) -> None:
@@ -775,17 +927,18 @@ class MilvusGallery(Gallery):
     # ---- reads --------------------------------------------------------------------
 
     def people(self) -> dict[str, int]:
+        """From the summary writers keep (`_settle`): one small query, however many faces there are."""
         with self._use() as client:
-            rows = self._scan(client, "id >= 0", ["person"])
-        return dict(sorted(Counter(r["person"] for r in rows).items()))
+            return self._summary(client)
 
     def records(self, person: str | None = None) -> list[FaceRecord]:
         flt = "id >= 0" if person is None else f"person == {_quote(validate_name(person))}"
         with self._use() as client:
-            return self._records(client, flt)
+            return self._records(client, flt, READ_LEVEL)
 
-    def _records(self, client: Any, flt: str) -> list[FaceRecord]:
-        rows = self._scan(client, flt, ["id", "person", "source", "content_hash", "x1", "y1", "x2", "y2", "added_at", "attrs"])
+    def _records(self, client: Any, flt: str, level: str) -> list[FaceRecord]:
+        rows = self._scan(client, flt, ["id", "person", "source", "content_hash", "x1", "y1", "x2", "y2", "added_at", "attrs"],
+                          level)
         known = {f.name for f in dataclasses.fields(FaceRecord)}
         return [FaceRecord(person=r["person"], source=r["source"], content_hash=r["content_hash"],
                            box=(r["x1"], r["y1"], r["x2"], r["y2"]), added_at=r["added_at"], id=int(r["id"]),
@@ -795,12 +948,13 @@ class MilvusGallery(Gallery):
     def has_content(self, person: str, content_hash: str) -> bool:
         flt = f"person == {_quote(validate_name(person))} and content_hash == {_quote(str(content_hash))}"
         with self._use() as client:
-            return bool(client.query(self.collection, filter=flt, output_fields=["id"], limit=1))
+            return bool(client.query(self.collection, filter=flt, output_fields=["id"], limit=1,
+                                     consistency_level=READ_LEVEL))
 
     def vectors(self, person: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         flt = "id >= 0" if person is None else f"person == {_quote(validate_name(person))}"
         with self._use() as client:
-            rows = self._scan(client, flt, ["id", "vector"])
+            rows = self._scan(client, flt, ["id", "vector"], READ_LEVEL)
         ids = np.array([r["id"] for r in rows], dtype=np.int64)
         vecs = np.array([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), self.dim)
         return ids, vecs
@@ -812,7 +966,8 @@ class MilvusGallery(Gallery):
         with self._use() as client:
             res = client.search(self.collection, data=[v.tolist() for v in q], limit=int(k),
                                 output_fields=["person", "source"],
-                                search_params={"metric_type": "IP", "params": self.search_params})
+                                search_params={"metric_type": "IP", "params": self.search_params},
+                                consistency_level=READ_LEVEL)
         # Ties in similarity are broken by id, as FAISS's exact search does. A face the ledger
         # says was removed is never answered, whatever Milvus Lite's search path returns.
         removed = self._conn.removed if self._conn is not None else frozenset()
@@ -823,7 +978,7 @@ class MilvusGallery(Gallery):
 
     def __len__(self) -> int:
         with self._use() as client:
-            return self._count(client)
+            return self._count(client, strong=False)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -16,12 +16,13 @@ from typing import Iterable, Iterator, Sequence
 from facecore.errors import ImageError, ModelError, PersonNotFound
 from facecore.names import refuse_lookalikes, validate_name
 from gallery import create_gallery, is_uri, open_gallery
+from gallery.milvus_store import canonical
 from recognizer.cache import CropCache
 from recognizer import enrolment
 from recognizer.chips import backfill_chips, chip_of
 from recognizer.image import ImageSource
 from recognizer.modeldir import stores
-from recognizer.modeldir.config import ModelConfig, config_stamp, load_config, save_config
+from recognizer.modeldir.config import ModelConfig, config_stamp, load_config, remember_gallery, save_config
 from recognizer.modeldir.create import has_model
 from recognizer.modeldir.directory import ModelDir
 from recognizer.modeldir.layout import chip_store
@@ -79,6 +80,7 @@ class Recognizer:
         d = Path(model_dir)
         if gallery is not None and not is_uri(gallery):
             raise ModelError(f"{gallery}: a gallery is milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db")
+        gallery = None if gallery is None else canonical(gallery)
         if create and not has_model(d):
             if not backbone:
                 raise ModelError(f"{d}: no model here yet; say which backbone to create it with (--backbone sface|facenet)")
@@ -90,6 +92,7 @@ class Recognizer:
         if gallery is not None and create:
             cfg = load_config(d)
             create_gallery(gallery, model_id=cfg.model_id, dim=cfg.dim, exist_ok=True).close()
+        gallery = remember_gallery(d, gallery)
         cfg = load_config(d)
         if backbone and backbone != cfg.backbone:
             raise ModelError(f"{d}: this model uses the {cfg.backbone} backbone, not {backbone}")
@@ -103,8 +106,9 @@ class Recognizer:
         """A read-only Recognizer of one model.json's model (in use or a candidate's) that never follows model.json."""
         d = Path(model_dir)
         embedder, classifier = open_network(d, config, weights_dir)
-        gal = open_gallery(d / config.gallery, model_id=config.model_id)
-        return cls(d, make_view(config, embedder, gal, classifier, cache, None, pinned=True), cache, weights_dir=weights_dir)
+        gal = open_gallery(config.gallery_uri or d / config.gallery, model_id=config.model_id)
+        return cls(d, make_view(config, embedder, gal, classifier, cache, None, pinned=True), cache, weights_dir=weights_dir,
+                   gallery_uri=config.gallery_uri)
 
     def save_config(self) -> None:
         with writer_lock(self.dir):

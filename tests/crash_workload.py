@@ -90,10 +90,23 @@ def _write(path: str, log_path: str) -> None:
         log.write(f"{i}\n"); log.flush()  # written only after the change returned
 
 
-def matches(actual: dict[int, tuple[str, np.ndarray]], want: dict[int, tuple[str, int]]) -> bool:
-    if sorted(actual) != sorted(want) or any(actual[i][0] != want[i][0] for i in want):
+def matches(actual: dict[int, tuple[str, np.ndarray]], want: dict[int, tuple[str, int]], by_id: bool = True) -> bool:
+    """Whether the gallery read (`actual`) is state `want`: the same faces under the same ids, or with
+    by_id=False (a Milvus server, whose ids come from the faces) the same faces whatever their ids."""
+    if by_id:
+        if sorted(actual) != sorted(want) or any(actual[i][0] != want[i][0] for i in want):
+            return False
+        return all(np.allclose(actual[i][1], vectors_for(s)[i % BATCH], atol=1e-6) for i, (_, s) in want.items())
+    left = list(actual.values())
+    if len(left) != len(want):
         return False
-    return all(np.allclose(actual[i][1], vectors_for(s)[i % BATCH], atol=1e-6) for i, (_, s) in want.items())
+    for i, (person, s) in want.items():
+        v = vectors_for(s)[i % BATCH]
+        j = next((j for j, (p, a) in enumerate(left) if p == person and np.allclose(a, v, atol=1e-6)), None)
+        if j is None:
+            return False
+        left.pop(j)
+    return True
 
 
 if __name__ == "__main__":

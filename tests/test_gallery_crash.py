@@ -18,14 +18,15 @@ import pytest
 
 from gallery import FaceRecord, create_gallery, open_gallery
 from crash_workload import BATCH, DIM, MODEL, expected_states, matches, op_for, vectors_for, writer_command
-from gallery_backends import BACKENDS, MILVUS_LITE, gallery_spec
+from gallery_backends import BACKENDS, MILVUS_LITE, MILVUS_SERVER, gallery_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "30"))
 # A Milvus Lite writer takes ~3 s to start (pymilvus, the embedded server): fewer trials in CI.
 MILVUS_TRIALS = int(os.environ.get("GALLERY_CRASH_TRIALS", "4"))
 TRIAL_PARAMS = [("faiss", t) for t in range(TRIALS)] + [
-    pytest.param(MILVUS_LITE, t, marks=getattr(BACKENDS[1], "marks", ())) for t in range(MILVUS_TRIALS)]
+    pytest.param(MILVUS_LITE, t, marks=getattr(BACKENDS[1], "marks", ())) for t in range(MILVUS_TRIALS)] + [
+    pytest.param(MILVUS_SERVER, t, marks=getattr(BACKENDS[2], "marks", ())) for t in range(MILVUS_TRIALS)]
 
 
 def gallery_state(path: str | Path, n_ops: int) -> dict[int, tuple[str, np.ndarray]]:
@@ -64,7 +65,8 @@ def test_sigkill_leaves_before_or_after_state(tmp_path: Path, backend: str, tria
     done = len(log.read_text().splitlines()) - 1
     states = expected_states(done + 1)
     actual = gallery_state(path, done + 1)
-    before, after = matches(actual, states[done]), matches(actual, states[done + 1])
+    by_id = backend != MILVUS_SERVER  # a server's ids come from the faces, not a counter
+    before, after = matches(actual, states[done], by_id), matches(actual, states[done + 1], by_id)
     assert before or after, \
         f"trial {trial}: after {done} completed changes the gallery is neither before nor after change {done}"
     print(f"trial {trial}: killed after {done} changes, in-flight change {op_for(done)[0]} "
@@ -103,7 +105,10 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path, backend: str) -> None:
     g = open_gallery(path, MODEL)
     assert g.people() == {f"{p}{i}": 2 for p in "ab" for i in range(n)}
     ids, _ = g.vectors()
-    assert ids.tolist() == list(range(4 * n))
+    if backend == MILVUS_SERVER:  # ids from the faces: each one once
+        assert len(set(ids.tolist())) == len(ids) == 4 * n
+    else:
+        assert ids.tolist() == list(range(4 * n))
     if backend == "faiss":
         assert g.generation == 2 * n
 
@@ -113,7 +118,7 @@ def _left_open_by_a_killed_process(spec: str | Path) -> None:
     Path(str(spec)[len("milvus-lite:"):] + ".inuse").touch()
 
 
-@pytest.mark.parametrize("backend", BACKENDS[1:])
+@pytest.mark.parametrize("backend", BACKENDS[1:2])
 def test_milvus_lite_rows_that_reappear_after_a_kill_are_put_right(tmp_path: Path, backend: str) -> None:
     """Milvus Lite 3.2.2 can reopen after a SIGKILL showing rows its completed deletes removed (a
     removal's, or the old version behind a rename's upsert). Put them back by hand, as that
@@ -130,7 +135,8 @@ def test_milvus_lite_rows_that_reappear_after_a_kill_are_put_right(tmp_path: Pat
     with g._use(write=True) as client:
         client.insert(g.collection, before)
         client.flush(g.collection)
-    assert "ada" in g.people() and "bob" in g.people()  # the defect, reproduced
+    with g._use() as client:  # the defect, reproduced (in the rows: people() reads the writers' summary)
+        assert {"ada", "bob"} <= {r["person"] for r in g._scan(client, "id >= 0", ["person"])}
     g.close()
     _left_open_by_a_killed_process(path)
     g = open_gallery(path, MODEL)
@@ -146,7 +152,7 @@ def test_milvus_lite_rows_that_reappear_after_a_kill_are_put_right(tmp_path: Pat
     g.close()
 
 
-@pytest.mark.parametrize("backend", BACKENDS[1:])
+@pytest.mark.parametrize("backend", BACKENDS[1:2])
 def test_milvus_lite_torn_index_file_after_a_kill_is_rebuilt(tmp_path: Path, backend: str) -> None:
     """A kill while Milvus Lite writes a segment's index file leaves it torn, and loading the
     collection fails ("No data left in file"); the index is a copy of the segment's vectors, so

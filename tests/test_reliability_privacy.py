@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import ast
+import json
 import stat
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from gallery import open_gallery
 from recognizer.cli import enroll
+from recognizer.modeldir.directory import ModelDir
 
 ROOT = Path(__file__).resolve().parent.parent
 FR = "face_recognition-examples/people"
@@ -257,9 +260,10 @@ def test_removal_through_a_milvus_gallery_reaches_the_model_directorys_own_faces
         assert rec.remove(name) >= 1
         assert rec.people() == {}
     assert files_holding(model, needles) == []
-    with Recognizer.open(model) as own:
+    assert json.loads((model / "model.json").read_text())["gallery_uri"] == f"milvus-lite:{tmp_path / 'faces.db'}"
+    with open_gallery(model / "gallery") as own:  # the model directory's own gallery, opened by hand
         assert name not in own.people() and own.people()["rose"] > 0
-        assert own.chip_ids() == {r.chip for r in own.records()}
+        assert ModelDir(model).chips().ids() == {r.chip for r in own.records()}
 
 
 def test_removal_while_a_reembed_builds_its_gallery(model, monkeypatch):

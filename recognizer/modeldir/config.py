@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from facecore.atomic import write_json_atomic
-from facecore.errors import ModelError
+from facecore.errors import GalleryError, ModelError
 from facecore.outputs import special_file
+from gallery.milvus_store import canonical
 from recognizer.detection.settings import DetectorSettings
+from recognizer.modeldir.lock import writer_lock
 from recognizer.modeldir.layout import CHECKPOINT_NAME, FPIR_TABLE_NAME, GALLERY_DIR, GALLERY_NAME, MODEL_FILE
 
-__all__ = ["DEFAULT_THRESHOLDS", "FORMAT_VERSION", "ModelConfig", "config_stamp", "load_config", "save_config"]
+__all__ = ["DEFAULT_THRESHOLDS", "FORMAT_VERSION", "ModelConfig", "config_stamp", "load_config", "remember_gallery",
+           "save_config"]
 
 FORMAT_VERSION = 1
 
@@ -53,6 +56,10 @@ class ModelConfig:
     # gallery. None (models made before it existed, or after --set-threshold): `threshold` is used.
     target_fpir: float | None = None
     fpir_table: str | None = None  # the model's own FPIR table file (finetuned embeddings), else the shipped one
+    # Where the faces are when they are not in the model directory: a Milvus gallery URI (`--gallery`, recorded
+    # the first time it is given, so later commands find the faces without it). Never credentials: those come
+    # from the environment (gallery.milvus_store.TOKEN_ENV) and a URI holding them is refused.
+    gallery_uri: str | None = None
 
     def detector_settings(self) -> DetectorSettings:
         d = dict(self.detector)
@@ -90,11 +97,35 @@ def load_config(model_dir: str | Path) -> ModelConfig:
                                 ("fpir_table", cfg.fpir_table, FPIR_TABLE_NAME)):
         if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
             raise ModelError(f"{path}: {key} must name a file of the model directory, not {value!r}")
+    if cfg.gallery_uri is not None:
+        try:
+            if not isinstance(cfg.gallery_uri, str) or canonical(cfg.gallery_uri) != cfg.gallery_uri:
+                raise GalleryError(f"{cfg.gallery_uri!r} is not a Milvus gallery URI in its one spelling")
+        except GalleryError as exc:
+            raise ModelError(f"{path}: gallery_uri: {exc}") from None
     return cfg
 
 
 def save_config(model_dir: str | Path, cfg: ModelConfig) -> None:
     write_json_atomic(Path(model_dir) / MODEL_FILE, cfg.to_dict())
+
+
+def remember_gallery(model_dir: str | Path, uri: str | None) -> str | None:
+    """The Milvus gallery the model's faces are in: `uri` (canonical; recorded in model.json, under the writer
+    lock, the first time it is given), else the one model.json records, else None (the model directory's own).
+    ModelError when `uri` names another gallery than the recorded one: the faces are there, not in `uri`."""
+    recorded = load_config(model_dir).gallery_uri
+    if uri is None or uri == recorded:
+        return recorded
+    with writer_lock(model_dir):
+        cfg = load_config(model_dir)
+        if cfg.gallery_uri is None:
+            cfg.gallery_uri = uri
+            save_config(model_dir, cfg)
+    if cfg.gallery_uri != uri:
+        raise ModelError(f"{model_dir}: this model's faces are in {cfg.gallery_uri} (its {MODEL_FILE} says so), "
+                         f"not in {uri}; leave out --gallery, or use another model directory")
+    return uri
 
 
 def config_stamp(model_dir: str | Path) -> tuple[int, int, int] | None:

@@ -122,6 +122,10 @@ def starting_point(d: Path) -> ModelConfig | None:
     faces that model.json does not account for: replacing them would lose them."""
     if (d / MODEL_FILE).exists():
         cfg = load_config(d)
+        if cfg.gallery_uri is not None:  # a build reads and rewrites the directory's own gallery, not this one
+            raise ModelError(f"{d}: this model's faces are in {cfg.gallery_uri} ({MODEL_FILE}'s gallery_uri); "
+                             "finetuning and re-embedding work on a model directory's own gallery only, and would "
+                             "start from its empty one; nothing was changed")
         if not (d / cfg.gallery).is_dir():
             others = sorted(p.name for p in d.iterdir() if GALLERY_NAME.fullmatch(p.name))
             raise ModelError(f"{d / MODEL_FILE} names gallery {cfg.gallery!r}, which is not there"
