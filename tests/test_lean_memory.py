@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+import recognizer
+
+# The checkout whose `recognizer` this process imported: the fresh processes below run the same code.
+ROOT = Path(recognizer.__file__).resolve().parent.parent
 
 # In a fresh process: after one 2 MB block is freed (glibc's sliding threshold then takes blocks
 # that size from the heap), 50 blocks of 2 MB are allocated with a small block kept after each,
@@ -72,3 +75,33 @@ def _rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+# A fresh identify.py of one photo, then the project's feature packages it imported.
+_FEATURES = ("recognizer.training", "recognizer.evaluation", "recognizer.clustering", "recognizer.lifecycle", "web")
+_PROBE = """
+import json, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    if exc.code not in (0, None):
+        raise
+print("MODULES " + json.dumps(sorted(m for m in sys.modules if m.startswith(%r))))
+""" % (_FEATURES,)
+
+
+def test_identifying_one_photo_imports_no_feature_it_does_not_use(tmp_path, data, detector, sface):
+    """recognizer.open no longer pulls in training and evaluation (recognizer._api's imports): about
+    50 ms of a one-photo identify's start-up (benchmarks/results/startup-2026-12-07.txt)."""
+    from reliability_util import face_image, one_person_model
+
+    one_person_model(tmp_path, face_image(data), detector, sface).close()
+    photo = data / "face_recognition-examples/group/barack_obama+joe_biden__obama_and_biden.jpg"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _PROBE, "identify.py", "--model", str(tmp_path / "model"), str(photo),
+                           "--json", "--no-cache"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert json.loads(out[: out.rindex("MODULES ")])[0]["faces"], out[:500]
+    assert json.loads(out[out.rindex("MODULES ") + len("MODULES "):]) == []
