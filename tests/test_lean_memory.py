@@ -1,5 +1,5 @@
 """Memory a process keeps after its work is done (issue 31): glibc's malloc made lean by every
-command (`recognizer.cli._options.lean_malloc`), and ONNX Runtime sessions without the arena that
+command (`recognizer.image.tune_malloc`), and ONNX Runtime sessions without the arena that
 kept every thread's largest buffers (`recognizer.onnx_session.cpu_session`)."""
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ import recognizer
 # The checkout whose `recognizer` this process imported: the fresh processes below run the same code.
 ROOT = Path(recognizer.__file__).resolve().parent.parent
 
-# In a fresh process: after one 2 MB block is freed (glibc's sliding threshold then takes blocks
-# that size from the heap), 50 blocks of 2 MB are allocated with a small block kept after each,
+# In a fresh process: after one 5 MB block is freed (glibc's sliding threshold then takes blocks
+# that size from the heap), 20 blocks of 5 MB are allocated with a small block kept after each,
 # and the big ones freed. Prints how many MB of RSS the freed blocks still hold.
 _HOLES = """
 import json, sys
 if sys.argv[1] == "lean":
-    from recognizer.cli._options import lean_malloc
-    lean_malloc()
+    from recognizer.image import tune_malloc
+    tune_malloc()
 import numpy as np
 
 def rss():
@@ -32,12 +32,12 @@ def rss():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 
-a = np.ones(2 ** 18)
+a = np.ones(5 * 2 ** 17)
 del a
 base = rss()
 big, keep = [], []
-for _ in range(50):
-    big.append(np.ones(2 ** 18))
+for _ in range(20):
+    big.append(np.ones(5 * 2 ** 17))
     keep.append(bytearray(4000))
 del big
 print(json.dumps(rss() - base))
@@ -52,7 +52,7 @@ def held_mb(mode: str) -> float:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_lean_malloc_gives_freed_blocks_back():
+def test_tuned_malloc_gives_freed_blocks_back():
     plain, lean = held_mb("plain"), held_mb("lean")
     assert plain > 50, f"glibc kept only {plain:.0f} MB of 100 MB freed: this test no longer shows the problem"
     assert lean < 10, f"{lean:.0f} MB of 100 MB freed still held"

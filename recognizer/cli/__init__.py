@@ -15,7 +15,8 @@ import importlib
 
 import click
 
-from recognizer.cli._options import lean_malloc, passive_openmp
+from recognizer.cli._options import passive_openmp
+from recognizer.image import tune_malloc
 
 __all__ = ["command", "main"]
 
@@ -39,9 +40,9 @@ COMMANDS = {
 def command(name: str) -> click.Command:
     """The subcommand `name`, imported now. OpenMP threads are made passive first: the modules a
     subcommand imports load FAISS's OpenMP runtime, which reads that setting once, when it loads; and
-    glibc's malloc is made lean before any thread starts (`_options.lean_malloc`)."""
+    glibc's malloc is made lean before any thread starts (`recognizer.image.tune_malloc`)."""
     passive_openmp()
-    lean_malloc()
+    tune_malloc()
     module, attr = COMMANDS[name].split(":")
     return getattr(importlib.import_module(module), attr)
 

@@ -1,20 +1,19 @@
 """Shared pieces of the command-line tools: process set-up, logging, error reporting, common options."""
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import os
-import platform
 import sys
 
 import click
 
 from facecore.errors import FaceToolError
+from recognizer.image import tune_malloc
 
 __all__ = [
     "allow_similar_option", "friendly_errors", "gallery_option", "json_option", "model_option", "no_cache_option",
-    "lean_malloc", "options", "passive_openmp", "ray_option", "ray_out_option", "ray_workers_option", "setup_logging", "start",
+    "options", "passive_openmp", "ray_option", "ray_out_option", "ray_workers_option", "setup_logging", "start",
     "subcommand", "verbose_option", "weights_dir_option",
 ]
 
@@ -29,46 +28,16 @@ def passive_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-# glibc's mallopt parameters (malloc.h) and the sizes used: see lean_malloc.
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
-MMAP_THRESHOLD = 1024 * 1024
-ARENA_MAX = 2
-
-
-def lean_malloc() -> None:
-    """Keep a process's freed memory from piling up in glibc's malloc (Linux with glibc; a value the
-    user set with MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ is kept). Call before threads start.
-
-    Each thread that allocates gets an arena of its own (up to 8 per core), and memory freed in one
-    stays there; blocks of 1 MB and over (decoded photos, MTCNN's first-stage buffers, which ONNX
-    Runtime allocates per call: recognizer/onnx_session.py) would come from the heap once glibc's
-    sliding threshold has grown past them. With at most two arenas and a fixed 1 MB threshold, those
-    blocks are mapped and unmapped per use: the server's RSS went from about 420 to 330 MB under
-    four clients, and a one-photo identify's peak from 273 to 233 MB, at the same CPU time
-    (benchmarks/results/implementation-choices.md).
-    """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        libc.mallopt(_M_ARENA_MAX, ARENA_MAX)
-
-
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def start(verbose: int) -> None:
-    """What every command does first: passive OpenMP threads (before torch loads), glibc's malloc kept lean,
-    then logging."""
+    """What every command does first: passive OpenMP threads (before torch loads), glibc's malloc kept lean
+    (`recognizer.image.tune_malloc`), then logging."""
     passive_openmp()
-    lean_malloc()
+    tune_malloc()
     setup_logging(verbose)
 
 
