@@ -189,7 +189,7 @@ def decode_cost(img: Image.Image, full_size: tuple[int, int] | None = None) -> i
 _malloc_tuned = False
 # glibc's mallopt parameters (malloc.h).
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
-MMAP_THRESHOLD = 1024 * 1024
+MMAP_THRESHOLD = 4 * 1024 * 1024
 ARENA_MAX = 2
 
 
