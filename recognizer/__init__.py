@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from facecore.errors import FaceToolError, GalleryError, ImageError, InvalidNameError, ModelError, PersonExists, PersonNotFound, VideoError, WeightsError
 
 _LAZY = {name: module for module, names in {
-    "recognizer._api": ("open", "create", "finetune", "evaluate", "set_threshold"),
+    "recognizer._open": ("open", "create"),
+    "recognizer._api": ("finetune", "evaluate", "set_threshold"),
     "recognizer.recognizer": ("Recognizer",),
     "recognizer.results": ("PhotoIdentification", "FaceIdentity", "EnrollReport"),
     "recognizer.image": ("list_images", "expand_inputs"),
@@ -34,7 +35,8 @@ _LAZY = {name: module for module, names in {
 }.items() for name in names}
 
 if TYPE_CHECKING:
-    from recognizer._api import create, evaluate, finetune, open, set_threshold  # noqa: F401
+    from recognizer._api import evaluate, finetune, set_threshold  # noqa: F401
+    from recognizer._open import create, open  # noqa: F401
     from recognizer.annotate import annotation_paths, save_annotated  # noqa: F401
     from facecore.names import validate_name  # noqa: F401
     from recognizer.image import expand_inputs, list_images  # noqa: F401

@@ -1,48 +1,18 @@
-"""The functions of the public API (`recognizer.open`, `create`, `finetune`, `evaluate`, `set_threshold`)."""
+"""The functions of the public API that drive features (`recognizer.finetune`, `evaluate`, `set_threshold`);
+`open` and `create` are recognizer._open's (re-exported here), which identifying alone imports."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from recognizer._open import PathLike, crop_cache, create, open
 from recognizer.cache import CropCache
 from recognizer.evaluation.run import EvaluationOptions, EvaluationReport, evaluate_model
 from recognizer.evaluation.run import set_threshold as store_threshold
-from recognizer.recognizer import Recognizer
 from recognizer.network.loop import TrainSettings
 from recognizer.training.run import FinetuneOptions, FinetuneReport
 from recognizer.training.run import finetune as run_finetune
 
 __all__ = ["create", "evaluate", "finetune", "open", "set_threshold"]
-
-PathLike = str | os.PathLike
-
-
-def _crop_cache(cache: bool | PathLike | CropCache | None) -> CropCache | None:
-    """True: the default crop cache; a path: a cache there; False or None: none."""
-    if cache is None or cache is False:
-        return None
-    if cache is True:
-        return CropCache()
-    if isinstance(cache, CropCache):
-        return cache
-    return CropCache(Path(cache))
-
-
-def open(model_dir: PathLike, *, backbone: str | None = None, weights: str | None = None, weights_dir: PathLike | None = None,
-         cache: bool | PathLike | CropCache | None = False, gallery: str | None = None) -> Recognizer:
-    """Open an existing model directory (ModelError when none, or not built with the `backbone` or `weights` given).
-    `cache`: keep detections and crops on disk so a second run skips detection (True: under ~/.cache/facetool or
-    $FACETOOL_CACHE; a path: there). `gallery`: the faces in Milvus ("milvus://HOST:PORT/COLLECTION",
-    "milvus-lite:PATH.db") instead of the model directory."""
-    return Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, cache=_crop_cache(cache),
-                           gallery=gallery)
-
-
-def create(model_dir: PathLike, *, backbone: str | None = None, weights: str | None = None, weights_dir: PathLike | None = None,
-           cache: bool | PathLike | CropCache | None = False, gallery: str | None = None) -> Recognizer:
-    """Open a model directory, created with `backbone` ("sface" or "facenet") if need be."""
-    return Recognizer.open(model_dir, backbone=backbone, weights=weights, weights_dir=weights_dir, create=True,
-                           cache=_crop_cache(cache), gallery=gallery)
 
 
 def finetune(data_dir: PathLike, model_dir: PathLike, *, backbone: str = "facenet", weights: str | None = None,
@@ -73,7 +43,7 @@ def evaluate(model_dir: PathLike, data_dir: PathLike | None = None, *, unknown_d
     report's `to_dict()`, `markdown()` and `write(out_dir)` give them as JSON, Markdown or files."""
     opts = EvaluationOptions(unknown_dir=_str(unknown_dir), pairs_file=_str(pairs_file), pairs_root=_str(pairs_root),
                              target_fpir=target_fpir, holdout_share=holdout, progress=progress)
-    return evaluate_model(model_dir, data_dir, opts, cache=_crop_cache(cache))
+    return evaluate_model(model_dir, data_dir, opts, cache=crop_cache(cache))
 
 
 def set_threshold(model_dir: PathLike, threshold: float) -> None:

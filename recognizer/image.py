@@ -23,7 +23,8 @@ from facecore.outputs import special_file
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MEMORY_BUDGET", "IMAGE_SUFFIXES", "MAX_FILE_BYTES", "STRIP_PIXELS",
            "ImageSource", "Photo", "check_decode", "decode", "decode_cost", "expand_inputs", "frame_cost", "list_images",
-           "load_image", "load_photo", "pixels_sha256", "read_bytes", "release_memory", "sha256_bytes", "to_rgb"]
+           "load_image", "load_photo", "pixels_sha256", "read_bytes", "release_memory", "sha256_bytes", "to_rgb",
+           "tune_malloc"]
 
 log = logging.getLogger(__name__)
 
@@ -213,17 +214,33 @@ def check_decode(source: str, width: int, height: int, cost: int, max_pixels: in
 
 
 _malloc_tuned = False
+# glibc's mallopt parameters (malloc.h).
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+MMAP_THRESHOLD = 4 * 1024 * 1024
+ARENA_MAX = 2
 
 
-def _tune_malloc() -> None:
-    """Have glibc give big freed blocks back: its adaptive mmap threshold otherwise grows to 32 MB and Pillow's
-    16 MB image blocks stay in the heap (figures: benchmarks/results/implementation-choices.md)."""
+def tune_malloc() -> None:
+    """Keep glibc's malloc from holding freed memory (the one place this process's malloc is set; every command
+    calls it first, and the first decode does for library users). A value set with MALLOC_MMAP_THRESHOLD_ or
+    MALLOC_ARENA_MAX is kept. Figures: benchmarks/results/implementation-choices.md.
+
+    - A fixed mmap threshold: the adaptive one grows to 32 MB, and big freed blocks (Pillow's 16 MB image
+      blocks, decoded photos, MTCNN's first-stage buffers: ONNX Runtime allocates them per call,
+      recognizer/onnx_session.py) then stay in the heap.
+    - At most two arenas: each thread that allocates gets one of its own (up to 8 per core) and memory freed
+      in one stays there; a server's identify workers and MTCNN's threads each grew one.
+    """
     global _malloc_tuned
     if _malloc_tuned:
         return
     _malloc_tuned = True
     try:
-        ctypes.CDLL(None).mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD: fixed, no longer adaptive
+        libc = ctypes.CDLL(None)
+        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # fixed, no longer adaptive
+        if "MALLOC_ARENA_MAX" not in os.environ:
+            libc.mallopt(_M_ARENA_MAX, ARENA_MAX)
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 
@@ -243,7 +260,7 @@ def decode(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_P
     decoded reduced (1/2, 1/4, 1/8 a side: Pillow's `draft`); its faces then come in the reduced pixels."""
     if not data:
         raise ImageError(source, "is empty (0 bytes)")
-    _tune_malloc()
+    tune_malloc()
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:

@@ -1,11 +1,15 @@
 """HTTP API and web page over one opened model: identify uploads, list and edit enrolled people.
 
-The model is loaded once by the caller (`serve.py`) and handed to `create_app`. Model work runs
-on one dedicated worker thread: the detector and the embedder are not known to be thread-safe,
-and on a small CPU box two inferences at once would only slow each other down. Gallery-only
-operations (listing, removing, renaming) run on Starlette's thread pool: the gallery has its own
-in-process mutex and inter-process file lock, and reloads by itself when another process has
-changed it, so they need not queue behind a slow identification.
+The model is loaded once by the caller (`serve.py`) and handed to `create_app`. Photos to identify
+run on `settings.model_workers` threads (one per core by default), side by side: ONNX Runtime's
+sessions run concurrent calls, MTCNN's network calls each run on one thread (so a photo's faces
+do not depend on how many photos are in flight), and SFace embeds one face per call with the
+command line's own session, so the answers are the command line's, bit for bit. Changes and
+multi-photo work (enroll, import, clustering, videos) run on one model thread, in the order they
+came, and take the writer lock to commit. Gallery-only operations (listing, removing, renaming)
+run on Starlette's thread pool: the gallery has its own in-process mutex and inter-process file
+lock, and reloads by itself when another process has changed it, so they need not queue behind a
+slow identification.
 
 The routes are module-level functions on `router` (and `web.clusters.router`); they reach what
 `create_app` puts on `app.state` through the dependencies of `web.deps`.
@@ -16,12 +20,13 @@ settings -> guard.
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -40,7 +45,10 @@ from web.guard import RequestGuard
 from web.settings import Settings
 from web.uploads import RenameBody, json_body, json_body_doc, multipart_doc, uploaded_archive, uploaded_images
 
-__all__ = ["PAGE", "PAGE_CSP", "MergeBody", "MoveBody", "create_app", "enroll_uploads", "identify_bytes", "identify_uploaded_video", "router"]
+__all__ = ["PAGE", "PAGE_CSP", "MergeBody", "MoveBody", "create_app", "enroll_uploads", "identify_bytes",
+           "identify_uploaded_video", "on_identify_workers", "router"]
+
+T = TypeVar("T")
 
 PAGE = Path(__file__).resolve().parent / "index.html"
 
@@ -110,6 +118,11 @@ def enroll_uploads(recognizer: Recognizer, name: str, uploads: list[tuple[str, b
     return out
 
 
+async def on_identify_workers(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(*args)` on one of the identify workers (see the module docstring)."""
+    return await asyncio.get_running_loop().run_in_executor(request.app.state.identify_workers, fn, *args)
+
+
 # ---- routes -------------------------------------------------------------------------------
 
 router = APIRouter()
@@ -147,7 +160,7 @@ async def identify(request: Request, recognizer: Model, settings: Config, annota
 
         result, jpeg = await on_model_thread(request, video)
         return Response(jpeg, media_type="image/jpeg") if jpeg is not None else JSONResponse(result)
-    result, png = await on_model_thread(request, identify_bytes, recognizer, name, data, threshold, annotate)
+    result, png = await on_identify_workers(request, identify_bytes, recognizer, name, data, threshold, annotate)
     return Response(png, media_type="image/png") if png is not None else JSONResponse(result)
 
 
@@ -310,6 +323,7 @@ async def merge(request: Request, name: str, recognizer: Model) -> dict:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
+    app.state.identify_workers.shutdown(wait=True)
     app.state.model_worker.shutdown(wait=True)
     app.state.recognizer.close()
 
@@ -328,6 +342,7 @@ def create_app(recognizer: Recognizer, settings: Settings) -> ASGIApp:
     app.state.recognizer = recognizer
     app.state.settings = settings
     app.state.model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    app.state.identify_workers = ThreadPoolExecutor(max_workers=settings.identify_workers(), thread_name_prefix="identify")
     for exc_class, handler in EXCEPTION_HANDLERS:
         app.add_exception_handler(exc_class, handler)
     app.include_router(router)

@@ -5,6 +5,7 @@ read it through the `Config` dependency (web.deps).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from web.guard import GuardSettings
@@ -18,8 +19,9 @@ DEFAULT_MAX_VIDEO_MB = 50.0
 DEFAULT_MAX_VIDEO_SECONDS = 60.0
 # Bigger than a 48-Mpx phone photo; a larger image is a scan or a decompression bomb.
 DEFAULT_MAX_PIXELS = 60_000_000
-# Decoding memory per photo (recognizer.image.decode_cost). Photos are decoded one at a time on
-# the model thread, so this is most of what a hostile upload can add to the server's memory.
+# Decoding memory per photo (recognizer.image.decode_cost). Photos are decoded on the identify
+# workers and the model thread, one each at a time, so (workers + 1) times this is most of what
+# hostile uploads can add to the server's memory.
 DEFAULT_MAX_PHOTO_BYTES = 96 * 1024 * 1024
 
 
@@ -35,3 +37,12 @@ class Settings:
     max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS
     max_photo_bytes: int = DEFAULT_MAX_PHOTO_BYTES  # memory one photo's decode may take
     guard: GuardSettings = GuardSettings()  # Host names, timeouts, uploads in flight (web/guard.py)
+    # Photos identified side by side (web/app.py); 0: one per core. More than the cores only queues
+    # the same work on fewer cores, at the cost of another photo's decode in memory.
+    model_workers: int = 0
+
+    def identify_workers(self) -> int:
+        """How many identify workers run: `model_workers`, or one per core when it is 0."""
+        if self.model_workers < 0:
+            raise ValueError(f"model_workers {self.model_workers}: a number of threads, or 0 for one per core")
+        return self.model_workers or os.cpu_count() or 1

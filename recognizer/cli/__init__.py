@@ -16,6 +16,7 @@ import importlib
 import click
 
 from recognizer.cli._options import passive_openmp
+from recognizer.image import tune_malloc
 
 __all__ = ["command", "main"]
 
@@ -38,8 +39,10 @@ COMMANDS = {
 
 def command(name: str) -> click.Command:
     """The subcommand `name`, imported now. OpenMP threads are made passive first: the modules a
-    subcommand imports load FAISS's OpenMP runtime, which reads that setting once, when it loads."""
+    subcommand imports load FAISS's OpenMP runtime, which reads that setting once, when it loads; and
+    glibc's malloc is made lean before any thread starts (`recognizer.image.tune_malloc`)."""
     passive_openmp()
+    tune_malloc()
     module, attr = COMMANDS[name].split(":")
     return getattr(importlib.import_module(module), attr)
 

@@ -9,6 +9,7 @@ import sys
 import click
 
 from facecore.errors import FaceToolError
+from recognizer.image import tune_malloc
 
 __all__ = [
     "allow_similar_option", "friendly_errors", "gallery_option", "json_option", "model_option", "no_cache_option",
@@ -33,8 +34,10 @@ def setup_logging(verbose: int) -> None:
 
 
 def start(verbose: int) -> None:
-    """What every command does first: passive OpenMP threads (before torch loads), then logging."""
+    """What every command does first: passive OpenMP threads (before torch loads), glibc's malloc kept lean
+    (`recognizer.image.tune_malloc`), then logging."""
     passive_openmp()
+    tune_malloc()
     setup_logging(verbose)
 
 

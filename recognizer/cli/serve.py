@@ -34,12 +34,14 @@ __all__ = ["main"]
               help="Seconds a client may pause while sending headers or a request body before it is cut off.")
 @click.option("--max-video-mb", default=50.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Largest video upload to /identify.")
 @click.option("--max-video-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Longest video /identify takes.")
+@click.option("--model-workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Photos identified side by side (0: one per core).")
 @weights_dir_option
 @gallery_option
 @verbose_option
 @friendly_errors
 def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels, max_photo_mb, allowed_hosts, body_timeout, max_video_mb, max_video_seconds,
-         weights_dir, gallery, verbose):
+         model_workers, weights_dir, gallery, verbose):
     """Serve the model in DIR: identify uploaded photos and manage enrolled people."""
     start(verbose)
     # The server's modules pull in FastAPI, Starlette and uvicorn (a third of a second): only serving
@@ -61,7 +63,8 @@ def main(model_dir, host, port, token, protect_reads, max_upload_mb, max_pixels,
                           max_upload_disk=max(GuardSettings.max_upload_disk, 4 * max_upload))
     settings = Settings(token=token, protect_reads=protect_reads, max_upload_bytes=max_upload, max_pixels=max_pixels,
                         max_photo_bytes=int(max_photo_mb * 1024 * 1024), guard=guard,
-                        max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_seconds=max_video_seconds)
+                        max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_seconds=max_video_seconds,
+                        model_workers=model_workers)
     app = create_app(rec, settings)
     click.echo(f"serving {model_dir} ({rec.config.backbone}, {len(rec.people())} people) on http://{host}:{port}/ ; "
                f"changes {'need the token' if token else 'are disabled (no token)'}"
