@@ -231,7 +231,7 @@ def two_nodes():
     tmp = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Unix socket paths have ~107 bytes
     gcs, client, dash = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+           "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}  # the workers import the code under test
     for key in ("RAY_ADDRESS", "RAY_AUTH_MODE"):
         env.pop(key, None)
     cluster_env = {**env, "RAY_AUTH_MODE": "token"}
@@ -291,16 +291,22 @@ def test_no_cluster_to_join_analyses_in_this_process(model, inputs, tmp_path, da
     """`--ray local` (or `auto` with no cluster) does not start a Ray cluster for one run on one machine (slower
     than the plain path: benchmarks/bulk_speed.py); same lines, same resumable output file, for enroll too."""
     model_dir, reference = model
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp_path / "no-ray")}
+    ray_tmp = Path(tempfile.mkdtemp(prefix="nr-", dir="/tmp"))  # where a Ray session would go (short: sockets)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(ray_tmp)}
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "results.jsonl"
-    got = subprocess.run([sys.executable, "identify.py", "--model", str(model_dir), *inputs, "--json", "--ray",
-                          "local", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        got = subprocess.run([sys.executable, "identify.py", "--model", str(model_dir), *inputs, "--json", "--ray",
+                              "local", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+        started = list(ray_tmp.iterdir())
+    finally:
+        subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
     assert got.returncode == 0, got.stderr[-3000:]
     assert "no Ray cluster to join" in got.stderr and "analysing in this process" in got.stderr
     assert json.loads(got.stdout) == reference
     assert [json.loads(line) for line in out.read_text().splitlines()] == reference
-    assert not (tmp_path / "no-ray").exists()  # no Ray session was started
+    assert started == []  # no Ray session was started
 
     photos = sorted((data / "5-celebrity-faces/train/madonna").iterdir())[:4]
     listing = tmp_path / "photos.txt"
