@@ -19,8 +19,9 @@ join ("local", or "auto" with none) the photos are analysed in this process, wit
 Ray cluster started for one run on one machine only adds its start-up and its own processes on the cores the
 plain path keeps busy (benchmarks/bulk_speed.py); the output file is the same. A cluster with token auth (Ray's
 default for `ray start --head`) is joined with this machine's token (RAY_AUTH_TOKEN, or the file
-RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token); a cluster that cannot be reached is a BulkError, raised before
-the output file is touched.
+RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token) by Ray itself for "auto", and given an address only with
+RAY_AUTH_MODE=token, as `ray start --address` needs it; a cluster that cannot be reached (or refuses us) is a
+BulkError, raised before the output file is touched.
 """
 from __future__ import annotations
 
@@ -190,24 +191,15 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
                         "(is `ray start --head` running there, and the port open?)") from None
 
 
-def _connect(ray, address: str, kw: dict[str, Any]) -> None:
-    """ray.init on an existing cluster, with the cluster's token when this process has one; BulkError (one line)
-    when the cluster cannot be reached or refuses us."""
+def _connect(ray, given: str | None, address: str, kw: dict[str, Any]) -> None:
+    """ray.init on the existing cluster at `address` (`given` as the user gave it); BulkError (one line) when the
+    cluster cannot be reached or refuses us."""
     _reachable(address)
-    if "RAY_AUTH_MODE" not in os.environ:
-        # `ray start --head` turns token auth on where a token exists (RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH
-        # or ~/.ray/auth_token); ray.init does so only for a cluster it finds itself, not one given by address.
-        from ray._private.authentication import authentication_token_setup as auth  # heavy: only bulk runs import ray
-
-        quiet = logging.getLogger(auth.__name__)
-        level, quiet.level = quiet.level, logging.ERROR  # its "token authentication is enabled" is for clusters
-        try:
-            if auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
-                log.info("joining %s with this machine's Ray auth token (RAY_AUTH_MODE=token)", address)
-        finally:
-            quiet.level = level
     try:
-        ray.init(address=address, **kw)
+        # "auto": Ray itself uses this machine's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) for
+        # the cluster it finds here; for an address, as for `ray start --address`, only with RAY_AUTH_MODE=token
+        # (a driver sending a token to a cluster without auth has its actors die).
+        ray.init(address="auto" if given in (None, "auto") else address, **kw)
     except (ConnectionError, TimeoutError, ray.exceptions.AuthenticationError, ray.exceptions.RaySystemError) as exc:
         ray.shutdown()
         reason = " ".join(str(exc).split(". Ensure")[0].split())
@@ -228,7 +220,7 @@ def init_ray(address: str | None, workers: int | None) -> int:
         if target is None:
             ray.init(address="local", num_cpus=workers, **kw)
         else:
-            _connect(ray, target, kw)
+            _connect(ray, address, target, kw)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     actors = max(1, min(workers or cpus, cpus))
     log.info("Ray: %d node(s), %d CPU(s); %d analysing actor(s)", sum(n["Alive"] for n in ray.nodes()), cpus, actors)

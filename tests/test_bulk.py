@@ -227,23 +227,23 @@ def _stop(starts: list[subprocess.Popen]) -> None:
 def two_nodes():
     """A head and a second node on this machine, one CPU each, each with its own temporary directory, joined as the
     README says: `ray start --head`, then `RAY_AUTH_MODE=token ray start --address HEAD:PORT` with the head's token.
-    Yields (GCS address, Ray Client address, the environment of a machine holding the cluster's token)."""
+    Yields (GCS address, Ray Client address, the environment of a machine set up to join it: RAY_AUTH_MODE=token and
+    the cluster's token)."""
     tmp = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Unix socket paths have ~107 bytes
     gcs, client, dash = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}  # the workers import the code under test
-    for key in ("RAY_ADDRESS", "RAY_AUTH_MODE"):
-        env.pop(key, None)
-    cluster_env = {**env, "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    env["RAY_AUTH_MODE"] = "token"
     starts: list[subprocess.Popen] = []
     try:
         (tmp / "head").mkdir()
         (tmp / "node").mkdir()
         starts.append(_ray_start(["--head", f"--port={gcs}", f"--ray-client-server-port={client}",
                                   f"--dashboard-port={dash}", "--include-dashboard=false", "--num-cpus=1",
-                                  f"--temp-dir={tmp / 'head'}"], cluster_env, tmp / "head.log"))
+                                  f"--temp-dir={tmp / 'head'}"], env, tmp / "head.log"))
         starts.append(_ray_start([f"--address=127.0.0.1:{gcs}", "--num-cpus=1", f"--temp-dir={tmp / 'node'}"],
-                                 cluster_env, tmp / "node.log"))
+                                 env, tmp / "node.log"))
         yield f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", env
     finally:
         _stop(starts)
@@ -253,7 +253,7 @@ def two_nodes():
 def test_two_node_cluster_joined_by_address_and_by_ray_client_gives_the_plain_answers(model, inputs, tmp_path,
                                                                                       two_nodes):
     """Every address form README and --help give: HOST:PORT (the head's GCS) and ray://HOST:PORT (Ray Client),
-    with the cluster's token found on this machine (RAY_AUTH_TOKEN; no RAY_AUTH_MODE needed); both nodes work."""
+    with the cluster's token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN); both nodes work."""
     model_dir, reference = model
     gcs, client, env = two_nodes
     for address in (gcs, client):

@@ -75,7 +75,8 @@ ray_option = click.option(
     "--ray", "ray_address", metavar="ADDRESS", is_flag=False, flag_value="auto", default=None,
     help="Run detection and embedding on a Ray cluster: 'auto' (the default when --ray has no value) joins this "
     "machine's (RAY_ADDRESS, or `ray start` here); HOST:6379 (the head's GCS port) or ray://HOST:10001 (its Ray "
-    "Client port) joins that one, with this machine's Ray token (RAY_AUTH_TOKEN or ~/.ray/auth_token) if any. With "
+    "Client port) joins that one (a cluster with token auth: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or "
+    "~/.ray/auth_token, as for `ray start --address`). With "
     "no cluster to join ('local', or 'auto' with none) the photos are analysed in this process: a Ray cluster "
     "started for one run on one machine is slower. --out and resuming work either way.")
 ray_out_option = click.option(
