@@ -214,7 +214,8 @@ def init_ray(address: str | None, workers: int | None) -> int:
     require_extra("ray", "--ray")
     import ray  # heavy (seconds to import): only bulk runs need it
 
-    if not ray.is_initialized():
+    joining = not ray.is_initialized()
+    if joining:
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
         target = cluster_to_join(address)
         if target is None:
@@ -223,7 +224,9 @@ def init_ray(address: str | None, workers: int | None) -> int:
             _connect(ray, address, target, kw)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     actors = max(1, min(workers or cpus, cpus))
-    log.info("Ray: %d node(s), %d CPU(s); %d analysing actor(s)", sum(n["Alive"] for n in ray.nodes()), cpus, actors)
+    if joining:
+        log.info("Ray: %d node(s), %d CPU(s); %d analysing actor(s)", sum(n["Alive"] for n in ray.nodes()), cpus,
+                 actors)
     return actors
 
 
