@@ -252,11 +252,11 @@ def two_nodes():
 
 def test_two_node_cluster_joined_by_address_and_by_ray_client_gives_the_plain_answers(model, inputs, tmp_path,
                                                                                       two_nodes):
-    """Every address form README and --help give: HOST:PORT (the head's GCS) and ray://HOST:PORT (Ray Client),
+    """Every address form README and --help give: ray://HOST:PORT (Ray Client) and HOST:PORT (the head's GCS),
     with the cluster's token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN); both nodes work."""
     model_dir, reference = model
     gcs, client, env = two_nodes
-    for address in (gcs, client):
+    for address in (client, gcs):
         out = tmp_path / f"{address.replace('/', '_').replace(':', '_')}.jsonl"
         got = subprocess.run([sys.executable, "identify.py", "-v", "--model", str(model_dir), *inputs, "--json",
                               "--ray", address, "--out", str(out)],
