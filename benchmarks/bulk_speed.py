@@ -7,6 +7,9 @@ photo is decoded, detected and embedded).
 MODEL_DIR: any model, e.g. `enroll.py --model MODEL_DIR --backbone sface --name madonna
 5-celebrity-faces/train/madonna` (the names do not change the cost).
 
+`--ray local` with no cluster to join analyses in this process (recognizer/bulk.py): its row is
+that default; the Ray rows force a local cluster (`local_ray=True`) to show why it is the default.
+
 Reported per path: wall time from the call to the last result, including start-up (opening the
 model; for Ray also starting its local cluster and each worker loading the model), the time to
 the first result, photos/s over the wall time, and photos/s from the first result to the last
@@ -50,7 +53,9 @@ def decide_ms(model: str, paths: list[str]) -> float:
         return (time.perf_counter() - t0) / len(results) * 1e3
 
 
-def on_ray(model: str, paths: list[str], workers: int) -> tuple[float, float, float]:
+def on_ray(model: str, paths: list[str], workers: int | None, local_ray: bool = True) -> tuple[float, float, float]:
+    """identify_bulk with address="local": a local Ray cluster of `workers` CPUs (`local_ray`), or what
+    `--ray local` does by default with no cluster to join (analyse in this process)."""
     import ray
 
     from recognizer import bulk
@@ -70,10 +75,12 @@ def on_ray(model: str, paths: list[str], workers: int) -> tuple[float, float, fl
             lst.write_text("\n".join(paths) + "\n")
             t0 = time.perf_counter()
             with Recognizer.open(model) as rec:  # cache=None: every photo is detected, by the workers too
-                bulk.identify_bulk(rec, [lst], Path(tmp) / "out.jsonl", address="local", workers=workers)
+                bulk.identify_bulk(rec, [lst], Path(tmp) / "out.jsonl", address="local", workers=workers,
+                                   local_ray=local_ray)
     finally:
         bulk._Appender.write = write
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
     return stamps[-1] - t0, stamps[0] - t0, (len(paths) - 1) / (stamps[-1] - stamps[0])
 
 
@@ -87,7 +94,8 @@ def main() -> None:
     paths = read_inputs(args.inputs)
     n = len(paths)
     print(f"# {n} photos; load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    runs = {"identify.py folder path": plain(args.model, paths)}
+    runs = {"identify.py folder path": plain(args.model, paths),
+            "--ray local (no cluster)": on_ray(args.model, paths, None, local_ray=False)}
     for w in (1, 2):
         runs[f"Ray, {w} worker{'s' * (w > 1)}"] = on_ray(args.model, paths, w)
     ref = runs["identify.py folder path"][0]

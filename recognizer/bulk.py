@@ -13,9 +13,16 @@ rerun checks the whole file first (any other file is refused, untouched), then d
 and sends only the rest to Ray. The file is never an input nor inside an input folder (facecore.outputs). Enrolment adds faces before writing their lines, so a run killed in
 between finds them enrolled on the rerun ("duplicate"), never twice.
 
-`address`: None or "auto" joins this machine's Ray cluster (RAY_ADDRESS or `ray start`), else starts a local
-one; "local" always starts one; else a cluster address ("ray://head:10001", "HOST:6379"), whose nodes all
-need this package, the model directory at the same path and the photo paths readable.
+`address`: None or "auto" joins this machine's Ray cluster (RAY_ADDRESS, or `ray start` here); "HOST:6379" (a
+head's GCS, as `ray start --address` takes it) or "ray://HOST:10001" (Ray Client) joins that cluster, whose nodes
+all need this package, the model directory at the same path and the photo paths readable. With no cluster to
+join ("local", or "auto" with none) the photos are analysed in this process, with the plain path's threads: a
+Ray cluster started for one run on one machine only adds its start-up and its own processes on the cores the
+plain path keeps busy (benchmarks/bulk_speed.py); the output file is the same. A cluster with token auth (Ray's
+default for `ray start --head`) is joined with this machine's token (RAY_AUTH_TOKEN, or the file
+RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token) by Ray itself for "auto", and given an address only with
+RAY_AUTH_MODE=token, as `ray start --address` needs it; a cluster that cannot be reached (or refuses us) is a
+BulkError, raised before the output file is touched.
 """
 from __future__ import annotations
 
@@ -23,7 +30,9 @@ import base64
 import json
 import logging
 import os
+import socket
 import stat
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -45,7 +54,8 @@ from recognizer.image import expand_inputs
 from recognizer.pipeline import FacePipeline, PhotoResult
 from recognizer.view import open_embedder
 
-__all__ = ["BulkError", "BulkSummary", "analyze_bulk", "enroll_bulk", "identify_bulk", "init_ray", "read_inputs", "read_results"]
+__all__ = ["BulkError", "BulkSummary", "analyze_bulk", "cluster_to_join", "enroll_bulk", "identify_bulk", "init_ray",
+           "read_inputs", "read_results"]
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +174,18 @@ def _decode(d: dict[str, Any], dim: int):
     return PhotoResult(d["source"], d["hash"], tuple(d["size"]), faces, embeddings=emb, error=d["error"]), chip
 
 
+def _chip(path: str, res, pipeline: FacePipeline) -> bytes | str | None:
+    """The largest face's chip, cut where the photo is (not read twice over the network), or why not."""
+    if res.skip_reason is not None:
+        return None
+    try:
+        return chip_of(path, res, pipeline.max_pixels, pipeline.memory_budget)
+    except ImageError as exc:
+        return exc.reason
+
+
 class _Analyzer:
-    """Ray actor: decode, detect, crop and embed a batch of photos with the model's own networks."""
+    """Ray actor: decode, detect, crop and embed batches of photos with the model's own networks."""
 
     def __init__(self, model_dir: str, weights_dir: str | None, cache_dir: str | None, chips: bool,
                  max_pixels: int, memory_budget: int) -> None:
@@ -176,21 +196,56 @@ class _Analyzer:
         self.pipeline.max_pixels, self.pipeline.memory_budget = max_pixels, memory_budget
         self.chips = chips
 
-    def _chip(self, path: str, res) -> bytes | str | None:
-        """The largest face's chip, cut where the photo is (not read twice over the network), or why not."""
-        if not self.chips or res.skip_reason is not None:
-            return None
-        try:
-            return chip_of(path, res, self.pipeline.max_pixels, self.pipeline.memory_budget)
-        except ImageError as exc:
-            return exc.reason
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def analyze(self, paths: list[str]) -> list[str]:
+        """One JSON string per path (`_encode`)."""
         # One thread: Ray runs one actor per CPU, so the parallelism is across actors.
-        paths = batch["path"].tolist()
         results = self.pipeline.analyze_many(paths, workers=1)
-        return {"i": batch["i"], "result": np.array([json.dumps(_encode(r, self._chip(p, r))) for p, r in zip(paths, results)],
-                                                    dtype=object)}
+        return [json.dumps(_encode(r, _chip(p, r, self.pipeline) if self.chips else None)) for p, r in zip(paths, results)]
+
+
+def cluster_to_join(address: str | None) -> str | None:
+    """The Ray cluster `address` names: None where a run would start a Ray cluster of its own on this machine
+    ("local"; None or "auto" with no RAY_ADDRESS and no `ray start` on this machine), else the address."""
+    if address == "local":
+        return None
+    if address not in (None, "auto"):
+        return address
+    require_extra("ray", "--ray")
+    from ray._private.services import canonicalize_bootstrap_address  # heavy: only bulk runs need it
+
+    return canonicalize_bootstrap_address(None)
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """BulkError unless something listens at `address` ("HOST:PORT" or "ray://HOST:PORT"): Ray itself retries an
+    unreachable address for minutes, one log line per try."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise BulkError(f"--ray {address!r}: give 'auto', 'local', HOST:PORT (the head's GCS port, 6379 by default) "
+                        "or ray://HOST:PORT (the head's Ray Client port, 10001 by default)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise BulkError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} "
+                        "(is `ray start --head` running there, and the port open?)") from None
+
+
+def _connect(ray, given: str | None, address: str, kw: dict[str, Any]) -> None:
+    """ray.init on the existing cluster at `address` (`given` as the user gave it); BulkError (one line) when the
+    cluster cannot be reached or refuses us."""
+    _reachable(address)
+    try:
+        # "auto": Ray itself uses this machine's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) for
+        # the cluster it finds here; for an address, as for `ray start --address`, only with RAY_AUTH_MODE=token
+        # (a driver sending a token to a cluster without auth has its actors die).
+        ray.init(address="auto" if given in (None, "auto") else address, **kw)
+    except (ConnectionError, TimeoutError, ray.exceptions.AuthenticationError, ray.exceptions.RaySystemError) as exc:
+        ray.shutdown()
+        reason = " ".join(str(exc).split(". Ensure")[0].split())
+        hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                "; if the cluster uses token auth, set RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or the file "
+                "~/.ray/auth_token copied from the head)")
+        raise BulkError(f"cannot join the Ray cluster at {address}: {reason or type(exc).__name__}{hint}") from None
 
 
 def init_ray(address: str | None, workers: int | None) -> int:
@@ -198,16 +253,28 @@ def init_ray(address: str | None, workers: int | None) -> int:
     require_extra("ray", "--ray")
     import ray  # heavy (seconds to import): only bulk runs need it
 
-    if not ray.is_initialized():
+    joining = not ray.is_initialized()
+    if joining:
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-        if address == "local":
+        target = cluster_to_join(address)
+        if target is None:
             ray.init(address="local", num_cpus=workers, **kw)
-        elif address in (None, "auto"):
-            ray.init(num_cpus=workers if not os.environ.get("RAY_ADDRESS") else None, **kw)
         else:
-            ray.init(address=address, **kw)
+            _connect(ray, address, target, kw)
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    return max(1, min(workers or cpus, cpus))
+    actors = max(1, min(workers or cpus, cpus))
+    if joining:
+        log.info("Ray: %d node(s), %d CPU(s); %d analysing actor(s)", sum(n["Alive"] for n in ray.nodes()), cpus,
+                 actors)
+    return actors
+
+
+def _analyze_here(rec, paths: list[str], workers: int | None, chips: bool) -> Iterator[tuple[int, Any, bytes | str | None]]:
+    """`analyze_bulk` in this process, with the plain path's threads (`Recognizer.identify_many`'s pipeline)."""
+    rec.refresh()
+    pipeline = rec.pipeline
+    for i, (path, res) in enumerate(zip(paths, pipeline.analyze_many(paths, workers=workers))):
+        yield i, res, _chip(path, res, pipeline) if chips else None
 
 
 def analyze_bulk(rec, paths: list[str], *, address: str | None = "auto", workers: int | None = None,
@@ -215,26 +282,52 @@ def analyze_bulk(rec, paths: list[str], *, address: str | None = "auto", workers
     """(input index, PhotoResult, chip) per path in input order, analysed by Ray actors with `rec`'s networks;
     the chip (bytes, or why none) only with `chips`."""
     require_extra("ray", "--ray")
-    import ray.data  # heavy (seconds to import): only bulk runs need it
+    import ray  # heavy (seconds to import): only bulk runs need it
 
-    actors = init_ray(address, workers)
-    # Ray Data logs every dataset's start and end at INFO on stderr; our progress bar says the same.
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = False
-    ds = ray.data.from_items([{"i": i, "path": p} for i, p in enumerate(paths)],
-                             override_num_blocks=max(1, min(len(paths) // batch_size, 4 * actors * 8)))
+    n_actors = max(1, min(init_ray(address, workers), -(-len(paths) // batch_size)))
     weights_dir = rec._weights_dir
     kw = {"model_dir": str(rec.dir.resolve()), "weights_dir": None if weights_dir is None else str(weights_dir),
           "cache_dir": None if rec.cache is None else str(rec.cache.root), "chips": chips,
           "max_pixels": rec.pipeline.max_pixels, "memory_budget": rec.pipeline.memory_budget}
-    ds = ds.map_batches(_Analyzer, fn_constructor_kwargs=kw, batch_size=batch_size, num_cpus=1,
-                        compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy")
+    # Plain actors (one CPU each), fed batches in turn, two in flight per actor, results taken in input order;
+    # unlike Ray Data (AttributeError: no core_worker) this also runs through Ray Client (ray://).
+    actors = [ray.remote(num_cpus=1)(_Analyzer).remote(**kw) for _ in range(n_actors)]
+    starts = iter(range(0, len(paths), batch_size))
+    pending: deque = deque()
+
+    def submit() -> None:
+        start = next(starts, None)
+        if start is not None:
+            batch = paths[start:start + batch_size]
+            pending.append((start, actors[(start // batch_size) % n_actors].analyze.remote(batch)))
+
     dim = rec.config.dim
-    for row in ds.iter_rows():
-        res, chip = _decode(json.loads(row["result"]), dim)
-        yield int(row["i"]), res, chip
+    try:
+        for _ in range(2 * n_actors):
+            submit()
+        while pending:
+            start, ref = pending.popleft()
+            encoded = ray.get(ref)
+            submit()
+            for k, item in enumerate(encoded):
+                res, chip = _decode(json.loads(item), dim)
+                yield start + k, res, chip
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _analyze(rec, paths: list[str], *, address: str | None, workers: int | None, chips: bool,
+             local_ray: bool) -> Iterator[tuple[int, Any, bytes | str | None]]:
+    """`analyze_bulk` on the Ray cluster `address` names, connected now (before any output is written); where
+    that would be a cluster started for this run alone (and not `local_ray`), in this process instead."""
+    if not local_ray and cluster_to_join(address) is None:
+        log.warning("no Ray cluster to join (RAY_ADDRESS, `ray start` or an address): analysing in this process; "
+                    "a Ray cluster started for one run on this machine only adds its start-up, its processes "
+                    "sharing the cores (benchmarks/bulk_speed.py)")
+        return _analyze_here(rec, paths, workers, chips)
+    init_ray(address, workers)
+    return analyze_bulk(rec, paths, address=address, workers=workers, chips=chips)
 
 
 class _Appender:
@@ -269,16 +362,19 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def identify_bulk(rec, inputs: Sequence[str | os.PathLike], out: str | Path, *, address: str | None = "auto",
-                  workers: int | None = None, threshold: float | None = None, progress: bool = False) -> BulkSummary:
-    """Identify every photo of `inputs` with the Recognizer `rec` into the JSON Lines file `out`."""
+                  workers: int | None = None, threshold: float | None = None, progress: bool = False,
+                  local_ray: bool = False) -> BulkSummary:
+    """Identify every photo of `inputs` with the Recognizer `rec` into the JSON Lines file `out`. Without a Ray
+    cluster to join (see `address` above), in this process unless `local_ray` (start one anyway: benchmarks)."""
     out = Path(out)
     paths, done = _inputs(inputs, out, "photo")
     failed = processed = 0
     todo = paths[done:]
     if todo:
+        analysed = _analyze(rec, todo, address=address, workers=workers, chips=False, local_ray=local_ray)
         writer, bar = _Appender(out, "photo"), _progress(len(paths), done, progress)
         try:
-            for _, res, _ in analyze_bulk(rec, todo, address=address, workers=workers):
+            for _, res, _ in analysed:
                 ident = rec.decide(res, threshold=threshold)
                 writer.write(ident.to_dict())
                 processed += 1
@@ -293,7 +389,7 @@ def identify_bulk(rec, inputs: Sequence[str | os.PathLike], out: str | Path, *, 
 
 def enroll_bulk(rec, name: str, inputs: Sequence[str | os.PathLike], out: str | Path, *, address: str | None = "auto",
                 workers: int | None = None, allow_similar: bool = False, chunk: int = 256,
-                progress: bool = False) -> BulkSummary:
+                progress: bool = False, local_ray: bool = False) -> BulkSummary:
     """Enrol `name` from every photo of `inputs` into `rec` as `Recognizer.enroll` does, writing one line per photo
     ({"file", "status", "detail"}) to `out`; faces are added `chunk` photos at a time, each chunk before its lines."""
     name = validate_name(name)
@@ -303,6 +399,7 @@ def enroll_bulk(rec, name: str, inputs: Sequence[str | os.PathLike], out: str | 
     paths, done = _inputs(inputs, out, "file")
     processed = failed = 0
     todo = paths[done:]
+    analysed = _analyze(rec, todo, address=address, workers=workers, chips=True, local_ray=local_ray) if todo else None
     writer, bar = _Appender(out, "file"), _progress(len(paths), done, progress)
 
     def flush(results: list) -> None:
@@ -314,9 +411,9 @@ def enroll_bulk(rec, name: str, inputs: Sequence[str | os.PathLike], out: str | 
         bar.update(len(results))
 
     try:
-        if todo:
+        if analysed is not None:
             results: list = []
-            for _, res, chip in analyze_bulk(rec, todo, address=address, workers=workers, chips=True):
+            for _, res, chip in analysed:
                 results.append((res, chip))
                 processed += 1
                 if len(results) >= chunk:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +172,150 @@ def test_ray_enrolment_into_milvus_stores_the_faces_and_chips_enroll_stores(data
         # Removal reaches the chips of this gallery.
         assert rec.remove("Madonna") == len(want)
         assert rec.chips.ids() == set()
+
+
+# --- a cluster of two nodes joined the documented way (README, "More than one machine") -------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """`ray start ARGS --block` in a session of its own, once it says the runtime started; it stops its
+    processes when terminated (the session's group catches any it leaves)."""
+    fh = open(log, "w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", *args, "--block",
+                             "--disable-usage-stats"], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    fh.close()
+    deadline = time.monotonic() + 60
+    while "Ray runtime started" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    return proc
+
+
+def _session_processes(sessions: list[int]) -> set[int]:
+    """Processes of these sessions, and their children (Ray's workers start sessions of their own)."""
+    procs = {}
+    for d in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            procs[int(d.name)] = (int(fields[1]), int(fields[3]))  # ppid, session id
+    ours = {pid for pid, (_, sid) in procs.items() if sid in sessions}
+    return ours | {pid for pid, (ppid, _) in procs.items() if ppid in ours}
+
+
+def _stop(starts: list[subprocess.Popen]) -> None:
+    """Stop exactly what these `ray start`s started (`ray stop` would stop every Ray on the machine)."""
+    sessions = [p.pid for p in starts]
+    left = _session_processes(sessions)
+    for proc in reversed(starts):  # the node first, then the head
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while (left := {pid for pid in left | _session_processes(sessions) if Path(f"/proc/{pid}").exists()}) \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:  # what ignored SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def two_nodes():
+    """A head and a second node on this machine, one CPU each, each with its own temporary directory, joined as the
+    README says: `ray start --head`, then `RAY_AUTH_MODE=token ray start --address HEAD:PORT` with the head's token.
+    Yields (GCS address, Ray Client address, the environment of a machine set up to join it: RAY_AUTH_MODE=token and
+    the cluster's token)."""
+    tmp = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Unix socket paths have ~107 bytes
+    gcs, client, dash = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}  # the workers import the code under test
+    env.pop("RAY_ADDRESS", None)
+    env["RAY_AUTH_MODE"] = "token"
+    starts: list[subprocess.Popen] = []
+    try:
+        (tmp / "head").mkdir()
+        (tmp / "node").mkdir()
+        starts.append(_ray_start(["--head", f"--port={gcs}", f"--ray-client-server-port={client}",
+                                  f"--dashboard-port={dash}", "--include-dashboard=false", "--num-cpus=1",
+                                  f"--temp-dir={tmp / 'head'}"], env, tmp / "head.log"))
+        starts.append(_ray_start([f"--address=127.0.0.1:{gcs}", "--num-cpus=1", f"--temp-dir={tmp / 'node'}"],
+                                 env, tmp / "node.log"))
+        yield f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", env
+    finally:
+        _stop(starts)
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def test_two_node_cluster_joined_by_address_and_by_ray_client_gives_the_plain_answers(model, inputs, tmp_path,
+                                                                                      two_nodes):
+    """Every address form README and --help give: ray://HOST:PORT (Ray Client) and HOST:PORT (the head's GCS),
+    with the cluster's token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN); both nodes work."""
+    model_dir, reference = model
+    gcs, client, env = two_nodes
+    for address in (client, gcs):
+        out = tmp_path / f"{address.replace('/', '_').replace(':', '_')}.jsonl"
+        got = subprocess.run([sys.executable, "identify.py", "-v", "--model", str(model_dir), *inputs, "--json",
+                              "--ray", address, "--out", str(out)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert got.returncode == 0, got.stderr[-3000:]
+        assert "Ray: 2 node(s), 2 CPU(s); 2 analysing actor(s)" in got.stderr, got.stderr[-3000:]
+        assert json.loads(got.stdout) == reference
+        assert [json.loads(line) for line in out.read_text().splitlines()] == reference
+
+
+def test_unreachable_or_refusing_cluster_is_one_line_and_no_output_file(model, inputs, tmp_path):
+    model_dir, _ = model
+    out = tmp_path / "results.jsonl"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        for address, says in ((f"127.0.0.1:{port}", "cannot reach the Ray cluster at"),
+                              (f"ray://127.0.0.1:{port}", "cannot reach the Ray cluster at"),
+                              ("head-without-port", "give 'auto', 'local', HOST:PORT")):
+            for cmd in (["identify.py", "--model", str(model_dir), *inputs],
+                        ["enroll.py", "--model", str(model_dir), "--name", "Ada", inputs[0]]):
+                got = subprocess.run([sys.executable, *cmd, "--ray", address, "--out", str(out)],
+                                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                assert got.returncode == 1 and says in got.stderr, got.stderr[-3000:]
+                assert "Traceback" not in got.stderr and len(got.stderr.strip().splitlines()) == 1, got.stderr
+                assert not out.exists()
+
+
+def test_no_cluster_to_join_analyses_in_this_process(model, inputs, tmp_path, data):
+    """`--ray local` (or `auto` with no cluster) does not start a Ray cluster for one run on one machine (slower
+    than the plain path: benchmarks/bulk_speed.py); same lines, same resumable output file, for enroll too."""
+    model_dir, reference = model
+    ray_tmp = Path(tempfile.mkdtemp(prefix="nr-", dir="/tmp"))  # where a Ray session would go (short: sockets)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(ray_tmp)}
+    env.pop("RAY_ADDRESS", None)
+    out = tmp_path / "results.jsonl"
+    try:
+        got = subprocess.run([sys.executable, "identify.py", "--model", str(model_dir), *inputs, "--json", "--ray",
+                              "local", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+        started = list(ray_tmp.iterdir())
+    finally:
+        subprocess.run(["rm", "-rf", str(ray_tmp)], check=False)
+    assert got.returncode == 0, got.stderr[-3000:]
+    assert "no Ray cluster to join" in got.stderr and "analysing in this process" in got.stderr
+    assert json.loads(got.stdout) == reference
+    assert [json.loads(line) for line in out.read_text().splitlines()] == reference
+    assert started == []  # no Ray session was started
+
+    photos = sorted((data / "5-celebrity-faces/train/madonna").iterdir())[:4]
+    listing = tmp_path / "photos.txt"
+    listing.write_text("".join(f"{p}\n" for p in photos))
+    got = subprocess.run([sys.executable, "enroll.py", "--model", str(tmp_path / "new"), "--backbone", "sface",
+                          "--name", "Madonna", str(listing),
+                          "--ray", "auto", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr[-3000:]
+    assert "analysing in this process" in got.stderr
+    assert [f["status"] for f in json.loads(got.stdout)["files"]].count("added") >= 3

@@ -76,8 +76,12 @@ gallery_option = click.option(
     "(embedded). Default: the model directory's own gallery.")
 ray_option = click.option(
     "--ray", "ray_address", metavar="ADDRESS", is_flag=False, flag_value="auto", default=None,
-    help="Run detection and embedding on Ray: 'auto' (the default when --ray has no value) joins this machine's "
-    "Ray cluster or starts a local one; 'local' always starts one; or a cluster address (ray://HOST:10001).")
+    help="Run detection and embedding on a Ray cluster: 'auto' (the default when --ray has no value) joins this "
+    "machine's (RAY_ADDRESS, or `ray start` here); HOST:6379 (the head's GCS port) or ray://HOST:10001 (its Ray "
+    "Client port) joins that one (a cluster with token auth: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or "
+    "~/.ray/auth_token, as for `ray start --address`). With "
+    "no cluster to join ('local', or 'auto' with none) the photos are analysed in this process: a Ray cluster "
+    "started for one run on one machine is slower. --out and resuming work either way.")
 ray_out_option = click.option(
     "--out", "out_path", type=click.Path(dir_okay=False), default=None,
     help="With --ray: append one JSON line per photo here; a rerun skips the photos already in it.")
