@@ -155,7 +155,8 @@ def decide_photo(st: View, res: PhotoResult, thr: float) -> PhotoIdentification:
         name = d.names[final][i]
         sim = float(d.similarity[final][i])
         conf = score(final, i, name)
-        if name is None or sim < thr:
+        if name is None or sim < thr or res.low_quality(i) is not None:  # a face under the quality floor is never named
             name = None
-        out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, conf, sim, knn, clf))
+        quality = res.quality[i] if i < len(res.quality) else None
+        out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, conf, sim, knn, clf, quality))
     return out

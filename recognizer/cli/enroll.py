@@ -57,6 +57,8 @@ ACTIONS = ("FOLDER (with --name), --cluster RUN:ID (with --name), --list, --remo
                    "still there; lists the faces that cannot get one (exit 1).")
 @model.target_fpir_option
 @allow_similar_option
+@click.option("--allow-low-quality", is_flag=True,
+              help="Enroll faces under the quality floor too (too small, blurred, turned away); they are refused by default.")
 @click.option("--cluster", "cluster_ref", metavar="RUN:ID", help="Enroll a cluster of a cluster.py run (RUN may be 'latest').")
 @click.option("--exclude", metavar="N,N", default="", help="With --cluster: face numbers to leave out.")
 @click.option("--discard", metavar="RUN[:ID]", help="Delete a saved cluster.py run, or dismiss one of its clusters.")
@@ -69,7 +71,7 @@ ACTIONS = ("FOLDER (with --name), --cluster RUN:ID (with --name), --list, --remo
 @verbose_option
 @friendly_errors
 def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, remove, rename, merge, export_file, import_file,
-         make_chips, target_fpir, allow_similar, cluster_ref, exclude, discard, as_json, no_cache, gallery, ray_address,
+         make_chips, target_fpir, allow_similar, allow_low_quality, cluster_ref, exclude, discard, as_json, no_cache, gallery, ray_address,
          out_path, workers, verbose):
     """Add NAME's faces from FOLDER (one face per photo, the largest) to the model's gallery."""
     start(verbose)
@@ -109,7 +111,7 @@ def main(model_dir, name, folder, backbone, weights, weights_dir, list_people, r
         elif make_chips:
             people.make_chips(rec, as_json)
         elif folder:
-            _enroll(rec, name, files, folder, allow_similar, as_json)
+            _enroll(rec, name, files, folder, allow_similar, as_json, allow_low_quality)
         else:  # --target-fpir alone (facetool model threshold)
             model.show_threshold(rec, as_json)
 
@@ -132,10 +134,10 @@ def _check(actions, target_fpir, name, folder, cluster_ref, exclude, rename, mer
     return excluded
 
 
-def _enroll(rec, name, files, folder, allow_similar, as_json) -> None:
+def _enroll(rec, name, files, folder, allow_similar, as_json, allow_low_quality=False) -> None:
     if not files:
         raise click.ClickException(f"{folder}: no image files found")
-    report = rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar)
+    report = rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar, allow_low_quality=allow_low_quality)
     info = rec.threshold_info()
     warnings = rec.confusions([report.name]) if report.added else []
     if as_json:
