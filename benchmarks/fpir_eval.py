@@ -13,6 +13,14 @@ With --classifier-draws, a cosine classifier (the estimator finetune.py's head i
 on each of the first draws' enrolled faces, and the combined decision is scored beside kNN: as
 identify runs it (rejection by the kNN similarity of the chosen person), and with the
 classifier's probability of the chosen person as a second test, at the same DIR as kNN.
+
+With --quality, the quality floor (recognizer.quality) is scored instead, on the same draws: enrolled
+photos are drawn among faces above the floor (enrolment refuses the others), and every probe and
+stranger is decided twice, as identify decides it (a face under the floor is never named) and with
+no floor. Without the floor, the threshold is raised until its DIR falls to the floor's DIR at t*,
+and the two FPIRs are compared at that equal DIR.
+
+    .venv/bin/python benchmarks/fpir_eval.py --quality [--draws 20] [--sizes 5,30,60]
 """
 from __future__ import annotations
 
@@ -56,6 +64,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.01)
     ap.add_argument("--classifier-draws", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quality", action="store_true", help="score the quality floor against no floor at equal DIR")
     args = ap.parse_args()
     passive_openmp()
     logging.basicConfig(level=logging.WARNING)
@@ -79,6 +88,9 @@ def main() -> None:
     print(f"evaluation part: {len(people)} people, {len(faces.people)} faces ({faces.n_no_face} photos without a face, "
           f"{cleaning.dropped} mislabelled photos dropped, same-person groups {cleaning.same_person})")
     rng = np.random.default_rng(args.seed)
+    if args.quality:
+        quality_run(args, faces, people, table, embedder.model_id, rng)
+        return
     rows, clf_rows = [], []
     for n in [int(v) for v in args.sizes.split(",")]:
         t_star = table.threshold_for(args.target, n, ENROLLED)
@@ -176,6 +188,49 @@ def clf_agg_draw(agg: dict, dec, labels, is_probe, t_star: float) -> None:
         a = agg[key]
         a["s"] += int((~is_probe).sum()); a["fp"] += int(named[~is_probe].sum())
         a["k"] += int(is_probe.sum()); a["ok"] += int(ok[is_probe].sum())
+
+
+def quality_run(args, faces, people, table, model_id: str, rng) -> None:
+    """Per gallery size: FPIR and DIR with the quality floor at t*, and without it at the threshold of equal DIR."""
+    from recognizer.decision import decide  # after passive_openmp() (faiss, torch)
+
+    low = faces.low
+    print(f"\nquality floor: {int(low.sum())} of {len(low)} faces ({low.mean():.3f}) under it")
+    print(f"{args.draws} galleries per size, {ENROLLED} photos enrolled per person (above the floor); target FPIR {args.target}")
+    print("| people enrolled | t* | floor: DIR | floor: FPIR | no floor at t*: DIR / FPIR | no floor at equal DIR: threshold | FPIR | stranger trials |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in [int(v) for v in args.sizes.split(",")]:
+        t_star = table.threshold_for(args.target, n, ENROLLED)
+        pool = {"sim": [], "ok": [], "probe": [], "low": []}
+        for _ in range(args.draws):
+            chosen = set(rng.choice(people, n, replace=False).tolist())
+            enrolled = np.zeros(len(faces.people), bool)
+            for p in chosen:
+                idx = np.flatnonzero((faces.people == p) & ~low)
+                enrolled[rng.choice(idx, min(ENROLLED, len(idx)), replace=False)] = True
+            probe = np.isin(faces.people, list(chosen)) & ~enrolled
+            q = np.concatenate([np.flatnonzero(probe), np.flatnonzero(~np.isin(faces.people, list(chosen)))])
+            with tempfile.TemporaryDirectory() as tmp:
+                gal = build_gallery(Path(tmp) / "g", faces.embeddings[enrolled], faces.people[enrolled], model_id)
+                dec = decide(gal, None, faces.embeddings[q], k=5, model_id=model_id)
+                gal.close()
+            names = dec.names["knn"]
+            pool["sim"].append(np.where([nm is not None for nm in names], dec.similarity["knn"], -1.0))
+            pool["ok"].append(np.array([nm == lab for nm, lab in zip(names, faces.people[q].astype(str))]))
+            pool["probe"].append(np.arange(len(q)) < probe.sum())
+            pool["low"].append(low[q])
+        sim, ok, is_probe, lowq = (np.concatenate(pool[k]) for k in ("sim", "ok", "probe", "low"))
+
+        def rates(t: float, floor: bool) -> tuple[float, float]:
+            named = (sim >= t) & (~lowq if floor else True)
+            return float((named & ok)[is_probe].mean()), float(named[~is_probe].mean())
+
+        dir_q, fpir_q = rates(t_star, True)
+        dir_0, fpir_0 = rates(t_star, False)
+        grid = np.arange(t_star, 1.0, 0.0005)
+        t_eq = max(t for t in grid if rates(t, False)[0] >= dir_q) if dir_0 >= dir_q else t_star
+        print(f"| {n} | {t_star:.3f} | {dir_q:.4f} | {fpir_q:.4f} | {dir_0:.4f} / {fpir_0:.4f} | {t_eq:.4f} | "
+              f"{rates(t_eq, False)[1]:.4f} | {int((~is_probe).sum())} |")
 
 
 if __name__ == "__main__":
