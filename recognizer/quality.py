@@ -36,13 +36,14 @@ class QualityLevels:
     along the eye line, in eye distances (0 frontal, about 1 in profile); sharpness: Laplacian variance of
     the aligned crop's grey levels."""
 
-    eye_distance: tuple[float, float] = (10.0, 30.0)
+    eye_distance: tuple[float, float] = (10.0, 40.0)
     yaw: tuple[float, float] = (1.5, 0.4)  # lower is better
-    sharpness: tuple[float, float] = (3.0, 60.0)
+    sharpness: tuple[float, float] = (3.0, 150.0)
+    detection: tuple[float, float] = (0.90, 0.995)  # MTCNN's probability (the detector drops faces under 0.90)
 
 
 # The embedding's length before normalisation, (floor, good), per model id: a property of one network.
-NORM_LEVELS: dict[str, tuple[float, float]] = {"sface-fb143eea0783": (5.5, 10.0)}
+NORM_LEVELS: dict[str, tuple[float, float]] = {"sface-fb143eea0783": (5.5, 12.5)}
 
 LEVELS = QualityLevels()
 
@@ -99,7 +100,8 @@ def assess(face: Face, crop: np.ndarray | None, norm: float | None, model_id: st
     width = float(face.box[2] - face.box[0])
     eyes = float(np.hypot(*(lm[1] - lm[0])))
     signals = {"width": width, "eye_distance": eyes, "yaw": yaw(lm), "detection": float(face.score)}
-    parts = {"size": _component(eyes, *levels.eye_distance), "pose": _component(abs(signals["yaw"]), *levels.yaw)}
+    parts = {"size": _component(eyes, *levels.eye_distance), "pose": _component(abs(signals["yaw"]), *levels.yaw),
+             "detection": _component(float(face.score), *levels.detection)}
     if crop is not None:
         signals["sharpness"] = sharpness(crop)
         parts["blur"] = _component(signals["sharpness"], *levels.sharpness)
@@ -115,7 +117,7 @@ def assess(face: Face, crop: np.ndarray | None, norm: float | None, model_id: st
 def _reason(part: str, signals: dict[str, float]) -> str:
     if part == "size":
         return f"face {signals['width']:.0f} px wide (eyes {signals['eye_distance']:.0f} px apart)"
-    return {"pose": "turned away", "blur": "blurred", "model": "unclear to the model"}[part]
+    return {"pose": "turned away", "blur": "blurred", "model": "unclear to the model", "detection": "unsure detection"}[part]
 
 
 def assess_faces(faces: Sequence[Face], crops: np.ndarray | None, norms: np.ndarray | None,
