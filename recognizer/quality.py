@@ -10,9 +10,11 @@ other networks skip this signal).
 
 Each signal becomes a component score: below its floor it runs from 0 to `FLOOR`, from the floor to
 its "good" level from `FLOOR` to 1. The face's score is the lowest component, so a face is low quality
-exactly when one signal is under its floor, and that signal is the reason. The floors and levels are
-the ones place they are set; `benchmarks/quality_bands.py` chose them on the cohort's calibration part
-(figures: benchmarks/results/quality-sface.md).
+exactly when one signal is under its floor, and that signal is the reason. This module is the one place
+the floors and levels are set: the "good" levels from the cohort's calibration part
+(`benchmarks/quality_bands.py`), the floors between the false detections and the real faces of the
+shared photos (figures: benchmarks/results/quality-sface.md). Faces analysed elsewhere without their
+crops and raw vectors (Ray's bulk enrolment) carry no quality and are judged as before.
 """
 from __future__ import annotations
 
