@@ -13,8 +13,7 @@ its "good" level from `FLOOR` to 1. The face's score is the lowest component, so
 exactly when one signal is under its floor, and that signal is the reason. This module is the one place
 the floors and levels are set: the "good" levels from the cohort's calibration part
 (`benchmarks/quality_bands.py`), the floors between the false detections and the real faces of the
-shared photos (figures: benchmarks/results/quality-sface.md). Faces analysed elsewhere without their
-crops and raw vectors (Ray's bulk enrolment) carry no quality and are judged as before.
+shared photos (figures: benchmarks/results/quality-sface.md).
 """
 from __future__ import annotations
 
