@@ -128,3 +128,14 @@ def test_clustering_sets_low_quality_faces_aside(model, data):
     assert [len(p["known"]) for p in meta["photos"]] == [1, 1, 1]
     assert len(meta["faces"]) == 2 and all(f["photo"] == 0 for f in meta["faces"])
     assert sorted(c["size"] for c in meta["clusters"]) == [1, 1]
+
+
+def test_a_blurred_face_is_refused_as_blurred(sface_pipeline, data):
+    from PIL import ImageFilter
+
+    photo = Image.open(data / "video-hamilton/obama2.jpg").convert("RGB")
+    sharp = sface_pipeline.analyze(photo).quality[0]
+    blurred = sface_pipeline.analyze(photo.filter(ImageFilter.GaussianBlur(20))).quality[0]
+    assert not sharp.low and sharp.score > 0.85
+    assert blurred.low and blurred.reasons == ["blurred"]
+    assert blurred.signals["sharpness"] < 3.0 < sharp.signals["sharpness"]
