@@ -139,3 +139,20 @@ def test_a_blurred_face_is_refused_as_blurred(sface_pipeline, data):
     assert not sharp.low and sharp.score > 0.85
     assert blurred.low and blurred.reasons == ["blurred"]
     assert blurred.signals["sharpness"] < 3.0 < sharp.signals["sharpness"]
+
+
+def test_http_identify_returns_each_faces_quality(model, data):
+    from starlette.testclient import TestClient
+
+    from recognizer.recognizer import Recognizer
+    from web.app import create_app
+    from web.settings import Settings
+
+    rec = Recognizer.open(model.dir)  # the app closes the model it serves
+    with TestClient(create_app(rec, Settings()), base_url="http://127.0.0.1") as client:
+        res = client.post("/identify", files={"file": ("obama.jpg", (data / BLOBS[1]).read_bytes())})
+    assert res.status_code == 200, res.text
+    him, blob = res.json()["faces"]
+    assert him["name"] == "Barack Obama" and not him["quality"]["low"] and "unknown" not in him
+    assert blob["name"] is None and blob["unknown"] == "low quality"
+    assert blob["quality"]["low"] and blob["quality"]["reasons"] == ["unclear to the model"]
