@@ -13,6 +13,15 @@ With --classifier-draws, a cosine classifier (the estimator finetune.py's head i
 on each of the first draws' enrolled faces, and the combined decision is scored beside kNN: as
 identify runs it (rejection by the kNN similarity of the chosen person), and with the
 classifier's probability of the chosen person as a second test, at the same DIR as kNN.
+
+With --quality, the quality floor (recognizer.quality) is scored instead, on every face of the part
+(label cleaning would drop the very faces too poor to match): enrolled photos are drawn among faces
+above the floor (enrolment refuses the others), and every probe and stranger is decided as identify
+decides it (a face under the floor is never named) and with no floor. Both are compared at t* and
+at equal DIR (each at the highest threshold that keeps the floor's DIR at t*); `--norm-floors`
+adds stricter floors on SFace's vector length beside the shipped one.
+
+    .venv/bin/python benchmarks/fpir_eval.py --quality [--draws 20] [--sizes 5,30,60] [--norm-floors 8,9]
 """
 from __future__ import annotations
 
@@ -56,6 +65,9 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.01)
     ap.add_argument("--classifier-draws", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quality", action="store_true", help="score the quality floor against no floor at equal DIR")
+    ap.add_argument("--norm-floors", type=lambda v: [float(x) for x in v.split(",") if x], default=[8.0, 9.0],
+                    help="with --quality: stricter floors on SFace's vector length to score beside the shipped one")
     args = ap.parse_args()
     passive_openmp()
     logging.basicConfig(level=logging.WARNING)
@@ -74,7 +86,11 @@ def main() -> None:
         raise SystemExit(f"no shipped FPIR table for {embedder.model_id}: run benchmarks/calibrate_fpir.py first")
     root = Path(args.cohort) if args.cohort else default_cohort_dir()
 
-    faces, cleaning = cohort_part(FacePipeline(Detector(), embedder, CropCache()), root, "evaluation", progress=True)
+    pipeline = FacePipeline(Detector(), embedder, CropCache())
+    if args.quality:  # every face: label cleaning drops exactly the faces too poor to match their own photos
+        quality_run(args, *quality_faces(pipeline, root), table, embedder.model_id, np.random.default_rng(args.seed))
+        return
+    faces, cleaning = cohort_part(pipeline, root, "evaluation", progress=True)
     people = np.unique(faces.people)
     print(f"evaluation part: {len(people)} people, {len(faces.people)} faces ({faces.n_no_face} photos without a face, "
           f"{cleaning.dropped} mislabelled photos dropped, same-person groups {cleaning.same_person})")
@@ -176,6 +192,72 @@ def clf_agg_draw(agg: dict, dec, labels, is_probe, t_star: float) -> None:
         a = agg[key]
         a["s"] += int((~is_probe).sum()); a["fp"] += int(named[~is_probe].sum())
         a["k"] += int(is_probe.sum()); a["ok"] += int(ok[is_probe].sum())
+
+
+def quality_faces(pipeline, root):
+    """(faces, people) of the evaluation part, label groups merged, no photo dropped."""
+    from recognizer.evaluation.calibration import split_people  # after passive_openmp() (faiss, torch)
+    from recognizer.evaluation.cohort import embed_cohort, merge_people
+
+    chosen, groups = split_people(root, "evaluation")
+    faces = merge_people(embed_cohort(pipeline, root, chosen, progress=True), groups)
+    print(f"evaluation part: {len(np.unique(faces.people))} people, {len(faces.people)} faces ({faces.n_no_face} photos without a face)")
+    return faces, np.unique(faces.people)
+
+
+def quality_run(args, faces, people, table, model_id: str, rng) -> None:
+    """Per gallery size and floor: DIR and FPIR at t* with the floor and without it, and both FPIRs at equal DIR."""
+    from recognizer.decision import decide  # after passive_openmp() (faiss, torch)
+
+    low = faces.low
+    norm = np.array([q.signals.get("norm", np.inf) for q in faces.quality])
+    floors = [("shipped floor", low)] + [(f"norm < {f:g} too", low | (norm < f)) for f in args.norm_floors]
+    print(f"\n{args.draws} galleries per size, {ENROLLED} photos enrolled per person (above the shipped floor), "
+          f"every face of the part (no label cleaning); target FPIR {args.target}")
+    print("| people enrolled | t* | floor | faces under it | DIR at t*: floor / none | FPIR at t*: floor / none | "
+          "at equal DIR (the floor's at t*): FPIR floor / none | stranger trials |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in [int(v) for v in args.sizes.split(",")]:
+        t_star = table.threshold_for(args.target, n, ENROLLED)
+        pool = {"sim": [], "ok": [], "probe": [], "q": []}
+        for _ in range(args.draws):
+            chosen = set(rng.choice(people, n, replace=False).tolist())
+            enrolled = np.zeros(len(faces.people), bool)
+            for p in chosen:
+                idx = np.flatnonzero((faces.people == p) & ~low)
+                enrolled[rng.choice(idx, min(ENROLLED, len(idx)), replace=False)] = True
+            probe = np.isin(faces.people, list(chosen)) & ~enrolled
+            q = np.concatenate([np.flatnonzero(probe), np.flatnonzero(~np.isin(faces.people, list(chosen)))])
+            with tempfile.TemporaryDirectory() as tmp:
+                gal = build_gallery(Path(tmp) / "g", faces.embeddings[enrolled], faces.people[enrolled], model_id)
+                dec = decide(gal, None, faces.embeddings[q], k=5, model_id=model_id)
+                gal.close()
+            names = dec.names["knn"]
+            pool["sim"].append(np.where([nm is not None for nm in names], dec.similarity["knn"], -1.0))
+            pool["ok"].append(np.array([nm == lab for nm, lab in zip(names, faces.people[q].astype(str))]))
+            pool["probe"].append(np.arange(len(q)) < probe.sum())
+            pool["q"].append(q)
+        sim, ok, is_probe, q = (np.concatenate(pool[k]) for k in ("sim", "ok", "probe", "q"))
+        for label, mask in floors:
+            fl = floor_rates(sim, ok, is_probe, mask[q], t_star)
+            print(f"| {n} | {t_star:.3f} | {label} | {int(mask.sum())} | {fl[0]:.4f} / {fl[1]:.4f} | {fl[2]:.4f} / {fl[3]:.4f} | "
+                  f"{fl[4]:.4f} / {fl[5]:.4f} | {int((~is_probe).sum())} |")
+
+
+def floor_rates(sim, ok, is_probe, lowq, t_star: float) -> tuple:
+    """(DIR at t* with the floor, without it, FPIR at t* with, without, and FPIR with and without at equal DIR: each
+    run at the highest threshold whose DIR is still the floor's DIR at t*)."""
+    def rates(t: float, floor: bool) -> tuple[float, float]:
+        named = (sim >= t) & (~lowq if floor else True)
+        return float((named & ok)[is_probe].mean()), float(named[~is_probe].mean())
+
+    grid = np.arange(t_star, 1.0, 0.0005)
+    (dir_q, fpir_q), (dir_0, fpir_0) = rates(t_star, True), rates(t_star, False)
+
+    def at_equal_dir(floor: bool) -> float:
+        return rates(max(t for t in grid if rates(t, floor)[0] >= dir_q), floor)[1]
+
+    return dir_q, dir_0, fpir_q, fpir_0, at_equal_dir(True), at_equal_dir(False)
 
 
 if __name__ == "__main__":

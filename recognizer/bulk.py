@@ -52,6 +52,7 @@ from recognizer.detection.boxes import Face
 from recognizer.detection.mtcnn import Detector
 from recognizer.image import expand_inputs
 from recognizer.pipeline import FacePipeline, PhotoResult
+from recognizer.quality import FaceQuality
 from recognizer.view import open_embedder
 
 __all__ = ["BulkError", "BulkSummary", "analyze_bulk", "cluster_to_join", "enroll_bulk", "identify_bulk", "init_ray",
@@ -162,6 +163,7 @@ def _encode(res, chip: bytes | str | None) -> dict[str, Any]:
             "faces": [{"box": [float(v) for v in f.box], "score": float(f.score),
                        "landmarks": np.asarray(f.landmarks, np.float64).tolist()} for f in res.faces],
             "emb": np.asarray(res.embeddings, np.float64).tolist(),
+            "quality": [{"score": q.score, "reasons": q.reasons, "signals": q.signals} for q in res.quality],
             "chip": base64.b64encode(chip).decode("ascii") if isinstance(chip, bytes) else None,
             "chip_error": chip if isinstance(chip, str) else None}
 
@@ -171,7 +173,8 @@ def _decode(d: dict[str, Any], dim: int):
     faces = [Face(np.array(f["box"], np.float32), f["score"], np.array(f["landmarks"], np.float32)) for f in d["faces"]]
     emb = np.array(d["emb"], np.float32).reshape(len(faces), dim)
     chip = base64.b64decode(d["chip"]) if d.get("chip") else d.get("chip_error")
-    return PhotoResult(d["source"], d["hash"], tuple(d["size"]), faces, embeddings=emb, error=d["error"]), chip
+    quality = [FaceQuality(q["score"], list(q["reasons"]), dict(q["signals"])) for q in d.get("quality", [])]
+    return PhotoResult(d["source"], d["hash"], tuple(d["size"]), faces, embeddings=emb, error=d["error"], quality=quality), chip
 
 
 def _chip(path: str, res, pipeline: FacePipeline) -> bytes | str | None:

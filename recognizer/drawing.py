@@ -8,10 +8,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from recognizer.image import ImageSource, load_image
 
-__all__ = ["KNOWN", "UNKNOWN", "draw_faces", "label_text"]
+__all__ = ["KNOWN", "LOW", "UNKNOWN", "draw_faces", "label_text"]
 
 KNOWN = (40, 200, 80)
 UNKNOWN = (230, 50, 50)
+LOW = (128, 128, 128)  # a face under the quality floor: unknown because it cannot be told, not a stranger
 
 
 class _Face(Protocol):
@@ -39,10 +40,11 @@ def draw_faces(photo: ImageSource, faces: Iterable[_Face]) -> Image.Image:
     except TypeError:  # Pillow without FreeType
         font = ImageFont.load_default()
     for face in faces:
-        colour = KNOWN if face.name else UNKNOWN
+        low = getattr(face, "unknown_reason", None) == "low quality"
+        colour = KNOWN if face.name else LOW if low else UNKNOWN
         x1, y1, x2, y2 = face.box
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=max(2, unit))
-        label = label_text(face.name, face.similarity)
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=max(2, unit if not low else 1))
+        label = "low quality" if low else label_text(face.name, face.similarity)
         tx1, ty1, tx2, ty2 = draw.textbbox((x1, y1), label, font=font)
         ty = y1 - (ty2 - ty1) - 2 * unit if y1 - (ty2 - ty1) - 2 * unit > 0 else y2
         draw.rectangle([x1, ty, x1 + (tx2 - tx1) + 2 * unit, ty + (ty2 - ty1) + 2 * unit], fill=colour)

@@ -14,6 +14,7 @@ from facecore.errors import ImageError
 from gallery import FaceRecord
 from recognizer.chips import chip_vectors
 from recognizer.image import ImageSource, list_images
+from recognizer.quality import LOW_QUALITY
 from recognizer.results import EnrollReport, FileOutcome
 
 __all__ = ["Pending", "as_sources", "commit", "screen"]
@@ -31,10 +32,11 @@ def as_sources(photos) -> list[ImageSource]:
     return list(photos)
 
 
-def screen(name: str, st, items, labels: Sequence[str] | None) -> tuple[EnrollReport, Pending]:
+def screen(name: str, st, items, labels: Sequence[str] | None, allow_low_quality: bool = False) -> tuple[EnrollReport, Pending]:
     """The report so far and the faces to add: face 0 of each (PhotoResult, chip maker) of view
     `st`; the chip maker returns the face's chip bytes or raises ImageError (the photo cannot be
-    read now, or changed)."""
+    read now, or changed). A face under the quality floor is refused ("low quality", with its
+    reasons) unless `allow_low_quality`."""
     report = EnrollReport(name)
     pending: Pending = []
     seen: set[str] = set()
@@ -49,6 +51,10 @@ def screen(name: str, st, items, labels: Sequence[str] | None) -> tuple[EnrollRe
         if res.skip_reason is not None:  # "no face": an unreadable photo was reported above
             report.files.append(FileOutcome(source, res.skip_reason))
             continue
+        low = res.low_quality(0)
+        if low is not None and not allow_low_quality:
+            report.files.append(FileOutcome(source, LOW_QUALITY, ", ".join(low.reasons)))
+            continue
         try:
             chip = make()
         except ImageError as exc:
@@ -58,6 +64,8 @@ def screen(name: str, st, items, labels: Sequence[str] | None) -> tuple[EnrollRe
         status, detail = "added", ""
         if len(res.faces) > 1:
             status, detail = "several faces", f"{len(res.faces)} faces; kept the largest"
+        if low is not None:
+            detail = "; ".join(d for d in (detail, f"low quality ({', '.join(low.reasons)}), allowed") if d)
         outcome = FileOutcome(source, status, detail)
         report.files.append(outcome)
         rec = FaceRecord(name, source, res.content_hash, tuple(float(v) for v in res.faces[0].box))

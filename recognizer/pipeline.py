@@ -18,6 +18,7 @@ from recognizer.detection.boxes import Face
 from recognizer.detection.mtcnn import Detector
 from recognizer.embedding.backbones import Embedder
 from facecore.errors import ImageError
+from recognizer.quality import FaceQuality, assess_faces
 from recognizer.image import DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_BUDGET, ImageSource, Photo, decode, load_photo, read_bytes, sha256_bytes
 
 __all__ = ["FacePipeline", "PhotoResult"]
@@ -36,6 +37,7 @@ class PhotoResult:
     crops: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     error: str | None = None  # set instead of raising when a photo in a stream cannot be read
+    quality: list[FaceQuality] = field(default_factory=list)  # per face, once embedded (empty: not assessed)
 
     @property
     def skip_reason(self) -> str | None:
@@ -46,8 +48,15 @@ class PhotoResult:
         return None if self.faces else "no face"
 
     def to_dict(self) -> dict:
-        return {"photo": self.source, "size": list(self.size), "faces": [f.to_dict() for f in self.faces],
-                "error": self.error}
+        faces = [f.to_dict() for f in self.faces]
+        for d, q in zip(faces, self.quality):
+            d["quality"] = q.to_dict()
+        return {"photo": self.source, "size": list(self.size), "faces": faces, "error": self.error}
+
+    def low_quality(self, i: int) -> FaceQuality | None:
+        """Face i's quality when it is under the floor (None: it is not, or was not assessed)."""
+        q = self.quality[i] if i < len(self.quality) else None
+        return q if q is not None and q.low else None
 
 
 class FacePipeline:
@@ -92,8 +101,14 @@ class FacePipeline:
     def analyze(self, src: ImageSource) -> PhotoResult:
         """Detect, crop and embed every face of one photo; raises ImageError."""
         result = self.detect_and_crop(src)
-        result.embeddings = self.embedder.embed(result.crops)
+        self._embed_into(result, *self.embedder.embed_with_norms(result.crops))
         return result
+
+    def _embed_into(self, result: PhotoResult, embeddings: np.ndarray, norms: np.ndarray) -> None:
+        """Set a photo's embeddings and its faces' quality (from the crops and the vectors' raw lengths)."""
+        result.embeddings = embeddings
+        if result.error is None:
+            result.quality = assess_faces(result.faces, result.crops, norms, self.embedder.model_id)
 
     def analyze_many(self, sources: Iterable[ImageSource], *, progress: bool = False, total: int | None = None,
                      workers: int | None = None) -> Iterator[PhotoResult]:
@@ -146,11 +161,14 @@ class FacePipeline:
 
     def _flush(self, pending: list[PhotoResult], bar) -> Iterator[PhotoResult]:
         crops = [r.crops for r in pending if len(r.faces)]
-        all_emb = self.embedder.embed(np.concatenate(crops)) if crops else np.zeros((0, self.embedder.dim), np.float32)
+        all_emb, all_norms = self.embedder.embed_with_norms(np.concatenate(crops) if crops else [])
         i = 0
         for r in pending:
             n = len(r.faces)
-            r.embeddings = all_emb[i : i + n] if r.error is None else np.zeros((0, self.embedder.dim), np.float32)
+            if r.error is None:
+                self._embed_into(r, all_emb[i : i + n], all_norms[i : i + n])
+            else:
+                r.embeddings = np.zeros((0, self.embedder.dim), np.float32)
             i += n
             bar.update(1)
             yield r

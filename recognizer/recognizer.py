@@ -208,10 +208,11 @@ class Recognizer:
         return confusions(self.gallery, self.threshold_info().threshold if threshold is None else threshold, people)
 
     def enroll(self, name: str, photos: ImageSource | Sequence[ImageSource], *, labels: Sequence[str] | None = None,
-               progress: bool = False, allow_similar: bool = False) -> EnrollReport:
+               progress: bool = False, allow_similar: bool = False, allow_low_quality: bool = False) -> EnrollReport:
         """Add the largest face of each photo (a folder, one photo or a sequence) as `name`, skipping photos already
         enrolled for them, and keep its chip; a name like an enrolled person's is refused unless `allow_similar`.
-        `labels`, one per photo, name the photos in the report and the gallery instead of their paths."""
+        `labels`, one per photo, name the photos in the report and the gallery instead of their paths. A face under
+        the quality floor (`recognizer.quality`) is refused with its reasons unless `allow_low_quality`."""
         name = validate_name(name)
         if not allow_similar:  # before the photos are read; the gallery checks again under its lock
             refuse_lookalikes([name], self.gallery.people())
@@ -225,10 +226,11 @@ class Recognizer:
         # only), so the chip's crops are the very crops that were embedded.
         items = ((res, partial(chip_of, src, res, st.pipeline.max_pixels, st.pipeline.memory_budget))
                  for src, res in zip(sources, results))
-        return self._enroll(name, st, items, labels, allow_similar)
+        return self._enroll(name, st, items, labels, allow_similar, allow_low_quality)
 
     def enroll_results(self, name: str, results: Iterable[tuple[PhotoResult, bytes | str | None]], *,
-                       labels: Sequence[str] | None = None, allow_similar: bool = False) -> EnrollReport:
+                       labels: Sequence[str] | None = None, allow_similar: bool = False,
+                       allow_low_quality: bool = False) -> EnrollReport:
         """`enroll` for photos analysed elsewhere (`recognizer.bulk`): pairs of a PhotoResult and its largest face's
         chip (`chips.chip_of`), or why none could be cut (a str), or None for a photo without a usable face."""
         name = validate_name(name)
@@ -242,10 +244,11 @@ class Recognizer:
 
         self.refresh()
         return self._enroll(name, self._cur, ((res, partial(given, res, chip)) for res, chip in results), labels,
-                            allow_similar)
+                            allow_similar, allow_low_quality)
 
-    def _enroll(self, name: str, st: View, items, labels: Sequence[str] | None, allow_similar: bool) -> EnrollReport:
-        report, pending = enrolment.screen(name, st, items, labels)
+    def _enroll(self, name: str, st: View, items, labels: Sequence[str] | None, allow_similar: bool,
+                allow_low_quality: bool = False) -> EnrollReport:
+        report, pending = enrolment.screen(name, st, items, labels, allow_low_quality)
         if pending:
             with self._writing() as now:
                 enrolment.commit(name, st, now, pending, self.chips, allow_similar)

@@ -8,6 +8,7 @@ from PIL import Image
 
 from recognizer.drawing import draw_faces
 from recognizer.image import ImageSource
+from recognizer.quality import FaceQuality, LOW_QUALITY
 
 __all__ = ["EnrollReport", "FaceIdentity", "FileOutcome", "PhotoIdentification"]
 
@@ -24,6 +25,14 @@ class FaceIdentity:
     similarity: float
     knn: dict = field(default_factory=dict)
     classifier: dict | None = None
+    quality: FaceQuality | None = None  # None: not assessed
+
+    @property
+    def unknown_reason(self) -> str | None:
+        """Why the face has no name: "low quality" (under the floor: never named) or "stranger"; None when named."""
+        if self.name is not None:
+            return None
+        return LOW_QUALITY if self.quality is not None and self.quality.low else "stranger"
 
     def to_dict(self) -> dict:
         out = {"box": [round(v, 1) for v in self.box], "detection_score": round(self.detection_score, 4),
@@ -32,6 +41,10 @@ class FaceIdentity:
                "knn": self.knn}
         if self.classifier is not None:
             out["classifier"] = self.classifier
+        if self.quality is not None:
+            out["quality"] = self.quality.to_dict()
+        if self.name is None:
+            out["unknown"] = self.unknown_reason
         return out
 
 
@@ -56,7 +69,7 @@ class PhotoIdentification:
 @dataclass
 class FileOutcome:
     file: str
-    status: str  # added | no face | several faces | unreadable | duplicate
+    status: str  # added | no face | several faces | low quality | unreadable | duplicate
     detail: str = ""
 
     def to_dict(self) -> dict:

@@ -157,7 +157,8 @@ def decide_photo(st: View, res: PhotoResult, thr: float) -> PhotoIdentification:
         conf = score(final, i, name)
         if name is None:  # no candidate: the similarity is the nearest person's
             sim = float(d.neighbour_similarity[i].max(initial=0.0))
-        if name is None or sim < thr:
+        if name is None or sim < thr or res.low_quality(i) is not None:  # a face under the quality floor is never named
             name, conf = None, None
-        out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, conf, sim, knn, clf))
+        quality = res.quality[i] if i < len(res.quality) else None
+        out.faces.append(FaceIdentity([float(v) for v in face.box], float(face.score), name, conf, sim, knn, clf, quality))
     return out

@@ -20,7 +20,7 @@ LAYERS = {
     "recognizer.image": 2, "recognizer.cache": 2, "recognizer.detection": 2, "recognizer.embedding": 2,
     "recognizer.onnx_session": 2, "recognizer.chips": 2, "recognizer.chip_format": 2, "recognizer.fpir": 2,
     "recognizer.threshold": 2, "recognizer.combine": 2, "recognizer.decision": 2, "recognizer.sample_data": 2,
-    "recognizer.drawing": 2, "recognizer.results": 2, "recognizer.network": 2,
+    "recognizer.drawing": 2, "recognizer.results": 2, "recognizer.network": 2, "recognizer.quality": 2,
     "recognizer.modeldir": 3,
     "recognizer.pipeline": 4, "recognizer.view": 4, "recognizer.enrolment": 4, "recognizer.video": 4,
     "recognizer.recognizer": 5,

@@ -72,7 +72,7 @@ def test_identify_group_photo_and_enroll_from_the_page(site, browser, data, tmp_
     browser.get(site + "/")
     people = lambda: [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#people li")]  # noqa: E731
     wait.until(lambda d: len(people()) == 2)
-    assert people() == ["barack_obama\n11 photos", "joe_biden\n2 photos"]
+    assert people() == ["barack_obama\n10 photos", "joe_biden\n2 photos"]  # partial_face2: low quality
     assert not browser.find_element(By.ID, "enroll-name").is_enabled()  # no token yet
 
     browser.find_element(By.ID, "photo-input").send_keys(str(data / FR / "group" / GROUP))

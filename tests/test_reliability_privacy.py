@@ -220,10 +220,9 @@ def test_removal_reaches_the_clustering_runs(tmp_path, data, fast_open):
     res = cli.invoke(enroll.main, ["--model", str(m), "--name", "Barack", "--cluster", f"{run_id}:{oc['id']}", "--json"])
     ok(res)
     assert json.loads(res.output)["added"] == 2
-    for c in runs.load_run(m, run_id).meta["clusters"]:
-        if c["status"] == "open":  # a stray face of another photo
-            ok(cli.invoke(enroll.main, ["--model", str(m), "--discard", f"{run_id}:{c['id']}"]))
-    assert runs.list_runs(m) == []
+    # it was the last open one: the dark blob beside Obama in examples__obama.jpg, once a stray cluster of its
+    # own, is set aside as low quality (issue 30)
+    assert meta["low_quality"] == 1 and runs.list_runs(m) == []
 
 
 def test_removal_reaches_a_gallery_left_by_a_killed_commit(model):

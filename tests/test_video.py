@@ -405,3 +405,11 @@ def test_sparse_sampling_keeps_tracks_across_two_missed_samples():
         t.update(float(k), [_obs(10 * k, [10, 10, 50, 50], a)])
     t.update(9.0, [_obs(90, [10, 10, 50, 50], a)])  # three missed: a new track
     assert [len(x.faces) for x in t.finish()] == [4, 1]
+
+
+def test_false_detections_join_no_track_and_are_counted(result):
+    """Frame 90: Lin-Manuel Miranda and a 23-px blob over his label; the blob is under the quality floor,
+    so it is in no track (nor drawn), and the summary counts it (issue 30)."""
+    at90 = [f for t in result.tracks for f in t.faces if f.frame == 90]
+    assert len(at90) == 1 and at90[0].box[2] - at90[0].box[0] > 60
+    assert result.low_quality >= 1 and result.to_dict()["low_quality_faces"] == result.low_quality

@@ -51,6 +51,8 @@ def identify_one_video(rec, source: str | os.PathLike | int, *, sample_fps: floa
             result.write_annotated(target)
     if not as_json:
         note = " (truncated or damaged: stopped early)" if result.truncated else ""
+        if result.low_quality:
+            note += f"; {result.low_quality} low-quality face(s) set aside"
         click.echo(f"{name}: {len(result.tracks)} track(s) in {result.video_seconds:.1f} s of video{note}")
         for t in result.tracks:
             who = t.name or "unknown"

@@ -73,8 +73,8 @@ def _cluster(rec, files, as_json, out, k, linkage, offset, model_dir) -> None:
     for p in failed:
         click.echo(f"{p['photo']}: error: {p['error']}")
     known = sum(len(p["known"]) for p in meta["photos"])
-    click.echo(f"{len(meta['faces'])} unknown face(s) in {len(meta['photos'])} photo(s), {known} already named; "
-               f"{len(meta['clusters'])} cluster(s)" + (f", saved as run {result.id}" if result.id else ""))
+    click.echo(f"{len(meta['faces'])} unknown face(s) in {len(meta['photos'])} photo(s), {known} already named, "
+               f"{meta.get('low_quality', 0)} set aside as low quality; {len(meta['clusters'])} cluster(s)" + (f", saved as run {result.id}" if result.id else ""))
     for c in meta["clusters"]:
         photos = sorted({meta["photos"][meta["faces"][i]["photo"]]["photo"] for i in c["faces"]})
         click.echo(f"  {result.id}:{c['id']}  {c['size']} face(s)  central face {c['central']}; "

@@ -67,6 +67,8 @@ ACTIONS = ("FOLDER/PHOTO... (with --name), --people DIR, --cluster RUN:ID (with 
                    "still there; lists the faces that cannot get one (exit 1).")
 @model.target_fpir_option
 @allow_similar_option
+@click.option("--allow-low-quality", is_flag=True,
+              help="Enroll faces under the quality floor too (too small, blurred, turned away); they are refused by default.")
 @click.option("--cluster", "cluster_ref", metavar="RUN:ID", help="Enroll a cluster of a cluster.py run (RUN may be 'latest').")
 @click.option("--exclude", metavar="N,N", default="", help="With --cluster: face numbers to leave out.")
 @click.option("--discard", metavar="RUN[:ID]", help="Delete a saved cluster.py run, or dismiss one of its clusters.")
@@ -79,8 +81,8 @@ ACTIONS = ("FOLDER/PHOTO... (with --name), --people DIR, --cluster RUN:ID (with 
 @verbose_option
 @friendly_errors
 def main(model_dir, name, paths, people_dir, backbone, weights, weights_dir, list_people, remove, rename, merge, faces_of,
-         sheet, remove_face, move_face, export_file, import_file, make_chips, target_fpir, allow_similar, cluster_ref, exclude,
-         discard, as_json, no_cache, gallery, ray_address, out_path, workers, verbose):
+         sheet, remove_face, move_face, export_file, import_file, make_chips, target_fpir, allow_similar, allow_low_quality,
+         cluster_ref, exclude, discard, as_json, no_cache, gallery, ray_address, out_path, workers, verbose):
     """Add NAME's faces from FOLDER/PHOTO... (one face per photo, the largest), or everyone's of --people DIR, to the
     model's gallery."""
     start(verbose)
@@ -109,7 +111,7 @@ def main(model_dir, name, paths, people_dir, backbone, weights, weights_dir, lis
         if target_fpir is not None:
             rec.set_target_fpir(target_fpir)
         if groups:
-            _enroll(rec, groups, allow_similar, as_json, single=not people_dir)
+            _enroll(rec, groups, allow_similar, as_json, single=not people_dir, allow_low_quality=allow_low_quality)
         elif not _people_action(rec, model_dir, list_people, remove, rename, merge, faces_of, sheet, remove_face,
                                 move_face, export_file, import_file, make_chips, allow_similar, as_json):
             model.show_threshold(rec, as_json)  # --target-fpir alone (facetool model threshold)
@@ -178,10 +180,11 @@ def _check(actions, target_fpir, name, paths, people_dir, cluster_ref, exclude, 
     return excluded
 
 
-def _enroll(rec, groups: dict, allow_similar: bool, as_json: bool, single: bool) -> None:
+def _enroll(rec, groups: dict, allow_similar: bool, as_json: bool, single: bool, allow_low_quality: bool = False) -> None:
     """Enroll each person of `groups` (name -> photos): a line per skipped file and a summary per person, then the
     threshold; exit 1 naming the files when a person got no face (the others are enrolled)."""
-    reports = [rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar) if files
+    reports = [rec.enroll(name, files, progress=not as_json, allow_similar=allow_similar,
+                          allow_low_quality=allow_low_quality) if files
                else recognizer.EnrollReport(name) for name, files in groups.items()]
     info = rec.threshold_info()
     added = [r.name for r in reports if r.added]

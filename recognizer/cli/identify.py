@@ -148,7 +148,7 @@ def _print_photo(res: dict) -> None:
     if "error" in res:
         click.echo(f"{res['photo']}: error: {res['error']}")
         return
-    names = [f["name"] or "unknown" for f in res["faces"]]
+    names = [f["name"] or ("unknown (low quality)" if f.get("unknown") == "low quality" else "unknown") for f in res["faces"]]
     click.echo(f"{res['photo']}: {len(res['faces'])} face(s): {', '.join(names) if names else '-'}")
 
 

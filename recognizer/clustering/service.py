@@ -25,6 +25,7 @@ from recognizer.clustering import runs as runs_mod
 from recognizer.clustering.graph import DEFAULT_K, LINKAGES, central_faces, cluster_embeddings
 from recognizer.clustering.runs import RunError
 from recognizer.image import load_photo
+from recognizer.quality import LOW_QUALITY
 
 __all__ = ["DEFAULT_LINK_OFFSET", "ClusterEnrollment", "ClusterResult", "cluster_photos", "describe_clusters",
            "dismiss_cluster", "enroll_cluster", "link_threshold", "looks_like_text", "parse_ref", "save"]
@@ -73,7 +74,7 @@ class _Gathered:
 
 def _photo_entry(res, label: str | None) -> dict:
     p = {"photo": res.source if label is None else label, "content_hash": res.content_hash,
-         "size": list(res.size), "known": []}
+         "size": list(res.size), "known": [], "low_quality": []}
     if res.error is not None:
         p["error"] = res.error
     return p
@@ -95,12 +96,16 @@ def _image_for_chips(src, res, ident, pipeline) -> tuple[object, str | None]:
 
 
 def _gather_faces(acc: _Gathered, pi: int, p: dict, res, ident, image) -> None:
-    """The known faces of photo `pi` into its entry `p`; its unknown ones into `acc`."""
+    """The known faces of photo `pi` into its entry `p`, and those under the quality floor (set aside: not
+    people to name); its other unknown ones into `acc`."""
     here = []
     for i, f in enumerate(ident.faces):
         box = [round(v, 1) for v in f.box]
         if f.name is not None:
             p["known"].append({"name": f.name, "box": box, "similarity": round(f.similarity, 4)})
+            continue
+        if f.unknown_reason == LOW_QUALITY:
+            p["low_quality"].append({"box": box, "reasons": list(f.quality.reasons)})
             continue
         here.append(len(acc.faces))
         guess = f.knn.get("name")
@@ -153,9 +158,11 @@ def cluster_photos(rec, sources: Sequence, *, labels: Sequence[str] | None = Non
     meta = {"model_id": rec.config.model_id, "backbone": rec.config.backbone, "crop_size": size, "threshold": thr,
             "linkage": {"rule": linkage, "k": k, "offset": offset, "link_threshold": round(t_link, 6)},
             "photos": acc.photos, "faces": acc.faces, "clusters": clusters,
+            "low_quality": sum(len(p.get("low_quality", ())) for p in acc.photos),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    log.info("clustered %d unknown faces of %d photos into %d clusters (embedding %.1f s, clustering %.2f s)",
-             len(acc.faces), len(acc.photos), len(clusters), t_embed, t_cluster)
+    log.info("clustered %d unknown faces of %d photos into %d clusters, %d low-quality faces set aside "
+             "(embedding %.1f s, clustering %.2f s)", len(acc.faces), len(acc.photos), len(clusters), meta["low_quality"],
+             t_embed, t_cluster)
     return ClusterResult(meta, E, C, acc.chips)
 
 

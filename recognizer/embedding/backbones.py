@@ -70,11 +70,15 @@ class Embedder(ABC):
 
     def embed(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """float32 (n, dim), each row of unit length; (0, dim) for no crops."""
+        return self.embed_with_norms(crops)[0]
+
+    def embed_with_norms(self, crops: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(`embed`'s unit vectors, each vector's length before it was normalised: a quality signal)."""
         arr = _stack(crops, self.crop_size)
         if len(arr) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        out = [self._embed_batch(arr[i : i + self.batch_size]) for i in range(0, len(arr), self.batch_size)]
-        return l2_normalize(np.concatenate(out, axis=0))
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
+        out = np.concatenate([self._embed_batch(arr[i : i + self.batch_size]) for i in range(0, len(arr), self.batch_size)], axis=0)
+        return l2_normalize(out), np.linalg.norm(np.asarray(out, np.float32), axis=1)
 
 
 class FacenetEmbedder(Embedder):

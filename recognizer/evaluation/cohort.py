@@ -45,9 +45,18 @@ class CohortFaces:
     people: np.ndarray  # (n,) person id (folder name, or the group's first name once merged)
     n_photos: int  # photos read, including those without a face
     n_no_face: int
+    quality: list | None = None  # recognizer.quality.FaceQuality per face, where the pipeline assessed them
 
     def subset(self, keep: np.ndarray) -> "CohortFaces":
-        return CohortFaces(self.embeddings[keep], self.people[keep], int(np.sum(keep)), 0)
+        quality = None if self.quality is None else [q for q, k in zip(self.quality, np.asarray(keep, bool)) if k]
+        return CohortFaces(self.embeddings[keep], self.people[keep], int(np.sum(keep)), 0, quality)
+
+    @property
+    def low(self) -> np.ndarray:
+        """Mask of the faces under the quality floor (none when quality was not assessed)."""
+        if self.quality is None:
+            return np.zeros(len(self.people), bool)
+        return np.array([q is not None and q.low for q in self.quality], bool)
 
 
 def load_split(path: str | Path = SPLIT_FILE) -> dict:
@@ -86,7 +95,7 @@ def embed_cohort(pipeline, root: str | Path, people: Sequence[str] | None = None
 
 def embed_photos(pipeline, paths: Sequence[str | Path], labels: Sequence[str], *, progress: bool = False) -> CohortFaces:
     """The largest face of each photo (person: the same item of `labels`); photos without one are counted."""
-    emb, who = [], []
+    emb, who, quality = [], [], []
     no_face = 0
     for res, label in zip(pipeline.analyze_many(paths, progress=progress), labels):
         if res.error is not None or not len(res.faces):
@@ -94,9 +103,10 @@ def embed_photos(pipeline, paths: Sequence[str | Path], labels: Sequence[str], *
             continue
         emb.append(res.embeddings[0])
         who.append(label)
+        quality.append(res.quality[0] if res.quality else None)
     dim = pipeline.embedder.dim
     return CohortFaces(np.stack(emb).astype(np.float32) if emb else np.zeros((0, dim), np.float32), np.array(who, dtype=object),
-                       len(paths), no_face)
+                       len(paths), no_face, quality)
 
 
 def merge_people(faces: CohortFaces, groups: Sequence[Sequence[str]]) -> CohortFaces:
@@ -105,7 +115,7 @@ def merge_people(faces: CohortFaces, groups: Sequence[Sequence[str]]) -> CohortF
     for g in groups:
         g = sorted(g)
         people[np.isin(people, g)] = g[0]
-    return CohortFaces(faces.embeddings, people, faces.n_photos, faces.n_no_face)
+    return CohortFaces(faces.embeddings, people, faces.n_photos, faces.n_no_face, faces.quality)
 
 
 @dataclass

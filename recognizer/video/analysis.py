@@ -3,6 +3,8 @@
 Each sampled frame goes through the same detection, embedding and per-face decision as a photo
 (`FacePipeline.analyze_many`, `Recognizer.decide`), so a frame's faces are exactly those of that
 frame saved as a picture; the tracker then links them and names each track by its faces' vote.
+Faces under the quality floor (`recognizer.quality`: false detections, blobs) join no track and
+start none; they are counted (`low_quality`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from facecore.errors import VideoError
+from recognizer.quality import LOW_QUALITY
 from recognizer.video import render
 from recognizer.video.reader import DEFAULT_SAMPLE_FPS, Frame, VideoInfo, VideoLimits, VideoReader
 from recognizer.video.tracking import Observation, Track, Tracker, TrackerSettings, colour_signature, is_cut
@@ -38,6 +41,7 @@ class VideoIdentification:
     sampled: int = 0  # frames analysed
     truncated: bool = False
     seconds: float = 0.0  # wall-clock time the analysis took
+    low_quality: int = 0  # faces set aside, under the quality floor
 
     @property
     def video_seconds(self) -> float:
@@ -61,7 +65,7 @@ class VideoIdentification:
     def to_dict(self) -> dict:
         out = {"video": self.source, **self.info.to_dict(), "sample_fps": self.sample_fps,
                "frames_decoded": self.decoded, "frames_sampled": self.sampled, "truncated": self.truncated,
-               "tracks": [t.to_dict() for t in self.tracks]}
+               "low_quality_faces": self.low_quality, "tracks": [t.to_dict() for t in self.tracks]}
         if self.truncated:
             out["warning"] = f"decoding stopped at frame {self.decoded} of the {self.info.frame_count} declared: the file is truncated or damaged"
         return out
@@ -104,9 +108,11 @@ def identify_video(recognizer, source: str | os.PathLike | int, *, sample_fps: f
                     tracks.update(frame.time, [], cut=cut)
                     continue
                 ident = recognizer.decide(res, threshold=thr)
-                tracks.update(frame.time, [Observation(frame.index, frame.time, face.box, face.score, res.embeddings[i],
-                                                       fid.name, fid.similarity, res.crops[i])
-                                           for i, (face, fid) in enumerate(zip(res.faces, ident.faces))], cut=cut)
+                kept = [i for i, fid in enumerate(ident.faces) if fid.unknown_reason != LOW_QUALITY]
+                result.low_quality += len(ident.faces) - len(kept)
+                tracks.update(frame.time, [Observation(frame.index, frame.time, res.faces[i].box, res.faces[i].score,
+                                                       res.embeddings[i], ident.faces[i].name, ident.faces[i].similarity,
+                                                       res.crops[i]) for i in kept], cut=cut)
         except KeyboardInterrupt:
             if not reader.camera:
                 raise
