@@ -36,7 +36,7 @@ def contact_sheet(crops: np.ndarray, faces: list[int], central: int, *, labels: 
     for n, i in enumerate(shown):
         x, y = pad + (n % cols) * (THUMB + pad), pad + (n // cols) * (THUMB + pad)
         sheet.paste(Image.fromarray(crops[i]).resize((THUMB, THUMB), Image.BILINEAR), (x, y))
-        draw.text((x + 3, y + 2), str(i) if labels is None else labels[i], fill=(255, 255, 0))
+        _number(draw, (x, y), str(i) if labels is None else labels[i])
         if i == central and frame:
             draw.rectangle([x - 2, y - 2, x + THUMB + 1, y + THUMB + 1], outline=(0, 160, 0), width=3)
     if more:
@@ -44,6 +44,15 @@ def contact_sheet(crops: np.ndarray, faces: list[int], central: int, *, labels: 
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def _number(draw: ImageDraw.ImageDraw, corner: tuple[int, int], text: str) -> None:
+    """A face's number (what `--exclude` takes) in yellow on a black box in the crop's corner: legible on
+    light faces and dark ones alike."""
+    x, y = corner
+    left, top, right, bottom = draw.textbbox((0, 0), text)
+    draw.rectangle([x, y, x + right - left + 5, y + bottom - top + 5], fill=(0, 0, 0))
+    draw.text((x + 3 - left, y + 3 - top), text, fill=(255, 255, 0))
 
 
 def face_png(crop: np.ndarray) -> bytes:
