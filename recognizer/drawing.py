@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from recognizer.image import ImageSource, load_image
 
-__all__ = ["KNOWN", "UNKNOWN", "Mark", "draw_faces", "draw_marks", "label_text", "place_labels"]
+__all__ = ["KNOWN", "UNKNOWN", "Mark", "draw_faces", "draw_marks", "label_boxes", "label_text", "place_labels"]
 
 KNOWN = (40, 200, 80)
 UNKNOWN = (230, 50, 50)
@@ -87,6 +87,11 @@ def place_labels(boxes: Sequence[Sequence[float]], sizes: Sequence[tuple[float, 
     return [placed[i] for i in range(len(rects))]
 
 
+def _unit(size: tuple[int, int]) -> int:
+    """Line width and text scale: they grow with the picture so labels stay readable on 4000-px photos and 200-px ones."""
+    return max(1, round(max(size) / 400))
+
+
 def _font(unit: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=max(10, 6 * unit))
@@ -94,19 +99,26 @@ def _font(unit: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def label_boxes(size: tuple[int, int], marks: Sequence[Mark]) -> list[Rect]:
+    """Where `draw_marks` puts each mark's label on a picture of `size`: (x1, y1, x2, y2), the label's
+    coloured box."""
+    unit = _unit(size)
+    font, draw = _font(unit), ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    inks = [draw.textbbox((0, 0), m.label, font=font) for m in marks]
+    return place_labels([m.box for m in marks], [(r - x + 2 * unit, b - y + 2 * unit) for x, y, r, b in inks], size)
+
+
 def draw_marks(img: Image.Image, marks: Sequence[Mark]) -> Image.Image:
-    """Draw on `img` itself: every box, then every label placed by `place_labels`; returns `img`."""
+    """Draw on `img` itself: every box, then every label where `label_boxes` puts it; returns `img`."""
     draw = ImageDraw.Draw(img)
-    # Scale lines and text with the picture so labels stay readable on 4000-px photos and 200-px ones.
-    unit = max(1, round(max(img.size) / 400))
+    unit = _unit(img.size)
     font = _font(unit)
     for m in marks:
         draw.rectangle([float(v) for v in m.box], outline=m.colour, width=max(2, unit))
-    inks = [draw.textbbox((0, 0), m.label, font=font) for m in marks]
-    sizes = [(r - left + 2 * unit, b - top + 2 * unit) for left, top, r, b in inks]
-    for m, ink, (x1, y1, x2, y2) in zip(marks, inks, place_labels([m.box for m in marks], sizes, img.size)):
+    for m, (x1, y1, x2, y2) in zip(marks, label_boxes(img.size, marks)):
+        left, top, _, _ = draw.textbbox((0, 0), m.label, font=font)
         draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=m.colour)
-        draw.text((x1 + unit - ink[0], y1 + unit - ink[1]), m.label, fill=_WHITE, font=font)
+        draw.text((x1 + unit - left, y1 + unit - top), m.label, fill=_WHITE, font=font)
     return img
 
 

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from facecore.atomic import atomic_write
 from recognizer.clustering.service import looks_like_text
@@ -19,6 +19,10 @@ __all__ = ["contact_sheet", "face_png", "write_report"]
 THUMB = 96
 COLS = 8
 MAX_ON_SHEET = 64  # a sheet of a huge cluster shows its first faces and says how many more
+try:
+    _NUMBER_FONT = ImageFont.load_default(size=14)
+except TypeError:  # Pillow without FreeType
+    _NUMBER_FONT = ImageFont.load_default()
 
 
 def contact_sheet(crops: np.ndarray, faces: list[int], central: int, *, labels: list[str] | None = None,
@@ -36,9 +40,9 @@ def contact_sheet(crops: np.ndarray, faces: list[int], central: int, *, labels: 
     for n, i in enumerate(shown):
         x, y = pad + (n % cols) * (THUMB + pad), pad + (n // cols) * (THUMB + pad)
         sheet.paste(Image.fromarray(crops[i]).resize((THUMB, THUMB), Image.BILINEAR), (x, y))
-        _number(draw, (x, y), str(i) if labels is None else labels[i])
         if i == central and frame:
             draw.rectangle([x - 2, y - 2, x + THUMB + 1, y + THUMB + 1], outline=(0, 160, 0), width=3)
+        _number(draw, (x, y), str(i) if labels is None else labels[i])
     if more:
         draw.text((pad, sheet.height - 14), f"... and {more} more", fill=(0, 0, 0))
     buf = io.BytesIO()
@@ -50,9 +54,9 @@ def _number(draw: ImageDraw.ImageDraw, corner: tuple[int, int], text: str) -> No
     """A face's number (what `--exclude` takes) in yellow on a black box in the crop's corner: legible on
     light faces and dark ones alike."""
     x, y = corner
-    left, top, right, bottom = draw.textbbox((0, 0), text)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=_NUMBER_FONT)
     draw.rectangle([x, y, x + right - left + 5, y + bottom - top + 5], fill=(0, 0, 0))
-    draw.text((x + 3 - left, y + 3 - top), text, fill=(255, 255, 0))
+    draw.text((x + 3 - left, y + 3 - top), text, fill=(255, 255, 0), font=_NUMBER_FONT)
 
 
 def face_png(crop: np.ndarray) -> bytes:
