@@ -146,6 +146,29 @@ def test_labels_stay_inside_the_picture_and_off_other_boxes(data):
         assert (t > 0.9).sum() > 20, m.label  # the text is there
 
 
+def test_a_label_at_the_right_edge_is_whole(data):
+    """The same label beside a face in the middle and a face touching the right edge of a real photo: as much
+    of its white text shows in both (before, the one at the edge ran out of the picture)."""
+    from recognizer.drawing import draw_faces
+
+    @dataclass
+    class Face:
+        box: list
+        name: str | None = "Lin-Manuel Miranda"
+        score: float = 1.0
+        similarity: float = 0.65
+
+    photo = Image.open(data / "video-hamilton" / "lin-manuel-miranda.png").convert("RGB")
+    photo = Image.fromarray((np.asarray(photo) * 0.6).astype(np.uint8))  # nothing light of its own: light is text
+    w = photo.width
+
+    def text_pixels(box) -> int:
+        return int((np.asarray(draw_faces(photo, [Face(box)])) > 170).all(axis=2).sum())
+
+    middle, edge = text_pixels([300, 250, 380, 330]), text_pixels([w - 50, 250, w - 1, 330])
+    assert middle > 50 and edge > 0.9 * middle, (middle, edge)
+
+
 def test_sheet_numbers_are_legible_on_light_and_dark_faces(data):
     """The numbers `--exclude` takes, on a real face made almost white and almost black: yellow on a dark
     box in both, so the contrast between number and backing is high whatever the face."""
@@ -156,10 +179,10 @@ def test_sheet_numbers_are_legible_on_light_and_dark_faces(data):
     light = (255 - (255 - face) * 0.08).astype(np.uint8)
     dark = (face * 0.08).astype(np.uint8)
     crops = np.stack([light, dark, light])
-    sheet = np.asarray(Image.open(io.BytesIO(contact_sheet(crops, [0, 1, 2], 0, frame=False))).convert("RGB"), np.float32)
+    sheet = np.asarray(Image.open(io.BytesIO(contact_sheet(crops, [0, 1, 2], 0))).convert("RGB"), np.float32)
     for n in range(3):
         x = 4 + n * (THUMB + 4)
-        corner = sheet[4:4 + 18, x:x + 24].reshape(-1, 3)
+        corner = sheet[5:5 + 18, x + 1:x + 25].reshape(-1, 3)  # inside the central face's frame
         lum = corner @ np.array([0.2126, 0.7152, 0.0722], np.float32)
         yellow = (corner[:, 0] > 200) & (corner[:, 1] > 200) & (corner[:, 2] < 90)
         assert yellow.sum() >= 8, n
