@@ -8,6 +8,7 @@ box or label when such a place exists (above, below, then beside or inside), and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Protocol, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
@@ -92,6 +93,7 @@ def _unit(size: tuple[int, int]) -> int:
     return max(1, round(max(size) / 400))
 
 
+@lru_cache(maxsize=16)
 def _font(unit: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=max(10, 6 * unit))
