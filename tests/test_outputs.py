@@ -205,3 +205,19 @@ def test_training_curves_are_titled_with_the_kept_epoch_marked(tmp_path):
     assert [t.get_text() for t in ax.get_legend().get_texts()][-1].startswith("best epoch (2)")
     paths = plot_curves(history, tmp_path, 2)
     assert [p.name for p in paths][0] == LOSS_PNG and all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_a_damaged_clip_gives_what_decodes_with_its_sound_up_to_there(clip, tmp_path):
+    """Noise over a third of the clip's bytes: the frames before it are written, the sound stops with them."""
+    from recognizer.video.render import write_annotated_video
+
+    data = bytearray(clip.read_bytes())
+    rng = np.random.default_rng(0)
+    for at in (len(data) // 3, len(data) // 2):
+        data[at:at + 50_000] = rng.integers(0, 256, 50_000, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    n = write_annotated_video(damaged, tracked(clip, [("Lin-Manuel Miranda", LIN_BOX, 0, 274)]), tmp_path / "out.mp4")
+    probe = streams(tmp_path / "out.mp4")
+    assert 30 < n < 275 and probe["frames"] == n
+    assert probe["audio"]["codec"] == "aac" and abs(probe["audio"]["duration"] - n / 29.97) < 0.1

@@ -6,6 +6,7 @@ It draws any `TrackedVideo` and so does not import the analysis above it.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from fractions import Fraction
@@ -23,6 +24,8 @@ from recognizer.video.tracking import Track
 
 __all__ = ["VIDEO_OUTPUT_SUFFIXES", "TrackedVideo", "boxes_at", "contact_sheet", "track_label", "write_annotated_video",
            "write_contact_sheet"]
+
+log = logging.getLogger(__name__)
 
 
 class TrackedVideo(Protocol):
@@ -148,18 +151,22 @@ class _AudioCopy:
         """Mux the sound that starts before `seconds` into the video."""
         if self.stream_in is None:
             return
-        while True:
-            packet = self.pending or next(self.packets, None)
-            self.pending = None
-            if packet is None:
-                self.stream_in = None
-                break
-            if packet.pts is None or packet.size == 0:
-                continue
-            if packet.pts * packet.time_base >= seconds:
-                self.pending = packet
-                break
-            self._write(packet)
+        try:
+            while True:
+                packet = self.pending or next(self.packets, None)
+                self.pending = None
+                if packet is None:
+                    self.stream_in = None
+                    break
+                if packet.pts is None or packet.size == 0:
+                    continue
+                if packet.pts * packet.time_base >= seconds:
+                    self.pending = packet
+                    break
+                self._write(packet)
+        except self.av.FFmpegError as exc:  # damaged sound: the video keeps what was read of it
+            log.warning("%s: the sound stops at %.1f s, where it cannot be read (%s)", self.input.name, seconds, exc)
+            self.stream_in = None
 
     def _write(self, packet) -> None:
         if self.copy:
