@@ -221,3 +221,31 @@ def test_a_damaged_clip_gives_what_decodes_with_its_sound_up_to_there(clip, tmp_
     probe = streams(tmp_path / "out.mp4")
     assert 30 < n < 275 and probe["frames"] == n
     assert probe["audio"]["codec"] == "aac" and abs(probe["audio"]["duration"] - n / 29.97) < 0.1
+
+
+def test_sound_past_the_last_frame_is_kept_for_five_seconds_at_most(clip, tmp_path):
+    """The clip's first 20 frames with 9 s of its sound: the annotated one ends 5 s after its last frame."""
+    import av
+
+    short = tmp_path / "short.mp4"
+    with av.open(str(clip)) as src, av.open(str(short), "w") as dst:
+        video = dst.add_stream("libx264", rate=Fraction(30000, 1001))
+        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+        audio = dst.add_stream_from_template(src.streams.audio[0])
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == 20:
+                break
+            frame.pts, frame.time_base = i, Fraction(1001, 30000)
+            dst.mux(video.encode(frame.reformat(format="yuv420p")))
+        dst.mux(video.encode(None))
+        src.seek(0)
+        for packet in src.demux(src.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = audio
+                dst.mux(packet)
+    assert streams(short)["audio"]["duration"] > 8
+    from recognizer.video.render import write_annotated_video
+
+    assert write_annotated_video(short, tracked(short, []), tmp_path / "out.mp4") == 20
+    probe = streams(tmp_path / "out.mp4")
+    assert "audio" in probe and abs(probe["duration"] - (20 * 1001 / 30000 + 5)) < 0.1, probe

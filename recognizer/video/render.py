@@ -7,7 +7,6 @@ It draws any `TrackedVideo` and so does not import the analysis above it.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -64,6 +63,7 @@ _FORMATS = {".mp4": ("mp4", "libx264", "aac", {"aac", "mp3", "opus", "flac"}),
             ".mov": ("mov", "libx264", "aac", {"aac", "mp3"}),
             ".webm": ("webm", "libvpx-vp9", "libopus", {"opus", "vorbis"})}
 VIDEO_OUTPUT_SUFFIXES = tuple(_FORMATS)
+_SOUND_AFTER = 5.0  # seconds of sound kept after the last frame
 
 
 def write_annotated_video(source: str | os.PathLike, result: TrackedVideo, out: str | os.PathLike,
@@ -92,10 +92,11 @@ def write_annotated_video(source: str | os.PathLike, result: TrackedVideo, out: 
                 video.options = {"crf": "23", "preset": "veryfast"} if vcodec == "libx264" else {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"}
                 with _AudioCopy(av, source, output, acodec, copyable) as audio:
                     written = _encode_frames(av, reader, result, (output, video, audio), size, hold, rate)
-                    # The whole sound track of a video read to its end (it may run past the last frame);
-                    # only up to the last frame of one cut short by a limit or damage.
+                    # The sound of a video read to its end may run past the last frame (up to _SOUND_AFTER:
+                    # a short video with hours of sound is no way round the limits); one cut short by a
+                    # limit or damage keeps its sound up to its last frame.
                     cut = reader.truncated or (limits.max_seconds is not None and written < reader.info.frame_count)
-                    audio.finish(float(written / rate) if cut else math.inf)
+                    audio.finish(float(written / rate) + (0 if cut else _SOUND_AFTER))
         except av.FFmpegError as exc:
             raise VideoError(out, f"cannot be written as a {container_format} video: {exc}") from exc
     return written
@@ -178,7 +179,7 @@ class _AudioCopy:
             self.output.mux(self.stream_out.encode(frame))
 
     def finish(self, seconds: float) -> None:
-        """The rest of the sound that starts before `seconds` (math.inf: all of it)."""
+        """The rest of the sound that starts before `seconds`."""
         self.until(seconds)
         if self.stream_out is not None and not self.copy:
             self.output.mux(self.stream_out.encode(None))
