@@ -89,7 +89,8 @@ def write_annotated_video(source: str | os.PathLike, result: TrackedVideo, out: 
             with av.open(str(tmp), "w", format=container_format, options=options) as output:
                 video = output.add_stream(vcodec, rate=rate)
                 video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
-                video.options = {"crf": "23", "preset": "veryfast"} if vcodec == "libx264" else {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+                video.options = ({"crf": "23", "preset": "veryfast"} if vcodec == "libx264"
+                                 else {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"})
                 with _AudioCopy(av, source, output, acodec, copyable) as audio:
                     written = _encode_frames(av, reader, result, (output, video, audio), size, hold, rate)
                     # The sound of a video read to its end may run past the last frame (up to _SOUND_AFTER:
