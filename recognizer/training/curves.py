@@ -26,6 +26,8 @@ def curve_figure(history: list, metric: str, ylabel: str, best: int | None = Non
         ax.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best}), the one kept")
         title += f", best epoch {best}"
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    if len(epochs) <= 20:
+        ax.set_xticks(epochs)  # whole epochs, not 1.25
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
