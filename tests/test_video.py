@@ -132,13 +132,80 @@ def test_video_frames_match_the_photo_path(rec, result, clip, tmp_path):
         assert len(match) == 1 and np.array_equal(match[0].embedding, emb)
 
 
-def test_annotated_video_and_contact_sheet(result, clip, tmp_path):
+def probe(path: Path) -> dict:
+    """What ffprobe says of a file, through PyAV: each stream's codec, pixel format, duration and frames."""
+    import av
+
+    with av.open(str(path)) as c:
+        streams = {s.type: {"codec": s.codec_context.name, "pix_fmt": getattr(s.codec_context, "pix_fmt", None),
+                            "rate": s.average_rate if s.type == "video" else None,
+                            "frames": sum(1 for _ in c.decode(s)) if s.type == "video" else None,
+                            "duration": float(s.duration * s.time_base) if s.duration else None}
+                   for s in c.streams}
+        return {"duration": c.duration / 1e6, **streams}
+
+
+@pytest.fixture(scope="module")
+def annotated(result, clip, tmp_path_factory) -> Path:
+    from recognizer.video.render import write_annotated_video
+
+    out = tmp_path_factory.mktemp("annotated") / "annotated.mp4"
+    assert write_annotated_video(clip, result, out) == 275
+    return out
+
+
+def test_annotated_video_plays_in_browsers_with_the_clips_sound_and_length(clip, annotated):
+    """H.264 in yuv420p (what Chromium, Firefox and Safari decode), the whole clip to within one frame, and
+    the clip's AAC sound track (the clip has one), copied."""
+    src, out = probe(clip), probe(annotated)
+    assert src["audio"]["codec"] == "aac"
+    assert out["video"]["codec"] == "h264" and out["video"]["pix_fmt"] == "yuv420p"
+    frame = 1 / float(src["video"]["rate"])
+    assert out["video"]["frames"] == src["video"]["frames"] == 275
+    assert abs(out["video"]["duration"] - src["video"]["duration"]) < frame
+    assert abs(out["duration"] - src["duration"]) < frame
+    assert out["audio"]["codec"] == "aac" and abs(out["audio"]["duration"] - src["audio"]["duration"]) < frame
+    with open(annotated, "rb") as fh:  # the index first (faststart): a browser starts playing before the end arrives
+        head = fh.read(4096)
+    assert head.find(b"moov") != -1 and (head.find(b"mdat") == -1 or head.find(b"moov") < head.find(b"mdat"))
+
+
+def test_labels_are_inside_the_frame_and_never_under_a_box_in_frame_90(result, annotated):
+    """Frame 90: Lin-Manuel Miranda and a false detection just above his head. His label goes where the other
+    box is not, inside the frame; the frame is kept in artifacts/ to look at."""
+    import av
+
+    from recognizer.drawing import KNOWN, UNKNOWN, Mark, label_boxes
+    from recognizer.video.render import boxes_at, track_label
+
+    here = {t.name: t for t in result.tracks if boxes_at(t, 90, 5) is not None}
+    assert set(here) == {LIN, None}
+    marks = [Mark(boxes_at(t, 90, 5), track_label(t), KNOWN if t.name else UNKNOWN) for t in here.values()]
+    with av.open(str(annotated)) as c:
+        frame = next(f for i, f in enumerate(c.decode(video=0)) if i == 90).to_image()
+    artifacts = Path(__file__).resolve().parent.parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    frame.save(artifacts / "video-frame-090.png")
+    labels = label_boxes(frame.size, marks)
+    for x1, y1, x2, y2 in labels:
+        assert 0 <= x1 < x2 <= frame.width and 0 <= y1 < y2 <= frame.height
+    lin = labels[list(here).index(LIN)]
+    fx1, fy1, fx2, fy2 = boxes_at(here[None], 90, 5)
+    assert lin[2] <= fx1 or lin[0] >= fx2 or lin[3] <= fy1 or lin[1] >= fy2
+    # In the video itself: the label's green box where it was placed, with nothing red drawn over it.
+    x1, y1, x2, y2 = (int(round(v)) for v in lin)
+    fill = np.asarray(frame, np.int32)[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1].reshape(-1, 3)
+    green = (np.abs(fill - KNOWN).sum(axis=1) < 90).mean()
+    red = ((fill[:, 0] > fill[:, 1] + 80) & (fill[:, 0] > 150)).mean()
+    assert green > 0.5 and red == 0, (green, red)
+
+
+def test_annotated_video_and_contact_sheet(result, clip, annotated, tmp_path):
     import cv2
 
-    from recognizer.video.render import write_annotated_video, write_contact_sheet
+    from recognizer.video.render import write_contact_sheet
 
-    out = tmp_path / "annotated.mp4"
-    assert write_annotated_video(clip, result, out) == 275
+    out = annotated
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 275
     cap.set(cv2.CAP_PROP_POS_FRAMES, 240)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from facecore.outputs import InputSet, check_output, check_output_dir, output_file
 from recognizer.clustering.service import looks_like_text
@@ -21,6 +21,10 @@ THUMB = 96
 COLS = 8
 INDEX = "index.html"
 MAX_ON_SHEET = 64  # a sheet of a huge cluster shows its first faces and says how many more
+try:
+    _NUMBER_FONT = ImageFont.load_default(size=14)
+except TypeError:  # Pillow without FreeType
+    _NUMBER_FONT = ImageFont.load_default()
 
 
 def contact_sheet(crops: np.ndarray, faces: list[int], central: int, *, labels: list[str] | None = None,
@@ -38,9 +42,9 @@ def contact_sheet(crops: np.ndarray, faces: list[int], central: int, *, labels: 
     for n, i in enumerate(shown):
         x, y = pad + (n % cols) * (THUMB + pad), pad + (n // cols) * (THUMB + pad)
         sheet.paste(Image.fromarray(crops[i]).resize((THUMB, THUMB), Image.BILINEAR), (x, y))
-        draw.text((x + 3, y + 2), str(i) if labels is None else labels[i], fill=(255, 255, 0))
         if i == central and frame:
             draw.rectangle([x - 2, y - 2, x + THUMB + 1, y + THUMB + 1], outline=(0, 160, 0), width=3)
+        _number(draw, (x, y), str(i) if labels is None else labels[i])
     if more:
         draw.text((pad, sheet.height - 14), f"... and {more} more", fill=(0, 0, 0))
     buf = io.BytesIO()
@@ -51,6 +55,15 @@ def contact_sheet(crops: np.ndarray, faces: list[int], central: int, *, labels: 
 def sheet_name(cluster: int) -> str:
     """The file name of a cluster's contact sheet."""
     return f"cluster-{cluster:04d}.png"
+
+
+def _number(draw: ImageDraw.ImageDraw, corner: tuple[int, int], text: str) -> None:
+    """A face's number (what `--exclude` takes) in yellow on a black box in the crop's corner: legible on
+    light faces and dark ones alike."""
+    x, y = corner
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=_NUMBER_FONT)
+    draw.rectangle([x, y, x + right - left + 5, y + bottom - top + 5], fill=(0, 0, 0))
+    draw.text((x + 3 - left, y + 3 - top), text, fill=(255, 255, 0), font=_NUMBER_FONT)
 
 
 def face_png(crop: np.ndarray) -> bytes:

@@ -401,7 +401,7 @@ def _compare_and_report(d: Path, f: _Faces, tr: _Trained, opts: FinetuneOptions,
     scores = closed_set_scores(gal, tr.classifier, tr.net.embed_features(tr.f_va[:, 0]), f.y_va, k=cfg.knn_k,
                                model_id=cfg.model_id)
     gal.close()
-    files = [str(p) for p in plot_curves(tr.result.history, d)]
+    files = [str(p) for p in plot_curves(tr.result.history, d, tr.result.best_epoch)]
     s = opts.settings
     report = FinetuneReport(str(d), opts.backbone, cfg.model_id, f.classes, len(f.y_tr), len(f.y_va), f.source, f.skipped,
                             {**tr.result.to_dict(), "unfreeze": list(tr.unfreeze), "settings": s.to_dict(),

@@ -49,7 +49,8 @@ class VideoIdentification:
         return self.decoded / self.info.fps if self.info.fps > 0 else 0.0
 
     def write_annotated(self, out: str | os.PathLike, limits: VideoLimits = VideoLimits()) -> int:
-        """Write the video again with each track's box and name drawn (MPEG-4); returns the frames written."""
+        """Write the video again with each track's box and name drawn (H.264 MP4 or VP9 WebM by
+        `out`'s suffix, with the source's sound); returns the frames written."""
         if self.path is None or isinstance(self.path, int):
             raise VideoError(self.source, "only a video file can be annotated again; a camera's frames are not kept")
         return render.write_annotated_video(self.path, self, out, limits)
