@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_outputs import CLIP, FALSE_BOX, LIN_BOX, tracked
+from test_video_outputs import CLIP, FALSE_BOX, LIN_BOX, tracked
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

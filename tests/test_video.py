@@ -179,7 +179,9 @@ def test_labels_are_inside_the_frame_and_never_under_a_box_in_frame_90(result, a
     from recognizer.video.render import boxes_at, track_label
 
     here = {t.name: t for t in result.tracks if boxes_at(t, 90, 5) is not None}
-    assert set(here) == {LIN, None}
+    # The false detection above his head is under the quality floor (issue 30): it makes no track now, so
+    # his label has nothing to avoid here; tests/test_video_outputs.py places labels beside that same box.
+    assert LIN in here and set(here) <= {LIN, None}
     marks = [Mark(boxes_at(t, 90, 5), track_label(t), KNOWN if t.name else UNKNOWN) for t in here.values()]
     with av.open(str(annotated)) as c:
         frame = next(f for i, f in enumerate(c.decode(video=0)) if i == 90).to_image()
@@ -190,8 +192,9 @@ def test_labels_are_inside_the_frame_and_never_under_a_box_in_frame_90(result, a
     for x1, y1, x2, y2 in labels:
         assert 0 <= x1 < x2 <= frame.width and 0 <= y1 < y2 <= frame.height
     lin = labels[list(here).index(LIN)]
-    fx1, fy1, fx2, fy2 = boxes_at(here[None], 90, 5)
-    assert lin[2] <= fx1 or lin[0] >= fx2 or lin[3] <= fy1 or lin[1] >= fy2
+    if None in here:
+        fx1, fy1, fx2, fy2 = boxes_at(here[None], 90, 5)
+        assert lin[2] <= fx1 or lin[0] >= fx2 or lin[3] <= fy1 or lin[1] >= fy2
     # In the video itself: the label's green box where it was placed, with nothing red drawn over it.
     x1, y1, x2, y2 = (int(round(v)) for v in lin)
     fill = np.asarray(frame, np.int32)[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1].reshape(-1, 3)
