@@ -512,7 +512,9 @@ class MilvusGallery(Gallery):
     def _rebuild_summary(self, client: Any) -> None:
         """A gallery made before the summary existed: count everyone once (one scan)."""
         counts = Counter(r["person"] for r in self._scan(client, "id >= 0", ["person"]))
-        self._settle(client, counts)
+        # and everyone the summary still names: a person with no face left (a row of the summary that came
+        # back after a crash, or a removal the kill cut short) is counted to 0 and so leaves it
+        self._settle(client, set(counts) | set(self._summary(client, strong=True)))
         self._set_meta(client, {"summary": "1"})
         logger.info("%s: wrote the people summary (%d people)", self.path, len(counts))
 
