@@ -46,6 +46,8 @@ def browser(tmp_path_factory):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", "--window-size=1400,1000",
+                # no network but this machine: every name but localhost fails to resolve (the /docs test relies on it)
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -210,3 +212,26 @@ def test_faces_panel_moves_and_removes_one_face(site, browser, tmp_path):
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
 
+
+
+def test_api_docs_work_offline(site, browser, tmp_path):
+    """/docs shows every route with the network blocked: Swagger UI comes from the server, not a CDN (issue 28)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*cdn*", "*jsdelivr*", "*unpkg*", "*tiangolo*"]})
+    try:
+        browser.get(site + "/docs")
+        WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        paths = {e.get_attribute("data-path") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/identify", "/people", "/people/{name}/photos", "/faces/{face_id}", "/clusters"} <= paths, paths
+        assert "facetool" in browser.find_element(By.CSS_SELECTOR, ".info .title").text
+        origins = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)")
+        assert origins and set(origins) <= {site}, origins
+        screenshot(browser, "browser-docs-offline.png", tmp_path)
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
