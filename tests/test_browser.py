@@ -235,3 +235,110 @@ def test_api_docs_work_offline(site, browser, tmp_path):
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
+
+
+def _rows(browser):
+    return browser.execute_script("return [...document.querySelectorAll('#results li')].map(li => "
+                                  "[li.querySelector('.file').textContent, li.querySelector('.what').textContent])")
+
+
+def _labels_inside(browser, frame: str):
+    """Every label of the shown photo or frame lies within it (issue 28: labels stuck out past small photos)."""
+    return browser.execute_script(
+        "const f = document.querySelector(arguments[0]).getBoundingClientRect();"
+        "return [...document.querySelectorAll(arguments[0] + ' .face-label')].every(l => {"
+        "  const r = l.getBoundingClientRect(); return r.left >= f.left - 1 && r.right <= f.right + 1; })", frame)
+
+
+def test_identify_a_folder_and_several_photos_then_enrol_refreshes_them(site, browser, data, tmp_path):
+    """A folder through the picker and several photos at once give a results list; enrolling someone from the
+    page identifies the listed photos again, so they show the new name (issue 28)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 180)
+    browser.get(site + "/")
+    alex = data / FR / "people/alex_lacamoire"
+    browser.find_element(By.ID, "folder-input").send_keys(str(alex))
+    n = len(list(alex.iterdir()))
+    wait.until(lambda d: len(_rows(d)) == n and all(w != "…" for _, w in _rows(d)))
+    assert {f for f, _ in _rows(browser)} == {p.name for p in alex.iterdir()}
+    assert all(w == "1 face(s): unknown" for _, w in _rows(browser)), _rows(browser)
+    small = data / FR / "people/barack_obama/examples__obama_small.jpg"
+    browser.find_element(By.ID, "photo-input").send_keys(f"{data / FR / 'group' / GROUP}\n{small}")
+    wait.until(lambda d: len(_rows(d)) == n + 2 and "2 file(s) identified" in d.find_element(By.ID, "identify-status").text)
+    rows = dict(_rows(browser))
+    assert sorted(rows[GROUP].split(": ")[1].split(", ")) == ["barack_obama", "joe_biden", "unknown"], rows
+    assert rows[small.name] == "1 face(s): barack_obama", rows
+    # the small photo: its label is kept inside it
+    browser.find_elements(By.CSS_SELECTOR, "#results li")[n + 1].click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#frame .face-label")
+               and d.find_element(By.ID, "summary").text == "1 face(s): barack_obama")
+    assert browser.find_element(By.ID, "photo").rect["width"] < 400
+    assert _labels_inside(browser, "#frame")
+    screenshot(browser, "browser-identify-small.png", tmp_path)
+
+    # enrol Alex from two of his photos: the third, listed as unknown, is named now without choosing it again
+    test_photo = "knn_test__alex_lacamoire1.jpg"
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "enroll-name").send_keys("Alex Lacamoire")
+    browser.find_element(By.ID, "enroll-files").send_keys("\n".join(str(p) for p in sorted(alex.iterdir()) if p.name != test_photo))
+    browser.find_element(By.ID, "enroll-button").click()
+    wait.until(lambda d: "identified again" in d.find_element(By.ID, "identify-status").text)
+    rows = dict(_rows(browser))
+    assert rows[test_photo] == "1 face(s): Alex Lacamoire", rows
+    assert rows[small.name] == "1 face(s): barack_obama", rows
+    idx = [f for f, _ in _rows(browser)].index(test_photo)
+    browser.find_elements(By.CSS_SELECTOR, "#results li")[idx].click()
+    wait.until(lambda d: d.find_element(By.ID, "summary").text == "1 face(s): Alex Lacamoire")
+    assert browser.find_element(By.CSS_SELECTOR, "#frame .face-label").text.startswith("Alex Lacamoire ")
+    assert _labels_inside(browser, "#frame")
+    screenshot(browser, "browser-identify-many.png", tmp_path)
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+
+
+def test_identify_a_video_shows_tracks_thumbnails_and_the_clip(site, browser, data, tmp_path):
+    """A short clip: a row a face track (name, first and last time, a thumbnail cut from the clip), and the clip
+    playing in the page with each track's box and label drawn over it (issue 28)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 300)
+    browser.get(site + "/")
+    browser.find_element(By.ID, "photo-input").send_keys(str(data / "video-hamilton" / "short_hamilton_clip.mp4"))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tracks tbody tr"))
+    (file, what), = _rows(browser)
+    assert file == "short_hamilton_clip.mp4" and what.split(" ")[1] == "track(s):", what
+    n = int(what.split(" ")[0])
+    rows = browser.find_elements(By.CSS_SELECTOR, "#tracks tbody tr")
+    assert len(rows) == n > 0
+    import re
+    for row in rows:
+        cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        assert re.fullmatch(r"\S.* -?[01]\.\d\d", cells[1]), cells
+        assert re.fullmatch(r"\d+:\d\d\.\d", cells[2]) and re.fullmatch(r"\d+:\d\d\.\d", cells[3]), cells
+        assert cells[2] <= cells[3] and int(cells[4]) >= 1, cells
+    # every thumbnail is drawn (not the flat grey it starts as), and most show a face's contrast
+    spreads = lambda d: d.execute_script(  # noqa: E731
+        "return [...document.querySelectorAll('#tracks canvas')].map(c => {"
+        "  const p = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "  let lo = 255, hi = 0;"
+        "  for (let i = 0; i < p.length; i += 4) { lo = Math.min(lo, p[i + 1]); hi = Math.max(hi, p[i + 1]); }"
+        "  return hi - lo; })")
+    wait.until(lambda d: min(spreads(d)) > 0)
+    assert sum(s > 40 for s in spreads(browser)) >= 0.75 * n, spreads(browser)
+    # the clip plays in the page, and a track's row takes it to that face, boxed and labelled
+    assert browser.execute_script("return document.getElementById('video').readyState") >= 2
+    rows[-1].click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#video-frame .face"))
+    who = rows[-1].find_elements(By.TAG_NAME, "td")[1].text.rsplit(" ", 1)[0]  # the frame's label: that face's similarity
+    shown = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#video-frame .face-label")]
+    assert any(t.rsplit(" ", 1)[0] == who for t in shown), (who, shown)
+    assert _labels_inside(browser, "#video-frame")
+    browser.execute_script("document.getElementById('video').play()")
+    wait.until(lambda d: d.execute_script("const v = document.getElementById('video'); return v.currentTime > 0.5 || v.ended"))
+    browser.execute_script("document.getElementById('video').pause()")
+    screenshot(browser, "browser-video.png", tmp_path)
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe

@@ -48,7 +48,7 @@ PAGE = Path(__file__).resolve().parent / "index.html"
 # The page is inline HTML/CSS/JS; this policy keeps it from loading anything from elsewhere.
 PAGE_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "img-src 'self' blob: data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    "img-src 'self' blob: data:; media-src blob:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
