@@ -264,6 +264,9 @@ def test_identify_a_folder_and_several_photos_then_enrol_refreshes_them(site, br
     wait.until(lambda d: len(_rows(d)) == n and all(w != "…" for _, w in _rows(d)))
     assert {f for f, _ in _rows(browser)} == {p.name for p in alex.iterdir()}
     assert all(w == "1 face(s): unknown" for _, w in _rows(browser)), _rows(browser)
+    # identified without the token; nothing else can be done without it
+    assert browser.execute_script("return ['enroll-fields', 'cluster-fields'].map(i => document.getElementById(i).disabled)") == [True, True]
+    assert not browser.find_elements(By.CSS_SELECTOR, "#people button")
     small = data / FR / "people/barack_obama/examples__obama_small.jpg"
     browser.find_element(By.ID, "photo-input").send_keys(f"{data / FR / 'group' / GROUP}\n{small}")
     wait.until(lambda d: len(_rows(d)) == n + 2 and "2 file(s) identified" in d.find_element(By.ID, "identify-status").text)
@@ -340,5 +343,78 @@ def test_identify_a_video_shows_tracks_thumbnails_and_the_clip(site, browser, da
     wait.until(lambda d: d.execute_script("const v = document.getElementById('video'); return v.currentTime > 0.5 || v.ended"))
     browser.execute_script("document.getElementById('video').pause()")
     screenshot(browser, "browser-video.png", tmp_path)
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+
+
+def test_cluster_panel_sorts_folds_merges_leaves_out_and_renames(site, browser, data, tmp_path):
+    """The unknown faces panel (issue 28): clusters by size, those of only small or unclear faces folded away; no
+    "looks like" hint below the threshold; two clusters merged, one face left out, the rest enrolled under one
+    name (the left-out face is not enrolled), then the person renamed."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 240)
+    browser.get(site + "/")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    dd = data / "deepface-test-dataset"
+    # a group photo scaled down to a third: its six faces are 25-30 px, the small crops that mislead
+    from PIL import Image
+
+    small = tmp_path / "six-small-faces.jpg"
+    with Image.open(data / "facenet-pytorch-test-images/group/multiface__6_faces_unnamed.jpg") as im:
+        im.resize((im.width * 35 // 100, im.height * 35 // 100)).save(small)
+    photos = [*sorted((dd / "people/deepface_id02").iterdir())[:3], *sorted((dd / "people/deepface_id03").iterdir())[:3],
+              dd / "group/selfie-many-people.jpg", small]
+    browser.find_element(By.ID, "cluster-files").send_keys("\n".join(str(p) for p in photos))
+    browser.find_element(By.ID, "cluster-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#clusters .cluster"))
+    cards = browser.execute_script(
+        "return [...document.querySelectorAll('#clusters .cluster')].map(c => [c.dataset.cluster, "
+        "c.querySelectorAll('.thumbs img').length, +c.dataset.quality, !!c.closest('#low-quality'), c.innerText])")
+    shown = [c for c in cards if not c[3]]
+    folded = [c for c in cards if c[3]]
+    assert folded, cards
+    assert all(c[2] < 0.5 for c in folded) and all(c[2] >= 0.5 for c in shown), cards
+    assert [c[1] for c in shown] == sorted((c[1] for c in shown), reverse=True), cards
+    assert not browser.find_element(By.ID, "low-quality").get_attribute("open")
+    assert not any("below" in c[4] for c in cards), cards
+    assert len(shown) >= 2, cards
+    screenshot(browser, "browser-clusters-sorted.png", tmp_path)
+
+    # merge the two largest clusters
+    (a, na, *_), (b, nb, *_) = shown[:2]
+    for cid in (a, b):
+        browser.find_element(By.CSS_SELECTOR, f"#clusters .cluster[data-cluster='{cid}'] .cluster-pick").click()
+    browser.find_element(By.ID, "cluster-merge").click()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, f"#clusters .cluster[data-cluster='{b}']"))
+    card = browser.find_element(By.CSS_SELECTOR, f"#clusters .cluster[data-cluster='{a}']")
+    assert card.find_element(By.TAG_NAME, "h3").text == f"Cluster {a}+{b} · {na + nb} faces"
+    wait.until(lambda d: all(i.get_attribute("naturalWidth") not in (None, "0") for i in card.find_elements(By.CSS_SELECTOR, ".thumbs img")))
+    # leave one face out
+    out = card.find_elements(By.CSS_SELECTOR, ".thumbs img")[-1]
+    left_photo = out.get_attribute("title").split(" [")[0]
+    out.click()
+    assert "left-out" in out.get_attribute("class")
+    assert card.find_element(By.TAG_NAME, "h3").text == f"Cluster {a}+{b} · {na + nb} faces · 1 left out"
+    browser.execute_script("arguments[0].scrollIntoView()", card)
+    screenshot(browser, "browser-clusters-merged.png", tmp_path)
+    card.find_element(By.CLASS_NAME, "cluster-name").send_keys("Merged Person")
+    card.find_element(By.CLASS_NAME, "cluster-enroll").click()
+    wait.until(lambda d: "Merged Person: added" in card.text)
+    added = int(card.text.split("Merged Person: added ")[1].split(",")[0])
+    assert 1 <= added <= na + nb - 1 and "left out 1" in card.text, card.text
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    faces = httpx.get(f"{site}/people/Merged Person", headers=auth).json()["faces"]
+    assert len(faces) == added and left_photo not in [f["photo"] for f in faces], (left_photo, faces)
+
+    # rename the person just enrolled, from the same card
+    browser.execute_script("window.prompt = () => 'Renamed Person';")
+    card.find_element(By.CLASS_NAME, "cluster-rename").click()
+    wait.until(lambda d: "Renamed Merged Person to Renamed Person." in card.text)
+    people = httpx.get(f"{site}/people", headers=auth).json()["people"]
+    assert people.get("Renamed Person") == added and "Merged Person" not in people
+    wait.until(lambda d: "Renamed Person" in d.find_element(By.ID, "people").text)
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
