@@ -382,6 +382,9 @@ def test_cluster_panel_sorts_folds_merges_leaves_out_and_renames(site, browser, 
     assert not any("below" in c[4] for c in cards), cards
     assert len(shown) >= 2, cards
     screenshot(browser, "browser-clusters-sorted.png", tmp_path)
+    browser.execute_script("const f = document.getElementById('low-quality'); f.open = true; f.scrollIntoView()")
+    screenshot(browser, "browser-clusters-folded.png", tmp_path)
+    browser.execute_script("document.getElementById('low-quality').open = false; window.scrollTo(0, 0)")
 
     # merge the two largest clusters
     (a, na, *_), (b, nb, *_) = shown[:2]
