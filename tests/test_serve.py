@@ -105,7 +105,14 @@ def test_health_page_and_docs(server):
     spec = server.get("/openapi.json").json()
     assert {"/identify", "/people", "/people/{name}/photos", "/people/{name}", "/health"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/identify"]["post"]["requestBody"]["content"]
-    assert server.get("/docs").status_code == 200
+    docs = server.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+    # offline (issue 28): every script, style and icon of /docs is the server's own
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", docs.text, re.I), docs.text
+    for asset in re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", docs.text):
+        assert server.get(asset).status_code == 200, asset
+    assert server.get("/docs/assets/index.html").status_code == 404
+    assert server.get("/redoc").status_code == 404  # ReDoc only comes from a CDN: not offered
 
 
 def test_identify_matches_identify_cli(server, data, model):

@@ -15,7 +15,7 @@ The routes are module-level functions on `router` (and `web.clusters.router`); t
 `create_app` puts on `app.state` through the dependencies of `web.deps`.
 
 Modules, each importing only those below it: app (routes, create_app) -> clusters (the unknown
-faces panel's routes) -> deps (dependencies), uploads (reading bodies), body_limit -> errors,
+faces panel's routes), docs (the offline API docs page) -> deps (dependencies), uploads (reading bodies), body_limit -> errors,
 settings -> guard.
 """
 from __future__ import annotations
@@ -39,6 +39,7 @@ from recognizer.faces import correction_summary, face_listing, face_thumbnail
 from recognizer.results import FileOutcome
 from web.body_limit import BodyLimit
 from web.clusters import router as cluster_router
+from web.docs import router as docs_router
 from web.deps import READ_ACCESS, TOKEN_REQUIRED, Config, Model, on_model_thread
 from web.errors import EXCEPTION_HANDLERS, ApiError
 from web.guard import RequestGuard
@@ -55,7 +56,7 @@ PAGE = Path(__file__).resolve().parent / "index.html"
 # The page is inline HTML/CSS/JS; this policy keeps it from loading anything from elsewhere.
 PAGE_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "img-src 'self' blob: data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    "img-src 'self' blob: data:; media-src blob:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
@@ -338,7 +339,7 @@ def create_app(recognizer: Recognizer, settings: Settings) -> ASGIApp:
     recognizer.max_pixels = min(recognizer.max_pixels, settings.max_pixels)
     recognizer.memory_budget = min(recognizer.memory_budget, settings.max_photo_bytes)
     app = FastAPI(title="facetool", summary="Name the faces in photos, using the people enrolled in one model.",
-                  version="1", lifespan=lifespan)
+                  version="1", lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs: web.docs, offline
     app.state.recognizer = recognizer
     app.state.settings = settings
     app.state.model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -347,4 +348,5 @@ def create_app(recognizer: Recognizer, settings: Settings) -> ASGIApp:
         app.add_exception_handler(exc_class, handler)
     app.include_router(router)
     app.include_router(cluster_router)
+    app.include_router(docs_router)
     return RequestGuard(BodyLimit(app, settings.max_upload_bytes, {"/identify": settings.max_video_bytes}), settings.guard)
