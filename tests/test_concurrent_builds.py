@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from reliability_util import json_reports
 from test_reliability_finetune import small_train_dir
 
@@ -24,6 +26,7 @@ def named_files(model: Path) -> set[str]:
     return names - {None}
 
 
+@pytest.mark.train
 def test_two_finetunes_started_together_one_switches_the_other_changes_nothing(tmp_path, data, forkserver, fast_open):
     from recognizer.recognizer import Recognizer
 

@@ -208,6 +208,7 @@ def no_ray(monkeypatch):
             yield i, res, None
 
     monkeypatch.setattr(bulk, "analyze_bulk", local)
+    monkeypatch.setattr(bulk, "_analyze", local)  # what identify_bulk/enroll_bulk call: no cluster to look for
 
 
 def test_bulk_out_that_is_not_the_tools_is_refused_byte_identical(model, data, fast_open, no_ray, tmp_path):
