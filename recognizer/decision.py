@@ -37,6 +37,11 @@ class Decisions:
     def __len__(self) -> int:
         return len(self.neighbour_similarity)
 
+    @property
+    def deployed(self) -> str:
+        """The decider identify answers with: the combination once finetuned, else the kNN vote."""
+        return "combined" if "combined" in self.scores else "knn"
+
     def ranking(self, decider: str, i: int) -> list[str]:
         """Candidates of face i, best first (people with a score of 0 are not candidates)."""
         s, sim = self.scores[decider][i], self.neighbour_similarity[i]

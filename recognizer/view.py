@@ -135,7 +135,7 @@ def decide_photo(st: View, res: PhotoResult, thr: float) -> PhotoIdentification:
         return out
     # The same deciders evaluate.py and finetune.py score, so reports describe what identify does.
     d = decide(st.gallery, visible_classifier(st), res.embeddings, k=st.config.knn_k, model_id=st.config.model_id)
-    final = "combined" if "combined" in d.scores else "knn"
+    final = d.deployed
     col = {p: j for j, p in enumerate(d.people)}
 
     def score(decider: str, i: int, name: str | None) -> float:

@@ -190,7 +190,7 @@ def open_set_scores(known: Decisions, labels: Sequence[str], unknown: Decisions,
                     unknown_source: str) -> OpenSetScores:
     """FPIR and DIR per decider at the current threshold and across thresholds, and a recommendation."""
     labels = [str(x) for x in labels]
-    deployed = "combined" if "combined" in known.deciders else "knn"
+    deployed = known.deployed
     out = OpenSetScores(len(labels), len(unknown), unknown_source, float(threshold), float(target_fpir), deployed=deployed)
     if len(unknown) and 1.0 / len(unknown) > target_fpir:
         out.notes.append(f"{len(unknown)} unknown faces: FPIR moves in steps of {1 / len(unknown):.3f}, so a target of "

@@ -175,7 +175,7 @@ def evaluate_recognizer(rec, photos: tuple[list[str], list[str], str] | None, op
         if len(kf.labels):
             dec = decide(rec.gallery, rec.classifier, kf.embeddings, k=cfg.knn_k, model_id=cfg.model_id)
             report.closed = closed_set_from_decisions(dec, kf.labels)
-            d = _deployed(dec)
+            d = dec.deployed
             report.mistakes["closed_set"] = find_mistakes(kf.labels, answers(dec.names[d], dec.similarity[d]),
                                                           dec.similarity[d], kf.paths, kf.boxes)
             report.open = _open_set(rec, faces, kf, dec, strangers, opts, report)
@@ -193,13 +193,9 @@ def _has_boxes(faces: FaceSet) -> bool:
     return len(faces.boxes) == len(faces.labels)
 
 
-def _deployed(dec) -> str:
-    return "combined" if "combined" in dec.deciders else "knn"
-
-
 def _open_mistakes(report, out, known: FaceSet, known_dec, unknown: FaceSet, unknown_dec) -> None:
     """The open set's wrong answers at the threshold in use, and its confusion matrix with "unknown"."""
-    d, t = _deployed(known_dec), out.threshold
+    d, t = known_dec.deployed, out.threshold
     expected = list(known.labels) + [UNKNOWN] * len(unknown.labels)
     got = answers(known_dec.names[d], known_dec.similarity[d], t) + answers(unknown_dec.names[d], unknown_dec.similarity[d], t)
     sims = np.concatenate([known_dec.similarity[d], unknown_dec.similarity[d]])
