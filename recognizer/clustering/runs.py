@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -267,15 +267,20 @@ def _rename_guess(item: dict, key: str, old: str, new: str | None) -> None:
             item[key]["name"] = new
 
 
+def _readable_runs(model_dir: str | os.PathLike, left: Callable[[str], str]) -> Iterator[Run]:
+    """Every saved run that can be read; one that cannot is said loudly (`left(run id)`: what it may still
+    hold), never skipped silently."""
+    for rid in list_runs(model_dir):
+        try:
+            yield load_run(model_dir, rid)
+        except RunError as exc:
+            log.warning("%s; %s", exc, left(rid))
+
+
 def rename_person(model_dir: str | os.PathLike, old: str, new: str) -> int:
     """Rename a person in every saved run; returns the runs changed. The caller holds `runs_lock`."""
     changed = 0
-    for rid in list_runs(model_dir):
-        try:
-            run = load_run(model_dir, rid)
-        except RunError as exc:
-            log.warning("%s; %s was not renamed in it", exc, old)
-            continue
+    for run in _readable_runs(model_dir, lambda rid: f"{old} was not renamed in it"):
         meta = _renamed(run.meta, old, new)
         if meta != run.meta:
             replace_meta(run, meta)
@@ -362,17 +367,13 @@ def forget_person(model_dir: str | os.PathLike, name: str, faces: set[tuple] = f
     caller holds `runs_lock` and the model's writer lock (so no enrolment from a run is half way)."""
     faces = {face_key(h, b) for h, b in faces}
     total = 0
-    for rid in list_runs(model_dir):
-        try:
-            run = load_run(model_dir, rid)
-        except RunError as exc:  # cannot be read, so cannot be scrubbed: said loudly, never skipped silently
-            log.warning("%s; it may still hold faces of %s (discard it: enroll.py --discard %s)", exc, name, rid)
-            continue
+    for run in _readable_runs(model_dir,
+                              lambda rid: f"it may still hold faces of {name} (discard it: enroll.py --discard {rid})"):
         scrubbed = _forget_in_run(run, name, faces)
         if scrubbed is None:
             continue
         total += scrubbed
-        log.info("clustering run %s: removed %d faces and every mention of %s", rid, scrubbed, name)
+        log.info("clustering run %s: removed %d faces and every mention of %s", run.id, scrubbed, name)
     return total
 
 
@@ -381,11 +382,7 @@ def forget_faces(model_dir: str | os.PathLike, faces: set[tuple]) -> int:
     face: its person stays); returns the faces scrubbed. The caller holds the locks forget_person needs."""
     keys = {face_key(h, b) for h, b in faces}
     total = 0
-    for rid in list_runs(model_dir):
-        try:
-            run = load_run(model_dir, rid)
-        except RunError as exc:
-            log.warning("%s; it may still hold a removed face (discard it: enroll.py --discard %s)", exc, rid)
-            continue
+    for run in _readable_runs(model_dir,
+                              lambda rid: f"it may still hold a removed face (discard it: enroll.py --discard {rid})"):
         total += _forget_in_run(run, None, keys) or 0
     return total
